@@ -1,0 +1,328 @@
+"""The policy one gateway enforces: pools, relays, limits, exemptions, quarantines.
+
+Pure, validated, immutable values with no I/O.  Construction checks each
+value on its own (types, ranges, names); ``edgectl.model.lint`` checks how
+values combine.  Both raise or report a ``ModelError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
+
+from edgectl.model.errors import ModelError
+from edgectl.model.prefix import Prefix
+
+# Names end up inside nft identifiers (chain ``pool_<name>``, counter
+# ``op25b_<name>``); nft caps identifiers at 256 bytes but operators read
+# them in ``nft list``, so keep them short and unquoted.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+SUBMISSION_PORTS = frozenset({465, 587})  # RFC 8314 and RFC 6409: never OP25B
+
+
+class PoolKind(StrEnum):
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+    INFRASTRUCTURE = "infrastructure"
+
+
+class QuarantineMode(StrEnum):
+    SMTP = "smtp"  # every mail port blocked
+    WALLED_GARDEN = "walled-garden"  # DNS to the resolvers and HTTP(S) to the portal only
+    BLOCK = "block"  # everything dropped
+
+
+class BlockAction(StrEnum):
+    RESET = "reset"  # TCP reset: the subscriber's MTA fails fast instead of timing out
+    DROP = "drop"
+
+
+class Hook(StrEnum):
+    FORWARD = "forward"
+    OUTPUT = "output"
+
+
+def check_name(value: object, path: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise ModelError(
+            path, f"{value!r} is not a name: use 1-32 of a-z, 0-9 and _, starting with a letter"
+        )
+    return value
+
+
+def check_int(value: object, path: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelError(path, f"expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ModelError(path, f"{value} is out of range {low}..{high}")
+    return value
+
+
+def check_port(value: object, path: str) -> int:
+    return check_int(value, path, 1, 65535)
+
+
+def check_bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ModelError(path, f"expected true or false, got {value!r}")
+    return value
+
+
+def check_expiry(value: object, path: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ModelError(path, "expiry must be a timezone-aware time")
+    return value
+
+
+def check_text(value: object, path: str, *, limit: int = 200) -> str | None:
+    """Free text (account ids, tickets) that must stay printable in logs."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ModelError(path, f"expected a non-empty string of at most {limit} characters")
+    if not value.isprintable():
+        raise ModelError(path, "must be printable text")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """Address space subscribers get their addresses from.
+
+    ``subscriber_prefix_len`` is the IPv6 delegation size (a /56 or a /64):
+    limits and quarantines key on it, because an IPv6 subscriber picks any
+    /128 inside it and would otherwise dodge every per-address rule.
+    """
+
+    name: str
+    kind: PoolKind
+    prefixes: tuple[Prefix, ...]
+    subscriber_prefix_len: int | None = None
+    rate_limit: str | None = None
+    op25b_shadow: bool = False
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "name")
+        if not isinstance(self.kind, PoolKind):
+            raise ModelError("kind", f"must be one of {', '.join(k.value for k in PoolKind)}")
+        if not self.prefixes:
+            raise ModelError("prefixes", "a pool needs at least one prefix")
+        if any(not isinstance(p, Prefix) for p in self.prefixes):
+            raise ModelError("prefixes", "must be prefixes")
+        has_v6 = any(p.version == 6 for p in self.prefixes)
+        if has_v6 and self.kind is not PoolKind.INFRASTRUCTURE:
+            if self.subscriber_prefix_len is None:
+                raise ModelError(
+                    "subscriber_prefix_len",
+                    "an IPv6 pool must say how long each subscriber's delegated prefix is "
+                    "(for example 56 or 64)",
+                )
+            check_int(self.subscriber_prefix_len, "subscriber_prefix_len", 32, 64)
+            for index, prefix in enumerate(self.prefixes):
+                if prefix.version == 6 and prefix.length > self.subscriber_prefix_len:
+                    raise ModelError(
+                        f"prefixes[{index}]",
+                        f"{prefix} is longer than the delegated /{self.subscriber_prefix_len}",
+                    )
+        elif self.subscriber_prefix_len is not None and not has_v6:
+            raise ModelError("subscriber_prefix_len", "only an IPv6 pool delegates prefixes")
+        if self.rate_limit is not None:
+            check_name(self.rate_limit, "rate_limit")
+            if self.kind is PoolKind.INFRASTRUCTURE:
+                raise ModelError("rate_limit", "infrastructure pools are not subscribers")
+        check_bool(self.op25b_shadow, "op25b_shadow")
+        if self.op25b_shadow and self.kind is not PoolKind.DYNAMIC:
+            raise ModelError("op25b_shadow", "only dynamic pools are subject to OP25B")
+
+    def key_length(self, version: int) -> int:
+        """How many leading bits identify one subscriber of this pool."""
+        if version == 4:
+            return 32
+        assert self.subscriber_prefix_len is not None
+        return self.subscriber_prefix_len
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """The ISP's own MX/MSA: dynamic pools may still reach these on port 25."""
+
+    name: str
+    prefixes: tuple[Prefix, ...]
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "name")
+        if not self.prefixes:
+            raise ModelError("prefixes", "a relay needs at least one prefix")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitProfile:
+    """Per-subscriber limits on new mail connections.
+
+    ``new_per_minute``/``burst``: token bucket on new connections.
+    ``concurrent``: open mail connections at once.
+    ``per_destination``: open connections from one subscriber to one
+    destination address, the shape of bulk sending to a single MX.
+    ``shadow``: count and log offenders but let them through.
+    """
+
+    name: str
+    new_per_minute: int
+    burst: int
+    concurrent: int | None = None
+    per_destination: int | None = None
+    shadow: bool = False
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "name")
+        check_int(self.new_per_minute, "new_per_minute", 1, 1_000_000)
+        check_int(self.burst, "burst", 1, 1_000_000)
+        if self.concurrent is not None:
+            check_int(self.concurrent, "concurrent", 1, 1_000_000)
+        if self.per_destination is not None:
+            check_int(self.per_destination, "per_destination", 1, 1_000_000)
+        check_bool(self.shadow, "shadow")
+
+
+@dataclass(frozen=True, slots=True)
+class Exemption:
+    """One account allowed to reach outside MX on port 25 (a ticketed exception)."""
+
+    key: Prefix
+    account: str | None = None
+    ticket: str | None = None
+    expires: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_text(self.account, "account")
+        check_text(self.ticket, "ticket")
+        check_expiry(self.expires, "expires")
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """A subscriber key held in one of the quarantine modes, optionally until ``expires``."""
+
+    key: Prefix
+    mode: QuarantineMode
+    account: str | None = None
+    expires: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, QuarantineMode):
+            raise ModelError("mode", f"must be one of {', '.join(m.value for m in QuarantineMode)}")
+        check_text(self.account, "account")
+        check_expiry(self.expires, "expires")
+
+
+DEFAULT_MAIL_PORTS = (25, 465, 587)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """How one gateway enforces: hooks, block action, logging, walled garden."""
+
+    hooks: tuple[Hook, ...] = (Hook.FORWARD,)
+    block_action: BlockAction = BlockAction.RESET
+    mail_ports: tuple[int, ...] = DEFAULT_MAIL_PORTS
+    op25b_ports: tuple[int, ...] = (25,)
+    # nflog group for block evidence; None logs to the kernel log instead.
+    log_group: int | None = None
+    log_per_second: int = 10
+    resolvers: tuple[Prefix, ...] = ()
+    portal: tuple[Prefix, ...] = ()
+    # Entries per rate/concurrency meter set; a full set stops adding keys,
+    # so size it above the subscribers one gateway serves.
+    meter_size: int = 65536
+
+    def __post_init__(self) -> None:
+        if not self.hooks or any(not isinstance(h, Hook) for h in self.hooks):
+            raise ModelError("hooks", "must list one or more of forward, output")
+        if len(set(self.hooks)) != len(self.hooks):
+            raise ModelError("hooks", "lists a hook twice")
+        if not isinstance(self.block_action, BlockAction):
+            raise ModelError("block_action", "must be reset or drop")
+        for name in ("mail_ports", "op25b_ports"):
+            ports = getattr(self, name)
+            if not ports:
+                raise ModelError(name, "must list at least one port")
+            for index, port in enumerate(ports):
+                check_port(port, f"{name}[{index}]")
+            if len(set(ports)) != len(ports):
+                raise ModelError(name, "lists a port twice")
+        if self.log_group is not None:
+            check_int(self.log_group, "log_group", 0, 65535)
+        check_int(self.log_per_second, "log_per_second", 1, 10_000)
+        check_int(self.meter_size, "meter_size", 1024, 16_777_216)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Everything one gateway must enforce, at one revision.
+
+    Quarantines and exemptions are keyed by subscriber key: one entry per key,
+    the last one given wins nowhere, a duplicate is an error.
+    """
+
+    gateway: str
+    revision: int
+    settings: GatewaySettings = field(default_factory=GatewaySettings)
+    pools: tuple[Pool, ...] = ()
+    relays: tuple[Relay, ...] = ()
+    rate_limits: tuple[RateLimitProfile, ...] = ()
+    exemptions: Mapping[Prefix, Exemption] = field(default_factory=dict)
+    quarantines: Mapping[Prefix, Quarantine] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_text(self.gateway, "gateway", limit=64)
+        check_int(self.revision, "revision", 0, 2**63 - 1)
+        for label, items in (
+            ("pools", self.pools),
+            ("relays", self.relays),
+            ("rate_limits", self.rate_limits),
+        ):
+            seen: set[str] = set()
+            for item in items:
+                if item.name in seen:
+                    raise ModelError(f"{label}[{item.name}]", "name used twice")
+                seen.add(item.name)
+
+    def pool(self, name: str) -> Pool:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
+
+    def profile(self, name: str) -> RateLimitProfile:
+        for profile in self.rate_limits:
+            if profile.name == name:
+                return profile
+        raise KeyError(name)
+
+    def delegated_lengths(self) -> tuple[int, ...]:
+        """The IPv6 subscriber key lengths in use: one quarantine set per length."""
+        return tuple(
+            sorted(
+                {p.subscriber_prefix_len for p in self.pools if p.subscriber_prefix_len is not None}
+            )
+        )
+
+
+Entry = TypeVar("Entry", Quarantine, Exemption)
+
+
+def keyed(entries: Iterable[Entry], path: str) -> dict[Prefix, Entry]:
+    """Index entries by subscriber key, refusing a key given twice."""
+    result: dict[Prefix, Entry] = {}
+    for entry in entries:
+        if entry.key in result:
+            raise ModelError(f"{path}[{entry.key}]", "key given twice")
+        result[entry.key] = entry
+    return result

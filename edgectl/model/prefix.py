@@ -1,0 +1,176 @@
+"""IPv4/IPv6 prefixes: the one place where addresses are parsed and compared.
+
+netaddr enters the project here and nowhere else.  Parsing itself goes
+through ``socket.inet_pton`` because a gateway restores a million
+quarantine keys at start-up and netaddr costs 2.5-7.6 us a key against
+0.1 us; netaddr does the set arithmetic (merging, overlap) where its
+cost does not scale with the number of subscribers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import socket
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import netaddr
+
+from edgectl.model.errors import ModelError
+
+_BITS = {4: 32, 6: 128}
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+class Prefix(NamedTuple):
+    """A network prefix with no host bits set: ``100.64.0.0/10``, ``2001:db8::/56``.
+
+    A NamedTuple so that hashing and comparing a million of them happen in C.
+    """
+
+    version: int
+    value: int
+    length: int
+
+    @classmethod
+    def parse(cls, text: object, *, path: str = "") -> Prefix:
+        """Parse ``addr`` or ``addr/len``; a bare address is a host prefix.
+
+        Host bits are an error, never truncated: ``100.64.0.1/10`` is a typo
+        for either an address or a network, and guessing wrong would block
+        or free a whole pool.
+        """
+        if not isinstance(text, str):
+            raise ModelError(path, f"expected a prefix string, got {type(text).__name__}")
+        address, slash, length_text = text.strip().partition("/")
+        version = 6 if ":" in address else 4
+        try:
+            packed = socket.inet_pton(_FAMILY[version], address)
+        except OSError:
+            raise ModelError(path, f"{text!r} is not an IPv{version} address or prefix") from None
+        bits = _BITS[version]
+        if slash:
+            if not length_text.isdigit() or not 0 <= int(length_text) <= bits:
+                raise ModelError(path, f"{text!r}: prefix length must be 0..{bits}")
+            length = int(length_text)
+        else:
+            length = bits
+        value = int.from_bytes(packed, "big")
+        host_bits = value & ((1 << (bits - length)) - 1)
+        if host_bits:
+            network = cls(version, value & ~((1 << (bits - length)) - 1), length)
+            raise ModelError(
+                path,
+                f"{text!r} has host bits set; write {network} for the network "
+                f"or {address}/{bits} for the single address",
+            )
+        return cls(version, value, length)
+
+    @property
+    def bits(self) -> int:
+        return _BITS[self.version]
+
+    @property
+    def is_host(self) -> bool:
+        return self.length == self.bits
+
+    @property
+    def address(self) -> str:
+        """The network address alone, as nftables prints it."""
+        return socket.inet_ntop(_FAMILY[self.version], self.value.to_bytes(self.bits // 8, "big"))
+
+    @property
+    def last(self) -> int:
+        return self.value | ((1 << (self.bits - self.length)) - 1)
+
+    def __str__(self) -> str:
+        # A single address prints bare, the way operators write it.
+        return self.address if self.is_host else f"{self.address}/{self.length}"
+
+    def contains(self, other: Prefix) -> bool:
+        return (
+            self.version == other.version
+            and self.length <= other.length
+            and self.value <= other.value <= self.last
+        )
+
+    def overlaps(self, other: Prefix) -> bool:
+        return self.contains(other) or other.contains(self)
+
+    def supernet(self, length: int) -> Prefix:
+        """The prefix of ``length`` bits that contains this one."""
+        if length > self.length:
+            raise ValueError(f"/{length} is longer than {self}")
+        return Prefix(self.version, self.value & ~((1 << (self.bits - length)) - 1), length)
+
+
+def mask_text(version: int, length: int) -> str:
+    """The netmask nftables needs to key an IPv6 set on a delegated prefix."""
+    bits = _BITS[version]
+    mask = ((1 << length) - 1) << (bits - length)
+    return socket.inet_ntop(_FAMILY[version], mask.to_bytes(bits // 8, "big"))
+
+
+def subscriber_key(address: Prefix, delegated_length: int) -> Prefix:
+    """The key a subscriber is known by: an IPv4 /32, an IPv6 delegated prefix."""
+    return address.supernet(delegated_length) if address.version == 6 else address
+
+
+def merge(prefixes: Iterable[Prefix]) -> list[Prefix]:
+    """The fewest prefixes covering the same space (nft interval sets refuse overlaps)."""
+    networks = netaddr.cidr_merge([netaddr.IPNetwork(str(p)) for p in prefixes])
+    return [Prefix(n.version, int(n.network), n.prefixlen) for n in networks]
+
+
+def first_overlap(
+    named: Iterable[tuple[str, Prefix]],
+) -> tuple[tuple[str, Prefix], tuple[str, Prefix]] | None:
+    """Two entries whose prefixes overlap, or None.
+
+    Sorting by start address makes this O(n log n): an overlap must show up
+    between a prefix and the widest-reaching one before it.
+    """
+    ordered = sorted(named, key=lambda item: (item[1].version, item[1].value, -item[1].last))
+    reach: tuple[str, Prefix] | None = None
+    for item in ordered:
+        prefix = item[1]
+        if (
+            reach is not None
+            and reach[1].version == prefix.version
+            and prefix.value <= reach[1].last
+        ):
+            return reach, item
+        if reach is None or reach[1].version != prefix.version or prefix.last > reach[1].last:
+            reach = item
+    return None
+
+
+class PrefixIndex:
+    """Answers "which of these few prefixes overlaps this one?" for many queries.
+
+    Lint asks it once per quarantine key (a million on a large gateway), so a
+    query is a bisect over disjoint, merged ranges, not a scan of the list.
+    """
+
+    def __init__(self, named: Iterable[tuple[str, Prefix]]) -> None:
+        self._entries = sorted(named, key=lambda item: (item[1].version, item[1].value))
+        merged: list[tuple[int, int, int]] = []
+        for _, prefix in self._entries:
+            start, end = prefix.value, prefix.last
+            if merged and merged[-1][0] == prefix.version and start <= merged[-1][2] + 1:
+                version, first, last = merged[-1]
+                merged[-1] = (version, first, max(last, end))
+            else:
+                merged.append((prefix.version, start, end))
+        self._ranges = merged
+
+    def hits(self, prefix: Prefix) -> list[str]:
+        """Names of the indexed prefixes that overlap ``prefix``, cheaply empty."""
+        position = bisect.bisect_right(self._ranges, (prefix.version, prefix.value, 1 << 129))
+        candidates = self._ranges[max(0, position - 1) : position + 1]
+        if not any(
+            v == prefix.version and first <= prefix.last and prefix.value <= last
+            for v, first, last in candidates
+        ):
+            return []
+        return [name for name, other in self._entries if other.overlaps(prefix)]

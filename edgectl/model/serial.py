@@ -1,0 +1,316 @@
+"""DesiredState to and from plain data (JSON, or a TOML policy file).
+
+One schema serves the policy file an operator writes, the state an agent
+persists and the document a controller serves.  Unknown fields are errors:
+a misspelt ``op25b_shadw = true`` must not silently enforce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from edgectl.model.errors import ModelError
+from edgectl.model.policy import (
+    BlockAction,
+    DesiredState,
+    Exemption,
+    GatewaySettings,
+    Hook,
+    Pool,
+    PoolKind,
+    Quarantine,
+    QuarantineMode,
+    RateLimitProfile,
+    Relay,
+    keyed,
+)
+from edgectl.model.prefix import Prefix
+
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+
+def _fields(data: object, path: str, allowed: set[str], required: set[str]) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ModelError(path, f"expected a table/object, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ModelError(
+            f"{path}.{unknown[0]}" if path else unknown[0],
+            f"unknown field (known: {', '.join(sorted(allowed))})",
+        )
+    missing = sorted(required - set(data))
+    if missing:
+        raise ModelError(f"{path}.{missing[0]}" if path else missing[0], "field is required")
+    return data
+
+
+def _list(data: object, path: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise ModelError(path, f"expected a list, got {type(data).__name__}")
+    return data
+
+
+def _each(data: object, path: str, build: Callable[[Any, str], T]) -> tuple[T, ...]:
+    return tuple(build(item, f"{path}[{index}]") for index, item in enumerate(_list(data, path)))
+
+
+def _prefixes(data: object, path: str) -> tuple[Prefix, ...]:
+    return _each(data, path, lambda item, where: Prefix.parse(item, path=where))
+
+
+def _enum(enum: type[Any], value: object, path: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        raise ModelError(
+            path, f"{value!r} is not one of {', '.join(str(m.value) for m in enum)}"
+        ) from None
+
+
+def parse_time(value: object, path: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ModelError(path, f"{value!r} is not an ISO 8601 time") from None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ModelError(path, "expected a time with a timezone, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+def _built(path: str, build: Callable[[], T]) -> T:
+    """Run a constructor, re-rooting its field errors under ``path``."""
+    try:
+        return build()
+    except ModelError as error:
+        raise error.under(path) from None
+
+
+_SETTINGS_FIELDS = {
+    "hooks",
+    "block_action",
+    "mail_ports",
+    "op25b_ports",
+    "log_group",
+    "log_per_second",
+    "resolvers",
+    "portal",
+    "meter_size",
+}
+
+
+def settings_from_data(data: object, path: str = "settings") -> GatewaySettings:
+    fields = dict(_fields(data, path, _SETTINGS_FIELDS, set()))
+    if "hooks" in fields:
+        fields["hooks"] = _each(fields["hooks"], f"{path}.hooks", lambda v, p: _enum(Hook, v, p))
+    if "block_action" in fields:
+        fields["block_action"] = _enum(BlockAction, fields["block_action"], f"{path}.block_action")
+    for name in ("mail_ports", "op25b_ports"):
+        if name in fields:
+            fields[name] = tuple(_list(fields[name], f"{path}.{name}"))
+    for name in ("resolvers", "portal"):
+        if name in fields:
+            fields[name] = _prefixes(fields[name], f"{path}.{name}")
+    return _built(path, lambda: GatewaySettings(**fields))
+
+
+def pool_from_data(data: object, path: str) -> Pool:
+    fields = _fields(
+        data,
+        path,
+        {"name", "kind", "prefixes", "subscriber_prefix_len", "rate_limit", "op25b_shadow"},
+        {"name", "kind", "prefixes"},
+    )
+    return _built(
+        path,
+        lambda: Pool(
+            name=fields["name"],
+            kind=_enum(PoolKind, fields["kind"], "kind"),
+            prefixes=_prefixes(fields["prefixes"], "prefixes"),
+            subscriber_prefix_len=fields.get("subscriber_prefix_len"),
+            rate_limit=fields.get("rate_limit"),
+            op25b_shadow=fields.get("op25b_shadow", False),
+        ),
+    )
+
+
+def relay_from_data(data: object, path: str) -> Relay:
+    fields = _fields(data, path, {"name", "prefixes"}, {"name", "prefixes"})
+    return _built(
+        path, lambda: Relay(name=fields["name"], prefixes=_prefixes(fields["prefixes"], "prefixes"))
+    )
+
+
+def profile_from_data(data: object, path: str) -> RateLimitProfile:
+    fields = _fields(
+        data,
+        path,
+        {"name", "new_per_minute", "burst", "concurrent", "per_destination", "shadow"},
+        {"name", "new_per_minute", "burst"},
+    )
+    return _built(path, lambda: RateLimitProfile(**fields))
+
+
+def exemption_from_data(data: object, path: str) -> Exemption:
+    fields = _fields(data, path, {"key", "account", "ticket", "expires"}, {"key"})
+    return _built(
+        path,
+        lambda: Exemption(
+            key=Prefix.parse(fields["key"], path="key"),
+            account=fields.get("account"),
+            ticket=fields.get("ticket"),
+            expires=parse_time(fields.get("expires"), "expires"),
+        ),
+    )
+
+
+_QUARANTINE_FIELDS = {"key", "mode", "account", "expires"}
+_MODES = {mode.value: mode for mode in QuarantineMode}
+
+
+def quarantine_from_data(data: object, path: str) -> Quarantine:
+    # The hot path of restoring a million keys: one dict probe a field, and
+    # the general field check only when the entry is not a plain dict.
+    if not isinstance(data, dict) or not data.keys() <= _QUARANTINE_FIELDS or "key" not in data:
+        data = _fields(data, path, _QUARANTINE_FIELDS, {"key", "mode"})
+    mode = _MODES.get(str(data.get("mode")))
+    if mode is None:
+        raise ModelError(f"{path}.mode", f"must be one of {', '.join(_MODES)}")
+    try:
+        return Quarantine(
+            key=Prefix.parse(data["key"], path="key"),
+            mode=mode,
+            account=data.get("account"),
+            expires=parse_time(data.get("expires"), "expires"),
+        )
+    except ModelError as error:
+        raise error.under(path) from None
+
+
+_STATE_FIELDS = {
+    "schema",
+    "gateway",
+    "revision",
+    "settings",
+    "pools",
+    "relays",
+    "rate_limits",
+    "exemptions",
+    "quarantines",
+}
+
+
+def state_from_data(data: object) -> DesiredState:
+    """Build and validate a DesiredState; a ModelError names the first bad field."""
+    fields = _fields(data, "", _STATE_FIELDS, {"gateway"})
+    schema = fields.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise ModelError(
+            "schema", f"schema {schema!r} is not {SCHEMA_VERSION}, the one this edgectl reads"
+        )
+    quarantines = _each(fields.get("quarantines", []), "quarantines", quarantine_from_data)
+    exemptions = _each(fields.get("exemptions", []), "exemptions", exemption_from_data)
+    return DesiredState(
+        gateway=fields["gateway"],
+        revision=fields.get("revision", 0),
+        settings=settings_from_data(fields.get("settings", {})),
+        pools=_each(fields.get("pools", []), "pools", pool_from_data),
+        relays=_each(fields.get("relays", []), "relays", relay_from_data),
+        rate_limits=_each(fields.get("rate_limits", []), "rate_limits", profile_from_data),
+        exemptions=keyed(exemptions, "exemptions"),
+        quarantines=keyed(quarantines, "quarantines"),
+    )
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in data.items() if value is not None}
+
+
+def settings_to_data(settings: GatewaySettings) -> dict[str, Any]:
+    return _drop_none(
+        {
+            "hooks": [h.value for h in settings.hooks],
+            "block_action": settings.block_action.value,
+            "mail_ports": list(settings.mail_ports),
+            "op25b_ports": list(settings.op25b_ports),
+            "log_group": settings.log_group,
+            "log_per_second": settings.log_per_second,
+            "resolvers": [str(p) for p in settings.resolvers],
+            "portal": [str(p) for p in settings.portal],
+            "meter_size": settings.meter_size,
+        }
+    )
+
+
+def pool_to_data(pool: Pool) -> dict[str, Any]:
+    return _drop_none(
+        {
+            "name": pool.name,
+            "kind": pool.kind.value,
+            "prefixes": [str(p) for p in pool.prefixes],
+            "subscriber_prefix_len": pool.subscriber_prefix_len,
+            "rate_limit": pool.rate_limit,
+            "op25b_shadow": pool.op25b_shadow or None,
+        }
+    )
+
+
+def profile_to_data(profile: RateLimitProfile) -> dict[str, Any]:
+    return _drop_none(
+        {
+            "name": profile.name,
+            "new_per_minute": profile.new_per_minute,
+            "burst": profile.burst,
+            "concurrent": profile.concurrent,
+            "per_destination": profile.per_destination,
+            "shadow": profile.shadow or None,
+        }
+    )
+
+
+def exemption_to_data(entry: Exemption) -> dict[str, Any]:
+    return _drop_none(
+        {
+            "key": str(entry.key),
+            "account": entry.account,
+            "ticket": entry.ticket,
+            "expires": _time(entry.expires),
+        }
+    )
+
+
+def quarantine_to_data(entry: Quarantine) -> dict[str, Any]:
+    return _drop_none(
+        {
+            "key": str(entry.key),
+            "mode": entry.mode.value,
+            "account": entry.account,
+            "expires": _time(entry.expires),
+        }
+    )
+
+
+def state_to_data(state: DesiredState) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "gateway": state.gateway,
+        "revision": state.revision,
+        "settings": settings_to_data(state.settings),
+        "pools": [pool_to_data(p) for p in state.pools],
+        "relays": [
+            {"name": r.name, "prefixes": [str(p) for p in r.prefixes]} for r in state.relays
+        ],
+        "rate_limits": [profile_to_data(p) for p in state.rate_limits],
+        "exemptions": [exemption_to_data(e) for e in state.exemptions.values()],
+        "quarantines": [quarantine_to_data(q) for q in state.quarantines.values()],
+    }
