@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+from edgectl.model.delta import KeyedChanges, StateDelta, Structure
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import (
     BlockAction,
@@ -278,6 +279,10 @@ def profile_to_data(profile: RateLimitProfile) -> dict[str, Any]:
     )
 
 
+def relay_to_data(relay: Relay) -> dict[str, Any]:
+    return {"name": relay.name, "prefixes": [str(p) for p in relay.prefixes]}
+
+
 def exemption_to_data(entry: Exemption) -> dict[str, Any]:
     return _drop_none(
         {
@@ -314,3 +319,89 @@ def state_to_data(state: DesiredState) -> dict[str, Any]:
         "exemptions": [exemption_to_data(e) for e in state.exemptions.values()],
         "quarantines": [quarantine_to_data(q) for q in state.quarantines.values()],
     }
+
+
+def _structure_to_data(structure: Structure) -> dict[str, Any]:
+    return {
+        "settings": settings_to_data(structure.settings),
+        "pools": [pool_to_data(p) for p in structure.pools],
+        "relays": [relay_to_data(r) for r in structure.relays],
+        "rate_limits": [profile_to_data(p) for p in structure.rate_limits],
+    }
+
+
+def delta_to_data(delta: StateDelta) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "gateway": delta.gateway,
+        "from_revision": delta.from_revision,
+        "to_revision": delta.to_revision,
+        "structure": None if delta.structure is None else _structure_to_data(delta.structure),
+        "quarantines": {
+            "upserts": [quarantine_to_data(q) for q in delta.quarantines.upserts],
+            "removals": [str(key) for key in delta.quarantines.removals],
+        },
+        "exemptions": {
+            "upserts": [exemption_to_data(e) for e in delta.exemptions.upserts],
+            "removals": [str(key) for key in delta.exemptions.removals],
+        },
+    }
+
+
+def _structure_from_data(data: object, path: str) -> Structure:
+    fields = _fields(data, path, {"settings", "pools", "relays", "rate_limits"}, set())
+    return Structure(
+        settings=settings_from_data(fields.get("settings", {}), f"{path}.settings"),
+        pools=_each(fields.get("pools", []), f"{path}.pools", pool_from_data),
+        relays=_each(fields.get("relays", []), f"{path}.relays", relay_from_data),
+        rate_limits=_each(fields.get("rate_limits", []), f"{path}.rate_limits", profile_from_data),
+    )
+
+
+def _keyed_changes(
+    data: object, path: str, build: Callable[[Any, str], T]
+) -> tuple[tuple[T, ...], tuple[Prefix, ...]]:
+    fields = _fields(data, path, {"upserts", "removals"}, set())
+    upserts = _each(fields.get("upserts", []), f"{path}.upserts", build)
+    removals = _prefixes(fields.get("removals", []), f"{path}.removals")
+    return upserts, removals
+
+
+def delta_from_data(data: object) -> StateDelta:
+    fields = _fields(
+        data,
+        "",
+        {
+            "schema",
+            "gateway",
+            "from_revision",
+            "to_revision",
+            "structure",
+            "quarantines",
+            "exemptions",
+        },
+        {"gateway", "from_revision", "to_revision"},
+    )
+    schema = fields.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise ModelError("schema", f"schema {schema!r} is not {SCHEMA_VERSION}")
+    structure = fields.get("structure")
+    q_upserts, q_removals = _keyed_changes(
+        fields.get("quarantines", {}), "quarantines", quarantine_from_data
+    )
+    e_upserts, e_removals = _keyed_changes(
+        fields.get("exemptions", {}), "exemptions", exemption_from_data
+    )
+    from_revision = fields["from_revision"]
+    to_revision = fields["to_revision"]
+    for name, value in (("from_revision", from_revision), ("to_revision", to_revision)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ModelError(name, "expected a non-negative integer")
+    return StateDelta(
+        gateway=fields["gateway"],
+        from_revision=from_revision,
+        to_revision=to_revision,
+        structure=None if structure is None else _structure_from_data(structure, "structure"),
+        quarantines=KeyedChanges(q_upserts, q_removals),
+        exemptions=KeyedChanges(e_upserts, e_removals),
+    )
