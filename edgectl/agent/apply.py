@@ -1,0 +1,89 @@
+"""Commit a DesiredState to the kernel: full sync, or an element delta.
+
+Full sync (start-up, repair, structural change) replaces the table in one
+transaction.  A delta is element adds/deletes in one transaction and costs
+what it touches, not the size of the sets.  Either way the kernel applies
+all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from edgectl.agent.nft import Nft, NftError
+from edgectl.agent.render import Counters, render_delta, render_full
+from edgectl.agent.transaction import TABLE, Transaction
+from edgectl.model.delta import StateDelta
+from edgectl.model.policy import DesiredState
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    kind: str  # "full", "delta" or "none"
+    revision: int
+    seconds: float
+    script_bytes: int
+
+
+class Dataplane:
+    """The kernel side of one gateway: ``table inet edgectl`` in one namespace."""
+
+    def __init__(self, nft: Nft) -> None:
+        self.nft = nft
+
+    def table_exists(self) -> bool:
+        # ``list tables`` does not load set elements (cheap with 1M keys);
+        # ``list table`` would.
+        listed = self.nft.run_json("list tables inet")
+        return any(item.get("table", {}).get("name") == "edgectl" for item in listed)
+
+    def counters(self) -> dict[str, tuple[int, int]]:
+        """Named counters of our table: packets and bytes, read without listing sets."""
+        if not self.table_exists():
+            return {}
+        result = {}
+        for item in self.nft.run_json(f"list counters table {TABLE}"):
+            counter = item.get("counter")
+            if counter and counter.get("table") == "edgectl":
+                result[counter["name"]] = (int(counter["packets"]), int(counter["bytes"]))
+        return result
+
+    def full_sync(self, state: DesiredState, now: datetime | None = None) -> ApplyResult:
+        start = time.perf_counter()
+        counters: Counters = self.counters()
+        transaction = render_full(state, now or datetime.now(UTC), counters).transaction
+        return self._commit(transaction, "full", state.revision, start)
+
+    def apply_delta(
+        self, old: DesiredState, delta: StateDelta, now: datetime | None = None
+    ) -> ApplyResult:
+        start = time.perf_counter()
+        if delta.empty:
+            return ApplyResult("none", delta.to_revision, 0.0, 0)
+        transaction = render_delta(old, delta, now or datetime.now(UTC))
+        return self._commit(transaction, "delta", delta.to_revision, start)
+
+    def check(self, transaction: Transaction) -> None:
+        """Let nft and the kernel validate a transaction without committing it."""
+        self.nft.run(str(transaction), dry_run=True)
+
+    def remove(self) -> bool:
+        """Delete our table (decommission); True if there was one."""
+        if not self.table_exists():
+            return False
+        self.nft.run(f"delete table {TABLE}\n")
+        return True
+
+    def _commit(
+        self, transaction: Transaction, kind: str, revision: int, start: float
+    ) -> ApplyResult:
+        script = str(transaction)
+        try:
+            self.nft.run(script)
+        except NftError as error:
+            raise NftError(
+                f"{transaction.summary} refused, kernel unchanged: {error.message}"
+            ) from None
+        return ApplyResult(kind, revision, time.perf_counter() - start, len(script))

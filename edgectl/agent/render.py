@@ -1,0 +1,532 @@
+"""DesiredState -> nft transaction for ``table inet edgectl``, and nothing else.
+
+The packet path is shaped by what nftables costs (ARCHITECTURE.md):
+
+* packets of established flows leave at the first rule, so non-mail traffic
+  pays one conntrack check and mail traffic one more port check;
+* quarantines and exemptions live in hash sets of exact subscriber keys
+  (IPv4 /32, IPv6 saddr masked to the pool's delegated length), so a change
+  is an element add/delete whose cost does not grow with the set;
+* pools, relays and prefix quarantines are interval sets: they change
+  rarely, and a change to them is a full sync;
+* rate and concurrency meters are dynamic sets with a size bound.
+
+Because established flows are accepted first, a new quarantine holds new
+connections; flows opened before it keep going until they end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from edgectl.agent.transaction import TABLE, Transaction
+from edgectl.model.delta import StateDelta, patch
+from edgectl.model.policy import (
+    BlockAction,
+    DesiredState,
+    Pool,
+    PoolKind,
+    Quarantine,
+    QuarantineMode,
+    RateLimitProfile,
+)
+from edgectl.model.prefix import Prefix, mask_text, merge
+
+LOG_PREFIX = "edgectl"
+MODES = (QuarantineMode.BLOCK, QuarantineMode.WALLED_GARDEN, QuarantineMode.SMTP)
+
+Counters = Mapping[str, tuple[int, int]]
+
+
+def mode_id(mode: QuarantineMode) -> str:
+    return mode.value.replace("-", "_")
+
+
+def _family_keyword(version: int) -> str:
+    return "ip" if version == 4 else "ip6"
+
+
+def _addr_type(version: int) -> str:
+    return "ipv4_addr" if version == 4 else "ipv6_addr"
+
+
+def _ports(ports: Iterable[int]) -> str:
+    listed = sorted(ports)
+    return str(listed[0]) if len(listed) == 1 else "{ " + ", ".join(map(str, listed)) + " }"
+
+
+def _seconds_left(expires: datetime | None, now: datetime) -> int | None:
+    """Whole seconds until ``expires`` (rounded up); 0 if already past; None if never."""
+    if expires is None:
+        return None
+    return max(0, math.ceil((expires - now).total_seconds()))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Which kernel set holds a subscriber key, and how the key is written there."""
+
+    set_name: str
+    element: str
+    interval: bool
+
+
+def exact_set(kind: str, version: int, length: int) -> str:
+    """``q_block_4``, ``q_smtp_6_56``, ``exempt_6_64``: one hash set per key length."""
+    return f"{kind}_4" if version == 4 else f"{kind}_6_{length}"
+
+
+def quarantine_slot(key: Prefix, mode: QuarantineMode, lengths: Iterable[int]) -> Slot:
+    kind = f"q_{mode_id(mode)}"
+    if (key.is_host and key.version == 4) or (key.version == 6 and key.length in set(lengths)):
+        return Slot(exact_set(kind, key.version, key.length), key.address, interval=False)
+    # A key that is not one subscriber (a whole block of unassigned space)
+    # needs an interval map; those are few, so their cost stays small.
+    return Slot(f"q_ranges_{key.version}", f"{key} : jump quarantine_{mode_id(mode)}", True)
+
+
+def exemption_slot(key: Prefix, lengths: Iterable[int]) -> Slot:
+    if (key.is_host and key.version == 4) or (key.version == 6 and key.length in set(lengths)):
+        return Slot(exact_set("exempt", key.version, key.length), key.address, interval=False)
+    return Slot(f"exempt_ranges_{key.version}", str(key), interval=True)
+
+
+def _with_timeout(element: str, seconds: int | None) -> str:
+    if seconds is None:
+        return element
+    # "key timeout Ns" for sets, "key timeout Ns : verdict" for maps.
+    key, colon, verdict = element.partition(" : ")
+    return f"{key} timeout {seconds}s{colon}{verdict}"
+
+
+def _tag(chain: str, rule: str) -> str:
+    """A rule's identity, stored as its comment, so read-back can compare rules.
+
+    nft prints rules back in its own normal form; comparing that with what
+    we rendered would mean re-implementing nft's printer.
+    """
+    digest = hashlib.sha256(f"{chain}\0{rule}".encode()).hexdigest()[:12]
+    return f'comment "ectl:{digest}"'
+
+
+class _Builder:
+    """Accumulates the body of ``table inet edgectl { ... }``."""
+
+    def __init__(self, state: DesiredState, now: datetime, counters: Counters) -> None:
+        self.state = state
+        self.now = now
+        self.counters = counters
+        self.settings = state.settings
+        self.lengths = state.delegated_lengths()
+        self.blocks: list[str] = []
+        self.chain_tags: dict[str, list[str]] = {}
+
+    # -- objects ---------------------------------------------------------
+
+    def counter(self, name: str) -> None:
+        packets, octets = self.counters.get(name, (0, 0))
+        self.blocks.append(f"\tcounter {name} {{\n\t\tpackets {packets} bytes {octets}\n\t}}")
+
+    def set(
+        self, name: str, lines: list[str], elements: Iterable[str] = (), kind: str = "set"
+    ) -> None:
+        listed = list(elements)
+        body = "".join(f"\t\t{line}\n" for line in lines)
+        if listed:
+            joined = ",\n\t\t\t".join(listed)
+            body += f"\t\telements = {{\n\t\t\t{joined}\n\t\t}}\n"
+        self.blocks.append(f"\t{kind} {name} {{\n{body}\t}}")
+
+    def chain(self, name: str, rules: list[str], base_hook: str | None = None) -> None:
+        lines = []
+        if base_hook is not None:
+            lines.append(f"type filter hook {base_hook} priority filter; policy accept;")
+        tags = []
+        for rule in rules:
+            tag = _tag(name, rule)
+            tags.append(tag.split('"')[1])
+            lines.append(f"{rule} {tag}")
+        self.chain_tags[name] = tags
+        body = "".join(f"\t\t{line}\n" for line in lines)
+        self.blocks.append(f"\tchain {name} {{\n{body}\t}}")
+
+    # -- verdicts ----------------------------------------------------------
+
+    def log(self, what: str) -> str:
+        """A rate-limited log rule: evidence for abuse staff, never a log flood.
+
+        It must be a rule of its own: ``limit`` stops the rule when over the
+        rate, and the verdict after it would be skipped with it.
+        """
+        rate = self.settings.log_per_second
+        group = "" if self.settings.log_group is None else f" group {self.settings.log_group}"
+        limit = f"limit rate {rate}/second burst {rate * 2} packets"
+        return f'{limit} log prefix "{LOG_PREFIX} {what}: "{group}'
+
+    def refuse(self, counter: str, *, shadow: bool, tcp_only: bool) -> str:
+        """Count, then refuse - or, in shadow mode, only count."""
+        if shadow:
+            return f"counter name {counter}"
+        if self.settings.block_action is BlockAction.RESET and tcp_only:
+            return f"counter name {counter} reject with tcp reset"
+        return f"counter name {counter} drop"
+
+    # -- the table ---------------------------------------------------------
+
+    def build(self) -> None:
+        state = self.state
+        profiles = {p.name: p for p in state.rate_limits}
+        self._counters(profiles)
+        self._address_sets()
+        self._quarantine_sets()
+        self._exemption_sets()
+        for pool in state.pools:
+            self._meter_sets(pool, profiles)
+        self._quarantine_chains()
+        for profile in state.rate_limits:
+            self._limit_chains(profile)
+        for pool in state.pools:
+            self._pool_chains(pool, profiles)
+        self.chain("mail", ["ip saddr vmap @pools_4", "ip6 saddr vmap @pools_6"])
+        for hook in self.settings.hooks:
+            self.chain(hook.value, self._gate_rules(), base_hook=hook.value)
+
+    def _counters(self, profiles: Mapping[str, RateLimitProfile]) -> None:
+        for mode in MODES:
+            self.counter(f"quarantine_{mode_id(mode)}")
+        for pool in self.state.pools:
+            if pool.kind is PoolKind.DYNAMIC:
+                self.counter(f"op25b_{pool.name}")
+        for profile in profiles.values():
+            self.counter(f"rate_{profile.name}")
+            if profile.concurrent is not None:
+                self.counter(f"concurrent_{profile.name}")
+            if profile.per_destination is not None:
+                self.counter(f"destination_{profile.name}")
+
+    def _interval_set(self, name: str, version: int, prefixes: Iterable[Prefix]) -> None:
+        merged = merge(p for p in prefixes if p.version == version)
+        self.set(name, [f"type {_addr_type(version)}", "flags interval"], map(str, merged))
+
+    def _address_sets(self) -> None:
+        state, settings = self.state, self.settings
+        relays = [p for relay in state.relays for p in relay.prefixes]
+        for version in (4, 6):
+            self._interval_set(f"relays_{version}", version, relays)
+            self._interval_set(f"resolvers_{version}", version, settings.resolvers)
+            self._interval_set(f"portal_{version}", version, settings.portal)
+            # Infrastructure pools get no chain: they are not subscribers.
+            elements = sorted(
+                (prefix.value, f"{prefix} : jump pool_{pool.name}")
+                for pool in state.pools
+                if pool.kind is not PoolKind.INFRASTRUCTURE and self._pool_has_chain(pool)
+                for prefix in pool.prefixes
+                if prefix.version == version
+            )
+            self.set(
+                f"pools_{version}",
+                [f"type {_addr_type(version)} : verdict", "flags interval"],
+                (text for _, text in elements),
+                kind="map",
+            )
+
+    def _pool_has_chain(self, pool: Pool) -> bool:
+        return pool.kind is PoolKind.DYNAMIC or pool.rate_limit is not None
+
+    def _quarantine_sets(self) -> None:
+        exact: dict[str, list[str]] = {}
+        ranges: dict[int, list[tuple[int, str]]] = {4: [], 6: []}
+        for mode in MODES:
+            kind = f"q_{mode_id(mode)}"
+            exact[exact_set(kind, 4, 32)] = []
+            for length in self.lengths:
+                exact[exact_set(kind, 6, length)] = []
+        for key, entry in self.state.quarantines.items():
+            seconds = _seconds_left(entry.expires, self.now)
+            if seconds == 0:
+                continue
+            slot = quarantine_slot(key, entry.mode, self.lengths)
+            element = _with_timeout(slot.element, seconds)
+            if slot.interval:
+                ranges[key.version].append((key.value, element))
+            else:
+                exact[slot.set_name].append(element)
+        for name, elements in exact.items():
+            version = 4 if name.endswith("_4") else 6
+            self.set(name, [f"type {_addr_type(version)}", "flags timeout"], elements)
+        for version, items in ranges.items():
+            self.set(
+                f"q_ranges_{version}",
+                [f"type {_addr_type(version)} : verdict", "flags interval,timeout"],
+                (text for _, text in sorted(items)),
+                kind="map",
+            )
+
+    def _exemption_sets(self) -> None:
+        exact: dict[str, list[str]] = {exact_set("exempt", 4, 32): []}
+        for length in self.lengths:
+            exact[exact_set("exempt", 6, length)] = []
+        ranges: dict[int, list[tuple[int, str]]] = {4: [], 6: []}
+        for key, entry in self.state.exemptions.items():
+            seconds = _seconds_left(entry.expires, self.now)
+            if seconds == 0:
+                continue
+            slot = exemption_slot(key, self.lengths)
+            element = _with_timeout(slot.element, seconds)
+            if slot.interval:
+                ranges[key.version].append((key.value, element))
+            else:
+                exact[slot.set_name].append(element)
+        for name, elements in exact.items():
+            version = 4 if name.endswith("_4") else 6
+            self.set(name, [f"type {_addr_type(version)}", "flags timeout"], elements)
+        for version, items in ranges.items():
+            self.set(
+                f"exempt_ranges_{version}",
+                [f"type {_addr_type(version)}", "flags interval,timeout"],
+                (text for _, text in sorted(items)),
+            )
+
+    def _meter_sets(self, pool: Pool, profiles: Mapping[str, RateLimitProfile]) -> None:
+        if pool.rate_limit is None:
+            return
+        profile = profiles[pool.rate_limit]
+        size = self.settings.meter_size
+        # A bucket forgotten before it refills would hand out a fresh burst;
+        # after a full refill forgetting it changes nothing.
+        refill = max(60, math.ceil(60 * profile.burst / profile.new_per_minute) + 1)
+        for version in sorted({p.version for p in pool.prefixes}):
+            addr = _addr_type(version)
+            self.set(
+                f"rate_{pool.name}_{version}",
+                [f"type {addr}", f"size {size}", "flags dynamic,timeout", f"timeout {refill}s"],
+            )
+            # ct count sets drop a key by themselves once its connections end.
+            if profile.concurrent is not None:
+                self.set(
+                    f"conc_{pool.name}_{version}",
+                    [f"type {addr}", f"size {size}", "flags dynamic"],
+                )
+            if profile.per_destination is not None:
+                self.set(
+                    f"dest_{pool.name}_{version}",
+                    [f"type {addr} . {addr}", f"size {size}", "flags dynamic"],
+                )
+
+    def _quarantine_chains(self) -> None:
+        settings = self.settings
+        mail = _ports(settings.mail_ports)
+        for mode in MODES:
+            name = f"quarantine_{mode_id(mode)}"
+            evidence = self.log(f"quarantine={mode.value}")
+            if mode is QuarantineMode.SMTP:
+                rules = [
+                    f"tcp dport {mail} {evidence}",
+                    f"tcp dport {mail} {self.refuse(name, shadow=False, tcp_only=True)}",
+                ]
+            elif mode is QuarantineMode.WALLED_GARDEN:
+                rules = [
+                    "meta l4proto { tcp, udp } th dport 53 ip daddr @resolvers_4 accept",
+                    "meta l4proto { tcp, udp } th dport 53 ip6 daddr @resolvers_6 accept",
+                    "tcp dport { 80, 443 } ip daddr @portal_4 accept",
+                    "tcp dport { 80, 443 } ip6 daddr @portal_6 accept",
+                    evidence,
+                    self.refuse(name, shadow=False, tcp_only=False),
+                ]
+            else:
+                rules = [evidence, self.refuse(name, shadow=False, tcp_only=False)]
+            self.chain(name, rules)
+
+    def _limit_chains(self, profile: RateLimitProfile) -> None:
+        kinds = [("rate", "ratelimit")]
+        if profile.concurrent is not None:
+            kinds.append(("concurrent", "concurrency"))
+        if profile.per_destination is not None:
+            kinds.append(("destination", "destinationlimit"))
+        shadow = " shadow" if profile.shadow else ""
+        for counter, label in kinds:
+            self.chain(
+                f"over_{counter}_{profile.name}",
+                [
+                    self.log(f"{label} profile={profile.name}{shadow}"),
+                    self.refuse(f"{counter}_{profile.name}", shadow=profile.shadow, tcp_only=True),
+                ],
+            )
+
+    def _pool_chains(self, pool: Pool, profiles: Mapping[str, RateLimitProfile]) -> None:
+        if not self._pool_has_chain(pool):
+            return
+        versions = sorted({p.version for p in pool.prefixes})
+        rules: list[str] = []
+        if pool.kind is PoolKind.DYNAMIC:
+            rules.append(f"tcp dport {_ports(self.settings.op25b_ports)} jump op25b_{pool.name}")
+            self._op25b_chain(pool, versions)
+        if pool.rate_limit is not None:
+            profile = profiles[pool.rate_limit]
+            for version in versions:
+                key = self._subscriber_expr(pool, version)
+                daddr = f"{_family_keyword(version)} daddr"
+                per_minute = f"{profile.new_per_minute}/minute burst {profile.burst} packets"
+                rules.append(
+                    f"update @rate_{pool.name}_{version} {{ {key} limit rate over {per_minute} }}"
+                    f" jump over_rate_{profile.name}"
+                )
+                if profile.concurrent is not None:
+                    rules.append(
+                        f"add @conc_{pool.name}_{version} {{ {key} ct count over "
+                        f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
+                    )
+                if profile.per_destination is not None:
+                    rules.append(
+                        f"add @dest_{pool.name}_{version} {{ {key} . {daddr} ct count over "
+                        f"{profile.per_destination} }} jump over_destination_{profile.name}"
+                    )
+        self.chain(f"pool_{pool.name}", rules)
+
+    def _subscriber_expr(self, pool: Pool, version: int) -> str:
+        """The packet's subscriber key: saddr, masked to the delegation for IPv6."""
+        if version == 4:
+            return "ip saddr"
+        return f"ip6 saddr & {mask_text(6, pool.key_length(6))}"
+
+    def _op25b_chain(self, pool: Pool, versions: list[int]) -> None:
+        rules = []
+        for version in versions:
+            family = _family_keyword(version)
+            if version == 4:
+                rules.append("ip saddr @exempt_4 return")
+            else:
+                length = pool.key_length(6)
+                rules.append(f"{self._subscriber_expr(pool, 6)} @exempt_6_{length} return")
+            rules.append(f"{family} saddr @exempt_ranges_{version} return")
+            rules.append(f"{family} daddr @relays_{version} return")
+        shadow = " shadow" if pool.op25b_shadow else ""
+        rules.append(self.log(f"op25b pool={pool.name}{shadow}"))
+        rules.append(self.refuse(f"op25b_{pool.name}", shadow=pool.op25b_shadow, tcp_only=True))
+        self.chain(f"op25b_{pool.name}", rules)
+
+    def _gate_rules(self) -> list[str]:
+        rules = ["ct state established,related accept"]
+        for mode in MODES:
+            verb = "jump"
+            target = f"quarantine_{mode_id(mode)}"
+            rules.append(f"ip saddr @{exact_set('q_' + mode_id(mode), 4, 32)} {verb} {target}")
+            for length in self.lengths:
+                mask = mask_text(6, length)
+                name = exact_set(f"q_{mode_id(mode)}", 6, length)
+                rules.append(f"ip6 saddr & {mask} @{name} {verb} {target}")
+        rules.append("ip saddr vmap @q_ranges_4")
+        rules.append("ip6 saddr vmap @q_ranges_6")
+        rules.append(f"tcp dport {_ports(self.settings.mail_ports)} jump mail")
+        return rules
+
+
+@dataclass(frozen=True)
+class Rendered:
+    transaction: Transaction
+    # chain name -> rule comments in order: what read-back compares against.
+    chain_tags: dict[str, list[str]]
+
+
+def render_full(state: DesiredState, now: datetime, counters: Counters | None = None) -> Rendered:
+    """The whole table, replacing whatever is there in one transaction.
+
+    ``add table`` then ``delete table`` makes the delete safe when the table
+    does not exist yet; named counters are carried over by value so that a
+    resync does not reset what Prometheus has been scraping.
+    """
+    builder = _Builder(state, now, counters or {})
+    builder.build()
+    body = "\n\n".join(builder.blocks)
+    comment = f'\tcomment "managed by edgectl: gateway {state.gateway} revision {state.revision}"'
+    transaction = Transaction(summary=f"full sync to revision {state.revision}")
+    transaction.add(f"add table {TABLE}")
+    transaction.add(f"delete table {TABLE}")
+    transaction.add(f"table {TABLE} {{\n{comment}\n\n{body}\n}}")
+    return Rendered(transaction, builder.chain_tags)
+
+
+def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transaction:
+    """Element adds and deletes turning the kernel from ``old`` to ``old + delta``.
+
+    Every touched key is first added bare, then deleted, then added as
+    wanted: the add makes the delete safe whether or not the element is
+    still there (a kernel timeout may have removed it), and the final add
+    sets the new timeout, which adding an existing element would not.
+    """
+    if delta.structure is not None:
+        raise ValueError("a structural change needs a full sync, not a delta")
+    lengths = old.delegated_lengths()
+    ensure: dict[str, list[str]] = {}
+    final: dict[str, list[str]] = {}
+    ranges_touched: set[str] = set()
+
+    def touch(slot: Slot) -> None:
+        if slot.interval:
+            ranges_touched.add(slot.set_name)
+        else:
+            ensure.setdefault(slot.set_name, []).append(slot.element)
+
+    def place(slot: Slot, seconds: int | None) -> None:
+        if slot.interval or seconds == 0:
+            return
+        final.setdefault(slot.set_name, []).append(_with_timeout(slot.element, seconds))
+
+    for q_key in delta.quarantines.removals:
+        if q_key in old.quarantines:
+            touch(quarantine_slot(q_key, old.quarantines[q_key].mode, lengths))
+    for quarantine in delta.quarantines.upserts:
+        previous: Quarantine | None = old.quarantines.get(quarantine.key)
+        if previous is not None:
+            touch(quarantine_slot(previous.key, previous.mode, lengths))
+        slot = quarantine_slot(quarantine.key, quarantine.mode, lengths)
+        touch(slot)
+        place(slot, _seconds_left(quarantine.expires, now))
+    for e_key in delta.exemptions.removals:
+        touch(exemption_slot(e_key, lengths))
+    for exemption in delta.exemptions.upserts:
+        slot = exemption_slot(exemption.key, lengths)
+        touch(slot)
+        place(slot, _seconds_left(exemption.expires, now))
+
+    transaction = Transaction(summary=f"delta r{delta.from_revision}->r{delta.to_revision}")
+    for name, elements in ensure.items():
+        unique = list(dict.fromkeys(elements))
+        transaction.elements("add", name, unique)
+        transaction.elements("delete", name, unique)
+    for name, elements in final.items():
+        transaction.elements("add", name, elements)
+    if ranges_touched:
+        # Interval maps are small; rewriting one whole avoids nft's refusal
+        # to re-add a map key with a different verdict.
+        _rewrite_ranges(transaction, ranges_touched, patch(old, delta), lengths, now)
+    return transaction
+
+
+def _rewrite_ranges(
+    transaction: Transaction,
+    names: set[str],
+    state: DesiredState,
+    lengths: tuple[int, ...],
+    now: datetime,
+) -> None:
+    quarantines, exemptions = state.quarantines, state.exemptions
+    wanted: dict[str, list[str]] = {name: [] for name in names}
+    for key, q in quarantines.items():
+        slot = quarantine_slot(key, q.mode, lengths)
+        seconds = _seconds_left(q.expires, now)
+        if slot.set_name in wanted and seconds != 0:
+            wanted[slot.set_name].append(_with_timeout(slot.element, seconds))
+    for key, e in exemptions.items():
+        slot = exemption_slot(key, lengths)
+        seconds = _seconds_left(e.expires, now)
+        if slot.set_name in wanted and seconds != 0:
+            wanted[slot.set_name].append(_with_timeout(slot.element, seconds))
+    for name in sorted(names):
+        kind = "map" if name.startswith("q_") else "set"
+        transaction.add(f"flush {kind} {TABLE} {name}")
+        transaction.elements("add", name, wanted[name])
