@@ -124,10 +124,13 @@ class _Builder:
         self.lengths = state.delegated_lengths()
         self.blocks: list[str] = []
         self.chain_tags: dict[str, list[str]] = {}
+        self.set_elements: dict[str, list[str]] = {}
+        self.counter_names: list[str] = []
 
     # -- objects ---------------------------------------------------------
 
     def counter(self, name: str) -> None:
+        self.counter_names.append(name)
         packets, octets = self.counters.get(name, (0, 0))
         self.blocks.append(f"\tcounter {name} {{\n\t\tpackets {packets} bytes {octets}\n\t}}")
 
@@ -135,6 +138,7 @@ class _Builder:
         self, name: str, lines: list[str], elements: Iterable[str] = (), kind: str = "set"
     ) -> None:
         listed = list(elements)
+        self.set_elements[name] = listed
         body = "".join(f"\t\t{line}\n" for line in lines)
         if listed:
             joined = ",\n\t\t\t".join(listed)
@@ -428,8 +432,11 @@ class _Builder:
 @dataclass(frozen=True)
 class Rendered:
     transaction: Transaction
-    # chain name -> rule comments in order: what read-back compares against.
+    # What read-back compares against: rule comments per chain in order,
+    # every set's elements as written, the named counters.
     chain_tags: dict[str, list[str]]
+    set_elements: dict[str, list[str]]
+    counter_names: list[str]
 
 
 def render_full(state: DesiredState, now: datetime, counters: Counters | None = None) -> Rendered:
@@ -447,7 +454,7 @@ def render_full(state: DesiredState, now: datetime, counters: Counters | None = 
     transaction.add(f"add table {TABLE}")
     transaction.add(f"delete table {TABLE}")
     transaction.add(f"table {TABLE} {{\n{comment}\n\n{body}\n}}")
-    return Rendered(transaction, builder.chain_tags)
+    return Rendered(transaction, builder.chain_tags, builder.set_elements, builder.counter_names)
 
 
 def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transaction:

@@ -1,0 +1,186 @@
+"""``edgectl render | plan | apply | show``: the dataplane by hand, one gateway."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edgectl.agent import kernel_readback as kr
+from edgectl.agent.apply import Dataplane
+from edgectl.agent.netns import NetnsError, inside
+from edgectl.agent.nft import Nft, NftError
+from edgectl.agent.persist import PersistError, StateStore
+from edgectl.agent.plan import Plan, make_plan
+from edgectl.agent.render import render_full
+from edgectl.model.delta import diff
+from edgectl.model.lint import lint
+from edgectl.model.policy import DesiredState
+from edgectl.policyfile import PolicyFileError, load_policy
+
+DEFAULT_STATE_DIR = Path("/var/lib/edgectl")
+EXIT_INVALID = 2
+EXIT_KERNEL = 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _policy(args: argparse.Namespace) -> DesiredState:
+    try:
+        state = load_policy(Path(args.file))
+    except PolicyFileError as error:
+        raise CliError(str(error)) from None
+    problems = lint(state)
+    if problems:
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        raise CliError(f"{args.file}: policy refused, nothing applied:\n{lines}")
+    return state
+
+
+def _state_store(args: argparse.Namespace) -> StateStore:
+    base = Path(args.state_dir)
+    return StateStore(base / f"netns-{args.netns}" if args.netns else base)
+
+
+def _open(args: argparse.Namespace) -> tuple[Nft, kr.NfNetlink]:
+    try:
+        nft = Nft(args.netns)
+        with inside(args.netns):
+            sock = kr.NfNetlink()
+    except (NetnsError, NftError, OSError) as error:
+        raise CliError(f"cannot reach the kernel: {error}", EXIT_KERNEL) from None
+    return nft, sock
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    state = _policy(args)
+    sys.stdout.write(str(render_full(state, datetime.now(UTC)).transaction))
+    return 0
+
+
+def _print_plan(plan: Plan) -> None:
+    print(f"action: {plan.action}")
+    for title, lines in (("drift", plan.drift), ("changes", plan.changes), ("checked", plan.notes)):
+        for line in lines:
+            print(f"  {title}: {line}")
+
+
+def _plan(args: argparse.Namespace, state: DesiredState) -> tuple[Plan, Nft, kr.NfNetlink]:
+    try:
+        applied = _state_store(args).load()
+    except PersistError as error:
+        print(f"warning: {error}", file=sys.stderr)
+        applied = None
+    nft, sock = _open(args)
+    return make_plan(state, applied, nft, sock), nft, sock
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    state = _policy(args)
+    plan, nft, sock = _plan(args, state)
+    sock.close()
+    nft.close()
+    _print_plan(plan)
+    return 2 if args.detailed_exitcode and not plan.in_sync else 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    state = _policy(args)
+    store = _state_store(args)
+    plan, nft, sock = _plan(args, state)
+    try:
+        dataplane = Dataplane(nft)
+        if args.full or plan.action == "full":
+            result = dataplane.full_sync(state)
+        elif plan.action == "delta":
+            applied = store.load()
+            assert applied is not None  # a delta plan needs the record
+            result = dataplane.apply_delta(applied.state, diff(applied.state, state))
+        else:
+            print(f"in sync at revision {state.revision}: nothing to do")
+            return 0
+        store.save(state, kr.generation(sock))
+    except NftError as error:
+        raise CliError(str(error), EXIT_KERNEL) from None
+    finally:
+        sock.close()
+        nft.close()
+    for line in plan.drift:
+        print(f"repaired: {line}")
+    print(
+        f"applied revision {result.revision}: {result.kind} sync in "
+        f"{result.seconds * 1000:.1f} ms ({result.script_bytes} bytes of nft script)"
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    nft, sock = _open(args)
+    try:
+        layout = kr.read_table(sock, 1, "edgectl")
+    finally:
+        sock.close()
+        nft.close()
+    if layout is None:
+        print("table inet edgectl: absent")
+        return 1
+    try:
+        applied = _state_store(args).load()
+    except PersistError as error:
+        applied = None
+        print(f"warning: {error}", file=sys.stderr)
+    report = {
+        "generation": layout.generation,
+        "applied_revision": None if applied is None else applied.state.revision,
+        "applied_generation": None if applied is None else applied.generation,
+        "chains": {name: len(chain.rules) for name, chain in sorted(layout.chains.items())},
+        "sets": sorted(layout.sets),
+        "counters": {
+            name: {"packets": packets, "bytes": octets}
+            for name, (packets, octets) in sorted(layout.counters.items())
+        },
+    }
+    if applied is not None:
+        report["quarantines"] = len(applied.state.quarantines)
+        report["exemptions"] = len(applied.state.exemptions)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def common(parser: argparse.ArgumentParser, policy: bool = True, kernel: bool = True) -> None:
+        if policy:
+            parser.add_argument("-f", "--file", required=True, help="policy file (TOML or JSON)")
+        if kernel:
+            parser.add_argument("--netns", help="act inside this network namespace")
+            parser.add_argument(
+                "--state-dir",
+                default=str(DEFAULT_STATE_DIR),
+                help="where the last applied state is kept (default %(default)s)",
+            )
+
+    render = subparsers.add_parser("render", help="print the nft script for a policy")
+    common(render, kernel=False)
+    render.set_defaults(func=cmd_render)
+
+    plan = subparsers.add_parser("plan", help="what apply would change on this host")
+    common(plan)
+    plan.add_argument(
+        "--detailed-exitcode", action="store_true", help="exit 2 when the host is not in sync"
+    )
+    plan.set_defaults(func=cmd_plan)
+
+    apply = subparsers.add_parser("apply", help="make the kernel enforce a policy")
+    common(apply)
+    apply.add_argument("--full", action="store_true", help="full sync even if a delta would do")
+    apply.set_defaults(func=cmd_apply)
+
+    show = subparsers.add_parser("show", help="live table state and counters")
+    common(show, policy=False)
+    show.set_defaults(func=cmd_show)

@@ -1,0 +1,228 @@
+"""Compare the live table with a DesiredState, without listing big sets.
+
+nft 1.0.6 loads every element of a set into its cache before it lists a
+chain or even gets one element: 16 s with a million keys.  So:
+
+* structure (chains, rule identities, set definitions, counters) comes
+  from raw netlink dumps that carry no elements (kernel_readback);
+* small interval sets and maps (pools, relays, prefix quarantines) are
+  listed whole through nft, whose cache is filtered to the one set;
+* hash sets of subscriber keys are probed key by key with GETSETELEM:
+  every key when there are at most ``EXHAUSTIVE_LIMIT``, a random sample
+  otherwise.  An element someone *added* cannot be seen this way; the
+  ruleset generation says whether anyone committed since our last apply.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from edgectl.agent import kernel_readback as kr
+from edgectl.agent.nft import Nft, NftError
+from edgectl.agent.persist import Applied
+from edgectl.agent.render import Rendered, exemption_slot, quarantine_slot, render_full
+from edgectl.model.delta import diff
+from edgectl.model.policy import DesiredState
+
+NFPROTO_INET = 1
+EXHAUSTIVE_LIMIT = 20_000
+SAMPLE_SIZE = 4_096
+_INTERVAL = 0x4
+
+
+@dataclass
+class Plan:
+    table_present: bool
+    generation: int | None
+    # What in the kernel differs from the desired state (needs a full sync).
+    drift: list[str] = field(default_factory=list)
+    # Desired vs last applied, in words ("+2 quarantines").
+    changes: list[str] = field(default_factory=list)
+    # What was verified and how, so nobody mistakes a sample for a proof.
+    notes: list[str] = field(default_factory=list)
+    action: str = "none"  # "none", "delta" or "full"
+
+    @property
+    def in_sync(self) -> bool:
+        return self.action == "none"
+
+
+def _structure_drift(layout: kr.TableLayout, expected: Rendered) -> list[str]:
+    chains = expected.chain_tags
+    sets = set(expected.set_elements)
+    counters = set(expected.counter_names)
+    drift = []
+    for name, tags in chains.items():
+        live = layout.chains.get(name)
+        if live is None:
+            drift.append(f"chain {name}: missing")
+        elif [rule.comment for rule in live.rules] != tags:
+            drift.append(f"chain {name}: rules differ ({len(live.rules)} live, {len(tags)} wanted)")
+    drift.extend(f"chain {name}: not ours" for name in sorted(set(layout.chains) - set(chains)))
+    drift.extend(f"set {name}: missing" for name in sorted(sets - set(layout.sets)))
+    drift.extend(f"set {name}: not ours" for name in sorted(set(layout.sets) - sets))
+    drift.extend(f"counter {name}: missing" for name in sorted(counters - set(layout.counters)))
+    return drift
+
+
+def _element_text(element: Any) -> str:
+    """nft JSON element -> 'key' or 'key : jump target', timeouts dropped."""
+    data = None
+    if isinstance(element, list):  # map element: [key, verdict]
+        element, data = element
+    if isinstance(element, dict) and "elem" in element:
+        element = element["elem"]["val"]
+    if isinstance(element, dict) and "prefix" in element:
+        key = f"{element['prefix']['addr']}/{element['prefix']['len']}"
+    else:
+        key = str(element)
+    if isinstance(data, dict) and data:
+        verb, target = next(iter(data.items()))
+        return f"{key} : {verb} {target['target']}"
+    return key
+
+
+def _without_timeout(element: str) -> str:
+    key, colon, verdict = element.partition(" : ")
+    return f"{key.split(' timeout ')[0]}{colon}{verdict}"
+
+
+def _interval_drift(nft: Nft, expected: Rendered, layout: kr.TableLayout) -> list[str]:
+    drift = []
+    for name, info in sorted(layout.sets.items()):
+        if not info.flags & _INTERVAL:
+            continue
+        kind = "map" if info.data_type is not None else "set"
+        try:
+            listed = nft.run_json(f"list {kind} inet edgectl {name}")
+        except NftError as error:
+            drift.append(f"{kind} {name}: cannot list ({error})")
+            continue
+        live = {
+            _element_text(element)
+            for item in listed
+            for element in item.get(kind, {}).get("elem", [])
+        }
+        wanted = {_without_timeout(e) for e in expected.set_elements.get(name, [])}
+        drift.extend(f"{kind} {name}: missing {e}" for e in sorted(wanted - live))
+        drift.extend(f"{kind} {name}: unexpected {e}" for e in sorted(live - wanted))
+    return drift
+
+
+def _only_interval_keys(state: DesiredState) -> DesiredState:
+    """Drop exact-key entries, so rendering for comparison stays cheap at 1M keys."""
+    lengths = state.delegated_lengths()
+    return replace(
+        state,
+        quarantines={
+            k: q
+            for k, q in state.quarantines.items()
+            if quarantine_slot(k, q.mode, lengths).interval
+        },
+        exemptions={
+            k: e for k, e in state.exemptions.items() if exemption_slot(k, lengths).interval
+        },
+    )
+
+
+def _key_bytes(element: str) -> bytes:
+    family = socket.AF_INET6 if ":" in element else socket.AF_INET
+    return socket.inet_pton(family, element)
+
+
+def _missing_keys(
+    sock: kr.NfNetlink, state: DesiredState, now: datetime
+) -> tuple[list[str], list[str]]:
+    lengths = state.delegated_lengths()
+    by_set: dict[str, list[str]] = {}
+    for key, q in state.quarantines.items():
+        if q.expires is not None and q.expires <= now:
+            continue
+        slot = quarantine_slot(key, q.mode, lengths)
+        if not slot.interval:
+            by_set.setdefault(slot.set_name, []).append(slot.element)
+    for key, e in state.exemptions.items():
+        if e.expires is not None and e.expires <= now:
+            continue
+        slot = exemption_slot(key, lengths)
+        if not slot.interval:
+            by_set.setdefault(slot.set_name, []).append(slot.element)
+    drift: list[str] = []
+    notes: list[str] = []
+    for name, elements in sorted(by_set.items()):
+        if len(elements) > EXHAUSTIVE_LIMIT:
+            checked = random.sample(elements, SAMPLE_SIZE)
+            notes.append(f"set {name}: probed {SAMPLE_SIZE} sampled keys of {len(elements)}")
+        else:
+            checked = elements
+            notes.append(f"set {name}: probed all {len(elements)} keys")
+        by_bytes = {_key_bytes(e): e for e in checked}
+        missing = kr.missing_elements(sock, NFPROTO_INET, "edgectl", name, by_bytes)
+        drift.extend(f"set {name}: missing {by_bytes[key]}" for key in missing)
+    return drift, notes
+
+
+def make_plan(
+    desired: DesiredState,
+    applied: Applied | None,
+    nft: Nft,
+    sock: kr.NfNetlink,
+    now: datetime | None = None,
+) -> Plan:
+    now = now or datetime.now(UTC)
+    layout = kr.read_table(sock, NFPROTO_INET, "edgectl")
+    if layout is None:
+        plan = Plan(False, kr.generation(sock), drift=["table inet edgectl: missing"])
+        plan.action = "full"
+        return plan
+    plan = Plan(True, layout.generation)
+    expected = render_full(_only_interval_keys(desired), now)
+    structural = _structure_drift(layout, expected)
+    plan.drift.extend(structural)
+    if not structural:
+        plan.drift.extend(_interval_drift(nft, expected, layout))
+    if applied is None:
+        plan.notes.append("no record of a previous apply on this host")
+    elif applied.generation == layout.generation:
+        plan.notes.append(
+            f"nobody has committed to the ruleset since our apply (gen {layout.generation})"
+        )
+    else:
+        plan.notes.append(
+            f"the ruleset changed since our apply (gen {applied.generation} -> "
+            f"{layout.generation}); elements added by hand cannot be seen without listing"
+        )
+    reference = applied.state if applied is not None else None
+    if reference is not None and not structural:
+        missing, notes = _missing_keys(sock, reference, now)
+        plan.drift.extend(missing)
+        plan.notes.extend(notes)
+    if reference is None or plan.drift:
+        plan.action = "full"
+    else:
+        delta = diff(reference, desired)
+        plan.changes.extend(_describe(delta))
+        if delta.structure is not None:
+            plan.action = "full"
+        elif delta.quarantines or delta.exemptions:
+            plan.action = "delta"
+    if reference is None and not plan.drift:
+        # Structure matches, but without a record we cannot vouch for elements.
+        plan.changes.append("resync: no record of what this host holds")
+    return plan
+
+
+def _describe(delta: Any) -> list[str]:
+    lines = []
+    if delta.structure is not None:
+        lines.append("structure (settings, pools, relays or rate limits) changed")
+    for label, changes in (("quarantine", delta.quarantines), ("exemption", delta.exemptions)):
+        if changes.upserts:
+            lines.append(f"{len(changes.upserts)} {label}(s) added or changed")
+        if changes.removals:
+            lines.append(f"{len(changes.removals)} {label}(s) removed")
+    return lines

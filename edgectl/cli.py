@@ -1,0 +1,35 @@
+"""The ``edgectl`` command: dataplane subcommands, and the controller's."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from edgectl import __version__
+from edgectl.agent import cli as agent_cli
+from edgectl.agent.cli import CliError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgectl", description="Stop spam at its source, at the network edge."
+    )
+    parser.add_argument("--version", action="version", version=f"edgectl {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    agent_cli.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CliError as error:
+        print(f"edgectl {args.command}: {error}", file=sys.stderr)
+        return error.code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
