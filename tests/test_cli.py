@@ -1,0 +1,66 @@
+"""CLI: bad input gets a message naming the field and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgectl.cli import main
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_render_prints_the_script(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "-f", str(DATA / "policy.toml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("add table inet edgectl\ndelete table inet edgectl\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'gateway = "g"\n[[pools]]\nname = "x"\nkind = "dynamic"\nprefixes = ["100.64.0.1/10"]\n',
+            "pools[0].prefixes[0]",
+        ),
+        ('gateway = "g"\nrevision = \n', "line 2"),
+        ('gateway = "g"\n[settings]\nop25b_ports = [25, 587]\n', "settings.op25b_ports[1]"),
+        (
+            'gateway = "g"\n[[quarantines]]\nkey = "0.0.0.0/0"\nmode = "block"\n',
+            "quarantines[0.0.0.0/0]",
+        ),
+    ],
+)
+def test_bad_policy_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(text)
+    assert main(["render", "-f", str(policy)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "-f", "/nonexistent/policy.toml"]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_unknown_namespace_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "plan",
+            "-f",
+            str(DATA / "policy.toml"),
+            "--netns",
+            "ectl-no-such-ns",
+            "--state-dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 3
+    assert "no network namespace named 'ectl-no-such-ns'" in capsys.readouterr().err

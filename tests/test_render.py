@@ -1,0 +1,99 @@
+"""Render: golden scripts, and the delta's shape."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from edgectl.agent.render import render_delta, render_full
+from edgectl.model import DesiredState, Prefix, Quarantine, QuarantineMode
+from edgectl.model.delta import diff
+from edgectl.model.policy import BlockAction, GatewaySettings, Hook
+from tests.conftest import NOW
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _golden(name: str, text: str) -> None:
+    """Compare with tests/golden/NAME; UPDATE_GOLDEN=1 rewrites it (review the diff)."""
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_full_sync_golden(policy_state: DesiredState) -> None:
+    _golden("full.nft", str(render_full(policy_state, NOW).transaction))
+
+
+def test_full_sync_golden_drop_output_and_nflog(policy_state: DesiredState) -> None:
+    settings = replace(
+        policy_state.settings,
+        hooks=(Hook.FORWARD, Hook.OUTPUT),
+        block_action=BlockAction.DROP,
+        log_group=7,
+    )
+    state = replace(policy_state, settings=settings, quarantines={}, exemptions={})
+    _golden("full-drop-output-nflog.nft", str(render_full(state, NOW).transaction))
+
+
+def test_delta_golden(policy_state: DesiredState) -> None:
+    quarantines = dict(policy_state.quarantines)
+    moved = Prefix.parse("100.64.0.11")
+    quarantines[moved] = Quarantine(moved, QuarantineMode.BLOCK, "cust-1002")
+    added = Prefix.parse("100.64.0.40")
+    quarantines[added] = Quarantine(added, QuarantineMode.SMTP, None, NOW + timedelta(hours=1))
+    del quarantines[Prefix.parse("2001:db8:1000:200::/56")]
+    new = replace(policy_state, revision=8, quarantines=quarantines)
+    _golden("delta.nft", str(render_delta(policy_state, diff(policy_state, new), NOW)))
+
+
+def test_counters_are_carried_over(policy_state: DesiredState) -> None:
+    script = str(render_full(policy_state, NOW, {"op25b_home_v4": (12, 720)}).transaction)
+    assert "counter op25b_home_v4 {\n\t\tpackets 12 bytes 720\n\t}" in script
+
+
+def test_expired_entries_are_not_rendered(policy_state: DesiredState) -> None:
+    later = NOW + timedelta(days=3)  # past the /56 block quarantine's expiry
+    script = str(render_full(policy_state, later).transaction)
+    assert "2001:db8:1000:200::" not in script
+    assert "100.64.0.11" in script
+
+
+def test_shadow_counts_without_refusing(policy_state: DesiredState) -> None:
+    pools = tuple(replace(p, op25b_shadow=p.name == "home_v4") for p in policy_state.pools)
+    script = str(render_full(replace(policy_state, pools=pools), NOW).transaction)
+    chain = script.split("chain op25b_home_v4 {")[1].split("}")[0]
+    assert "counter name op25b_home_v4 comment" in chain
+    assert "reject" not in chain and "drop" not in chain
+    other = script.split("chain op25b_home_v6 {")[1].split("}")[0]
+    assert "reject with tcp reset" in other
+
+
+def test_delta_cost_does_not_depend_on_set_size(policy_state: DesiredState) -> None:
+    many = {
+        Prefix(4, Prefix.parse("100.64.100.0").value + i, 32): Quarantine(
+            Prefix(4, Prefix.parse("100.64.100.0").value + i, 32), QuarantineMode.BLOCK
+        )
+        for i in range(5000)
+    }
+    big = replace(policy_state, quarantines={**policy_state.quarantines, **many})
+    key = Prefix.parse("100.64.0.99")
+    grown = replace(
+        big, revision=9, quarantines={**big.quarantines, key: Quarantine(key, QuarantineMode.SMTP)}
+    )
+    script = str(render_delta(big, diff(big, grown), NOW))
+    assert script.count("100.64.0.99") == 3  # add, delete, add: nothing else
+    assert "100.64.100." not in script
+
+
+def test_structural_change_is_not_a_delta(policy_state: DesiredState) -> None:
+    changed = replace(
+        policy_state, revision=8, settings=GatewaySettings(block_action=BlockAction.DROP)
+    )
+    with pytest.raises(ValueError, match="full sync"):
+        render_delta(policy_state, diff(policy_state, changed), NOW)
