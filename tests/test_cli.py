@@ -21,7 +21,8 @@ def test_render_prints_the_script(capsys: pytest.CaptureFixture[str]) -> None:
     ("text", "expected"),
     [
         (
-            'gateway = "g"\n[[pools]]\nname = "x"\nkind = "dynamic"\nprefixes = ["100.64.0.1/10"]\n',
+            'gateway = "g"\n[[pools]]\nname = "x"\nkind = "dynamic"\n'
+            'prefixes = ["100.64.0.1/10"]\n',
             "pools[0].prefixes[0]",
         ),
         ('gateway = "g"\nrevision = \n', "line 2"),
