@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from edgectl import __version__
 from edgectl.agent import cli as agent_cli
 from edgectl.agent.cli import CliError
+from edgectl.lab import demo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgectl {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     agent_cli.register(subparsers)
+    demo.register(subparsers)
     return parser
 
 
