@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from edgectl.agent.transaction import TABLE, Transaction
 from edgectl.model.delta import StateDelta, patch
@@ -80,7 +82,7 @@ def exact_set(kind: str, version: int, length: int) -> str:
     return f"{kind}_4" if version == 4 else f"{kind}_6_{length}"
 
 
-def quarantine_slot(key: Prefix, mode: QuarantineMode, lengths: Iterable[int]) -> Slot:
+def quarantine_slot(key: Prefix, mode: QuarantineMode, lengths: tuple[int, ...]) -> Slot:
     kind = f"q_{mode_id(mode)}"
     if (key.is_host and key.version == 4) or (key.version == 6 and key.length in set(lengths)):
         return Slot(exact_set(kind, key.version, key.length), key.address, interval=False)
@@ -89,7 +91,7 @@ def quarantine_slot(key: Prefix, mode: QuarantineMode, lengths: Iterable[int]) -
     return Slot(f"q_ranges_{key.version}", f"{key} : jump quarantine_{mode_id(mode)}", True)
 
 
-def exemption_slot(key: Prefix, lengths: Iterable[int]) -> Slot:
+def exemption_slot(key: Prefix, lengths: tuple[int, ...]) -> Slot:
     if (key.is_host and key.version == 4) or (key.version == 6 and key.length in set(lengths)):
         return Slot(exact_set("exempt", key.version, key.length), key.address, interval=False)
     return Slot(f"exempt_ranges_{key.version}", str(key), interval=True)
@@ -241,59 +243,78 @@ class _Builder:
     def _pool_has_chain(self, pool: Pool) -> bool:
         return pool.kind is PoolKind.DYNAMIC or pool.rate_limit is not None
 
-    def _quarantine_sets(self) -> None:
+    def _keyed_sets(
+        self,
+        entries: Mapping[Prefix, Any],
+        kind_of: Mapping[Any, str],
+        ranges_name: str,
+        range_element: Callable[[Prefix, Any], str],
+    ) -> None:
+        """Hash sets of exact keys plus one interval set/map for the rest.
+
+        ``kind_of`` maps an entry's mode (None for exemptions) to its set
+        family.  This is the hot loop of a full sync with a million keys:
+        Slot objects, Prefix.address and per-entry calls would triple its
+        cost, so it works on the raw tuple and precomputed lists.
+        """
+        lengths = self.lengths
+        now = self.now
+        ntoa = socket.inet_ntoa
         exact: dict[str, list[str]] = {}
+        v4_target: dict[Any, list[str]] = {}
+        v6_target: dict[tuple[Any, int], list[str]] = {}
+        for mode, kind in kind_of.items():
+            v4_target[mode] = exact.setdefault(exact_set(kind, 4, 32), [])
+            for length in lengths:
+                v6_target[mode, length] = exact.setdefault(exact_set(kind, 6, length), [])
         ranges: dict[int, list[tuple[int, str]]] = {4: [], 6: []}
-        for mode in MODES:
-            kind = f"q_{mode_id(mode)}"
-            exact[exact_set(kind, 4, 32)] = []
-            for length in self.lengths:
-                exact[exact_set(kind, 6, length)] = []
-        for key, entry in self.state.quarantines.items():
-            seconds = _seconds_left(entry.expires, self.now)
-            if seconds == 0:
-                continue
-            slot = quarantine_slot(key, entry.mode, self.lengths)
-            element = _with_timeout(slot.element, seconds)
-            if slot.interval:
-                ranges[key.version].append((key.value, element))
+        for key, entry in entries.items():
+            version, value, length = key
+            expires = entry.expires
+            seconds = None
+            if expires is not None:
+                seconds = math.ceil((expires - now).total_seconds())
+                if seconds <= 0:
+                    continue  # the kernel would time it out at once
+            mode = getattr(entry, "mode", None)
+            if version == 4 and length == 32:
+                target = v4_target[mode]
+                element = ntoa(value.to_bytes(4, "big"))
+            elif version == 6 and length in lengths:
+                target = v6_target[mode, length]
+                element = key.address
             else:
-                exact[slot.set_name].append(element)
+                ranges[version].append((value, _with_timeout(range_element(key, entry), seconds)))
+                continue
+            target.append(element if seconds is None else f"{element} timeout {seconds}s")
         for name, elements in exact.items():
             version = 4 if name.endswith("_4") else 6
             self.set(name, [f"type {_addr_type(version)}", "flags timeout"], elements)
+        is_map = ranges_name.startswith("q_")
         for version, items in ranges.items():
+            data = " : verdict" if is_map else ""
             self.set(
-                f"q_ranges_{version}",
-                [f"type {_addr_type(version)} : verdict", "flags interval,timeout"],
+                f"{ranges_name}_{version}",
+                [f"type {_addr_type(version)}{data}", "flags interval,timeout"],
                 (text for _, text in sorted(items)),
-                kind="map",
+                kind="map" if is_map else "set",
             )
 
+    def _quarantine_sets(self) -> None:
+        self._keyed_sets(
+            self.state.quarantines,
+            {mode: f"q_{mode_id(mode)}" for mode in MODES},
+            "q_ranges",
+            lambda key, entry: quarantine_slot(key, entry.mode, self.lengths).element,
+        )
+
     def _exemption_sets(self) -> None:
-        exact: dict[str, list[str]] = {exact_set("exempt", 4, 32): []}
-        for length in self.lengths:
-            exact[exact_set("exempt", 6, length)] = []
-        ranges: dict[int, list[tuple[int, str]]] = {4: [], 6: []}
-        for key, entry in self.state.exemptions.items():
-            seconds = _seconds_left(entry.expires, self.now)
-            if seconds == 0:
-                continue
-            slot = exemption_slot(key, self.lengths)
-            element = _with_timeout(slot.element, seconds)
-            if slot.interval:
-                ranges[key.version].append((key.value, element))
-            else:
-                exact[slot.set_name].append(element)
-        for name, elements in exact.items():
-            version = 4 if name.endswith("_4") else 6
-            self.set(name, [f"type {_addr_type(version)}", "flags timeout"], elements)
-        for version, items in ranges.items():
-            self.set(
-                f"exempt_ranges_{version}",
-                [f"type {_addr_type(version)}", "flags interval,timeout"],
-                (text for _, text in sorted(items)),
-            )
+        self._keyed_sets(
+            self.state.exemptions,
+            {None: "exempt"},
+            "exempt_ranges",
+            lambda key, entry: exemption_slot(key, self.lengths).element,
+        )
 
     def _meter_sets(self, pool: Pool, profiles: Mapping[str, RateLimitProfile]) -> None:
         if pool.rate_limit is None:
