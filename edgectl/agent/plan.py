@@ -180,14 +180,24 @@ def make_plan(
         plan.action = "full"
         return plan
     plan = Plan(True, layout.generation)
-    expected = render_full(_only_interval_keys(desired), now)
+    # Drift is the kernel against what we last applied; the desired state
+    # against the applied one is a change, not drift.  Without a record,
+    # the desired state is all there is to compare with.
+    reference = applied.state if applied is not None else desired
+    expected = render_full(_only_interval_keys(reference), now)
     structural = _structure_drift(layout, expected)
     plan.drift.extend(structural)
     if not structural:
         plan.drift.extend(_interval_drift(nft, expected, layout))
+        missing, notes = _missing_keys(sock, reference, now)
+        plan.drift.extend(missing)
+        plan.notes.extend(notes)
     if applied is None:
         plan.notes.append("no record of a previous apply on this host")
-    elif applied.generation == layout.generation:
+        plan.changes.append("resync: no record of what this host holds")
+        plan.action = "full"
+        return plan
+    if applied.generation == layout.generation:
         plan.notes.append(
             f"nobody has committed to the ruleset since our apply (gen {layout.generation})"
         )
@@ -196,23 +206,16 @@ def make_plan(
             f"the ruleset changed since our apply (gen {applied.generation} -> "
             f"{layout.generation}); elements added by hand cannot be seen without listing"
         )
-    reference = applied.state if applied is not None else None
-    if reference is not None and not structural:
-        missing, notes = _missing_keys(sock, reference, now)
-        plan.drift.extend(missing)
-        plan.notes.extend(notes)
-    if reference is None or plan.drift:
+    if applied.state.gateway != desired.gateway:
+        plan.changes.append(f"gateway {applied.state.gateway!r} -> {desired.gateway!r}")
         plan.action = "full"
-    else:
-        delta = diff(reference, desired)
-        plan.changes.extend(_describe(delta))
-        if delta.structure is not None:
-            plan.action = "full"
-        elif delta.quarantines or delta.exemptions:
-            plan.action = "delta"
-    if reference is None and not plan.drift:
-        # Structure matches, but without a record we cannot vouch for elements.
-        plan.changes.append("resync: no record of what this host holds")
+        return plan
+    delta = diff(applied.state, desired)
+    plan.changes.extend(_describe(delta))
+    if plan.drift or delta.structure is not None:
+        plan.action = "full"
+    elif delta.quarantines or delta.exemptions:
+        plan.action = "delta"
     return plan
 
 
