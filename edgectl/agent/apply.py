@@ -12,11 +12,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from edgectl.agent import kernel_readback as kr
+from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError
 from edgectl.agent.render import Counters, render_delta, render_full
 from edgectl.agent.transaction import TABLE, Transaction
 from edgectl.model.delta import StateDelta
 from edgectl.model.policy import DesiredState
+
+NFPROTO_INET = 1
 
 
 @dataclass(frozen=True)
@@ -28,27 +32,37 @@ class ApplyResult:
 
 
 class Dataplane:
-    """The kernel side of one gateway: ``table inet edgectl`` in one namespace."""
+    """The kernel side of one gateway: ``table inet edgectl`` in one namespace.
+
+    Writes go through libnftables; reads go through raw netlink, because
+    nft 1.0.6 loads every set element before it lists anything, counters
+    included (17 s with a million keys, against 0.15 ms for the dump).
+    """
 
     def __init__(self, nft: Nft) -> None:
         self.nft = nft
+        with inside(nft.netns):
+            self.sock = kr.NfNetlink()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Dataplane:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def table_exists(self) -> bool:
-        # ``list tables`` does not load set elements (cheap with 1M keys);
-        # ``list table`` would.
-        listed = self.nft.run_json("list tables inet")
-        return any(item.get("table", {}).get("name") == "edgectl" for item in listed)
+        return kr.table_exists(self.sock, NFPROTO_INET, "edgectl")
+
+    def generation(self) -> int:
+        return kr.generation(self.sock)
 
     def counters(self) -> dict[str, tuple[int, int]]:
-        """Named counters of our table: packets and bytes, read without listing sets."""
-        if not self.table_exists():
-            return {}
-        result = {}
-        for item in self.nft.run_json(f"list counters table {TABLE}"):
-            counter = item.get("counter")
-            if counter and counter.get("table") == "edgectl":
-                result[counter["name"]] = (int(counter["packets"]), int(counter["bytes"]))
-        return result
+        """Named counters of our table: packets and bytes."""
+        layout = kr.read_table(self.sock, NFPROTO_INET, "edgectl")
+        return {} if layout is None else dict(layout.counters)
 
     def full_sync(self, state: DesiredState, now: datetime | None = None) -> ApplyResult:
         start = time.perf_counter()
