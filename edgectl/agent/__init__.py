@@ -1,1 +1,4 @@
-"""Gateway side: render, apply and read back table inet edgectl; the only code touching the kernel."""
+"""Gateway side: render, apply and read back table inet edgectl.
+
+The only code that touches the kernel.
+"""
