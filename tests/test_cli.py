@@ -65,3 +65,13 @@ def test_unknown_namespace_is_a_clean_error(
     )
     assert code == 3
     assert "no network namespace named 'ectl-no-such-ns'" in capsys.readouterr().err
+
+
+def test_plan_detailed_exitcode_keeps_2_for_pending_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('gateway = "g"\n[settings]\nop25b_ports = [465]\n')
+    args = ["plan", "-f", str(policy), "--state-dir", str(tmp_path), "--detailed-exitcode"]
+    assert main(args) == 1
+    assert "settings.op25b_ports[0]" in capsys.readouterr().err

@@ -82,7 +82,14 @@ def _plan(args: argparse.Namespace, state: DesiredState) -> tuple[Plan, Nft, kr.
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    state = _policy(args)
+    try:
+        state = _policy(args)
+    except CliError as error:
+        # With --detailed-exitcode, 2 means "changes pending"; a broken
+        # policy must not look like one to automation.
+        if args.detailed_exitcode:
+            error.code = 1
+        raise
     plan, nft, sock = _plan(args, state)
     sock.close()
     nft.close()

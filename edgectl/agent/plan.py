@@ -176,8 +176,12 @@ def make_plan(
     now = now or datetime.now(UTC)
     layout = kr.read_table(sock, NFPROTO_INET, "edgectl")
     if layout is None:
-        plan = Plan(False, kr.generation(sock), drift=["table inet edgectl: missing"])
-        plan.action = "full"
+        plan = Plan(False, kr.generation(sock), action="full")
+        if applied is None:
+            # A first apply creates the table: a change, not a repair.
+            plan.changes.append("create table inet edgectl")
+        else:
+            plan.drift.append("table inet edgectl: missing")
         return plan
     plan = Plan(True, layout.generation)
     # Drift is the kernel against what we last applied; the desired state
