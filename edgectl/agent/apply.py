@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from edgectl.agent import kernel_readback as kr
+from edgectl.agent import kernel_write
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError
 from edgectl.agent.render import Counters, render_delta, render_full
@@ -77,6 +78,15 @@ class Dataplane:
         if delta.empty:
             return ApplyResult("none", delta.to_revision, 0.0, 0)
         transaction = render_delta(old, delta, now or datetime.now(UTC))
+        if transaction.only_key_ops:
+            try:
+                kernel_write.commit_elements(self.sock, transaction.key_ops)
+            except (kr.NetlinkError, TimeoutError) as error:
+                raise NftError(
+                    f"{transaction.summary} refused, kernel unchanged: {error}"
+                ) from None
+            seconds = time.perf_counter() - start
+            return ApplyResult("delta", delta.to_revision, seconds, len(str(transaction)))
         return self._commit(transaction, "delta", delta.to_revision, start)
 
     def check(self, transaction: Transaction) -> None:

@@ -490,7 +490,7 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
         raise ValueError("a structural change needs a full sync, not a delta")
     lengths = old.delegated_lengths()
     ensure: dict[str, list[str]] = {}
-    final: dict[str, list[str]] = {}
+    final: dict[str, list[tuple[str, int | None]]] = {}
     ranges_touched: set[str] = set()
 
     def touch(slot: Slot) -> None:
@@ -502,7 +502,7 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
     def place(slot: Slot, seconds: int | None) -> None:
         if slot.interval or seconds == 0:
             return
-        final.setdefault(slot.set_name, []).append(_with_timeout(slot.element, seconds))
+        final.setdefault(slot.set_name, []).append((slot.element, seconds))
 
     for q_key in delta.quarantines.removals:
         if q_key in old.quarantines:
@@ -523,11 +523,11 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
 
     transaction = Transaction(summary=f"delta r{delta.from_revision}->r{delta.to_revision}")
     for name, elements in ensure.items():
-        unique = list(dict.fromkeys(elements))
-        transaction.elements("add", name, unique)
-        transaction.elements("delete", name, unique)
-    for name, elements in final.items():
-        transaction.elements("add", name, elements)
+        unique = [(key, None) for key in dict.fromkeys(elements)]
+        transaction.keys("add", name, unique)
+        transaction.keys("delete", name, unique)
+    for name, keyed in final.items():
+        transaction.keys("add", name, keyed)
     if ranges_touched:
         # Interval maps are small; rewriting one whole avoids nft's refusal
         # to re-add a map key with a different verdict.
