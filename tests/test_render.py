@@ -97,3 +97,11 @@ def test_structural_change_is_not_a_delta(policy_state: DesiredState) -> None:
     )
     with pytest.raises(ValueError, match="full sync"):
         render_delta(policy_state, diff(policy_state, changed), NOW)
+
+
+def test_adjacent_prefixes_of_one_pool_are_one_interval(policy_state: DesiredState) -> None:
+    halves = (Prefix.parse("100.66.0.0/17"), Prefix.parse("100.66.128.0/17"))
+    pools = (*policy_state.pools, replace(policy_state.pools[0], name="more", prefixes=halves))
+    script = str(render_full(replace(policy_state, pools=pools), NOW).transaction)
+    assert "100.66.0.0/16 : jump pool_more" in script
+    assert "100.66.128.0/17" not in script

@@ -226,12 +226,13 @@ class _Builder:
             self._interval_set(f"resolvers_{version}", version, settings.resolvers)
             self._interval_set(f"portal_{version}", version, settings.portal)
             # Infrastructure pools get no chain: they are not subscribers.
+            # Adjacent prefixes of one pool merge into one element: fewer
+            # interval elements for the kernel and for nft's cache to carry.
             elements = sorted(
                 (prefix.value, f"{prefix} : jump pool_{pool.name}")
                 for pool in state.pools
                 if pool.kind is not PoolKind.INFRASTRUCTURE and self._pool_has_chain(pool)
-                for prefix in pool.prefixes
-                if prefix.version == version
+                for prefix in merge(p for p in pool.prefixes if p.version == version)
             )
             self.set(
                 f"pools_{version}",
