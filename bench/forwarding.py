@@ -1,0 +1,474 @@
+#!/usr/bin/env python3
+"""TCP connection setups per second through a gateway namespace, with and without edgectl.
+
+Run as root: ``.venv/bin/python bench/forwarding.py [--keys 1000000] [--rounds 30]``.
+
+Four (five) copies of the lab topology (hosts dyn4 100.64.0.10, static4
+100.65.0.10 and the outside mx 203.0.113.25; namespaces
+``ectl-bench-<hex>-<a|b|d|e|f>-*``), identical but for the gateway's ruleset:
+
+* ``a``: no table at all - the baseline (no conntrack in that namespace);
+* ``b``: ``table inet edgectl`` with the full state (``--keys`` quarantined
+  or exempted keys, 5,000 pool /24s; the static pool carries a rate-limit
+  profile of 1,000,000/minute, burst 1,000,000 and, with ``--profile full``,
+  concurrency and per-destination ct-count caps of 100,000), loaded by
+  ``Dataplane.full_sync``;
+* ``d``: 10,000 ``ip saddr X drop`` rules in one forward chain, for addresses
+  that never match (fail2ban/firewalld style), no conntrack shortcut;
+* ``e``: one rule, ``ct state established,related accept``: what conntrack
+  alone costs, to split b's cost into conntrack and edgectl's lookups;
+* ``f`` (only with ``--notrack-experiment``): b plus a raw-priority
+  prerouting chain that ``notrack``s non-mail TCP - an experiment for
+  BENCHMARKS-dataplane.md, not edgectl's design.
+
+Conditions, each run once per round in a fresh random order, reported as
+medians over rounds, medians of per-round ratios and best/best:
+
+* ``a80``  dyn4 -> mx:80 through ``a``;   ``b80`` the same through ``b``
+  (non-mail traffic; target >= 0.95 of a80); ``d80``, ``e80``, ``f80`` likewise;
+* ``a25``  static4 -> mx:25 through ``a``; ``c25`` the same through ``b``
+  (allowed mail from a rate-limited static pool, the longest path; target
+  >= 0.85 of a25); ``e25`` likewise.
+
+Clients and the listener run in worker processes (``--arrangement``): the
+client loop (connect, then close with RST so no TIME_WAIT piles up) in one
+process, the listeners (accept and close at once) in another, pinned to
+different CPUs with ``pinned``; ``procs`` leaves placement to the
+scheduler; ``threads`` puts the listener thread in the client's process
+(they then share one GIL).  Every namespace is deleted on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import (
+    BENCH_BASE,
+    FIXED_NOW,
+    build_state,
+    install_signal_handlers,
+    machine,
+    median,
+    peak_rss_mib,
+    percentile,
+    print_table,
+    run,
+    run_id,
+)
+
+from edgectl.agent.apply import Dataplane
+from edgectl.agent.nft import Nft
+from edgectl.lab.netns import in_netns, set_sysctl
+from edgectl.lab.probe import Listener, Outcome, connect
+from edgectl.lab.topology import Topology, standard_topology
+
+MX = "203.0.113.25"
+DYN4 = "100.64.0.10"
+STATIC4 = "100.65.0.10"
+PORTS = (80, 25)
+HOSTS = ("dyn4", "static4", "mx")
+LINGER_RST = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # struct linger {1, 0}
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+WORKER_TIMEOUT_S = 120.0
+BACKLOG = 65535  # with net.core.somaxconn raised to match in the mx namespaces
+
+
+# -- worker processes ---------------------------------------------------------
+
+
+def client_loop(
+    ns: str, src: str, dst: str, port: int, seconds: float, limit: int
+) -> dict[str, float]:
+    """connect+close(RST) in a loop: successes, failures, elapsed and CPU seconds.
+
+    Bounded by ``limit`` attempts and ``seconds`` (plus one 1 s connect timeout).
+    ``cpu`` is this thread's user+system time: with the kernel's tick-based
+    accounting (no IRQ_TIME_ACCOUNTING) it includes the softirq work done
+    in this thread's context, i.e. forwarding the SYN through the gateway's
+    hooks and the SYN-ACK back, and it does not grow while other processes
+    hold the CPU - unlike the wall-clock rate.
+    """
+    ok = failed = 0
+    with in_netns(ns):
+        before = resource.getrusage(resource.RUSAGE_THREAD)
+        start = time.perf_counter()
+        deadline = start + seconds
+        for _ in range(limit):
+            if time.perf_counter() >= deadline:
+                break
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((src, 0))
+                sock.settimeout(1.0)
+                try:
+                    sock.connect((dst, port))
+                    ok += 1
+                except OSError as exc:
+                    if exc.errno not in (errno.ECONNREFUSED, errno.ETIMEDOUT, None):
+                        raise
+                    failed += 1
+        elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_THREAD)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"ok": ok, "failed": failed, "seconds": elapsed, "cpu": cpu}
+
+
+def _accept_forever(server: socket.socket) -> None:
+    """Accept and close at once; a blocking accept releases the GIL while it waits."""
+    while True:
+        try:
+            conn, _ = server.accept()
+        except ConnectionAbortedError:
+            continue
+        except OSError:
+            return  # the socket was closed: the worker is stopping
+        conn.close()
+
+
+def worker(role: str, listen: list[str]) -> int:
+    """Serve listeners in the given namespaces and/or run client requests from stdin.
+
+    The listeners are plain blocking accept loops, one thread per socket,
+    not the lab's selector ``Listener``: at 20-40k setups/s its per-accept
+    bookkeeping let the accept queue overflow (TcpExtListenOverflows), and
+    every overflow costs the client a 1 s SYN retransmission.  stdin lines
+    are JSON client requests answered with one JSON line each; EOF stops it.
+    """
+    servers = []
+    for ns in listen:
+        for port in PORTS:
+            with in_netns(ns):
+                server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind((MX, port))
+            server.listen(BACKLOG)
+            servers.append(server)
+            threading.Thread(target=_accept_forever, args=(server,), daemon=True).start()
+    try:
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            if role == "server":
+                raise SystemExit("this worker only serves")
+            print(json.dumps(client_loop(**json.loads(line))), flush=True)
+    finally:
+        for server in servers:
+            server.shutdown(socket.SHUT_RDWR)
+            server.close()
+    return 0
+
+
+class Worker:
+    """A worker subprocess of this script, optionally pinned to one CPU."""
+
+    def __init__(self, role: str, listen: list[str], cpu: int | None) -> None:
+        cmd = [sys.executable, __file__, "--worker", role, *[f"--listen={ns}" for ns in listen]]
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._expect()
+
+    def _expect(self) -> dict[str, float]:
+        stdout: IO[str] | None = self.proc.stdout
+        assert stdout is not None
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker exited with {self.proc.wait(WORKER_TIMEOUT_S)}")
+        answer: dict[str, float] = json.loads(line)
+        return answer
+
+    def measure(self, **request: object) -> dict[str, float]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._expect()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- topologies and rulesets ---------------------------------------------------
+
+
+@contextmanager
+def topology(prefix: str) -> Iterator[Topology]:
+    standard = standard_topology(prefix)
+    specs = [spec for spec in standard.specs if spec.name in HOSTS]
+    with Topology(prefix, specs, standard.pools) as built:
+        # Room for bursts the listener has not accepted yet (per namespace).
+        set_sysctl(built.hosts["mx"].ns, "net.core.somaxconn", BACKLOG)
+        set_sysctl(built.hosts["mx"].ns, "net.ipv4.tcp_max_syn_backlog", BACKLOG)
+        yield built
+
+
+def linear_chain_script(rules: int) -> str:
+    """``rules`` per-address drop rules for addresses that never match (100.127.0.0/16)."""
+    lines = [
+        "table inet bench_linear {",
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+    ]
+    base = 0x647F0000  # 100.127.0.0: subscriber space, no lab host there
+    for i in range(rules):
+        lines.append(f"\t\tip saddr {socket.inet_ntoa((base + i + 1).to_bytes(4, 'big'))} drop")
+    lines += ["\t}", "}"]
+    return "\n".join(lines) + "\n"
+
+
+# The price of conntrack alone: what any stateful table pays before its first lookup.
+CT_ONLY_SCRIPT = """table inet bench_ct {
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tct state established,related accept
+\t}
+}
+"""
+
+
+# Experiment, not edgectl's design: keep conntrack off non-mail TCP so such
+# flows pay only edgectl's (then per-packet, stateless) lookups.
+NOTRACK_SCRIPT = """table inet bench_notrack {
+\tchain pre {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\ttcp dport != { 25, 465, 587 } tcp sport != { 25, 465, 587 } notrack
+\t}
+}
+"""
+
+
+def sanity(b: Topology, d: Topology) -> None:
+    """Prove the rulesets are live: OP25B resets dyn4 -> mx:25 in b; everything else connects."""
+    with (
+        Listener(b.hosts["mx"].ns, [MX], PORTS, hold=False),
+        Listener(d.hosts["mx"].ns, [MX], PORTS, hold=False),
+    ):
+        checks = [
+            (b, "dyn4", DYN4, 25, Outcome.RESET),
+            (b, "dyn4", DYN4, 80, Outcome.CONNECTED),
+            (b, "static4", STATIC4, 25, Outcome.CONNECTED),
+            (d, "dyn4", DYN4, 80, Outcome.CONNECTED),
+        ]
+        for topo, host, src, port, wanted in checks:
+            got = connect(topo.hosts[host].ns, MX, port, src=src, timeout=2.0)
+            if got is not wanted:
+                raise RuntimeError(f"{topo.prefix} {host}->mx:{port}: {got}, expected {wanted}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", choices=["client", "server", "both"], help=argparse.SUPPRESS)
+    parser.add_argument("--listen", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--pool-prefixes", type=int, default=5000)
+    parser.add_argument("--profile", choices=["full", "rate"], default="full")
+    parser.add_argument("--linear-rules", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=0.5, help="per condition per round")
+    parser.add_argument("--seed", type=int, default=1, help="of the per-round order shuffle")
+    parser.add_argument(
+        "--notrack-experiment",
+        action="store_true",
+        help="add gateway f: b plus a raw-priority notrack for non-mail TCP (condition f80)",
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=500_000, help="per condition per round"
+    )
+    parser.add_argument("--arrangement", choices=["pinned", "procs", "threads"], default="pinned")
+    parser.add_argument("--max-seconds", type=float, default=900)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.listen)
+    install_signal_handlers()
+    started = time.monotonic()
+    print(
+        f"# forwarding: {args.keys:,} keys, profile {args.profile}, arrangement {args.arrangement}"
+    )
+    print(f"machine: {machine()}")
+    tag = run_id()
+    with ExitStack() as stack:
+        topo = {
+            name: stack.enter_context(topology(f"{BENCH_BASE}-{tag}-{name}"))
+            for name in ("a", "b", "d", "e", *(("f",) if args.notrack_experiment else ()))
+        }
+        state = build_state(args.keys, pool_prefixes=args.pool_prefixes, profile_kind=args.profile)
+        for name in ("b", "f"):
+            if name in topo:
+                with Nft(topo[name].gateway_ns) as nft:
+                    loaded = Dataplane(nft).full_sync(state, now=FIXED_NOW)
+                print(f"{name}: full_sync of {args.keys:,} keys in {loaded.seconds:.2f} s")
+        del state
+        if "f" in topo:
+            run(
+                ["ip", "netns", "exec", topo["f"].gateway_ns, "nft", "-f", "-"],
+                stdin=NOTRACK_SCRIPT,
+            )
+            sanity(topo["f"], topo["d"])
+        start = time.perf_counter()
+        run(
+            ["ip", "netns", "exec", topo["d"].gateway_ns, "nft", "-f", "-"],
+            stdin=linear_chain_script(args.linear_rules),
+        )
+        print(f"d: {args.linear_rules:,} rules loaded in {time.perf_counter() - start:.2f} s")
+        run(
+            ["ip", "netns", "exec", topo["e"].gateway_ns, "nft", "-f", "-"],
+            stdin=CT_ONLY_SCRIPT,
+        )
+        sanity(topo["b"], topo["d"])
+
+        mx = [topo[name].hosts["mx"].ns for name in topo]
+        if args.arrangement == "threads":
+            client = Worker("both", mx, None)
+            stack.callback(client.close)
+        else:
+            pinned = args.arrangement == "pinned"
+            server = Worker("server", mx, 1 if pinned else None)
+            stack.callback(server.close)
+            client = Worker("client", [], 0 if pinned else None)
+            stack.callback(client.close)
+
+        conditions = {
+            "a80": (topo["a"], "dyn4", DYN4, 80),
+            "b80": (topo["b"], "dyn4", DYN4, 80),
+            "d80": (topo["d"], "dyn4", DYN4, 80),
+            "e80": (topo["e"], "dyn4", DYN4, 80),
+            **({"f80": (topo["f"], "dyn4", DYN4, 80)} if "f" in topo else {}),
+            "a25": (topo["a"], "static4", STATIC4, 25),
+            "c25": (topo["b"], "static4", STATIC4, 25),
+            "e25": (topo["e"], "static4", STATIC4, 25),
+        }
+        # A short warm-up of each path (caches, conntrack tables, the workers).
+        for t, host, src, port in conditions.values():
+            client.measure(
+                ns=t.hosts[host].ns,
+                src=src,
+                dst=MX,
+                port=port,
+                seconds=0.3,
+                limit=args.max_connections,
+            )
+        rates: dict[str, list[float]] = {name: [] for name in conditions}
+        failures: dict[str, int] = dict.fromkeys(conditions, 0)
+        cpu_us: dict[str, list[float]] = {name: [] for name in conditions}
+        order = list(conditions)
+        shuffler = random.Random(args.seed)
+        for rnd in range(args.rounds):
+            if time.monotonic() - started > args.max_seconds:
+                print(f"time budget reached after {rnd} rounds")
+                break
+            # A fresh random order each round: no condition always follows
+            # the same neighbour, and per-round ratios pair samples taken
+            # within a few seconds of each other.
+            shuffler.shuffle(order)
+            for name in order:
+                t, host, src, port = conditions[name]
+                answer = client.measure(
+                    ns=t.hosts[host].ns,
+                    src=src,
+                    dst=MX,
+                    port=port,
+                    seconds=args.seconds,
+                    limit=args.max_connections,
+                )
+                rates[name].append(answer["ok"] / answer["seconds"])
+                if answer["ok"]:
+                    cpu_us[name].append(answer["cpu"] / answer["ok"] * 1e6)
+                failures[name] += int(answer["failed"])
+            print(
+                "  round "
+                + str(rnd + 1)
+                + ": "
+                + ", ".join(
+                    f"{n} {rates[n][-1]:,.0f}/s" for n in conditions if len(rates[n]) > rnd
+                ),
+                flush=True,
+            )
+
+    def row(name: str, base: str, label: str, target: str) -> list[object]:
+        values = rates[name]
+        ratio = median(values) / median(rates[base])
+        # Per-round ratios (same round, a few seconds apart) cancel slow
+        # drifts of the background load; best-of compares the least
+        # disturbed samples (other load only ever slows a sample down).
+        paired = [v / b for v, b in zip(values, rates[base], strict=False)]
+        return [
+            label,
+            f"{median(values):,.0f}",
+            f"{min(values):,.0f}-{max(values):,.0f}",
+            f"{ratio:.3f}",
+            f"{median(paired):.3f} ({percentile(paired, 25):.2f}-{percentile(paired, 75):.2f})"
+            if name != base
+            else "-",
+            f"{max(values) / max(rates[base]):.3f}",
+            f"{median(cpu_us[name]):.1f}",
+            f"{median(cpu_us[base]) / median(cpu_us[name]):.3f}",
+            target,
+            failures[name],
+        ]
+
+    print_table(
+        f"TCP connection setups/s through the gateway ({len(rates['a80'])} rounds x "
+        f"{args.seconds:g} s, medians; arrangement {args.arrangement})",
+        [
+            "condition",
+            "setups/s",
+            "min-max",
+            "ratio",
+            "per-round ratio: median (IQR)",
+            "best/best",
+            "client CPU us/setup",
+            "CPU ratio",
+            "target",
+            "failed connects",
+        ],
+        [
+            row("a80", "a80", "a: no table, dyn4 -> mx:80", "baseline"),
+            row("b80", "a80", f"b: edgectl {args.keys:,} keys, dyn4 -> mx:80", ">= 0.95"),
+            row("e80", "a80", "e: conntrack only (ct state rule), dyn4 -> mx:80", "-"),
+            *(
+                [row("f80", "a80", "f: b + notrack for non-mail (experiment), dyn4 -> mx:80", "-")]
+                if "f80" in rates
+                else []
+            ),
+            row("a25", "a25", "a: no table, static4 -> mx:25", "baseline"),
+            row("c25", "a25", f"c: edgectl, static4 (profile {args.profile}) -> mx:25", ">= 0.85"),
+            row("e25", "a25", "e: conntrack only, static4 -> mx:25", "-"),
+            row(
+                "d80",
+                "a80",
+                f"d: {args.linear_rules:,} linear rules, dyn4 -> mx:80",
+                "(0.08 reported)",
+            ),
+        ],
+    )
+    print(
+        f"\npeak RSS of this process: {peak_rss_mib():.0f} MiB; "
+        f"cpu affinity {sorted(os.sched_getaffinity(0))}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
