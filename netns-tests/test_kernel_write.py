@@ -93,3 +93,23 @@ def test_a_delta_against_a_missing_table_is_refused_cleanly(dataplane: Dataplane
     with pytest.raises(NftError, match="kernel unchanged"):
         dataplane.apply_delta(old, diff(old, new))
     assert not dataplane.table_exists()
+
+
+def test_a_large_delta_is_one_transaction(dataplane: Dataplane) -> None:
+    """20,000 keys: several messages (attribute lengths are 16 bits), one batch."""
+    old = _state()
+    dataplane.full_sync(old)
+    before = dataplane.generation()
+    base = Prefix.parse("100.64.0.0").value
+    keys = [Prefix(4, base + 256 + i, 32) for i in range(20_000)]
+    new = replace(
+        old,
+        revision=2,
+        quarantines={
+            k: Quarantine(k, QuarantineMode.SMTP, expires=NOW + timedelta(hours=2)) for k in keys
+        },
+    )
+    assert dataplane.apply_delta(old, diff(old, new)).kind == "delta"
+    assert dataplane.generation() == before + 1
+    sample = [kr.encode_ipv4(keys[i].address) for i in (0, 9_999, 19_999)]
+    assert kr.missing_elements(dataplane.sock, 1, "edgectl", "q_smtp_4", sample) == []

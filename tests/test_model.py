@@ -19,7 +19,19 @@ def test_host_bits_are_an_error_not_truncated() -> None:
     assert "host bits" in caught.value.reason and "100.64.0.0/10" in caught.value.reason
 
 
-@pytest.mark.parametrize("text", ["100.64.0.256", "2001:db8::g", "100.64.0.0/33", "x", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "100.64.0.256",
+        "2001:db8::g",
+        "100.64.0.0/33",
+        "x",
+        "",
+        "1.2.3.4\x00",
+        "1.2.3.4/\u0661",
+        "\ud800",
+    ],
+)
 def test_garbage_is_refused(text: str) -> None:
     with pytest.raises(ModelError):
         Prefix.parse(text)

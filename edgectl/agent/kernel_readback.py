@@ -37,6 +37,7 @@ from types import TracebackType
 # --- <linux/netlink.h> -------------------------------------------------------
 NETLINK_NETFILTER = 12
 SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; Python's socket module does not export it
+SO_SNDBUFFORCE = 32  # likewise
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors echo only the request header, not its payload
 NETLINK_EXT_ACK = 11  # errors carry the kernel's text message (NLMSGERR_ATTR_MSG)
@@ -548,6 +549,15 @@ class NfNetlink:
     def next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
         return self._seq
+
+    def ensure_sndbuf(self, size: int) -> None:
+        """Make one datagram of ``size`` bytes fit the send buffer (root may exceed wmem_max)."""
+        # The kernel doubles the value set and reports the doubled figure.
+        if self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < size * 2:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+            except PermissionError:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def send(self, data: bytes) -> None:
         # A netlink send is one datagram; the kernel processes every message in

@@ -51,10 +51,25 @@ def _element(text: str, timeout: int | None) -> bytes:
     return kr.nla_nested(kr.NFTA_LIST_ELEM, attrs)
 
 
+# An attribute's length is 16 bits: one message's element list must stay
+# under 64 KiB, ~40 bytes an element with a timeout.
+ELEMENTS_PER_MESSAGE = 1024
+
+
+def split(ops: Sequence[ElementOp]) -> list[ElementOp]:
+    """The same operations, in order, none carrying more than ELEMENTS_PER_MESSAGE."""
+    return [
+        ElementOp(op.verb, op.set_name, op.elements[start : start + ELEMENTS_PER_MESSAGE])
+        for op in ops
+        for start in range(0, len(op.elements), ELEMENTS_PER_MESSAGE)
+    ]
+
+
 def encode_batch(ops: Sequence[ElementOp], seqs: Sequence[int], table: str = "edgectl") -> bytes:
     """BATCH_BEGIN, one NEW/DELSETELEM message per op, BATCH_END.
 
-    ``seqs`` gives len(ops) + 2 sequence numbers (begin, ops..., end).
+    ``ops`` must already be ``split``; ``seqs`` gives len(ops) + 2 sequence
+    numbers (begin, ops..., end).
     """
     parts = [_marker(NFNL_MSG_BATCH_BEGIN, seqs[0])]
     for op, seq in zip(ops, seqs[1:-1], strict=True):
@@ -81,12 +96,16 @@ def commit_elements(sock: kr.NfNetlink, ops: Sequence[ElementOp]) -> None:
     Every message asks for an ACK, so we know the batch was committed (or
     why not) before returning; a refused batch leaves the kernel unchanged.
     """
-    ops = [op for op in ops if op.elements]
+    ops = split([op for op in ops if op.elements])
     if not ops:
         return
     seqs = [sock.next_seq() for _ in range(len(ops) + 2)]
     pending = set(seqs[1:-1])
-    sock.send(encode_batch(ops, seqs))
+    batch = encode_batch(ops, seqs)
+    # The kernel takes a batch from one datagram, so the send buffer must
+    # hold it whole (libnftables raises it the same way).
+    sock.ensure_sndbuf(len(batch))
+    sock.send(batch)
     deadline = time.monotonic() + ACK_TIMEOUT_S
     refusal: kr.NetlinkError | None = None
     while pending:

@@ -46,11 +46,14 @@ class Prefix(NamedTuple):
         version = 6 if ":" in address else 4
         try:
             packed = socket.inet_pton(_FAMILY[version], address)
-        except OSError:
+        except (OSError, ValueError, UnicodeError):
+            # ValueError: an embedded NUL; UnicodeError: a lone surrogate.
             raise ModelError(path, f"{text!r} is not an IPv{version} address or prefix") from None
         bits = _BITS[version]
         if slash:
-            if not length_text.isdigit() or not 0 <= int(length_text) <= bits:
+            # isdigit() alone accepts any script's digits ("/١" would be a /1).
+            ascii_digits = length_text.isascii() and length_text.isdigit()
+            if not ascii_digits or not 0 <= int(length_text) <= bits:
                 raise ModelError(path, f"{text!r}: prefix length must be 0..{bits}")
             length = int(length_text)
         else:
