@@ -51,7 +51,7 @@ class Prefix(NamedTuple):
             raise ModelError(path, f"{text!r} is not an IPv{version} address or prefix") from None
         bits = _BITS[version]
         if slash:
-            # isdigit() alone accepts any script's digits ("/١" would be a /1).
+            # isdigit() alone accepts any script's digits (an Arabic-Indic one would parse as a /1).
             ascii_digits = length_text.isascii() and length_text.isdigit()
             if not ascii_digits or not 0 <= int(length_text) <= bits:
                 raise ModelError(path, f"{text!r}: prefix length must be 0..{bits}")
