@@ -1,0 +1,128 @@
+"""Shared set-up for the controller benchmarks: a seeded SQLite store and a
+controller process on 127.0.0.1 (never anything else)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from edgectl.controller.auth import Role
+from edgectl.controller.store import Store, bulk_holds, gateways, holds, tokens
+from edgectl.controller.store.catalog import create_pool
+from edgectl.controller.store.subscribers import Binding, bind_many
+from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix, QuarantineMode
+
+ENTRY = ["-m", "edgectl.controller"]  # the controller commands, as `edgectl` runs them
+BASE = int(ipaddress.IPv4Address("100.64.0.0"))
+
+
+def address(index: int) -> Prefix:
+    return Prefix(4, BASE + 1 + index, 32)
+
+
+@contextmanager
+def database() -> Iterator[tuple[Path, Store]]:
+    with tempfile.TemporaryDirectory(prefix="edgectl-bench-") as root:
+        path = Path(root) / "controller.db"
+        store = Store.open(f"sqlite:///{path}")
+        try:
+            yield path, store
+        finally:
+            store.close()
+
+
+def seed_world(store: Store) -> int:
+    """One /10 dynamic pool served by gateway gw; returns the gateway id."""
+    create_pool(store, "bench", Pool("dyn", PoolKind.DYNAMIC, (Prefix.parse("100.64.0.0/10"),)))
+    gateways.create_gateway(store, "bench", gateways.GatewaySpec("gw", GatewaySettings(), ("dyn",)))
+    return gateways.gateway_id(store, "gw")
+
+
+def seed_accounts(store: Store, count: int, *, start: int = 0, batch: int = 10_000) -> None:
+    for first in range(start, start + count, batch):
+        last = min(first + batch, start + count)
+        bind_many(store, "bench", [Binding(f"acct{i}", address(i)) for i in range(first, last)])
+
+
+def seed_quarantines(store: Store, first: int, count: int, batch: int = 20_000) -> None:
+    spec = holds.QuarantineSpec(QuarantineMode.SMTP, "bench", account="bulk", ticket="BENCH")
+    for start in range(first, first + count, batch):
+        accounts = [f"acct{i}" for i in range(start, min(start + batch, first + count))]
+        bulk_holds.quarantine_accounts(store, "bench", accounts, spec)
+
+
+def token(store: Store, role: Role) -> str:
+    return tokens.create(store, f"bench-{role.value}-{time.monotonic_ns()}", role)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def controller(path: Path) -> Iterator[tuple[str, int]]:
+    """Serve ``path`` from a separate process; yields (base URL, pid)."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "EDGECTL_CONTROLLER_DATABASE_URL": f"sqlite:///{path}",
+        "EDGECTL_CONTROLLER_HOST": "127.0.0.1",
+        "EDGECTL_CONTROLLER_PORT": str(port),
+        "EDGECTL_CONTROLLER_LOG_LEVEL": "warning",
+        "EDGECTL_CONTROLLER_CONFIG": "",
+    }
+    server = subprocess.Popen([sys.executable, *ENTRY, "controller"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError("controller exited")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("controller did not come up in 30 s")
+            time.sleep(0.05)
+        yield base, server.pid
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set, from the kernel."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]

@@ -1,0 +1,1 @@
+"""The controller: REST API, store and compile.  It never touches a kernel."""

@@ -1,0 +1,1 @@
+"""The HTTP front end: FastAPI enters the controller here and in ``app``."""

@@ -1,0 +1,97 @@
+"""Request bodies -> model values, with the model's errors re-rooted at the body field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from edgectl.controller.api import models
+from edgectl.controller.errors import Invalid
+from edgectl.controller.store.subscribers import Binding
+from edgectl.model import GatewaySettings, ModelError, Pool, Prefix, RateLimitProfile, Relay
+from edgectl.model.serial import settings_from_data
+
+T = TypeVar("T")
+
+
+def model(build: Callable[[], T], under: str = "") -> T:
+    try:
+        return build()
+    except ModelError as error:
+        located = error.under(under) if under else error
+        raise Invalid(located.path, located.reason) from None
+
+
+def prefixes(texts: list[str], path: str) -> tuple[Prefix, ...]:
+    return tuple(prefix_at(text, f"{path}[{i}]") for i, text in enumerate(texts))
+
+
+def prefix_at(text: str, path: str) -> Prefix:
+    # Prefix.parse lets NUL and surrogates escape as ValueError and reads
+    # non-ASCII digits as a length: only hand it the characters a prefix has.
+    if not text.isascii() or not all(c in _PREFIX_CHARS for c in text):
+        raise Invalid(path, f"{text!r} is not an IPv4 or IPv6 address or prefix")
+    return model(lambda: Prefix.parse(text, path=path))
+
+
+_PREFIX_CHARS = frozenset("0123456789abcdefABCDEF.:/")
+
+
+def prefix(text: str | None, path: str) -> Prefix | None:
+    return None if text is None else prefix_at(text, path)
+
+
+def pool(name: str, body: models.PoolUpdate) -> Pool:
+    parsed = prefixes(body.prefixes, "prefixes")
+    return model(
+        lambda: Pool(
+            name=name,
+            kind=body.kind,
+            prefixes=parsed,
+            subscriber_prefix_len=body.subscriber_prefix_len,
+            rate_limit=body.rate_limit,
+            op25b_shadow=body.op25b_shadow,
+        )
+    )
+
+
+def relay(name: str, body: models.RelayUpdate) -> Relay:
+    parsed = prefixes(body.prefixes, "prefixes")
+    return model(lambda: Relay(name=name, prefixes=parsed))
+
+
+def profile(name: str, body: models.RateLimitUpdate) -> RateLimitProfile:
+    return model(lambda: RateLimitProfile(name=name, **body.model_dump()))
+
+
+def settings(body: models.GatewaySettingsIn) -> GatewaySettings:
+    data = body.model_dump(exclude_none=True, mode="json")
+    return model(lambda: settings_from_data(data, "settings"))
+
+
+def binding(account: str, body: models.SessionPut, path: str = "") -> Binding:
+    model(lambda: _check_account(account, f"{path}account" if path else "account"))
+    return Binding(
+        account=account,
+        ipv4=prefix(body.ipv4, f"{path}ipv4"),
+        ipv6=prefix(body.ipv6, f"{path}ipv6"),
+    )
+
+
+def _check_account(account: str, path: str) -> None:
+    if not 1 <= len(account) <= 200:
+        raise ModelError(path, "must be 1 to 200 characters")
+    if not account.isprintable() or account != account.strip():
+        raise ModelError(path, "must be printable text without surrounding spaces")
+
+
+def account(text: str, path: str = "account") -> str:
+    model(lambda: _check_account(text, path))
+    return text
+
+
+def expiry(body: models.Expiring, now: datetime) -> datetime | None:
+    if body.duration is not None:
+        return now + timedelta(seconds=body.duration)
+    return body.expires

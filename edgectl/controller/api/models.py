@@ -1,0 +1,358 @@
+"""Request and response bodies: a Create, an Update and a Public model per resource.
+
+Pydantic checks shapes; the model (``edgectl.model``) checks meaning, so
+these stay thin and the two never disagree about what a pool is.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from edgectl.model import BlockAction, Hook, PoolKind, QuarantineMode
+
+
+def _printable(value: str) -> str:
+    # Tickets and account ids end up in logs and nft comments; PostgreSQL
+    # also refuses NUL and lone surrogates, which would otherwise be a 500.
+    if not value.isprintable():
+        raise ValueError("must be printable text")
+    return value
+
+
+def _prose(value: str) -> str:
+    """Free text may span lines, but no other control characters."""
+    for char in value:
+        if char not in "\n\t" and unicodedata.category(char) in ("Cc", "Cs", "Co", "Cn"):
+            raise ValueError("must be text without control characters")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        converted = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range") from None
+    if converted.year >= 9000:
+        raise ValueError("time out of range")
+    return converted
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
+Name = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+GatewayName = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+]
+Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_prose)]
+PrefixText = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Fa-f.:/]+$")]
+Prefixes = Annotated[list[PrefixText], Field(min_length=1, max_length=1024)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+# Ten years: a longer hold is a mistake or a "forever" that should say so.
+Duration = Annotated[int, Field(ge=1, le=10 * 366 * 24 * 3600)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Pools ---------------------------------------------------------------------
+
+
+class PoolUpdate(Strict):
+    kind: PoolKind
+    prefixes: Prefixes
+    subscriber_prefix_len: Annotated[int, Field(ge=0, le=128)] | None = None
+    rate_limit: Name | None = None
+    op25b_shadow: bool = False
+
+
+class PoolCreate(PoolUpdate):
+    name: Name
+
+
+class PoolPublic(BaseModel):
+    name: str
+    kind: PoolKind
+    prefixes: list[str]
+    subscriber_prefix_len: int | None = None
+    rate_limit: str | None = None
+    op25b_shadow: bool
+    gateways: list[str]
+
+
+# Relays --------------------------------------------------------------------
+
+
+class RelayUpdate(Strict):
+    prefixes: Prefixes
+
+
+class RelayCreate(RelayUpdate):
+    name: Name
+
+
+class RelayPublic(BaseModel):
+    name: str
+    prefixes: list[str]
+
+
+# Rate-limit profiles ---------------------------------------------------------
+
+
+class RateLimitUpdate(Strict):
+    new_per_minute: Annotated[int, Field(ge=1, le=1_000_000)]
+    burst: Annotated[int, Field(ge=1, le=1_000_000)]
+    concurrent: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    per_destination: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    shadow: bool = False
+
+
+class RateLimitCreate(RateLimitUpdate):
+    name: Name
+
+
+class RateLimitPublic(BaseModel):
+    name: str
+    new_per_minute: int
+    burst: int
+    concurrent: int | None = None
+    per_destination: int | None = None
+    shadow: bool
+
+
+# Gateways --------------------------------------------------------------------
+
+
+class GatewaySettingsIn(Strict):
+    """The model's gateway settings; omitted fields take the model's defaults."""
+
+    hooks: Annotated[list[Hook], Field(max_length=2)] | None = None
+    block_action: BlockAction | None = None
+    mail_ports: Annotated[list[Port], Field(max_length=64)] | None = None
+    op25b_ports: Annotated[list[Port], Field(max_length=64)] | None = None
+    log_group: Annotated[int, Field(ge=0, le=65535)] | None = None
+    log_per_second: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    resolvers: Annotated[list[PrefixText], Field(max_length=64)] | None = None
+    portal: Annotated[list[PrefixText], Field(max_length=64)] | None = None
+    meter_size: Annotated[int, Field(ge=1024, le=16_777_216)] | None = None
+
+
+class GatewayCreate(Strict):
+    name: GatewayName
+    settings: GatewaySettingsIn = Field(default_factory=GatewaySettingsIn)
+    pools: Annotated[list[Name], Field(max_length=256)] = Field(default_factory=list)
+
+
+class GatewayUpdate(Strict):
+    settings: GatewaySettingsIn | None = None
+    pools: Annotated[list[Name], Field(max_length=256)] | None = None
+
+
+class GatewayStatusPublic(BaseModel):
+    applied_revision: int
+    reported_at: datetime
+    detail: dict[str, Any]
+
+
+class GatewayPublic(BaseModel):
+    name: str
+    settings: dict[str, Any]
+    pools: list[str]
+    revision: int
+    status: GatewayStatusPublic | None
+    converged: bool
+
+
+class GatewayCreated(GatewayPublic):
+    agent_token: str = Field(description="Shown once; only its hash is stored")
+
+
+class AgentToken(BaseModel):
+    agent_token: str
+
+
+class StatusReport(Strict):
+    applied_revision: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class DesiredStateEnvelope(BaseModel):
+    """``state`` is the model's ``state_to_data``; ``delta`` its ``delta_to_data``."""
+
+    kind: Literal["snapshot", "delta"]
+    revision: int
+    state: dict[str, Any] | None = None
+    delta: dict[str, Any] | None = None
+
+
+# Accounts and sessions -----------------------------------------------------------
+
+
+class SessionPut(Strict):
+    """The account's addresses now; an omitted family means it has none."""
+
+    ipv4: PrefixText | None = None
+    ipv6: PrefixText | None = None
+
+
+class BindingIn(SessionPut):
+    account: Text
+
+
+class BulkSessions(Strict):
+    bindings: Annotated[list[BindingIn], Field(min_length=1, max_length=50_000)]
+
+
+class BulkResult(BaseModel):
+    bindings: int
+    moved: int
+    displaced: int
+
+
+class SessionPublic(BaseModel):
+    ipv4: str | None
+    ipv6: str | None
+    updated_at: datetime
+
+
+# Quarantines and exemptions ---------------------------------------------------------
+
+
+class Expiring(Strict):
+    expires: Instant | None = None
+    duration: Duration | None = Field(default=None, description="seconds from now")
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> Expiring:
+        if self.expires is not None and self.duration is not None:
+            raise ValueError("give expires or duration, not both")
+        return self
+
+
+class QuarantineCreate(Expiring):
+    account: Text | None = None
+    prefix: PrefixText | None = Field(default=None, description="for unassigned space")
+    mode: QuarantineMode
+    reason: Reason
+    ticket: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> QuarantineCreate:
+        if (self.account is None) == (self.prefix is None):
+            raise ValueError("give exactly one of account or prefix")
+        return self
+
+
+class QuarantinePublic(BaseModel):
+    id: int
+    account: str | None
+    prefix: str | None
+    mode: QuarantineMode
+    reason: str
+    ticket: str | None
+    actor: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    state: Literal["active", "expired", "lifted"]
+    ended_at: datetime | None
+    ended_by: str | None
+    end_reason: str | None
+
+
+class QuarantineOutcome(BaseModel):
+    outcome: Literal["created", "updated"]
+    quarantine: QuarantinePublic
+
+
+class Lift(Strict):
+    reason: Reason
+
+
+class ExemptionCreate(Expiring):
+    account: Text
+    ticket: Text
+    reason: Reason
+
+
+class ExemptionPublic(BaseModel):
+    id: int
+    account: str
+    ticket: str
+    reason: str
+    actor: str
+    created_at: datetime
+    expires_at: datetime | None
+    state: Literal["active", "expired", "lifted"]
+    ended_at: datetime | None
+    ended_by: str | None
+    end_reason: str | None
+
+
+class AccountPublic(BaseModel):
+    account: str
+    session: SessionPublic | None
+    quarantine: QuarantinePublic | None
+    exemption: ExemptionPublic | None
+
+
+class AccountHolder(BaseModel):
+    account: str
+    session: SessionPublic
+
+
+class AccountHistory(BaseModel):
+    account: str
+    session: SessionPublic | None
+    quarantines: list[QuarantinePublic]
+    exemptions: list[ExemptionPublic]
+
+
+# Audit ------------------------------------------------------------------------------
+
+
+class AuditPublic(BaseModel):
+    id: int
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    before: Any
+    after: Any
+    reason: str | None
+
+
+class QuarantineBulk(Expiring):
+    accounts: Annotated[list[Text], Field(min_length=1, max_length=100_000)]
+    mode: QuarantineMode
+    reason: Reason
+    ticket: Text | None = None
+
+
+class BulkOutcome(BaseModel):
+    created: int
+    updated: int
+
+
+# Path parameters: malformed names are 422 before they reach a query (a NUL
+# in a path would otherwise reach PostgreSQL, which refuses it).
+
+PathName = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+PathGateway = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+]
+PathAccount = Annotated[str, Path(min_length=1, max_length=200), AfterValidator(_printable)]

@@ -1,0 +1,98 @@
+"""``edgectl controller`` and ``edgectl token``: registered into the main CLI by ``register``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgectl.controller.auth import Role
+from edgectl.controller.errors import ControllerError
+from edgectl.controller.settings import Settings, load
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    config: Path | None = args.config
+    return load(config)
+
+
+def _fail(error: ControllerError) -> int:
+    print(f"edgectl: {error.message}", file=sys.stderr)
+    return 2
+
+
+def controller(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+        if args.action == "migrate":
+            from edgectl.controller.store import Store
+
+            Store.open(settings.database_url, migrate=True).close()
+            print("database is at the latest schema")
+            return 0
+        from edgectl.controller.server import serve
+
+        serve(settings)
+    except ControllerError as error:
+        return _fail(error)
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    from edgectl.controller.store import Store, tokens
+
+    try:
+        settings = _settings(args)
+        store = Store.open(settings.database_url, migrate=settings.migrate_on_start)
+        try:
+            if args.action == "create":
+                # The token itself goes to stdout alone, for `TOKEN=$(edgectl token create ...)`.
+                print(tokens.create(store, args.name, Role(args.role)))
+            elif args.action == "list":
+                for entry in tokens.listing(store):
+                    print(f"{entry['name']}\t{entry['role']}\t{entry['created_at']}")
+            else:
+                tokens.revoke(store, args.name)
+        finally:
+            store.close()
+    except ControllerError as error:
+        return _fail(error)
+    return 0
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML settings file ([controller] table); default $EDGECTL_CONTROLLER_CONFIG "
+        "or /etc/edgectl/controller.toml; EDGECTL_CONTROLLER_<SETTING> variables override it",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = subparsers.add_parser("controller", help="run the controller (REST API)")
+    serve.add_argument(
+        "action",
+        nargs="?",
+        choices=("serve", "migrate"),
+        default="serve",
+        help="serve the API (default; migrates first unless migrate_on_start = false) "
+        "or only bring the database to the latest schema",
+    )
+    _config_option(serve)
+    serve.set_defaults(func=controller)
+
+    tokens = subparsers.add_parser("token", help="manage API tokens on the controller host")
+    actions = tokens.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a token and print it once")
+    create.add_argument(
+        "--role", required=True, choices=[r.value for r in Role if r is not Role.AGENT]
+    )
+    create.add_argument("--name", required=True, help="who or what holds it (audit log actor)")
+    listing = actions.add_parser("list", help="list token names and roles (never the tokens)")
+    revoke = actions.add_parser("revoke", help="delete a token")
+    revoke.add_argument("name")
+    for parser in (create, listing, revoke):
+        _config_option(parser)
+        parser.set_defaults(func=token)

@@ -1,0 +1,165 @@
+"""Controller settings from a TOML file and the environment, refusing insecure values.
+
+Precedence: built-in default < file (``[controller]`` table) < environment
+(``EDGECTL_CONTROLLER_<FIELD>``).  Every value is checked once here so the rest of the
+controller can trust it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edgectl.controller.errors import Invalid
+
+ENV_PREFIX = "EDGECTL_CONTROLLER_"
+CONFIG_ENV = "EDGECTL_CONTROLLER_CONFIG"
+DEFAULT_CONFIG = Path("/etc/edgectl/controller.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # SQLite path as a URL (sqlite:///relative or sqlite:////absolute) or a
+    # postgresql+psycopg:// DSN to scale out to several controller processes.
+    database_url: str = "sqlite:////var/lib/edgectl/controller.db"
+    host: str = "127.0.0.1"
+    port: int = 8470
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    # Plain HTTP on a non-loopback address sends bearer tokens in clear; only
+    # allowed when a TLS-terminating proxy sits in front and says so here.
+    allow_plain_http: bool = False
+    migrate_on_start: bool = True
+    # How often expired quarantines/exemptions are lifted without anyone asking.
+    sweep_interval: float = 5.0
+    # Removed entries are remembered this long so a returning agent gets a
+    # delta; an agent away longer gets a snapshot.
+    tombstone_retention: float = 7 * 24 * 3600.0
+    # Long-poll: the longest wait a client may ask for, and how often a waiter
+    # re-reads the revision in case another process made the change.
+    max_wait: float = 300.0
+    poll_interval: float = 1.0
+    log_level: str = "info"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _coerce(name: str, kind: Any, value: object) -> object:
+    text_kind = str(kind)
+    if isinstance(value, str) and "bool" in text_kind:
+        if value.lower() not in _BOOLS:
+            raise Invalid(name, f"{value!r} is not true or false")
+        return _BOOLS[value.lower()]
+    if isinstance(value, str) and text_kind in ("int", "float"):
+        try:
+            return int(value) if text_kind == "int" else float(value)
+        except ValueError:
+            raise Invalid(name, f"{value!r} is not a number") from None
+    if "bool" in text_kind and not isinstance(value, bool):
+        raise Invalid(name, "expected true or false")
+    if text_kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise Invalid(name, "expected an integer")
+    if text_kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Invalid(name, "expected a number")
+        return float(value)
+    if text_kind.startswith("str") and not isinstance(value, str):
+        raise Invalid(name, "expected a string")
+    return value
+
+
+def _has_password(url: str) -> bool:
+    head = url.partition("://")[2].partition("@")
+    return (bool(head[1]) and ":" in head[0]) or "password=" in url
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``path`` (or $EDGECTL_CONTROLLER_CONFIG, or the default file if present)."""
+    env = os.environ if env is None else env
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    elif path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    values: dict[str, object] = {}
+    kinds = {f.name: f.type for f in fields(Settings)}
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise Invalid("config", f"cannot read {path}: {error.strerror}") from None
+        try:
+            document = tomllib.loads(raw.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise Invalid("config", f"{path}: {error}") from None
+        table = document.get("controller", {})
+        if not isinstance(table, dict):
+            raise Invalid("controller", "expected a table")
+        for name, value in table.items():
+            if name not in kinds:
+                raise Invalid(f"controller.{name}", "unknown setting")
+            values[name] = _coerce(f"controller.{name}", kinds[name], value)
+        url = values.get("database_url")
+        if isinstance(url, str) and _has_password(url) and path.stat().st_mode & stat.S_IROTH:
+            raise Invalid(
+                "controller.database_url",
+                f"{path} holds a database password and is world-readable; chmod o-r it",
+            )
+    for name, kind in kinds.items():
+        text = env.get(ENV_PREFIX + name.upper())
+        if text is not None:
+            values[name] = _coerce(ENV_PREFIX + name.upper(), kind, text)
+    return check(replace(Settings(), **values))  # type: ignore[arg-type]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check(settings: Settings) -> Settings:
+    if not (
+        settings.database_url.startswith("sqlite:///")
+        or settings.database_url.startswith("postgresql")
+    ):
+        raise Invalid("database_url", "must be sqlite:///PATH or a postgresql+psycopg:// DSN")
+    if settings.database_url in ("sqlite://", "sqlite:///:memory:"):
+        raise Invalid("database_url", "an in-memory database loses every quarantine on restart")
+    if not 0 < settings.port < 65536:
+        raise Invalid("port", "must be 1..65535")
+    if (settings.tls_certfile is None) != (settings.tls_keyfile is None):
+        raise Invalid("tls_keyfile", "TLS needs both tls_certfile and tls_keyfile")
+    if (
+        not _loopback(settings.host)
+        and settings.tls_certfile is None
+        and not settings.allow_plain_http
+    ):
+        raise Invalid(
+            "host",
+            f"listening on {settings.host} without TLS would send bearer tokens in clear; "
+            "set tls_certfile/tls_keyfile, or allow_plain_http behind a TLS proxy",
+        )
+    for name in ("sweep_interval", "poll_interval"):
+        if not 0.01 <= getattr(settings, name) <= 3600:
+            raise Invalid(name, "must be between 0.01 and 3600 seconds")
+    if not 0 <= settings.max_wait <= 3600:
+        raise Invalid("max_wait", "must be between 0 and 3600 seconds")
+    if settings.tombstone_retention < 60:
+        raise Invalid("tombstone_retention", "must be at least 60 seconds")
+    if settings.log_level not in ("critical", "error", "warning", "info", "debug"):
+        raise Invalid("log_level", "must be one of critical, error, warning, info, debug")
+    return settings

@@ -1,0 +1,5 @@
+"""The store: every read and write of controller state, and the only user of SQLAlchemy."""
+
+from edgectl.controller.store.core import Change, Store
+
+__all__ = ["Change", "Store"]

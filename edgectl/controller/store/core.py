@@ -1,0 +1,175 @@
+"""The store handle: a database, write transactions that carry their own audit
+trail and recompile, and listeners told which gateways a commit changed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from edgectl.controller.errors import Conflict
+from edgectl.controller.store import schema
+from edgectl.controller.store.db import Database
+from edgectl.model import Prefix
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[frozenset[int]], None]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_json(value: object) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass
+class Change:
+    """One write transaction.
+
+    Its sequence number is taken first, under the counter's row lock, so
+    sequence order is commit order: an agent that has seen revision N has
+    seen every change numbered N or less.
+    """
+
+    connection: Connection
+    seq: int
+    at: datetime
+    actor: str
+    # Addresses whose subscriber keys must be recompiled before commit.
+    addresses: set[Prefix] = field(default_factory=set)
+    structure: bool = False  # settings/pools/relays/profiles changed
+    rebuild: set[int] = field(default_factory=set)  # gateways to recompile whole
+    touched: set[int] = field(default_factory=set)  # gateways whose revision moved
+    catalog_seq: int = 0  # when the catalogue last changed, as of this change's start
+    views: ViewCache | None = None  # the store's compiled-catalogue cache, see loaders.view
+    view: Any = None  # (Catalogue, Topology) for this change
+
+    def audit(
+        self,
+        action: str,
+        object_type: str,
+        object_id: str,
+        before: object,
+        after: object,
+        reason: str | None = None,
+    ) -> None:
+        self.connection.execute(
+            sa.insert(schema.audit).values(
+                seq=self.seq,
+                at=self.at,
+                actor=self.actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                before=to_json(before),
+                after=to_json(after),
+                reason=reason,
+            )
+        )
+
+    def audit_many(self, records: list[dict[str, Any]]) -> None:
+        """Many audit records in one statement (bulk operations)."""
+        if not records:
+            return
+        self.connection.execute(
+            sa.insert(schema.audit),
+            [
+                {
+                    **record,
+                    "seq": self.seq,
+                    "at": self.at,
+                    "actor": self.actor,
+                    "before": to_json(record["before"]),
+                    "after": to_json(record["after"]),
+                }
+                for record in records
+            ],
+        )
+
+
+class ViewCache:
+    """The last compiled catalogue and the ``catalog_seq`` it was compiled at.
+
+    Loading it costs a query per table and parsing every gateway's settings;
+    a quarantine or a session move must not pay that, nor grow with the
+    number of gateways.
+    """
+
+    def __init__(self) -> None:
+        self.entry: tuple[int, Any] | None = None
+
+
+class Store:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._listeners: list[Listener] = []
+        self._views = ViewCache()
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        database = Database(url)
+        if migrate:
+            database.migrate()
+        return cls(database)
+
+    def close(self) -> None:
+        self.database.dispose()
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.database.read() as connection:
+            yield connection
+
+    @contextmanager
+    def write(self, actor: str) -> Iterator[Change]:
+        # Imported here: materialize needs the catalogue loaders, which need Change.
+        from edgectl.controller.store.materialize import finish
+
+        try:
+            with self.database.write() as connection:
+                change = self._begin(connection, actor)
+                yield change
+                finish(change)
+        except sa.exc.IntegrityError as error:
+            # Checks run first inside the same serialized transaction, so this
+            # is a writer in another process winning a race on a unique key.
+            log.info("integrity conflict: %s", error.orig)
+            raise Conflict("conflicts with another change; retry") from None
+        if change.touched:
+            self._notify(frozenset(change.touched))
+
+    def _begin(self, connection: Connection, actor: str) -> Change:
+        seq, catalog_seq = connection.execute(
+            sa.update(schema.counter)
+            .where(schema.counter.c.id == 1)
+            .values(seq=schema.counter.c.seq + 1)
+            .returning(schema.counter.c.seq, schema.counter.c.catalog_seq)
+        ).one()
+        return Change(connection, seq, now(), actor, catalog_seq=catalog_seq, views=self._views)
+
+    def _notify(self, gateways: frozenset[int]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(gateways)
+            except Exception:  # a listener's bug must not undo a committed change
+                log.exception("change listener failed")
+
+    def current_seq(self, connection: Connection) -> int:
+        return int(
+            connection.execute(
+                sa.select(schema.counter.c.seq).where(schema.counter.c.id == 1)
+            ).scalar_one()
+        )

@@ -1,0 +1,336 @@
+"""Quarantines and exemptions: who is held, why, by whom, until when."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from edgectl.controller.compile import (
+    Catalogue,
+    Topology,
+    guard,
+    hex_of,
+    walled_garden_ready,
+)
+from edgectl.controller.errors import Conflict, Invalid, NotFound
+from edgectl.controller.store import loaders
+from edgectl.controller.store import schema as t
+from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.subscribers import (
+    ensure_accounts,
+    session_addresses,
+)
+from edgectl.model import PoolKind, Prefix, QuarantineMode
+
+EXPIRY_ACTOR = "system:expiry"
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineSpec:
+    mode: QuarantineMode
+    reason: str
+    account: str | None = None
+    prefix: Prefix | None = None
+    ticket: str | None = None
+    expires: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExemptionSpec:
+    account: str
+    ticket: str
+    reason: str
+    expires: datetime | None = None
+
+
+def _state(row: Any) -> str:
+    if row.active:
+        return "active"
+    return "expired" if row.ended_by == EXPIRY_ACTOR else "lifted"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def quarantine_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "account": row.ref,
+        "prefix": row.prefix,
+        "mode": row.mode,
+        "reason": row.reason,
+        "ticket": row.ticket,
+        "actor": row.actor,
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "expires_at": _iso(row.expires_at),
+        "state": _state(row),
+        "ended_at": _iso(row.ended_at),
+        "ended_by": row.ended_by,
+        "end_reason": row.end_reason,
+    }
+
+
+def exemption_public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "account": row.ref,
+        "ticket": row.ticket,
+        "reason": row.reason,
+        "actor": row.actor,
+        "created_at": _iso(row.created_at),
+        "expires_at": _iso(row.expires_at),
+        "state": _state(row),
+        "ended_at": _iso(row.ended_at),
+        "ended_by": row.ended_by,
+        "end_reason": row.end_reason,
+    }
+
+
+def select_hold(table: sa.Table) -> sa.Select[Any]:
+    return sa.select(table, t.accounts.c.ref).select_from(
+        table.outerjoin(t.accounts, t.accounts.c.id == table.c.account_id)
+    )
+
+
+def _one(connection: Connection, table: sa.Table, ident: int, what: str) -> Any:
+    row = connection.execute(select_hold(table).where(table.c.id == ident)).first()
+    if row is None:
+        raise NotFound(f"no {what} {ident}")
+    return row
+
+
+def check_expiry(change: Change, expires: datetime | None) -> None:
+    if expires is not None and expires <= change.at:
+        raise Invalid("expires", "lies in the past")
+
+
+def _refuse(problems: Iterable[Any], field: str) -> None:
+    for problem in problems:
+        raise Invalid(field, problem.reason)
+
+
+def _prefix_target(topology: Topology, catalogue: Catalogue, spec: QuarantineSpec) -> None:
+    """A bare-prefix hold must be one subscriber key inside subscriber space."""
+    assert spec.prefix is not None
+    prefix = spec.prefix
+    _refuse(guard(catalogue, quarantines=[(prefix, spec.mode)]), "prefix")
+    if prefix.version == 4 and not prefix.is_host:
+        raise Invalid("prefix", "an IPv4 subscriber is one address: give a /32")
+    placements = topology.placements(prefix)
+    if not placements:
+        for placed in topology.pools:
+            if placed.pool.kind is not PoolKind.INFRASTRUCTURE and any(
+                p.contains(prefix) for p in placed.pool.prefixes
+            ):
+                raise Invalid(
+                    "prefix",
+                    f"{prefix} spans several subscribers of pool {placed.pool.name} "
+                    f"(it delegates /{placed.pool.subscriber_prefix_len})",
+                )
+        raise Invalid("prefix", f"{prefix} lies in no subscriber pool: no gateway would hold it")
+
+
+def check_placement(
+    change: Change,
+    topology: Topology,
+    catalogue: Catalogue,
+    spec: QuarantineSpec,
+    addresses: list[Prefix],
+) -> None:
+    field = "account" if spec.account is not None else "prefix"
+    keys = topology.keys(addresses)
+    _refuse(guard(catalogue, quarantines=[(k, spec.mode) for k in keys]), field)
+    if spec.mode is not QuarantineMode.WALLED_GARDEN:
+        return
+    gateways = {
+        g for a in addresses for placed, _ in topology.placements(a) for g in placed.gateways
+    }
+    if not gateways:
+        return
+    rows = change.connection.execute(
+        sa.select(t.gateways.c.name, t.gateways.c.settings).where(
+            t.gateways.c.id.in_(sorted(gateways))
+        )
+    )
+    for name, settings in rows:
+        if not walled_garden_ready(loaders.settings_of(settings)):
+            raise Invalid(
+                "mode",
+                f"gateway {name} has no resolvers and portal configured; "
+                "walled-garden there would be the same as block",
+            )
+
+
+def hold_values(spec: QuarantineSpec, actor: str, change: Change) -> dict[str, Any]:
+    """The columns a quarantine request sets, on create and on update alike."""
+    return {
+        "mode": spec.mode.value,
+        "reason": spec.reason,
+        "ticket": spec.ticket,
+        "actor": actor,
+        "updated_at": change.at,
+        "expires_at": spec.expires,
+    }
+
+
+def quarantine(store: Store, actor: str, spec: QuarantineSpec) -> tuple[dict[str, Any], bool]:
+    """Hold an account or prefix; an existing active hold is updated. Returns (hold, created)."""
+    q = t.quarantines
+    with store.write(actor) as change:
+        check_expiry(change, spec.expires)
+        connection = change.connection
+        catalogue, topology = loaders.view(change)
+        if spec.account is not None:
+            account: int | None = ensure_accounts(change, [spec.account])[spec.account]
+            assert account is not None
+            addresses = session_addresses(connection, account)
+            match = q.c.account_id == account
+        else:
+            assert spec.prefix is not None
+            _prefix_target(topology, catalogue, spec)
+            account = None
+            addresses = [spec.prefix]
+            match = q.c.prefix == str(spec.prefix)
+        check_placement(change, topology, catalogue, spec, addresses)
+        existing = connection.execute(select_hold(q).where(match, q.c.active)).first()
+        values = hold_values(spec, actor, change)
+        if existing is None:
+            ident = connection.execute(
+                sa.insert(q)
+                .values(
+                    account_id=account,
+                    prefix=None if spec.prefix is None else str(spec.prefix),
+                    prefix_hex=None if spec.prefix is None else hex_of(spec.prefix),
+                    created_at=change.at,
+                    active=True,
+                    **values,
+                )
+                .returning(q.c.id)
+            ).scalar_one()
+            before = None
+        else:
+            ident = existing.id
+            connection.execute(sa.update(q).where(q.c.id == ident).values(**values))
+            before = quarantine_public(existing)
+        after = quarantine_public(_one(connection, q, ident, "quarantine"))
+        change.addresses.update(addresses)
+        action = "quarantine.create" if existing is None else "quarantine.update"
+        change.audit(action, "quarantine", str(ident), before, after, spec.reason)
+    return after, existing is None
+
+
+def _addresses_of(connection: Connection, row: Any) -> list[Prefix]:
+    if row.account_id is not None:
+        return session_addresses(connection, row.account_id)
+    return [Prefix.parse(row.prefix)] if getattr(row, "prefix", None) else []
+
+
+def end_hold(change: Change, table: sa.Table, row: Any, reason: str, what: str) -> dict[str, Any]:
+    connection = change.connection
+    connection.execute(
+        sa.update(table)
+        .where(table.c.id == row.id)
+        .values(active=False, ended_at=change.at, ended_by=change.actor, end_reason=reason)
+    )
+    change.addresses.update(_addresses_of(connection, row))
+    after = _one(connection, table, row.id, what)
+    public = quarantine_public if table is t.quarantines else exemption_public
+    before_data, after_data = public(row), public(after)
+    verb = "expire" if change.actor == EXPIRY_ACTOR else "lift"
+    change.audit(f"{what}.{verb}", what, str(row.id), before_data, after_data, reason)
+    return after_data
+
+
+def lift(store: Store, actor: str, table_name: str, ident: int, reason: str) -> dict[str, Any]:
+    table = t.quarantines if table_name == "quarantine" else t.exemptions
+    with store.write(actor) as change:
+        row = _one(change.connection, table, ident, table_name)
+        if not row.active:
+            raise Conflict(f"{table_name} {ident} is already {_state(row)}")
+        return end_hold(change, table, row, reason, table_name)
+
+
+def exempt(store: Store, actor: str, spec: ExemptionSpec) -> dict[str, Any]:
+    e = t.exemptions
+    with store.write(actor) as change:
+        check_expiry(change, spec.expires)
+        connection = change.connection
+        account = ensure_accounts(change, [spec.account])[spec.account]
+        existing = connection.execute(
+            sa.select(e.c.id).where(e.c.account_id == account, e.c.active)
+        ).first()
+        if existing is not None:
+            raise Conflict(
+                f"account {spec.account!r} already has active exemption {existing.id}; "
+                "lift it first"
+            )
+        addresses = session_addresses(connection, account)
+        catalogue, topology = loaders.view(change)
+        _refuse(guard(catalogue, exemptions=topology.keys(addresses)), "account")
+        ident = connection.execute(
+            sa.insert(e)
+            .values(
+                account_id=account,
+                ticket=spec.ticket,
+                reason=spec.reason,
+                actor=actor,
+                created_at=change.at,
+                expires_at=spec.expires,
+                active=True,
+            )
+            .returning(e.c.id)
+        ).scalar_one()
+        after = exemption_public(_one(connection, e, ident, "exemption"))
+        change.addresses.update(addresses)
+        change.audit("exemption.create", "exemption", str(ident), None, after, spec.reason)
+    return after
+
+
+def get(store: Store, table_name: str, ident: int) -> dict[str, Any]:
+    table = t.quarantines if table_name == "quarantine" else t.exemptions
+    public = quarantine_public if table_name == "quarantine" else exemption_public
+    with store.read() as connection:
+        return public(_one(connection, table, ident, table_name))
+
+
+@dataclass(frozen=True, slots=True)
+class HoldFilter:
+    state: str = "active"  # active / expired / lifted / ended / all
+    account: str | None = None
+    ticket: str | None = None
+    prefix: Prefix | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+def _filtered(table: sa.Table, wanted: HoldFilter) -> sa.Select[Any]:
+    query = select_hold(table)
+    if wanted.state == "active":
+        query = query.where(table.c.active)
+    elif wanted.state == "ended":
+        query = query.where(sa.not_(table.c.active))
+    elif wanted.state == "expired":
+        query = query.where(sa.not_(table.c.active), table.c.ended_by == EXPIRY_ACTOR)
+    elif wanted.state == "lifted":
+        query = query.where(sa.not_(table.c.active), table.c.ended_by != EXPIRY_ACTOR)
+    if wanted.account is not None:
+        query = query.where(t.accounts.c.ref == wanted.account)
+    if wanted.ticket is not None:
+        query = query.where(table.c.ticket == wanted.ticket)
+    if wanted.prefix is not None and table is t.quarantines:
+        query = query.where(table.c.prefix == str(wanted.prefix))
+    return query.order_by(table.c.id.desc()).limit(wanted.limit).offset(wanted.offset)
+
+
+def listing(store: Store, table_name: str, wanted: HoldFilter) -> list[dict[str, Any]]:
+    table = t.quarantines if table_name == "quarantine" else t.exemptions
+    public = quarantine_public if table_name == "quarantine" else exemption_public
+    with store.read() as connection:
+        return [public(row) for row in connection.execute(_filtered(table, wanted))]

@@ -1,0 +1,254 @@
+"""The tables.  Alembic migrations create them; this is what queries are written against.
+
+Addresses are stored as canonical text for people and as fixed-width hex of
+the network address for range queries: "which sessions lie inside this
+subscriber key" is then a BETWEEN on an index in SQLite and PostgreSQL alike
+(IPv6 does not fit a BIGINT, fixed-width hex sorts like the number).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+
+class Instant(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC time on both backends.
+
+    SQLite has no time type: store naive UTC text in one format so that
+    comparisons (the expiry sweep) sort correctly, and hand back aware times.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# One row: the change sequence.  Every write transaction increments it under
+# a row lock, so sequence order is commit order even with several processes.
+counter = sa.Table(
+    "change_counter",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    # The seq of the last change to pools, relays, profiles or gateways: a
+    # process may reuse its compiled catalogue while this has not moved.
+    sa.Column("catalog_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(32), nullable=False, unique=True),
+    sa.Column("new_per_minute", sa.Integer, nullable=False),
+    sa.Column("burst", sa.Integer, nullable=False),
+    sa.Column("concurrent", sa.Integer),
+    sa.Column("per_destination", sa.Integer),
+    sa.Column("shadow", sa.Boolean, nullable=False),
+)
+
+pools = sa.Table(
+    "pools",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(32), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("prefixes", sa.Text, nullable=False),  # JSON list of canonical prefixes
+    sa.Column("subscriber_prefix_len", sa.Integer),
+    sa.Column("rate_limit", sa.String(32)),
+    sa.Column("op25b_shadow", sa.Boolean, nullable=False),
+)
+
+relays = sa.Table(
+    "relays",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(32), nullable=False, unique=True),
+    sa.Column("prefixes", sa.Text, nullable=False),
+)
+
+gateways = sa.Table(
+    "gateways",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("settings", sa.Text, nullable=False),  # JSON, the model's settings form
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    # Revision = the last change sequence that altered this gateway's state.
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("structure", sa.Text, nullable=False),  # compiled structure JSON
+    sa.Column("structure_seq", sa.BigInteger, nullable=False),
+    # Cursors below the horizon may miss purged removals: they get a snapshot.
+    sa.Column("horizon", sa.BigInteger, nullable=False),
+)
+
+gateway_pools = sa.Table(
+    "gateway_pools",
+    metadata,
+    sa.Column(
+        "gateway_id", sa.Integer, sa.ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("pool_id", sa.Integer, sa.ForeignKey("pools.id"), primary_key=True),
+)
+
+gateway_status = sa.Table(
+    "gateway_status",
+    metadata,
+    sa.Column(
+        "gateway_id", sa.Integer, sa.ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("applied_revision", sa.BigInteger, nullable=False),
+    sa.Column("reported_at", Instant(), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+# The compiled, per-gateway quarantine/exemption entries with the sequence
+# that last changed each; removed entries stay as tombstones (live = false)
+# so "what changed since cursor N" is an index range, not a recompute.
+entries = sa.Table(
+    "gateway_entries",
+    metadata,
+    sa.Column(
+        "gateway_id", sa.Integer, sa.ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("kind", sa.String(1), primary_key=True),  # q(uarantine) / e(xemption)
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("payload", sa.Text, nullable=False),  # the model's JSON form of the entry
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("live", sa.Boolean, nullable=False),
+    sa.Column("changed_at", Instant(), nullable=False),
+    sa.Index("ix_gateway_entries_seq", "gateway_id", "seq"),
+    sa.Index("ix_gateway_entries_key", "kind", "key"),
+)
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("ref", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", Instant(), nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("ipv4", sa.String(15)),
+    sa.Column("ipv4_hex", sa.String(8), unique=True),
+    sa.Column("ipv6", sa.String(64)),
+    sa.Column("ipv6_hex", sa.String(32), unique=True),
+    sa.Column("updated_at", Instant(), nullable=False),
+)
+
+quarantines = sa.Table(
+    "quarantines",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id")),
+    sa.Column("prefix", sa.String(64)),
+    sa.Column("prefix_hex", sa.String(32)),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("ticket", sa.String(200)),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("created_at", Instant(), nullable=False),
+    sa.Column("updated_at", Instant(), nullable=False),
+    sa.Column("expires_at", Instant()),
+    # Active is a stored flag, not "expires_at > now()", so that what gateways
+    # enforce changes at a sequence number the sweeper assigns, not silently.
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("ended_at", Instant()),
+    sa.Column("ended_by", sa.String(200)),
+    sa.Column("end_reason", sa.Text),
+    sa.CheckConstraint("(account_id IS NULL) <> (prefix IS NULL)", name="ck_quarantine_target"),
+    sa.Index(
+        "uq_quarantine_active_account",
+        "account_id",
+        unique=True,
+        sqlite_where=sa.text("active"),
+        postgresql_where=sa.text("active"),
+    ),
+    sa.Index(
+        "uq_quarantine_active_prefix",
+        "prefix",
+        unique=True,
+        sqlite_where=sa.text("active"),
+        postgresql_where=sa.text("active"),
+    ),
+    sa.Index("ix_quarantine_prefix_hex", "prefix_hex"),
+    sa.Index("ix_quarantine_ticket", "ticket"),
+    # No index leads with "active": most rows are active, and SQLite (with no
+    # statistics) would pick it over the selective account/prefix indexes.
+    sa.Index("ix_quarantine_expiry", "expires_at"),
+    sa.Index("ix_quarantine_account", "account_id"),
+)
+
+exemptions = sa.Table(
+    "exemptions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("ticket", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("created_at", Instant(), nullable=False),
+    sa.Column("expires_at", Instant()),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("ended_at", Instant()),
+    sa.Column("ended_by", sa.String(200)),
+    sa.Column("end_reason", sa.Text),
+    sa.Index(
+        "uq_exemption_active_account",
+        "account_id",
+        unique=True,
+        sqlite_where=sa.text("active"),
+        postgresql_where=sa.text("active"),
+    ),
+    sa.Index("ix_exemption_expiry", "expires_at"),
+    sa.Index("ix_exemption_account", "account_id"),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", Instant(), nullable=False),
+)
+
+audit = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("at", Instant(), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(32), nullable=False),
+    sa.Column("object_id", sa.String(200), nullable=False),
+    sa.Column("before", sa.Text),
+    sa.Column("after", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Index("ix_audit_object", "object_type", "object_id"),
+    sa.Index("ix_audit_actor", "actor"),
+)

@@ -1,0 +1,229 @@
+"""Accounts and sessions: the feed binding an account to its current addresses.
+
+A quarantine follows the account, so every binding change marks the old and
+new addresses for recompiling, but only when a hold could be affected: a
+subscriber with no hold moving address touches no gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from edgectl.controller.compile import Topology, delegation_problem, hex_of
+from edgectl.controller.errors import Invalid, NotFound
+from edgectl.controller.store import loaders
+from edgectl.controller.store import schema as t
+from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.db import insert_rows, time_param
+from edgectl.model import Prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    account: str
+    ipv4: Prefix | None = None
+    ipv6: Prefix | None = None
+
+    def addresses(self) -> list[Prefix]:
+        return [a for a in (self.ipv4, self.ipv6) if a is not None]
+
+
+def check_binding(topology: Topology, binding: Binding, path: str) -> None:
+    if binding.ipv4 is not None and (binding.ipv4.version != 4 or not binding.ipv4.is_host):
+        raise Invalid(f"{path}ipv4", "expected one IPv4 address")
+    if binding.ipv6 is not None:
+        problem = delegation_problem(topology, binding.ipv6)
+        if problem is not None:
+            raise Invalid(f"{path}ipv6", problem)
+
+
+def ensure_accounts(change: Change, refs: Iterable[str]) -> dict[str, int]:
+    """Account ids by reference, creating the accounts not seen before."""
+    wanted = sorted(set(refs))
+    connection = change.connection
+    query = sa.select(t.accounts.c.ref, t.accounts.c.id)
+    ids: dict[str, int] = dict(loaders.rows_in(connection, query, t.accounts.c.ref, wanted))
+    missing = [ref for ref in wanted if ref not in ids]
+    if missing:
+        at = time_param(connection, change.at)
+        insert_rows(connection, t.accounts, ("ref", "created_at"), [(ref, at) for ref in missing])
+        ids.update(loaders.rows_in(connection, query, t.accounts.c.ref, missing))
+    return ids
+
+
+def account_id(connection: Connection, ref: str) -> int:
+    found = connection.execute(sa.select(t.accounts.c.id).where(t.accounts.c.ref == ref)).first()
+    if found is None:
+        raise NotFound(f"no account {ref!r}")
+    return int(found.id)
+
+
+def session_addresses(connection: Connection, account: int) -> list[Prefix]:
+    row = connection.execute(
+        sa.select(t.sessions.c.ipv4, t.sessions.c.ipv6).where(t.sessions.c.account_id == account)
+    ).first()
+    if row is None:
+        return []
+    return [Prefix.parse(text) for text in (row.ipv4, row.ipv6) if text is not None]
+
+
+def _held(connection: Connection, accounts: Sequence[int]) -> set[int]:
+    held: set[int] = set()
+    for table in (t.quarantines, t.exemptions):
+        query = sa.select(table.c.account_id).where(table.c.active)
+        held.update(
+            row.account_id
+            for row in loaders.rows_in(connection, query, table.c.account_id, accounts)
+        )
+    return held
+
+
+def _prefix_holds_exist(connection: Connection) -> bool:
+    q = t.quarantines
+    row = connection.execute(
+        sa.select(q.c.id).where(q.c.active, q.c.prefix.is_not(None)).limit(1)
+    ).first()
+    return row is not None
+
+
+def _displaced(
+    connection: Connection, column: Any, owners: dict[str, int]
+) -> list[tuple[int, str]]:
+    """(account, hex) of other accounts holding addresses now bound elsewhere."""
+    query = sa.select(t.sessions.c.account_id, column)
+    return [
+        (account, value)
+        for account, value in loaders.rows_in(connection, query, column, sorted(owners))
+        if owners[value] != account
+    ]
+
+
+def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") -> dict[str, int]:
+    """Replace each account's addresses; returns counts for the audit record."""
+    connection = change.connection
+    _, topology = loaders.view(change)
+    seen: dict[object, int] = {}
+    for index, binding in enumerate(bindings):
+        where = f"{path}[{index}]." if path else ""
+        check_binding(topology, binding, where)
+        for label, value in (
+            ("account", binding.account),
+            ("ipv4", binding.ipv4),
+            ("ipv6", binding.ipv6),
+        ):
+            if value is None:
+                continue
+            marker = (label, value)
+            if marker in seen:
+                raise Invalid(f"{where}{label}", f"also given in {path}[{seen[marker]}]")
+            seen[marker] = index
+    ids = ensure_accounts(change, (b.account for b in bindings))
+    accounts = [ids[b.account] for b in bindings]
+    # Old bindings stay text until one turns out to matter (a held account moved).
+    old: dict[int, tuple[str | None, str | None]] = {}
+    query = sa.select(t.sessions.c.account_id, t.sessions.c.ipv4, t.sessions.c.ipv6)
+    for account, ipv4, ipv6 in loaders.rows_in(
+        connection, query, t.sessions.c.account_id, accounts
+    ):
+        old[account] = (ipv4, ipv6)
+    v4_owner = {hex_of(b.ipv4): ids[b.account] for b in bindings if b.ipv4 is not None}
+    v6_owner = {hex_of(b.ipv6): ids[b.account] for b in bindings if b.ipv6 is not None}
+    displaced = [
+        *((a, "ipv4", h) for a, h in _displaced(connection, t.sessions.c.ipv4_hex, v4_owner)),
+        *((a, "ipv6", h) for a, h in _displaced(connection, t.sessions.c.ipv6_hex, v6_owner)),
+    ]
+    for account, family, _ in displaced:
+        # The address went to someone else (RADIUS missed a stop): unbind the old holder.
+        connection.execute(
+            sa.update(t.sessions)
+            .where(t.sessions.c.account_id == account)
+            .values({family: None, f"{family}_hex": None, "updated_at": change.at})
+        )
+    at = time_param(connection, change.at)
+    rows = []
+    moved: list[Binding] = []
+    for binding in bindings:
+        ipv4 = None if binding.ipv4 is None else str(binding.ipv4)
+        ipv6 = None if binding.ipv6 is None else str(binding.ipv6)
+        account = ids[binding.account]
+        rows.append(
+            (
+                account,
+                ipv4,
+                None if binding.ipv4 is None else hex_of(binding.ipv4),
+                ipv6,
+                None if binding.ipv6 is None else hex_of(binding.ipv6),
+                at,
+            )
+        )
+        if old.get(account, (None, None)) != (ipv4, ipv6):
+            moved.append(binding)
+    columns = ("account_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex", "updated_at")
+    insert_rows(connection, t.sessions, columns, rows, conflict=columns[:1], update=columns[1:])
+    everyone = _prefix_holds_exist(connection)
+    held = _held(connection, sorted({*accounts, *(a for a, _, _ in displaced)}))
+    for binding in moved:
+        account = ids[binding.account]
+        if everyone or account in held:
+            change.addresses.update(Prefix.parse(a) for a in old.get(account, ()) if a is not None)
+            change.addresses.update(binding.addresses())
+    for account, family, value in displaced:
+        if everyone or account in held:
+            bits = 32 if family == "ipv4" else 128
+            prefix = Prefix(4 if family == "ipv4" else 6, int(value, 16), bits)
+            change.addresses.add(prefix)  # the key is the same; its holder changed
+    return {"bindings": len(bindings), "moved": len(moved), "displaced": len(displaced)}
+
+
+def bind_many(store: Store, actor: str, bindings: Sequence[Binding]) -> dict[str, int]:
+    with store.write(actor) as change:
+        counts = bind(change, bindings)
+        # One record a batch: a RADIUS relay sends millions of bindings a day,
+        # and the sessions table itself says who holds what now.
+        change.audit("session.bulk_upsert", "sessions", "bulk", None, counts)
+    return counts
+
+
+def session_public(row: Any) -> dict[str, Any] | None:
+    if row is None or (row.ipv4 is None and row.ipv6 is None):
+        return None
+    return {"ipv4": row.ipv4, "ipv6": row.ipv6, "updated_at": row.updated_at.isoformat()}
+
+
+def _session_row(connection: Connection, account: int) -> Any:
+    return connection.execute(
+        sa.select(t.sessions).where(t.sessions.c.account_id == account)
+    ).first()
+
+
+def start_session(store: Store, actor: str, binding: Binding) -> dict[str, Any] | None:
+    with store.write(actor) as change:
+        ids = ensure_accounts(change, [binding.account])
+        before = session_public(_session_row(change.connection, ids[binding.account]))
+        bind(change, [binding], path="")
+        after = session_public(_session_row(change.connection, ids[binding.account]))
+        change.audit("session.start", "account", binding.account, before, after)
+    return after
+
+
+def stop_session(store: Store, actor: str, ref: str) -> None:
+    with store.write(actor) as change:
+        account = account_id(change.connection, ref)
+        row = _session_row(change.connection, account)
+        before = session_public(row)
+        if before is None:
+            raise NotFound(f"account {ref!r} has no session")
+        addresses = session_addresses(change.connection, account)
+        change.connection.execute(
+            sa.update(t.sessions)
+            .where(t.sessions.c.account_id == account)
+            .values(ipv4=None, ipv4_hex=None, ipv6=None, ipv6_hex=None, updated_at=change.at)
+        )
+        # Stopping a session lifts nothing: the hold waits for the next address.
+        change.addresses.update(addresses)
+        change.audit("session.stop", "account", ref, before, None)

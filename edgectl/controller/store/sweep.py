@@ -1,0 +1,61 @@
+"""Housekeeping nobody has to ask for: expire holds, forget old tombstones."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from edgectl.controller.store import holds
+from edgectl.controller.store import schema as t
+from edgectl.controller.store.core import Store, now
+
+
+def expire(store: Store) -> int:
+    """End every hold whose expiry has passed; returns how many."""
+    at = now()
+    due = []
+    with store.read() as connection:
+        for table in (t.quarantines, t.exemptions):
+            query = sa.select(table.c.id).where(table.c.active, table.c.expires_at <= at).limit(1)
+            due.append(connection.execute(query).first() is not None)
+    if not any(due):
+        return 0  # the common case takes no write lock and no sequence number
+    count = 0
+    with store.write(holds.EXPIRY_ACTOR) as change:
+        for table, what in ((t.quarantines, "quarantine"), (t.exemptions, "exemption")):
+            rows = change.connection.execute(
+                holds.select_hold(table).where(table.c.active, table.c.expires_at <= change.at)
+            ).all()
+            for row in rows:
+                holds.end_hold(change, table, row, "expired", what)
+                count += 1
+    return count
+
+
+def purge_tombstones(store: Store, retention: float) -> int:
+    """Forget removals older than ``retention`` seconds; older cursors get snapshots."""
+    cutoff = now() - timedelta(seconds=retention)
+    e = t.entries
+    with store.read() as connection:
+        stale = connection.execute(
+            sa.select(e.c.gateway_id).where(sa.not_(e.c.live), e.c.changed_at < cutoff).limit(1)
+        ).first()
+    if stale is None:
+        return 0
+    with store.write("system:purge") as change:
+        horizons = change.connection.execute(
+            sa.select(e.c.gateway_id, sa.func.max(e.c.seq))
+            .where(sa.not_(e.c.live), e.c.changed_at < cutoff)
+            .group_by(e.c.gateway_id)
+        ).all()
+        for gateway, seq in horizons:
+            change.connection.execute(
+                sa.update(t.gateways)
+                .where(t.gateways.c.id == gateway, t.gateways.c.horizon < seq)
+                .values(horizon=seq)
+            )
+        result = change.connection.execute(
+            sa.delete(e).where(sa.not_(e.c.live), e.c.changed_at < cutoff)
+        )
+        return int(result.rowcount)
