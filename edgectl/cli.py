@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from edgectl import __version__
 from edgectl.agent import cli as agent_cli
 from edgectl.agent.cli import CliError
+from edgectl.agent.daemon import cli as daemon_cli
+from edgectl.controller import cli as controller_cli
 from edgectl.lab import demo
 
 
@@ -19,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgectl {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     agent_cli.register(subparsers)
+    daemon_cli.register(subparsers)
+    controller_cli.register(subparsers)
     demo.register(subparsers)
     return parser
 

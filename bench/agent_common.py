@@ -1,0 +1,122 @@
+"""Shared by the agent benchmarks: agent processes, bench namespaces, kernel probes.
+
+Namespaces are ``ectl-bench-<hex>-*`` (bench/_common.py) or lab topologies,
+always deleted in ``finally``; nothing touches the root namespace's ruleset.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from edgectl.agent import kernel_readback as kr
+from edgectl.agent.netns import inside
+
+AGENT = [sys.executable, "-m", "edgectl.agent.daemon", "run"]
+
+
+def write_agent(
+    workdir: Path,
+    name: str,
+    token: str,
+    netns: str,
+    controller_url: str,
+    *,
+    metrics_port: int | None = None,
+    poll_wait: float = 30.0,
+) -> Path:
+    """Config, token file and state dir of one agent under ``workdir/name``; returns the config."""
+    home = workdir / name
+    home.mkdir(parents=True, exist_ok=True)
+    token_file = home / "token"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    metrics = "" if metrics_port is None else f"127.0.0.1:{metrics_port}"
+    config = home / "agent.toml"
+    config.write_text(
+        "[agent]\n"
+        f'controller_url = "{controller_url}"\n'
+        f'gateway = "{name}"\n'
+        f'token_file = "{token_file}"\n'
+        f'state_dir = "{home / "state"}"\n'
+        f'netns = "{netns}"\n'
+        f'metrics_listen = "{metrics}"\n'
+        f"poll_wait = {poll_wait}\n"
+        "backoff_min = 0.2\nbackoff_max = 2\n"
+    )
+    return config
+
+
+@contextmanager
+def agents(configs: list[Path], logdir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start one agent process per config; SIGTERM (then SIGKILL) them all on exit."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for config in configs:
+            with (logdir / f"{config.parent.name}.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [*AGENT, "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+                    )
+                )
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Probe:
+    """Key-by-key element lookups in one namespace's ``table inet edgectl`` (no listing)."""
+
+    def __init__(self, netns: str) -> None:
+        with inside(netns):
+            self.sock = kr.NfNetlink()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def has_table(self) -> bool:
+        return kr.table_exists(self.sock, kr.NFPROTO_INET, "edgectl")
+
+    def has(self, set_name: str, key: bytes) -> bool:
+        try:
+            missing = kr.missing_elements(self.sock, kr.NFPROTO_INET, "edgectl", set_name, [key])
+        except kr.NetlinkError:
+            return False  # no table/set yet
+        return not missing
+
+
+def wait_for(condition: object, timeout: float, what: str, step: float = 0.05) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(step)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (clock ticks -> seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for {pid}")

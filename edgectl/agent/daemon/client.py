@@ -1,0 +1,154 @@
+"""The controller, seen from the agent: the only module that imports httpx.
+
+Two calls: ``desired(since, wait)`` (snapshot or delta, long-polled) and
+``report(...)``.  Every failure -- refused connection, timeout, 5xx,
+401/403, a body that is not a valid state -- becomes ``ControllerError``,
+because the agent's answer to all of them is the same: keep enforcing what
+it has, back off, try again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edgectl.model.delta import StateDelta
+from edgectl.model.errors import ModelError
+from edgectl.model.policy import DesiredState
+from edgectl.model.serial import delta_from_data, state_from_data
+
+
+class ControllerError(RuntimeError):
+    """The controller could not be asked, or answered something unusable."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    revision: int
+    state: DesiredState
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    revision: int
+    delta: StateDelta
+
+
+Answer = Snapshot | Delta
+
+
+def parse_answer(document: object) -> Answer:
+    """The desired-state envelope -> Snapshot or Delta; ControllerError if malformed."""
+    if not isinstance(document, dict):
+        raise ControllerError("desired-state answer is not a JSON object")
+    kind = document.get("kind")
+    revision = document.get("revision")
+    if isinstance(revision, bool) or not isinstance(revision, int):
+        raise ControllerError("desired-state answer without an integer revision")
+    try:
+        if kind == "snapshot":
+            state = state_from_data(document.get("state"))
+            if state.revision != revision:
+                raise ControllerError(
+                    f"snapshot says revision {revision} but holds {state.revision}"
+                )
+            return Snapshot(revision, state)
+        if kind == "delta":
+            delta = delta_from_data(document.get("delta"))
+            if delta.to_revision != revision:
+                raise ControllerError(
+                    f"delta says revision {revision} but ends at {delta.to_revision}"
+                )
+            return Delta(revision, delta)
+    except ModelError as error:
+        # Includes a schema newer than this agent reads: never half-apply it.
+        raise ControllerError(f"controller sent an unusable {kind}: {error}") from None
+    raise ControllerError(f"desired-state answer of unknown kind {kind!r}")
+
+
+class ControllerClient:
+    """One gateway's view of the controller API over a kept-alive connection."""
+
+    def __init__(
+        self,
+        base_url: str,
+        gateway: str,
+        token: Callable[[], str],
+        *,
+        request_timeout: float = 10.0,
+        ca_file: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.gateway = gateway
+        # Read per request, so a token rotated on disk is picked up without a restart.
+        self._token = token
+        self._request_timeout = request_timeout
+        verify: bool | str = str(ca_file) if ca_file is not None else True
+        self._http = httpx.Client(
+            base_url=base_url,
+            verify=verify,
+            timeout=httpx.Timeout(request_timeout),
+            headers={"User-Agent": "edgectl-agent"},
+            # The controller is configured explicitly; an environment proxy
+            # would be a surprise in the long-poll path.
+            trust_env=False,
+            transport=transport,  # tests hand in httpx.MockTransport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, timeout: float, **kwargs: Any) -> httpx.Response:
+        try:
+            headers = {"Authorization": f"Bearer {self._token()}"}
+        except Exception as error:  # a token file that went bad is one more failure
+            raise ControllerError(f"no usable token: {error}") from None
+        try:
+            response = self._http.request(
+                method,
+                path,
+                headers=headers,
+                timeout=httpx.Timeout(self._request_timeout, read=timeout),
+                **kwargs,
+            )
+        except httpx.HTTPError as error:
+            raise ControllerError(f"{method} {path}: {type(error).__name__}: {error}") from None
+        if response.status_code >= 300:
+            text = response.text[:300].replace("\n", " ")
+            raise ControllerError(
+                f"{method} {path}: HTTP {response.status_code}: {text}",
+                status=response.status_code,
+            )
+        return response
+
+    def desired(self, since: int | None, wait: float) -> Answer:
+        params: dict[str, Any] = {"wait": wait}
+        if since is not None:
+            params["since"] = since
+        response = self._call(
+            "GET",
+            f"/v1/gateways/{self.gateway}/desired-state",
+            wait + self._request_timeout,
+            params=params,
+        )
+        try:
+            document = response.json()
+        except ValueError as error:
+            raise ControllerError(f"desired-state answer is not JSON: {error}") from None
+        return parse_answer(document)
+
+    def report(self, applied_revision: int, detail: dict[str, Any]) -> None:
+        self._call(
+            "POST",
+            f"/v1/gateways/{self.gateway}/status",
+            self._request_timeout,
+            json={"applied_revision": applied_revision, "detail": detail},
+        )

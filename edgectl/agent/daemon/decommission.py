@@ -1,0 +1,31 @@
+"""Retire a gateway: remove ``table inet edgectl`` and the persisted state.
+
+The one way the agent's rules leave a kernel.  The state file goes too, so
+a later agent start cannot bring the old rules back from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from edgectl.agent.daemon.config import AgentConfig
+from edgectl.agent.daemon.kernel import Kernel
+from edgectl.agent.persist import FILE_NAME
+
+log = logging.getLogger("edgectl.agent")
+
+
+def decommission(config: AgentConfig) -> list[str]:
+    """What was removed, in words (empty: nothing was there)."""
+    done: list[str] = []
+    kernel = Kernel(config.netns)
+    try:
+        if kernel.remove():
+            done.append("deleted table inet edgectl")
+    finally:
+        kernel.close()
+    state_file = config.state_dir / FILE_NAME
+    if state_file.exists():
+        state_file.unlink()
+        done.append(f"removed {state_file}")
+    return done

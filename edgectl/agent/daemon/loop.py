@@ -1,0 +1,497 @@
+"""The reconcile loop: what the agent decides, given a kernel, a controller and a disk.
+
+The decisions live here and only here, against three small ports (``KernelPort``,
+``ControllerPort``, ``StorePort``) so unit tests drive them with fakes:
+
+* start: restore last-known-good from disk and commit it (full sync) before
+  the controller is asked anything -- a rebooted gateway enforces from its
+  first second; a corrupt or newer-schema file is refused with one log line
+  and nothing of it reaches the kernel;
+* then: snapshot, then long-polled deltas; each commit is one nft
+  transaction (whole or nothing); the cursor moves, and the state is handed
+  to the state-file writer, only after the kernel took it;
+* a delta that does not start at our revision, or any doubt, asks for a
+  snapshot instead of guessing;
+* fail-static: controller errors never touch the kernel, they only delay
+  the next attempt (exponential backoff with jitter);
+* drift: a ruleset generation we did not produce means someone committed;
+  read our table back (no big-set listing) and re-sync it only if it differs.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from edgectl.agent.daemon.backoff import Backoff
+from edgectl.agent.daemon.client import Answer, ControllerError, Delta, Snapshot
+from edgectl.agent.daemon.kernel import Commit
+from edgectl.agent.daemon.metrics import Metrics, policy_of
+from edgectl.agent.daemon.persister import Persister
+from edgectl.agent.nft import NftError
+from edgectl.agent.persist import Applied, PersistError
+from edgectl.model.delta import StateDelta, diff, patch
+from edgectl.model.errors import ModelError
+from edgectl.model.policy import DesiredState
+
+log = logging.getLogger("edgectl.agent")
+
+# How much drift detail goes into a log line or a status report.
+_DRIFT_LINES = 5
+# During an outage, repeat the same controller error at most this often.
+_ERROR_LOG_EVERY = 60.0
+# A delta with at least this many changes is announced before it is
+# committed (it takes long enough for an operator to want to know).
+_LARGE_DELTA = 1000
+
+OFFENDERS_UNAVAILABLE = (
+    "not read: the rate/concurrency meter sets hold every recent sender, and the kernel "
+    "does not expose which ones are over their limit (nft_limit dumps its configuration, "
+    "not its tokens); the per-policy counters show how much was refused"
+)
+
+
+class KernelPort(Protocol):
+    @property
+    def lock(self) -> AbstractContextManager[Any]: ...
+
+    expected: int | None
+    suspect: bool
+
+    def generation(self) -> int: ...
+    def full_sync(self, state: DesiredState) -> Commit: ...
+    def apply_delta(self, old: DesiredState, delta: StateDelta) -> Commit: ...
+    def drift(self, applied: Applied) -> list[str]: ...
+    def counters(self) -> dict[str, tuple[int, int]]: ...
+
+
+class ControllerPort(Protocol):
+    def desired(self, since: int | None, wait: float) -> Answer: ...
+    def report(self, applied_revision: int, detail: dict[str, Any]) -> None: ...
+
+
+class StorePort(Protocol):
+    def save(self, state: DesiredState, generation: int | None) -> None: ...
+    def load(self) -> Applied | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    gateway: str
+    poll_wait: float = 30.0
+    backoff_min: float = 0.5
+    backoff_max: float = 30.0
+    drift_interval: float = 0.5
+    report_interval: float = 30.0
+    # At most one report per this many seconds while revisions stream in: one
+    # per delta from every gateway would make reports the controller's main load.
+    report_min_gap: float = 5.0
+
+
+@dataclass
+class LastApply:
+    kind: str
+    revision: int
+    seconds: float
+    at: str
+
+
+@dataclass
+class _Status:
+    """What the next status report says (guarded by the agent's status lock)."""
+
+    last_apply: LastApply | None = None
+    last_drift: list[str] = field(default_factory=list)
+    last_error: str | None = None
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: LoopSettings,
+        kernel: KernelPort,
+        controller: ControllerPort,
+        store: StorePort,
+        metrics: Metrics,
+        *,
+        stop: threading.Event | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        persist_in_background: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.kernel = kernel
+        self.controller = controller
+        self.store = store
+        self.metrics = metrics
+        self.stop = stop or threading.Event()
+        self.backoff = backoff or Backoff(settings.backoff_min, settings.backoff_max)
+        self._clock = clock
+        self.persister = Persister(store, metrics, inline=not persist_in_background)
+        # What the kernel holds (by our last commit); read and written under kernel.lock.
+        self.applied: Applied | None = None
+        # The revision to ask deltas from; None asks for a snapshot.
+        self.cursor: int | None = None
+        self._status = _Status()
+        self._status_lock = threading.Lock()
+        self._report_wanted = threading.Event()
+        self._last_error_text: str | None = None
+        self._last_error_log = float("-inf")
+
+    # -- start -----------------------------------------------------------------
+
+    def restore(self) -> bool:
+        """Commit the persisted last-known-good state; True if it is now in force."""
+        try:
+            persisted = self.store.load()
+        except PersistError as error:
+            log.error("%s; nothing applied from it, waiting for the controller's snapshot", error)
+            return False
+        if persisted is None:
+            log.info("no persisted state yet; waiting for the controller's snapshot")
+            return False
+        state = persisted.state
+        if state.gateway != self.settings.gateway:
+            log.error(
+                "persisted state is for gateway %r, this agent is %r; not applied, "
+                "waiting for the controller's snapshot",
+                state.gateway,
+                self.settings.gateway,
+            )
+            return False
+        with self.kernel.lock:
+            _announce_full(state, "restore")
+            try:
+                commit = self.kernel.full_sync(state)
+            except NftError as error:
+                log.error("persisted revision %d refused by the kernel: %s", state.revision, error)
+                self.metrics.add("apply_failures")
+                return False
+            self._adopt(state, commit, "restore")
+        log.info("restored revision %d from disk before contacting the controller", state.revision)
+        return True
+
+    # -- sync ------------------------------------------------------------------
+
+    def sync_once(self) -> bool:
+        """One request to the controller and whatever it asks of the kernel.
+
+        False on any failure (the caller backs off); the kernel keeps what
+        it has whenever this returns False.
+        """
+        try:
+            answer = self.controller.desired(self.cursor, self.settings.poll_wait)
+        except ControllerError as error:
+            self.metrics.add("controller_errors")
+            self.metrics.set_reachable(False)
+            self._log_controller_error(str(error))
+            return False
+        self.metrics.set_reachable(True)
+        if self._last_error_text is not None:
+            log.info("controller reachable again")
+            self._last_error_text = None
+        try:
+            self.handle(answer)
+        except (NftError, ModelError, ValueError, OSError) as error:
+            # OSError: a netlink read around the commit failed.  The
+            # transaction itself is all-or-nothing either way.
+            self.metrics.add("apply_failures")
+            self._set_error(f"revision {answer.revision} not applied: {error}")
+            log.error("revision %d not applied, kernel unchanged: %s", answer.revision, error)
+            return False
+        return True
+
+    def handle(self, answer: Answer) -> bool:
+        """Apply a controller answer; True if the kernel or the cursor changed."""
+        if isinstance(answer, Snapshot):
+            return self._snapshot(answer.state)
+        assert isinstance(answer, Delta)
+        return self._delta(answer.delta)
+
+    def _snapshot(self, state: DesiredState) -> bool:
+        if state.gateway != self.settings.gateway:
+            raise ValueError(f"snapshot is for gateway {state.gateway!r}")
+        with self.kernel.lock:
+            applied = self.applied
+            if applied is not None and applied.state == state:
+                self.cursor = state.revision
+                return False
+            if applied is not None and applied.state.revision > state.revision:
+                # The controller went back in time (restored from a backup):
+                # its word is the truth, whatever our revision says.
+                log.warning(
+                    "controller is at revision %d, behind our %d (database restored?); "
+                    "resyncing to it",
+                    state.revision,
+                    applied.state.revision,
+                )
+            commit = self._commit_state(applied, state)
+            self._adopt(state, commit, "snapshot")
+        return True
+
+    def _commit_state(self, applied: Applied | None, state: DesiredState) -> Commit:
+        """Move the kernel from ``applied`` to ``state``: elements only when that is safe."""
+        kernel = self.kernel
+        if (
+            applied is not None
+            and not kernel.suspect
+            and kernel.expected is not None
+            and kernel.generation() == kernel.expected
+        ):
+            # Nobody committed since we did, so the kernel holds exactly
+            # ``applied``: a snapshot after a reconnect costs what changed,
+            # not a reload of a million keys.
+            delta = diff(applied.state, state)
+            if delta.structure is None:
+                return self._elements(applied.state, delta, state)
+        _announce_full(state, "snapshot")
+        return kernel.full_sync(state)
+
+    def _elements(self, old: DesiredState, delta: StateDelta, new: DesiredState) -> Commit:
+        """``delta`` as element changes; the whole of ``new`` if that fails in any way."""
+        _announce_delta(delta)
+        try:
+            return self.kernel.apply_delta(old, delta)
+        except Exception as error:
+            # Whatever went wrong on the element path (a set someone deleted,
+            # a batch the kernel refused, a bug), the whole state replaces the
+            # table in one transaction either way.
+            log.warning(
+                "delta r%d->r%d not applied (%s: %s); full sync instead",
+                delta.from_revision,
+                delta.to_revision,
+                type(error).__name__,
+                error,
+            )
+            _announce_full(new, "after a failed delta")
+            return self.kernel.full_sync(new)
+
+    def _delta(self, delta: StateDelta) -> bool:
+        with self.kernel.lock:
+            applied = self.applied
+            if (
+                applied is None
+                or delta.gateway != self.settings.gateway
+                or delta.from_revision != applied.state.revision
+            ):
+                have = None if applied is None else applied.state.revision
+                log.warning(
+                    "delta r%d->r%d does not follow applied revision %s; asking for a snapshot",
+                    delta.from_revision,
+                    delta.to_revision,
+                    have,
+                )
+                self.cursor = None
+                return False
+            if delta.empty and delta.to_revision == applied.state.revision:
+                return False  # the long-poll ran out: nothing new
+            state = patch(applied.state, delta)
+            if delta.structure is not None:
+                _announce_full(state, "structural delta")
+                commit = self.kernel.full_sync(state)
+            else:
+                commit = self._elements(applied.state, delta, state)
+            self._adopt(state, commit, "delta")
+        return True
+
+    def _adopt(self, state: DesiredState, commit: Commit, why: str) -> None:
+        """The kernel took ``state``: hand it to the persister, move the cursor.
+
+        Called under kernel.lock, only after a commit succeeded.
+        """
+        result = commit.result
+        if result.kind != "none":
+            self.metrics.observe_apply(result.kind, result.seconds)
+        if result.kind == "full":
+            # A million-key state is millions of long-lived, acyclic objects;
+            # a full cyclic-GC pass over them costs ~0.5 s, paid at random in
+            # the middle of some later delta.  Frozen, the collector skips
+            # them; reference counting still frees them when replaced.
+            gc.freeze()
+        self.persister.submit(state, commit.generation)
+        self.applied = Applied(state, commit.generation)
+        self.cursor = state.revision
+        self.metrics.synced(state.revision)
+        log.info(
+            "revision %d in force (%s, %s, %.1f ms)",
+            state.revision,
+            why,
+            result.kind,
+            result.seconds * 1000,
+        )
+        with self._status_lock:
+            self._status.last_apply = LastApply(
+                result.kind, state.revision, result.seconds, _now_text()
+            )
+            self._status.last_error = None
+        self._report_wanted.set()
+
+    def _log_controller_error(self, text: str) -> None:
+        now = self._clock()
+        if text != self._last_error_text or now - self._last_error_log >= _ERROR_LOG_EVERY:
+            log.warning("controller: %s; rules stay as applied, retrying", text)
+            self._last_error_log = now
+        self._last_error_text = text
+
+    def _set_error(self, text: str) -> None:
+        with self._status_lock:
+            self._status.last_error = text
+        self._report_wanted.set()
+
+    # -- drift -------------------------------------------------------------------
+
+    def check_drift(self) -> bool:
+        """Repair our table if a foreign commit changed it; True if it was repaired."""
+        kernel = self.kernel
+        with kernel.lock:
+            applied = self.applied
+            if applied is None:
+                return False
+            current = kernel.generation()
+            if current == kernel.expected and not kernel.suspect:
+                return False
+            kernel.suspect = False
+            self.metrics.add("drift_checks")
+            drift = kernel.drift(applied)
+            if not drift:
+                # Another tool's commit (or an element added by hand, which
+                # cannot be seen without listing): our table is as we left it.
+                kernel.expected = current
+                return False
+            shown = "; ".join(drift[:_DRIFT_LINES])
+            more = f" (+{len(drift) - _DRIFT_LINES} more)" if len(drift) > _DRIFT_LINES else ""
+            log.warning("drift in table inet edgectl: %s%s; repairing", shown, more)
+            try:
+                commit = kernel.full_sync(applied.state)
+            except NftError as error:
+                kernel.suspect = True  # look again next round
+                self.metrics.add("apply_failures")
+                log.error("drift repair refused by the kernel: %s", error)
+                return False
+            self.metrics.add("drift_repairs")
+            with self._status_lock:
+                self._status.last_drift = drift[:_DRIFT_LINES]
+            self._adopt(applied.state, commit, "drift repair")
+        return True
+
+    # -- status ------------------------------------------------------------------
+
+    def status_detail(self) -> dict[str, Any]:
+        counters: dict[str, Any] = {}
+        try:
+            for name, (packets, octets) in sorted(self.kernel.counters().items()):
+                counters[name] = {"policy": policy_of(name), "packets": packets, "bytes": octets}
+        except (OSError, NftError) as error:
+            counters = {"error": str(error)}
+        with self._status_lock:
+            status = self._status
+            last = status.last_apply
+            detail: dict[str, Any] = {
+                "reported_at": _now_text(),
+                "last_apply": None
+                if last is None
+                else {
+                    "kind": last.kind,
+                    "revision": last.revision,
+                    "seconds": round(last.seconds, 6),
+                    "at": last.at,
+                },
+                "counters": counters,
+                "drift_repairs": self.metrics.drift_repairs,
+                "last_drift": list(status.last_drift),
+                "error": status.last_error,
+                "offenders": {"available": False, "reason": OFFENDERS_UNAVAILABLE},
+            }
+        since = self.metrics.seconds_since_sync()
+        detail["seconds_since_sync"] = None if since is None else round(since, 3)
+        return detail
+
+    def report_once(self) -> bool:
+        with self.kernel.lock:
+            applied = self.applied
+        if applied is None:
+            return False
+        try:
+            self.controller.report(applied.state.revision, self.status_detail())
+        except ControllerError as error:
+            log.debug("status report failed: %s", error)
+            return False
+        return True
+
+    # -- threads -------------------------------------------------------------------
+
+    def sync_forever(self) -> None:
+        while not self.stop.is_set():
+            try:
+                ok = self.sync_once()
+            except Exception:
+                # A bug must not leave a process that looks alive but no
+                # longer syncs: log it whole and keep trying, backing off.
+                log.exception("unexpected error in the sync loop")
+                ok = False
+            if ok:
+                self.backoff.reset()
+            else:
+                self.stop.wait(self.backoff.next_delay())
+
+    def drift_forever(self) -> None:
+        while not self.stop.wait(self.settings.drift_interval):
+            try:
+                self.check_drift()
+            except (OSError, NftError, ModelError) as error:
+                # A netlink hiccup must not end drift protection for good.
+                log.error("drift check failed: %s", error)
+
+    def report_forever(self) -> None:
+        last = float("-inf")
+        while not self.stop.is_set():
+            self._report_wanted.wait(self.settings.report_interval)
+            if self.stop.is_set():
+                return
+            gap = self.settings.report_min_gap - (self._clock() - last)
+            if gap > 0 and self.stop.wait(gap):
+                return
+            self._report_wanted.clear()
+            self.report_once()
+            last = self._clock()
+
+    def threads(self) -> Iterator[threading.Thread]:
+        targets: tuple[tuple[str, Callable[[], None]], ...] = (
+            ("sync", self.sync_forever),
+            ("drift", self.drift_forever),
+            ("report", self.report_forever),
+            ("persist", lambda: self.persister.run_forever(self.stop)),
+        )
+        for name, target in targets:
+            yield threading.Thread(target=target, name=f"agent-{name}", daemon=True)
+
+
+def _announce_full(state: DesiredState, why: str) -> None:
+    log.info(
+        "applying revision %d (%s, full sync: %d quarantines, %d exemptions)",
+        state.revision,
+        why,
+        len(state.quarantines),
+        len(state.exemptions),
+    )
+
+
+def _announce_delta(delta: StateDelta) -> None:
+    changes = sum(
+        len(part.upserts) + len(part.removals) for part in (delta.quarantines, delta.exemptions)
+    )
+    if changes >= _LARGE_DELTA:
+        log.info(
+            "applying delta r%d->r%d (%d changes)", delta.from_revision, delta.to_revision, changes
+        )
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

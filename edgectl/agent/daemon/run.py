@@ -1,0 +1,93 @@
+"""Wire config -> kernel, controller client, state store, metrics -> the loop's threads.
+
+Stopping (SIGTERM/SIGINT) waits for a commit in progress to finish, then
+leaves: the table stays in force (fail-static).  Only ``decommission``
+removes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from edgectl.agent.daemon.client import ControllerClient
+from edgectl.agent.daemon.config import AgentConfig, read_token
+from edgectl.agent.daemon.kernel import Kernel
+from edgectl.agent.daemon.loop import Agent, LoopSettings
+from edgectl.agent.daemon.metrics import Metrics, MetricsServer
+from edgectl.agent.persist import StateStore
+
+log = logging.getLogger("edgectl.agent")
+
+
+def loop_settings(config: AgentConfig) -> LoopSettings:
+    return LoopSettings(
+        gateway=config.gateway,
+        poll_wait=config.poll_wait,
+        backoff_min=config.backoff_min,
+        backoff_max=config.backoff_max,
+        drift_interval=config.drift_interval,
+        report_interval=config.report_interval,
+        report_min_gap=config.report_min_gap,
+    )
+
+
+def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    kernel = Kernel(config.netns)
+    client = ControllerClient(
+        config.controller_url,
+        config.gateway,
+        lambda: read_token(config.token_file),
+        request_timeout=config.request_timeout,
+        ca_file=config.ca_file,
+    )
+    metrics = Metrics(config.gateway)
+    agent = Agent(
+        loop_settings(config),
+        kernel,
+        client,
+        StateStore(config.state_dir),
+        metrics,
+        stop=stop,
+        persist_in_background=True,
+    )
+    server = None
+    try:
+        if config.metrics_listen is not None:
+            server = MetricsServer(config.metrics_listen, metrics, kernel.counters)
+            server.start()
+            host, port = server.address
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        # Before anything talks to the controller: enforce what we last knew.
+        agent.restore()
+        threads = list(agent.threads())
+        for thread in threads:
+            thread.start()
+        log.info(
+            "agent for gateway %s started (controller %s, netns %s)",
+            config.gateway,
+            config.controller_url,
+            config.netns or "-",
+        )
+        stop.wait()
+        # A commit in progress finishes (nft transactions are all-or-nothing
+        # anyway; this keeps the state file in step with the kernel).
+        with kernel.lock:
+            agent.persister.flush()
+            log.info("stopping; table inet edgectl stays in force")
+    finally:
+        if server is not None:
+            server.close()
+    return 0
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, _: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,90 @@
+"""The controller client: answers parsed into model types, every failure one ControllerError."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from edgectl.agent.daemon.client import ControllerClient, ControllerError, Delta, Snapshot
+from edgectl.model import DesiredState
+from edgectl.model.delta import diff
+from edgectl.model.serial import delta_to_data, state_to_data
+
+
+def client_for(handler: httpx.MockTransport, token: str = "edg_t") -> ControllerClient:
+    return ControllerClient(
+        "http://controller.test", "gw-tokyo-1", lambda: token, transport=handler
+    )
+
+
+def test_snapshot_and_delta(policy_state: DesiredState) -> None:
+    later = replace(policy_state, revision=8, relays=())
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if "since" not in request.url.params:
+            body = {"kind": "snapshot", "revision": 7, "state": state_to_data(policy_state)}
+        else:
+            delta = delta_to_data(diff(policy_state, later))
+            body = {"kind": "delta", "revision": 8, "delta": delta}
+        return httpx.Response(200, json=body)
+
+    client = client_for(httpx.MockTransport(handle))
+    snapshot = client.desired(None, 30)
+    assert isinstance(snapshot, Snapshot) and snapshot.state == policy_state
+    delta = client.desired(7, 30)
+    assert isinstance(delta, Delta) and delta.delta.to_revision == 8
+    assert seen[0].url.path == "/v1/gateways/gw-tokyo-1/desired-state"
+    assert seen[1].url.params["since"] == "7" and seen[1].url.params["wait"] == "30"
+    assert seen[0].headers["Authorization"] == "Bearer edg_t"
+
+
+def test_report(policy_state: DesiredState) -> None:
+    bodies: list[object] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={})
+
+    client_for(httpx.MockTransport(handle)).report(7, {"drift_repairs": 0})
+    assert bodies == [{"applied_revision": 7, "detail": {"drift_repairs": 0}}]
+
+
+@pytest.mark.parametrize(
+    ("response", "words"),
+    [
+        (httpx.Response(401, json={"detail": "invalid token"}), "HTTP 401"),
+        (httpx.Response(503, text="busy"), "HTTP 503"),
+        (httpx.Response(200, text="<html>"), "not JSON"),
+        (httpx.Response(200, json={"kind": "patch", "revision": 1}), "unknown kind"),
+        (httpx.Response(200, json={"kind": "snapshot"}), "integer revision"),
+        (
+            httpx.Response(200, json={"kind": "snapshot", "revision": 1, "state": {"schema": 99}}),
+            "unusable snapshot",
+        ),
+    ],
+)
+def test_failures_are_controller_errors(response: httpx.Response, words: str) -> None:
+    client = client_for(httpx.MockTransport(lambda _: response))
+    with pytest.raises(ControllerError) as caught:
+        client.desired(None, 1)
+    assert words in str(caught.value)
+
+
+def test_connection_refused_is_a_controller_error() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    with pytest.raises(ControllerError, match="ConnectError"):
+        client_for(httpx.MockTransport(handle)).desired(3, 1)
+
+
+def test_revision_must_match_the_state(policy_state: DesiredState) -> None:
+    body = {"kind": "snapshot", "revision": 99, "state": state_to_data(policy_state)}
+    client = client_for(httpx.MockTransport(lambda _: httpx.Response(200, json=body)))
+    with pytest.raises(ControllerError, match="holds 7"):
+        client.desired(None, 1)
