@@ -11,7 +11,7 @@ from edgectl.agent import cli as agent_cli
 from edgectl.agent.cli import CliError
 from edgectl.agent.daemon import cli as daemon_cli
 from edgectl.controller import cli as controller_cli
-from edgectl.lab import demo
+from edgectl.lab import demo, lab_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon_cli.register(subparsers)
     controller_cli.register(subparsers)
     demo.register(subparsers)
+    lab_cli.register(subparsers)
     return parser
 
 

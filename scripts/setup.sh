@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables libnftables1 iproute2 postgresql python3-venv)
+APT_PACKAGES=(nftables libnftables1 iproute2 postgresql python3-venv curl)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

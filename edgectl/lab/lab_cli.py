@@ -1,0 +1,238 @@
+"""``edgectl lab up | down | status | probe``: the whole system in namespaces (root).
+
+``register(subparsers)`` adds the ``lab`` command to the main parser; each
+action sets ``func(args) -> int``.  Exit codes: 0 fine, 1 a probe that did
+not connect (or an unhealthy ``status``), 2 refused or failed.
+
+``python -m edgectl.lab.lab_cli ACTION ...`` runs the same actions without
+the main CLI.  What ``up`` prints is runnable as printed: its commands name
+this very program (``edgectl lab`` when that is the one on PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+
+from edgectl.lab import fleet
+from edgectl.lab.probe import Outcome, connect
+
+EXIT_NOT_CONNECTED = 1
+EXIT_FAILED = 2
+
+MX4 = "203.0.113.25"
+MX6 = "2001:db8:ffff::25"
+RELAY4 = "198.51.100.25"
+QUARANTINED = "cust-1002"
+
+
+def invocation() -> str:
+    """How to run this program again from any directory, as a shell word list."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "edgectl":
+        mine = os.path.realpath(argv0)
+        on_path = shutil.which("edgectl")
+        if on_path is not None and os.path.realpath(on_path) == mine:
+            return "edgectl lab"
+        return f"{shlex.quote(os.path.abspath(argv0))} lab"
+    return f"{shlex.quote(sys.executable)} -m edgectl.lab.lab_cli"
+
+
+def _lab_name(text: str) -> str:
+    try:
+        return fleet.check_name(text)
+    except fleet.LabError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _named(args: argparse.Namespace) -> str:
+    return "" if args.name == fleet.DEFAULT_NAME else f" --name {args.name}"
+
+
+def curl(result: fleet.Up, method: str, path: str, body: str | None = None) -> str:
+    """The curl command for the lab controller, runnable from the root namespace as printed."""
+    words = [
+        "ip",
+        "netns",
+        "exec",
+        result.state.ctl_ns,
+        "curl",
+        "-sS",
+        "-H",
+        f"Authorization: Bearer {result.token}",
+        "-H",
+        "Content-Type: application/json",
+        "-X",
+        method,
+        f"{fleet.CONTROLLER_LOCAL_URL}{path}",
+    ]
+    if body is not None:
+        words += ["-d", body]
+    return shlex.join(words)
+
+
+def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
+    """What ``up`` prints after the lab is up: every command line starts with ``    $ ``."""
+    state = result.state
+
+    def probe(gateway: str, host: str, dst: str, port: int, src: str | None = None) -> str:
+        src_part = f" --src {src}" if src is not None else ""
+        return f"    $ {prog} probe{named} {gateway}/{host} {dst} {port}{src_part}"
+
+    a, b = fleet.GATEWAYS
+    quarantine = (
+        '{"account": "cust-1002", "mode": "smtp", "reason": "spam run", '
+        '"ticket": "ABUSE-77", "duration": 86400}'
+    )
+    lift = '{"reason": "customer cleaned the machine"}'
+    sessions = ", ".join(f"{acct} {' + '.join(s.values())}" for acct, s in fleet.ACCOUNTS.items())
+    revisions = ", ".join(f"{gw} r{rev}" for gw, rev in result.revisions.items())
+    return [
+        f"edgectl lab {state.name!r} is up: both agents applied their gateway's revision "
+        f"({revisions}).",
+        f"  state dir   {state.directory} (logs: *.log, pids: *.pid)",
+        f"  controller  {fleet.CONTROLLER_LOCAL_URL} inside namespace {state.ctl_ns}; "
+        f"{a} reaches it at {state.mgmt_url(a)}, {b} at {state.mgmt_url(b)}",
+        f"  token       {result.token}  (netops; also in {state.token_file})",
+        f"  gateways    {a}: namespaces {state.prefixes[a]}-*, {b}: {state.prefixes[b]}-* "
+        "(same pools on both)",
+        f"  accounts    {sessions}; {fleet.EXEMPT_ACCOUNT} is exempt from OP25B",
+        "",
+        "Try it (each probe is one real TCP connect from a lab host; it prints CONNECTED,",
+        "RESET, UNREACHABLE or TIMEOUT):",
+        "",
+        f"1. {QUARANTINED} (100.64.0.11, dynamic pool) submits mail on port 587 "
+        f"through {a} and {b}: CONNECTED",
+        probe(a, "dyn4", MX4, 587, "100.64.0.11"),
+        probe(b, "dyn4", MX4, 587, "100.64.0.11"),
+        "",
+        f"2. An abuse analyst quarantines {QUARANTINED} (smtp: mail ports refused); "
+        'the answer says "outcome": "created" and the quarantine\'s "id" (1 in a fresh lab):',
+        f"    $ {curl(result, 'POST', '/v1/quarantines', quarantine)}",
+        "",
+        "3. The same connection is now refused on both gateways: RESET",
+        probe(a, "dyn4", MX4, 587, "100.64.0.11"),
+        probe(b, "dyn4", MX4, 587, "100.64.0.11"),
+        "",
+        "4. Lift quarantine 1; the connection goes through again: CONNECTED",
+        f"    $ {curl(result, 'POST', '/v1/quarantines/1/lift', lift)}",
+        probe(a, "dyn4", MX4, 587, "100.64.0.11"),
+        "",
+        "5. OP25B: port 25 from a dynamic pool straight to an outside MX: RESET",
+        probe(a, "dyn4", MX4, 25, "100.64.0.10"),
+        probe(b, "dyn6", MX6, 25, "2001:db8:1000:100::10"),
+        "   ... but through the ISP relay, from the static pool, or for the exempt "
+        f"{fleet.EXEMPT_ACCOUNT}: CONNECTED",
+        probe(a, "dyn4", RELAY4, 25, "100.64.0.10"),
+        probe(a, "static4", MX4, 25),
+        probe(a, "dyn4", MX4, 25, "100.64.0.12"),
+        "",
+        "Look around, then tear it all down (processes, namespaces, files):",
+        f"    $ {curl(result, 'GET', '/v1/gateways')}",
+        f"    $ ip netns exec {state.gateway_ns(a)} nft list table inet edgectl",
+        f"    $ {prog} status{named}",
+        f"    $ {prog} down{named}",
+    ]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    def log(message: str) -> None:
+        print(f"lab: {message}", file=sys.stderr, flush=True)
+
+    try:
+        result = fleet.up(args.name, log=log)
+    except (fleet.LabError, OSError) as error:
+        print(f"edgectl lab up: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in instructions(result, invocation(), _named(args)):
+        print(line)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    try:
+        done = fleet.down(args.name)
+    except (fleet.LabError, OSError) as error:
+        print(f"edgectl lab down: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in done:
+        print(line)
+    print(f"lab {args.name!r} is down")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        ok, lines = fleet.status(args.name)
+    except (fleet.LabError, OSError) as error:
+        print(f"edgectl lab status: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in lines:
+        print(line)
+    return 0 if ok else EXIT_NOT_CONNECTED
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    try:
+        ns = fleet.resolve_namespace(args.name, args.source)
+        outcome = connect(ns, args.dst, args.port, src=args.src, timeout=args.timeout)
+    except (fleet.LabError, OSError, ValueError) as error:
+        print(f"edgectl lab probe: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(outcome.name)
+    return 0 if outcome is Outcome.CONNECTED else EXIT_NOT_CONNECTED
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lab = subparsers.add_parser(
+        "lab", help="a controller and two gateway agents in network namespaces (root)"
+    )
+    actions = lab.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--name",
+        default=fleet.DEFAULT_NAME,
+        type=_lab_name,
+        help=f"lab instance (default {fleet.DEFAULT_NAME}); state in /run/edgectl-lab/NAME",
+    )
+    up = actions.add_parser(
+        "up", parents=[common], help="build the lab, start its processes, print what to try"
+    )
+    up.set_defaults(func=cmd_up)
+    down = actions.add_parser(
+        "down",
+        parents=[common],
+        help="stop the processes, delete every namespace and file (idempotent)",
+    )
+    down.set_defaults(func=cmd_down)
+    status = actions.add_parser(
+        "status", parents=[common], help="processes, namespaces, revisions applied"
+    )
+    status.set_defaults(func=cmd_status)
+    probe = actions.add_parser(
+        "probe",
+        parents=[common],
+        help="one TCP connect from a lab host: CONNECTED, RESET, UNREACHABLE or TIMEOUT",
+    )
+    probe.add_argument("source", metavar="FROM", help="GATEWAY/HOST, e.g. gw-a/dyn4")
+    probe.add_argument("dst", metavar="DST", help="destination address")
+    probe.add_argument("port", metavar="PORT", type=int, help="destination TCP port")
+    probe.add_argument("--src", default=None, help="source address to bind (one of FROM's)")
+    probe.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+    probe.set_defaults(func=cmd_probe)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgectl.lab.lab_cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["lab", *(sys.argv[1:] if argv is None else argv)])
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
