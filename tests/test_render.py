@@ -41,6 +41,16 @@ def test_full_sync_golden_drop_output_and_nflog(policy_state: DesiredState) -> N
     _golden("full-drop-output-nflog.nft", str(render_full(state, NOW).transaction))
 
 
+def test_full_sync_golden_untracked_non_mail(policy_state: DesiredState) -> None:
+    settings = replace(policy_state.settings, track_non_mail=False)
+    state = replace(policy_state, settings=settings, quarantines={}, exemptions={})
+    script = str(render_full(state, NOW).transaction)
+    _golden("full-untracked.nft", script)
+    forward = script.split("chain forward {")[1].split("}")[0]
+    # Untracked packets are never established: the held-key lookup must come first.
+    assert forward.index("@q_any_4") < forward.index("ct state established")
+
+
 def test_delta_golden(policy_state: DesiredState) -> None:
     quarantines = dict(policy_state.quarantines)
     moved = Prefix.parse("100.64.0.11")
@@ -87,7 +97,8 @@ def test_delta_cost_does_not_depend_on_set_size(policy_state: DesiredState) -> N
         big, revision=9, quarantines={**big.quarantines, key: Quarantine(key, QuarantineMode.SMTP)}
     )
     script = str(render_delta(big, diff(big, grown), NOW))
-    assert script.count("100.64.0.99") == 3  # add, delete, add: nothing else
+    # add, delete, add in its mode's set and in the union of held keys: nothing else
+    assert script.count("100.64.0.99") == 6
     assert "100.64.100." not in script
 
 

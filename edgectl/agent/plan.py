@@ -24,7 +24,14 @@ from typing import Any
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent.nft import Nft, NftError
 from edgectl.agent.persist import Applied
-from edgectl.agent.render import Rendered, exemption_slot, quarantine_slot, render_full
+from edgectl.agent.render import (
+    QUARANTINED,
+    Rendered,
+    exact_set,
+    exemption_slot,
+    quarantine_slot,
+    render_full,
+)
 from edgectl.model.delta import diff
 from edgectl.model.policy import DesiredState
 
@@ -145,6 +152,8 @@ def _missing_keys(
         slot = quarantine_slot(key, q.mode, lengths)
         if not slot.interval:
             by_set.setdefault(slot.set_name, []).append(slot.element)
+            union = exact_set(QUARANTINED, key.version, key.length)
+            by_set.setdefault(union, []).append(slot.element)
     for key, e in state.exemptions.items():
         if e.expires is not None and e.expires <= now:
             continue

@@ -30,6 +30,7 @@ from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import (
     BlockAction,
     DesiredState,
+    Hook,
     Pool,
     PoolKind,
     Quarantine,
@@ -40,6 +41,7 @@ from edgectl.model.prefix import Prefix, mask_text, merge
 
 LOG_PREFIX = "edgectl"
 MODES = (QuarantineMode.BLOCK, QuarantineMode.WALLED_GARDEN, QuarantineMode.SMTP)
+QUARANTINED = "q_any"  # every exact quarantine key, whatever its mode
 
 Counters = Mapping[str, tuple[int, int]]
 
@@ -147,10 +149,12 @@ class _Builder:
             body += f"\t\telements = {{\n\t\t\t{joined}\n\t\t}}\n"
         self.blocks.append(f"\t{kind} {name} {{\n{body}\t}}")
 
-    def chain(self, name: str, rules: list[str], base_hook: str | None = None) -> None:
+    def chain(
+        self, name: str, rules: list[str], base_hook: str | None = None, priority: str = "filter"
+    ) -> None:
         lines = []
         if base_hook is not None:
-            lines.append(f"type filter hook {base_hook} priority filter; policy accept;")
+            lines.append(f"type filter hook {base_hook} priority {priority}; policy accept;")
         tags = []
         for rule in rules:
             tag = _tag(name, rule)
@@ -198,6 +202,8 @@ class _Builder:
         for pool in state.pools:
             self._pool_chains(pool, profiles)
         self.chain("mail", ["ip saddr vmap @pools_4", "ip6 saddr vmap @pools_6"])
+        self._dispatch_chains()
+        self._untracked_chains()
         for hook in self.settings.hooks:
             self.chain(hook.value, self._gate_rules(), base_hook=hook.value)
 
@@ -250,6 +256,7 @@ class _Builder:
         kind_of: Mapping[Any, str],
         ranges_name: str,
         range_element: Callable[[Prefix, Any], str],
+        union: str | None = None,
     ) -> None:
         """Hash sets of exact keys plus one interval set/map for the rest.
 
@@ -268,6 +275,13 @@ class _Builder:
             v4_target[mode] = exact.setdefault(exact_set(kind, 4, 32), [])
             for length in lengths:
                 v6_target[mode, length] = exact.setdefault(exact_set(kind, 6, length), [])
+        # The union of all modes: one lookup finds out whether a packet's
+        # source is held at all, which is all a non-held packet pays.
+        union4: list[str] = exact.setdefault(exact_set(union, 4, 32), []) if union else []
+        union6 = {
+            length: exact.setdefault(exact_set(union, 6, length), []) if union else []
+            for length in lengths
+        }
         ranges: dict[int, list[tuple[int, str]]] = {4: [], 6: []}
         for key, entry in entries.items():
             version, value, length = key
@@ -279,15 +293,18 @@ class _Builder:
                     continue  # the kernel would time it out at once
             mode = getattr(entry, "mode", None)
             if version == 4 and length == 32:
-                target = v4_target[mode]
+                target, also = v4_target[mode], union4
                 element = ntoa(value.to_bytes(4, "big"))
             elif version == 6 and length in lengths:
-                target = v6_target[mode, length]
+                target, also = v6_target[mode, length], union6[length]
                 element = key.address
             else:
                 ranges[version].append((value, _with_timeout(range_element(key, entry), seconds)))
                 continue
-            target.append(element if seconds is None else f"{element} timeout {seconds}s")
+            text = element if seconds is None else f"{element} timeout {seconds}s"
+            target.append(text)
+            if union:
+                also.append(text)
         for name, elements in exact.items():
             version = 4 if name.endswith("_4") else 6
             self.set(name, [f"type {_addr_type(version)}", "flags timeout"], elements)
@@ -307,6 +324,7 @@ class _Builder:
             {mode: f"q_{mode_id(mode)}" for mode in MODES},
             "q_ranges",
             lambda key, entry: quarantine_slot(key, entry.mode, self.lengths).element,
+            union=QUARANTINED,
         )
 
     def _exemption_sets(self) -> None:
@@ -435,20 +453,47 @@ class _Builder:
         rules.append(self.refuse(f"op25b_{pool.name}", shadow=pool.op25b_shadow, tcp_only=True))
         self.chain(f"op25b_{pool.name}", rules)
 
+    def _dispatch_chains(self) -> None:
+        """``quarantine_4``, ``quarantine_6_56``: which mode a held key is in."""
+        keys = [(4, 32, "ip saddr")]
+        keys += [(6, n, f"ip6 saddr & {mask_text(6, n)}") for n in self.lengths]
+        for version, length, expr in keys:
+            rules = []
+            for mode in MODES:
+                kind = f"q_{mode_id(mode)}"
+                # goto: the mode's chain returns straight to the base chain.
+                target = f"quarantine_{mode_id(mode)}"
+                rules.append(f"{expr} @{exact_set(kind, version, length)} goto {target}")
+            self.chain(exact_set("quarantine", version, length), rules)
+
     def _gate_rules(self) -> list[str]:
-        rules = ["ct state established,related accept"]
-        for mode in MODES:
-            verb = "jump"
-            target = f"quarantine_{mode_id(mode)}"
-            rules.append(f"ip saddr @{exact_set('q_' + mode_id(mode), 4, 32)} {verb} {target}")
-            for length in self.lengths:
-                mask = mask_text(6, length)
-                name = exact_set(f"q_{mode_id(mode)}", 6, length)
-                rules.append(f"ip6 saddr & {mask} @{name} {verb} {target}")
-        rules.append("ip saddr vmap @q_ranges_4")
-        rules.append("ip6 saddr vmap @q_ranges_6")
-        rules.append(f"tcp dport {_ports(self.settings.mail_ports)} jump mail")
-        return rules
+        established = "ct state established,related accept"
+        held = [f"ip saddr @{exact_set(QUARANTINED, 4, 32)} jump quarantine_4"]
+        for length in self.lengths:
+            mask = mask_text(6, length)
+            name = exact_set(QUARANTINED, 6, length)
+            held.append(f"ip6 saddr & {mask} @{name} jump {exact_set('quarantine', 6, length)}")
+        held += ["ip saddr vmap @q_ranges_4", "ip6 saddr vmap @q_ranges_6"]
+        mail = f"tcp dport {_ports(self.settings.mail_ports)} jump mail"
+        if self.settings.track_non_mail:
+            # Established flows leave first: one conntrack check a packet.
+            return [established, *held, mail]
+        # Untracked packets are never "established": each one is checked.
+        return [*held, established, mail]
+
+    def _untracked_chains(self) -> None:
+        """notrack at raw priority for everything that is not mail."""
+        if self.settings.track_non_mail:
+            return
+        mail = _ports(self.settings.mail_ports)
+        rules = [
+            "meta l4proto != tcp notrack",
+            f"tcp dport != {mail} tcp sport != {mail} notrack",
+        ]
+        hooks = {Hook.FORWARD: "prerouting", Hook.OUTPUT: "output"}
+        for hook in self.settings.hooks:
+            raw_hook = hooks[hook]
+            self.chain(f"untracked_{raw_hook}", rules, base_hook=raw_hook, priority="raw")
 
 
 @dataclass(frozen=True)
@@ -505,16 +550,28 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
             return
         final.setdefault(slot.set_name, []).append((slot.element, seconds))
 
+    def union_slot(slot: Slot, key: Prefix) -> Slot | None:
+        if slot.interval:
+            return None
+        return Slot(exact_set(QUARANTINED, key.version, key.length), slot.element, False)
+
     for q_key in delta.quarantines.removals:
         if q_key in old.quarantines:
-            touch(quarantine_slot(q_key, old.quarantines[q_key].mode, lengths))
+            slot = quarantine_slot(q_key, old.quarantines[q_key].mode, lengths)
+            touch(slot)
+            if (held := union_slot(slot, q_key)) is not None:
+                touch(held)
     for quarantine in delta.quarantines.upserts:
         previous: Quarantine | None = old.quarantines.get(quarantine.key)
         if previous is not None:
             touch(quarantine_slot(previous.key, previous.mode, lengths))
         slot = quarantine_slot(quarantine.key, quarantine.mode, lengths)
         touch(slot)
-        place(slot, _seconds_left(quarantine.expires, now))
+        seconds = _seconds_left(quarantine.expires, now)
+        place(slot, seconds)
+        if (held := union_slot(slot, quarantine.key)) is not None:
+            touch(held)
+            place(held, seconds)
     for e_key in delta.exemptions.removals:
         touch(exemption_slot(e_key, lengths))
     for exemption in delta.exemptions.upserts:

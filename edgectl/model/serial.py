@@ -103,6 +103,7 @@ _SETTINGS_FIELDS = {
     "resolvers",
     "portal",
     "meter_size",
+    "track_non_mail",
 }
 
 
@@ -249,6 +250,7 @@ def settings_to_data(settings: GatewaySettings) -> dict[str, Any]:
             "resolvers": [str(p) for p in settings.resolvers],
             "portal": [str(p) for p in settings.portal],
             "meter_size": settings.meter_size,
+            "track_non_mail": settings.track_non_mail,
         }
     )
 
