@@ -116,3 +116,28 @@ def test_adjacent_prefixes_of_one_pool_are_one_interval(policy_state: DesiredSta
     script = str(render_full(replace(policy_state, pools=pools), NOW).transaction)
     assert "100.66.0.0/16 : jump pool_more" in script
     assert "100.66.128.0/17" not in script
+
+
+def test_the_prefix_quarantine_rule_exists_only_with_prefix_quarantines(
+    policy_state: DesiredState,
+) -> None:
+    from edgectl.agent.render import needs_full_sync
+
+    ranges_key = Prefix.parse("100.64.9.0/24")
+    without = replace(
+        policy_state,
+        quarantines={k: q for k, q in policy_state.quarantines.items() if k != ranges_key},
+    )
+    assert "@q_ranges_4" not in str(render_full(without, NOW).transaction).split("chain forward")[1]
+    assert (
+        "@q_ranges_4" in str(render_full(policy_state, NOW).transaction).split("chain forward")[1]
+    )
+    # The first prefix quarantine adds a rule: a full sync.  An exact key is a delta.
+    assert needs_full_sync(without, diff(without, replace(policy_state, revision=9)))
+    key = Prefix.parse("100.64.0.99")
+    exact = replace(
+        without,
+        revision=9,
+        quarantines={**without.quarantines, key: Quarantine(key, QuarantineMode.BLOCK)},
+    )
+    assert not needs_full_sync(without, diff(without, exact))

@@ -16,9 +16,9 @@ from edgectl.agent import kernel_readback as kr
 from edgectl.agent import kernel_write
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError
-from edgectl.agent.render import Counters, render_delta, render_full
+from edgectl.agent.render import Counters, needs_full_sync, render_delta, render_full
 from edgectl.agent.transaction import TABLE, Transaction
-from edgectl.model.delta import StateDelta
+from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import DesiredState
 
 NFPROTO_INET = 1
@@ -77,6 +77,8 @@ class Dataplane:
         start = time.perf_counter()
         if delta.empty:
             return ApplyResult("none", delta.to_revision, 0.0, 0)
+        if needs_full_sync(old, delta):
+            return self.full_sync(patch(old, delta), now)
         transaction = render_delta(old, delta, now or datetime.now(UTC))
         if transaction.only_key_ops:
             try:

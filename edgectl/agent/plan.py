@@ -29,6 +29,7 @@ from edgectl.agent.render import (
     Rendered,
     exact_set,
     exemption_slot,
+    needs_full_sync,
     quarantine_slot,
     render_full,
 )
@@ -225,7 +226,7 @@ def make_plan(
         return plan
     delta = diff(applied.state, desired)
     plan.changes.extend(_describe(delta))
-    if plan.drift or delta.structure is not None:
+    if plan.drift or needs_full_sync(applied.state, delta):
         plan.action = "full"
     elif delta.quarantines or delta.exemptions:
         plan.action = "delta"

@@ -99,6 +99,27 @@ def exemption_slot(key: Prefix, lengths: tuple[int, ...]) -> Slot:
     return Slot(f"exempt_ranges_{key.version}", str(key), interval=True)
 
 
+def range_families(quarantines: Mapping[Prefix, Quarantine], lengths: tuple[int, ...]) -> set[int]:
+    """IP versions with at least one prefix (interval) quarantine, expired or not."""
+    return {
+        key.version
+        for key, q in quarantines.items()
+        if quarantine_slot(key, q.mode, lengths).interval
+    }
+
+
+def needs_full_sync(old: DesiredState, delta: StateDelta) -> bool:
+    """Whether a delta changes the chains, not only set elements."""
+    if delta.structure is not None:
+        return True
+    lengths = old.delegated_lengths()
+    touched = [*delta.quarantines.removals, *(q.key for q in delta.quarantines.upserts)]
+    if not any(quarantine_slot(key, QuarantineMode.BLOCK, lengths).interval for key in touched):
+        return False  # cheap answer for the common case: exact keys only
+    new = patch(old, delta)
+    return range_families(old.quarantines, lengths) != range_families(new.quarantines, lengths)
+
+
 def _with_timeout(element: str, seconds: int | None) -> str:
     if seconds is None:
         return element
@@ -473,7 +494,10 @@ class _Builder:
             mask = mask_text(6, length)
             name = exact_set(QUARANTINED, 6, length)
             held.append(f"ip6 saddr & {mask} @{name} jump {exact_set('quarantine', 6, length)}")
-        held += ["ip saddr vmap @q_ranges_4", "ip6 saddr vmap @q_ranges_6"]
+        # An interval lookup costs ~0.4 us a packet even on an empty map, so
+        # the prefix-quarantine rule exists only while such quarantines do.
+        ranges = range_families(self.state.quarantines, self.lengths)
+        held += [f"{_family_keyword(v)} saddr vmap @q_ranges_{v}" for v in (4, 6) if v in ranges]
         mail = f"tcp dport {_ports(self.settings.mail_ports)} jump mail"
         if self.settings.track_non_mail:
             # Established flows leave first: one conntrack check a packet.
@@ -532,7 +556,7 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
     still there (a kernel timeout may have removed it), and the final add
     sets the new timeout, which adding an existing element would not.
     """
-    if delta.structure is not None:
+    if needs_full_sync(old, delta):
         raise ValueError("a structural change needs a full sync, not a delta")
     lengths = old.delegated_lengths()
     ensure: dict[str, list[str]] = {}
