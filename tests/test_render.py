@@ -46,9 +46,11 @@ def test_full_sync_golden_untracked_non_mail(policy_state: DesiredState) -> None
     state = replace(policy_state, settings=settings, quarantines={}, exemptions={})
     script = str(render_full(state, NOW).transaction)
     _golden("full-untracked.nft", script)
-    forward = script.split("chain forward {")[1].split("}")[0]
-    # Untracked packets are never established: the held-key lookup must come first.
-    assert forward.index("@q_any_4") < forward.index("ct state established")
+    forward = script.split("chain forward {")[1].split("\n\t}")[0]
+    # Untracked packets are never established: the held-key lookup comes first,
+    # and only new mail connections reach the limits.
+    assert "ct state established" not in forward
+    assert forward.index("@q_any_4") < forward.index("ct state new jump mail")
 
 
 def test_delta_golden(policy_state: DesiredState) -> None:

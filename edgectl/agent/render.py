@@ -502,8 +502,10 @@ class _Builder:
         if self.settings.track_non_mail:
             # Established flows leave first: one conntrack check a packet.
             return [established, *held, mail]
-        # Untracked packets are never "established": each one is checked.
-        return [*held, established, mail]
+        # Untracked packets are never "established": each one is checked, and
+        # only mail (always tracked) pays for the conntrack state.
+        mail_ports = _ports(self.settings.mail_ports)
+        return [*held, f"tcp dport {mail_ports} ct state new jump mail"]
 
     def _untracked_chains(self) -> None:
         """notrack at raw priority for everything that is not mail."""
@@ -511,8 +513,8 @@ class _Builder:
             return
         mail = _ports(self.settings.mail_ports)
         rules = [
-            "meta l4proto != tcp notrack",
             f"tcp dport != {mail} tcp sport != {mail} notrack",
+            "meta l4proto != tcp notrack",
         ]
         hooks = {Hook.FORWARD: "prerouting", Hook.OUTPUT: "output"}
         for hook in self.settings.hooks:
