@@ -1,4 +1,4 @@
-"""``edgectl agent run | decommission | check-config --config FILE``.
+"""``edgectl agent run | restore | decommission | check-config --config FILE``.
 
 ``register(subparsers)`` adds the ``agent`` command to the main parser; each
 action sets ``func(args) -> int``.  Exit codes: 0 fine, 2 bad config (or
@@ -69,6 +69,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_KERNEL
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    from edgectl.agent.daemon.run import restore_only
+
+    config = _config(args)
+    if config is None:
+        return EXIT_INVALID
+    _logging(verbose=False)
+    try:
+        with StateLock(config.state_dir):
+            restored = restore_only(config)
+    except Locked as error:
+        print(f"edgectl agent: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except (NftError, NetnsError, OSError) as error:
+        print(f"edgectl agent: cannot reach the kernel: {error}", file=sys.stderr)
+        return EXIT_KERNEL
+    # Nothing to restore (a new gateway, or a refused file, logged above) is
+    # exit 1: visible to the operator, and `ExecStart=-` lets boot go on.
+    return 0 if restored else 1
+
+
 def cmd_decommission(args: argparse.Namespace) -> int:
     from edgectl.agent.daemon.decommission import decommission
 
@@ -95,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = agent.add_subparsers(dest="action", required=True)
     for name, func, help_text in (
         ("run", cmd_run, "run the agent until SIGTERM (the table stays in force after)"),
+        ("restore", cmd_restore, "apply the last-known-good state and exit (before network)"),
         ("decommission", cmd_decommission, "remove the table and the persisted state"),
         ("check-config", cmd_check_config, "validate a config file (for Ansible validate:)"),
     ):

@@ -34,6 +34,30 @@ def loop_settings(config: AgentConfig) -> LoopSettings:
     )
 
 
+def restore_only(config: AgentConfig) -> bool:
+    """Commit the persisted last-known-good state and return, never contacting the controller.
+
+    For a unit ordered before the network comes up: the gateway enforces
+    before it forwards its first packet, whatever the controller is doing.
+    """
+    agent = Agent(
+        loop_settings(config),
+        Kernel(config.netns),
+        ControllerClient(
+            config.controller_url,
+            config.gateway,
+            lambda: read_token(config.token_file),
+            request_timeout=config.request_timeout,
+            ca_file=config.ca_file,
+        ),
+        StateStore(config.state_dir),
+        Metrics(config.gateway),
+        stop=threading.Event(),
+        persist_in_background=False,
+    )
+    return agent.restore()
+
+
 def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     kernel = Kernel(config.netns)
