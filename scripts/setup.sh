@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables libnftables1 iproute2 postgresql python3-venv curl)
+# openssh-server, sudo, python3-apt, systemd: the Ansible converge test's hosts.
+APT_PACKAGES=(nftables libnftables1 iproute2 postgresql python3-venv curl
+    openssh-server sudo python3-apt systemd openssl util-linux)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

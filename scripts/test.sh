@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-.venv/bin/ruff check edgectl tests netns-tests bench
-.venv/bin/ruff format --check edgectl tests netns-tests bench
+.venv/bin/ruff check edgectl tests netns-tests bench ansible/library
+.venv/bin/ruff format --check edgectl tests netns-tests bench ansible/library
 .venv/bin/mypy
 .venv/bin/pytest tests -q "$@"
 if [[ $(id -u) -ne 0 && -z "${CI:-}" ]]; then

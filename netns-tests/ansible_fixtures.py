@@ -1,0 +1,600 @@
+"""A small fleet on this machine for the Ansible tests: hosts reached over real SSH.
+
+* an ``ops`` namespace is the Ansible control node: ``ansible-playbook`` runs in
+  it and holds a bridge, the management network 192.0.2.0/24;
+* a ``ctl`` namespace is the controller host (192.0.2.10);
+* two standard lab topologies (``edgectl.lab.topology``) give two gateways,
+  ``gw-a`` and ``gw-b``, each with its subscribers and servers; their gateway
+  namespaces join the management bridge as 192.0.2.21 and .22;
+* every host runs its own ``sshd -D`` (key auth, a generated key, host keys
+  pinned in a known_hosts file) on its management address.
+
+Namespaces share one file system, so each host gets its own path prefix
+(``edgectl_*_root``) and its own service user; the playbooks run with one fork
+because the hosts also share one /etc/passwd and one dpkg database.
+
+No systemd runs here: the tests start each service the way its rendered
+unit says (ExecStart, User, Group, UMask, the capability sets) with setpriv,
+inside the host's namespace.  Every process is tracked and killed, every
+namespace deleted, every user removed, every wait is a poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgectl import __version__
+from edgectl.lab import netns
+from edgectl.lab.topology import OWNER_DIR, Topology, new_prefix, standard_topology
+
+BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py removes leftovers of dead runs
+REPO = Path(__file__).resolve().parent.parent
+ANSIBLE_DIR = REPO / "ansible"
+VENV_BIN = Path(sys.executable).parent
+MGMT_NET = "192.0.2"
+CONTROLLER_ADDRESS = f"{MGMT_NET}.10"
+OPS_ADDRESS = f"{MGMT_NET}.1"
+GATEWAYS = {"gw-a": f"{MGMT_NET}.21", "gw-b": f"{MGMT_NET}.22"}
+CONTROLLER_PORT = 8470
+CONTROLLER_URL = f"https://{CONTROLLER_ADDRESS}:{CONTROLLER_PORT}"
+PLAYBOOK_TIMEOUT = 600.0
+START_TIMEOUT = 30.0
+# Directories every "host" has before Ansible runs (a real host has them too).
+SKELETON = ("etc/systemd/system", "opt", "var/lib", "var/cache")
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.M,
+)
+
+
+def poll(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """True as soon as ``condition`` holds; False once ``timeout`` seconds have passed."""
+    end = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(step)
+
+
+def venv_tool(name: str) -> Path:
+    return VENV_BIN / name
+
+
+def _run(argv: list[str], timeout: float = 60.0, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def _check(argv: list[str], timeout: float = 60.0) -> str:
+    done = _run(argv, timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(argv)}: exit {done.returncode}\n{done.stderr}")
+    return done.stdout
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counters per host from ansible-playbook's output."""
+    return {
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+        for m in _RECAP.finditer(output)
+    }
+
+
+@dataclass
+class Unit:
+    """The [Service] lines of a rendered unit that say how to start it."""
+
+    path: Path
+    exec_start: list[str]
+    user: str
+    group: str
+    umask: int
+    ambient: list[str]
+    bounding: list[str]
+    no_new_privileges: bool
+
+    @classmethod
+    def parse(cls, path: Path) -> Unit:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        # systemd allows repeated keys (SystemCallFilter=...); keep the last, we do not need them.
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        parser.read_string(path.read_text())
+        service = parser["Service"]
+        return cls(
+            path=path,
+            exec_start=shlex.split(service["ExecStart"]),
+            user=service["User"],
+            group=service["Group"],
+            umask=int(service.get("UMask", "0022"), 8),
+            ambient=service.get("AmbientCapabilities", "").split(),
+            bounding=service.get("CapabilityBoundingSet", "").split(),
+            no_new_privileges=service.get("NoNewPrivileges", "no") == "yes",
+        )
+
+    def command(self, ns: str) -> list[str]:
+        """ExecStart in namespace ``ns``, as User/Group with exactly the unit's capabilities."""
+
+        def caps(names: list[str]) -> str:
+            return ",".join(["-all", *(f"+{n.lower().removeprefix('cap_')}" for n in names)])
+
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            f"--reuid={self.user}",
+            f"--regid={self.group}",
+            "--init-groups",
+            f"--inh-caps={caps(self.ambient)}",
+            f"--ambient-caps={caps(self.ambient)}",
+            f"--bounding-set={caps(self.bounding)}",
+        ]
+        if self.no_new_privileges:
+            argv.append("--no-new-privs")
+        return [*argv, "--", *self.exec_start]
+
+
+@dataclass
+class Service:
+    name: str
+    ns: str
+    unit: Unit
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
+        umask = self.unit.umask
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.unit.command(self.ns),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: os.umask(umask),  # the unit's UMask=
+            )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, as systemd stops a unit, then SIGKILL after ``grace``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Fleet:
+    """The namespaces, sshds, inventory and services of one test module."""
+
+    token: str = field(default_factory=lambda: new_prefix(BASE_PREFIX).rsplit("-", 1)[1])
+    workdir: Path = field(init=False)
+    mgmt_prefix: str = field(init=False)
+    topologies: dict[str, Topology] = field(init=False, default_factory=dict)
+    sshd: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
+    services: dict[str, Service] = field(init=False, default_factory=dict)
+    _namespaces: list[str] = field(init=False, default_factory=list)
+    _made_run_sshd: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.mgmt_prefix = f"{BASE_PREFIX}-{self.token}"
+        # Not under pytest's tmp_path: that is 0700 root, and the services run
+        # as their own users and must reach their files.
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"edgectl-ansible-{self.token}-"))
+        self.workdir.chmod(0o755)
+
+    # --- names ---------------------------------------------------------------
+
+    @property
+    def ops_ns(self) -> str:
+        return f"{self.mgmt_prefix}-ops"
+
+    @property
+    def ctl_ns(self) -> str:
+        return f"{self.mgmt_prefix}-ctl"
+
+    def gw_ns(self, gateway: str) -> str:
+        return self.topologies[gateway].gateway_ns
+
+    def root(self, host: str) -> Path:
+        return self.workdir / "hosts" / host
+
+    def user(self, host: str) -> str:
+        # Shared /etc/passwd: one user per "host", at most 32 characters.
+        return f"ectl-{self.token}-{host.replace('gw-', 'g')}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "tls" / "ca.pem"
+
+    # --- build ---------------------------------------------------------------
+
+    def build(self) -> None:
+        for host in ("ctl", *GATEWAYS):
+            for sub in SKELETON:
+                (self.root(host) / sub).mkdir(parents=True, exist_ok=True)
+        self._management_network()
+        self._tls()
+        self._ssh()
+        self.write_inventory()
+
+    def _ns(self, name: str) -> None:
+        self._namespaces.append(name)
+        netns.create(name)
+
+    def _ip(self, *args: str) -> None:
+        _check(["ip", *args])
+
+    def _management_network(self) -> None:
+        # The owner file lets remove_leftovers clear these namespaces after a crash.
+        OWNER_DIR.mkdir(mode=0o755, exist_ok=True)
+        (OWNER_DIR / f"{self.mgmt_prefix}.owner").write_text(f"{os.getpid()}\n")
+        self._ns(self.ops_ns)
+        self._ns(self.ctl_ns)
+        for gateway in GATEWAYS:
+            topo = standard_topology(new_prefix(BASE_PREFIX))
+            self.topologies[gateway] = topo
+            topo.build()
+        ops = self.ops_ns
+        self._ip("-n", ops, "link", "add", "br0", "type", "bridge")
+        self._ip("-n", ops, "addr", "add", f"{OPS_ADDRESS}/24", "dev", "br0")
+        self._ip("-n", ops, "link", "set", "lo", "up")
+        self._ip("-n", ops, "link", "set", "br0", "up")
+        members = {"ctl": (self.ctl_ns, CONTROLLER_ADDRESS)}
+        members.update({gw: (self.gw_ns(gw), addr) for gw, addr in GATEWAYS.items()})
+        for index, (host, (ns, address)) in enumerate(members.items()):
+            port = f"m{index}-{host}"[:15]
+            self._ip("-n", ops, "link", "add", port, "type", "veth", "peer", "mgmt0", "netns", ns)
+            self._ip("-n", ops, "link", "set", port, "master", "br0")
+            self._ip("-n", ops, "link", "set", port, "up")
+            self._ip("-n", ns, "addr", "add", f"{address}/24", "dev", "mgmt0")
+            self._ip("-n", ns, "link", "set", "lo", "up")
+            self._ip("-n", ns, "link", "set", "mgmt0", "up")
+
+    def _tls(self) -> None:
+        tls = self.workdir / "tls"
+        tls.mkdir()
+        _check(
+            [
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-days", "2", "-subj", "/CN=edgectl lab controller",
+                "-addext", f"subjectAltName=IP:{CONTROLLER_ADDRESS}",
+                "-keyout", str(tls / "controller.key"), "-out", str(self.ca_file),
+            ]
+        )  # fmt: skip
+
+    def _ssh(self) -> None:
+        ssh = self.workdir / "ssh"
+        ssh.mkdir(mode=0o700)
+        _check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "id_ed25519")])
+        (ssh / "authorized_keys").write_text((ssh / "id_ed25519.pub").read_text())
+        # sshd's privilege-separation directory; Debian's init script makes it.
+        if not Path("/run/sshd").is_dir():
+            Path("/run/sshd").mkdir(mode=0o755)
+            self._made_run_sshd = True
+        known = []
+        hosts = {"ctl": (self.ctl_ns, CONTROLLER_ADDRESS)}
+        hosts.update({gw: (self.gw_ns(gw), addr) for gw, addr in GATEWAYS.items()})
+        for host, (ns, address) in hosts.items():
+            key = ssh / f"{host}_host_key"
+            _check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+            known.append(
+                f"{address} {Path(f'{key}.pub').read_text().split(' ')[0]} "
+                f"{Path(f'{key}.pub').read_text().split(' ')[1]}"
+            )
+            config = ssh / f"{host}_sshd_config"
+            config.write_text(
+                f"ListenAddress {address}:22\n"
+                f"HostKey {key}\n"
+                "PidFile none\n"
+                f"AuthorizedKeysFile {ssh / 'authorized_keys'}\n"
+                "PermitRootLogin prohibit-password\n"
+                "PasswordAuthentication no\n"
+                "KbdInteractiveAuthentication no\n"
+                "UsePAM no\n"
+                # The key files live under a temporary directory, not a home.
+                "StrictModes no\n"
+                "Subsystem sftp /usr/lib/openssh/sftp-server\n"
+                "LogLevel ERROR\n"
+            )
+            log = (self.workdir / f"sshd-{host}.log").open("ab")
+            with log:
+                self.sshd[host] = subprocess.Popen(
+                    ["ip", "netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        (ssh / "known_hosts").write_text("\n".join(known) + "\n")
+        for host, (_, address) in hosts.items():
+            assert poll(lambda a=address: self._port_open(a, 22), START_TIMEOUT), (
+                f"sshd of {host} did not listen:\n"
+                + (self.workdir / f"sshd-{host}.log").read_text(errors="replace")
+            )
+
+    def _port_open(self, address: str, port: int) -> bool:
+        import socket
+
+        with netns.in_netns(self.ops_ns):
+            sock = socket.socket()
+        with sock:
+            sock.settimeout(1)
+            try:
+                sock.connect((address, port))
+            except OSError:
+                return False
+            return True
+
+    # --- inventory -----------------------------------------------------------
+
+    @property
+    def inventory(self) -> Path:
+        return self.workdir / "inventory.json"
+
+    def wheelhouse(self) -> Path:
+        return self.workdir / "wheelhouse"
+
+    def wheel_archive(self) -> Path:
+        return self.wheelhouse() / f"edgectl-{__version__}-wheels.tar"
+
+    def write_inventory(self) -> None:
+        ssh = self.workdir / "ssh"
+        ca = self.ca_file.read_text()
+        ctl_root = self.root("ctl")
+        common = {
+            "ansible_user": "root",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_remote_tmp": str(self.workdir / "remote-tmp"),
+            "ansible_ssh_private_key_file": str(ssh / "id_ed25519"),
+            "ansible_ssh_common_args": (
+                f"-o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=yes "
+                "-o IdentitiesOnly=yes"
+            ),
+            "edgectl_controller_version": __version__,
+            "edgectl_agent_version": __version__,
+            "edgectl_controller_wheelhouse": str(self.wheel_archive()),
+            "edgectl_agent_wheelhouse": str(self.wheel_archive()),
+            "edgectl_controller_manage_service": False,
+            "edgectl_agent_manage_service": False,
+        }
+        controller = {
+            "ansible_host": CONTROLLER_ADDRESS,
+            "edgectl_controller_root": str(ctl_root),
+            "edgectl_controller_user": self.user("ctl"),
+            "edgectl_controller_group": self.user("ctl"),
+            "edgectl_controller_listen_host": CONTROLLER_ADDRESS,
+            "edgectl_controller_port": CONTROLLER_PORT,
+            "edgectl_controller_tls_cert": ca,
+            "edgectl_controller_tls_key": (self.workdir / "tls" / "controller.key").read_text(),
+            "edgectl_controller_ca_cert": ca,
+            "edgectl_controller_api_url": CONTROLLER_URL,
+            "edgectl_controller_settings": {"poll_interval": 0.05},
+            "edgectl_controller_rate_limits": [
+                {"name": "residential", "new_per_minute": 600, "burst": 100, "shadow": True}
+            ],
+            "edgectl_controller_relays": [
+                {"name": "isp_smtp", "prefixes": ["198.51.100.25/32"]},
+            ],
+            "edgectl_controller_pools": [
+                {
+                    "name": "dyn4",
+                    "kind": "dynamic",
+                    "prefixes": ["100.64.0.0/16"],
+                    "rate_limit": "residential",
+                },
+                {"name": "static4", "kind": "static", "prefixes": ["100.65.0.0/24"]},
+            ],
+        }
+        gateways = {
+            gw: {
+                "ansible_host": address,
+                "edgectl_agent_root": str(self.root(gw)),
+                "edgectl_agent_user": self.user(gw),
+                "edgectl_agent_group": self.user(gw),
+            }
+            for gw, address in GATEWAYS.items()
+        }
+        gateway_vars = {
+            "edgectl_agent_controller_url": CONTROLLER_URL,
+            "edgectl_agent_ca_cert": ca,
+            "edgectl_agent_api_token_file": f"{ctl_root}/etc/edgectl/bootstrap-netops.token",
+            "edgectl_agent_api_ca_path": f"{ctl_root}/etc/edgectl/tls/ca.pem",
+            "edgectl_agent_pools": ["dyn4", "static4"],
+            "edgectl_agent_gateway_settings": {
+                "resolvers": ["198.51.100.53/32"],
+                "portal": ["198.51.100.80/32"],
+            },
+            "edgectl_agent_settings": {
+                "poll_wait": 5,
+                "backoff_min": 0.1,
+                "backoff_max": 0.5,
+                "report_interval": 2,
+                "report_min_gap": 0.5,
+            },
+        }
+        inventory = {
+            "all": {"vars": common},
+            "edgectl_controller": {"hosts": {"ctl": controller}},
+            "edgectl_gateways": {"hosts": gateways, "vars": gateway_vars},
+        }
+        self.inventory.write_text(json.dumps(inventory, indent=2))
+        self.inventory.chmod(0o600)
+
+    # --- running Ansible -----------------------------------------------------
+
+    def ansible_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+        env.update(
+            {
+                "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+                "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+                "ANSIBLE_LOCAL_TEMP": str(self.workdir / "ansible-tmp"),
+                "ANSIBLE_HOME": str(self.workdir / "ansible-home"),
+                "ANSIBLE_FORCE_COLOR": "0",
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_STDOUT_CALLBACK": "default",
+                "HOME": str(self.workdir),
+            }
+        )
+        return env
+
+    def playbook(self, name: str, *extra: str, in_ops: bool = True) -> str:
+        """Run ``ansible/<name>`` (in the ops namespace); its output, or AssertionError."""
+        returncode, output = self.playbook_result(name, *extra, in_ops=in_ops)
+        assert returncode == 0, f"ansible-playbook {name} failed ({returncode}):\n{output}"
+        return output
+
+    def playbook_result(self, name: str, *extra: str, in_ops: bool = True) -> tuple[int, str]:
+        """Run ``ansible/<name>``; its exit code and output."""
+        argv = [
+            str(venv_tool("ansible-playbook")),
+            "-i",
+            str(self.inventory),
+            "--forks",
+            "1",
+            str(ANSIBLE_DIR / name),
+            *extra,
+        ]
+        if in_ops:
+            argv = ["ip", "netns", "exec", self.ops_ns, *argv]
+        done = subprocess.run(
+            argv,
+            cwd=ANSIBLE_DIR,
+            env=self.ansible_env(),
+            capture_output=True,
+            text=True,
+            timeout=PLAYBOOK_TIMEOUT,
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        (self.workdir / f"ansible-{name}-{time.monotonic_ns()}.log").write_text(output)
+        return done.returncode, output
+
+    # --- services ------------------------------------------------------------
+
+    def unit_path(self, host: str) -> Path:
+        name = "edgectl-controller.service" if host == "ctl" else "edgectl-agent.service"
+        return self.root(host) / "etc/systemd/system" / name
+
+    def start(self, host: str) -> Service:
+        ns = self.ctl_ns if host == "ctl" else self.gw_ns(host)
+        service = Service(host, ns, Unit.parse(self.unit_path(host)), self.workdir / f"{host}.log")
+        self.services[host] = service
+        service.start()
+        return service
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+        """A call to the deployed controller from the ops namespace."""
+        if token is None:
+            token_file = self.root("ctl") / "etc/edgectl/bootstrap-netops.token"
+            token = token_file.read_text().strip()
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            CONTROLLER_URL + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with netns.in_netns(self.ops_ns):
+            # The socket is made here, in the ops namespace, and keeps it.
+            opener = urllib.request.build_opener(
+                urllib.request.HTTPSHandler(context=self.ssl_context())
+            )
+            try:
+                with opener.open(request, timeout=10) as response:
+                    text = response.read().decode()
+            except urllib.error.HTTPError as error:
+                raise ApiError(error.code, error.read().decode(errors="replace")) from None
+        return json.loads(text) if text else None
+
+    def healthy(self) -> bool:
+        try:
+            self.api("GET", "/healthz", token="-")
+        except (OSError, ApiError):
+            return False
+        return True
+
+    # --- teardown ------------------------------------------------------------
+
+    def destroy(self) -> None:
+        errors: list[str] = []
+        for service in reversed(list(self.services.values())):
+            service.stop(grace=5.0)
+        for proc in self.sshd.values():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        # Anything else still running in our namespaces (sshd session children).
+        namespaces = [*self._namespaces]
+        for topo in self.topologies.values():
+            namespaces.extend(topo.namespaces() if topo.built else [])
+        for ns in namespaces:
+            if not netns.exists(ns):
+                continue
+            pids = _run(["ip", "netns", "pids", ns]).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for topo in self.topologies.values():
+            try:
+                topo.destroy()
+            except OSError as error:
+                errors.append(str(error))
+        for ns in reversed(self._namespaces):
+            try:
+                netns.delete(ns)
+            except OSError as error:
+                errors.append(f"{ns}: {error}")
+        (OWNER_DIR / f"{self.mgmt_prefix}.owner").unlink(missing_ok=True)
+        for host in ("ctl", *GATEWAYS):
+            name = self.user(host)
+            if _run(["getent", "passwd", name]).returncode == 0:
+                _run(["userdel", name])
+            if _run(["getent", "group", name]).returncode == 0:
+                _run(["groupdel", name])
+        if self._made_run_sshd:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors:
+            raise RuntimeError("fleet teardown: " + "; ".join(errors))
+
+
+class ApiError(AssertionError):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status

@@ -1,0 +1,312 @@
+"""A real converge of ansible/ over SSH: one controller host, two gateway hosts.
+
+The playbooks deploy edgectl to namespaces that each run sshd (ansible_fixtures.py),
+a second run of site.yml changes nothing, the rendered units pass
+``systemd-analyze verify``, the services run exactly as their units say, a
+quarantine made through the deployed controller's API is enforced by both
+deployed agents (real TCP), and decommission.yml leaves nothing behind.
+
+This machine has no systemd as PID 1, so the test plays its part: between
+controller.yml and site.yml it starts the controller from its unit (the
+catalogue and the registrations need the API), and after site.yml the agents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from ansible_fixtures import (
+    GATEWAYS,
+    REPO,
+    SKELETON,
+    START_TIMEOUT,
+    ApiError,
+    Fleet,
+    poll,
+    recap,
+    venv_tool,
+)
+
+from edgectl import __version__
+from edgectl.lab.probe import Listener, Outcome, connect
+
+SUBSCRIBER = "100.64.0.10"  # dyn4 pool, behind both gateways (each has its own lab)
+NEIGHBOUR = "100.64.0.11"  # same pool, not quarantined
+MX = "203.0.113.25"
+SUBMISSION = 587  # never blocked by OP25B, so a refusal here is the quarantine's
+CONVERGE_TIMEOUT = 20.0
+ENFORCE_TIMEOUT = 60.0
+SOURCE_IGNORE = (
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
+    "wheelhouse",
+)  # fmt: skip
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _require(tool: str) -> None:
+    found = Path(tool).exists() if tool.startswith("/") else shutil.which(tool) is not None
+    if not found:
+        message = f"{tool} is missing (see ansible/README.md, 'Tests')"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@dataclass
+class Deployed:
+    fleet: Fleet
+    first: str
+    second: str
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def fleet(request: pytest.FixtureRequest, leftovers_removed: list[str]) -> Fleet:
+    for tool in (
+        str(venv_tool("ansible-playbook")),
+        "/usr/sbin/sshd",
+        "ssh",
+        "ssh-keygen",
+        "openssl",
+        "setpriv",
+        "sudo",
+        "nft",
+    ):
+        _require(tool)
+    built = Fleet()
+    request.addfinalizer(built.destroy)
+    built.build()
+    return built
+
+
+def _gateway(fleet: Fleet, name: str) -> dict[str, object]:
+    found: dict[str, object] = fleet.api("GET", f"/v1/gateways/{name}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def deployed(fleet: Fleet) -> Deployed:
+    started = time.monotonic()
+    # The package index is reached from the root namespace, like an operator's
+    # workstation would; the hosts install from the wheelhouse only.
+    # From a copy of the source: pip builds in-tree, and a stale build/ of the
+    # work tree could put removed modules into the wheel.
+    source = fleet.workdir / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*SOURCE_IGNORE))
+    fleet.playbook(
+        "wheelhouse.yml",
+        "-e",
+        f"edgectl_wheelhouse={fleet.wheelhouse()} edgectl_source={source} "
+        f"edgectl_version={__version__}",
+        in_ops=False,
+    )
+    fleet.playbook("controller.yml")
+    controller = fleet.start("ctl")
+    assert poll(fleet.healthy, START_TIMEOUT, 0.1), controller.logs()
+    first = fleet.playbook("site.yml")
+    for gateway in GATEWAYS:
+        fleet.start(gateway)
+
+    def converged() -> bool:
+        return all(_gateway(fleet, g).get("converged") is True for g in GATEWAYS)
+
+    assert poll(converged, CONVERGE_TIMEOUT, 0.2), "\n".join(
+        fleet.services[g].logs() for g in GATEWAYS
+    )
+    second = fleet.playbook("site.yml")
+    return Deployed(fleet, first, second, time.monotonic() - started)
+
+
+def test_site_converges_and_a_second_run_changes_nothing(deployed: Deployed) -> None:
+    first, second = recap(deployed.first), recap(deployed.second)
+    hosts = {"ctl", *GATEWAYS}
+    assert set(first) == hosts and set(second) == hosts, (first, second)
+    for host in hosts:
+        assert first[host]["failed"] == first[host]["unreachable"] == 0, first
+        assert second[host]["failed"] == second[host]["unreachable"] == 0, second
+        assert second[host]["changed"] == 0, deployed.second
+    # The first site.yml registered both gateways (their config and token are new).
+    assert all(first[g]["changed"] > 0 for g in GATEWAYS), first
+
+
+def test_gateways_are_registered_and_report_their_revision(deployed: Deployed) -> None:
+    for name in GATEWAYS:
+        gateway = _gateway(deployed.fleet, name)
+        assert sorted(gateway["pools"]) == ["dyn4", "static4"]  # type: ignore[arg-type]
+        assert gateway["converged"] is True
+        assert deployed.fleet.services[name].running(), deployed.fleet.services[name].logs()
+
+
+def test_secrets_have_tight_modes_and_never_reach_the_output(deployed: Deployed) -> None:
+    fleet = deployed.fleet
+    ctl = fleet.root("ctl")
+    bootstrap = ctl / "etc/edgectl/bootstrap-netops.token"
+    expected = {
+        bootstrap: ("root", 0o600),
+        ctl / "etc/edgectl/controller.toml": ("root", 0o640),
+        ctl / "etc/edgectl/tls/controller.key": ("root", 0o640),
+        ctl / "var/lib/edgectl/controller.db": (fleet.user("ctl"), 0o600),
+    }
+    for gateway in GATEWAYS:
+        expected[fleet.root(gateway) / "etc/edgectl/agent.token"] = ("root", 0o640)
+        expected[fleet.root(gateway) / "etc/edgectl/agent.toml"] = ("root", 0o640)
+    for path, (owner, mode) in expected.items():
+        info = path.stat()
+        assert stat.S_IMODE(info.st_mode) == mode, f"{path}: {oct(info.st_mode)}"
+        assert pwd.getpwuid(info.st_uid).pw_name == owner, path
+    secrets = [bootstrap.read_text().strip()]
+    secrets += [(fleet.root(g) / "etc/edgectl/agent.token").read_text().strip() for g in GATEWAYS]
+    for output in (deployed.first, deployed.second):
+        for secret in secrets:
+            assert secret and secret not in output
+
+
+def test_rendered_units_pass_systemd_analyze_verify(deployed: Deployed) -> None:
+    _require("systemd-analyze")
+    fleet = deployed.fleet
+    for host in ("ctl", *GATEWAYS):
+        unit = fleet.unit_path(host)
+        done = subprocess.run(
+            ["systemd-analyze", "verify", str(unit)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        # verify also reports problems of unrelated units on this machine; only
+        # lines that name ours count.
+        ours = [line for line in done.stderr.splitlines() if unit.name in line]
+        assert done.returncode == 0 and not ours, done.stderr
+
+
+def test_agents_run_with_cap_net_admin_only(deployed: Deployed) -> None:
+    for gateway in GATEWAYS:
+        service = deployed.fleet.services[gateway]
+        assert service.proc is not None
+        # ip netns exec -> setpriv -> exec edgectl: the same pid ends up as the agent.
+        status = Path(f"/proc/{service.proc.pid}/status").read_text()
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        net_admin = f"{1 << 12:016x}"
+        assert fields["CapEff"].strip() == net_admin, status
+        assert fields["CapBnd"].strip() == net_admin, status
+        assert fields["Uid"].split()[0] != "0", status
+
+
+@pytest.fixture
+def mail_servers(deployed: Deployed) -> Iterator[None]:
+    listeners = []
+    try:
+        for topo in deployed.fleet.topologies.values():
+            mx = topo.hosts["mx"]
+            listeners.append(Listener(mx.ns, [MX], [SUBMISSION], hold=False))
+        yield
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def test_a_quarantine_through_the_api_is_enforced_by_both_agents(
+    deployed: Deployed, mail_servers: None
+) -> None:
+    fleet = deployed.fleet
+    sources = {g: topo.hosts["dyn4"].ns for g, topo in fleet.topologies.items()}
+    for gateway, ns in sources.items():
+        outcome = connect(ns, MX, SUBMISSION, src=SUBSCRIBER, timeout=2.0)
+        assert outcome is Outcome.CONNECTED, (gateway, outcome)
+    fleet.api("PUT", "/v1/accounts/cust-ansible/session", {"ipv4": SUBSCRIBER})
+    created = fleet.api(
+        "POST",
+        "/v1/quarantines",
+        {"account": "cust-ansible", "mode": "smtp", "reason": "ansible converge test",
+         "ticket": "T-1", "duration": 3600},
+    )  # fmt: skip
+    assert created["outcome"] == "created"
+
+    def refused(ns: str) -> bool:
+        return connect(ns, MX, SUBMISSION, src=SUBSCRIBER, timeout=0.5) is not Outcome.CONNECTED
+
+    for gateway, ns in sources.items():
+        assert poll(lambda n=ns: refused(n), ENFORCE_TIMEOUT, 0.1), (
+            f"{gateway} does not enforce the quarantine\n{fleet.services[gateway].logs()}"
+        )
+        # The neighbour in the same pool is untouched.
+        assert connect(ns, MX, SUBMISSION, src=NEIGHBOUR, timeout=2.0) is Outcome.CONNECTED
+
+
+def test_an_agent_token_from_vault_is_checked_before_it_is_installed(deployed: Deployed) -> None:
+    fleet = deployed.fleet
+    token_file = fleet.root("gw-a") / "etc/edgectl/agent.token"
+    issued = token_file.read_text().strip()
+    extra = fleet.workdir / "vault-token.json"  # as a Vault file would, not on the command line
+    fd = os.open(extra, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump({"edgectl_agent_token": issued}, file)
+    # The token the controller issued, kept in Vault: accepted, nothing changes.
+    accepted = recap(fleet.playbook("gateways.yml", "--limit", "gw-a", "-e", f"@{extra}"))
+    assert accepted["gw-a"]["changed"] == 0, accepted
+    # A token the controller does not know: refused before it replaces the working one.
+    with extra.open("w") as file:
+        json.dump({"edgectl_agent_token": "not-a-token-the-controller-issued"}, file)
+    returncode, output = fleet.playbook_result("gateways.yml", "--limit", "gw-a", "-e", f"@{extra}")
+    assert returncode != 0, output
+    assert "Check that the controller accepts the token from Vault" in output
+    assert "not-a-token-the-controller-issued" not in output
+    assert token_file.read_text().strip() == issued
+    assert fleet.services["gw-a"].running()
+
+
+def _nft_tables(ns: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "list", "tables"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+
+def test_zz_decommission_leaves_no_table_unit_or_file(deployed: Deployed) -> None:
+    # Named to run last in this module: it removes what the other tests use.
+    fleet = deployed.fleet
+    for gateway in GATEWAYS:
+        assert "table inet edgectl" in _nft_tables(fleet.gw_ns(gateway))
+        # systemctl stop: SIGTERM; the table stays in force until decommission.
+        fleet.services[gateway].stop()
+        assert "table inet edgectl" in _nft_tables(fleet.gw_ns(gateway))
+    fleet.playbook("decommission.yml", "--limit", "edgectl_gateways")
+    for gateway in GATEWAYS:
+        assert "edgectl" not in _nft_tables(fleet.gw_ns(gateway))
+        root = fleet.root(gateway)
+        left = sorted(
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if not any(str(p.relative_to(root)) in (s, *_parents(s)) for s in SKELETON)
+        )
+        assert left == [], left
+        assert not fleet.unit_path(gateway).exists()
+        user = fleet.user(gateway)
+        assert subprocess.run(["getent", "passwd", user], check=False).returncode != 0
+        with pytest.raises(ApiError) as missing:
+            _gateway(fleet, gateway)
+        assert missing.value.status == 404
+    # A second decommission finds nothing to do and still succeeds.
+    again = recap(fleet.playbook("decommission.yml", "--limit", "edgectl_gateways"))
+    assert all(again[g]["failed"] == 0 for g in GATEWAYS), again
+
+
+def _parents(relative: str) -> list[str]:
+    parts = relative.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
