@@ -98,6 +98,7 @@ def main() -> None:
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {abuse}"}, timeout=30)
         )
         cpu_before = (cpu_seconds(controller_pid), sum(cpu_seconds(p.pid) for p in procs))
+        observer_before = time.process_time()
         all_in: list[float] = []
         last_gateway: list[str] = []
         per_gateway: list[float] = []
@@ -134,10 +135,13 @@ def main() -> None:
         )
         controller_cpu = cpu_seconds(controller_pid) - cpu_before[0]
         agents_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before[1]
+        # This process's kernel polling shares the same CPUs: say how much.
+        observer_cpu = time.process_time() - observer_before
         print(
             f"CPU per quarantine: controller {controller_cpu / len(all_in) * 1000:.0f} ms, "
             f"all agents together {agents_cpu / len(all_in) * 1000:.0f} ms "
-            f"({agents_cpu / len(all_in) / len(names) * 1000:.1f} ms each)"
+            f"({agents_cpu / len(all_in) / len(names) * 1000:.1f} ms each), "
+            f"this observer {observer_cpu / len(all_in) * 1000:.0f} ms"
         )
         slowest = sorted(zip(all_in, last_gateway, strict=True), reverse=True)[:5]
         print("slowest: " + ", ".join(f"{t * 1000:.0f} ms (last: {g})" for t, g in slowest))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -27,10 +30,14 @@ from edgectl.controller.api.routers import (
     rate_limits,
     relays,
 )
-from edgectl.controller.errors import ControllerError, Invalid
+from edgectl.controller.batch import Batcher, Wanted
+from edgectl.controller.errors import ControllerError, Invalid, NotFound
 from edgectl.controller.notify import Notifier
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
+from edgectl.controller.store import desired as served_state
+from edgectl.controller.store.desired import Served
+from edgectl.controller.store.tokens import TokenCache
 from edgectl.model import ModelError
 
 log = logging.getLogger(__name__)
@@ -90,16 +97,35 @@ def create_app(settings: Settings, store: Store, *, sweep: bool = True) -> FastA
     """The API over ``store``; ``sweep=False`` leaves expiry to the caller (tests)."""
     notifier = Notifier()
     store.subscribe(notifier.publish)
+    # Verified tokens, for at most poll_interval (another process's revocation);
+    # this process's revocations clear it before they return.
+    token_cache = TokenCache(settings.poll_interval)
+    store.on_credentials(token_cache.clear)
+
+    async def revisions() -> dict[int, int]:
+        limiter = app.state.read_limiter
+        return await anyio.to_thread.run_sync(served_state.revisions, store, limiter=limiter)
+
+    async def serve_many(wanted: Sequence[Wanted]) -> list[Served | NotFound]:
+        limiter = app.state.read_limiter
+        call = functools.partial(served_state.serve_many, store, wanted)
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
-        task = asyncio.create_task(sweeper.run(store, settings)) if sweep else None
+        # Long-poll reads get threads of their own: status reports and other
+        # writes queued on the write lock must not hold every worker thread.
+        app.state.read_limiter = anyio.CapacityLimiter(8)
+        tasks = [asyncio.create_task(notifier.run(revisions, settings.poll_interval))]
+        if sweep:
+            tasks.append(asyncio.create_task(sweeper.run(store, settings)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             notifier.unbind()
@@ -113,6 +139,9 @@ def create_app(settings: Settings, store: Store, *, sweep: bool = True) -> FastA
     app.state.settings = settings
     app.state.store = store
     app.state.notifier = notifier
+    app.state.token_cache = token_cache
+    app.state.read_limiter = None  # the default pool until the lifespan starts
+    app.state.batcher = Batcher(serve_many)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.
     app.add_middleware(GZipMiddleware, minimum_size=65536, compresslevel=1)

@@ -13,7 +13,7 @@ from edgectl.controller.store import Store, tokens
 
 
 def settings_for(store: Store, **overrides: Any) -> Settings:
-    return Settings(database_url=store.database.url, poll_interval=0.05, **overrides)
+    return Settings(database_url=store.database.url, **{"poll_interval": 0.05, **overrides})
 
 
 class Api:
@@ -107,6 +107,6 @@ def wait_until_parked(api: Api) -> None:
     """Until a long-poll waits on the notifier (so the test proves the wake-up)."""
     notifier = api.client.app.state.notifier  # type: ignore[attr-defined]
     deadline = time.monotonic() + 10
-    while not notifier._events:
+    while not notifier.parked():
         assert time.monotonic() < deadline, "the long-poll never parked"
         time.sleep(0.01)

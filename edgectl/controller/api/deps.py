@@ -1,28 +1,34 @@
-"""Dependencies: the store, the caller, and who may call what."""
+"""Dependencies: the store, the caller, and who may call what.
+
+All of them are ``async``: FastAPI runs a plain ``def`` dependency in the
+thread pool, a hop that costs more than the work here.  A token is checked
+against ``TokenCache`` first and looked up in the database (in the pool)
+only when the cache does not have it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from edgectl.controller.auth import Role
+from edgectl.controller.auth import Role, hash_token
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
-from edgectl.controller.store.tokens import Principal, authenticate
+from edgectl.controller.store.tokens import Principal, TokenCache, lookup
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `edgectl token create`")
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -33,8 +39,21 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
+async def verify(request: Request, digest: str) -> Principal | None:
+    """Who holds the token with SHA-256 ``digest``: from the cache, else the database."""
+    cache: TokenCache = request.app.state.token_cache
+    principal = cache.get(digest)
+    if principal is not None:
+        return principal
+    ticket = cache.begin()
+    principal = await run_in_threadpool(lookup, request.app.state.store, digest)
+    if principal is not None:
+        cache.put(digest, principal, ticket)
+    return principal
+
+
 async def get_principal(
-    store: StoreDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -42,17 +61,28 @@ async def get_principal(
     token = credentials.credentials
     if len(token) > 256 or not token.isascii():
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token", _CHALLENGE)
-    principal = await run_in_threadpool(authenticate, store, token)
+    digest = hash_token(token)
+    principal = await verify(request, digest)
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token", _CHALLENGE)
+    request.state.token_digest = digest  # for a long-poll to check again after waiting
     return principal
 
 
-def allow(*roles: Role) -> Callable[..., Principal]:
+async def still_valid(request: Request, principal: Principal) -> None:
+    """401 if the request's token was revoked (or replaced) since it was checked.
+
+    For long-polls, which may wait minutes between authenticating and answering.
+    """
+    if await verify(request, request.state.token_digest) != principal:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token", _CHALLENGE)
+
+
+def allow(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency admitting only ``roles``; anyone else authenticated gets 403."""
     allowed = frozenset(roles)
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if principal.role not in allowed:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"role {principal.role.value} may not do this"

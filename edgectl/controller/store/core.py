@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from edgectl.model import Prefix
 log = logging.getLogger(__name__)
 
 Listener = Callable[[frozenset[int]], None]
+CredentialsListener = Callable[[], None]
 
 
 def now() -> datetime:
@@ -51,6 +54,9 @@ class Change:
     rebuild: set[int] = field(default_factory=set)  # gateways to recompile whole
     touched: set[int] = field(default_factory=set)  # gateways whose revision moved
     catalog_seq: int = 0  # when the catalogue last changed, as of this change's start
+    # A token was revoked or rotated, or a gateway (and its agent token) deleted:
+    # credential caches of this process are cleared before the write returns.
+    credentials: bool = False
     views: ViewCache | None = None  # the store's compiled-catalogue cache, see loaders.view
     view: Any = None  # (Catalogue, Topology) for this change
 
@@ -109,11 +115,47 @@ class ViewCache:
         self.entry: tuple[int, Any] | None = None
 
 
+class BodyCache:
+    """Served delta bodies by ``(gateway, since, revision)``, least recently used first out.
+
+    A delta from ``since`` to ``revision`` is the same document for as long
+    as ``revision`` is the gateway's current revision (entries change only
+    by moving the revision), so many agents of one gateway parked on the
+    same cursor share one computed body.  Revisions are global sequence
+    numbers, so a key is never reused, not even by a gateway id SQLite
+    hands out again.  Thread-safe: bodies are built in worker threads.
+    """
+
+    def __init__(self, entries: int = 256, largest: int = 256 * 1024) -> None:
+        self._entries = entries
+        self._largest = largest
+        self._bodies: OrderedDict[tuple[int, int, int], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int, int]) -> str | None:
+        with self._lock:
+            body = self._bodies.get(key)
+            if body is not None:
+                self._bodies.move_to_end(key)
+            return body
+
+    def put(self, key: tuple[int, int, int], body: str) -> None:
+        if len(body) > self._largest:
+            return
+        with self._lock:
+            self._bodies[key] = body
+            self._bodies.move_to_end(key)
+            while len(self._bodies) > self._entries:
+                self._bodies.popitem(last=False)
+
+
 class Store:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._listeners: list[Listener] = []
+        self._credential_listeners: list[CredentialsListener] = []
         self._views = ViewCache()
+        self.bodies = BodyCache()
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -127,6 +169,11 @@ class Store:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def on_credentials(self, listener: CredentialsListener) -> None:
+        """``listener()`` runs after a commit that revoked or replaced credentials,
+        before that write returns to its caller."""
+        self._credential_listeners.append(listener)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -148,6 +195,8 @@ class Store:
             # is a writer in another process winning a race on a unique key.
             log.info("integrity conflict: %s", error.orig)
             raise Conflict("conflicts with another change; retry") from None
+        if change.credentials:
+            self._credentials_changed()
         if change.touched:
             self._notify(frozenset(change.touched))
 
@@ -166,6 +215,13 @@ class Store:
                 listener(gateways)
             except Exception:  # a listener's bug must not undo a committed change
                 log.exception("change listener failed")
+
+    def _credentials_changed(self) -> None:
+        for listener in self._credential_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("credentials listener failed")
 
     def current_seq(self, connection: Connection) -> int:
         return int(

@@ -193,6 +193,7 @@ def rotate_token(store: Store, actor: str, name: str) -> str:
             .where(t.gateways.c.id == row.id)
             .values(token_hash=hash_token(token))
         )
+        change.credentials = True  # the old token stops working at once
         change.audit("gateway.rotate_token", "gateway", name, None, None)
     return token
 
@@ -207,6 +208,7 @@ def delete_gateway(store: Store, actor: str, name: str) -> None:
             change.connection.execute(sa.delete(table).where(table.c.gateway_id == row.id))
         change.connection.execute(sa.delete(t.gateways).where(t.gateways.c.id == row.id))
         change.structure = True
+        change.credentials = True  # its agent token goes with it
         change.audit("gateway.delete", "gateway", name, _audit_form(before), None)
 
 

@@ -1,7 +1,11 @@
-"""API tokens: created on the controller host, looked up by hash on every request."""
+"""API tokens: created on the controller host, looked up by hash (and cached, see
+``TokenCache``) on every request."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +28,11 @@ class Principal:
 
 
 def authenticate(store: Store, token: str) -> Principal | None:
-    digest = hash_token(token)
+    return lookup(store, hash_token(token))
+
+
+def lookup(store: Store, digest: str) -> Principal | None:
+    """Who holds the token whose SHA-256 is ``digest``, from the database."""
     with store.read() as connection:
         row = connection.execute(
             sa.select(t.tokens.c.name, t.tokens.c.role).where(t.tokens.c.hash == digest)
@@ -79,4 +87,71 @@ def revoke(store: Store, name: str) -> None:
         if row is None:
             raise NotFound(f"no token named {name!r}")
         change.connection.execute(sa.delete(t.tokens).where(t.tokens.c.id == row.id))
+        change.credentials = True
         change.audit("token.revoke", "token", name, {"name": name, "role": row.role}, None)
+
+
+class TokenCache:
+    """Verified tokens, SHA-256 -> Principal, so a long-poll costs no database read.
+
+    Only tokens the database accepted are kept (an unknown token is looked
+    up every time, and cannot fill the cache).  What makes a cached answer
+    safe to use:
+
+    * In this process, every write that can take a credential away (token
+      revoke, agent token rotation, gateway delete) sets
+      ``Change.credentials``; the store then calls ``clear`` after the
+      commit and before the write returns, so the token is refused from
+      then on.  A lookup that read the database before that commit and
+      finishes after the clear is not stored (``generation``).
+    * Another controller process (or ``edgectl token revoke`` on the host)
+      cannot tell this one: an entry is used for at most ``ttl`` seconds
+      after the database confirmed it (the app uses ``poll_interval``).
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        entries: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self._entries = entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._principals: dict[str, tuple[float, Principal]] = {}  # digest -> (until, who)
+        self.generation = 0
+
+    def get(self, digest: str) -> Principal | None:
+        with self._lock:
+            found = self._principals.get(digest)
+            if found is None:
+                return None
+            if self._clock() >= found[0]:
+                del self._principals[digest]
+                return None
+            return found[1]
+
+    def begin(self) -> tuple[int, float]:
+        """A ticket to take before a database lookup and hand to ``put`` with its result."""
+        with self._lock:
+            return self.generation, self._clock()
+
+    def put(self, digest: str, principal: Principal, ticket: tuple[int, float]) -> None:
+        """Keep ``principal``, read from the database after ``ticket`` was taken."""
+        generation, started = ticket
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return  # credentials changed while it was being read: maybe stale
+            if len(self._principals) >= self._entries:
+                self._principals.clear()
+            # Valid for ttl from when the read began, not from now.
+            self._principals[digest] = (started + self.ttl, principal)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._principals.clear()

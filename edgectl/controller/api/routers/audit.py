@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import AfterValidator
 
 from edgectl.controller.api.deps import Reader, StoreDep
 from edgectl.controller.api.models import AuditPublic, Instant
@@ -12,7 +13,16 @@ from edgectl.controller.store import audit
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
-Filter = Annotated[str | None, Query(max_length=200)]
+
+def _searchable(value: str | None) -> str | None:
+    # Every stored actor/action/object is printable; a NUL would reach
+    # PostgreSQL, which refuses it (a 500 instead of a 422).
+    if value is not None and not value.isprintable():
+        raise ValueError("must be printable text")
+    return value
+
+
+Filter = Annotated[str | None, Query(max_length=200), AfterValidator(_searchable)]
 
 
 @router.get("", response_model=list[AuditPublic])

@@ -2,24 +2,57 @@
 
 Long-poll: with ``since`` equal to the current revision and ``wait`` > 0
 the request parks until a change for this gateway commits (woken by the
-in-process notifier; re-checked every ``poll_interval`` for changes made
-by another controller process) or the wait runs out.
+in-process notifier; changes made by another controller process are caught
+by the notifier's shared revision re-check every ``poll_interval``) or the
+wait runs out.
+
+This is the path every agent takes after every change, so it does as
+little as it can: the token comes from the cache, an agent's gateway id
+from its token, the "is there anything new" check from the notifier's
+memory when that is fresh, and the one database read that remains (the
+body) runs in a thread pool of its own, so writers queued on the write lock
+cannot starve it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
-from edgectl.controller.api.deps import ReaderOrAgent, SettingsDep, StoreDep, own_gateway
+from edgectl.controller.api.deps import (
+    ReaderOrAgent,
+    SettingsDep,
+    StoreDep,
+    own_gateway,
+    still_valid,
+)
 from edgectl.controller.api.models import DesiredStateEnvelope, PathGateway
+from edgectl.controller.auth import Role
+from edgectl.controller.batch import Batcher
 from edgectl.controller.notify import Notifier
-from edgectl.controller.store import desired, gateways
+from edgectl.controller.store import Store, desired, gateways
 
 router = APIRouter(prefix="/v1/gateways", tags=["desired-state"])
+
+
+async def _serve(request: Request, store: Store, gateway: int, since: int | None) -> desired.Served:
+    if since is not None:
+        # Long-polls: those a commit wakes together are read together.
+        batcher: Batcher = request.app.state.batcher
+        return await batcher.serve(gateway, since)
+    limiter: anyio.CapacityLimiter | None = request.app.state.read_limiter
+    call = functools.partial(desired.serve, store, gateway, since)
+    return await anyio.to_thread.run_sync(call, limiter=limiter)
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns when the client disconnects (a parked long-poll then ends at once)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.get(
@@ -41,18 +74,40 @@ async def desired_state(
     ] = 0,
 ) -> Response:
     own_gateway(who, name)
-    gateway = await run_in_threadpool(gateways.gateway_id, store, name)
+    if who.role is Role.AGENT and who.gateway is not None:
+        gateway = who.gateway  # own_gateway checked the name
+    else:
+        gateway = await anyio.to_thread.run_sync(gateways.gateway_id, store, name)
     notifier: Notifier = request.app.state.notifier
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.max_wait)
-    while since is not None:
-        # Take the wake-up event before reading, so a commit in between still wakes us.
-        event = notifier.event(gateway)
-        if await run_in_threadpool(desired.revision, store, gateway) != since:
-            break
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        await notifier.wait(event, min(remaining, settings.poll_interval))
-    served = await run_in_threadpool(desired.serve, store, gateway, since)
-    return Response(served.body, media_type="application/json")
+    gone: asyncio.Task[None] | None = None
+    try:
+        while True:
+            # Take the wake-up event before reading, so a commit in between still wakes us.
+            event = notifier.event(gateway)
+            shared = notifier.polling  # the shared re-check covers other processes' changes
+            expired = loop.time() >= deadline
+            if (
+                since is None
+                or expired
+                or not shared
+                or notifier.known(gateway, settings.poll_interval) != since
+            ):
+                began = notifier.began()
+                served = await _serve(request, store, gateway, since)
+                notifier.saw(gateway, served.revision, began)
+                if since is None or expired or served.kind != "delta" or served.revision != since:
+                    return Response(served.body, media_type="application/json")
+            remaining = max(0.0, deadline - loop.time())
+            timeout = remaining if shared else min(remaining, settings.poll_interval)
+            if gone is None:
+                gone = asyncio.ensure_future(_hung_up(request))
+            await notifier.wait(gateway, since, event, timeout, gone)
+            if gone.done():
+                return Response(status_code=499)  # nobody is listening any more
+            # A long wait outlives a token revoked meanwhile: check it again.
+            await still_valid(request, who)
+    finally:
+        if gone is not None:
+            gone.cancel()

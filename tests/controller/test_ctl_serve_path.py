@@ -1,0 +1,218 @@
+"""The long-poll serve path's shortcuts keep their promises: cached tokens
+stop working the moment they are revoked here (and within poll_interval
+when revoked elsewhere), a waiter is woken by the commit itself (not by a
+periodic re-check), and agents woken together share one read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ctl_support import Api, World, settings_for, wait_until_parked
+from fastapi.testclient import TestClient
+
+from edgectl.controller.app import create_app
+from edgectl.controller.auth import Role
+from edgectl.controller.notify import Notifier
+from edgectl.controller.store import Store, desired, gateways, tokens
+from edgectl.controller.store.tokens import Principal, TokenCache
+
+
+@pytest.fixture
+def slow_poll(store: Store) -> Iterator[Api]:
+    """An API whose re-check for other processes' changes (and token cache
+    lifetime) is 30 s: anything faster than that came from the notifier or
+    from an explicit invalidation."""
+    app = create_app(settings_for(store, poll_interval=30.0), store, sweep=False)
+    with TestClient(app) as client:
+        yield Api(client, store)
+
+
+def desired_state(api: Api, token: str, gateway: str = "gw-a", **params: Any) -> Any:
+    return api.client.get(
+        f"/v1/gateways/{gateway}/desired-state",
+        params=params,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def test_revoked_token_is_refused_at_once(slow_poll: Api) -> None:
+    api = slow_poll
+    token = tokens.create(api.store, "soon-gone", Role.VIEWER)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert api.client.get("/v1/pools", headers=headers).status_code == 200  # now cached
+    tokens.revoke(api.store, "soon-gone")
+    assert api.client.get("/v1/pools", headers=headers).status_code == 401
+
+
+def test_rotated_agent_token_is_refused_at_once(slow_poll: Api) -> None:
+    world = World(slow_poll)
+    assert desired_state(slow_poll, world.agent_a).status_code == 200  # now cached
+    new = slow_poll.post("/v1/gateways/gw-a/token", None)["agent_token"]
+    assert desired_state(slow_poll, world.agent_a).status_code == 401
+    assert desired_state(slow_poll, new).status_code == 200
+
+
+def test_deleted_gateways_token_is_refused_at_once(slow_poll: Api) -> None:
+    world = World(slow_poll)
+    assert desired_state(slow_poll, world.agent_b, "gw-b").status_code == 200
+    slow_poll.call("DELETE", "/v1/gateways/gw-b", expect=204)
+    assert desired_state(slow_poll, world.agent_b, "gw-b").status_code == 401
+
+
+def test_parked_long_poll_ends_when_its_token_is_rotated(slow_poll: Api) -> None:
+    world = World(slow_poll)
+    revision = desired_state(slow_poll, world.agent_a).json()["revision"]
+    slow_poll.post("/v1/gateways/gw-a/token", None)
+    # Already authenticated requests re-check after waiting: no answer for a dead token.
+    response = desired_state(slow_poll, world.agent_a, since=revision, wait=0.2)
+    assert response.status_code == 401
+
+
+def test_token_revoked_by_another_process_stops_within_poll_interval(store: Store) -> None:
+    app = create_app(settings_for(store, poll_interval=0.5), store, sweep=False)
+    with TestClient(app) as client:
+        token = tokens.create(store, "elsewhere", Role.VIEWER)
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/v1/pools", headers=headers).status_code == 200
+        other = Store.open(store.database.url, migrate=False)  # no listener: no invalidation
+        try:
+            tokens.revoke(other, "elsewhere")
+        finally:
+            other.close()
+        revoked = time.monotonic()
+        while client.get("/v1/pools", headers=headers).status_code == 200:
+            assert time.monotonic() - revoked < 0.5 + 0.5, "cached beyond poll_interval"
+            time.sleep(0.02)
+
+
+def test_waiter_is_woken_by_the_notifier_not_the_poll(slow_poll: Api) -> None:
+    world = World(slow_poll)
+    slow_poll.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    revision = desired_state(slow_poll, world.agent_a).json()["revision"]
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        result["response"] = desired_state(slow_poll, world.agent_a, since=revision, wait=20)
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    wait_until_parked(slow_poll)
+    body = {"account": "alice", "mode": "smtp", "reason": "r"}
+    slow_poll.post("/v1/quarantines", body, role="abuse")
+    committed = time.monotonic()
+    waiter.join(timeout=20)
+    assert not waiter.is_alive()
+    assert time.monotonic() - committed < 2  # the re-check would take 30 s
+    document = result["response"].json()
+    assert document["kind"] == "delta"
+    assert [q["key"] for q in document["delta"]["quarantines"]["upserts"]] == ["100.64.0.10"]
+
+
+def test_agent_asking_again_right_after_a_change_parks_then_wakes(slow_poll: Api) -> None:
+    """The "nothing new" check from memory must not miss a commit made
+    between an answer and the agent's next request."""
+    world = World(slow_poll)
+    slow_poll.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    slow_poll.put("/v1/accounts/bob/session", {"ipv4": "100.64.0.11"})
+    revision = desired_state(slow_poll, world.agent_a).json()["revision"]
+    slow_poll.post(
+        "/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse"
+    )
+    started = time.monotonic()
+    document = desired_state(slow_poll, world.agent_a, since=revision, wait=20).json()
+    assert time.monotonic() - started < 2
+    assert document["delta"]["to_revision"] > revision
+    follow = document["revision"]
+    slow_poll.post(
+        "/v1/quarantines", {"account": "bob", "mode": "smtp", "reason": "r"}, role="abuse"
+    )
+    document = desired_state(slow_poll, world.agent_a, since=follow, wait=20).json()
+    assert time.monotonic() - started < 4
+    assert [q["key"] for q in document["delta"]["quarantines"]["upserts"]] == ["100.64.0.11"]
+
+
+def test_waiters_woken_together_share_one_read(
+    slow_poll: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(slow_poll)
+    slow_poll.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    revision = desired_state(slow_poll, world.agent_a).json()["revision"]
+    calls: list[int] = []
+    real = desired.serve_many
+
+    def counting(store: Store, wanted: Any) -> Any:
+        calls.append(len(wanted))
+        return real(store, wanted)
+
+    monkeypatch.setattr(desired, "serve_many", counting)
+    bodies: list[bytes] = []
+
+    def poll() -> None:
+        bodies.append(desired_state(slow_poll, world.agent_a, since=revision, wait=20).content)
+
+    waiters = [threading.Thread(target=poll) for _ in range(4)]
+    for waiter in waiters:
+        waiter.start()
+    notifier = slow_poll.client.app.state.notifier  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while notifier.parked() < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    slow_poll.post(
+        "/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse"
+    )
+    for waiter in waiters:
+        waiter.join(timeout=20)
+    assert len(bodies) == 4 and len(set(bodies)) == 1
+    assert calls == [4]
+
+
+def test_served_bodies_are_the_uncached_ones(api: Api, world: World) -> None:
+    api.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    gateway = gateways.gateway_id(api.store, "gw-a")
+    before = desired.serve(api.store, gateway, None).revision
+    api.post("/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse")
+    now = desired.serve(api.store, gateway, None).revision
+    for since in (before, now):
+        with api.store.read() as connection:
+            row = connection.execute(desired._ROW.where(desired.t.gateways.c.id == gateway)).one()
+            fresh = desired._delta(connection, gateway, row, since).body
+        assert desired.serve(api.store, gateway, since).body == fresh  # computed or empty
+        assert desired.serve(api.store, gateway, since).body == fresh  # from the cache
+        assert desired.serve_many(api.store, [(gateway, since)])[0] == desired.serve(
+            api.store, gateway, since
+        )
+
+
+def test_token_cache_drops_a_lookup_that_raced_a_revocation() -> None:
+    clock = [0.0]
+    cache = TokenCache(1.0, clock=lambda: clock[0])
+    who = Principal("token:x", Role.VIEWER)
+    ticket = cache.begin()  # the database read starts ...
+    cache.clear()  # ... a revocation commits ...
+    cache.put("digest", who, ticket)  # ... and the (maybe stale) answer arrives
+    assert cache.get("digest") is None
+    cache.put("digest", who, cache.begin())
+    assert cache.get("digest") == who
+    clock[0] = 1.0
+    assert cache.get("digest") is None  # older than ttl
+
+
+def test_notifier_ignores_a_read_older_than_a_local_commit() -> None:
+    async def scenario() -> None:
+        notifier = Notifier()
+        notifier.bind(asyncio.get_running_loop())
+        began = notifier.began()
+        await asyncio.sleep(0.01)
+        notifier._wake([7])  # a commit lands while the read is in flight
+        notifier.saw(7, 41, began)  # the read's (older) answer
+        assert notifier.known(7, 60.0) is None
+        notifier.saw(7, 42, notifier.began())
+        assert notifier.known(7, 60.0) == 42
+
+    asyncio.run(scenario())
