@@ -106,6 +106,9 @@ class Unit:
 
     path: Path
     exec_start: list[str]
+    # ExecStartPre, and whether its failure is ignored (a leading "-").
+    exec_start_pre: list[str] | None
+    pre_may_fail: bool
     user: str
     group: str
     umask: int
@@ -120,9 +123,12 @@ class Unit:
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         parser.read_string(path.read_text())
         service = parser["Service"]
+        pre = service.get("ExecStartPre")
         return cls(
             path=path,
             exec_start=shlex.split(service["ExecStart"]),
+            exec_start_pre=None if pre is None else shlex.split(pre.removeprefix("-")),
+            pre_may_fail=pre is not None and pre.startswith("-"),
             user=service["User"],
             group=service["Group"],
             umask=int(service.get("UMask", "0022"), 8),
@@ -131,8 +137,8 @@ class Unit:
             no_new_privileges=service.get("NoNewPrivileges", "no") == "yes",
         )
 
-    def command(self, ns: str) -> list[str]:
-        """ExecStart in namespace ``ns``, as User/Group with exactly the unit's capabilities."""
+    def command(self, ns: str, exec_line: list[str] | None = None) -> list[str]:
+        """ExecStart (or ``exec_line``) in namespace ``ns``, as User/Group with the unit's caps."""
 
         def caps(names: list[str]) -> str:
             return ",".join(["-all", *(f"+{n.lower().removeprefix('cap_')}" for n in names)])
@@ -152,7 +158,7 @@ class Unit:
         ]
         if self.no_new_privileges:
             argv.append("--no-new-privs")
-        return [*argv, "--", *self.exec_start]
+        return [*argv, "--", *(self.exec_start if exec_line is None else exec_line)]
 
 
 @dataclass
@@ -167,6 +173,17 @@ class Service:
         assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
         umask = self.unit.umask
         with self.log.open("ab") as log:
+            if self.unit.exec_start_pre is not None:
+                # systemd runs ExecStartPre to completion before ExecStart.
+                pre = subprocess.run(
+                    self.unit.command(self.ns, self.unit.exec_start_pre),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=lambda: os.umask(umask),
+                    timeout=120,
+                    check=False,
+                )
+                assert pre.returncode == 0 or self.unit.pre_may_fail, f"{self.name}: ExecStartPre"
             self.proc = subprocess.Popen(
                 self.unit.command(self.ns),
                 stdout=log,
