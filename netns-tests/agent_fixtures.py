@@ -22,7 +22,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ import pytest
 
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, tokens
-from edgectl.lab.probe import Listener, Outcome, connect
+from edgectl.lab.probe import Listener, Outcome, connect, wait_until
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
 
 BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py: leftovers of dead runs are removed by it
@@ -73,13 +72,7 @@ def agent_command() -> list[str]:
 
 def poll(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
     """True as soon as ``condition`` holds; False once ``timeout`` seconds have passed."""
-    end = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(step)
+    return wait_until(condition, timeout=timeout, interval=step)
 
 
 def free_port() -> int:

@@ -43,6 +43,7 @@ from typing import Any
 
 from edgectl import __version__
 from edgectl.lab import netns
+from edgectl.lab.probe import wait_until
 from edgectl.lab.topology import OWNER_DIR, Topology, new_prefix, standard_topology
 
 BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py removes leftovers of dead runs
@@ -68,13 +69,7 @@ _RECAP = re.compile(
 
 def poll(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     """True as soon as ``condition`` holds; False once ``timeout`` seconds have passed."""
-    end = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(step)
+    return wait_until(condition, timeout=timeout, interval=step)
 
 
 def venv_tool(name: str) -> Path:

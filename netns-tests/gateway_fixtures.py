@@ -20,7 +20,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from edgectl.agent import kernel_readback
 from edgectl.agent.apply import Dataplane
 from edgectl.agent.nft import Nft
 from edgectl.lab.netns import in_netns
-from edgectl.lab.probe import Listener, Outcome, connect, udp_query
+from edgectl.lab.probe import Listener, Outcome, connect, udp_query, wait_until
 from edgectl.lab.topology import Topology
 
 # An expected TIMEOUT (a dropped SYN) costs this much; nothing on a veth takes
@@ -206,13 +205,7 @@ def poll(
     condition: Callable[[], bool], deadline: float = POLL_DEADLINE, step: float = 0.05
 ) -> bool:
     """Poll ``condition`` until true or ``deadline`` seconds pass (bounded, never a bare sleep)."""
-    end = time.monotonic() + deadline
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(step)
+    return wait_until(condition, timeout=deadline, interval=step)
 
 
 def accepted_reaches(listener: Listener, src: str, port: int, expected: int) -> bool:

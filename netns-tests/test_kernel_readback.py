@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import secrets
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.lab.netns import in_netns
+from edgectl.lab.probe import wait_until
 
 POLL_DEADLINE = 15.0  # element timeouts are 1 s; anything near 15 s is a failure
 
@@ -118,11 +118,8 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
 
 
 def wait_for(condition: Callable[[], bool], what: str, deadline: float = POLL_DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail(f"not within {deadline} s: {what}")
-        time.sleep(0.05)
+    if not wait_until(condition, timeout=deadline, interval=0.05):
+        pytest.fail(f"not within {deadline} s: {what}")
 
 
 def v4(*addresses: str) -> list[bytes]:

@@ -19,7 +19,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import pytest
 
 from edgectl.lab import netns
 from edgectl.lab.fleet import STATE_ROOT, LabState, lab_pids
+from edgectl.lab.probe import wait_until
 from edgectl.lab.topology import OWNER_DIR
 
 PYTHON = sys.executable
@@ -67,13 +67,7 @@ def shell(command: str) -> subprocess.CompletedProcess[str]:
 
 
 def poll(condition: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    end = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(step)
+    return wait_until(condition, timeout=timeout, interval=step)
 
 
 def _running(pid: int) -> bool:
