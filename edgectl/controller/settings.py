@@ -10,13 +10,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from edgectl.controller.errors import Invalid
+from edgectl.tomlfile import TomlFileError, read_toml
 
 ENV_PREFIX = "EDGECTL_CONTROLLER_"
 CONFIG_ENV = "EDGECTL_CONTROLLER_CONFIG"
@@ -95,13 +95,9 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
     kinds = {f.name: f.type for f in fields(Settings)}
     if path is not None:
         try:
-            raw = path.read_bytes()
-        except OSError as error:
-            raise Invalid("config", f"cannot read {path}: {error.strerror}") from None
-        try:
-            document = tomllib.loads(raw.decode())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise Invalid("config", f"{path}: {error}") from None
+            document = read_toml(path)
+        except TomlFileError as error:
+            raise Invalid("config", str(error)) from None
         table = document.get("controller", {})
         if not isinstance(table, dict):
             raise Invalid("controller", "expected a table")

@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from edgectl.agent.daemon.config import AgentConfig, ConfigError, load
@@ -49,6 +50,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _under_lock(config: AgentConfig, work: Callable[[], int], busy_hint: str = "") -> int:
+    """Run ``work`` holding the state directory's lock, mapping failures to exit codes."""
+    try:
+        with StateLock(config.state_dir):
+            return work()
+    except Locked as error:
+        print(f"edgectl agent: {error}{busy_hint}", file=sys.stderr)
+        return EXIT_INVALID
+    except (NftError, NetnsError, OSError) as error:
+        print(f"edgectl agent: cannot reach the kernel: {error}", file=sys.stderr)
+        return EXIT_KERNEL
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edgectl.agent.daemon.run import install_signal_handlers, run
 
@@ -58,15 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _logging(args.verbose)
     stop = threading.Event()
     install_signal_handlers(stop)
-    try:
-        with StateLock(config.state_dir):
-            return run(config, stop)
-    except Locked as error:
-        print(f"edgectl agent: {error}", file=sys.stderr)
-        return EXIT_INVALID
-    except (NftError, NetnsError, OSError) as error:
-        print(f"edgectl agent: cannot reach the kernel: {error}", file=sys.stderr)
-        return EXIT_KERNEL
+    return _under_lock(config, lambda: run(config, stop))
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -76,18 +82,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_INVALID
     _logging(verbose=False)
-    try:
-        with StateLock(config.state_dir):
-            restored = restore_only(config)
-    except Locked as error:
-        print(f"edgectl agent: {error}", file=sys.stderr)
-        return EXIT_INVALID
-    except (NftError, NetnsError, OSError) as error:
-        print(f"edgectl agent: cannot reach the kernel: {error}", file=sys.stderr)
-        return EXIT_KERNEL
     # Nothing to restore (a new gateway, or a refused file, logged above) is
     # exit 1: visible to the operator, and `ExecStart=-` lets boot go on.
-    return 0 if restored else 1
+    return _under_lock(config, lambda: 0 if restore_only(config) else 1)
 
 
 def cmd_decommission(args: argparse.Namespace) -> int:
@@ -96,19 +93,14 @@ def cmd_decommission(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_INVALID
-    try:
-        # Under the lock: a running agent would put the table straight back.
-        with StateLock(config.state_dir):
-            done = decommission(config)
-    except Locked as error:
-        print(f"edgectl agent: {error}; stop it first", file=sys.stderr)
-        return EXIT_INVALID
-    except (NftError, NetnsError, OSError) as error:
-        print(f"edgectl agent: cannot reach the kernel: {error}", file=sys.stderr)
-        return EXIT_KERNEL
-    for line in done or ["nothing to remove"]:
-        print(line)
-    return 0
+
+    def work() -> int:
+        for line in decommission(config) or ["nothing to remove"]:
+            print(line)
+        return 0
+
+    # Under the lock: a running agent would put the table straight back.
+    return _under_lock(config, work, busy_hint="; stop it first")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

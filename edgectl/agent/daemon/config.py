@@ -24,13 +24,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from edgectl.agent.netns import NetnsError, netns_path
+from edgectl.tomlfile import TomlFileError, read_toml
 
 TABLE = "agent"
 # The controller's gateway-name pattern (controller/api/models.py GatewayName).
@@ -191,13 +191,9 @@ def parse(document: dict[str, Any]) -> AgentConfig:
 def load(path: Path) -> AgentConfig:
     """Read and check ``path``; the token file is checked too (it must be usable)."""
     try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
-    try:
-        document = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError("config", f"{path}: {error}") from None
+        document = read_toml(path)
+    except TomlFileError as error:
+        raise ConfigError("config", str(error)) from None
     config = parse(document)
     read_token(config.token_file)
     if config.ca_file is not None and not config.ca_file.is_file():
