@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from ctl_backends import PostgresBackend, SqliteBackend
+from ctl_support import poll_until
 
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store
@@ -153,10 +154,12 @@ def test_analyst_quarantines_account_and_agent_sees_it(served: tuple[str, dict[s
         "/v1/quarantines",
         json={"account": "cust-42", "mode": "block", "reason": "again", "duration": 1},
     )
-    deadline = time.monotonic() + 10
-    while agent.get("/v1/gateways/gw-1/desired-state").json()["state"]["quarantines"]:
-        assert time.monotonic() < deadline, "expiry was not enforced"
-        time.sleep(0.1)
+    poll_until(
+        lambda: not agent.get("/v1/gateways/gw-1/desired-state").json()["state"]["quarantines"],
+        timeout=10,
+        message="expiry was not enforced",
+        step=0.1,
+    )
     assert (
         abuse.get("/v1/quarantines", params={"state": "expired"}).json()[0]["account"] == "cust-42"
     )

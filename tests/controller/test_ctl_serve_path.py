@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ctl_support import Api, World, settings_for, wait_until_parked
+from ctl_support import Api, World, poll_until, settings_for, wait_until_parked
 from fastapi.testclient import TestClient
 
 from edgectl.controller.app import create_app
@@ -84,10 +84,11 @@ def test_token_revoked_by_another_process_stops_within_poll_interval(store: Stor
             tokens.revoke(other, "elsewhere")
         finally:
             other.close()
-        revoked = time.monotonic()
-        while client.get("/v1/pools", headers=headers).status_code == 200:
-            assert time.monotonic() - revoked < 0.5 + 0.5, "cached beyond poll_interval"
-            time.sleep(0.02)
+        poll_until(
+            lambda: client.get("/v1/pools", headers=headers).status_code != 200,
+            timeout=0.5 + 0.5,
+            message="cached beyond poll_interval",
+        )
 
 
 def test_waiter_is_woken_by_the_notifier_not_the_poll(slow_poll: Api) -> None:
@@ -159,10 +160,7 @@ def test_waiters_woken_together_share_one_read(
     for waiter in waiters:
         waiter.start()
     notifier = slow_poll.client.app.state.notifier  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while notifier.parked() < 4:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    poll_until(lambda: notifier.parked() >= 4, timeout=10, message="4 waiters", step=0.01)
     slow_poll.post(
         "/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse"
     )
