@@ -1,14 +1,16 @@
 """settings.track_non_mail = false: non-mail traffic skips conntrack, enforcement holds.
 
-The mode exists for gateways that neither NAT nor filter statefully: it saves
-the cost of a conntrack entry per non-mail connection.  These tests prove the
-saving is real (no conntrack entries for held-open web connections) and that
-nothing edgectl enforces is lost with it.
+The mode saves the cost of a conntrack entry per non-mail connection.  With
+a concurrency cap (ct count) on a served pool, mail stays tracked and the rest
+is notracked; without one, the table holds no ct expression and nothing is
+tracked at all.  These tests prove the saving is real (no conntrack entries
+for held-open connections) and that nothing edgectl enforces is lost with it.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -46,6 +48,16 @@ def untracked(policy: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _nft(topology: Topology, *args: str) -> str:
+    done = subprocess.run(
+        ["ip", "netns", "exec", topology.gateway_ns, "nft", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
 def conntrack_entries(topology: Topology) -> int:
     done = subprocess.run(
         [
@@ -81,12 +93,16 @@ def _hold(topology: Topology, held: list[socket.socket], src: str, dst: str, por
     return outcome
 
 
+def capped(policy: dict[str, Any]) -> dict[str, Any]:
+    return with_profile(policy, new_per_minute=600, burst=100, concurrent=50)
+
+
 @pytest.mark.parametrize("track", [True, False], ids=["tracked", "untracked"])
 def test_non_mail_connections_are_tracked_only_when_asked(
     topology: Topology, gateway: Gateway, held: list[socket.socket], track: bool
 ) -> None:
-    policy = base_policy() if track else untracked(base_policy())
-    gateway.apply(policy)
+    policy = capped(base_policy())
+    gateway.apply(policy if track else untracked(policy))
     before = conntrack_entries(topology)
     for _ in range(HELD_OPEN):
         assert _hold(topology, held, DYN4_A, MX4, 80) is Outcome.CONNECTED
@@ -95,16 +111,42 @@ def test_non_mail_connections_are_tracked_only_when_asked(
         assert grown >= HELD_OPEN
     else:
         assert grown == 0
-    # Mail is always tracked: the concurrency and destination caps need it.
+    # With a concurrency cap mail is tracked in both modes: ct count needs it.
     assert _hold(topology, held, DYN4_A, MX4, 587) is Outcome.CONNECTED
     assert conntrack_entries(topology) - before >= grown + 1
 
 
+def test_untracked_without_caps_tracks_nothing_and_still_limits_the_rate(
+    topology: Topology, gateway: Gateway, held: list[socket.socket]
+) -> None:
+    burst = 3
+    policy = untracked(with_profile(base_policy(), new_per_minute=1, burst=burst))
+    gateway.apply(policy)
+    listed = _nft(topology, "list", "table", "inet", "edgectl")
+    # No ct expression in the table: the kernel registers no conntrack hooks.
+    assert re.search(r"\bct |notrack", listed) is None, listed
+    before = conntrack_entries(topology)
+    assert _hold(topology, held, DYN4_A, MX4, 80) is Outcome.CONNECTED
+    outcomes = [_hold(topology, held, DYN4_A, MX4, 587) for _ in range(burst + 1)]
+    # The held-open mail connections were not tracked either, and the first
+    # SYN of each one took a token all the same.
+    assert outcomes == [Outcome.CONNECTED] * burst + [Outcome.RESET]
+    assert conntrack_entries(topology) == before
+    assert gateway.counter("rate_residential") == 1
+    # An open mail flow goes on: only SYNs meet the meter.
+    sock = held[1]
+    sock.sendall(b"x")
+    assert poll(lambda: _unacked(sock) == 0, deadline=2.0)
+    # The neighbour's bucket is its own.
+    assert tcp(topology, DYN4_B, MX4, 587) is Outcome.CONNECTED
+
+
+@pytest.mark.parametrize("caps", [False, True], ids=["no-conntrack", "notrack"])
 def test_untracked_mode_enforces_op25b_and_every_quarantine_mode(
-    topology: Topology, gateway: Gateway
+    topology: Topology, gateway: Gateway, caps: bool
 ) -> None:
     policy = with_quarantines(
-        untracked(base_policy()),
+        untracked(capped(base_policy()) if caps else base_policy()),
         {"key": DYN4_B, "mode": "smtp"},
         {"key": DYN4_C, "mode": "block"},
     )

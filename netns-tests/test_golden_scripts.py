@@ -11,7 +11,7 @@ import pytest
 GOLDEN = Path(__file__).parent.parent / "tests" / "golden"
 
 
-@pytest.mark.parametrize("name", ["full.nft", "full-drop-output-nflog.nft", "full-untracked.nft"])
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("full*.nft")))
 def test_golden_full_sync_loads_and_replays(name: str) -> None:
     namespace = f"ectl-gold-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -51,6 +52,29 @@ def test_full_sync_golden_untracked_non_mail(policy_state: DesiredState) -> None
     # and only new mail connections reach the limits.
     assert "ct state established" not in forward
     assert forward.index("@q_any_4") < forward.index("ct state new jump mail")
+
+
+def test_untracked_without_ct_count_caps_uses_no_conntrack(policy_state: DesiredState) -> None:
+    settings = replace(policy_state.settings, track_non_mail=False)
+    profiles = tuple(
+        replace(p, concurrent=None, per_destination=None) for p in policy_state.rate_limits
+    )
+    state = replace(policy_state, settings=settings, rate_limits=profiles)
+    script = str(render_full(state, NOW).transaction)
+    _golden("full-untracked-no-conntrack.nft", script)
+    # Any ct expression (or notrack) would make the kernel register the
+    # conntrack and defrag hooks for every packet of the namespace.
+    assert re.search(r"\bct |notrack|priority raw", script) is None
+    assert "tcp flags & (syn | ack) == syn jump mail" in script
+
+
+def test_keyed_hash_sets_are_collected_once_a_minute(policy_state: DesiredState) -> None:
+    script = str(render_full(policy_state, NOW).transaction)
+    block = script.split("set q_smtp_4 {")[1].split("}")[0]
+    assert "flags timeout" in block and "gc-interval 60s" in block
+    # Meters keep the kernel default: they are small and churn.
+    meter = script.split("set rate_home_v4_4 {")[1].split("}")[0]
+    assert "gc-interval" not in meter
 
 
 def test_delta_golden(policy_state: DesiredState) -> None:

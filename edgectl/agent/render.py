@@ -40,6 +40,11 @@ from edgectl.model.policy import (
 from edgectl.model.prefix import Prefix, mask_text, merge
 
 LOG_PREFIX = "edgectl"
+# The kernel walks every element of a timeout hash set each gc-interval
+# (default 1 s): with 1M keys that is ~0.2 of a core, all the time.  An
+# expired element stops matching at once whatever the interval (lookups
+# check the expiry), so a longer one only delays freeing its memory.
+KEY_GC_SECONDS = 60
 MODES = (QuarantineMode.BLOCK, QuarantineMode.WALLED_GARDEN, QuarantineMode.SMTP)
 QUARANTINED = "q_any"  # every exact quarantine key, whatever its mode
 
@@ -151,6 +156,18 @@ class _Builder:
         self.chain_tags: dict[str, list[str]] = {}
         self.set_elements: dict[str, list[str]] = {}
         self.counter_names: list[str] = []
+        profiles = {p.name: p for p in state.rate_limits}
+        # ct count (the concurrency caps) is the only thing that needs
+        # conntrack once non-mail is untracked.  Without it the table holds
+        # no ct expression at all, so the kernel registers no conntrack or
+        # defrag hooks for it: those hooks, not the lookups, are what an
+        # untracked packet still paid (bench/forwarding.py, gateway f vs s).
+        self.conntrack = self.settings.track_non_mail or any(
+            profiles[pool.rate_limit].concurrent is not None
+            or profiles[pool.rate_limit].per_destination is not None
+            for pool in state.pools
+            if pool.rate_limit is not None
+        )
 
     # -- objects ---------------------------------------------------------
 
@@ -328,7 +345,11 @@ class _Builder:
                 also.append(text)
         for name, elements in exact.items():
             version = 4 if name.endswith("_4") else 6
-            self.set(name, [f"type {_addr_type(version)}", "flags timeout"], elements)
+            self.set(
+                name,
+                [f"type {_addr_type(version)}", "flags timeout", f"gc-interval {KEY_GC_SECONDS}s"],
+                elements,
+            )
         is_map = ranges_name.startswith("q_")
         for version, items in ranges.items():
             data = " : verdict" if is_map else ""
@@ -503,13 +524,16 @@ class _Builder:
             # Established flows leave first: one conntrack check a packet.
             return [established, *held, mail]
         # Untracked packets are never "established": each one is checked, and
-        # only mail (always tracked) pays for the conntrack state.
+        # only mail pays for the conntrack state - or, with no ct count to
+        # feed, a new mail connection is told by its flags: the first SYN
+        # (a retransmitted SYN counts again, as conntrack's "new" does too).
         mail_ports = _ports(self.settings.mail_ports)
-        return [*held, f"tcp dport {mail_ports} ct state new jump mail"]
+        new = "ct state new" if self.conntrack else "tcp flags & (syn | ack) == syn"
+        return [*held, f"tcp dport {mail_ports} {new} jump mail"]
 
     def _untracked_chains(self) -> None:
         """notrack at raw priority for everything that is not mail."""
-        if self.settings.track_non_mail:
+        if self.settings.track_non_mail or not self.conntrack:
             return
         mail = _ports(self.settings.mail_ports)
         rules = [

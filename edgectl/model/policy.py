@@ -241,10 +241,14 @@ class GatewaySettings:
     # Entries per rate/concurrency meter set; a full set stops adding keys,
     # so size it above the subscribers one gateway serves.
     meter_size: int = 65536
-    # False: non-mail traffic skips connection tracking (notrack at raw
-    # priority) and is checked per packet, one hash lookup.  Saves the ~20 %
-    # that conntrack costs a connection setup, but untracked packets are
-    # never NATed: only for gateways that neither NAT nor filter statefully.
+    # False: non-mail traffic skips connection tracking and is checked per
+    # packet, one hash lookup.  Saves the ~20 % that conntrack costs a
+    # connection setup.  When a served pool's profile has a concurrency cap
+    # (ct count), mail stays tracked and the rest is notracked at raw
+    # priority - and untracked packets are never NATed, so then only for
+    # gateways that neither NAT nor filter statefully.  Without such caps the
+    # table uses no conntrack at all (new mail is told by its SYN flag), and
+    # a NAT on the same host keeps tracking everything as before.
     track_non_mail: bool = True
 
     def __post_init__(self) -> None:
