@@ -3,7 +3,8 @@
 The mode saves the cost of a conntrack entry per non-mail connection.  With
 a concurrency cap (ct count) on a served pool, mail stays tracked and the rest
 is notracked; without one, the table holds no ct expression and nothing is
-tracked at all.  These tests prove the saving is real (no conntrack entries
+tracked at all.  In both, a TCP packet that does not open a connection
+leaves at the first rule.  These tests prove the saving is real (no conntrack entries
 for held-open connections) and that nothing edgectl enforces is lost with it.
 """
 
@@ -168,20 +169,25 @@ def _unacked(sock: socket.socket) -> int:
     )
 
 
-@pytest.mark.parametrize("track", [True, False], ids=["tracked", "untracked"])
-def test_a_block_cuts_an_open_web_flow_only_when_untracked(
-    topology: Topology, gateway: Gateway, held: list[socket.socket], track: bool
+@pytest.mark.parametrize("mode", ["tracked", "notrack", "no-conntrack"])
+def test_a_block_stops_new_connections_and_leaves_open_ones_in_every_mode(
+    topology: Topology, gateway: Gateway, held: list[socket.socket], mode: str
 ) -> None:
-    """Untracked packets are checked one by one, so a block applies mid-flow;
-    tracked ones leave at the established shortcut and the flow goes on."""
-    policy = base_policy() if track else untracked(base_policy())
+    """Tracked packets of an open flow leave at the established shortcut;
+    untracked ones at the first rule, on their TCP flags: either way a
+    quarantine acts on new connections, as README says."""
+    policy = {
+        "tracked": base_policy(),
+        "notrack": untracked(capped(base_policy())),
+        "no-conntrack": untracked(base_policy()),
+    }[mode]
     gateway.apply(policy)
     assert _hold(topology, held, DYN4_B, MX4, 80) is Outcome.CONNECTED
     gateway.apply(with_quarantines(policy, {"key": DYN4_B, "mode": "block"}))
     sock = held[-1]
     sock.sendall(b"x")
-    acked = poll(lambda: _unacked(sock) == 0, deadline=1.5)
-    assert acked is track
+    assert poll(lambda: _unacked(sock) == 0, deadline=2.0), "the open flow was cut"
+    assert tcp(topology, DYN4_B, MX4, 80, expect_drop=True) is Outcome.TIMEOUT
 
 
 def test_untracked_mode_still_caps_concurrent_mail(

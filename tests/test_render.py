@@ -51,6 +51,7 @@ def test_full_sync_golden_untracked_non_mail(policy_state: DesiredState) -> None
     # Untracked packets are never established: the held-key lookup comes first,
     # and only new mail connections reach the limits.
     assert "ct state established" not in forward
+    assert forward.index("tcp flags & (syn | ack) != syn accept") < forward.index("@q_any_4")
     assert forward.index("@q_any_4") < forward.index("ct state new jump mail")
 
 
@@ -65,7 +66,10 @@ def test_untracked_without_ct_count_caps_uses_no_conntrack(policy_state: Desired
     # Any ct expression (or notrack) would make the kernel register the
     # conntrack and defrag hooks for every packet of the namespace.
     assert re.search(r"\bct |notrack|priority raw", script) is None
-    assert "tcp flags & (syn | ack) == syn jump mail" in script
+    forward = script.split("chain forward {")[1].split("\n\t}")[0]
+    # Only an opening SYN goes on past the first rule: one full check a connection.
+    assert forward.index("tcp flags & (syn | ack) != syn accept") < forward.index("@q_any_4")
+    assert forward.index("@q_any_4") < forward.index("tcp dport { 25, 465, 587 } jump mail")
 
 
 def test_keyed_hash_sets_are_collected_once_a_minute(policy_state: DesiredState) -> None:

@@ -523,13 +523,15 @@ class _Builder:
         if self.settings.track_non_mail:
             # Established flows leave first: one conntrack check a packet.
             return [established, *held, mail]
-        # Untracked packets are never "established": each one is checked, and
-        # only mail pays for the conntrack state - or, with no ct count to
-        # feed, a new mail connection is told by its flags: the first SYN
-        # (a retransmitted SYN counts again, as conntrack's "new" does too).
-        mail_ports = _ports(self.settings.mail_ports)
-        new = "ct state new" if self.conntrack else "tcp flags & (syn | ack) == syn"
-        return [*held, f"tcp dport {mail_ports} {new} jump mail"]
+        # Untracked, a TCP packet that is not an opening SYN leaves first,
+        # on its flags alone: as in the tracked mode, quarantines and limits
+        # act on new connections, and a connection costs one full check.
+        # Other protocols are checked packet by packet.  Mail SYNs then feed
+        # the ct count caps where there are any (mail is tracked for them).
+        not_opening = "tcp flags & (syn | ack) != syn accept"
+        if self.conntrack:
+            mail = f"tcp dport {_ports(self.settings.mail_ports)} ct state new jump mail"
+        return [not_opening, *held, mail]
 
     def _untracked_chains(self) -> None:
         """notrack at raw priority for everything that is not mail."""
