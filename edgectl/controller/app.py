@@ -25,6 +25,8 @@ from edgectl.controller.api.routers import (
     desired,
     exemptions,
     gateways,
+    metrics,
+    offenders,
     pools,
     quarantines,
     rate_limits,
@@ -155,7 +157,9 @@ def create_app(settings: Settings, store: Store, *, sweep: bool = True) -> FastA
         accounts,
         quarantines,
         exemptions,
+        offenders,
         audit,
+        metrics,
     ):
         app.include_router(module.router)
 

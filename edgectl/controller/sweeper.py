@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 async def run(store: Store, settings: Settings) -> None:
-    """Expire holds, purge old tombstones and checkpoint SQLite's WAL every
+    """Expire holds, purge old tombstones and revision times, and checkpoint SQLite's WAL every
     ``sweep_interval``, until cancelled.
 
     Agents also get each entry's expiry and let the kernel time it out, so
@@ -26,6 +26,7 @@ async def run(store: Store, settings: Settings) -> None:
             if expired:
                 log.info("expired %d holds", expired)
             await run_in_threadpool(sweep.purge_tombstones, store, settings.tombstone_retention)
+            await run_in_threadpool(sweep.forget_revisions, store, settings.tombstone_retention)
             await run_in_threadpool(store.database.checkpoint)
         except asyncio.CancelledError:
             raise

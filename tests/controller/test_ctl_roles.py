@@ -200,6 +200,8 @@ ENDPOINTS = [
         lambda r, c: {"reason": "ticket closed"},
     ),
     Endpoint("GET", "/v1/audit", fixed("/v1/audit"), READ, 200),
+    Endpoint("GET", "/v1/offenders", fixed("/v1/offenders"), READ, 200),
+    Endpoint("GET", "/metrics", fixed("/metrics"), READ, 200),
 ]
 
 
@@ -221,7 +223,7 @@ def test_matrix_covers_every_route(api: Api) -> None:
     routes = {
         (method.upper(), path)
         for path, operations in schema["paths"].items()
-        if path.startswith("/v1")
+        if path.startswith("/v1") or path == "/metrics"
         for method in operations
     }
     assert routes == {(e.method, e.route) for e in ENDPOINTS}

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from edgectl.controller.api import models
 from edgectl.controller.errors import Invalid
+from edgectl.controller.store.offenders import Offender, OffenderReport
 from edgectl.controller.store.subscribers import Binding
 from edgectl.model import GatewaySettings, ModelError, Pool, Prefix, RateLimitProfile, Relay
 from edgectl.model.serial import settings_from_data
@@ -95,3 +96,43 @@ def expiry(body: models.Expiring, now: datetime) -> datetime | None:
     if body.duration is not None:
         return now + timedelta(seconds=body.duration)
     return body.expires
+
+
+def offenders(body: models.OffendersIn, path: str = "offenders") -> OffenderReport:
+    seen: dict[tuple[Prefix, str, str, bool], int] = {}
+    entries = []
+    for index, item in enumerate(body.entries):
+        where = f"{path}.entries[{index}]"
+        key = prefix_at(item.key, f"{where}.key")
+        problem = _key_problem(key)
+        if problem is not None:
+            raise Invalid(f"{where}.key", problem)
+        if item.first_seen > item.last_seen:
+            raise Invalid(f"{where}.first_seen", "is after last_seen")
+        slot = (key, item.kind, item.policy, item.shadow)
+        if slot in seen:
+            raise Invalid(
+                where, f"repeats entries[{seen[slot]}] (same key, kind, policy and shadow)"
+            )
+        seen[slot] = index
+        entries.append(
+            Offender(
+                key=key,
+                kind=item.kind,
+                policy=item.policy,
+                shadow=item.shadow,
+                count=item.count,
+                first_seen=item.first_seen,
+                last_seen=item.last_seen,
+            )
+        )
+    return OffenderReport(body.available, body.reason, body.window_seconds, tuple(entries))
+
+
+def _key_problem(key: Prefix) -> str | None:
+    """A subscriber key is what gateways key their sets on: never a range of subscribers."""
+    if key.version == 4 and not key.is_host:
+        return f"{key} is not one IPv4 address (an IPv4 subscriber key is a /32)"
+    if key.version == 6 and not 32 <= key.length <= 64:
+        return f"{key} is not an IPv6 subscriber prefix (a delegation is /32 to /64)"
+    return None

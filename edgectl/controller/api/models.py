@@ -6,6 +6,7 @@ these stay thin and the two never disagree about what a pool is.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -166,6 +167,26 @@ class GatewayStatusPublic(BaseModel):
     detail: dict[str, Any]
 
 
+class Convergence(BaseModel):
+    wanted_revision: int
+    applied_revision: int | None = Field(description="null until the agent first reports")
+    converged: bool
+    last_seen: datetime | None = Field(description="when the agent last reported")
+    seconds_since_seen: float | None
+    lag_seconds: float | None = Field(
+        description="seconds since the controller first wanted a revision the gateway has "
+        "not applied; null when converged"
+    )
+
+
+class OffendersSummary(BaseModel):
+    available: bool
+    reason: str | None
+    window_seconds: int
+    count: int = Field(description="entries in the gateway's latest offenders report")
+    reported_at: datetime
+
+
 class GatewayPublic(BaseModel):
     name: str
     settings: dict[str, Any]
@@ -173,6 +194,10 @@ class GatewayPublic(BaseModel):
     revision: int
     status: GatewayStatusPublic | None
     converged: bool
+    convergence: Convergence
+    offenders: OffendersSummary | None = Field(
+        description="null until the agent reports offenders (older agents never do)"
+    )
 
 
 class GatewayCreated(GatewayPublic):
@@ -183,9 +208,59 @@ class AgentToken(BaseModel):
     agent_token: str
 
 
+OffenderKind = Literal["ratelimit", "concurrency", "destinationlimit", "op25b", "quarantine"]
+PolicyText = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
+
+
+class OffenderIn(Strict):
+    key: PrefixText = Field(description="IPv4 address (/32) or IPv6 subscriber prefix (/32../64)")
+    kind: OffenderKind
+    policy: PolicyText = Field(description="profile name, pool name or quarantine mode")
+    shadow: bool
+    # 2**40: far above what a block log limited to 10,000 lines a second can
+    # count in a day, and a sum over many gateways stays inside a BIGINT.
+    count: Annotated[int, Field(ge=1, le=2**40)]
+    first_seen: Instant
+    last_seen: Instant
+
+
+class OffendersIn(Strict):
+    available: bool
+    reason: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_prose)] | None = (
+        None
+    )
+    window_seconds: Annotated[int, Field(ge=1, le=86400)]
+    entries: Annotated[list[OffenderIn], Field(max_length=1000)] = Field(default_factory=list)
+
+
+def _encodable(value: dict[str, Any]) -> dict[str, Any]:
+    # JSON may carry lone surrogates ("\ud800"); stored, they would make every
+    # later answer that shows the detail fail to encode (a 500 for good).
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (a lone surrogate?)") from None
+    return value
+
+
 class StatusReport(Strict):
     applied_revision: Annotated[int, Field(ge=0, le=2**63 - 1)]
-    detail: dict[str, Any] = Field(default_factory=dict)
+    detail: Annotated[dict[str, Any], AfterValidator(_encodable)] = Field(default_factory=dict)
+    offenders: OffendersIn | None = Field(
+        default=None, description="replaces the gateway's stored offenders; omitted: kept"
+    )
+
+
+class OffenderPublic(BaseModel):
+    key: str
+    kind: OffenderKind
+    policy: str
+    shadow: bool = Field(description="counted only, not refused (a separate row from refusals)")
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    gateways: list[str]
+    account: str | None = Field(description="whose current session holds the key")
 
 
 class DesiredStateEnvelope(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,9 +13,9 @@ from sqlalchemy.engine import Connection
 
 from edgectl.controller.auth import hash_token, new_token
 from edgectl.controller.errors import Conflict, Invalid, NotFound
-from edgectl.controller.store import loaders
+from edgectl.controller.store import loaders, offenders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.core import Change, Store, now
 from edgectl.model import DesiredState, GatewaySettings, lint
 from edgectl.model.serial import settings_to_data
 
@@ -48,29 +49,99 @@ def _pool_names(connection: Connection, gateway: int) -> list[str]:
     return list(rows.scalars())
 
 
-def _status(connection: Connection, gateway: int) -> dict[str, Any] | None:
-    row = connection.execute(
-        sa.select(t.gateway_status).where(t.gateway_status.c.gateway_id == gateway)
-    ).first()
-    if row is None:
-        return None
+def _only(query: sa.Select[Any], column: Any, gateway: int | None) -> sa.Select[Any]:
+    return query if gateway is None else query.where(column == gateway)
+
+
+def served_pools(connection: Connection, gateway: int | None = None) -> dict[int, list[str]]:
+    """Pool names by gateway id (one gateway's, or everyone's in one query)."""
+    gp = t.gateway_pools
+    query = sa.select(gp.c.gateway_id, t.pools.c.name).join(t.pools, t.pools.c.id == gp.c.pool_id)
+    served: dict[int, list[str]] = {}
+    for row in connection.execute(_only(query, gp.c.gateway_id, gateway).order_by(t.pools.c.name)):
+        served.setdefault(row.gateway_id, []).append(row.name)
+    return served
+
+
+def statuses(connection: Connection, gateway: int | None = None) -> dict[int, Any]:
+    """Status rows by gateway id."""
+    s = t.gateway_status
+    query = _only(sa.select(s), s.c.gateway_id, gateway)
+    return {row.gateway_id: row for row in connection.execute(query)}
+
+
+def pending_since(connection: Connection, gateway: int | None = None) -> dict[int, datetime]:
+    """By gateway id: when the first revision it has not reported applying was made.
+
+    Converged gateways have no such revision and are absent.
+    """
+    r, s = t.revisions, t.gateway_status
+    query = (
+        sa.select(r.c.gateway_id, sa.func.min(r.c.at).label("since"))
+        .select_from(r.outerjoin(s, s.c.gateway_id == r.c.gateway_id))
+        .where(r.c.seq > sa.func.coalesce(s.c.applied_revision, -1))
+        .group_by(r.c.gateway_id)
+    )
     return {
-        "applied_revision": row.applied_revision,
-        "reported_at": row.reported_at.isoformat(),
-        "detail": json.loads(row.detail),
+        row.gateway_id: row.since
+        for row in connection.execute(_only(query, r.c.gateway_id, gateway))
     }
 
 
-def _public(connection: Connection, row: Any) -> dict[str, Any]:
-    status = _status(connection, row.id)
+def _seconds(since: datetime, at: datetime) -> float:
+    return round(max(0.0, (at - since).total_seconds()), 3)
+
+
+def convergence(row: Any, status: Any, since: datetime | None, at: datetime) -> dict[str, Any]:
+    """Revision wanted against applied, when the agent was last heard of, and the lag.
+
+    ``lag_seconds`` runs from when the controller first wanted a revision
+    the gateway has not applied; it is None once converged.
+    """
+    applied = None if status is None else int(status.applied_revision)
+    converged = applied == row.revision
     return {
-        "name": row.name,
-        "settings": json.loads(row.settings),
-        "pools": _pool_names(connection, row.id),
-        "revision": row.revision,
-        "status": status,
-        "converged": status is not None and status["applied_revision"] == row.revision,
+        "wanted_revision": row.revision,
+        "applied_revision": applied,
+        "converged": converged,
+        "last_seen": None if status is None else status.reported_at.isoformat(),
+        "seconds_since_seen": None if status is None else _seconds(status.reported_at, at),
+        "lag_seconds": None if converged or since is None else _seconds(since, at),
     }
+
+
+def _publics(
+    connection: Connection, rows: Sequence[Any], gateway: int | None
+) -> list[dict[str, Any]]:
+    """Public forms of ``rows``: one query per kind of fact, not per gateway."""
+    at = now()
+    served = served_pools(connection, gateway)
+    status = statuses(connection, gateway)
+    since = pending_since(connection, gateway)
+    reported = offenders.summaries(connection, gateway)
+    found = []
+    for row in rows:
+        state = status.get(row.id)
+        view = convergence(row, state, since.get(row.id), at)
+        found.append(
+            {
+                "name": row.name,
+                "settings": json.loads(row.settings),
+                "pools": served.get(row.id, []),
+                "revision": row.revision,
+                "status": None
+                if state is None
+                else {
+                    "applied_revision": state.applied_revision,
+                    "reported_at": state.reported_at.isoformat(),
+                    "detail": json.loads(state.detail),
+                },
+                "converged": view["converged"],
+                "convergence": view,
+                "offenders": reported.get(row.id),
+            }
+        )
+    return found
 
 
 def _audit_form(spec: GatewaySpec) -> dict[str, Any]:
@@ -84,12 +155,13 @@ def _audit_form(spec: GatewaySpec) -> dict[str, Any]:
 def list_gateways(store: Store) -> list[dict[str, Any]]:
     with store.read() as connection:
         rows = connection.execute(sa.select(t.gateways).order_by(t.gateways.c.name)).all()
-        return [_public(connection, row) for row in rows]
+        return _publics(connection, rows, None)
 
 
 def get_gateway(store: Store, name: str) -> dict[str, Any]:
     with store.read() as connection:
-        return _public(connection, _row(connection, name))
+        row = _row(connection, name)
+        return _publics(connection, [row], row.id)[0]
 
 
 def _check(change: Change, spec: GatewaySpec) -> list[int]:
@@ -204,8 +276,9 @@ def delete_gateway(store: Store, actor: str, name: str) -> None:
         before = GatewaySpec(
             name, loaders.settings_of(row.settings), tuple(_pool_names(change.connection, row.id))
         )
-        for table in (t.entries, t.gateway_pools, t.gateway_status):
+        for table in (t.entries, t.gateway_pools, t.gateway_status, t.revisions):
             change.connection.execute(sa.delete(table).where(table.c.gateway_id == row.id))
+        offenders.forget(change, row.id)
         change.connection.execute(sa.delete(t.gateways).where(t.gateways.c.id == row.id))
         change.structure = True
         change.credentials = True  # its agent token goes with it
@@ -213,9 +286,18 @@ def delete_gateway(store: Store, actor: str, name: str) -> None:
 
 
 def report_status(
-    store: Store, actor: str, name: str, applied: int, detail: dict[str, Any], at: datetime
+    store: Store,
+    actor: str,
+    name: str,
+    applied: int,
+    detail: dict[str, Any],
+    reported: offenders.OffenderReport | None = None,
 ) -> dict[str, Any]:
-    """An agent's report; not audited (it is telemetry, not a change to policy)."""
+    """An agent's report; not audited (it is telemetry, not a change to policy).
+
+    ``reported`` (None from agents that send no offenders) replaces the
+    gateway's offenders in the same transaction.
+    """
     with store.write(actor) as change:
         row = _row(change.connection, name)
         if applied > row.revision:
@@ -227,8 +309,17 @@ def report_status(
             sa.insert(t.gateway_status).values(
                 gateway_id=row.id,
                 applied_revision=applied,
-                reported_at=at,
+                reported_at=change.at,
                 detail=json.dumps(detail),
             )
         )
+        # Revisions it has caught up with no longer measure a lag.  The
+        # current one stays, so a gateway that falls behind again (an agent
+        # restored from an older state) still has a time to measure from.
+        r = t.revisions
+        change.connection.execute(
+            sa.delete(r).where(r.c.gateway_id == row.id, r.c.seq <= applied, r.c.seq < row.revision)
+        )
+        if reported is not None:
+            offenders.replace(change, row.id, reported)
     return get_gateway(store, name)

@@ -160,7 +160,7 @@ def _load_view(connection: Connection) -> tuple[Catalogue, Topology]:
     return catalogue, placed
 
 
-def _in_keys(
+def in_keys(
     connection: Connection, query: sa.Select[Any], column: Any, keys: list[Prefix]
 ) -> Iterator[Any]:
     """Rows of ``query`` whose ``column`` (an address in hex) lies inside ``keys``.
@@ -240,8 +240,8 @@ def holds_at(connection: Connection, keys: set[Prefix]) -> list[Hold]:
     for table, kind in ((t.quarantines, QUARANTINE), (t.exemptions, EXEMPTION)):
         base = _account_query(table, kind)
         for column, family in by_family.items():
-            holds.extend(_session_holds(_in_keys(connection, base, column, family), kind))
-    rows = _in_keys(connection, _prefix_query(), t.quarantines.c.prefix_hex, ordered)
+            holds.extend(_session_holds(in_keys(connection, base, column, family), kind))
+    rows = in_keys(connection, _prefix_query(), t.quarantines.c.prefix_hex, ordered)
     holds.extend(_prefix_holds(rows))
     return holds
 

@@ -43,10 +43,17 @@ def finish(change: Change) -> None:
         if keys:
             _refresh(change, topology, keys)
     if change.touched:
+        touched = sorted(change.touched)
         change.connection.execute(
-            sa.update(t.gateways)
-            .where(t.gateways.c.id.in_(sorted(change.touched)))
-            .values(revision=change.seq)
+            sa.update(t.gateways).where(t.gateways.c.id.in_(touched)).values(revision=change.seq)
+        )
+        # When this revision was wanted: what a gateway's lag is measured from.
+        at = time_param(change.connection, change.at)
+        insert_rows(
+            change.connection,
+            t.revisions,
+            ("gateway_id", "seq", "at"),
+            [(gateway, change.seq, at) for gateway in touched],
         )
 
 

@@ -120,6 +120,57 @@ gateway_status = sa.Table(
     sa.Column("detail", sa.Text, nullable=False),
 )
 
+# When each of a gateway's revisions was made: one row per change that moved
+# its revision, so "how long has the controller wanted something this
+# gateway has not applied" is the time of the first row above its applied
+# revision.  A report forgets the rows it has caught up with (the row of the
+# current revision always stays), the sweeper those older than
+# tombstone_retention except the first unapplied one.
+revisions = sa.Table(
+    "gateway_revisions",
+    metadata,
+    sa.Column(
+        "gateway_id", sa.Integer, sa.ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("at", Instant(), nullable=False),
+)
+
+# The offenders report of each gateway's latest status report that carried
+# one (older agents send none; their last one, if any, stays).
+offender_reports = sa.Table(
+    "offender_reports",
+    metadata,
+    sa.Column(
+        "gateway_id", sa.Integer, sa.ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("available", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("window_seconds", sa.Integer, nullable=False),
+    sa.Column("entries", sa.Integer, nullable=False),  # rows in offenders: no count per read
+    sa.Column("reported_at", Instant(), nullable=False),
+)
+
+# Its entries: subscriber keys the gateway's block log named, one row per
+# (key, kind, policy, shadow): a shadow and an enforcing rule of the same
+# policy (while it is being switched) are separate, one refused, the other
+# let through.  Rows, not JSON, so that they aggregate across gateways.
+offenders = sa.Table(
+    "offenders",
+    metadata,
+    sa.Column(
+        "gateway_id", sa.Integer, sa.ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("key", sa.String(64), primary_key=True),  # canonical prefix text
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("policy", sa.String(64), primary_key=True),
+    sa.Column("shadow", sa.Boolean, primary_key=True),
+    sa.Column("events", sa.BigInteger, nullable=False),
+    sa.Column("first_seen", Instant(), nullable=False),
+    sa.Column("last_seen", Instant(), nullable=False),
+    sa.Index("ix_offenders_key", "key", "kind", "policy"),
+)
+
 # The compiled, per-gateway quarantine/exemption entries with the sequence
 # that last changed each; removed entries stay as tombstones (live = false)
 # so "what changed since cursor N" is an index range, not a recompute.

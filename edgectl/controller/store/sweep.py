@@ -1,8 +1,9 @@
-"""Housekeeping nobody has to ask for: expire holds, forget old tombstones."""
+"""Housekeeping nobody has to ask for: expire holds, forget old tombstones and revision times."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -59,3 +60,39 @@ def purge_tombstones(store: Store, retention: float) -> int:
             sa.delete(e).where(sa.not_(e.c.live), e.c.changed_at < cutoff)
         )
         return int(result.rowcount)
+
+
+def _stale_revisions(cutoff: datetime) -> Any:
+    """Revision times older than ``cutoff`` that no lag is measured from.
+
+    Kept: each gateway's current revision and its first unapplied one, so
+    that a gateway behind for longer than the retention still shows its
+    whole lag.
+    """
+    r, g, s = t.revisions, t.gateways, t.gateway_status
+    first = r.alias("first_unapplied")
+    current = sa.select(g.c.revision).where(g.c.id == r.c.gateway_id).scalar_subquery()
+    earliest = (
+        sa.select(sa.func.coalesce(sa.func.min(first.c.seq), -1))
+        .select_from(first.outerjoin(s, s.c.gateway_id == first.c.gateway_id))
+        .where(
+            first.c.gateway_id == r.c.gateway_id,
+            first.c.seq > sa.func.coalesce(s.c.applied_revision, -1),
+        )
+        .scalar_subquery()
+    )
+    return sa.and_(r.c.at < cutoff, r.c.seq < current, r.c.seq != earliest)
+
+
+def forget_revisions(store: Store, retention: float) -> int:
+    """Forget when old revisions were made (see ``schema.revisions``).
+
+    Housekeeping, not a change: no sequence number, nothing for agents.
+    """
+    stale = _stale_revisions(now() - timedelta(seconds=retention))
+    r = t.revisions
+    with store.read() as connection:
+        if connection.execute(sa.select(r.c.gateway_id).where(stale).limit(1)).first() is None:
+            return 0
+    with store.database.write() as connection:
+        return int(connection.execute(sa.delete(r).where(stale)).rowcount)

@@ -19,7 +19,6 @@ from edgectl.controller.api.models import (
 )
 from edgectl.controller.auth import Role
 from edgectl.controller.store import gateways
-from edgectl.controller.store.core import now
 
 router = APIRouter(prefix="/v1/gateways", tags=["gateways"])
 
@@ -65,5 +64,9 @@ def rotate_token(name: PathGateway, store: StoreDep, who: Netops) -> Any:
 
 @router.post("/{name}/status", response_model=GatewayPublic)
 def report_status(name: PathGateway, body: StatusReport, store: StoreDep, who: Agent) -> Any:
+    """The revision the agent has in force, what it saw, and its offenders (optional)."""
     own_gateway(who, name)
-    return gateways.report_status(store, who.actor, name, body.applied_revision, body.detail, now())
+    reported = None if body.offenders is None else convert.offenders(body.offenders)
+    return gateways.report_status(
+        store, who.actor, name, body.applied_revision, body.detail, reported
+    )

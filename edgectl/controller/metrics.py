@@ -1,0 +1,244 @@
+"""The controller's Prometheus exposition (text format 0.0.4), written by hand.
+
+One module renders it, with no client library: everything shown is read
+from the store at scrape time, so there is no in-process registry to keep.
+What agents put in a status report's ``detail`` is untrusted: a missing or
+malformed field drops its sample, never the scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgectl.controller.store.telemetry import GatewayFacts, Snapshot
+from edgectl.model import QuarantineMode
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Bounds on what one agent's detail can add to a scrape.
+MAX_COUNTERS = 256
+MAX_LABEL = 128
+
+Labels = Sequence[tuple[str, str]]
+
+
+@dataclass
+class Family:
+    name: str
+    kind: str  # gauge | counter
+    help: str
+    samples: list[tuple[Labels, float]] = field(default_factory=list)
+
+    def add(self, labels: Labels, value: float) -> None:
+        self.samples.append((labels, value))
+
+
+def escape(value: str) -> str:
+    """A label value as the text format needs it quoted."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def exposition(families: Iterable[Family]) -> str:
+    lines: list[str] = []
+    for family in families:
+        lines.append(f"# HELP {family.name} {_help(family.help)}")
+        lines.append(f"# TYPE {family.name} {family.kind}")
+        for labels, value in family.samples:
+            text = ",".join(f'{name}="{escape(label)}"' for name, label in labels)
+            lines.append(
+                f"{family.name}{{{text}}} {number(value)}"
+                if text
+                else f"{family.name} {number(value)}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# Untrusted detail ---------------------------------------------------------------
+
+
+def _count(value: object) -> int | None:
+    """A non-negative integer (JSON true is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def _label(value: object, longest: int = MAX_LABEL) -> str | None:
+    # Printable excludes lone surrogates, which would not encode as UTF-8.
+    if not isinstance(value, str) or not 0 < len(value) <= longest or not value.isprintable():
+        return None
+    return value
+
+
+def _detail(text: str | None) -> Mapping[str, Any]:
+    if text is None:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _counters(detail: Mapping[str, Any]) -> list[tuple[str, str, int | None, int | None]]:
+    """(counter, policy, packets, bytes) from the agent's ``detail["counters"]``."""
+    counters = detail.get("counters")
+    if not isinstance(counters, dict):
+        return []
+    found = []
+    for name in sorted(key for key in counters if _label(key) is not None)[:MAX_COUNTERS]:
+        value = counters[name]
+        if not isinstance(value, dict):
+            continue
+        policy = _label(value.get("policy"), 64) or "other"
+        found.append((name, policy, _count(value.get("packets")), _count(value.get("bytes"))))
+    return found
+
+
+# Families ----------------------------------------------------------------------------
+
+
+def _gateway_families(facts: Sequence[GatewayFacts], snapshot: Snapshot) -> list[Family]:
+    wanted = Family(
+        "edgectl_controller_gateway_wanted_revision",
+        "gauge",
+        "Revision of the desired state the controller serves the gateway.",
+    )
+    applied = Family(
+        "edgectl_controller_gateway_applied_revision",
+        "gauge",
+        "Revision the gateway's agent last reported in force (-1: never reported).",
+    )
+    converged = Family(
+        "edgectl_controller_gateway_converged",
+        "gauge",
+        "1 if the applied revision is the wanted one.",
+    )
+    seen = Family(
+        "edgectl_controller_gateway_seconds_since_report",
+        "gauge",
+        "Seconds since the agent's last status report (absent: never reported).",
+    )
+    lag = Family(
+        "edgectl_controller_gateway_lag_seconds",
+        "gauge",
+        "Seconds since the controller first wanted a revision the gateway has not applied "
+        "(0 when converged).",
+    )
+    repairs = Family(
+        "edgectl_controller_gateway_drift_repairs",
+        "gauge",
+        "Drift repairs the agent reported (its counter since it started).",
+    )
+    sync = Family(
+        "edgectl_controller_gateway_seconds_since_sync",
+        "gauge",
+        "Seconds since the agent's last successful sync: what it reported plus the report's age.",
+    )
+    offenders = Family(
+        "edgectl_controller_gateway_offenders",
+        "gauge",
+        "Entries in the gateway's latest offenders report (absent: it never sent one).",
+    )
+    listening = Family(
+        "edgectl_controller_gateway_offenders_available",
+        "gauge",
+        "1 if the agent's offender listener was working at its latest offenders report.",
+    )
+    packets = Family(
+        "edgectl_controller_dropped_packets_total",
+        "counter",
+        "Packets the gateway refused (or, in shadow mode, only counted) per policy and "
+        "named counter, as its agent last reported them.",
+    )
+    octets = Family(
+        "edgectl_controller_dropped_bytes_total",
+        "counter",
+        "Bytes of those packets, as the agent last reported them.",
+    )
+    for gateway in facts:
+        labels = (("gateway", gateway.name),)
+        view = gateway.convergence
+        wanted.add(labels, int(view["wanted_revision"]))
+        reported = view["applied_revision"]
+        applied.add(labels, -1 if reported is None else int(reported))
+        converged.add(labels, int(bool(view["converged"])))
+        if view["seconds_since_seen"] is not None:
+            seen.add(labels, float(view["seconds_since_seen"]))
+        if view["converged"]:
+            lag.add(labels, 0)
+        elif view["lag_seconds"] is not None:
+            lag.add(labels, float(view["lag_seconds"]))
+        if gateway.offenders is not None:
+            offenders.add(labels, int(gateway.offenders["count"]))
+            listening.add(labels, int(bool(gateway.offenders["available"])))
+        detail = _detail(gateway.detail)
+        drift = _count(detail.get("drift_repairs"))
+        if drift is not None:
+            repairs.add(labels, drift)
+        since = _seconds(detail.get("seconds_since_sync"))
+        if since is not None and gateway.reported_at is not None:
+            age = max(0.0, (snapshot.at - gateway.reported_at).total_seconds())
+            sync.add(labels, round(since + age, 3))
+        for name, policy, count, size in _counters(detail):
+            counter = (*labels, ("policy", policy), ("counter", name))
+            if count is not None:
+                packets.add(counter, count)
+            if size is not None:
+                octets.add(counter, size)
+    return [
+        wanted,
+        applied,
+        converged,
+        seen,
+        lag,
+        repairs,
+        sync,
+        offenders,
+        listening,
+        packets,
+        octets,
+    ]
+
+
+def families(snapshot: Snapshot) -> list[Family]:
+    revision = Family(
+        "edgectl_controller_revision", "gauge", "The controller's change sequence number."
+    )
+    revision.add((), snapshot.seq)
+    count = Family("edgectl_controller_gateways", "gauge", "Registered gateways.")
+    count.add((), len(snapshot.gateways))
+    held = Family("edgectl_controller_quarantines", "gauge", "Active quarantines by mode.")
+    for mode in QuarantineMode:
+        held.add((("mode", mode.value),), snapshot.quarantines.get(mode.value, 0))
+    return [revision, count, held, *_gateway_families(snapshot.gateways, snapshot)]
+
+
+def render(snapshot: Snapshot) -> str:
+    return exposition(families(snapshot))

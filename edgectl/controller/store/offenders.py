@@ -1,0 +1,197 @@
+"""Offenders the gateways report: subscriber keys their block log named, per policy.
+
+Each status report that carries an offenders report replaces the gateway's
+previous one, in the status report's transaction.  Reading aggregates the
+latest reports of every gateway and names the account whose current
+session holds each key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from edgectl.controller.store import loaders
+from edgectl.controller.store import schema as t
+from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.db import insert_rows, time_param
+from edgectl.model import Prefix
+
+KINDS = ("ratelimit", "concurrency", "destinationlimit", "op25b", "quarantine")
+
+
+@dataclass(frozen=True, slots=True)
+class Offender:
+    key: Prefix  # an IPv4 /32, or an IPv6 subscriber prefix
+    kind: str
+    policy: str
+    shadow: bool
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OffenderReport:
+    available: bool
+    reason: str | None
+    window_seconds: int
+    entries: tuple[Offender, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OffenderFilter:
+    gateway: str | None = None
+    kind: str | None = None
+    limit: int = 100
+
+
+_COLUMNS = ("gateway_id", "key", "kind", "policy", "shadow", "events", "first_seen", "last_seen")
+
+
+def replace(change: Change, gateway: int, report: OffenderReport) -> None:
+    """The gateway's offenders are now exactly ``report``'s."""
+    connection = change.connection
+    for table in (t.offenders, t.offender_reports):
+        connection.execute(sa.delete(table).where(table.c.gateway_id == gateway))
+    connection.execute(
+        sa.insert(t.offender_reports).values(
+            gateway_id=gateway,
+            available=report.available,
+            reason=report.reason,
+            window_seconds=report.window_seconds,
+            entries=len(report.entries),
+            reported_at=change.at,
+        )
+    )
+    rows = [
+        (
+            gateway,
+            str(entry.key),
+            entry.kind,
+            entry.policy,
+            entry.shadow,
+            entry.count,
+            time_param(connection, entry.first_seen),
+            time_param(connection, entry.last_seen),
+        )
+        for entry in report.entries
+    ]
+    insert_rows(connection, t.offenders, _COLUMNS, rows)
+
+
+def forget(change: Change, gateway: int) -> None:
+    for table in (t.offenders, t.offender_reports):
+        change.connection.execute(sa.delete(table).where(table.c.gateway_id == gateway))
+
+
+def summaries(connection: Connection, gateway: int | None = None) -> dict[int, dict[str, Any]]:
+    """Per gateway id: its last offenders report without the entries."""
+    r = t.offender_reports
+    query = sa.select(r)
+    if gateway is not None:
+        query = query.where(r.c.gateway_id == gateway)
+    return {
+        row.gateway_id: {
+            "available": row.available,
+            "reason": row.reason,
+            "window_seconds": row.window_seconds,
+            "count": row.entries,
+            "reported_at": row.reported_at.isoformat(),
+        }
+        for row in connection.execute(query)
+    }
+
+
+def _filtered(query: sa.Select[Any], wanted: OffenderFilter) -> sa.Select[Any]:
+    o = t.offenders
+    if wanted.gateway is not None:
+        query = query.where(
+            o.c.gateway_id.in_(
+                sa.select(t.gateways.c.id).where(t.gateways.c.name == wanted.gateway)
+            )
+        )
+    if wanted.kind is not None:
+        query = query.where(o.c.kind == wanted.kind)
+    return query
+
+
+def listing(store: Store, wanted: OffenderFilter) -> list[dict[str, Any]]:
+    """Entries aggregated over gateways, most events first.
+
+    Grouped per (key, kind, policy, shadow): counted-only and refused events
+    of one policy (a gateway that has not yet applied a shadow switch, or an
+    episode that spans the switch) stay apart, as the agents report them.
+    """
+    o = t.offenders
+    group = (o.c.key, o.c.kind, o.c.policy, o.c.shadow)
+    total = sa.func.sum(o.c.events).label("total")
+    last = sa.func.max(o.c.last_seen).label("last")
+    first = sa.func.min(o.c.first_seen).label("first")
+    groups_query = _filtered(sa.select(*group, total, first, last).group_by(*group), wanted)
+    groups_query = groups_query.order_by(total.desc(), last.desc(), *group).limit(wanted.limit)
+    with store.read() as connection:
+        groups = connection.execute(groups_query).all()
+        keys = sorted({row.key for row in groups})
+        names: dict[tuple[str, str, str, bool], list[str]] = {}
+        named = _filtered(
+            sa.select(*group, t.gateways.c.name).join(
+                t.gateways, t.gateways.c.id == o.c.gateway_id
+            ),
+            wanted,
+        )
+        for row in loaders.rows_in(connection, named, o.c.key, keys):
+            names.setdefault((row.key, row.kind, row.policy, row.shadow), []).append(row.name)
+        owners = holders(connection, [Prefix.parse(key) for key in keys])
+    return [
+        {
+            "key": row.key,
+            "kind": row.kind,
+            "policy": row.policy,
+            "shadow": row.shadow,
+            "count": int(row.total),  # PostgreSQL sums a BIGINT as NUMERIC
+            "first_seen": row.first.isoformat(),
+            "last_seen": row.last.isoformat(),
+            "gateways": sorted(names.get((row.key, row.kind, row.policy, row.shadow), [])),
+            "account": owners.get(row.key),
+        }
+        for row in groups
+    ]
+
+
+def holders(connection: Connection, keys: Sequence[Prefix]) -> dict[str, str]:
+    """Account by key text, for keys some account's current session holds.
+
+    IPv4: the session address is the key.  IPv6: the session's delegated
+    prefix is the key or lies inside it (a key is the pool's subscriber
+    prefix, and a session is never shorter than its pool's delegation); if
+    several lie inside one key, the lowest address wins.
+    """
+    s, a = t.sessions, t.accounts
+    found: dict[str, str] = {}
+    v4 = [key for key in keys if key.version == 4]
+    by_v4: sa.Select[Any] = sa.select(s.c.ipv4, a.c.ref).join(a, a.c.id == s.c.account_id)
+    for row in loaders.in_keys(connection, by_v4, s.c.ipv4_hex, v4):
+        found[str(Prefix.parse(row.ipv4))] = row.ref
+    v6 = {key for key in keys if key.version == 6}
+    lengths = sorted({key.length for key in v6})
+    by_v6: sa.Select[Any] = sa.select(s.c.ipv6, s.c.ipv6_hex, a.c.ref).join(
+        a, a.c.id == s.c.account_id
+    )
+    rows = loaders.in_keys(connection, by_v6, s.c.ipv6_hex, sorted(v6))
+    for row in sorted(rows, key=lambda row: str(row.ipv6_hex)):
+        session = Prefix.parse(row.ipv6)
+        for key in _covering(session, lengths, v6):
+            found.setdefault(str(key), row.ref)
+    return found
+
+
+def _covering(session: Prefix, lengths: Iterable[int], keys: set[Prefix]) -> Iterable[Prefix]:
+    for length in lengths:
+        if length <= session.length and session.supernet(length) in keys:
+            yield session.supernet(length)
