@@ -342,11 +342,12 @@ class System:
             },
         )
         api("POST", "/v1/relays", {"name": "isp_mx", "prefixes": [RELAY4, "2001:db8:eeee::25"]})
-        settings = {
+        self.settings: dict[str, Any] = {
             "block_action": "reset",
             "resolvers": ["198.51.100.53", "2001:db8:eeee:53::53"],
             "portal": ["198.51.100.80", "2001:db8:eeee:80::80"],
         }
+        settings = self.settings
         self.agent_tokens: dict[str, str] = {}
         for name in GATEWAYS:
             created = api(
@@ -372,6 +373,10 @@ class System:
 
     def lift(self, kind: str, ident: int) -> None:
         self.api("POST", f"/v1/{kind}/{ident}/lift", {"reason": "test over"})
+
+    def set_settings(self, gateway: str, **changes: Any) -> None:
+        """The gateway's settings: the system's own with ``changes`` (a PATCH replaces them all)."""
+        self.api("PATCH", f"/v1/gateways/{gateway}", {"settings": {**self.settings, **changes}})
 
     def revision(self, gateway: str) -> int:
         revision: int = self.api("GET", f"/v1/gateways/{gateway}")["revision"]

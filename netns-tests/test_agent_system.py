@@ -134,11 +134,15 @@ def test_status_reports_reach_the_controller(clean: System) -> None:
         )
 
     assert poll(reported, 10, 0.1)
-    detail = clean.api("GET", "/v1/gateways/gw-a")["status"]["detail"]
+    gateway = clean.api("GET", "/v1/gateways/gw-a")
+    detail = gateway["status"]["detail"]
     assert detail["counters"]["quarantine_smtp"]["policy"] == "quarantine"
     assert "drift_repairs" in detail
-    assert detail["offenders"]["available"] is False
     assert detail["last_apply"]["kind"] in ("delta", "full")
+    # Offenders are a section of their own; without a log group the agent says why.
+    assert "offenders" not in detail
+    assert gateway["offenders"]["available"] is False
+    assert gateway["offenders"]["reason"].startswith("settings.log_group is not set")
 
 
 def test_metrics_endpoint(clean: System) -> None:

@@ -29,6 +29,7 @@ from edgectl.lab import netns
 from edgectl.lab.fleet import STATE_ROOT, LabState, lab_pids
 from edgectl.lab.probe import wait_until
 from edgectl.lab.topology import OWNER_DIR
+from edgectl.model import Prefix
 
 PYTHON = sys.executable
 UP_TIMEOUT = 120.0
@@ -112,6 +113,27 @@ def _gateways(get_command: str) -> list[dict[str, Any]]:
     return gateways
 
 
+# What the printed probes make the gateways log, as (key, kind, policy, gateways, account).
+EXPECTED_OFFENDERS = {
+    (Prefix.parse("100.64.0.11"), "quarantine", "smtp", ("gw-a", "gw-b"), "cust-1002"),
+    (Prefix.parse("100.64.0.10"), "op25b", "home_v4", ("gw-a",), "cust-1001"),
+    (Prefix.parse("2001:db8:1000:100::/56"), "op25b", "home_v6", ("gw-b",), "cust-1001"),
+}
+
+
+def _offenders(get_command: str) -> set[tuple[Prefix, str, str, tuple[str, ...], str | None]]:
+    answer = shell(get_command)
+    assert answer.returncode == 0, answer.stderr
+    return {
+        (Prefix.parse(e["key"]), e["kind"], e["policy"], tuple(e["gateways"]), e["account"])
+        for e in json.loads(answer.stdout)
+    }
+
+
+def _offenders_are(get_command: str, expected: set[Any]) -> bool:
+    return _offenders(get_command) == expected
+
+
 def _converged_past(get_command: str, before: dict[str, int]) -> bool:
     """Every gateway's revision moved past ``before`` and its agent applied it."""
     gateways = _gateways(get_command)
@@ -175,6 +197,7 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
 
     expect: str | None = None
     probes = quarantines = 0
+    offenders_listed = False
     for line in lines:
         if not line.startswith("    $ "):
             match = _EXPECT.search(line)
@@ -198,6 +221,11 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
             moved = functools.partial(_converged_past, get_gateways, before)
             assert poll(moved, CONVERGE_TIMEOUT)
             quarantines += 1
+        elif command.endswith("/v1/offenders"):
+            # Reported within a report interval (5 s in the lab) of the probes above.
+            listed = functools.partial(_offenders_are, command, EXPECTED_OFFENDERS)
+            assert poll(listed, CONVERGE_TIMEOUT, 0.5), _offenders(command)
+            offenders_listed = True
         elif command.endswith(" down") or " down --name " in command:
             down = shell(command)
             assert down.returncode == 0, down.stderr
@@ -210,7 +238,7 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
             assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
             if " nft list table " in command:
                 assert "table inet edgectl" in result.stdout
-    assert probes >= 8 and quarantines == 2, started.stdout
+    assert probes >= 8 and quarantines == 2 and offenders_listed, started.stdout
     assert commands[-1].endswith(f"down --name {lab_name}")
 
 

@@ -54,6 +54,64 @@ def test_report(policy_state: DesiredState) -> None:
     assert bodies == [{"applied_revision": 7, "detail": {"drift_repairs": 0}}]
 
 
+OFFENDERS = {
+    "available": True,
+    "reason": None,
+    "window_seconds": 900,
+    "entries": [
+        {
+            "key": "100.64.1.7/32",
+            "kind": "ratelimit",
+            "policy": "residential",
+            "shadow": False,
+            "count": 3,
+            "first_seen": "2026-11-29T12:00:00.000+00:00",
+            "last_seen": "2026-11-29T12:00:05.000+00:00",
+        }
+    ],
+}
+
+
+def test_report_with_offenders_is_one_body() -> None:
+    bodies: list[object] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={})
+
+    assert client_for(httpx.MockTransport(handle)).report(7, {"error": None}, OFFENDERS)
+    assert bodies == [{"applied_revision": 7, "detail": {"error": None}, "offenders": OFFENDERS}]
+
+
+def test_an_older_controller_gets_the_report_without_offenders() -> None:
+    bodies: list[dict[str, object]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "offenders" in body:  # what a controller with extra="forbid" answers
+            return httpx.Response(422, json={"detail": [{"type": "extra_forbidden"}]})
+        return httpx.Response(200, json={})
+
+    assert not client_for(httpx.MockTransport(handle)).report(7, {}, OFFENDERS)
+    assert [sorted(body) for body in bodies] == [
+        ["applied_revision", "detail", "offenders"],
+        ["applied_revision", "detail"],
+    ]
+
+
+def test_other_report_failures_are_not_retried() -> None:
+    calls: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503, text="busy")
+
+    with pytest.raises(ControllerError, match="HTTP 503"):
+        client_for(httpx.MockTransport(handle)).report(7, {}, OFFENDERS)
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize(
     ("response", "words"),
     [

@@ -48,7 +48,7 @@ def test_every_setting(tmp_path: Path, token_file: Path) -> None:
     extra = (
         'netns = "lab-gw"\nmetrics_listen = "[::1]:9500"\npoll_wait = 10\n'
         "backoff_min = 0.2\nbackoff_max = 5\ndrift_interval = 1\nreport_interval = 15\n"
-        "request_timeout = 3\nreport_min_gap = 0\n"
+        "request_timeout = 3\nreport_min_gap = 0\noffenders_window = 300\n"
     )
     config = load(write(tmp_path, token_file, extra, controller_url='"http://127.0.0.1:8470/"'))
     assert config.controller_url == "http://127.0.0.1:8470"
@@ -57,6 +57,7 @@ def test_every_setting(tmp_path: Path, token_file: Path) -> None:
     assert (config.poll_wait, config.backoff_min, config.backoff_max) == (10.0, 0.2, 5.0)
     assert (config.drift_interval, config.report_interval, config.request_timeout) == (1, 15, 3)
     assert config.report_min_gap == 0
+    assert config.offenders_window == 300
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,8 @@ def test_every_setting(tmp_path: Path, token_file: Path) -> None:
         ({}, "drift_interval = 10\n", "agent.drift_interval", "between"),
         ({}, "backoff_min = 5\nbackoff_max = 1\n", "agent.backoff_max", "backoff_min"),
         ({}, 'allow_plain_http = "yes"\n', "agent.allow_plain_http", "true or false"),
+        ({}, "offenders_window = 0\n", "agent.offenders_window", "between"),
+        ({}, "offenders_window = 90000\n", "agent.offenders_window", "between"),
     ],
 )
 def test_mistakes_name_the_field(

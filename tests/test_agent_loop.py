@@ -72,6 +72,7 @@ class FakeController:
         self.answers = list(answers)
         self.asked: list[int | None] = []
         self.reports: list[tuple[int, dict[str, object]]] = []
+        self.offenders: list[dict[str, object] | None] = []
 
     def desired(self, since: int | None, wait: float) -> Answer:
         self.asked.append(since)
@@ -80,8 +81,31 @@ class FakeController:
             raise answer
         return answer
 
-    def report(self, applied_revision: int, detail: dict[str, object]) -> None:
+    def report(
+        self,
+        applied_revision: int,
+        detail: dict[str, object],
+        offenders: dict[str, object] | None = None,
+    ) -> bool:
         self.reports.append((applied_revision, detail))
+        self.offenders.append(offenders)
+        return True
+
+
+class FakeOffenders:
+    """What the agent hands the offender listener, and a fixed report section."""
+
+    def __init__(self) -> None:
+        self.followed: list[DesiredState] = []
+
+    def follow(self, state: DesiredState) -> None:
+        self.followed.append(state)
+
+    def report(self) -> dict[str, object]:
+        return {"available": True, "reason": None, "window_seconds": 900, "entries": []}
+
+    def run_forever(self, stop: threading.Event) -> None:
+        stop.wait()
 
 
 class FakeStore:
@@ -357,7 +381,53 @@ def test_status_report_carries_revision_counters_and_offenders(base: DesiredStat
         "quarantine_smtp": {"policy": "quarantine", "packets": 3, "bytes": 180}
     }
     assert detail["last_apply"]["kind"] == "full"  # type: ignore[index]
-    assert detail["offenders"]["available"] is False  # type: ignore[index]
+    # Offenders are a section of the report of their own, not part of detail.
+    assert "offenders" not in detail
+    assert controller.offenders[-1] is None  # no listener: the section is left out
+
+
+def test_every_state_put_in_force_goes_to_the_offender_listener(base: DesiredState) -> None:
+    r8 = quarantined(base, 8, "100.64.0.20")
+    controller = FakeController(Snapshot(7, base), Delta(8, diff(base, r8)))
+    offenders = FakeOffenders()
+    agent = Agent(
+        LoopSettings(gateway=GATEWAY),
+        FakeKernel(),
+        controller,
+        FakeStore(Applied(base, 3)),
+        Metrics(GATEWAY),
+        offenders=offenders,
+    )
+    agent.restore()
+    agent.sync_once()  # the same state again: nothing committed, nothing new to follow
+    agent.sync_once()
+    assert [state.revision for state in offenders.followed] == [7, 8]
+    assert agent.report_once()
+    assert controller.offenders[-1] == offenders.report()
+    assert "agent-offenders" in {thread.name for thread in agent.threads()}
+
+
+def test_a_controller_that_refuses_the_offenders_section_is_reported_to_without_it(
+    base: DesiredState, caplog: pytest.LogCaptureFixture
+) -> None:
+    class OldController(FakeController):
+        def report(
+            self,
+            applied_revision: int,
+            detail: dict[str, object],
+            offenders: dict[str, object] | None = None,
+        ) -> bool:
+            super().report(applied_revision, detail, offenders)
+            return False
+
+    controller = OldController(Snapshot(7, base))
+    agent, _, _ = make_agent(controller)
+    agent.sync_once()
+    with caplog.at_level("WARNING", logger="edgectl.agent"):
+        assert agent.report_once()
+        assert agent.report_once()
+    warnings = [r for r in caplog.records if "refused the offenders section" in r.message]
+    assert len(warnings) == 1  # said once, not every report
 
 
 def test_backoff_grows_with_jitter_and_resets() -> None:

@@ -31,6 +31,19 @@ def test_render() -> None:
     assert text.endswith("\n")
 
 
+def test_offender_metrics() -> None:
+    metrics = Metrics("gw-a")
+    metrics.set_offenders(42)
+    metrics.add("nflog_overruns", 3)
+    metrics.add("nflog_lost_events", 250)
+    lines = set(metrics.render({}).splitlines())
+    assert "# TYPE edgectl_agent_offenders gauge" in lines
+    assert 'edgectl_agent_offenders{gateway="gw-a"} 42' in lines
+    assert "# TYPE edgectl_agent_nflog_overruns_total counter" in lines
+    assert 'edgectl_agent_nflog_overruns_total{gateway="gw-a"} 3' in lines
+    assert 'edgectl_agent_nflog_lost_events_total{gateway="gw-a"} 250' in lines
+
+
 def test_never_synced() -> None:
     text = Metrics("gw-a").render({})
     assert 'edgectl_agent_applied_revision{gateway="gw-a"} -1' in text

@@ -157,7 +157,7 @@ NFTNL_UDATA_RULE_COMMENT = 0
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid (host order)
 _NLATTR = struct.Struct("=HH")  # len, type (host order)
-_NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (res_id is be16; always 0 here)
+_NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (res_id is be16: pack it htons'd)
 _BE32 = struct.Struct(">I")
 _BE64 = struct.Struct(">Q")
 
@@ -320,11 +320,23 @@ def cstr(value: bytes) -> str:
 
 
 def encode_message(
-    msg: int, flags: int, seq: int, family: int, attrs: bytes, *, pid: int = 0
+    msg: int,
+    flags: int,
+    seq: int,
+    family: int,
+    attrs: bytes,
+    *,
+    pid: int = 0,
+    subsys: int = NFNL_SUBSYS_NFTABLES,
+    res_id: int = 0,
 ) -> bytes:
-    """An nf_tables request: nlmsghdr + nfgenmsg + attributes."""
-    body = _NFGENMSG.pack(family, NFNETLINK_V0, 0) + attrs
-    msg_type = (NFNL_SUBSYS_NFTABLES << 8) | msg
+    """An nfnetlink request (nf_tables unless ``subsys`` says otherwise).
+
+    nlmsghdr + nfgenmsg + attributes; ``res_id`` is the subsystem's resource
+    (the nflog group number for NFNL_SUBSYS_ULOG), sent big-endian.
+    """
+    body = _NFGENMSG.pack(family, NFNETLINK_V0, socket.htons(res_id)) + attrs
+    msg_type = (subsys << 8) | msg
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, seq, pid) + body
 
 

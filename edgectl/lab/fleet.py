@@ -15,10 +15,11 @@ by a management veth, and starts, as daemons (own session, stdin
 * ``agent-gw-a``/``agent-gw-b``: ``edgectl agent run`` *inside* each gateway
   namespace, talking to the controller across its management veth.
 
-It then configures pools, the relay, a rate-limit profile, both gateways,
-a few subscriber sessions and an exemption through the REST API with a
-netops token it creates, and waits until both agents report the gateway's
-revision applied.
+It then configures pools, the relay, a rate-limit profile, both gateways
+(block log to nflog group ``LOG_GROUP``, which each agent reads for its
+offenders report), a few subscriber sessions and an exemption through the
+REST API with a netops token it creates, and waits until both agents report
+the gateway's revision applied.
 
 Addresses are lab-only: subscribers in 100.64.0.0/10 and 2001:db8::/32,
 servers in 203.0.113.0/24 and 198.51.100.0/24, management links in
@@ -82,6 +83,9 @@ MGMT_LINKS: dict[str, tuple[str, str]] = {
     "gw-b": ("192.0.2.5/30", "192.0.2.6/30"),
 }
 MAIL_PORTS = (25, 465, 587)
+# Block rules log to this nflog group, where each gateway's agent listens
+# (offenders); nflog groups are per namespace, so both gateways use the same.
+LOG_GROUP = 1
 START_TIMEOUT = 30.0
 CONVERGE_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -591,6 +595,7 @@ def _configure(state: LabState) -> dict[str, str]:
         "block_action": "reset",
         "resolvers": [hosts["resolver"].ipv4, hosts["resolver"].ipv6],
         "portal": [hosts["portal"].ipv4, hosts["portal"].ipv6],
+        "log_group": LOG_GROUP,
     }
     agent_tokens: dict[str, str] = {}
     for gateway in GATEWAYS:

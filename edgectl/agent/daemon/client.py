@@ -1,10 +1,10 @@
 """The controller, seen from the agent: the only module that imports httpx.
 
 Two calls: ``desired(since, wait)`` (snapshot or delta, long-polled) and
-``report(...)``.  Every failure -- refused connection, timeout, 5xx,
-401/403, a body that is not a valid state -- becomes ``ControllerError``,
-because the agent's answer to all of them is the same: keep enforcing what
-it has, back off, try again.
+``report(...)`` (applied revision, detail, offenders).  Every failure --
+refused connection, timeout, 5xx, 401/403, a body that is not a valid
+state -- becomes ``ControllerError``, because the agent's answer to all of
+them is the same: keep enforcing what it has, back off, try again.
 """
 
 from __future__ import annotations
@@ -145,10 +145,28 @@ class ControllerClient:
             raise ControllerError(f"desired-state answer is not JSON: {error}") from None
         return parse_answer(document)
 
-    def report(self, applied_revision: int, detail: dict[str, Any]) -> None:
-        self._call(
-            "POST",
-            f"/v1/gateways/{self.gateway}/status",
-            self._request_timeout,
-            json={"applied_revision": applied_revision, "detail": detail},
-        )
+    def report(
+        self,
+        applied_revision: int,
+        detail: dict[str, Any],
+        offenders: dict[str, Any] | None = None,
+    ) -> bool:
+        """POST the status report; False if the controller only took it without ``offenders``.
+
+        A controller older than the offenders section refuses the unknown
+        field (HTTP 422); the report is then sent again without it, so that
+        convergence stays visible while agents are upgraded first.
+        """
+        body: dict[str, Any] = {"applied_revision": applied_revision, "detail": detail}
+        path = f"/v1/gateways/{self.gateway}/status"
+        if offenders is None:
+            self._call("POST", path, self._request_timeout, json=body)
+            return True
+        try:
+            self._call("POST", path, self._request_timeout, json={**body, "offenders": offenders})
+        except ControllerError as error:
+            if error.status != 422:
+                raise
+            self._call("POST", path, self._request_timeout, json=body)
+            return False
+        return True

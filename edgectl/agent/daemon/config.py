@@ -17,6 +17,7 @@ Example::
     report_interval = 30.0  # a status report at least this often ...
     report_min_gap = 5.0    # ... and at most this often while revisions stream in
     request_timeout = 10.0  # connect/read allowance on top of poll_wait
+    offenders_window = 900  # an offender stays reported this long after its last block
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class AgentConfig:
     # CPU as serving the changes (BENCHMARKS-agent.md).
     report_min_gap: float = 5.0
     request_timeout: float = 10.0
+    # Seconds an offender entry outlives its last log event (offenders.py).
+    offenders_window: float = 900.0
 
 
 # name -> (kind, lowest, highest) for the numeric settings.
@@ -78,6 +81,8 @@ _SECONDS: dict[str, tuple[float, float]] = {
     "report_interval": (1.0, 3600.0),
     "report_min_gap": (0.0, 3600.0),
     "request_timeout": (0.5, 600.0),
+    # Up to a day: entries are bounded in number (10,000), not by the window.
+    "offenders_window": (1.0, 86400.0),
 }
 _STRINGS = ("controller_url", "gateway", "token_file", "state_dir", "netns", "ca_file")
 _REQUIRED = ("controller_url", "gateway", "token_file", "state_dir")

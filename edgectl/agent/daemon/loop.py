@@ -1,7 +1,8 @@
 """The reconcile loop: what the agent decides, given a kernel, a controller and a disk.
 
-The decisions live here and only here, against three small ports (``KernelPort``,
-``ControllerPort``, ``StorePort``) so unit tests drive them with fakes:
+The decisions live here and only here, against small ports (``KernelPort``,
+``ControllerPort``, ``StorePort``, ``OffendersPort``) so unit tests drive
+them with fakes:
 
 * start: restore last-known-good from disk and commit it (full sync) before
   the controller is asked anything -- a rebooted gateway enforces from its
@@ -15,7 +16,9 @@ The decisions live here and only here, against three small ports (``KernelPort``
 * fail-static: controller errors never touch the kernel, they only delay
   the next attempt (exponential backoff with jitter);
 * drift: a ruleset generation we did not produce means someone committed;
-  read our table back (no big-set listing) and re-sync it only if it differs.
+  read our table back (no big-set listing) and re-sync it only if it differs;
+* offenders: every state put in force is handed to the offender listener
+  (its log group and pools), and each status report carries what it heard.
 """
 
 from __future__ import annotations
@@ -51,12 +54,6 @@ _ERROR_LOG_EVERY = 60.0
 # committed (it takes long enough for an operator to want to know).
 _LARGE_DELTA = 1000
 
-OFFENDERS_UNAVAILABLE = (
-    "not read: the rate/concurrency meter sets hold every recent sender, and the kernel "
-    "does not expose which ones are over their limit (nft_limit dumps its configuration, "
-    "not its tokens); the per-policy counters show how much was refused"
-)
-
 
 class KernelPort(Protocol):
     @property
@@ -74,7 +71,15 @@ class KernelPort(Protocol):
 
 class ControllerPort(Protocol):
     def desired(self, since: int | None, wait: float) -> Answer: ...
-    def report(self, applied_revision: int, detail: dict[str, Any]) -> None: ...
+    def report(
+        self, applied_revision: int, detail: dict[str, Any], offenders: dict[str, Any] | None
+    ) -> bool: ...
+
+
+class OffendersPort(Protocol):
+    def follow(self, state: DesiredState) -> None: ...
+    def report(self) -> dict[str, Any]: ...
+    def run_forever(self, stop: threading.Event) -> None: ...
 
 
 class StorePort(Protocol):
@@ -125,6 +130,7 @@ class Agent:
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
         persist_in_background: bool = False,
+        offenders: OffendersPort | None = None,
     ) -> None:
         self.settings = settings
         self.kernel = kernel
@@ -135,6 +141,8 @@ class Agent:
         self.backoff = backoff or Backoff(settings.backoff_min, settings.backoff_max)
         self._clock = clock
         self.persister = Persister(store, metrics, inline=not persist_in_background)
+        self.offenders = offenders
+        self._offenders_refused = False  # the controller took reports only without them
         # What the kernel holds (by our last commit); read and written under kernel.lock.
         self.applied: Applied | None = None
         # The revision to ask deltas from; None asks for a snapshot.
@@ -316,6 +324,8 @@ class Agent:
             # them; reference counting still frees them when replaced.
             gc.freeze()
         self.persister.submit(state, commit.generation)
+        if self.offenders is not None:
+            self.offenders.follow(state)
         self.applied = Applied(state, commit.generation)
         self.cursor = state.revision
         self.metrics.synced(state.revision)
@@ -407,7 +417,6 @@ class Agent:
                 "drift_repairs": self.metrics.drift_repairs,
                 "last_drift": list(status.last_drift),
                 "error": status.last_error,
-                "offenders": {"available": False, "reason": OFFENDERS_UNAVAILABLE},
             }
         since = self.metrics.seconds_since_sync()
         detail["seconds_since_sync"] = None if since is None else round(since, 3)
@@ -419,11 +428,27 @@ class Agent:
         if applied is None:
             return False
         try:
-            self.controller.report(applied.state.revision, self.status_detail())
+            took = self.controller.report(
+                applied.state.revision, self.status_detail(), self.offenders_report()
+            )
         except ControllerError as error:
             log.debug("status report failed: %s", error)
             return False
+        refused = not took
+        if refused != self._offenders_refused:  # log the change, not every report
+            self._offenders_refused = refused
+            if not refused:
+                log.info("the controller takes the offenders section again")
+            else:
+                log.warning(
+                    "the controller refused the offenders section of the status report "
+                    "(HTTP 422: older than this agent?); reporting without it"
+                )
         return True
+
+    def offenders_report(self) -> dict[str, Any] | None:
+        """The report's offenders section; None (left out) without a listener."""
+        return None if self.offenders is None else self.offenders.report()
 
     # -- threads -------------------------------------------------------------------
 
@@ -469,6 +494,9 @@ class Agent:
             ("report", self.report_forever),
             ("persist", lambda: self.persister.run_forever(self.stop)),
         )
+        if self.offenders is not None:
+            offenders = self.offenders
+            targets += (("offenders", lambda: offenders.run_forever(self.stop)),)
         for name, target in targets:
             yield threading.Thread(target=target, name=f"agent-{name}", daemon=True)
 

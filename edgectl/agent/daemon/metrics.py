@@ -54,6 +54,9 @@ class Metrics:
         self.apply_failures = 0
         self.persist_failures = 0
         self.controller_reachable = False
+        self.offenders = 0  # entries the offender book tracks now
+        self.nflog_overruns = 0
+        self.nflog_lost_events = 0
         self._buckets: dict[str, list[int]] = {}
         self._sum: dict[str, float] = {}
         self._count: dict[str, int] = {}
@@ -80,6 +83,10 @@ class Metrics:
     def set_reachable(self, reachable: bool) -> None:
         with self._lock:
             self.controller_reachable = reachable
+
+    def set_offenders(self, tracked: int) -> None:
+        with self._lock:
+            self.offenders = tracked
 
     def seconds_since_sync(self) -> float | None:
         with self._lock:
@@ -116,12 +123,28 @@ class Metrics:
                 "1 if the last request to the controller succeeded.",
                 [f"edgectl_agent_controller_reachable{{{gw}}} {int(self.controller_reachable)}"],
             )
+            metric(
+                "edgectl_agent_offenders",
+                "gauge",
+                "Offender entries (subscriber, rule) seen within the offenders window.",
+                [f"edgectl_agent_offenders{{{gw}}} {self.offenders}"],
+            )
             for name, attr, help_text in (
                 ("drift_repairs_total", "drift_repairs", "Repairs of a table someone changed."),
                 ("drift_checks_total", "drift_checks", "Read-backs after a foreign commit."),
                 ("controller_errors_total", "controller_errors", "Failed controller requests."),
                 ("apply_failures_total", "apply_failures", "Transactions the kernel refused."),
                 ("persist_failures_total", "persist_failures", "Failed state-file writes."),
+                (
+                    "nflog_overruns_total",
+                    "nflog_overruns",
+                    "Times the kernel dropped block log events: the listener's queue was full.",
+                ),
+                (
+                    "nflog_lost_events_total",
+                    "nflog_lost_events",
+                    "Block log events those overruns cost (from the events' sequence numbers).",
+                ),
             ):
                 full = f"edgectl_agent_{name}"
                 metric(full, "counter", help_text, [f"{full}{{{gw}}} {getattr(self, attr)}"])

@@ -17,6 +17,8 @@ from edgectl.agent.daemon.config import AgentConfig, read_token
 from edgectl.agent.daemon.kernel import Kernel
 from edgectl.agent.daemon.loop import Agent, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics, MetricsServer
+from edgectl.agent.daemon.offender_listener import OffenderListener
+from edgectl.agent.daemon.offenders import OffenderBook
 from edgectl.agent.persist import StateStore
 
 log = logging.getLogger("edgectl.agent")
@@ -69,6 +71,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
         ca_file=config.ca_file,
     )
     metrics = Metrics(config.gateway)
+    offenders = OffenderListener(config.netns, OffenderBook(config.offenders_window), metrics)
     agent = Agent(
         loop_settings(config),
         kernel,
@@ -77,6 +80,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
         metrics,
         stop=stop,
         persist_in_background=True,
+        offenders=offenders,
     )
     server = None
     try:

@@ -1,0 +1,259 @@
+"""The offender book: prefixes parsed, sources keyed, bounded in time and memory (no kernel)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime
+
+import pytest
+
+from edgectl.agent.daemon.offenders import (
+    MAX_REPORTED,
+    MAX_TRACKED,
+    KeyMapper,
+    OffenderBook,
+    Rule,
+    parse_prefix,
+)
+from edgectl.agent.nflog import LogEvent
+from edgectl.agent.render import render_full
+from edgectl.model import DesiredState, Prefix
+from edgectl.model.policy import Pool, PoolKind
+from tests.conftest import NOW
+
+RATE = "edgectl ratelimit profile=residential: "
+
+
+class Clock:
+    """Monotonic and wall time that only move when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def tick(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_764_417_600.0 + self.now  # 2025-11-29T12:16:40Z at tick 1000
+
+
+def ev(source: str, prefix: str = RATE) -> LogEvent:
+    return LogEvent(prefix, Prefix.parse(source))
+
+
+def book_for(state: DesiredState, clock: Clock, **kwargs: int | float) -> OffenderBook:
+    book = OffenderBook(clock=clock.tick, wall=clock.wall, **kwargs)  # type: ignore[arg-type]
+    book.follow(state.pools)
+    return book
+
+
+# --- prefixes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        (RATE, Rule("ratelimit", "residential", False)),
+        ("edgectl concurrency profile=home shadow: ", Rule("concurrency", "home", True)),
+        ("edgectl destinationlimit profile=home: ", Rule("destinationlimit", "home", False)),
+        ("edgectl op25b pool=home_v4: ", Rule("op25b", "home_v4", False)),
+        ("edgectl op25b pool=home_v4 shadow: ", Rule("op25b", "home_v4", True)),
+        ("edgectl quarantine=smtp: ", Rule("quarantine", "smtp", False)),
+        ("edgectl quarantine=walled-garden: ", Rule("quarantine", "walled-garden", False)),
+        ("edgectl quarantine=block: ", Rule("quarantine", "block", False)),
+    ],
+)
+def test_prefixes_of_our_rules(text: str, rule: Rule) -> None:
+    assert parse_prefix(text) == rule
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "IN=eth0 OUT=eth1 ",  # someone else's rule logging to the group
+        "edgectlx ratelimit profile=a: ",
+        "edgectl ratelimit: ",
+        "edgectl ratelimit pool=a: ",  # profiles, not pools, for limits
+        "edgectl op25b profile=a: ",
+        "edgectl ratelimit profile=Bad-Name: ",
+        "edgectl ratelimit profile=a extra: ",
+        "edgectl quarantine=holiday: ",
+        "edgectl quarantine=smtp shadow: ",  # quarantines have no shadow mode
+        "edgectl nonsense=1: ",
+    ],
+)
+def test_prefixes_that_are_not_ours(text: str) -> None:
+    assert parse_prefix(text) is None
+
+
+def test_every_log_prefix_render_writes_parses(policy_state: DesiredState) -> None:
+    """The parser is render's log() read backwards: both must change together."""
+    profile = replace(policy_state.rate_limits[0], shadow=True)
+    pools = tuple(
+        replace(p, op25b_shadow=True) if p.name == "home_v6" else p for p in policy_state.pools
+    )
+    settings = replace(policy_state.settings, log_group=7)
+    state = replace(policy_state, settings=settings, pools=pools, rate_limits=(profile,))
+    script = str(render_full(state, NOW).transaction)
+    prefixes = re.findall(r'log prefix "([^"]*)" group 7', script)
+    rules = {parse_prefix(text) for text in prefixes}
+    assert len(prefixes) >= 8 and None not in rules
+    assert rules == {
+        Rule("ratelimit", "residential", True),
+        Rule("concurrency", "residential", True),
+        Rule("destinationlimit", "residential", True),
+        Rule("op25b", "home_v4", False),
+        Rule("op25b", "home_v6", True),
+        Rule("quarantine", "smtp", False),
+        Rule("quarantine", "walled-garden", False),
+        Rule("quarantine", "block", False),
+    }
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+def test_keys_by_pool(policy_state: DesiredState) -> None:
+    mapper = KeyMapper(policy_state.pools)
+    # IPv4: always the address.
+    assert mapper.key(Prefix.parse("100.64.1.7")) == Prefix.parse("100.64.1.7/32")
+    # IPv6 in home_v6 (delegates /56): every address of the /56 is one subscriber.
+    a = mapper.key(Prefix.parse("2001:db8:1000:1ff::7"))
+    b = mapper.key(Prefix.parse("2001:db8:1000:1aa:ffff::1"))
+    assert a == b == Prefix.parse("2001:db8:1000:100::/56")
+    # Outside every pool: the /64, never the /128.
+    assert mapper.key(Prefix.parse("2001:db8:9999:1:2::3")) == Prefix.parse("2001:db8:9999:1::/64")
+
+
+def test_keys_follow_the_pools_of_the_state_in_force(policy_state: DesiredState) -> None:
+    clock = Clock()
+    book = book_for(policy_state, clock)
+    book.record([ev("2001:db8:1000:1ff::7")])
+    wider = Pool("home_v6", PoolKind.DYNAMIC, (Prefix.parse("2001:db8:1000::/40"),), 48)
+    book.follow([p for p in policy_state.pools if p.name != "home_v6"] + [wider])
+    book.record([ev("2001:db8:1000:1ff::7")])
+    assert {e["key"] for e in book.entries()} == {
+        "2001:db8:1000:100::/56",  # keyed by the state in force when it was logged
+        "2001:db8:1000::/48",
+    }
+
+
+def test_infrastructure_v6_without_delegation_keys_on_the_64() -> None:
+    infra = Pool("servers", PoolKind.INFRASTRUCTURE, (Prefix.parse("2001:db8:eeee::/48"),))
+    mapper = KeyMapper([infra])
+    assert mapper.key(Prefix.parse("2001:db8:eeee:1:2::3")) == Prefix.parse("2001:db8:eeee:1::/64")
+
+
+# --- the book -----------------------------------------------------------------------
+
+
+def test_report_entries(policy_state: DesiredState) -> None:
+    clock = Clock()
+    book = book_for(policy_state, clock)
+    assert book.record([ev("100.64.1.7"), ev("100.64.1.7")]) == 2
+    clock.now += 5
+    book.record(
+        [
+            ev("100.64.1.7"),
+            ev("2001:db8:1000:2ff::1", "edgectl op25b pool=home_v6 shadow: "),
+            ev("100.64.0.11", "edgectl quarantine=smtp: "),
+        ]
+    )
+    entries = book.entries()
+    assert entries[0] == {
+        "key": "100.64.1.7/32",
+        "kind": "ratelimit",
+        "policy": "residential",
+        "shadow": False,
+        "count": 3,
+        "first_seen": "2025-11-29T12:16:40.000+00:00",
+        "last_seen": "2025-11-29T12:16:45.000+00:00",
+    }
+    assert {(e["key"], e["kind"], e["policy"], e["shadow"], e["count"]) for e in entries[1:]} == {
+        ("2001:db8:1000:200::/56", "op25b", "home_v6", True, 1),
+        ("100.64.0.11/32", "quarantine", "smtp", False, 1),
+    }
+    for entry in entries:
+        for field in ("first_seen", "last_seen"):
+            assert datetime.fromisoformat(entry[field]).tzinfo is not None
+
+
+def test_shadow_and_enforced_hits_are_separate_entries(policy_state: DesiredState) -> None:
+    book = book_for(policy_state, Clock())
+    book.record(
+        [ev("100.64.1.7"), ev("100.64.1.7", "edgectl ratelimit profile=residential shadow: ")]
+    )
+    assert sorted(e["shadow"] for e in book.entries()) == [False, True]
+
+
+def test_foreign_and_sourceless_events_are_ignored(policy_state: DesiredState) -> None:
+    book = book_for(policy_state, Clock())
+    recorded = book.record(
+        [ev("100.64.1.7", "IN=eth0 OUT=eth1 "), LogEvent(RATE, None), ev("100.64.1.8")]
+    )
+    assert (recorded, book.ignored, len(book)) == (1, 2, 1)
+
+
+def test_an_entry_ends_a_window_after_its_last_event(policy_state: DesiredState) -> None:
+    clock = Clock()
+    book = book_for(policy_state, clock, window=900)
+    book.record([ev("100.64.1.7"), ev("100.64.1.8")])
+    clock.now += 600
+    book.record([ev("100.64.1.8")])  # .8 keeps offending, .7 stopped
+    clock.now += 300
+    assert len(book.entries()) == 2  # exactly one window after .7's last event: still in
+    clock.now += 0.001
+    assert [(e["key"], e["count"]) for e in book.entries()] == [("100.64.1.8/32", 2)]
+    clock.now += 600
+    assert book.expire() == 0 and book.entries() == []
+
+
+def test_a_wall_clock_step_does_not_expire_anything(policy_state: DesiredState) -> None:
+    clock = Clock()
+    book = OffenderBook(900, clock=clock.tick, wall=lambda: 4_000_000_000.0)
+    book.record([ev("100.64.1.7")])
+    assert len(book.entries()) == 1
+
+
+def test_memory_cap_evicts_the_least_recently_seen(policy_state: DesiredState) -> None:
+    clock = Clock()
+    book = book_for(policy_state, clock, max_tracked=3)
+    for address in ("100.64.0.1", "100.64.0.2", "100.64.0.3"):
+        clock.now += 1
+        book.record([ev(address)])
+    clock.now += 1
+    book.record([ev("100.64.0.1")])  # .1 is now the most recent, .2 the least
+    clock.now += 1
+    book.record([ev("100.64.0.4")])
+    assert sorted(e["key"] for e in book.entries()) == [
+        "100.64.0.1/32",
+        "100.64.0.3/32",
+        "100.64.0.4/32",
+    ]
+    assert book.evicted == 1
+
+
+def test_report_holds_the_top_counts(policy_state: DesiredState) -> None:
+    book = book_for(policy_state, Clock(), max_reported=2)
+    book.record([ev("100.64.0.1")] * 2 + [ev("100.64.0.2")] * 5 + [ev("100.64.0.3")] * 3)
+    assert [(e["key"], e["count"]) for e in book.entries()] == [
+        ("100.64.0.2/32", 5),
+        ("100.64.0.3/32", 3),
+    ]
+
+
+def test_default_bounds_hold_under_many_subscribers(policy_state: DesiredState) -> None:
+    book = book_for(policy_state, Clock())
+    sources = [Prefix(4, (100 << 24) | (64 << 16) | n, 32) for n in range(MAX_TRACKED + 2000)]
+    book.record(LogEvent(RATE, source) for source in sources)
+    assert len(book) == MAX_TRACKED and book.evicted == 2000
+    assert len(book.entries()) == MAX_REPORTED
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError):
+        OffenderBook(0)
+    with pytest.raises(ValueError):
+        OffenderBook(900, max_tracked=0)
