@@ -57,7 +57,7 @@ from edgectl.agent import kernel_readback as kr
 from edgectl.agent.apply import Dataplane
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError
-from edgectl.agent.persist import StateStore
+from edgectl.agent.persist import Record, StateStore
 from edgectl.agent.render import render_delta
 from edgectl.model.delta import KeyedChanges, StateDelta, diff, patch
 from edgectl.model.policy import Quarantine, QuarantineMode
@@ -170,13 +170,26 @@ def measure(size: int, args: argparse.Namespace, tag: str) -> dict[str, object]:
             patch(state, reference)
             patch_times.append(time.perf_counter() - start)
         result["diff"], result["patch"] = median(diff_times), median(patch_times)
-        # What the agent daemon also does per applied delta (loop.py): persist
-        # the whole state as last-known-good; and at start-up: load it.
+        # What the agent daemon also does: a snapshot after a full sync (and
+        # when the journal outgrows it), per applied delta a journal append
+        # (persist.py), and at start-up: load the snapshot and replay.
         with tempfile.TemporaryDirectory(prefix="ectl-bench-") as directory:
             store = StateStore(Path(directory))
             start = time.perf_counter()
-            store.save(bigger, None)
+            store.save(state, None)
             result["save"] = time.perf_counter() - start
+            appends = []
+            step, target = reference, bigger
+            for _ in range(5):
+                start = time.perf_counter()
+                store.record([Record(target, None, step)])
+                appends.append(time.perf_counter() - start)
+                # The same upsert again as the next revision: one more line.
+                step = dataclasses.replace(
+                    step, from_revision=step.to_revision, to_revision=step.to_revision + 1
+                )
+                target = dataclasses.replace(target, revision=step.to_revision)
+            result["append"] = median(appends)
             start = time.perf_counter()
             store.load()
             result["load"] = time.perf_counter() - start
@@ -298,6 +311,7 @@ def _context_row(r: dict[str, object]) -> list[object]:
         fmt_ms(seconds["diff"]),
         fmt_ms(seconds["patch"]),
         fmt_s(seconds["save"]),
+        fmt_ms(seconds["append"]),
         fmt_s(seconds["load"]),
     ]
 
@@ -379,7 +393,8 @@ def main() -> int:
             "initial full_sync",
             "diff(old, new) of full states",
             "patch(old, delta)",
-            "StateStore.save (per daemon delta)",
+            "StateStore.save (snapshot)",
+            "journal append (per daemon delta)",
             "StateStore.load (start-up)",
         ],
         [_context_row(r) for r in results],

@@ -27,6 +27,7 @@ from agent_fixtures import (
     topologies_fixture,  # noqa: F401
 )
 
+from edgectl.agent.persist import StateStore
 from edgectl.lab.probe import Outcome
 
 REFUSED = Outcome.RESET
@@ -98,6 +99,7 @@ def test_sigterm_leaves_the_table_and_only_decommission_removes_it(clean: System
     assert "deleted table inet edgectl" in done.stdout
     assert not has_table(site)
     assert not (site.agent.state_dir / "applied.json").exists()
+    assert not (site.agent.state_dir / "journal.jsonl").exists()
     assert mail(site, DYN4_A) is Outcome.CONNECTED
 
 
@@ -133,10 +135,11 @@ def test_sigkill_during_apply_then_restart_without_controller(
         assert poll(lambda: agent.logs().count("applying delta") > logged, 10, 0.002)
         agent.kill()
         clean.controller.kill()
-        persisted = json.loads((agent.state_dir / "applied.json").read_text())
-        keys = {q["key"] for q in persisted["state"]["quarantines"]}
+        persisted = StateStore(agent.state_dir).load()  # snapshot + journal
+        assert persisted is not None
+        keys = {str(key) for key in persisted.state.quarantines}
         agent.start()
-        assert poll(lambda: agent.applied_revision() == persisted["state"]["revision"], 10)
+        assert poll(lambda: agent.applied_revision() == persisted.state.revision, 10)
         assert "restored revision" in agent.logs()
         # Last good state in force: alice refused; the bulk all in or all out.
         assert mail(site, DYN4_A) is REFUSED
@@ -176,20 +179,26 @@ def test_cursor_gap_after_database_restore_resyncs(clean: System, tmp_path: Path
     assert "database restored?" in clean.sites["gw-a"].agent.logs()
 
 
-def test_corrupt_or_newer_state_file_is_refused_never_half_applied(clean: System) -> None:
+def test_corrupt_or_newer_state_or_journal_is_refused_never_half_applied(clean: System) -> None:
     site = clean.sites["gw-b"]
     agent = site.agent
     state_file = agent.state_dir / "applied.json"
     good = json.loads(state_file.read_text())
     newer = {**good, "state": {**good["state"], "schema": 99}}
-    for content, expected in (
-        ('{"generation": 3, "state": {"gateway": "gw-b", "revis', "not a state file"),
-        (json.dumps(newer), "schema"),
+    # A good snapshot whose journal has a line that is not a delta.
+    header = json.dumps({"journal": good["journal"], "revision": good["state"]["revision"]})
+    journal = f'{header}\n{{"generation": 4, "delta": {{"schema": 1}}}}\n'
+    for content, journal_text, expected in (
+        ('{"generation": 3, "state": {"gateway": "gw-b", "revis', None, "not a state file"),
+        (json.dumps(newer), None, "schema"),
+        (json.dumps(good), journal, "journal.jsonl line 2"),
     ):
         assert agent.terminate() == 0
         agent_cli(agent, "decommission")  # no table, no state: a fresh gateway
         agent.state_dir.mkdir(exist_ok=True)
         state_file.write_text(content)
+        if journal_text is not None:
+            (agent.state_dir / "journal.jsonl").write_text(journal_text)
         clean.controller.kill()
         agent.start()
         assert agent.wait_log(expected)

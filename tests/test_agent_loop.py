@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,7 @@ from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.loop import Agent, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics
 from edgectl.agent.nft import NftError
-from edgectl.agent.persist import Applied, PersistError
+from edgectl.agent.persist import Applied, PersistError, Record
 from edgectl.model import DesiredState, Prefix, Quarantine, QuarantineMode
 from edgectl.model.delta import StateDelta, diff, patch
 
@@ -112,15 +113,20 @@ class FakeStore:
     def __init__(self, persisted: Applied | PersistError | None = None) -> None:
         self.persisted = persisted
         self.saved: list[tuple[int, int | None]] = []
+        self.deltas: list[StateDelta | None] = []
+        self.batches = 0
 
     def load(self) -> Applied | None:
         if isinstance(self.persisted, PersistError):
             raise self.persisted
         return self.persisted
 
-    def save(self, state: DesiredState, generation: int | None) -> None:
-        self.saved.append((state.revision, generation))
-        self.persisted = Applied(state, generation)
+    def record(self, records: Sequence[Record]) -> None:
+        self.batches += 1
+        for record in records:
+            self.saved.append((record.state.revision, record.generation))
+            self.deltas.append(record.delta)
+            self.persisted = Applied(record.state, record.generation)
 
 
 def quarantined(state: DesiredState, revision: int, *keys: str) -> DesiredState:
@@ -161,7 +167,8 @@ def test_restore_applies_the_persisted_state_before_asking_the_controller(
     assert kernel.table == base and kernel.commits == ["full"]
     assert controller.asked == []  # nobody asked yet
     assert agent.cursor == 7
-    assert store.saved == [(7, kernel.gen)]  # re-saved with the new generation
+    assert store.saved == [(7, kernel.gen)]  # re-saved with the new generation ...
+    assert store.deltas == [StateDelta(GATEWAY, 7, 7)]  # ... as a journal line, not the state
 
 
 @pytest.mark.parametrize(
@@ -441,7 +448,7 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert low.next_delay() == 0.25
 
 
-def test_background_persister_writes_the_newest_state_only(base: DesiredState) -> None:
+def test_background_persister_writes_everything_in_order_in_one_go(base: DesiredState) -> None:
     r8 = quarantined(base, 8, "100.64.0.20")
     r9 = quarantined(r8, 9, "100.64.0.21")
     controller = FakeController(Snapshot(7, base), Delta(8, diff(base, r8)), Delta(9, diff(r8, r9)))
@@ -459,4 +466,8 @@ def test_background_persister_writes_the_newest_state_only(base: DesiredState) -
         agent.sync_once()
     assert store.saved == []  # the apply path never waited for the disk
     agent.persister.flush()
-    assert store.saved == [(9, kernel.gen)]  # coalesced: only what is in force now
+    # One write for all three, in order: the snapshot, then the two deltas
+    # (each journalled against the one before it).
+    assert store.batches == 1
+    assert [revision for revision, _ in store.saved] == [7, 8, 9]
+    assert store.deltas == [None, diff(base, r8), diff(r8, r9)]

@@ -1,22 +1,48 @@
 """Last-known-good state on disk: what a rebooted gateway enforces first.
 
-Written atomically (temporary file, fsync, rename) so a crash mid-write
-leaves the previous state, never half of the new one.
+Two files in the state directory:
+
+* ``applied.json``, a snapshot: the whole state, written atomically
+  (temporary file, fsync, rename), so a crash mid-write leaves the previous
+  snapshot, never half of the new one;
+* ``journal.jsonl``, the deltas applied since that snapshot, one JSON line
+  each, fsynced before the next is written.  Its first line names the
+  snapshot it continues (a random id), so a journal left over from an older
+  snapshot is recognised and ignored, never replayed onto the wrong base.
+
+A one-key delta then costs one short line, not a rewrite of a million keys.
+When the journal has grown larger than the snapshot, the next write is a
+new snapshot (so the cost stays in proportion to what changed).  On load,
+a torn last line - a crash in the middle of an append - is ignored: every
+line before it is a complete revision (and the next write is a snapshot).
+Anything else that does not decode or does not continue the chain refuses
+the whole persisted state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from edgectl.model.delta import StateDelta, patch_chain
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import state_from_data, state_to_data
+from edgectl.model.serial import delta_from_data, delta_to_data, state_from_data, state_to_data
 
 FILE_NAME = "applied.json"
+JOURNAL_NAME = "journal.jsonl"
+# A snapshot is written instead of an append once the journal is larger
+# than the snapshot (or than this floor, for small states).
+_JOURNAL_FLOOR_BYTES = 1 << 20
+
+log = logging.getLogger("edgectl.agent")
 
 
 class PersistError(RuntimeError):
@@ -32,24 +58,118 @@ class Applied:
     generation: int | None
 
 
+@dataclass(frozen=True)
+class Record:
+    """One applied revision to persist; ``delta`` led to it from the previous record."""
+
+    state: DesiredState
+    generation: int | None
+    delta: StateDelta | None = None
+
+
+@dataclass
+class _Journal:
+    """Where the files stand: appends continue ``revision`` of snapshot ``ident``."""
+
+    ident: str
+    revision: int
+    snapshot_bytes: int
+    journal_bytes: int
+
+
 class StateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / FILE_NAME
+        self.journal_path = directory / JOURNAL_NAME
+        # None until this process saved or loaded: only then is it known
+        # which snapshot the journal on disk continues.
+        self._journal: _Journal | None = None
+
+    # -- writing -----------------------------------------------------------------
 
     def save(self, state: DesiredState, generation: int | None) -> None:
+        """A new snapshot and an empty journal that continues it."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        document = {"generation": generation, "state": state_to_data(state)}
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".applied-")
+        ident = secrets.token_hex(8)
+        document = {"generation": generation, "journal": ident, "state": state_to_data(state)}
+        size = self._replace(self.path, ".applied-", [json.dumps(document, separators=(",", ":"))])
+        # The snapshot is in place first: a crash before the journal is
+        # replaced leaves a journal naming the old snapshot, which load ignores.
+        header = json.dumps({"journal": ident, "revision": state.revision})
+        self._replace(self.journal_path, ".journal-", [header])
+        self._journal = _Journal(ident, state.revision, size, len(header) + 1)
+
+    def record(self, records: Sequence[Record]) -> None:
+        """Persist applied revisions in order: appended deltas where they chain, else a snapshot."""
+        lines: list[str] = []
+        for item in records:
+            journal = self._journal
+            if (
+                journal is None
+                or item.delta is None
+                or item.delta.from_revision != journal.revision
+                or journal.journal_bytes > max(journal.snapshot_bytes, _JOURNAL_FLOOR_BYTES)
+            ):
+                self._append(lines)
+                lines = []
+                self.save(item.state, item.generation)
+                continue
+            line = json.dumps(
+                {"generation": item.generation, "delta": delta_to_data(item.delta)},
+                separators=(",", ":"),
+            )
+            lines.append(line)
+            journal.revision = item.state.revision
+            journal.journal_bytes += len(line) + 1
+        self._append(lines)
+
+    def _append(self, lines: list[str]) -> None:
+        if not lines:
+            return
         try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(document, file, separators=(",", ":"))
+            with self.journal_path.open("a") as file:
+                file.write("".join(f"{line}\n" for line in lines))
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(temporary, self.path)
+        except BaseException:
+            # Part of it may be on disk: only a snapshot is a sure base now.
+            self._journal = None
+            raise
+
+    def _replace(self, path: Path, prefix: str, lines: list[str]) -> int:
+        """Write ``lines`` to ``path`` atomically; the bytes written."""
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=prefix)
+        try:
+            with os.fdopen(handle, "w") as file:
+                for line in lines:
+                    file.write(line)
+                    file.write("\n")
+                file.flush()
+                os.fsync(file.fileno())
+                size = file.tell()
+            os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
+            # Whatever is on disk now, the next write must be a snapshot.
+            self._journal = None
             raise
+        return size
+
+    def remove(self) -> list[Path]:
+        """Delete the snapshot and its journal (decommission); the files that were there."""
+        removed = []
+        # The snapshot first: a journal without it is never read.
+        for path in (self.path, self.journal_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+        self._journal = None
+        return removed
+
+    # -- reading -----------------------------------------------------------------
 
     def load(self) -> Applied | None:
         """The last applied state, None if there is none, PersistError if unusable."""
@@ -61,9 +181,83 @@ class StateStore:
             document = json.loads(text)
             generation = document.get("generation")
             state = state_from_data(document["state"])
+            ident = document.get("journal")
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            reason = str(error) if isinstance(error, ModelError) else f"not a state file ({error})"
-            raise PersistError(f"{self.path}: refusing persisted state: {reason}") from None
+            raise self._refusal(self.path, error) from None
         if generation is not None and not isinstance(generation, int):
             raise PersistError(f"{self.path}: refusing persisted state: bad generation")
+        if not isinstance(ident, str):
+            return Applied(state, generation)  # written before the journal existed
+        journal = _Journal(ident, state.revision, len(text), 0)
+        state, generation, clean = self._replay(journal, state, generation)
+        # Appends continue only a journal that ends where its last complete
+        # entry does and belongs to this snapshot; otherwise the next write
+        # is a snapshot.  Loading itself writes nothing (the CLI loads too).
+        self._journal = journal if clean else None
         return Applied(state, generation)
+
+    def _replay(
+        self, journal: _Journal, state: DesiredState, generation: int | None
+    ) -> tuple[DesiredState, int | None, bool]:
+        """The snapshot's state with the journal's deltas applied; False if not appendable."""
+        try:
+            raw = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return state, generation, False
+        lines = raw.split(b"\n")
+        # Every complete line ends in "\n"; whatever follows the last one is
+        # an append the crash interrupted.
+        complete, torn = lines[:-1], lines[-1]
+        try:
+            header = _json_line(complete[0]) if complete else None
+        except ValueError as error:
+            raise self._refusal(self.journal_path, error, line=1) from None
+        if not isinstance(header, dict) or header.get("journal") != journal.ident:
+            # A journal of an older snapshot (the crash came between the two
+            # renames): the snapshot alone is the state.
+            return state, generation, False
+        deltas: list[StateDelta] = []
+        revision = state.revision
+        for number, line in enumerate(complete[1:], start=2):
+            try:
+                entry = _json_line(line)
+                delta = delta_from_data(entry["delta"])
+                next_generation = entry.get("generation")
+                if next_generation is not None and not isinstance(next_generation, int):
+                    raise ModelError("generation", "not an integer")
+                if delta.gateway != state.gateway or delta.from_revision != revision:
+                    raise ModelError(
+                        "delta",
+                        f"r{delta.from_revision}->r{delta.to_revision} of {delta.gateway!r} does "
+                        f"not continue revision {revision} of {state.gateway!r}",
+                    )
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                raise self._refusal(self.journal_path, error, line=number) from None
+            deltas.append(delta)
+            revision = delta.to_revision
+            generation = next_generation
+        try:
+            state = patch_chain(state, deltas)
+        except ModelError as error:
+            raise self._refusal(self.journal_path, error) from None
+        if torn:
+            log.warning(
+                "%s: ignoring an incomplete last entry (%d bytes; the write was interrupted); "
+                "revision %d stands",
+                self.journal_path,
+                len(torn),
+                state.revision,
+            )
+        journal.revision = state.revision
+        journal.journal_bytes = len(raw)
+        return state, generation, not torn
+
+    @staticmethod
+    def _refusal(path: Path, error: Exception, line: int | None = None) -> PersistError:
+        where = f"{path}" if line is None else f"{path} line {line}"
+        reason = str(error) if isinstance(error, ModelError) else f"not a state file ({error})"
+        return PersistError(f"{where}: refusing persisted state: {reason}")
+
+
+def _json_line(line: bytes) -> Any:
+    return json.loads(line.decode())

@@ -8,7 +8,7 @@ it changes at all; for the kernel such a change is a structural one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
@@ -90,33 +90,47 @@ def diff(old: DesiredState, new: DesiredState) -> StateDelta:
     )
 
 
-def _patched(
-    current: Mapping[Prefix, Entry], changes: KeyedChanges[Entry], path: str
-) -> dict[Prefix, Entry]:
-    result = dict(current)
+def _apply(target: dict[Prefix, Entry], changes: KeyedChanges[Entry], path: str) -> None:
     for key in changes.removals:
-        result.pop(key, None)
-    result.update(keyed(changes.upserts, path))
-    return result
+        target.pop(key, None)
+    target.update(keyed(changes.upserts, path))
 
 
 def patch(state: DesiredState, delta: StateDelta) -> DesiredState:
     """Apply ``delta`` to ``state``; a delta for another revision is refused, not guessed."""
-    if delta.gateway != state.gateway:
-        raise ModelError("gateway", f"delta for {delta.gateway!r}, state of {state.gateway!r}")
-    if delta.from_revision != state.revision:
-        raise ModelError(
-            "from_revision",
-            f"delta starts at revision {delta.from_revision}, state is at {state.revision}",
-        )
-    structure = delta.structure or Structure.of(state)
+    return patch_chain(state, (delta,))
+
+
+def patch_chain(state: DesiredState, deltas: Iterable[StateDelta]) -> DesiredState:
+    """Apply deltas one after the other, each from where the previous one left off.
+
+    The keyed maps are copied once for the whole chain, not once per delta:
+    replaying a journal of many small deltas onto a million keys costs what
+    the deltas touch.
+    """
+    revision = state.revision
+    structure = Structure.of(state)
+    quarantines = dict(state.quarantines)
+    exemptions = dict(state.exemptions)
+    for delta in deltas:
+        if delta.gateway != state.gateway:
+            raise ModelError("gateway", f"delta for {delta.gateway!r}, state of {state.gateway!r}")
+        if delta.from_revision != revision:
+            raise ModelError(
+                "from_revision",
+                f"delta starts at revision {delta.from_revision}, state is at {revision}",
+            )
+        structure = delta.structure or structure
+        _apply(quarantines, delta.quarantines, "quarantines")
+        _apply(exemptions, delta.exemptions, "exemptions")
+        revision = delta.to_revision
     return replace(
         state,
-        revision=delta.to_revision,
+        revision=revision,
         settings=structure.settings,
         pools=structure.pools,
         relays=structure.relays,
         rate_limits=structure.rate_limits,
-        quarantines=_patched(state.quarantines, delta.quarantines, "quarantines"),
-        exemptions=_patched(state.exemptions, delta.exemptions, "exemptions"),
+        quarantines=quarantines,
+        exemptions=exemptions,
     )

@@ -1,7 +1,8 @@
 """Retire a gateway: remove ``table inet edgectl`` and the persisted state.
 
-The one way the agent's rules leave a kernel.  The state file goes too, so
-a later agent start cannot bring the old rules back from disk.
+The one way the agent's rules leave a kernel.  The state files (snapshot
+and journal) go too, so a later agent start cannot bring the old rules back
+from disk.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 
 from edgectl.agent.daemon.config import AgentConfig
 from edgectl.agent.daemon.kernel import Kernel
-from edgectl.agent.persist import FILE_NAME
+from edgectl.agent.persist import StateStore
 
 log = logging.getLogger("edgectl.agent")
 
@@ -24,8 +25,5 @@ def decommission(config: AgentConfig) -> list[str]:
             done.append("deleted table inet edgectl")
     finally:
         kernel.close()
-    state_file = config.state_dir / FILE_NAME
-    if state_file.exists():
-        state_file.unlink()
-        done.append(f"removed {state_file}")
+    done += [f"removed {path}" for path in StateStore(config.state_dir).remove()]
     return done

@@ -27,7 +27,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +39,7 @@ from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.metrics import Metrics, policy_of
 from edgectl.agent.daemon.persister import Persister
 from edgectl.agent.nft import NftError
-from edgectl.agent.persist import Applied, PersistError
+from edgectl.agent.persist import Applied, PersistError, Record
 from edgectl.model.delta import StateDelta, diff, patch
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
@@ -83,7 +83,7 @@ class OffendersPort(Protocol):
 
 
 class StorePort(Protocol):
-    def save(self, state: DesiredState, generation: int | None) -> None: ...
+    def record(self, records: Sequence[Record]) -> None: ...
     def load(self) -> Applied | None: ...
 
 
@@ -182,7 +182,8 @@ class Agent:
                 log.error("persisted revision %d refused by the kernel: %s", state.revision, error)
                 self.metrics.add("apply_failures")
                 return False
-            self._adopt(state, commit, "restore")
+            # The state is on disk already; only the new generation is news.
+            self._adopt(state, commit, "restore", _unchanged(state))
         log.info("restored revision %d from disk before contacting the controller", state.revision)
         return True
 
@@ -240,12 +241,18 @@ class Agent:
                     state.revision,
                     applied.state.revision,
                 )
-            commit = self._commit_state(applied, state)
-            self._adopt(state, commit, "snapshot")
+            commit, delta = self._commit_state(applied, state)
+            self._adopt(state, commit, "snapshot", delta)
         return True
 
-    def _commit_state(self, applied: Applied | None, state: DesiredState) -> Commit:
-        """Move the kernel from ``applied`` to ``state``: elements only when that is safe."""
+    def _commit_state(
+        self, applied: Applied | None, state: DesiredState
+    ) -> tuple[Commit, StateDelta | None]:
+        """Move the kernel from ``applied`` to ``state``: elements only when that is safe.
+
+        Also returns the delta from ``applied`` when there is one, so the
+        persister can journal it instead of writing the whole state.
+        """
         kernel = self.kernel
         if (
             applied is not None
@@ -258,9 +265,9 @@ class Agent:
             # not a reload of a million keys.
             delta = diff(applied.state, state)
             if delta.structure is None:
-                return self._elements(applied.state, delta, state)
+                return self._elements(applied.state, delta, state), delta
         _announce_full(state, "snapshot")
-        return kernel.full_sync(state)
+        return kernel.full_sync(state), None
 
     def _elements(self, old: DesiredState, delta: StateDelta, new: DesiredState) -> Commit:
         """``delta`` as element changes; the whole of ``new`` if that fails in any way."""
@@ -306,12 +313,15 @@ class Agent:
                 commit = self.kernel.full_sync(state)
             else:
                 commit = self._elements(applied.state, delta, state)
-            self._adopt(state, commit, "delta")
+            self._adopt(state, commit, "delta", delta)
         return True
 
-    def _adopt(self, state: DesiredState, commit: Commit, why: str) -> None:
+    def _adopt(
+        self, state: DesiredState, commit: Commit, why: str, delta: StateDelta | None = None
+    ) -> None:
         """The kernel took ``state``: hand it to the persister, move the cursor.
 
+        ``delta`` led from the previously adopted state to this one, if known.
         Called under kernel.lock, only after a commit succeeded.
         """
         result = commit.result
@@ -323,7 +333,7 @@ class Agent:
             # the middle of some later delta.  Frozen, the collector skips
             # them; reference counting still frees them when replaced.
             gc.freeze()
-        self.persister.submit(state, commit.generation)
+        self.persister.submit(state, commit.generation, delta)
         if self.offenders is not None:
             self.offenders.follow(state)
         self.applied = Applied(state, commit.generation)
@@ -388,7 +398,7 @@ class Agent:
             self.metrics.add("drift_repairs")
             with self._status_lock:
                 self._status.last_drift = drift[:_DRIFT_LINES]
-            self._adopt(applied.state, commit, "drift repair")
+            self._adopt(applied.state, commit, "drift repair", _unchanged(applied.state))
         return True
 
     # -- status ------------------------------------------------------------------
@@ -519,6 +529,11 @@ def _announce_delta(delta: StateDelta) -> None:
         log.info(
             "applying delta r%d->r%d (%d changes)", delta.from_revision, delta.to_revision, changes
         )
+
+
+def _unchanged(state: DesiredState) -> StateDelta:
+    """The state stays what it is; a commit still gave it a new generation."""
+    return StateDelta(state.gateway, state.revision, state.revision)
 
 
 def _now_text() -> str:
