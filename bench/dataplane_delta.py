@@ -57,7 +57,7 @@ from edgectl.agent import kernel_readback as kr
 from edgectl.agent.apply import Dataplane
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError
-from edgectl.agent.persist import Record, StateStore
+from edgectl.agent.persist import StateStore, Step
 from edgectl.agent.render import render_delta
 from edgectl.model.delta import KeyedChanges, StateDelta, diff, patch
 from edgectl.model.policy import Quarantine, QuarantineMode
@@ -182,7 +182,7 @@ def measure(size: int, args: argparse.Namespace, tag: str) -> dict[str, object]:
             step, target = reference, bigger
             for _ in range(5):
                 start = time.perf_counter()
-                store.record([Record(target, None, step)])
+                store.record([Step(step, None)], target)
                 appends.append(time.perf_counter() - start)
                 # The same upsert again as the next revision: one more line.
                 step = dataclasses.replace(

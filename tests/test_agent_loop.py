@@ -15,7 +15,7 @@ from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.loop import Agent, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics
 from edgectl.agent.nft import NftError
-from edgectl.agent.persist import Applied, PersistError, Record
+from edgectl.agent.persist import Applied, PersistError, Step
 from edgectl.model import DesiredState, Prefix, Quarantine, QuarantineMode
 from edgectl.model.delta import StateDelta, diff, patch
 
@@ -121,12 +121,14 @@ class FakeStore:
             raise self.persisted
         return self.persisted
 
-    def record(self, records: Sequence[Record]) -> None:
+    def record(self, steps: Sequence[Step], newest: DesiredState) -> None:
         self.batches += 1
-        for record in records:
-            self.saved.append((record.state.revision, record.generation))
-            self.deltas.append(record.delta)
-            self.persisted = Applied(record.state, record.generation)
+        for step in steps:
+            # A step without a delta is a snapshot of ``newest``.
+            revision = newest.revision if step.delta is None else step.delta.to_revision
+            self.saved.append((revision, step.generation))
+            self.deltas.append(step.delta)
+        self.persisted = Applied(newest, steps[-1].generation)
 
 
 def quarantined(state: DesiredState, revision: int, *keys: str) -> DesiredState:
@@ -469,5 +471,5 @@ def test_background_persister_writes_everything_in_order_in_one_go(base: Desired
     # One write for all three, in order: the snapshot, then the two deltas
     # (each journalled against the one before it).
     assert store.batches == 1
-    assert [revision for revision, _ in store.saved] == [7, 8, 9]
     assert store.deltas == [None, diff(base, r8), diff(r8, r9)]
+    assert isinstance(store.persisted, Applied) and store.persisted.state == r9

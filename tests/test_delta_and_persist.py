@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from edgectl.agent import persist
-from edgectl.agent.persist import PersistError, Record, StateStore
+from edgectl.agent.persist import PersistError, StateStore, Step
 from edgectl.model import DesiredState, ModelError, Prefix, Quarantine, QuarantineMode
-from edgectl.model.delta import diff, patch, patch_chain
+from edgectl.model.delta import StateDelta, diff, patch, patch_chain
 from edgectl.model.serial import delta_from_data, delta_to_data, state_to_data
 
 
@@ -81,6 +81,19 @@ def _quarantined(state: DesiredState, *addresses: str) -> DesiredState:
     return replace(state, revision=state.revision + 1, quarantines=quarantines)
 
 
+@dataclass(frozen=True)
+class Record:
+    """An applied revision as the agent hands it over: the state and how it got there."""
+
+    state: DesiredState
+    generation: int | None
+    delta: StateDelta | None = None
+
+
+def _write(store: StateStore, records: list[Record]) -> None:
+    store.record([Step(r.delta, r.generation) for r in records], records[-1].state)
+
+
 def _chain(state: DesiredState, steps: int) -> list[Record]:
     """``steps`` one-key revisions after ``state``, each with the delta that led to it."""
     records = []
@@ -102,8 +115,8 @@ def test_deltas_are_appended_and_replayed_without_rewriting_the_snapshot(
     store.save(policy_state, generation=41)
     snapshot = store.path.stat()
     records = _chain(policy_state, 3)
-    store.record(records[:2])
-    store.record(records[2:])
+    _write(store, records[:2])
+    _write(store, records[2:])
     assert store.path.stat().st_ino == snapshot.st_ino  # never rewritten
     assert len(_journal_lines(store)) == 1 + 3  # header, then one line per delta
     applied = StateStore(tmp_path).load()
@@ -117,11 +130,11 @@ def test_a_restarted_store_goes_on_appending_to_the_loaded_journal(
     records = _chain(policy_state, 4)
     first = StateStore(tmp_path)
     first.save(policy_state, generation=1)
-    first.record(records[:2])
+    _write(first, records[:2])
     again = StateStore(tmp_path)
     assert again.load() is not None
     inode = again.path.stat().st_ino
-    again.record(records[2:])
+    _write(again, records[2:])
     assert again.path.stat().st_ino == inode
     applied = StateStore(tmp_path).load()
     assert applied is not None and applied.state == records[-1].state
@@ -135,13 +148,13 @@ def test_a_full_state_or_a_gap_in_the_chain_writes_a_snapshot(
     records = _chain(policy_state, 3)
     inode = store.path.stat().st_ino
     # records[1] skipped: records[2]'s delta does not continue what is on disk.
-    store.record([records[0], records[2]])
+    _write(store, [records[0], records[2]])
     assert store.path.stat().st_ino != inode
     assert _journal_lines(store)[1:] == []
     applied = StateStore(tmp_path).load()
     assert applied is not None and applied.state == records[2].state
     # No delta (a snapshot or a full sync): a snapshot too.
-    store.record([Record(policy_state, 7)])
+    _write(store, [Record(policy_state, 7)])
     applied = StateStore(tmp_path).load()
     assert applied is not None and applied.state == policy_state and applied.generation == 7
 
@@ -155,7 +168,7 @@ def test_a_journal_larger_than_the_snapshot_is_folded_into_a_new_one(
     snapshot_bytes = store.path.stat().st_size
     records = _chain(policy_state, 40)
     for record in records:
-        store.record([record])
+        _write(store, [record])
         # Never much more than a snapshot's worth of journal.
         assert store.journal_path.stat().st_size <= snapshot_bytes * 2 + 4096
     assert store.path.stat().st_size > snapshot_bytes  # a later, larger snapshot
@@ -169,18 +182,18 @@ def test_a_torn_last_entry_is_ignored_and_the_next_write_is_a_snapshot(
     store = StateStore(tmp_path)
     store.save(policy_state, generation=1)
     records = _chain(policy_state, 3)
-    store.record(records[:2])
+    _write(store, records[:2])
     full = store.journal_path.read_bytes()
-    store.record(records[2:])
+    _write(store, records[2:])
     torn = store.journal_path.read_bytes()[: len(full) + 25]  # the crash came mid-append
     store.journal_path.write_bytes(torn)
     reopened = StateStore(tmp_path)
     applied = reopened.load()
     assert applied is not None and applied.state == records[1].state
-    assert "incomplete last entry" in caplog.text
+    assert "the write was interrupted" in caplog.text
     assert store.journal_path.read_bytes() == torn  # loading writes nothing
     inode = reopened.path.stat().st_ino
-    reopened.record(records[2:])
+    _write(reopened, records[2:])
     assert reopened.path.stat().st_ino != inode
     applied = StateStore(tmp_path).load()
     assert applied is not None and applied.state == records[2].state
@@ -191,7 +204,7 @@ def test_a_journal_of_an_older_snapshot_is_not_replayed(
 ) -> None:
     store = StateStore(tmp_path)
     store.save(policy_state, generation=1)
-    store.record(_chain(policy_state, 2))
+    _write(store, _chain(policy_state, 2))
     stale = store.journal_path.read_bytes()
     store.save(policy_state, generation=5)
     # As if the crash came after the new snapshot's rename, before the journal's.
@@ -214,7 +227,7 @@ def test_a_corrupt_journal_entry_refuses_the_persisted_state(
     store = StateStore(tmp_path)
     store.save(policy_state, generation=1)
     records = _chain(policy_state, 2)
-    store.record(records)
+    _write(store, records)
     lines = _journal_lines(store)
     delta = json.dumps(json.loads(lines[1])["delta"])
     lines[1] = line.replace("DELTA", delta)
@@ -228,7 +241,7 @@ def test_a_journal_entry_that_does_not_continue_the_chain_is_refused(
 ) -> None:
     store = StateStore(tmp_path)
     store.save(policy_state, generation=1)
-    store.record(_chain(policy_state, 3))
+    _write(store, _chain(policy_state, 3))
     lines = _journal_lines(store)
     del lines[2]  # a hole: line 3 no longer follows line 2
     store.journal_path.write_text("\n".join(lines) + "\n")
@@ -249,10 +262,10 @@ def test_a_failed_append_makes_the_next_write_a_snapshot(
 
     monkeypatch.setattr(os, "fsync", failing)
     with pytest.raises(OSError):
-        store.record(records[:1])
+        _write(store, records[:1])
     monkeypatch.setattr(os, "fsync", real_fsync)
     inode = store.path.stat().st_ino
-    store.record(records[1:])
+    _write(store, records[1:])
     assert store.path.stat().st_ino != inode  # not appended after an unknown tail
     applied = StateStore(tmp_path).load()
     assert applied is not None and applied.state == records[1].state
@@ -267,7 +280,7 @@ def test_a_snapshot_written_before_the_journal_existed_still_loads(
     applied = store.load()
     assert applied is not None and applied.state == policy_state and applied.generation == 3
     records = _chain(policy_state, 1)
-    store.record(records)
+    _write(store, records)
     applied = StateStore(tmp_path).load()
     assert applied is not None and applied.state == records[0].state
 
@@ -288,6 +301,78 @@ def test_remove_deletes_snapshot_and_journal(tmp_path: Path, policy_state: Desir
     store = StateStore(tmp_path)
     assert store.remove() == []
     store.save(policy_state, generation=1)
-    store.record(_chain(policy_state, 1))
+    _write(store, _chain(policy_state, 1))
     assert store.remove() == [store.path, store.journal_path]
     assert StateStore(tmp_path).load() is None
+
+
+def test_zero_filled_last_entries_are_ignored_like_a_torn_one(
+    tmp_path: Path, policy_state: DesiredState, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A power loss mid-append can leave the last lines zero-filled, not just cut."""
+    store = StateStore(tmp_path)
+    store.save(policy_state, generation=1)
+    records = _chain(policy_state, 4)
+    _write(store, records[:2])
+    lines = _journal_lines(store)
+    _write(store, records[2:])
+    tail = len(_journal_lines(store)) - len(lines)
+    store.journal_path.write_text("\n".join([*lines, *["\0" * 40] * tail]) + "\n")
+    reopened = StateStore(tmp_path)
+    applied = reopened.load()
+    assert applied is not None and applied.state == records[1].state
+    assert "ignoring the last 2 entries" in caplog.text
+    inode = reopened.path.stat().st_ino
+    _write(reopened, records[2:])
+    assert reopened.path.stat().st_ino != inode  # a snapshot, not an append after garbage
+
+
+def test_any_failure_while_recording_makes_the_next_write_a_snapshot(
+    tmp_path: Path, policy_state: DesiredState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore(tmp_path)
+    store.save(policy_state, generation=1)
+    records = _chain(policy_state, 2)
+
+    def broken(delta: StateDelta) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(persist, "delta_to_data", broken)
+    with pytest.raises(RuntimeError):
+        _write(store, records[:1])
+    monkeypatch.undo()
+    inode = store.path.stat().st_ino
+    _write(store, records[1:])
+    assert store.path.stat().st_ino != inode
+    applied = StateStore(tmp_path).load()
+    assert applied is not None and applied.state == records[1].state
+
+
+def test_a_failed_snapshot_write_leaves_the_old_files_and_no_temporary(
+    tmp_path: Path, policy_state: DesiredState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore(tmp_path)
+    store.save(policy_state, generation=1)
+    before = store.path.read_bytes()
+    real_fsync = os.fsync
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError):
+        store.save(_chain(policy_state, 1)[0].state, generation=2)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert store.path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["applied.json", "journal.jsonl"]
+
+
+def test_temporaries_left_by_a_crash_are_removed_by_the_next_snapshot(
+    tmp_path: Path, policy_state: DesiredState
+) -> None:
+    store = StateStore(tmp_path)
+    store.save(policy_state, generation=1)
+    (tmp_path / ".applied-crashed").write_text("{")
+    (tmp_path / ".journal-crashed").write_text("{")
+    store.save(policy_state, generation=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["applied.json", "journal.jsonl"]

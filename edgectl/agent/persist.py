@@ -59,12 +59,11 @@ class Applied:
 
 
 @dataclass(frozen=True)
-class Record:
-    """One applied revision to persist; ``delta`` led to it from the previous record."""
+class Step:
+    """One applied revision: the delta that led to it (None: not known), its generation."""
 
-    state: DesiredState
+    delta: StateDelta | None
     generation: int | None
-    delta: StateDelta | None = None
 
 
 @dataclass
@@ -78,6 +77,8 @@ class _Journal:
 
 
 class StateStore:
+    """The state directory of one agent (or CLI); one writer at a time (the agent's lock)."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / FILE_NAME
@@ -90,71 +91,93 @@ class StateStore:
 
     def save(self, state: DesiredState, generation: int | None) -> None:
         """A new snapshot and an empty journal that continues it."""
+        self._journal = None  # until both files are in place
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._remove_stale_temporaries()
         ident = secrets.token_hex(8)
         document = {"generation": generation, "journal": ident, "state": state_to_data(state)}
-        size = self._replace(self.path, ".applied-", [json.dumps(document, separators=(",", ":"))])
+        size = self._replace(self.path, ".applied-", json.dumps(document, separators=(",", ":")))
         # The snapshot is in place first: a crash before the journal is
         # replaced leaves a journal naming the old snapshot, which load ignores.
         header = json.dumps({"journal": ident, "revision": state.revision})
-        self._replace(self.journal_path, ".journal-", [header])
+        self._replace(self.journal_path, ".journal-", header)
         self._journal = _Journal(ident, state.revision, size, len(header) + 1)
 
-    def record(self, records: Sequence[Record]) -> None:
-        """Persist applied revisions in order: appended deltas where they chain, else a snapshot."""
-        lines: list[str] = []
-        for item in records:
-            journal = self._journal
-            if (
-                journal is None
-                or item.delta is None
-                or item.delta.from_revision != journal.revision
-                or journal.journal_bytes > max(journal.snapshot_bytes, _JOURNAL_FLOOR_BYTES)
-            ):
-                self._append(lines)
-                lines = []
-                self.save(item.state, item.generation)
-                continue
-            line = json.dumps(
-                {"generation": item.generation, "delta": delta_to_data(item.delta)},
-                separators=(",", ":"),
-            )
-            lines.append(line)
-            journal.revision = item.state.revision
-            journal.journal_bytes += len(line) + 1
-        self._append(lines)
+    def record(self, steps: Sequence[Step], newest: DesiredState) -> None:
+        """Persist applied revisions up to ``newest``, the state after the last step.
 
-    def _append(self, lines: list[str]) -> None:
-        if not lines:
+        The steps' deltas are appended while they continue the journal; if
+        one does not (no delta, a gap, or the journal has outgrown its
+        snapshot), ``newest`` is written as a snapshot instead: it holds
+        every step.  Any failure leaves the next write a snapshot.
+        """
+        if not steps:
             return
+        journal = self._journal
         try:
-            with self.journal_path.open("a") as file:
-                file.write("".join(f"{line}\n" for line in lines))
-                file.flush()
-                os.fsync(file.fileno())
+            if journal is None:
+                self.save(newest, steps[-1].generation)
+                return
+            lines: list[str] = []
+            revision, size = journal.revision, journal.journal_bytes
+            for step in steps:
+                if (
+                    step.delta is None
+                    or step.delta.from_revision != revision
+                    or size > max(journal.snapshot_bytes, _JOURNAL_FLOOR_BYTES)
+                ):
+                    self.save(newest, steps[-1].generation)
+                    return
+                line = json.dumps(
+                    {"generation": step.generation, "delta": delta_to_data(step.delta)},
+                    separators=(",", ":"),
+                )
+                lines.append(line)
+                revision = step.delta.to_revision
+                size += len(line) + 1
+            self._append(lines)
+            journal.revision, journal.journal_bytes = newest.revision, size
         except BaseException:
             # Part of it may be on disk: only a snapshot is a sure base now.
             self._journal = None
             raise
 
-    def _replace(self, path: Path, prefix: str, lines: list[str]) -> int:
-        """Write ``lines`` to ``path`` atomically; the bytes written."""
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=prefix)
+    def _append(self, lines: list[str]) -> None:
+        with self.journal_path.open("a") as file:
+            file.write("".join(f"{line}\n" for line in lines))
+            file.flush()
+            os.fsync(file.fileno())
+
+    def _replace(self, path: Path, prefix: str, text: str) -> int:
+        """Write ``text`` and a newline to ``path`` atomically and durably; the bytes written."""
+        temporary: str | None = None
         try:
+            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=prefix)
             with os.fdopen(handle, "w") as file:
-                for line in lines:
-                    file.write(line)
-                    file.write("\n")
+                file.write(text)
+                file.write("\n")
                 file.flush()
                 os.fsync(file.fileno())
                 size = file.tell()
             os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            # Whatever is on disk now, the next write must be a snapshot.
-            self._journal = None
-            raise
+            temporary = None
+            # The rename itself survives a power loss only once the
+            # directory is on disk too.
+            directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        finally:
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
         return size
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files a crash left behind (they are never read)."""
+        for prefix in (".applied-", ".journal-"):
+            for path in self.directory.glob(f"{prefix}*"):
+                path.unlink(missing_ok=True)
 
     def remove(self) -> list[Path]:
         """Delete the snapshot and its journal (decommission); the files that were there."""
@@ -204,10 +227,9 @@ class StateStore:
             raw = self.journal_path.read_bytes()
         except FileNotFoundError:
             return state, generation, False
-        lines = raw.split(b"\n")
         # Every complete line ends in "\n"; whatever follows the last one is
         # an append the crash interrupted.
-        complete, torn = lines[:-1], lines[-1]
+        *complete, torn = raw.split(b"\n")
         try:
             header = _json_line(complete[0]) if complete else None
         except ValueError as error:
@@ -216,11 +238,16 @@ class StateStore:
             # A journal of an older snapshot (the crash came between the two
             # renames): the snapshot alone is the state.
             return state, generation, False
+        entries, unreadable = _readable_prefix(complete[1:])
+        if unreadable and any(_decodes(line) for line in complete[1 + len(entries) + 1 :]):
+            # Readable entries after an unreadable one: not an interrupted
+            # append but a damaged file.
+            damage = ValueError("an unreadable entry is followed by readable ones")
+            raise self._refusal(self.journal_path, damage, line=len(entries) + 2) from None
         deltas: list[StateDelta] = []
         revision = state.revision
-        for number, line in enumerate(complete[1:], start=2):
+        for number, entry in enumerate(entries, start=2):
             try:
-                entry = _json_line(line)
                 delta = delta_from_data(entry["delta"])
                 next_generation = entry.get("generation")
                 if next_generation is not None and not isinstance(next_generation, int):
@@ -240,17 +267,21 @@ class StateStore:
             state = patch_chain(state, deltas)
         except ModelError as error:
             raise self._refusal(self.journal_path, error) from None
-        if torn:
+        cut = unreadable + (1 if torn else 0)
+        if cut:
+            # A power loss in the middle of an append can leave the last
+            # lines unwritten or zero-filled, and only the last ones: each
+            # append is fsynced before the next.
             log.warning(
-                "%s: ignoring an incomplete last entry (%d bytes; the write was interrupted); "
-                "revision %d stands",
+                "%s: ignoring the last %d entr%s (the write was interrupted); revision %d stands",
                 self.journal_path,
-                len(torn),
+                cut,
+                "y" if cut == 1 else "ies",
                 state.revision,
             )
         journal.revision = state.revision
         journal.journal_bytes = len(raw)
-        return state, generation, not torn
+        return state, generation, not cut
 
     @staticmethod
     def _refusal(path: Path, error: Exception, line: int | None = None) -> PersistError:
@@ -261,3 +292,24 @@ class StateStore:
 
 def _json_line(line: bytes) -> Any:
     return json.loads(line.decode())
+
+
+def _decodes(line: bytes) -> bool:
+    try:
+        return isinstance(_json_line(line), dict)
+    except ValueError:
+        return False
+
+
+def _readable_prefix(lines: Sequence[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """The entries up to the first line that is not a JSON object; how many lines follow."""
+    entries: list[dict[str, Any]] = []
+    for index, line in enumerate(lines):
+        try:
+            entry = _json_line(line)
+        except ValueError:
+            return entries, len(lines) - index
+        if not isinstance(entry, dict):
+            return entries, len(lines) - index
+        entries.append(entry)
+    return entries, 0

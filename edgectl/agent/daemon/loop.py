@@ -39,7 +39,7 @@ from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.metrics import Metrics, policy_of
 from edgectl.agent.daemon.persister import Persister
 from edgectl.agent.nft import NftError
-from edgectl.agent.persist import Applied, PersistError, Record
+from edgectl.agent.persist import Applied, PersistError, Step
 from edgectl.model.delta import StateDelta, diff, patch
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
@@ -83,7 +83,7 @@ class OffendersPort(Protocol):
 
 
 class StorePort(Protocol):
-    def record(self, records: Sequence[Record]) -> None: ...
+    def record(self, steps: Sequence[Step], newest: DesiredState) -> None: ...
     def load(self) -> Applied | None: ...
 
 

@@ -2,13 +2,13 @@
 
 Most revisions are journalled as the delta that led to them (one short
 line and an fsync), but a snapshot - after a full sync, or when the journal
-has grown as large as the state - is seconds of JSON with a million keys.
+has grown larger than the state - is seconds of JSON with a million keys.
 So the sync loop hands each applied revision here and goes on; a writer
-thread persists everything that arrived meanwhile in one go, in order.
-Every revision written is one the kernel took whole, so a crash loses at
-most the last moments of revisions (the controller resends them) and never
-leaves a half state.  ``inline`` writes at once (tests, and the restore
-path, which must save before the first request).
+thread persists everything that arrived meanwhile in one go, in order
+(only the deltas and the newest state are kept meanwhile).  Every revision
+written is one the kernel took whole, so a crash loses at most the last
+moments of revisions (the controller resends them) and never leaves a half
+state.  ``inline`` writes at once (tests, and ``edgectl agent restore``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from edgectl.agent.daemon.metrics import Metrics
-from edgectl.agent.persist import Record
+from edgectl.agent.persist import Step
 from edgectl.model.delta import StateDelta
 from edgectl.model.policy import DesiredState
 
@@ -27,7 +27,7 @@ log = logging.getLogger("edgectl.agent")
 
 
 class StateWriter(Protocol):
-    def record(self, records: Sequence[Record]) -> None: ...
+    def record(self, steps: Sequence[Step], newest: DesiredState) -> None: ...
 
 
 class Persister:
@@ -36,55 +36,70 @@ class Persister:
         self._metrics = metrics
         self.inline = inline
         self._lock = threading.Condition()
-        self._pending: list[Record] = []
+        # What arrived since the last write: the steps (small: deltas) and
+        # the newest state only - a snapshot needs nothing older.
+        self._steps: list[Step] = []
+        self._newest: DesiredState | None = None
         self._writing = False
+        # One write at a time, in submission order: the background thread
+        # and a shutdown flush() may both try.
+        self._write_lock = threading.Lock()
 
     def submit(
         self, state: DesiredState, generation: int | None, delta: StateDelta | None = None
     ) -> None:
         """Persist ``state``; ``delta`` is what led to it from the previous submission."""
-        record = Record(state, generation, delta)
+        step = Step(delta, generation)
         if self.inline:
-            self._write([record])
+            with self._write_lock:
+                self._write([step], state)
             return
         with self._lock:
-            self._pending.append(record)
+            if delta is None:
+                self._steps = [step]  # a snapshot of ``state`` holds everything before it
+            else:
+                self._steps.append(step)
+            self._newest = state
             self._lock.notify_all()
 
-    def _write(self, records: list[Record]) -> None:
+    def _write(self, steps: list[Step], newest: DesiredState) -> None:
         try:
-            self._store.record(records)
-        except OSError as error:
+            self._store.record(steps, newest)
+        except Exception as error:
             # The kernel holds the state either way; only a reboot would fall
-            # back to the older file, and the controller corrects that.  The
+            # back to the older files, and the controller corrects that.  The
             # store's next write is a snapshot, so the chain on disk stays whole.
             self._metrics.add("persist_failures")
-            revision = records[-1].state.revision
-            log.error("revision %d in force but not persisted: %s", revision, error)
+            if isinstance(error, OSError):
+                log.error("revision %d in force but not persisted: %s", newest.revision, error)
+            else:
+                log.exception("revision %d in force but not persisted (a bug)", newest.revision)
 
     def write_pending(self) -> bool:
         """Write everything submitted so far, in order; True if anything was written."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-            if not pending:
-                return False
-            self._writing = True
-        try:
-            self._write(pending)
-        finally:
+        with self._write_lock:
             with self._lock:
-                self._writing = False
-                self._lock.notify_all()
+                steps, newest = self._steps, self._newest
+                self._steps, self._newest = [], None
+                if newest is None:
+                    return False
+                self._writing = True
+            try:
+                self._write(steps, newest)
+            finally:
+                with self._lock:
+                    self._writing = False
+                    self._lock.notify_all()
         return True
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted is on disk (shutdown)."""
         self.write_pending()
         with self._lock:
-            self._lock.wait_for(lambda: not self._writing and not self._pending, timeout)
+            self._lock.wait_for(lambda: not self._writing and self._newest is None, timeout)
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
             with self._lock:
-                self._lock.wait_for(lambda: bool(self._pending) or stop.is_set(), 1.0)
+                self._lock.wait_for(lambda: self._newest is not None or stop.is_set(), 1.0)
             self.write_pending()
