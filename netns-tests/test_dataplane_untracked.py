@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import re
 import socket
+import struct
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,7 @@ from gateway_fixtures import (
     with_quarantines,
 )
 
+from edgectl.lab import netns
 from edgectl.lab.probe import Outcome, connect
 from edgectl.lab.topology import Topology
 
@@ -170,12 +172,13 @@ def _unacked(sock: socket.socket) -> int:
 
 
 @pytest.mark.parametrize("mode", ["tracked", "notrack", "no-conntrack"])
-def test_a_block_stops_new_connections_and_leaves_open_ones_in_every_mode(
-    topology: Topology, gateway: Gateway, held: list[socket.socket], mode: str
+@pytest.mark.parametrize("quarantine", ["block", "walled-garden"])
+def test_what_a_quarantine_does_to_a_flow_already_open(
+    topology: Topology, gateway: Gateway, held: list[socket.socket], mode: str, quarantine: str
 ) -> None:
-    """Tracked packets of an open flow leave at the established shortcut;
-    untracked ones at the first rule, on their TCP flags: either way a
-    quarantine acts on new connections, as README says."""
+    """Tracked, packets of an open flow leave at the established shortcut
+    whatever the quarantine.  Untracked, they leave on their TCP flags -
+    except a blocked subscriber's: block drops everything."""
     policy = {
         "tracked": base_policy(),
         "notrack": untracked(capped(base_policy())),
@@ -183,11 +186,43 @@ def test_a_block_stops_new_connections_and_leaves_open_ones_in_every_mode(
     }[mode]
     gateway.apply(policy)
     assert _hold(topology, held, DYN4_B, MX4, 80) is Outcome.CONNECTED
-    gateway.apply(with_quarantines(policy, {"key": DYN4_B, "mode": "block"}))
+    gateway.apply(with_quarantines(policy, {"key": DYN4_B, "mode": quarantine}))
     sock = held[-1]
     sock.sendall(b"x")
-    assert poll(lambda: _unacked(sock) == 0, deadline=2.0), "the open flow was cut"
+    goes_on = mode == "tracked" or quarantine != "block"
+    assert poll(lambda: _unacked(sock) == 0, deadline=1.5) is goes_on
+    # New connections are stopped in every mode.
     assert tcp(topology, DYN4_B, MX4, 80, expect_drop=True) is Outcome.TIMEOUT
+
+
+def _bare_acks(topology: Topology, src: str, dst: str, port: int, count: int) -> None:
+    """``count`` TCP ACKs that belong to no connection, as a flood would send them."""
+    header = struct.pack("!HHIIBBHHH", 40000, port, 1, 1, 5 << 4, 0x10, 1024, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, 20)
+    data = pseudo + header
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    segment = header[:16] + struct.pack("!H", ~total & 0xFFFF) + header[18:]
+    with netns.in_netns(topology.hosts[SOURCE_HOST[src]].ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    with sock:
+        sock.bind((src, 0))
+        for _ in range(count):
+            sock.sendto(segment, (dst, 0))
+
+
+@pytest.mark.parametrize("caps", [False, True], ids=["no-conntrack", "notrack"])
+def test_untracked_block_drops_packets_that_open_nothing(
+    topology: Topology, gateway: Gateway, caps: bool
+) -> None:
+    """The first-rule exit for non-opening TCP packets is not for blocked subscribers."""
+    policy = untracked(capped(base_policy()) if caps else base_policy())
+    gateway.apply(with_quarantines(policy, {"key": DYN4_B, "mode": "block"}))
+    _bare_acks(topology, DYN4_A, MX4, 80, 5)  # not held: passes uncounted
+    assert gateway.counter("quarantine_block") == 0
+    _bare_acks(topology, DYN4_B, MX4, 80, 5)
+    assert poll(lambda: gateway.counter("quarantine_block") == 5, deadline=2.0)
 
 
 def test_untracked_mode_still_caps_concurrent_mail(

@@ -523,15 +523,25 @@ class _Builder:
         if self.settings.track_non_mail:
             # Established flows leave first: one conntrack check a packet.
             return [established, *held, mail]
-        # Untracked, a TCP packet that is not an opening SYN leaves first,
+        # Untracked, a TCP packet that is not an opening SYN leaves early,
         # on its flags alone: as in the tracked mode, quarantines and limits
         # act on new connections, and a connection costs one full check.
         # Other protocols are checked packet by packet.  Mail SYNs then feed
         # the ct count caps where there are any (mail is tracked for them).
+        # A blocked subscriber is the exception: "block" drops everything,
+        # bare ACK or RST floods included (tracked, those are "new" or
+        # "invalid" and checked too).  One lookup a packet, in the block set
+        # only.
+        block = f"q_{mode_id(QuarantineMode.BLOCK)}"
+        blocked = [f"ip saddr @{exact_set(block, 4, 32)} goto quarantine_block"]
+        blocked += [
+            f"ip6 saddr & {mask_text(6, n)} @{exact_set(block, 6, n)} goto quarantine_block"
+            for n in self.lengths
+        ]
         not_opening = "tcp flags & (syn | ack) != syn accept"
         if self.conntrack:
             mail = f"tcp dport {_ports(self.settings.mail_ports)} ct state new jump mail"
-        return [not_opening, *held, mail]
+        return [*blocked, not_opening, *held, mail]
 
     def _untracked_chains(self) -> None:
         """notrack at raw priority for everything that is not mail."""
