@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 
@@ -83,14 +84,41 @@ def test_report_with_offenders_is_one_body() -> None:
     assert bodies == [{"applied_revision": 7, "detail": {"error": None}, "offenders": OFFENDERS}]
 
 
-def test_an_older_controller_gets_the_report_without_offenders() -> None:
+# What FastAPI answers for a field its extra="forbid" model does not have
+# (an older controller's StatusReport), word for word.
+UNKNOWN_OFFENDERS = {
+    "detail": [
+        {
+            "type": "extra_forbidden",
+            "loc": ["body", "offenders"],
+            "msg": "Extra inputs are not permitted",
+            "input": OFFENDERS,
+        }
+    ]
+}
+# What this controller answers for an offenders section it refuses.
+BAD_ENTRY = {
+    "detail": [
+        {
+            "type": "value_error",
+            "loc": ["body", "offenders", "entries", 0, "first_seen"],
+            "msg": "is after last_seen",
+            "field": "offenders.entries[0].first_seen",
+        }
+    ]
+}
+
+
+def test_an_older_controller_gets_the_report_without_offenders(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     bodies: list[dict[str, object]] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         bodies.append(body)
-        if "offenders" in body:  # what a controller with extra="forbid" answers
-            return httpx.Response(422, json={"detail": [{"type": "extra_forbidden"}]})
+        if "offenders" in body:
+            return httpx.Response(422, json=UNKNOWN_OFFENDERS)
         return httpx.Response(200, json={})
 
     assert not client_for(httpx.MockTransport(handle)).report(7, {}, OFFENDERS)
@@ -98,6 +126,59 @@ def test_an_older_controller_gets_the_report_without_offenders() -> None:
         ["applied_revision", "detail", "offenders"],
         ["applied_revision", "detail"],
     ]
+    assert caplog.records == []  # the loop says it once, when it starts or stops happening
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        (BAD_ENTRY, "offenders.entries.0.first_seen: is after last_seen"),
+        # extra_forbidden, but not the offenders field itself: this controller knows it.
+        (
+            {"detail": [{"type": "extra_forbidden", "loc": ["body", "offenders", "colour"]}]},
+            "offenders.colour: extra_forbidden",
+        ),
+        ({"detail": "applied_revision: 9 is ahead of revision 8"}, "9 is ahead of revision 8"),
+        ("not json at all", "HTTP 422: not json at all"),
+    ],
+)
+def test_any_other_422_is_raised_and_its_detail_logged(
+    caplog: pytest.LogCaptureFixture, answer: object, shown: str
+) -> None:
+    calls: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if isinstance(answer, str):
+            return httpx.Response(422, text=answer)
+        return httpx.Response(422, json=answer)
+
+    client = client_for(httpx.MockTransport(handle))
+    with pytest.raises(ControllerError, match="HTTP 422") as caught:
+        client.report(7, {}, OFFENDERS)
+    assert caught.value.status == 422
+    assert len(calls) == 1  # not sent again without offenders: that hides the reason
+    (record,) = caplog.records
+    assert record.levelname == "ERROR" and shown in record.getMessage()
+    assert "older" not in record.getMessage()
+
+
+def test_a_refusal_is_logged_once_until_it_changes_or_goes_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    answers = [
+        httpx.Response(422, json=BAD_ENTRY),
+        httpx.Response(422, json=BAD_ENTRY),
+        httpx.Response(422, json={"detail": "applied_revision: 9 is ahead of revision 8"}),
+        httpx.Response(422, json=BAD_ENTRY),  # seen before: not again
+        httpx.Response(200, json={}),
+        httpx.Response(422, json=BAD_ENTRY),  # back after a report was taken: news again
+    ]
+    client = client_for(httpx.MockTransport(lambda _: answers.pop(0)))
+    for _ in range(len(answers)):
+        with contextlib.suppress(ControllerError):
+            client.report(7, {}, OFFENDERS)
+    assert [("after last_seen" in r.getMessage()) for r in caplog.records] == [True, False, True]
 
 
 def test_other_report_failures_are_not_retried() -> None:

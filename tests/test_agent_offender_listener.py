@@ -16,6 +16,7 @@ from edgectl.agent.daemon.offenders import OffenderBook
 from edgectl.agent.nflog import LogEvent, NflogError
 from edgectl.lab.probe import wait_until
 from edgectl.model import DesiredState, Prefix
+from edgectl.model.offenders import REASON_MAX
 
 RATE = "edgectl ratelimit profile=residential: "
 
@@ -157,6 +158,25 @@ def test_a_held_group_is_the_reason_until_it_is_released(
     assert report["reason"] == "nflog group 7 is bound by another process"
     opener.held.clear()  # the other listener went away
     assert wait_until(lambda: listener.report()["available"] is True, timeout=5)
+
+
+def test_a_long_reason_is_cut_to_what_the_controller_takes(
+    metrics: Metrics, policy_state: DesiredState
+) -> None:
+    def refuse(group: int, netns: str | None) -> FakeSource:
+        raise NflogError(errno.EPERM, "x" * (REASON_MAX + 100))
+
+    made = OffenderListener("gw-ns", OffenderBook(600), metrics, open_source=refuse, idle=0.01)
+    made.follow(with_group(policy_state, 7))
+    stop = threading.Event()
+    thread = threading.Thread(target=made.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: made.report()["reason"].startswith("x"), timeout=5)
+        assert made.report()["reason"] == "x" * REASON_MAX
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def test_overruns_and_lost_events_reach_the_metrics(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
+from edgectl.agent.daemon import offenders
 from edgectl.agent.daemon.offenders import (
-    MAX_REPORTED,
     MAX_TRACKED,
     KeyMapper,
     OffenderBook,
@@ -19,6 +21,7 @@ from edgectl.agent.daemon.offenders import (
 from edgectl.agent.nflog import LogEvent
 from edgectl.agent.render import render_full
 from edgectl.model import DesiredState, Prefix
+from edgectl.model.offenders import KINDS, MAX_REPORTED, WINDOW_MAX
 from edgectl.model.policy import Pool, PoolKind
 from tests.conftest import NOW
 
@@ -26,16 +29,24 @@ RATE = "edgectl ratelimit profile=residential: "
 
 
 class Clock:
-    """Monotonic and wall time that only move when told to."""
+    """Monotonic and wall time that only move when told to.
+
+    ``now`` moves both; ``step`` moves the wall clock alone (NTP, an operator).
+    """
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.step = 0.0
 
     def tick(self) -> float:
         return self.now
 
     def wall(self) -> float:
-        return 1_764_417_600.0 + self.now  # 2025-11-29T12:16:40Z at tick 1000
+        return 1_764_417_600.0 + self.now + self.step  # 2025-11-29T12:16:40Z at tick 1000
+
+
+def seen(entry: dict[str, Any]) -> tuple[datetime, datetime]:
+    return datetime.fromisoformat(entry["first_seen"]), datetime.fromisoformat(entry["last_seen"])
 
 
 def ev(source: str, prefix: str = RATE) -> LogEvent:
@@ -100,6 +111,8 @@ def test_every_log_prefix_render_writes_parses(policy_state: DesiredState) -> No
     prefixes = re.findall(r'log prefix "([^"]*)" group 7', script)
     rules = {parse_prefix(text) for text in prefixes}
     assert len(prefixes) >= 8 and None not in rules
+    # ... and the kinds it finds are exactly the ones the controller takes.
+    assert sorted({rule.kind for rule in rules if rule}) == sorted(KINDS)
     assert rules == {
         Rule("ratelimit", "residential", True),
         Rule("concurrency", "residential", True),
@@ -210,11 +223,70 @@ def test_an_entry_ends_a_window_after_its_last_event(policy_state: DesiredState)
     assert book.expire() == 0 and book.entries() == []
 
 
-def test_a_wall_clock_step_does_not_expire_anything(policy_state: DesiredState) -> None:
+def test_a_wall_clock_step_neither_expires_nor_reverses_an_entry(
+    policy_state: DesiredState,
+) -> None:
     clock = Clock()
-    book = OffenderBook(900, clock=clock.tick, wall=lambda: 4_000_000_000.0)
+    book = book_for(policy_state, clock, window=900)
+    book.record([ev("100.64.1.7"), ev("100.64.1.8")])
+    clock.now += 60
+    clock.step -= 3600  # the wall clock steps back an hour (NTP fixing a fast clock)
     book.record([ev("100.64.1.7")])
-    assert len(book.entries()) == 1
+    clock.now += 60
+    clock.step += 2 * 86400  # ... then forward two days, far beyond the window
+    book.record([ev("100.64.1.9")])
+
+    def report() -> dict[str, dict[str, Any]]:
+        entries = {e["key"]: e for e in book.entries()}
+        for entry in entries.values():  # the controller refuses the whole report otherwise
+            first, last = seen(entry)
+            assert first <= last, entry
+        return entries
+
+    # 120 s of a 900 s window have passed: nothing ended, whatever the wall clock says.
+    entries = report()
+    assert sorted(entries) == ["100.64.1.7/32", "100.64.1.8/32", "100.64.1.9/32"]
+    seven = entries["100.64.1.7/32"]
+    assert seven["count"] == 2
+    assert seven["last_seen"] == seven["first_seen"]  # held there, not reported before it
+    # Each entry still ends exactly one window after its last event, by the monotonic clock.
+    clock.now += 900 - 120 + 0.001
+    assert sorted(report()) == ["100.64.1.7/32", "100.64.1.9/32"]
+    book.record([ev("100.64.1.7")])  # the wall clock is two days ahead of first_seen now
+    seven = report()["100.64.1.7/32"]
+    first, last = seen(seven)
+    assert seven["count"] == 3 and last - first > timedelta(days=1)  # the step, reported
+    clock.now += 900.001
+    assert report() == {}
+
+
+def test_a_report_is_a_snapshot_while_events_arrive(
+    policy_state: DesiredState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event recorded while a report is being built shows whole in the next one, not
+    half (its count left out, its last_seen taken) in this one."""
+    clock = Clock()
+    book = book_for(policy_state, clock)
+    book.record([ev("100.64.1.7")])
+    format_time = offenders._iso
+    workers: list[threading.Thread] = []
+
+    def format_while_an_event_arrives(wall: float) -> str:
+        if not workers:
+            clock.now += 5
+            workers.append(threading.Thread(target=book.record, args=([ev("100.64.1.7")],)))
+            workers[0].start()
+            workers[0].join(timeout=5)
+        return format_time(wall)
+
+    monkeypatch.setattr(offenders, "_iso", format_while_an_event_arrives)
+    (entry,) = book.entries()
+    workers[0].join(timeout=5)
+    assert not workers[0].is_alive()
+    assert (entry["count"], entry["last_seen"]) == (1, entry["first_seen"])
+    (entry,) = book.entries()
+    first, last = seen(entry)
+    assert entry["count"] == 2 and last - first == timedelta(seconds=5)
 
 
 def test_memory_cap_evicts_the_least_recently_seen(policy_state: DesiredState) -> None:
@@ -253,7 +325,18 @@ def test_default_bounds_hold_under_many_subscribers(policy_state: DesiredState) 
 
 
 def test_bad_bounds_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="window"):
         OffenderBook(0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_tracked"):
         OffenderBook(900, max_tracked=0)
+
+
+def test_a_book_the_controller_would_refuse_is_refused_here() -> None:
+    """Beyond the report's limits every status report would be a 422: fail at start instead."""
+    OffenderBook(WINDOW_MAX, max_reported=MAX_REPORTED)
+    with pytest.raises(ValueError, match="window"):
+        OffenderBook(WINDOW_MAX + 1)
+    with pytest.raises(ValueError, match="max_reported"):
+        OffenderBook(900, max_reported=MAX_REPORTED + 1)
+    with pytest.raises(ValueError, match="max_reported"):
+        OffenderBook(900, max_reported=-1)

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from ctl_support import Api, World
 
+from edgectl.controller.store import offenders as store_offenders
 from edgectl.controller.store import schema as t
 from edgectl.controller.store import sweep
 
@@ -228,7 +229,6 @@ def test_offenders_round_trip_and_aggregate(api: Api, world: World) -> None:
     kinds = api.get("/v1/offenders", params={"kind": "ratelimit"})
     assert [o["key"] for o in kinds] == ["2001:db8:a000:100::/56"]
     assert len(api.get("/v1/offenders", params={"limit": 2})) == 2
-    assert api.get("/v1/offenders", params={"gateway": "gw-none"}) == []
 
     # A report without offenders (an older agent) keeps them; one with replaces them.
     report(api, world.agent_a, "gw-a", revision(api, "gw-a"), detail={"elements": 1})
@@ -243,9 +243,37 @@ def test_offenders_round_trip_and_aggregate(api: Api, world: World) -> None:
 
     api.call("DELETE", "/v1/gateways/gw-b", expect=204)
     assert api.get("/v1/offenders") == []
+    api.call("GET", "/v1/offenders", params={"gateway": "gw-b"}, expect=404)
     with api.store.read() as connection:
         assert connection.execute(sa.select(t.offenders)).all() == []
         assert len(connection.execute(sa.select(t.offender_reports)).all()) == 1  # gw-a's
+
+
+def test_offenders_of_a_gateway_nobody_has_is_404(api: Api, world: World) -> None:
+    response = api.call("GET", "/v1/offenders", params={"gateway": "gw-none"}, expect=404)
+    assert response.json() == {"detail": "no gateway named 'gw-none'"}
+    # One that exists but has not reported offenders lists nothing.
+    assert api.get("/v1/offenders", params={"gateway": "gw-a"}) == []
+
+
+def test_a_new_report_replaces_through_forget(
+    api: Api, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One function knows which tables hold a gateway's offenders: a table
+    # added to forget() is then cleared by every replace() too.
+    cleared: list[int] = []
+    forget = store_offenders.forget
+
+    def spy(change: Any, gateway: int) -> None:
+        cleared.append(gateway)
+        forget(change, gateway)
+
+    monkeypatch.setattr(store_offenders, "forget", spy)
+    for count in (2, 5):
+        body = offenders(entry("100.64.0.1", count=count))
+        report(api, world.agent_a, "gw-a", revision(api, "gw-a"), offenders=body)
+    assert len(cleared) == 2 and len(set(cleared)) == 1
+    assert [o["count"] for o in api.get("/v1/offenders")] == [5]
 
 
 def stored(api: Api) -> list[Any]:

@@ -4,11 +4,14 @@ Two calls: ``desired(since, wait)`` (snapshot or delta, long-polled) and
 ``report(...)`` (applied revision, detail, offenders).  Every failure --
 refused connection, timeout, 5xx, 401/403, a body that is not a valid
 state -- becomes ``ControllerError``, because the agent's answer to all of
-them is the same: keep enforcing what it has, back off, try again.
+them is the same: keep enforcing what it has, back off, try again.  A
+status report the controller refuses (422) is the exception worth a word:
+its detail is logged here, once, because it will not go away by retrying.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +24,69 @@ from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
 from edgectl.model.serial import delta_from_data, state_from_data
 
+log = logging.getLogger("edgectl.agent")
+
+# What a controller that predates the offenders section answers for it: its
+# StatusReport forbids unknown fields (pydantic extra="forbid").
+_UNKNOWN_OFFENDERS = {"type": "extra_forbidden", "loc": ["body", "offenders"]}
+# Distinct refusals remembered as already logged: bounded, so that a
+# refusal whose text varies (a revision, a time) cannot grow the set.
+_REFUSALS_KEPT = 32
+# Characters of a refusal's detail put in the log.
+_DETAIL_SHOWN = 1000
+
 
 class ControllerError(RuntimeError):
     """The controller could not be asked, or answered something unusable."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, detail: Any = None) -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail  # the error body's "detail" (FastAPI), None if it had none
+
+
+def _detail(response: httpx.Response) -> Any:
+    try:
+        document = response.json()
+    except ValueError:
+        return None
+    return document.get("detail") if isinstance(document, dict) else None
+
+
+def _offenders_unknown(error: ControllerError) -> bool:
+    """True only for the 422 of a controller that does not know the ``offenders`` field.
+
+    Any other 422 (a value it refuses) would come back just the same without
+    the section fixed; taking it for an old controller would hide the reason.
+    """
+    if error.status != 422 or not isinstance(error.detail, list):
+        return False
+    return any(
+        isinstance(item, dict)
+        and item.get("type") == _UNKNOWN_OFFENDERS["type"]
+        and item.get("loc") == _UNKNOWN_OFFENDERS["loc"]
+        for item in error.detail
+    )
+
+
+def _refusal_text(error: ControllerError) -> str:
+    """A 422's detail for the log: ``offenders.entries.3.first_seen: is after last_seen``."""
+    detail = error.detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if not isinstance(item, dict):
+                parts.append(str(item))
+                continue
+            loc = item.get("loc")
+            where = ".".join(str(p) for p in loc) if isinstance(loc, list) else "?"
+            parts.append(f"{where.removeprefix('body.')}: {item.get('msg') or item.get('type')}")
+        text = "; ".join(parts)
+    elif detail is not None:
+        text = str(detail)
+    else:
+        text = str(error)
+    return text[:_DETAIL_SHOWN].replace("\n", " ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +161,9 @@ class ControllerClient:
             trust_env=False,
             transport=transport,  # tests hand in httpx.MockTransport
         )
+        # Refusals (422) of status reports already logged: the loop reports
+        # every few seconds, and the same bad field would flood the log.
+        self._refusals_logged: set[str] = set()
 
     def close(self) -> None:
         self._http.close()
@@ -126,6 +188,7 @@ class ControllerClient:
             raise ControllerError(
                 f"{method} {path}: HTTP {response.status_code}: {text}",
                 status=response.status_code,
+                detail=_detail(response),
             )
         return response
 
@@ -154,19 +217,41 @@ class ControllerClient:
         """POST the status report; False if the controller only took it without ``offenders``.
 
         A controller older than the offenders section refuses the unknown
-        field (HTTP 422); the report is then sent again without it, so that
-        convergence stays visible while agents are upgraded first.
+        field (HTTP 422, ``extra_forbidden`` at ``body.offenders``); the report
+        is then sent again without it, so that convergence stays visible while
+        agents are upgraded first.  Any other 422 is raised like every other
+        failure, and its detail logged (once per distinct detail), since
+        the loop only logs failed reports at debug level.
         """
         body: dict[str, Any] = {"applied_revision": applied_revision, "detail": detail}
-        path = f"/v1/gateways/{self.gateway}/status"
         if offenders is None:
-            self._call("POST", path, self._request_timeout, json=body)
+            self._post_status(body)
             return True
         try:
-            self._call("POST", path, self._request_timeout, json={**body, "offenders": offenders})
+            self._post_status({**body, "offenders": offenders})
         except ControllerError as error:
-            if error.status != 422:
+            if not _offenders_unknown(error):
                 raise
-            self._call("POST", path, self._request_timeout, json=body)
+            self._post_status(body)
             return False
         return True
+
+    def _post_status(self, body: dict[str, Any]) -> None:
+        path = f"/v1/gateways/{self.gateway}/status"
+        try:
+            self._call("POST", path, self._request_timeout, json=body)
+        except ControllerError as error:
+            if error.status == 422 and not _offenders_unknown(error):
+                self._log_refusal(error)
+            raise
+        # Taken: a refusal seen again later is news again.
+        self._refusals_logged.clear()
+
+    def _log_refusal(self, error: ControllerError) -> None:
+        text = _refusal_text(error)
+        if text in self._refusals_logged:
+            return
+        if len(self._refusals_logged) >= _REFUSALS_KEPT:
+            self._refusals_logged.clear()
+        self._refusals_logged.add(text)
+        log.error("controller refused the status report (HTTP 422): %s", text)

@@ -30,6 +30,7 @@ from edgectl.agent.daemon.metrics import Metrics
 from edgectl.agent.daemon.offenders import OffenderBook
 from edgectl.agent.netns import NetnsError
 from edgectl.agent.nflog import LogEvent, NflogSocket
+from edgectl.model.offenders import REASON_MAX
 from edgectl.model.policy import DesiredState
 
 log = logging.getLogger("edgectl.agent")
@@ -39,8 +40,6 @@ NO_LOG_GROUP = (
     "settings.log_group is not set: block log lines go to the kernel log, "
     "which the agent does not read"
 )
-# The controller takes reasons of at most this many characters.
-REASON_MAX = 500
 # How often a refused bind is tried again (another listener may go away).
 RETRY_INTERVAL = 10.0
 # How long the thread idles between checks when it has no socket (a new
@@ -117,6 +116,7 @@ class OffenderListener:
                 reason = None
         return {
             "available": reason is None,
+            # Cut to what the controller takes: a longer one would cost the whole report.
             "reason": None if reason is None else reason[:REASON_MAX],
             "window_seconds": round(self.book.window),
             "entries": self.book.entries(),

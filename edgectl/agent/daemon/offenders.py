@@ -18,7 +18,12 @@ into report entries for abuse staff:
   let through, the other refused.
 * **count, first_seen, last_seen** per (key, kind, policy, shadow).  An
   entry is an episode: it ends ``window`` seconds after its last event, so a
-  subscriber that keeps offending stays listed with a growing count.
+  subscriber that keeps offending stays listed with a growing count.  The
+  two times are wall clock, for people; expiry runs on the monotonic clock,
+  so a stepped wall clock never ends an episode early or keeps it late.
+  After a backward step, ``last_seen`` is held at ``first_seen`` rather
+  than reported before it (the controller refuses such an entry, and with
+  it the whole status report).
 
 What a count means: log events, not refusals.  Each log rule is limited to
 ``log_per_second`` events (burst twice that) for *all* subscribers together
@@ -44,13 +49,12 @@ from typing import Any
 
 from edgectl.agent.nflog import LogEvent
 from edgectl.agent.render import LOG_PREFIX
+from edgectl.model.offenders import MAX_REPORTED, WINDOW_MAX
 from edgectl.model.policy import NAME_PATTERN, Pool, QuarantineMode
 from edgectl.model.prefix import Prefix
 
-KINDS = ("ratelimit", "concurrency", "destinationlimit", "op25b", "quarantine")
 DEFAULT_WINDOW = 900.0
 MAX_TRACKED = 10_000
-MAX_REPORTED = 1_000
 # IPv6 key length for a source in no pool (see the module docstring).
 OUTSIDE_POOLS_V6 = 64
 
@@ -152,8 +156,14 @@ class OffenderBook:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        if window <= 0 or max_tracked < 1 or max_reported < 0:
-            raise ValueError("window, max_tracked and max_reported must be positive")
+        # The controller refuses a report beyond its limits, and the whole
+        # status report with it: refuse such a book here instead.
+        if not 0 < window <= WINDOW_MAX:
+            raise ValueError(f"window must be in (0, {WINDOW_MAX}] seconds, not {window}")
+        if max_tracked < 1:
+            raise ValueError(f"max_tracked must be at least 1, not {max_tracked}")
+        if not 0 <= max_reported <= MAX_REPORTED:
+            raise ValueError(f"max_reported must be in 0..{MAX_REPORTED}, not {max_reported}")
         self.window = window
         self.max_tracked = max_tracked
         self.max_reported = max_reported
@@ -204,7 +214,9 @@ class OffenderBook:
                     entries[ident] = _Entry(1, wall, wall, tick)
                 else:
                     entry.count += 1
-                    entry.last_seen = wall
+                    # A wall clock stepped back since first_seen: never report
+                    # an episode that ends before it began.
+                    entry.last_seen = max(wall, entry.first_seen)
                     entry.last_tick = tick
                     entries.move_to_end(ident)
                 recorded += 1
@@ -239,15 +251,20 @@ class OffenderBook:
                 self._entries.items(),
                 key=lambda item: (item[1].count, item[1].last_tick),
             )
+            # Copied under the lock: the listener updates entries in place,
+            # and one read half before and half after an event would report
+            # a count that does not match its last_seen.
+            taken = [(ident, e.count, e.first_seen, e.last_seen) for ident, e in top]
+        # Formatted outside it, so the listener waits only for the copy.
         return [
             {
                 "key": key_text(key),
                 "kind": kind,
                 "policy": policy,
                 "shadow": shadow,
-                "count": entry.count,
-                "first_seen": _iso(entry.first_seen),
-                "last_seen": _iso(entry.last_seen),
+                "count": count,
+                "first_seen": _iso(first_seen),
+                "last_seen": _iso(last_seen),
             }
-            for (key, kind, policy, shadow), entry in top
+            for (key, kind, policy, shadow), count, first_seen, last_seen in taken
         ]

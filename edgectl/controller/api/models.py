@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from edgectl.model import BlockAction, Hook, PoolKind, QuarantineMode
+from edgectl.model.offenders import MAX_REPORTED, REASON_MAX, WINDOW_MAX, OffenderKind
 
 
 def _printable(value: str) -> str:
@@ -208,7 +209,6 @@ class AgentToken(BaseModel):
     agent_token: str
 
 
-OffenderKind = Literal["ratelimit", "concurrency", "destinationlimit", "op25b", "quarantine"]
 PolicyText = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
 
 
@@ -226,11 +226,13 @@ class OffenderIn(Strict):
 
 class OffendersIn(Strict):
     available: bool
-    reason: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_prose)] | None = (
-        None
+    reason: (
+        Annotated[str, Field(min_length=1, max_length=REASON_MAX), AfterValidator(_prose)] | None
+    ) = None
+    window_seconds: Annotated[int, Field(ge=1, le=WINDOW_MAX)]
+    entries: Annotated[list[OffenderIn], Field(max_length=MAX_REPORTED)] = Field(
+        default_factory=list
     )
-    window_seconds: Annotated[int, Field(ge=1, le=86400)]
-    entries: Annotated[list[OffenderIn], Field(max_length=1000)] = Field(default_factory=list)
 
 
 def _encodable(value: dict[str, Any]) -> dict[str, Any]:

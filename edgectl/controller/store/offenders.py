@@ -16,13 +16,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from edgectl.controller.errors import NotFound
 from edgectl.controller.store import loaders
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import Change, Store
 from edgectl.controller.store.db import insert_rows, time_param
 from edgectl.model import Prefix
-
-KINDS = ("ratelimit", "concurrency", "destinationlimit", "op25b", "quarantine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +55,8 @@ _COLUMNS = ("gateway_id", "key", "kind", "policy", "shadow", "events", "first_se
 
 def replace(change: Change, gateway: int, report: OffenderReport) -> None:
     """The gateway's offenders are now exactly ``report``'s."""
+    forget(change, gateway)
     connection = change.connection
-    for table in (t.offenders, t.offender_reports):
-        connection.execute(sa.delete(table).where(table.c.gateway_id == gateway))
     connection.execute(
         sa.insert(t.offender_reports).values(
             gateway_id=gateway,
@@ -86,6 +84,7 @@ def replace(change: Change, gateway: int, report: OffenderReport) -> None:
 
 
 def forget(change: Change, gateway: int) -> None:
+    """The gateway has no offenders report (a deleted gateway, or before a new one)."""
     for table in (t.offenders, t.offender_reports):
         change.connection.execute(sa.delete(table).where(table.c.gateway_id == gateway))
 
@@ -108,17 +107,24 @@ def summaries(connection: Connection, gateway: int | None = None) -> dict[int, d
     }
 
 
-def _filtered(query: sa.Select[Any], wanted: OffenderFilter) -> sa.Select[Any]:
+def _filtered(query: sa.Select[Any], gateway: int | None, kind: str | None) -> sa.Select[Any]:
     o = t.offenders
-    if wanted.gateway is not None:
-        query = query.where(
-            o.c.gateway_id.in_(
-                sa.select(t.gateways.c.id).where(t.gateways.c.name == wanted.gateway)
-            )
-        )
-    if wanted.kind is not None:
-        query = query.where(o.c.kind == wanted.kind)
+    if gateway is not None:
+        query = query.where(o.c.gateway_id == gateway)
+    if kind is not None:
+        query = query.where(o.c.kind == kind)
     return query
+
+
+def _gateway_id(connection: Connection, name: str) -> int:
+    # Here, not gateways.gateway_id: that module imports this one.  A name
+    # nobody has is an error, not an empty list (a typo would look all clear).
+    found = connection.execute(
+        sa.select(t.gateways.c.id).where(t.gateways.c.name == name)
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no gateway named {name!r}")
+    return int(found)
 
 
 def listing(store: Store, wanted: OffenderFilter) -> list[dict[str, Any]]:
@@ -133,17 +139,21 @@ def listing(store: Store, wanted: OffenderFilter) -> list[dict[str, Any]]:
     total = sa.func.sum(o.c.events).label("total")
     last = sa.func.max(o.c.last_seen).label("last")
     first = sa.func.min(o.c.first_seen).label("first")
-    groups_query = _filtered(sa.select(*group, total, first, last).group_by(*group), wanted)
-    groups_query = groups_query.order_by(total.desc(), last.desc(), *group).limit(wanted.limit)
     with store.read() as connection:
-        groups = connection.execute(groups_query).all()
+        gateway = None if wanted.gateway is None else _gateway_id(connection, wanted.gateway)
+        groups_query = _filtered(
+            sa.select(*group, total, first, last).group_by(*group), gateway, wanted.kind
+        )
+        groups_query = groups_query.order_by(total.desc(), last.desc(), *group)
+        groups = connection.execute(groups_query.limit(wanted.limit)).all()
         keys = sorted({row.key for row in groups})
         names: dict[tuple[str, str, str, bool], list[str]] = {}
         named = _filtered(
             sa.select(*group, t.gateways.c.name).join(
                 t.gateways, t.gateways.c.id == o.c.gateway_id
             ),
-            wanted,
+            gateway,
+            wanted.kind,
         )
         for row in loaders.rows_in(connection, named, o.c.key, keys):
             names.setdefault((row.key, row.kind, row.policy, row.shadow), []).append(row.name)

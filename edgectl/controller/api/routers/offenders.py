@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from edgectl.controller.api.deps import Reader, StoreDep
-from edgectl.controller.api.models import OffenderKind, OffenderPublic
+from edgectl.controller.api.models import OffenderPublic
 from edgectl.controller.store import offenders
+from edgectl.model.offenders import OffenderKind
 
 router = APIRouter(prefix="/v1/offenders", tags=["offenders"])
 
@@ -24,5 +25,6 @@ def list_offenders(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """The latest reports of every gateway (or one), aggregated per (key, kind, policy):
-    counts summed, most events first, then most recently seen."""
+    counts summed, most events first, then most recently seen.  404 for a gateway
+    nobody has (one that has not reported yet lists nothing)."""
     return offenders.listing(store, offenders.OffenderFilter(gateway, kind, limit))
