@@ -138,6 +138,28 @@ def test_an_older_controller_gets_the_report_without_offenders(
             {"detail": [{"type": "extra_forbidden", "loc": ["body", "offenders", "colour"]}]},
             "offenders.colour: extra_forbidden",
         ),
+    ],
+)
+def test_a_refused_offenders_section_is_logged_and_the_rest_still_reported(
+    caplog: pytest.LogCaptureFixture, answer: dict[str, object], shown: str
+) -> None:
+    bodies: list[dict[str, object]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        return httpx.Response(422, json=answer) if "offenders" in body else httpx.Response(200)
+
+    assert not client_for(httpx.MockTransport(handle)).report(7, {}, OFFENDERS)
+    assert ["offenders" in body for body in bodies] == [True, False]
+    (record,) = caplog.records
+    assert record.levelname == "ERROR" and shown in record.getMessage()
+    assert "older" not in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
         ({"detail": "applied_revision: 9 is ahead of revision 8"}, "9 is ahead of revision 8"),
         ("not json at all", "HTTP 422: not json at all"),
     ],
@@ -157,25 +179,25 @@ def test_any_other_422_is_raised_and_its_detail_logged(
     with pytest.raises(ControllerError, match="HTTP 422") as caught:
         client.report(7, {}, OFFENDERS)
     assert caught.value.status == 422
-    assert len(calls) == 1  # not sent again without offenders: that hides the reason
+    assert len(calls) == 1  # not about offenders: sending it again would not help
     (record,) = caplog.records
     assert record.levelname == "ERROR" and shown in record.getMessage()
-    assert "older" not in record.getMessage()
 
 
 def test_a_refusal_is_logged_once_until_it_changes_or_goes_away(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    answers = [
-        httpx.Response(422, json=BAD_ENTRY),
-        httpx.Response(422, json=BAD_ENTRY),
-        httpx.Response(422, json={"detail": "applied_revision: 9 is ahead of revision 8"}),
-        httpx.Response(422, json=BAD_ENTRY),  # seen before: not again
-        httpx.Response(200, json={}),
-        httpx.Response(422, json=BAD_ENTRY),  # back after a report was taken: news again
-    ]
-    client = client_for(httpx.MockTransport(lambda _: answers.pop(0)))
-    for _ in range(len(answers)):
+    refusals = [BAD_ENTRY, BAD_ENTRY, {"detail": "applied_revision: 9 is ahead"}, BAD_ENTRY]
+    refusals += [None, BAD_ENTRY]  # None: the whole report is taken; then the refusal is back
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if "offenders" not in json.loads(request.content):
+            return httpx.Response(200)  # the fall-back without offenders
+        answer = refusals.pop(0)
+        return httpx.Response(200) if answer is None else httpx.Response(422, json=answer)
+
+    client = client_for(httpx.MockTransport(handle))
+    while refusals:
         with contextlib.suppress(ControllerError):
             client.report(7, {}, OFFENDERS)
     assert [("after last_seen" in r.getMessage()) for r in caplog.records] == [True, False, True]

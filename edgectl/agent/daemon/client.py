@@ -69,6 +69,16 @@ def _offenders_unknown(error: ControllerError) -> bool:
     )
 
 
+def _offenders_only(error: ControllerError) -> bool:
+    """True for a 422 whose every complaint is inside the ``offenders`` section."""
+    if error.status != 422 or not isinstance(error.detail, list) or not error.detail:
+        return False
+    return all(
+        isinstance(item, dict) and list(item.get("loc", ()))[:2] == ["body", "offenders"]
+        for item in error.detail
+    )
+
+
 def _refusal_text(error: ControllerError) -> str:
     """A 422's detail for the log: ``offenders.entries.3.first_seen: is after last_seen``."""
     detail = error.detail
@@ -219,21 +229,27 @@ class ControllerClient:
         A controller older than the offenders section refuses the unknown
         field (HTTP 422, ``extra_forbidden`` at ``body.offenders``); the report
         is then sent again without it, so that convergence stays visible while
-        agents are upgraded first.  Any other 422 is raised like every other
-        failure, and its detail logged (once per distinct detail), since
-        the loop only logs failed reports at debug level.
+        agents are upgraded first.  A 422 about the section's contents is
+        logged (once per distinct detail, since the loop only logs failed
+        reports at debug level) and the report sent without it too.  Any
+        other failure is raised.
         """
         body: dict[str, Any] = {"applied_revision": applied_revision, "detail": detail}
         if offenders is None:
             self._post_status(body)
-            return True
-        try:
-            self._post_status({**body, "offenders": offenders})
-        except ControllerError as error:
-            if not _offenders_unknown(error):
-                raise
-            self._post_status(body)
-            return False
+        else:
+            try:
+                self._post_status({**body, "offenders": offenders})
+            except ControllerError as error:
+                if not _offenders_unknown(error) and not _offenders_only(error):
+                    raise
+                # Only the offenders section is in the way (its refusal, if
+                # not the old-controller one, is logged): the rest of the
+                # report still goes, so convergence stays visible.
+                self._post_status(body)
+                return False
+        # The whole report was taken: a refusal seen again later is news again.
+        self._refusals_logged.clear()
         return True
 
     def _post_status(self, body: dict[str, Any]) -> None:
@@ -244,8 +260,6 @@ class ControllerClient:
             if error.status == 422 and not _offenders_unknown(error):
                 self._log_refusal(error)
             raise
-        # Taken: a refusal seen again later is news again.
-        self._refusals_logged.clear()
 
     def _log_refusal(self, error: ControllerError) -> None:
         text = _refusal_text(error)

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgectl.agent.netns import NetnsError, netns_path
+from edgectl.model.offenders import WINDOW_MAX
 from edgectl.tomlfile import TomlFileError, read_toml
 
 TABLE = "agent"
@@ -81,8 +82,9 @@ _SECONDS: dict[str, tuple[float, float]] = {
     "report_interval": (1.0, 3600.0),
     "report_min_gap": (0.0, 3600.0),
     "request_timeout": (0.5, 600.0),
-    # Up to a day: entries are bounded in number (10,000), not by the window.
-    "offenders_window": (1.0, 86400.0),
+    # Up to what the controller takes (a day): entries are bounded in
+    # number (10,000), not by the window.
+    "offenders_window": (1.0, float(WINDOW_MAX)),
 }
 _STRINGS = ("controller_url", "gateway", "token_file", "state_dir", "netns", "ca_file")
 _REQUIRED = ("controller_url", "gateway", "token_file", "state_dir")

@@ -452,7 +452,7 @@ class Agent:
             else:
                 log.warning(
                     "the controller refused the offenders section of the status report "
-                    "(HTTP 422: older than this agent?); reporting without it"
+                    "(HTTP 422; see the client's log line for why); reporting without it"
                 )
         return True
 
