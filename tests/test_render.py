@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgectl.agent.render import render_delta, render_full
-from edgectl.model import DesiredState, Prefix, Quarantine, QuarantineMode
+from edgectl.agent.render import exemption_slot, quarantine_slot, render_delta, render_full
+from edgectl.model import DesiredState, Exemption, Prefix, Quarantine, QuarantineMode
 from edgectl.model.delta import diff
 from edgectl.model.policy import BlockAction, GatewaySettings, Hook
 from tests.conftest import NOW
@@ -171,3 +171,33 @@ def test_the_prefix_quarantine_rule_exists_only_with_prefix_quarantines(
         quarantines={**without.quarantines, key: Quarantine(key, QuarantineMode.BLOCK)},
     )
     assert not needs_full_sync(without, diff(without, exact))
+
+
+def test_full_render_puts_every_key_where_the_delta_path_looks_for_it(
+    policy_state: DesiredState,
+) -> None:
+    """render_full's hot loop and quarantine_slot/exemption_slot (deltas, plan)
+    classify keys separately, for speed; they must never disagree."""
+    quarantines = dict(policy_state.quarantines)
+    exemptions = dict(policy_state.exemptions)
+    extra = {
+        "100.64.0.99": QuarantineMode.BLOCK,  # IPv4 host
+        "100.64.12.0/24": QuarantineMode.SMTP,  # IPv4 range
+        "2001:db8:1000:4400::/56": QuarantineMode.WALLED_GARDEN,  # a delegation
+        "2001:db8:1000:8000::/52": QuarantineMode.BLOCK,  # wider than one
+    }
+    for text, mode in extra.items():
+        key = Prefix.parse(text)
+        quarantines[key] = Quarantine(key, mode, None, NOW + timedelta(days=1))
+    for text in ("100.64.0.98", "100.64.13.0/24", "2001:db8:1000:4500::/56"):
+        key = Prefix.parse(text)
+        exemptions[key] = Exemption(key, None)
+    state = replace(policy_state, quarantines=quarantines, exemptions=exemptions)
+    rendered = render_full(state, NOW)
+    lengths = state.delegated_lengths()
+    slots = [quarantine_slot(k, q.mode, lengths) for k, q in quarantines.items()]
+    slots += [exemption_slot(k, lengths) for k in exemptions]
+    assert any(slot.interval for slot in slots) and any(not slot.interval for slot in slots)
+    for slot in slots:
+        written = [re.sub(r" timeout \d+s", "", e) for e in rendered.set_elements[slot.set_name]]
+        assert slot.element in written, (slot, rendered.set_elements[slot.set_name])
