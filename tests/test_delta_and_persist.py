@@ -104,6 +104,15 @@ def _chain(state: DesiredState, steps: int) -> list[Record]:
     return records
 
 
+def _writes_a_snapshot(store: StateStore, records: list[Record]) -> None:
+    """Writing ``records`` replaces the snapshot (no append), and they load back."""
+    inode = store.path.stat().st_ino
+    _write(store, records)
+    assert store.path.stat().st_ino != inode, "appended to the journal, not a new snapshot"
+    applied = StateStore(store.directory).load()
+    assert applied is not None and applied.state == records[-1].state
+
+
 def _journal_lines(store: StateStore) -> list[str]:
     return store.journal_path.read_text().splitlines()
 
@@ -192,11 +201,7 @@ def test_a_torn_last_entry_is_ignored_and_the_next_write_is_a_snapshot(
     assert applied is not None and applied.state == records[1].state
     assert "the write was interrupted" in caplog.text
     assert store.journal_path.read_bytes() == torn  # loading writes nothing
-    inode = reopened.path.stat().st_ino
-    _write(reopened, records[2:])
-    assert reopened.path.stat().st_ino != inode
-    applied = StateStore(tmp_path).load()
-    assert applied is not None and applied.state == records[2].state
+    _writes_a_snapshot(reopened, records[2:])
 
 
 def test_a_journal_of_an_older_snapshot_is_not_replayed(
@@ -264,11 +269,7 @@ def test_a_failed_append_makes_the_next_write_a_snapshot(
     with pytest.raises(OSError):
         _write(store, records[:1])
     monkeypatch.setattr(os, "fsync", real_fsync)
-    inode = store.path.stat().st_ino
-    _write(store, records[1:])
-    assert store.path.stat().st_ino != inode  # not appended after an unknown tail
-    applied = StateStore(tmp_path).load()
-    assert applied is not None and applied.state == records[1].state
+    _writes_a_snapshot(store, records[1:])
 
 
 def test_a_snapshot_written_before_the_journal_existed_still_loads(
@@ -341,11 +342,7 @@ def test_any_failure_while_recording_makes_the_next_write_a_snapshot(
     with pytest.raises(RuntimeError):
         _write(store, records[:1])
     monkeypatch.undo()
-    inode = store.path.stat().st_ino
-    _write(store, records[1:])
-    assert store.path.stat().st_ino != inode
-    applied = StateStore(tmp_path).load()
-    assert applied is not None and applied.state == records[1].state
+    _writes_a_snapshot(store, records[1:])
 
 
 def test_a_failed_snapshot_write_leaves_the_old_files_and_no_temporary(
