@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,16 +71,15 @@ def served(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def healthy() -> bool:
             assert server.poll() is None, server.stdout.read() if server.stdout else ""
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "controller did not come up"
-            time.sleep(0.05)
+                return False
+
+        poll_until(healthy, timeout=20, message="controller did not come up", step=0.05)
         yield base, tokens
     finally:
         server.send_signal(signal.SIGTERM)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from ctl_backends import PostgresBackend, SqliteBackend
-from ctl_support import settings_for
+from ctl_support import poll_until, settings_for
 from hypothesis import HealthCheck, given, settings
 
 from edgectl.controller.app import create_app
@@ -48,10 +47,12 @@ def server(backend: SqliteBackend | PostgresBackend) -> Iterator[tuple[str, str]
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not instance.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
+
+    def started() -> bool:
+        assert thread.is_alive(), "uvicorn exited"
+        return bool(instance.started)
+
+    poll_until(started, timeout=20, message="uvicorn did not start")
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     # Some objects to find, so that not every generated request is a 404.

@@ -205,11 +205,14 @@ def test_notifier_ignores_a_read_older_than_a_local_commit() -> None:
     async def scenario() -> None:
         notifier = Notifier()
         notifier.bind(asyncio.get_running_loop())
+        clock = [100.0]
+        notifier._now = lambda: clock[0]  # type: ignore[method-assign]
         began = notifier.began()
-        await asyncio.sleep(0.01)
+        clock[0] += 0.01
         notifier._wake([7])  # a commit lands while the read is in flight
         notifier.saw(7, 41, began)  # the read's (older) answer
         assert notifier.known(7, 60.0) is None
+        clock[0] += 0.01
         notifier.saw(7, 42, notifier.began())
         assert notifier.known(7, 60.0) == 42
 
