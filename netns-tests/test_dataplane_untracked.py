@@ -51,9 +51,9 @@ def untracked(policy: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _nft(topology: Topology, *args: str) -> str:
+def _in_gateway(topology: Topology, *argv: str) -> str:
     done = subprocess.run(
-        ["ip", "netns", "exec", topology.gateway_ns, "nft", *args],
+        ["ip", "netns", "exec", topology.gateway_ns, *argv],
         capture_output=True,
         text=True,
         check=True,
@@ -62,20 +62,7 @@ def _nft(topology: Topology, *args: str) -> str:
 
 
 def conntrack_entries(topology: Topology) -> int:
-    done = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            topology.gateway_ns,
-            "cat",
-            "/proc/sys/net/netfilter/nf_conntrack_count",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(done.stdout)
+    return int(_in_gateway(topology, "cat", "/proc/sys/net/netfilter/nf_conntrack_count"))
 
 
 @pytest.fixture
@@ -125,7 +112,7 @@ def test_untracked_without_caps_tracks_nothing_and_still_limits_the_rate(
     burst = 3
     policy = untracked(with_profile(base_policy(), new_per_minute=1, burst=burst))
     gateway.apply(policy)
-    listed = _nft(topology, "list", "table", "inet", "edgectl")
+    listed = _in_gateway(topology, "nft", "list", "table", "inet", "edgectl")
     # No ct expression in the table: the kernel registers no conntrack hooks.
     assert re.search(r"\bct |notrack", listed) is None, listed
     before = conntrack_entries(topology)

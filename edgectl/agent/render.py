@@ -156,15 +156,15 @@ class _Builder:
         self.chain_tags: dict[str, list[str]] = {}
         self.set_elements: dict[str, list[str]] = {}
         self.counter_names: list[str] = []
-        profiles = {p.name: p for p in state.rate_limits}
+        self.profiles = {p.name: p for p in state.rate_limits}
         # ct count (the concurrency caps) is the only thing that needs
         # conntrack once non-mail is untracked.  Without it the table holds
         # no ct expression at all, so the kernel registers no conntrack or
         # defrag hooks for it: those hooks, not the lookups, are what an
         # untracked packet still paid (bench/forwarding.py, gateway f vs s).
         self.conntrack = self.settings.track_non_mail or any(
-            profiles[pool.rate_limit].concurrent is not None
-            or profiles[pool.rate_limit].per_destination is not None
+            self.profiles[pool.rate_limit].concurrent is not None
+            or self.profiles[pool.rate_limit].per_destination is not None
             for pool in state.pools
             if pool.rate_limit is not None
         )
@@ -227,7 +227,7 @@ class _Builder:
 
     def build(self) -> None:
         state = self.state
-        profiles = {p.name: p for p in state.rate_limits}
+        profiles = self.profiles
         self._counters(profiles)
         self._address_sets()
         self._quarantine_sets()

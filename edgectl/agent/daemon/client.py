@@ -241,7 +241,7 @@ class ControllerClient:
             try:
                 self._post_status({**body, "offenders": offenders})
             except ControllerError as error:
-                if not _offenders_unknown(error) and not _offenders_only(error):
+                if not _offenders_only(error):  # an older controller's refusal too
                     raise
                 # Only the offenders section is in the way (its refusal, if
                 # not the old-controller one, is logged): the rest of the

@@ -40,9 +40,9 @@ class Persister:
         # the newest state only - a snapshot needs nothing older.
         self._steps: list[Step] = []
         self._newest: DesiredState | None = None
-        self._writing = False
         # One write at a time, in submission order: the background thread
-        # and a shutdown flush() may both try.
+        # and a shutdown flush() may both try.  Holding it also means no
+        # write is in progress, which is all flush() needs to know.
         self._write_lock = threading.Lock()
 
     def submit(
@@ -75,28 +75,27 @@ class Persister:
             else:
                 log.exception("revision %d in force but not persisted (a bug)", newest.revision)
 
-    def write_pending(self) -> bool:
-        """Write everything submitted so far, in order; True if anything was written."""
-        with self._write_lock:
+    def write_pending(self, timeout: float = -1) -> bool:
+        """Write everything submitted so far, in order; True if anything was written.
+
+        Returns only when no write is in progress (or after ``timeout`` s).
+        """
+        if not self._write_lock.acquire(timeout=timeout):
+            return False
+        try:
             with self._lock:
                 steps, newest = self._steps, self._newest
                 self._steps, self._newest = [], None
-                if newest is None:
-                    return False
-                self._writing = True
-            try:
-                self._write(steps, newest)
-            finally:
-                with self._lock:
-                    self._writing = False
-                    self._lock.notify_all()
-        return True
+            if newest is None:
+                return False
+            self._write(steps, newest)
+            return True
+        finally:
+            self._write_lock.release()
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted is on disk (shutdown)."""
-        self.write_pending()
-        with self._lock:
-            self._lock.wait_for(lambda: not self._writing and self._newest is None, timeout)
+        self.write_pending(timeout)
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
