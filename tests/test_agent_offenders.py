@@ -145,7 +145,7 @@ def test_keys_follow_the_pools_of_the_state_in_force(policy_state: DesiredState)
     book = book_for(policy_state, clock)
     book.record([ev("2001:db8:1000:1ff::7")])
     wider = Pool("home_v6", PoolKind.DYNAMIC, (Prefix.parse("2001:db8:1000::/40"),), 48)
-    book.follow([p for p in policy_state.pools if p.name != "home_v6"] + [wider])
+    book.follow((*[p for p in policy_state.pools if p.name != "home_v6"], wider))
     book.record([ev("2001:db8:1000:1ff::7")])
     assert {e["key"] for e in book.entries()} == {
         "2001:db8:1000:100::/56",  # keyed by the state in force when it was logged

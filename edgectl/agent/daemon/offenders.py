@@ -171,17 +171,22 @@ class OffenderBook:
         self._wall = wall
         self._lock = threading.Lock()
         self._mapper = KeyMapper()
+        self._pools: tuple[Pool, ...] | None = None
         # Least recently seen first: expiry and eviction both pop from the front.
         self._entries: OrderedDict[_Id, _Entry] = OrderedDict()
         self._parsed: dict[str, Rule | None] = {}
         self.evicted = 0  # entries dropped for room before their window ended
         self.ignored = 0  # events with a prefix not ours, or no source address
 
-    def follow(self, pools: Iterable[Pool]) -> None:
+    def follow(self, pools: tuple[Pool, ...]) -> None:
         """Key later events by these pools (a new revision may change delegations)."""
+        # Called after every commit, but a delta without a structure change
+        # carries the very same pools tuple on: no need to index them again.
+        if pools is self._pools:
+            return
         mapper = KeyMapper(pools)
         with self._lock:
-            self._mapper = mapper
+            self._mapper, self._pools = mapper, pools
 
     def _rule(self, prefix: str) -> Rule | None:
         try:
