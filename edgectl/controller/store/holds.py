@@ -199,7 +199,7 @@ def quarantine(store: Store, actor: str, spec: QuarantineSpec) -> tuple[dict[str
             addresses = [spec.prefix]
             match = q.c.prefix == str(spec.prefix)
         check_placement(change, topology, catalogue, spec, addresses)
-        existing = connection.execute(select_hold(q).where(match, q.c.active)).first()
+        existing = connection.execute(select_hold(q).where(match, t.active(q))).first()
         values = hold_values(spec, actor, change)
         if existing is None:
             ident = connection.execute(

@@ -41,6 +41,24 @@ class Instant(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def active(table: sa.Table) -> sa.ColumnElement[Any]:
+    """``table.active`` written as the partial indexes' WHERE says it.
+
+    SQLite uses a partial index only when the query repeats its predicate
+    term for term, and SQLAlchemy writes a boolean column as ``active = 1``
+    there (no native booleans): ``uq_quarantine_active_prefix`` went unused.
+    """
+    return sa.literal_column(f"{table.name}.active")
+
+
+def tombstone() -> sa.ColumnElement[Any]:
+    """``NOT gateway_entries.live``, as ``ix_gateway_entries_tombstones`` says it.
+
+    See ``active``.
+    """
+    return sa.literal_column("NOT gateway_entries.live")
+
+
 # One row: the change sequence.  Every write transaction increments it under
 # a row lock, so sequence order is commit order even with several processes.
 counter = sa.Table(
@@ -187,7 +205,17 @@ entries = sa.Table(
     sa.Column("live", sa.Boolean, nullable=False),
     sa.Column("changed_at", Instant(), nullable=False),
     sa.Index("ix_gateway_entries_seq", "gateway_id", "seq"),
-    sa.Index("ix_gateway_entries_key", "kind", "key"),
+    # A recompile reads every gateway's entries of a few keys, whatever the
+    # kind: an index that led with kind left that a scan of every entry.
+    sa.Index("ix_gateway_entries_by_key", "key"),
+    # The sweeper's "any tombstone old enough to purge?", without walking
+    # the live entries.
+    sa.Index(
+        "ix_gateway_entries_tombstones",
+        "changed_at",
+        sqlite_where=sa.text("NOT live"),
+        postgresql_where=sa.text("NOT live"),
+    ),
 )
 
 accounts = sa.Table(
@@ -245,10 +273,25 @@ quarantines = sa.Table(
         postgresql_where=sa.text("active"),
     ),
     sa.Index("ix_quarantine_prefix_hex", "prefix_hex"),
+    # "Is there any bare-prefix hold?", asked by every session upsert: only
+    # those holds are in it (walking the active ones would grow with holds).
+    sa.Index(
+        "ix_quarantine_prefix_holds",
+        "id",
+        sqlite_where=sa.text("active AND prefix IS NOT NULL"),
+        postgresql_where=sa.text("active AND prefix IS NOT NULL"),
+    ),
     sa.Index("ix_quarantine_ticket", "ticket"),
     # No index leads with "active": most rows are active, and SQLite (with no
     # statistics) would pick it over the selective account/prefix indexes.
-    sa.Index("ix_quarantine_expiry", "expires_at"),
+    # Partial on active, so that the sweeper's "anything due?" does not walk
+    # every hold that ever expired.
+    sa.Index(
+        "ix_quarantine_due",
+        "expires_at",
+        sqlite_where=sa.text("active"),
+        postgresql_where=sa.text("active"),
+    ),
     sa.Index("ix_quarantine_account", "account_id"),
 )
 
@@ -273,7 +316,12 @@ exemptions = sa.Table(
         sqlite_where=sa.text("active"),
         postgresql_where=sa.text("active"),
     ),
-    sa.Index("ix_exemption_expiry", "expires_at"),
+    sa.Index(
+        "ix_exemption_due",
+        "expires_at",
+        sqlite_where=sa.text("active"),
+        postgresql_where=sa.text("active"),
+    ),
     sa.Index("ix_exemption_account", "account_id"),
 )
 

@@ -86,7 +86,8 @@ def _held(connection: Connection, accounts: Sequence[int]) -> set[int]:
 def _prefix_holds_exist(connection: Connection) -> bool:
     q = t.quarantines
     row = connection.execute(
-        sa.select(q.c.id).where(q.c.active, q.c.prefix.is_not(None)).limit(1)
+        # ix_quarantine_prefix_holds: every session upsert asks this.
+        sa.select(q.c.id).where(t.active(q), q.c.prefix.is_not(None)).order_by(q.c.id).limit(1)
     ).first()
     return row is not None
 

@@ -18,7 +18,7 @@ def expire(store: Store) -> int:
     due = []
     with store.read() as connection:
         for table in (t.quarantines, t.exemptions):
-            query = sa.select(table.c.id).where(table.c.active, table.c.expires_at <= at).limit(1)
+            query = sa.select(table.c.id).where(t.active(table), table.c.expires_at <= at).limit(1)
             due.append(connection.execute(query).first() is not None)
     if not any(due):
         return 0  # the common case takes no write lock and no sequence number
@@ -26,7 +26,7 @@ def expire(store: Store) -> int:
     with store.write(holds.EXPIRY_ACTOR) as change:
         for table, what in ((t.quarantines, "quarantine"), (t.exemptions, "exemption")):
             rows = change.connection.execute(
-                holds.select_hold(table).where(table.c.active, table.c.expires_at <= change.at)
+                holds.select_hold(table).where(t.active(table), table.c.expires_at <= change.at)
             ).all()
             for row in rows:
                 holds.end_hold(change, table, row, "expired", what)
@@ -40,24 +40,26 @@ def purge_tombstones(store: Store, retention: float) -> int:
     e = t.entries
     with store.read() as connection:
         stale = connection.execute(
-            sa.select(e.c.gateway_id).where(sa.not_(e.c.live), e.c.changed_at < cutoff).limit(1)
+            sa.select(e.c.gateway_id).where(t.tombstone(), e.c.changed_at < cutoff).limit(1)
         ).first()
     if stale is None:
         return 0
     with store.write("system:purge") as change:
-        horizons = change.connection.execute(
-            sa.select(e.c.gateway_id, sa.func.max(e.c.seq))
-            .where(sa.not_(e.c.live), e.c.changed_at < cutoff)
-            .group_by(e.c.gateway_id)
-        ).all()
-        for gateway, seq in horizons:
+        # Grouped here, not by the database: SQLite would group by walking
+        # ix_gateway_entries_seq (every entry) instead of the tombstone index.
+        horizons: dict[int, int] = {}
+        for gateway, seq in change.connection.execute(
+            sa.select(e.c.gateway_id, e.c.seq).where(t.tombstone(), e.c.changed_at < cutoff)
+        ):
+            horizons[gateway] = max(seq, horizons.get(gateway, seq))
+        for gateway, seq in horizons.items():
             change.connection.execute(
                 sa.update(t.gateways)
                 .where(t.gateways.c.id == gateway, t.gateways.c.horizon < seq)
                 .values(horizon=seq)
             )
         result = change.connection.execute(
-            sa.delete(e).where(sa.not_(e.c.live), e.c.changed_at < cutoff)
+            sa.delete(e).where(t.tombstone(), e.c.changed_at < cutoff)
         )
         return int(result.rowcount)
 

@@ -1,0 +1,113 @@
+"""The write path and the agents' reads use indexes on both stores.
+
+Every statement that quarantine create/update/lift, exemption create/lift,
+session upserts (one and bulk), the desired-state reads and the sweeper run
+is explained (see ctl_plans): none may scan a table that grows with
+subscribers, holds or history, or a create would cost more with every hold
+stored (issue 10: 14 ms at 10k held, 39 ms at 100k, from one such scan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from alembic import command
+from ctl_plans import recorded, scans
+from test_ctl_migrations import _alembic
+
+from edgectl.controller.store import Store, bulk_holds, desired, gateways, holds, sweep
+from edgectl.controller.store.catalog import create_pool
+from edgectl.controller.store.subscribers import Binding, bind_many, start_session, stop_session
+from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix, QuarantineMode
+
+ACTOR = "plans"
+
+
+def _binding(index: int, *, shift: int = 0) -> Binding:
+    return Binding(
+        f"acct{index}",
+        Prefix.parse(f"100.64.{(index + shift) // 250}.{(index + shift) % 250 + 1}/32"),
+        Prefix.parse(f"2001:db8:a{index + shift:03x}:100::/56"),
+    )
+
+
+def _world(store: Store) -> int:
+    """One dynamic dual-stack pool on gateway gw, 40 sessions, 20 of them held."""
+    pool = Pool(
+        "dyn",
+        PoolKind.DYNAMIC,
+        (Prefix.parse("100.64.0.0/16"), Prefix.parse("2001:db8:a000::/36")),
+        subscriber_prefix_len=56,
+    )
+    create_pool(store, ACTOR, pool)
+    spec = gateways.GatewaySpec("gw", GatewaySettings(), ("dyn",))
+    gateways.create_gateway(store, ACTOR, spec)
+    bind_many(store, ACTOR, [_binding(i) for i in range(40)])
+    batch = holds.QuarantineSpec(QuarantineMode.SMTP, "seed", account="batch")
+    bulk_holds.quarantine_accounts(store, ACTOR, [f"acct{i}" for i in range(20)], batch)
+    return gateways.gateway_id(store, "gw")
+
+
+def _hot_path(store: Store, gateway: int) -> None:
+    """One of each write the issue names, then what agents and the sweeper read."""
+    since = desired.revision(store, gateway)
+    smtp = holds.QuarantineSpec(QuarantineMode.SMTP, "spam", account="acct30", ticket="T-1")
+    created, _ = holds.quarantine(store, ACTOR, smtp)
+    block = holds.QuarantineSpec(QuarantineMode.BLOCK, "worse", account="acct30", ticket="T-2")
+    holds.quarantine(store, ACTOR, block)  # the update path
+    bare = holds.QuarantineSpec(QuarantineMode.SMTP, "unassigned", prefix=_binding(90).ipv4)
+    prefix_hold, _ = holds.quarantine(store, ACTOR, bare)
+    holds.lift(store, ACTOR, "quarantine", created["id"], "cleaned")
+    exemption = holds.exempt(store, ACTOR, holds.ExemptionSpec("acct31", "T-3", "relay"))
+    holds.lift(store, ACTOR, "exemption", exemption["id"], "done")
+    start_session(store, ACTOR, _binding(1, shift=100))  # a held account moves
+    start_session(store, ACTOR, _binding(35, shift=100))  # an unheld one
+    # A bulk batch: held and unheld accounts move, one takes another's address.
+    moved = [_binding(i, shift=200) for i in (2, 3, 36)]
+    bind_many(store, ACTOR, [*moved, Binding("acct37", _binding(4).ipv4)])
+    stop_session(store, ACTOR, "acct5")
+    holds.lift(store, ACTOR, "quarantine", prefix_hold["id"], "done")
+    desired.serve(store, gateway, None)
+    desired.serve(store, gateway, since)
+    desired.serve_many(store, [(gateway, since), (gateway, None)])
+    desired.revisions(store)
+    sweep.expire(store)
+    sweep.purge_tombstones(store, 0.0)
+
+
+def _scans_of(store: Store, action: Callable[[], object]) -> dict[str, list[str]]:
+    with recorded(store) as statements:
+        action()
+    assert statements, "nothing was recorded: the check would pass vacuously"
+    return scans(store, statements)
+
+
+def test_the_hot_path_scans_no_big_table(store: Store) -> None:
+    gateway = _world(store)
+    found = _scans_of(store, lambda: _hot_path(store, gateway))
+    assert not found, "\n\n".join(f"{sql}\n  -> {verdict}" for sql, verdict in found.items())
+
+
+def test_the_check_sees_a_scan(store: Store) -> None:
+    """A statement no index serves is reported, on each store."""
+
+    def unindexed() -> None:
+        with store.read() as connection:
+            connection.exec_driver_sql("SELECT key FROM gateway_entries WHERE payload = 'x'")
+
+    found = _scans_of(store, unindexed)
+    assert list(found.values()) and "gateway_entries" in " ".join(next(iter(found.values())))
+
+
+@pytest.mark.parametrize("version", ["0002"])
+def test_before_0003_a_create_scanned_the_entries(store: Store, version: str) -> None:
+    """What 0003's index is for: without it the recompile reads every entry."""
+    _alembic(store, command.downgrade, version)
+    _world(store)
+    spec = holds.QuarantineSpec(QuarantineMode.SMTP, "spam", account="acct30")
+    found = _scans_of(store, lambda: holds.quarantine(store, ACTOR, spec))
+    assert any("gateway_entries" in " ".join(verdict) for verdict in found.values()), found
+    _alembic(store, command.upgrade, "head")
+    spec = holds.QuarantineSpec(QuarantineMode.SMTP, "spam", account="acct31")
+    assert _scans_of(store, lambda: holds.quarantine(store, ACTOR, spec)) == {}
