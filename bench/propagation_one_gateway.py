@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _common import BENCH_BASE, install_signal_handlers, namespace, run_id
 from _results import Row, emit
-from agent_common import Probe, agents, wait_for, write_agent
+from agent_common import Probe, agents, cpu_seconds, wait_for, write_agent
 from controller_common import address, controller, database, seed_accounts, seed_quarantines, token
 
 from edgectl.agent import kernel_readback as kr
@@ -53,8 +53,10 @@ class Side:
     http: httpx.Client
     probe: Probe
     set_name: str
+    pids: tuple[int, int] = (0, 0)  # controller, agent
     totals: list[list[float]] = field(default_factory=list)  # per round, seconds
     posts: list[list[float]] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=lambda: [0.0, 0.0])  # seconds over all rounds
 
 
 def _load() -> str:
@@ -98,6 +100,7 @@ def _holding_set(probe: Probe, held: int, timeout: float) -> str:
 
 def _round(side: Side, first: int, count: int, timeout: float) -> None:
     totals, posts = [], []
+    cpu = [cpu_seconds(pid) for pid in side.pids]
     for index in range(first, first + count):
         body = {"account": f"acct{index}", "mode": "smtp", "reason": "bench"}
         key = _key(index)
@@ -115,6 +118,8 @@ def _round(side: Side, first: int, count: int, timeout: float) -> None:
         posts.append(posted - started)
     side.totals.append(totals)
     side.posts.append(posts)
+    for n, pid in enumerate(side.pids):
+        side.cpu[n] += cpu_seconds(pid) - cpu[n]
 
 
 def _median_ms(rounds: list[list[float]]) -> str:
@@ -147,10 +152,10 @@ def main() -> None:
             agent_token, abuse = _seed(store, held, args.rounds * args.requests)
             print(f"seeded {held:,} held in {time.monotonic() - started:.0f} s")
             netns = stack.enter_context(namespace(f"{BENCH_BASE}-{rid}-p{held}"))
-            base, _ = stack.enter_context(controller(path))
+            base, controller_pid = stack.enter_context(controller(path))
             home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgectl-bench-")))
             config = write_agent(home, "gw", agent_token, netns, base)
-            stack.enter_context(agents([config], home))
+            (agent,) = stack.enter_context(agents([config], home))
             probe = Probe(netns)
             stack.callback(probe.close)
             started = time.monotonic()
@@ -158,7 +163,7 @@ def main() -> None:
             print(f"agent in sync with {held:,} held in {time.monotonic() - started:.1f} s")
             headers = {"Authorization": f"Bearer {abuse}"}
             http = stack.enter_context(httpx.Client(base_url=base, headers=headers, timeout=30))
-            sides.append(Side(held, http, probe, set_name))
+            sides.append(Side(held, http, probe, set_name, (controller_pid, agent.pid)))
         baseline, big = sides
         print(f"load average before the rounds: {_load()}")
         for number in range(args.rounds):
@@ -180,6 +185,11 @@ def main() -> None:
             f"{side.held:>7,} held: API call -> key in kernel p50 {_median_ms(side.totals)}, "
             f"p99 median {statistics.median(p99):.1f} ms; of which the POST "
             f"{_median_ms(side.posts)}, the rest (agent) {_median_ms(agent_share)}"
+        )
+        controller_ms, agent_ms = (c / (args.rounds * args.requests) * 1000 for c in side.cpu)
+        print(
+            f"{side.held:>7,} held: CPU a quarantine, controller {controller_ms:.1f} ms, "
+            f"agent {agent_ms:.1f} ms (both include their idle-time work)"
         )
     print(f"load average at end: {_load()}")
     ratios = [

@@ -1,8 +1,8 @@
 """The write path and the agents' reads use indexes on both stores.
 
 Every statement that quarantine create/update/lift, exemption create/lift,
-session upserts (one and bulk), the desired-state reads and the sweeper run
-is explained (see ctl_plans): none may scan a table that grows with
+session upserts (one and bulk), the desired-state reads, the agents' status
+reports and the sweeper run is explained (see ctl_plans): none may scan a table that grows with
 subscribers, holds or history, or a create would cost more with every hold
 stored (issue 10: 14 ms at 10k held, 39 ms at 100k, from one such scan).
 """
@@ -72,6 +72,8 @@ def _hot_path(store: Store, gateway: int) -> None:
     desired.serve(store, gateway, since)
     desired.serve_many(store, [(gateway, since), (gateway, None)])
     desired.revisions(store)
+    # What each agent does after every apply: report, and read itself back.
+    gateways.report_status(store, "agent", "gw", desired.revision(store, gateway), {"ok": True})
     sweep.expire(store)
     sweep.purge_tombstones(store, 0.0)
 
