@@ -141,6 +141,9 @@ def main() -> None:
             seed_quarantines(store, 0, held)
             # netops may create, lift and move: one token for all three.
             netops = token(store, Role.NETOPS)
+            # Closing checkpoints the seeding's WAL into the database, as a
+            # running controller's sweeper would have long since done.
+            store.close()
             print(f"seeded {held:,} held in {time.monotonic() - started:.0f} s")
             base, _ = stack.enter_context(controller(path))
             headers = {"Authorization": f"Bearer {netops}"}
