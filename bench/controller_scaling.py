@@ -39,6 +39,7 @@ from controller_common import (
     seed_accounts,
     seed_quarantines,
     seed_world,
+    settle_store,
     token,
 )
 
@@ -141,9 +142,7 @@ def main() -> None:
             seed_quarantines(store, 0, held)
             # netops may create, lift and move: one token for all three.
             netops = token(store, Role.NETOPS)
-            # Closing checkpoints the seeding's WAL into the database, as a
-            # running controller's sweeper would have long since done.
-            store.close()
+            settle_store(store, path)
             print(f"seeded {held:,} held in {time.monotonic() - started:.0f} s")
             base, _ = stack.enter_context(controller(path))
             headers = {"Authorization": f"Bearer {netops}"}

@@ -37,7 +37,15 @@ import httpx
 from _common import BENCH_BASE, install_signal_handlers, namespace, run_id
 from _results import Row, emit
 from agent_common import Probe, agents, cpu_seconds, wait_for, write_agent
-from controller_common import address, controller, database, seed_accounts, seed_quarantines, token
+from controller_common import (
+    address,
+    controller,
+    database,
+    seed_accounts,
+    seed_quarantines,
+    settle_store,
+    token,
+)
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.controller.auth import Role
@@ -160,9 +168,7 @@ def main() -> None:
             path, store = stack.enter_context(database())
             started = time.monotonic()
             agent_token, abuse = _seed(store, held, args.rounds * args.requests)
-            # Closing checkpoints the seeding's WAL into the database, as a
-            # running controller's sweeper would have long since done.
-            store.close()
+            settle_store(store, path)
             print(f"seeded {held:,} held in {time.monotonic() - started:.0f} s")
             netns = stack.enter_context(namespace(f"{BENCH_BASE}-{rid}-p{held}"))
             base, controller_pid = stack.enter_context(controller(path))

@@ -76,6 +76,7 @@ def _hot_path(store: Store, gateway: int) -> None:
     gateways.report_status(store, "agent", "gw", desired.revision(store, gateway), {"ok": True})
     sweep.expire(store)
     sweep.purge_tombstones(store, 0.0)
+    sweep.forget_revisions(store, 0.0)
 
 
 def _scans_of(store: Store, action: Callable[[], object]) -> dict[str, list[str]]:

@@ -152,6 +152,9 @@ revisions = sa.Table(
     ),
     sa.Column("seq", sa.BigInteger, primary_key=True),
     sa.Column("at", Instant(), nullable=False),
+    # The sweeper's "any revision time past the retention?", per gateway,
+    # without walking a week of them (a gateway whose agent is away).
+    sa.Index("ix_gateway_revisions_at", "gateway_id", "at"),
 )
 
 # The offenders report of each gateway's latest status report that carried

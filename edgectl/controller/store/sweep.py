@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from edgectl.controller.store import holds
 from edgectl.controller.store import schema as t
@@ -64,26 +65,31 @@ def purge_tombstones(store: Store, retention: float) -> int:
         return int(result.rowcount)
 
 
-def _stale_revisions(cutoff: datetime) -> Any:
-    """Revision times older than ``cutoff`` that no lag is measured from.
+def _kept(connection: Connection) -> dict[int, tuple[int, int]]:
+    """By gateway: its current revision and its first unapplied one (-1: none).
 
-    Kept: each gateway's current revision and its first unapplied one, so
-    that a gateway behind for longer than the retention still shows its
-    whole lag.
+    Their times are kept whatever their age, so that a gateway behind for
+    longer than the retention still shows its whole lag.  One query per
+    gateway, each a primary-key range: gateways are few, their revision
+    times may be a week of changes.
     """
-    r, g, s = t.revisions, t.gateways, t.gateway_status
-    first = r.alias("first_unapplied")
-    current = sa.select(g.c.revision).where(g.c.id == r.c.gateway_id).scalar_subquery()
-    earliest = (
-        sa.select(sa.func.coalesce(sa.func.min(first.c.seq), -1))
-        .select_from(first.outerjoin(s, s.c.gateway_id == first.c.gateway_id))
-        .where(
-            first.c.gateway_id == r.c.gateway_id,
-            first.c.seq > sa.func.coalesce(s.c.applied_revision, -1),
-        )
-        .scalar_subquery()
-    )
-    return sa.and_(r.c.at < cutoff, r.c.seq < current, r.c.seq != earliest)
+    r, s = t.revisions, t.gateway_status
+    applied = dict(connection.execute(sa.select(s.c.gateway_id, s.c.applied_revision)).all())
+    kept = {}
+    for gateway, current in connection.execute(sa.select(t.gateways.c.id, t.gateways.c.revision)):
+        first = connection.execute(
+            sa.select(sa.func.min(r.c.seq)).where(
+                r.c.gateway_id == gateway, r.c.seq > applied.get(gateway, -1)
+            )
+        ).scalar()
+        kept[gateway] = (current, -1 if first is None else first)
+    return kept
+
+
+def _stale(gateway: int, current: int, first: int, cutoff: datetime) -> Any:
+    """One gateway's revision times older than ``cutoff`` that no lag is measured from."""
+    r = t.revisions
+    return sa.and_(r.c.gateway_id == gateway, r.c.at < cutoff, r.c.seq < current, r.c.seq != first)
 
 
 def forget_revisions(store: Store, retention: float) -> int:
@@ -91,10 +97,26 @@ def forget_revisions(store: Store, retention: float) -> int:
 
     Housekeeping, not a change: no sequence number, nothing for agents.
     """
-    stale = _stale_revisions(now() - timedelta(seconds=retention))
+    cutoff = now() - timedelta(seconds=retention)
     r = t.revisions
     with store.read() as connection:
-        if connection.execute(sa.select(r.c.gateway_id).where(stale).limit(1)).first() is None:
-            return 0
+        due = [
+            (gateway, current, first)
+            for gateway, (current, first) in _kept(connection).items()
+            if connection.execute(
+                sa.select(r.c.seq).where(_stale(gateway, current, first, cutoff)).limit(1)
+            ).first()
+            is not None
+        ]
+    if not due:
+        return 0
+    count = 0
     with store.database.write() as connection:
-        return int(connection.execute(sa.delete(r).where(stale)).rowcount)
+        # Read again under the write lock: a report may have moved them.
+        kept = _kept(connection)
+        for gateway, _, _ in due:
+            if gateway in kept:
+                current, first = kept[gateway]
+                stale = _stale(gateway, current, first, cutoff)
+                count += int(connection.execute(sa.delete(r).where(stale)).rowcount)
+    return count

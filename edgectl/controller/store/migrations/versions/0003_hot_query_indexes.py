@@ -8,8 +8,9 @@ Revises: 0002
   every entry of every gateway.
 - "is there any bare-prefix hold?" (every session upsert asks) gets an
   index of just those holds.
-- the sweeper's tombstone and expiry checks get partial indexes, so that
-  they walk only what they may act on, not the whole history.
+- the sweeper's tombstone and expiry checks get partial indexes, and its
+  revision-time check an index by time, so that they walk only what they
+  may act on, not the whole history.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def upgrade() -> None:
         sqlite_where=sa.text("active AND prefix IS NOT NULL"),
         postgresql_where=sa.text("active AND prefix IS NOT NULL"),
     )
+    op.create_index("ix_gateway_revisions_at", "gateway_revisions", ["gateway_id", "at"])
     for table, short in (("quarantines", "quarantine"), ("exemptions", "exemption")):
         op.drop_index(f"ix_{short}_expiry", table_name=table)
         op.create_index(
@@ -55,6 +57,7 @@ def downgrade() -> None:
     for table, short in (("quarantines", "quarantine"), ("exemptions", "exemption")):
         op.drop_index(f"ix_{short}_due", table_name=table)
         op.create_index(f"ix_{short}_expiry", table, ["expires_at"])
+    op.drop_index("ix_gateway_revisions_at", table_name="gateway_revisions")
     op.drop_index("ix_quarantine_prefix_holds", table_name="quarantines")
     op.drop_index("ix_gateway_entries_tombstones", table_name="gateway_entries")
     op.drop_index("ix_gateway_entries_by_key", table_name="gateway_entries")
