@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
+from _common import install_signal_handlers
 from _results import Row, emit
 from controller_common import (
     address,
@@ -130,6 +131,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.requests = 3, 100
     command = ".venv/bin/python bench/controller_scaling.py" + (" --quick" if args.quick else "")
+    install_signal_handlers()  # SIGTERM unwinds too: controllers stopped, stores removed
     print(f"load average at start: {_load()}")
     extra = 2 * args.rounds * args.requests  # fresh accounts for creates and unheld moves
     sides: list[Side] = []
