@@ -138,7 +138,8 @@ class RateLimitPublic(BaseModel):
 
 
 class GatewaySettingsIn(Strict):
-    """The model's gateway settings; omitted fields take the model's defaults."""
+    """The model's gateway settings (``GatewaySettings``), field for field;
+    omitted fields take the model's defaults.  A test keeps the two in step."""
 
     hooks: Annotated[list[Hook], Field(max_length=2)] | None = None
     block_action: BlockAction | None = None
@@ -149,6 +150,7 @@ class GatewaySettingsIn(Strict):
     resolvers: Annotated[list[PrefixText], Field(max_length=64)] | None = None
     portal: Annotated[list[PrefixText], Field(max_length=64)] | None = None
     meter_size: Annotated[int, Field(ge=1024, le=16_777_216)] | None = None
+    track_non_mail: bool | None = None
 
 
 class GatewayCreate(Strict):
