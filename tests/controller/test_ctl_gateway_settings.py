@@ -49,3 +49,24 @@ def test_track_non_mail_is_patched_and_served(api: Api, world: World) -> None:
     assert served["delta"]["structure"]["settings"]["track_non_mail"] is False
     snapshot = api.get("/v1/gateways/gw-b/desired-state")["state"]
     assert snapshot["settings"]["track_non_mail"] is False
+
+
+def test_walled_garden_open_to_everything_is_refused(api: Api, world: World) -> None:
+    """POST and PATCH, IPv4 and IPv6: 422 naming the entry, and nothing stored."""
+    refused = [
+        ("POST", "/v1/gateways", {"name": "gw-c", "settings": {"resolvers": ["0.0.0.0/0"]}}),
+        ("POST", "/v1/gateways", {"name": "gw-c", "settings": {"portal": ["::/0"]}}),
+        ("PATCH", "/v1/gateways/gw-b", {"settings": {"resolvers": ["::/0"], "portal": ["::1"]}}),
+        ("PATCH", "/v1/gateways/gw-b", {"settings": {"portal": ["192.0.2.80", "0.0.0.0/0"]}}),
+    ]
+    expected = ["resolvers", 0], ["portal", 0], ["resolvers", 0], ["portal", 1]
+    def gateways() -> list[tuple[str, object, int]]:
+        return [(g["name"], g["settings"], g["revision"]) for g in api.get("/v1/gateways")]
+
+    before = gateways()
+    for (method, path, body), (field, index) in zip(refused, expected, strict=True):
+        response = api.call(method, path, json=body, expect=422)
+        detail = response.json()["detail"][0]
+        assert detail["loc"] == ["body", "settings", field, index], response.text
+        assert detail["field"] == f"settings.{field}[{index}]"
+    assert gateways() == before
