@@ -60,6 +60,7 @@ def test_walled_garden_open_to_everything_is_refused(api: Api, world: World) -> 
         ("PATCH", "/v1/gateways/gw-b", {"settings": {"portal": ["192.0.2.80", "0.0.0.0/0"]}}),
     ]
     expected = ["resolvers", 0], ["portal", 0], ["resolvers", 0], ["portal", 1]
+
     def gateways() -> list[tuple[str, object, int]]:
         return [(g["name"], g["settings"], g["revision"]) for g in api.get("/v1/gateways")]
 
