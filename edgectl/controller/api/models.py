@@ -16,10 +16,12 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
 )
+from pydantic import Strict as StrictType
 
 from edgectl.model import BlockAction, Hook, PoolKind, QuarantineMode
 from edgectl.model.offenders import MAX_REPORTED, REASON_MAX, WINDOW_MAX, OffenderKind
@@ -51,7 +53,25 @@ def _utc(value: datetime) -> datetime:
     return converted
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
+def _time_text(value: object) -> object:
+    # Lax datetime parsing (below) would also read 1700000000 as a Unix time:
+    # in a request body a time is an RFC 3339 string and nothing else.
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time string, such as 2026-12-01T00:00:00Z")
+    return value
+
+
+# Request models are strict (see ``Strict``), but FastAPI validates the parsed
+# JSON as Python objects, where strict mode wants datetime and enum instances.
+# These two kinds are the ones JSON can only send as strings, so they (and
+# only they) parse strings: a time from RFC 3339 text, an enum from its value.
+Instant = Annotated[
+    AwareDatetime, StrictType(False), BeforeValidator(_time_text), AfterValidator(_utc)
+]
+PoolKindIn = Annotated[PoolKind, StrictType(False)]
+HookIn = Annotated[Hook, StrictType(False)]
+BlockActionIn = Annotated[BlockAction, StrictType(False)]
+ModeIn = Annotated[QuarantineMode, StrictType(False)]
 Name = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 GatewayName = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -66,14 +86,17 @@ Duration = Annotated[int, Field(ge=1, le=10 * 366 * 24 * 3600)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: no unknown fields, and JSON types as sent ("3600" is not
+    a number, 5.0 not an integer, "yes" not a boolean)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # Pools ---------------------------------------------------------------------
 
 
 class PoolUpdate(Strict):
-    kind: PoolKind
+    kind: PoolKindIn
     prefixes: Prefixes
     subscriber_prefix_len: Annotated[int, Field(ge=0, le=128)] | None = None
     rate_limit: Name | None = None
@@ -141,8 +164,8 @@ class GatewaySettingsIn(Strict):
     """The model's gateway settings (``GatewaySettings``), field for field;
     omitted fields take the model's defaults.  A test keeps the two in step."""
 
-    hooks: Annotated[list[Hook], Field(max_length=2)] | None = None
-    block_action: BlockAction | None = None
+    hooks: Annotated[list[HookIn], Field(max_length=2)] | None = None
+    block_action: BlockActionIn | None = None
     mail_ports: Annotated[list[Port], Field(max_length=64)] | None = None
     op25b_ports: Annotated[list[Port], Field(max_length=64)] | None = None
     log_group: Annotated[int, Field(ge=0, le=65535)] | None = None
@@ -323,7 +346,7 @@ class Expiring(Strict):
 class QuarantineCreate(Expiring):
     account: Text | None = None
     prefix: PrefixText | None = Field(default=None, description="for unassigned space")
-    mode: QuarantineMode
+    mode: ModeIn
     reason: Reason
     ticket: Text | None = None
 
@@ -417,7 +440,7 @@ class AuditPublic(BaseModel):
 
 class QuarantineBulk(Expiring):
     accounts: Annotated[list[Text], Field(min_length=1, max_length=100_000)]
-    mode: QuarantineMode
+    mode: ModeIn
     reason: Reason
     ticket: Text | None = None
 
