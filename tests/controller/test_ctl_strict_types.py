@@ -56,7 +56,13 @@ COERCED: list[tuple[str, str, dict[str, Any], str, str]] = [
         "netops",
         "body.settings.mail_ports.1",
     ),
-    ("POST", "/v1/gateways/gw-a/status", {"applied_revision": "0"}, "agent", "body.applied_revision"),
+    (
+        "POST",
+        "/v1/gateways/gw-a/status",
+        {"applied_revision": "0"},
+        "agent",
+        "body.applied_revision",
+    ),
     (
         "POST",
         "/v1/gateways/gw-a/status",

@@ -77,6 +77,16 @@ GatewayName = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ]
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+# The account id alphabet, defined here once and used by every route that
+# takes an account (bodies, the {account} path, the ?account= filters), so an
+# id accepted anywhere is reachable at /v1/accounts/{account}.  It fits what a
+# RADIUS User-Name is in practice (cust-42, user@realm.example, a MAC
+# 00:11:22:aa:bb:cc, a+tag): ASCII letters, digits and . _ - @ + :, starting
+# with a letter or digit.  No "/" (a path separator, also as %2F), no
+# leading "." (".." is a dot-segment clients normalise away), no spaces,
+# "%", "?" or "#" (each means something else in a URL).
+ACCOUNT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,199}$"
+AccountId = Annotated[str, Field(min_length=1, max_length=200, pattern=ACCOUNT_PATTERN)]
 Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_prose)]
 PrefixText = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Fa-f.:/]+$")]
 Prefixes = Annotated[list[PrefixText], Field(min_length=1, max_length=1024)]
@@ -310,7 +320,7 @@ class SessionPut(Strict):
 
 
 class BindingIn(SessionPut):
-    account: Text
+    account: AccountId
 
 
 class BulkSessions(Strict):
@@ -344,7 +354,7 @@ class Expiring(Strict):
 
 
 class QuarantineCreate(Expiring):
-    account: Text | None = None
+    account: AccountId | None = None
     prefix: PrefixText | None = Field(default=None, description="for unassigned space")
     mode: ModeIn
     reason: Reason
@@ -384,7 +394,7 @@ class Lift(Strict):
 
 
 class ExemptionCreate(Expiring):
-    account: Text
+    account: AccountId
     ticket: Text
     reason: Reason
 
@@ -439,7 +449,7 @@ class AuditPublic(BaseModel):
 
 
 class QuarantineBulk(Expiring):
-    accounts: Annotated[list[Text], Field(min_length=1, max_length=100_000)]
+    accounts: Annotated[list[AccountId], Field(min_length=1, max_length=100_000)]
     mode: ModeIn
     reason: Reason
     ticket: Text | None = None
@@ -457,4 +467,4 @@ PathName = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[a-z][a-z
 PathGateway = Annotated[
     str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ]
-PathAccount = Annotated[str, Path(min_length=1, max_length=200), AfterValidator(_printable)]
+PathAccount = Annotated[str, Path(min_length=1, max_length=200, pattern=ACCOUNT_PATTERN)]
