@@ -55,7 +55,10 @@ class Intake:
             await self.app(scope, receive, send)
             return
         if length_text is not None:
-            # The HTTP layer (h11) already refused a malformed or repeated one.
+            # h11 refuses a malformed one before this; another server may not.
+            if not length_text.isdigit():
+                await _refuse(send, 400, "Content-Length must be a number")
+                return
             length = int(length_text)
             if length > self.max_body:
                 await _refuse(send, 413, self._too_large())
