@@ -19,6 +19,10 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
 from edgectl.controller import sweeper
+from edgectl.controller.api import docs
+from edgectl.controller.api.deps import bearer_principal
+from edgectl.controller.api.headers import SecurityHeaders
+from edgectl.controller.api.intake import Intake
 from edgectl.controller.api.routers import (
     accounts,
     audit,
@@ -137,6 +141,10 @@ def create_app(settings: Settings, store: Store, *, sweep: bool = True) -> FastA
         version="1",
         summary="Pools, relays, limits, quarantines and the desired state of each gateway",
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI/ReDoc from a CDN; docs.install
+        # serves them from the package instead (or not at all: settings.docs).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -147,6 +155,12 @@ def create_app(settings: Settings, store: Store, *, sweep: bool = True) -> FastA
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.
     app.add_middleware(GZipMiddleware, minimum_size=65536, compresslevel=1)
+    # Added last runs first: headers on every answer, then the token and size
+    # checks before any body is read.
+    app.add_middleware(Intake, max_body=settings.max_body_bytes, authenticate=bearer_principal)
+    app.add_middleware(SecurityHeaders)
+    if settings.docs:
+        docs.install(app)
     _install_handlers(app)
     for module in (
         pools,

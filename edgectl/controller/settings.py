@@ -46,6 +46,27 @@ class Settings:
     max_wait: float = 300.0
     poll_interval: float = 1.0
     log_level: str = "info"
+    # What one client may cost before it has proved anything (the controller
+    # may face the network directly).  A body over max_body_bytes is refused
+    # with 413 (at once when Content-Length says so), and a body is read only
+    # after its bearer token checks out.  16 MiB: POST /v1/sessions/bulk with
+    # its cap of 50,000 bindings is 5.3 MB with 30-character RADIUS user names
+    # and 16.3 MB with the longest (200-character) account ids, indented.
+    max_body_bytes: int = 16 * 1024 * 1024
+    # A request's headers must arrive within header_timeout of its first byte
+    # (or of the connection), its body within body_timeout of the headers
+    # (16 MiB in 60 s is 2.2 Mbit/s); a slow or stalled sender is cut off.
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    # Idle time between requests on a kept-alive connection.
+    keep_alive_timeout: int = 5
+    # Open connections (and requests in progress) before new requests get 503:
+    # every agent holds one long-poll, so keep it above the fleet's gateways
+    # plus operators and scrapers.
+    max_connections: int = 1000
+    # Serve /docs and /redoc (assets from the package, never a CDN); false
+    # removes both.  /openapi.json stays: it is data, not code.
+    docs: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -156,6 +177,15 @@ def check(settings: Settings) -> Settings:
         raise Invalid("max_wait", "must be between 0 and 3600 seconds")
     if settings.tombstone_retention < 60:
         raise Invalid("tombstone_retention", "must be at least 60 seconds")
+    if not 1024 <= settings.max_body_bytes <= 1 << 30:
+        raise Invalid("max_body_bytes", "must be between 1024 and 1073741824 bytes")
+    for name in ("header_timeout", "body_timeout"):
+        if not 0.1 <= getattr(settings, name) <= 3600:
+            raise Invalid(name, "must be between 0.1 and 3600 seconds")
+    if not 1 <= settings.keep_alive_timeout <= 3600:
+        raise Invalid("keep_alive_timeout", "must be between 1 and 3600 seconds")
+    if not 1 <= settings.max_connections <= 1_000_000:
+        raise Invalid("max_connections", "must be between 1 and 1000000")
     if settings.log_level not in ("critical", "error", "warning", "info", "debug"):
         raise Invalid("log_level", "must be one of critical, error, warning, info, debug")
     return settings

@@ -26,6 +26,7 @@ def lint(state: DesiredState) -> list[ModelError]:
         *_relays(state),
         *_subscriber_keys(state),
         *_walled_garden(state),
+        *_garden_destinations(state),
     ]
 
 
@@ -127,6 +128,25 @@ def _walled_garden(state: DesiredState) -> Iterator[ModelError]:
                 "without them it is the same as block",
             )
             return
+
+
+# The walled garden lets a quarantined subscriber reach DNS and the notice
+# portal only: services, a handful of addresses.  A wider destination (at the
+# extreme 0.0.0.0/0) silently turns the quarantine into no quarantine at all.
+GARDEN_SHORTEST = {4: 16, 6: 48}
+
+
+def _garden_destinations(state: DesiredState) -> Iterator[ModelError]:
+    for name in ("resolvers", "portal"):
+        for index, prefix in enumerate(getattr(state.settings, name)):
+            shortest = GARDEN_SHORTEST[prefix.version]
+            if prefix.length < shortest:
+                yield ModelError(
+                    f"settings.{name}[{index}]",
+                    f"{prefix} would open the walled garden to far more than a service: "
+                    f"list the {name} themselves (IPv4 /{GARDEN_SHORTEST[4]} or longer, "
+                    f"IPv6 /{GARDEN_SHORTEST[6]} or longer)",
+                )
 
 
 def check(state: DesiredState) -> DesiredState:

@@ -39,6 +39,12 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ("", {"EDGECTL_CONTROLLER_TLS_CERTFILE": "/c.pem"}, "tls_keyfile"),
         ("", {"EDGECTL_CONTROLLER_TOMBSTONE_RETENTION": "1"}, "tombstone_retention"),
         ("not toml [", {}, "config"),
+        ("", {"EDGECTL_CONTROLLER_MAX_BODY_BYTES": "0"}, "max_body_bytes"),
+        ("", {"EDGECTL_CONTROLLER_HEADER_TIMEOUT": "0"}, "header_timeout"),
+        ("", {"EDGECTL_CONTROLLER_BODY_TIMEOUT": "1e9"}, "body_timeout"),
+        ("", {"EDGECTL_CONTROLLER_KEEP_ALIVE_TIMEOUT": "0"}, "keep_alive_timeout"),
+        ("", {"EDGECTL_CONTROLLER_MAX_CONNECTIONS": "0"}, "max_connections"),
+        ("", {"EDGECTL_CONTROLLER_DOCS": "maybe"}, "EDGECTL_CONTROLLER_DOCS"),
     ],
 )
 def test_insecure_or_wrong_values_refused(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -80,11 +81,16 @@ def binding(account: str, body: models.SessionPut, path: str = "") -> Binding:
     )
 
 
+_ACCOUNT = re.compile(models.ACCOUNT_PATTERN)
+
+
 def _check_account(account: str, path: str) -> None:
-    if not 1 <= len(account) <= 200:
-        raise ModelError(path, "must be 1 to 200 characters")
-    if not account.isprintable() or account != account.strip():
-        raise ModelError(path, "must be printable text without surrounding spaces")
+    # The request models already refused it; this keeps any other caller honest.
+    if not _ACCOUNT.fullmatch(account):
+        raise ModelError(
+            path,
+            "an account id is 1-200 of A-Z a-z 0-9 . _ - @ + : starting with a letter or digit",
+        )
 
 
 def account(text: str, path: str = "account") -> str:

@@ -52,6 +52,22 @@ async def verify(request: Request, digest: str) -> Principal | None:
     return principal
 
 
+def _token_problem(token: str) -> bool:
+    return len(token) > 256 or not token.isascii()
+
+
+async def bearer_principal(request: Request) -> Principal | None:
+    """The holder of the request's bearer token, or None; reads no body.
+
+    For the intake middleware, which must know before a body is read.
+    """
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or _token_problem(token):
+        return None
+    return await verify(request, hash_token(token))
+
+
 async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -59,7 +75,7 @@ async def get_principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required", _CHALLENGE)
     token = credentials.credentials
-    if len(token) > 256 or not token.isascii():
+    if _token_problem(token):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token", _CHALLENGE)
     digest = hash_token(token)
     principal = await verify(request, digest)

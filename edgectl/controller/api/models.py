@@ -16,10 +16,12 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     model_validator,
 )
+from pydantic import Strict as StrictType
 
 from edgectl.model import BlockAction, Hook, PoolKind, QuarantineMode
 from edgectl.model.offenders import MAX_REPORTED, REASON_MAX, WINDOW_MAX, OffenderKind
@@ -51,12 +53,40 @@ def _utc(value: datetime) -> datetime:
     return converted
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
+def _time_text(value: object) -> object:
+    # Lax datetime parsing (below) would also read 1700000000 as a Unix time:
+    # in a request body a time is an RFC 3339 string and nothing else.
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time string, such as 2026-12-01T00:00:00Z")
+    return value
+
+
+# Request models are strict (see ``Strict``), but FastAPI validates the parsed
+# JSON as Python objects, where strict mode wants datetime and enum instances.
+# These two kinds are the ones JSON can only send as strings, so they (and
+# only they) parse strings: a time from RFC 3339 text, an enum from its value.
+Instant = Annotated[
+    AwareDatetime, StrictType(False), BeforeValidator(_time_text), AfterValidator(_utc)
+]
+PoolKindIn = Annotated[PoolKind, StrictType(False)]
+HookIn = Annotated[Hook, StrictType(False)]
+BlockActionIn = Annotated[BlockAction, StrictType(False)]
+ModeIn = Annotated[QuarantineMode, StrictType(False)]
 Name = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 GatewayName = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ]
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+# The account id alphabet, defined here once and used by every route that
+# takes an account (bodies, the {account} path, the ?account= filters), so an
+# id accepted anywhere is reachable at /v1/accounts/{account}.  It fits what a
+# RADIUS User-Name is in practice (cust-42, user@realm.example, a MAC
+# 00:11:22:aa:bb:cc, a+tag): ASCII letters, digits and . _ - @ + :, starting
+# with a letter or digit.  No "/" (a path separator, also as %2F), no
+# leading "." (".." is a dot-segment clients normalise away), no spaces,
+# "%", "?" or "#" (each means something else in a URL).
+ACCOUNT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,199}$"
+AccountId = Annotated[str, Field(min_length=1, max_length=200, pattern=ACCOUNT_PATTERN)]
 Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_prose)]
 PrefixText = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Fa-f.:/]+$")]
 Prefixes = Annotated[list[PrefixText], Field(min_length=1, max_length=1024)]
@@ -66,14 +96,17 @@ Duration = Annotated[int, Field(ge=1, le=10 * 366 * 24 * 3600)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: no unknown fields, and JSON types as sent ("3600" is not
+    a number, 5.0 not an integer, "yes" not a boolean)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # Pools ---------------------------------------------------------------------
 
 
 class PoolUpdate(Strict):
-    kind: PoolKind
+    kind: PoolKindIn
     prefixes: Prefixes
     subscriber_prefix_len: Annotated[int, Field(ge=0, le=128)] | None = None
     rate_limit: Name | None = None
@@ -138,10 +171,11 @@ class RateLimitPublic(BaseModel):
 
 
 class GatewaySettingsIn(Strict):
-    """The model's gateway settings; omitted fields take the model's defaults."""
+    """The model's gateway settings (``GatewaySettings``), field for field;
+    omitted fields take the model's defaults.  A test keeps the two in step."""
 
-    hooks: Annotated[list[Hook], Field(max_length=2)] | None = None
-    block_action: BlockAction | None = None
+    hooks: Annotated[list[HookIn], Field(max_length=2)] | None = None
+    block_action: BlockActionIn | None = None
     mail_ports: Annotated[list[Port], Field(max_length=64)] | None = None
     op25b_ports: Annotated[list[Port], Field(max_length=64)] | None = None
     log_group: Annotated[int, Field(ge=0, le=65535)] | None = None
@@ -149,6 +183,7 @@ class GatewaySettingsIn(Strict):
     resolvers: Annotated[list[PrefixText], Field(max_length=64)] | None = None
     portal: Annotated[list[PrefixText], Field(max_length=64)] | None = None
     meter_size: Annotated[int, Field(ge=1024, le=16_777_216)] | None = None
+    track_non_mail: bool | None = None
 
 
 class GatewayCreate(Strict):
@@ -285,7 +320,7 @@ class SessionPut(Strict):
 
 
 class BindingIn(SessionPut):
-    account: Text
+    account: AccountId
 
 
 class BulkSessions(Strict):
@@ -319,9 +354,9 @@ class Expiring(Strict):
 
 
 class QuarantineCreate(Expiring):
-    account: Text | None = None
+    account: AccountId | None = None
     prefix: PrefixText | None = Field(default=None, description="for unassigned space")
-    mode: QuarantineMode
+    mode: ModeIn
     reason: Reason
     ticket: Text | None = None
 
@@ -359,7 +394,7 @@ class Lift(Strict):
 
 
 class ExemptionCreate(Expiring):
-    account: Text
+    account: AccountId
     ticket: Text
     reason: Reason
 
@@ -414,8 +449,8 @@ class AuditPublic(BaseModel):
 
 
 class QuarantineBulk(Expiring):
-    accounts: Annotated[list[Text], Field(min_length=1, max_length=100_000)]
-    mode: QuarantineMode
+    accounts: Annotated[list[AccountId], Field(min_length=1, max_length=100_000)]
+    mode: ModeIn
     reason: Reason
     ticket: Text | None = None
 
@@ -432,4 +467,4 @@ PathName = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[a-z][a-z
 PathGateway = Annotated[
     str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ]
-PathAccount = Annotated[str, Path(min_length=1, max_length=200), AfterValidator(_printable)]
+PathAccount = Annotated[str, Path(min_length=1, max_length=200, pattern=ACCOUNT_PATTERN)]

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Path, Query, status
 
 from edgectl.controller.api import convert
 from edgectl.controller.api.deps import Holder, Reader, StoreDep
-from edgectl.controller.api.models import ExemptionCreate, ExemptionPublic, Lift, Text
+from edgectl.controller.api.models import (
+    AccountId,
+    ExemptionCreate,
+    ExemptionPublic,
+    Lift,
+    Text,
+)
 from edgectl.controller.store import holds
 from edgectl.controller.store.core import now
 
@@ -33,7 +39,7 @@ def list_exemptions(
     store: StoreDep,
     _: Reader,
     state: Literal["active", "expired", "lifted", "ended", "all"] = "active",
-    account: Annotated[Text | None, Query()] = None,
+    account: Annotated[AccountId | None, Query()] = None,
     ticket: Annotated[Text | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from edgectl.controller.api import convert
 from edgectl.controller.api.deps import Holder, Reader, StoreDep
 from edgectl.controller.api.models import (
+    AccountId,
     BulkOutcome,
     Lift,
     QuarantineBulk,
@@ -68,7 +69,7 @@ def list_quarantines(
     store: StoreDep,
     _: Reader,
     state: State = "active",
-    account: Annotated[Text | None, Query()] = None,
+    account: Annotated[AccountId | None, Query()] = None,
     ticket: Annotated[Text | None, Query()] = None,
     prefix: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
