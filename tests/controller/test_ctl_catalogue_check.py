@@ -183,3 +183,22 @@ def test_the_cli_exits_2_listing_problems_and_0_when_clean(
     garbage.write_text("{not json")
     assert main(["catalogue", "check", str(garbage)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+NESTED = {
+    # A static /24 inside the dynamic /16 the controller holds (dyn_a): legal
+    # once nested pools are (issue 9, item 4), refused before. The check uses
+    # the model's lint, so it must agree with the API either way.
+    "static inside dynamic": [{"name": "biz_in", "kind": "static", "prefixes": ["100.64.7.0/24"]}],
+    "dynamic inside static": [
+        {"name": "dyn_in", "kind": "dynamic", "prefixes": ["203.0.113.128/25"]}
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", NESTED)
+def test_check_agrees_with_the_api_on_nested_pools(api: Api, world: World, scenario: str) -> None:
+    document = {"pools": NESTED[scenario]}
+    problems = check({**document, "current": current(api)})
+    refused = replay(api, document)
+    assert bool(problems) == bool(refused), (problems, refused)
