@@ -13,6 +13,8 @@ catalogue and the registrations need the API), and after site.yml the agents.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
 import os
 import pwd
@@ -32,6 +34,7 @@ from ansible_fixtures import (
     START_TIMEOUT,
     ApiError,
     Fleet,
+    gateway_settings,
     poll,
     recap,
     venv_tool,
@@ -265,6 +268,108 @@ def test_an_agent_token_from_vault_is_checked_before_it_is_installed(deployed: D
     assert "Check that the controller accepts the token from Vault" in output
     assert "not-a-token-the-controller-issued" not in output
     assert token_file.read_text().strip() == issued
+    assert fleet.services["gw-a"].running()
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, str) and "/" in value:
+        network = ipaddress.ip_network(value)
+        if network.prefixlen == network.max_prefixlen:
+            return str(network.network_address)
+    return value
+
+
+def test_every_gateway_setting_in_the_inventory_reaches_the_controller(deployed: Deployed) -> None:
+    wanted = gateway_settings()
+    for name in GATEWAYS:
+        have = _gateway(deployed.fleet, name)["settings"]
+        assert isinstance(have, dict)
+        assert {k: _canonical(have.get(k)) for k in wanted} == {
+            k: _canonical(v) for k, v in wanted.items()
+        }
+
+
+def _catalogue(fleet: Fleet) -> dict[str, object]:
+    found = {p: fleet.api("GET", f"/v1/{p}") for p in ("rate-limits", "relays", "pools")}
+    audit = fleet.api("GET", "/v1/audit")
+    found["audit"] = [e for e in audit if e["object_type"] in ("pool", "relay", "rate_limit")]
+    return found
+
+
+def _files(root: Path) -> dict[str, tuple[int, str]]:
+    """Mode and content hash of every file under ``root``."""
+    return {
+        str(path.relative_to(root)): (
+            path.stat().st_mode,
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_a_bad_catalogue_changes_nothing(deployed: Deployed) -> None:
+    fleet = deployed.fleet
+    config = fleet.root("ctl") / "etc"
+    before, files = _catalogue(fleet), _files(config)
+    extra = fleet.workdir / "bad-catalogue.json"
+    # Each also changes a profile and adds a relay, listed before the bad pool.
+    good_changes = {
+        "edgectl_controller_rate_limits": [
+            {"name": "residential", "new_per_minute": 60, "burst": 100, "shadow": True}
+        ],
+        "edgectl_controller_relays": [
+            {"name": "isp_smtp", "prefixes": ["198.51.100.25/32"]},
+            {"name": "isp_smtp2", "prefixes": ["198.51.100.26/32"]},
+        ],
+    }
+    pools = [
+        {"name": "dyn4", "kind": "dynamic", "prefixes": ["100.64.0.0/16"],
+         "rate_limit": "residential"},
+        {"name": "static4", "kind": "static", "prefixes": ["100.65.0.0/24"]},
+    ]  # fmt: skip
+    cases = {
+        # the argument spec: options for every pool
+        "Validation of arguments failed": {
+            "name": "x", "kind": "dynamik", "prefixes": ["100.66.0.0/16"],
+        },
+        # the model's own checks, on the controller host, before the first write
+        "pools[2] (x).prefixes[0]: '100.66.0.1/16' has host bits set": {
+            "name": "x", "kind": "static", "prefixes": ["100.66.0.1/16"],
+        },
+        "pools[2] (x)": {"name": "x", "kind": "static", "prefixes": ["100.65.0.0/24"]},
+    }  # fmt: skip
+    for message, bad in cases.items():
+        extra.write_text(json.dumps({**good_changes, "edgectl_controller_pools": [*pools, bad]}))
+        returncode, output = fleet.playbook_result("catalogue.yml", "-e", f"@{extra}")
+        assert returncode != 0, output
+        assert message in output, output
+        assert recap(output)["ctl"]["changed"] == 0, output
+        assert _catalogue(fleet) == before, message
+        assert _files(config) == files, message
+
+
+def test_the_agent_role_runs_without_a_controller_group(deployed: Deployed) -> None:
+    fleet = deployed.fleet
+    inventory = json.loads(fleet.inventory.read_text())
+    del inventory["edgectl_controller"]
+    inventory["edgectl_gateways"]["vars"]["edgectl_agent_register"] = False
+    alone = fleet.workdir / "inventory-without-controller.json"
+    fd = os.open(alone, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(inventory, file)
+    token_file = fleet.root("gw-a") / "etc/edgectl/agent.token"
+    extra = fleet.workdir / "vault-token-alone.json"
+    fd = os.open(extra, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump({"edgectl_agent_token": token_file.read_text().strip()}, file)
+    returncode, output = fleet.playbook_result(
+        "gateways.yml", "--limit", "gw-a", "-e", f"@{extra}", inventory=alone
+    )
+    assert returncode == 0, output
+    assert recap(output)["gw-a"]["changed"] == 0, output
     assert fleet.services["gw-a"].running()
 
 

@@ -45,6 +45,12 @@ def token(args: argparse.Namespace) -> int:
         settings = _settings(args)
         store = Store.open(settings.database_url, migrate=settings.migrate_on_start)
         try:
+            if not settings.migrate_on_start and not store.database.at_latest_schema():
+                # Without this the first query fails with a traceback ("no such table").
+                raise ControllerError(
+                    "the database is not at this version's schema and migrate_on_start is "
+                    "false: run `edgectl controller migrate` (same --config) first"
+                )
             if args.action == "create":
                 # The token itself goes to stdout alone, for `TOKEN=$(edgectl token create ...)`.
                 print(tokens.create(store, args.name, Role(args.role)))

@@ -9,6 +9,8 @@ Example::
     state_dir = "/var/lib/edgectl/agent"
     # netns = "lab-gw"                         # tests and the lab only
     # ca_file = "/etc/edgectl/ca.pem"          # TLS trust for the controller
+    # allow_plain_http = true                  # http:// to a non-loopback controller (behind
+    #                                          # a TLS proxy only); refused without it
     metrics_listen = "127.0.0.1:9471"          # "" turns the endpoint off
     poll_wait = 30.0        # long-poll: seconds the controller may hold a request
     backoff_min = 0.5       # first retry after a failure ...

@@ -18,12 +18,20 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from edgectl.controller.errors import Invalid
 
 MIGRATIONS = "edgectl.controller.store:migrations"
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return config
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -138,10 +146,16 @@ class Database:
 
     def migrate(self) -> None:
         with self.engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", MIGRATIONS)
+            config = _alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def at_latest_schema(self) -> bool:
+        """Whether the database is migrated to this version's latest schema."""
+        heads = set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+        with self.engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+        return current == heads
 
     def dispose(self) -> None:
         self.engine.dispose()
