@@ -47,6 +47,9 @@ LOG_PREFIX = "edgectl"
 KEY_GC_SECONDS = 60
 MODES = (QuarantineMode.BLOCK, QuarantineMode.WALLED_GARDEN, QuarantineMode.SMTP)
 QUARANTINED = "q_any"  # every exact quarantine key, whatever its mode
+# How long a connection held back by a cap is remembered: longer than TCP's
+# SYN retries take to give up on the first few resends (1, 3, 7 s).
+DEFERRED_SECONDS = 30
 
 Counters = Mapping[str, tuple[int, int]]
 
@@ -234,6 +237,7 @@ class _Builder:
         self._exemption_sets()
         for pool in state.pools:
             self._meter_sets(pool, profiles)
+        self._deferred_sets()
         self._quarantine_chains()
         for profile in state.rate_limits:
             self._limit_chains(profile)
@@ -435,11 +439,30 @@ class _Builder:
             kinds.append(("destination", "destinationlimit"))
         shadow = " shadow" if profile.shadow else ""
         for counter, label in kinds:
-            self.chain(
-                f"over_{counter}_{profile.name}",
+            rules = [
+                self.log(f"{label} profile={profile.name}{shadow}"),
+                self.refuse(f"{counter}_{profile.name}", shadow=profile.shadow, tcp_only=True),
+            ]
+            if counter != "rate" and not profile.shadow:
+                rules = [*_deferral_rules(), *rules]
+            self.chain(f"over_{counter}_{profile.name}", rules)
+
+    def _deferred_sets(self) -> None:
+        """Connections whose first SYN a cap held back (see ``_deferral_rules``)."""
+        if not any(
+            not p.shadow and (p.concurrent is not None or p.per_destination is not None)
+            for p in self.profiles.values()
+        ):
+            return
+        for version in (4, 6):
+            addr = _addr_type(version)
+            self.set(
+                f"deferred_{version}",
                 [
-                    self.log(f"{label} profile={profile.name}{shadow}"),
-                    self.refuse(f"{counter}_{profile.name}", shadow=profile.shadow, tcp_only=True),
+                    f"type {addr} . inet_service . {addr} . inet_service",
+                    f"size {self.settings.meter_size}",
+                    "flags dynamic,timeout",
+                    f"timeout {DEFERRED_SECONDS}s",
                 ],
             )
 
@@ -461,15 +484,18 @@ class _Builder:
                     f"update @rate_{pool.name}_{version} {{ {key} limit rate over {per_minute} }}"
                     f" jump over_rate_{profile.name}"
                 )
-                if profile.concurrent is not None:
-                    rules.append(
-                        f"add @conc_{pool.name}_{version} {{ {key} ct count over "
-                        f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
-                    )
+                # Per destination first: every ct count rule a SYN reaches
+                # adds it to that list, so a SYN refused here never enters
+                # the subscriber's concurrency list.
                 if profile.per_destination is not None:
                     rules.append(
                         f"add @dest_{pool.name}_{version} {{ {key} . {daddr} ct count over "
                         f"{profile.per_destination} }} jump over_destination_{profile.name}"
+                    )
+                if profile.concurrent is not None:
+                    rules.append(
+                        f"add @conc_{pool.name}_{version} {{ {key} ct count over "
+                        f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
                     )
         self.chain(f"pool_{pool.name}", rules)
 
@@ -556,6 +582,29 @@ class _Builder:
         for hook in self.settings.hooks:
             raw_hook = hooks[hook]
             self.chain(f"untracked_{raw_hook}", rules, base_hook=raw_hook, priority="raw")
+
+
+def _deferral_rules() -> list[str]:
+    """First look of a concurrency cap: hold the SYN back once, judge its resend.
+
+    ``ct count`` counts what nf_conncount's list holds, and the kernel
+    cleans a list (drops closed and never-confirmed connections) at most
+    once a jiffy (4 ms at HZ=250): a sender that closes one connection and
+    opens the next within a jiffy is counted with the one it closed, and a
+    SYN refused a moment ago still holds its place for up to two jiffies.
+    A sequential SMTP dialogue takes ~0.4 ms on a LAN, so a count over the
+    cap is not proof.  The first SYN over it is dropped unanswered and its
+    4-tuple remembered; TCP resends it after ~1 s, when the list has been
+    cleaned, and only a resend that still finds the cap full is refused
+    (reset), logged and counted.  Legitimate senders wait a second at
+    worst; nobody is refused on a stale count.
+    """
+    rules = []
+    for version in (4, 6):
+        family = _family_keyword(version)
+        flow = f"{family} saddr . tcp sport . {family} daddr . tcp dport"
+        rules.append(f"{flow} != @deferred_{version} add @deferred_{version} {{ {flow} }} drop")
+    return rules
 
 
 @dataclass(frozen=True)
