@@ -65,9 +65,17 @@ class Dataplane:
         layout = kr.read_table(self.sock, NFPROTO_INET, "edgectl")
         return {} if layout is None else dict(layout.counters)
 
-    def full_sync(self, state: DesiredState, now: datetime | None = None) -> ApplyResult:
+    def full_sync(
+        self, state: DesiredState, now: datetime | None = None, carried: Counters | None = None
+    ) -> ApplyResult:
+        """Replace the table; named counters keep their values.
+
+        ``carried`` is the caller's last reading: it fills in the counters the
+        kernel no longer has (a flushed ruleset), so a repair does not reset
+        what Prometheus has been scraping.  What the kernel still has wins.
+        """
         start = time.perf_counter()
-        counters: Counters = self.counters()
+        counters: Counters = {**(carried or {}), **self.counters()}
         transaction = render_full(state, now or datetime.now(UTC), counters).transaction
         return self._commit(transaction, "full", state.revision, start)
 

@@ -621,13 +621,16 @@ def render_full(state: DesiredState, now: datetime, counters: Counters | None = 
     """The whole table, replacing whatever is there in one transaction.
 
     ``add table`` then ``delete table`` makes the delete safe when the table
-    does not exist yet; named counters are carried over by value so that a
-    resync does not reset what Prometheus has been scraping.
+    does not exist yet; named counters are carried over by value (``counters``:
+    what the kernel has, else the agent's last reading) so that a resync does
+    not reset what Prometheus has been scraping.
     """
     builder = _Builder(state, now, counters or {})
     builder.build()
     body = "\n\n".join(builder.blocks)
-    comment = f'\tcomment "managed by edgectl: gateway {state.gateway} revision {state.revision}"'
+    # No revision in the comment: deltas do not rewrite it, so it would go
+    # stale; the applied revision is in the state file and the reports.
+    comment = f'\tcomment "managed by edgectl: gateway {state.gateway}"'
     transaction = Transaction(summary=f"full sync to revision {state.revision}")
     transaction.add(f"add table {TABLE}")
     transaction.add(f"delete table {TABLE}")
