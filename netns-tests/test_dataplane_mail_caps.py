@@ -33,14 +33,14 @@ from gateway_fixtures import (
     Gateway,
     Servers,
     base_policy,
-    check_addresses,
     gateway_fixture,  # noqa: F401  (a fixture, used by name)
+    listening,
     poll,
     with_profile,
 )
 
 from edgectl.lab.netns import in_netns
-from edgectl.lab.probe import Listener, Outcome, connect
+from edgectl.lab.probe import Outcome, connect
 from edgectl.lab.topology import Topology
 
 PORT = 587
@@ -61,25 +61,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module", name="servers")
 def servers_fixture(topology: Topology) -> Iterator[Servers]:
     """The standard listeners, minus the MX's port 587 (smtp-sink's here)."""
-    check_addresses(topology)
-    hosts = topology.hosts
-    opened: list[Listener] = []
-
-    def listen(name: str, ports: tuple[int, ...], udp: tuple[int, ...] = ()) -> Listener:
-        listener = Listener(hosts[name].ns, hosts[name].addresses, ports, udp_ports=udp)
-        opened.append(listener)
-        return listener
-
-    try:
-        yield Servers(
-            mx=listen("mx", (25, 465, *WEB_PORTS)),
-            relay=listen("relay", (25, 465, 587)),
-            resolver=listen("resolver", (53,), (53,)),
-            portal=listen("portal", WEB_PORTS),
-        )
-    finally:
-        for listener in opened:
-            listener.close()
+    with listening(topology, mx_ports=(25, 465, *WEB_PORTS)) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")

@@ -533,6 +533,32 @@ class _Builder:
                 target = f"quarantine_{mode_id(mode)}"
                 rules.append(f"{expr} @{exact_set(kind, version, length)} goto {target}")
             self.chain(exact_set("quarantine", version, length), rules)
+        if self.settings.track_non_mail:
+            self._toward_chains(keys)
+
+    def _toward_chains(self, keys: list[tuple[int, int, str]]) -> None:
+        """``quarantine_to_4``: new packets *to* a held key (tracked mode only).
+
+        The agent cuts a new hold's open flows by deleting their conntrack
+        entries (edgectl.agent.flow_cut).  The held side's next packet is
+        then new and meets the hold rules; but if the other side's packet
+        comes first (a download, a server's reply), conntrack starts a new
+        entry from it, and the held side's packets would be its established
+        replies.  These rules drop that first packet.  Only packets that are
+        not established get here, so established traffic pays nothing.
+        """
+        mail = _ports(self.settings.mail_ports)
+        for version, length, expr in keys:
+            to = expr.replace("saddr", "daddr")
+            block = exact_set(f"q_{mode_id(QuarantineMode.BLOCK)}", version, length)
+            smtp = exact_set(f"q_{mode_id(QuarantineMode.SMTP)}", version, length)
+            self.chain(
+                exact_set("quarantine_to", version, length),
+                [
+                    f"{to} @{block} goto quarantine_{mode_id(QuarantineMode.BLOCK)}",
+                    f"tcp sport {mail} {to} @{smtp} counter name quarantine_smtp drop",
+                ],
+            )
 
     def _gate_rules(self) -> list[str]:
         established = "ct state established,related accept"
@@ -548,7 +574,14 @@ class _Builder:
         mail = f"tcp dport {_ports(self.settings.mail_ports)} jump mail"
         if self.settings.track_non_mail:
             # Established flows leave first: one conntrack check a packet.
-            return [established, *held, mail]
+            toward = [f"ip daddr @{exact_set(QUARANTINED, 4, 32)} jump quarantine_to_4"]
+            for length in self.lengths:
+                mask = mask_text(6, length)
+                name = exact_set(QUARANTINED, 6, length)
+                toward.append(
+                    f"ip6 daddr & {mask} @{name} jump {exact_set('quarantine_to', 6, length)}"
+                )
+            return [established, *held, *toward, mail]
         # Untracked, a TCP packet that is not an opening SYN leaves early,
         # on its flags alone: as in the tracked mode, quarantines and limits
         # act on new connections, and a connection costs one full check.
