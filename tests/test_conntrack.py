@@ -54,6 +54,19 @@ def test_decode_reads_the_original_tuple() -> None:
     )
 
 
+def test_the_fast_path_reads_the_same_addresses_as_the_attribute_walk() -> None:
+    for src, dst, version in (
+        ("100.64.0.10", "203.0.113.25", 4),
+        ("2001:db8:1000:100::10", "2001:db8:ffff::25", 6),
+    ):
+        msg = message(src, dst, socket.IPPROTO_UDP, 53)
+        entry = ct._decode(msg, version)
+        assert entry is not None
+        assert ct._ends(msg.payload, version) == (entry.src, entry.dst)
+    # An unexpected layout is not guessed at: the caller walks the attributes.
+    assert ct._ends(b"\0" * 64, 4) is None
+
+
 def test_block_cuts_both_directions_of_the_key_only() -> None:
     cut = holds([Quarantine(Prefix.parse("100.64.0.10"), QuarantineMode.BLOCK)], MAIL, NOW)
     assert doomed(cut, "100.64.0.10", "203.0.113.25", socket.IPPROTO_UDP, 5001)
