@@ -37,6 +37,7 @@ from edgectl.model.policy import (
     QuarantineMode,
     RateLimitProfile,
 )
+from edgectl.model.pool_map import PoolMap
 from edgectl.model.prefix import Prefix, mask_text, merge
 
 LOG_PREFIX = "edgectl"
@@ -160,6 +161,7 @@ class _Builder:
         self.set_elements: dict[str, list[str]] = {}
         self.counter_names: list[str] = []
         self.profiles = {p.name: p for p in state.rate_limits}
+        self.pool_map = PoolMap((prefix, pool) for pool in state.pools for prefix in pool.prefixes)
         # ct count (the concurrency caps) is the only thing that needs
         # conntrack once non-mail is untracked.  Without it the table holds
         # no ct expression at all, so the kernel registers no conntrack or
@@ -273,19 +275,23 @@ class _Builder:
             self._interval_set(f"relays_{version}", version, relays)
             self._interval_set(f"resolvers_{version}", version, settings.resolvers)
             self._interval_set(f"portal_{version}", version, settings.portal)
-            # Infrastructure pools get no chain: they are not subscribers.
-            # Adjacent prefixes of one pool merge into one element: fewer
-            # interval elements for the kernel and for nft's cache to carry.
-            elements = sorted(
-                (prefix.value, f"{prefix} : jump pool_{pool.name}")
-                for pool in state.pools
-                if pool.kind is not PoolKind.INFRASTRUCTURE and self._pool_has_chain(pool)
-                for prefix in merge(p for p in pool.prefixes if p.version == version)
-            )
+            # Pools may nest (a static /24 in a dynamic /16): the most
+            # specific prefix wins, as disjoint intervals (nft refuses
+            # overlapping elements).  Every pool takes part, so a nested pool
+            # without a chain (infrastructure, a static pool without limits)
+            # keeps its space out of the outer pool's chain.  Adjacent
+            # prefixes of one pool merge: fewer elements to carry.
+            elements = [
+                f"{prefix} : jump pool_{pool.name}"
+                for prefix, pool in self.pool_map.prefixes()
+                if prefix.version == version
+                and pool.kind is not PoolKind.INFRASTRUCTURE
+                and self._pool_has_chain(pool)
+            ]
             self.set(
                 f"pools_{version}",
                 [f"type {_addr_type(version)} : verdict", "flags interval"],
-                (text for _, text in elements),
+                elements,
                 kind="map",
             )
 
