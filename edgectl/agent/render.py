@@ -12,7 +12,8 @@ The packet path is shaped by what nftables costs (ARCHITECTURE.md):
 * rate and concurrency meters are dynamic sets with a size bound.
 
 Because established flows are accepted first, a new quarantine holds new
-connections; flows opened before it keep going until they end.
+connections; for ``block`` and ``smtp`` the agent then deletes the key's
+conntrack entries (edgectl.agent.flow_cut), so open flows meet the hold too.
 """
 
 from __future__ import annotations
