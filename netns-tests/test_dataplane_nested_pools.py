@@ -41,6 +41,9 @@ def nested_policy() -> dict[str, Any]:
 
 def test_op25b_for_the_outer_dynamic_range_only(topology: Topology, gateway: Gateway) -> None:
     gateway.apply(nested_policy())
+    # The pool map's intervals read back as rendered: no drift to repair.
+    plan = gateway.plan(nested_policy())
+    assert plan.code == 0, str(plan)
     assert tcp(topology, DYN4_A, MX4, 25) is Outcome.RESET
     assert tcp(topology, DYN6_A1, MX6, 25) is Outcome.RESET
     # Inside the dynamic pools, but in the static ones carved out of them.
