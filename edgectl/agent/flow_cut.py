@@ -18,6 +18,7 @@ Both commit paths, the agent's and ``edgectl apply``, go through
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from edgectl.model.policy import DesiredState, Quarantine, QuarantineMode
 from edgectl.model.prefix import Prefix
 
 log = logging.getLogger("edgectl.agent")
+SLOW_CUT = 0.5  # seconds
 
 
 def holds(quarantines: Iterable[Quarantine], mail_ports: Iterable[int], now: datetime) -> Cut:
@@ -77,13 +79,17 @@ class FlowCutter:
         """The hold is in force whatever happens here: a failure is logged, never raised."""
         if not cut:
             return
+        start = time.monotonic()
         try:
             deleted = cut_flows(self.sock, cut)
         except (OSError, ValueError) as error:
             log.warning("open flows of held subscribers not cut: %s", error)
             return
-        if deleted:
-            log.info("cut %d open flows of held subscribers", deleted)
+        took = time.monotonic() - start
+        # The cut runs under the kernel lock: a slow one (a huge conntrack
+        # table, a loaded host) delays the next commit, so say so.
+        if deleted or took > SLOW_CUT:
+            log.info("cut %d open flows of held subscribers (%.0f ms)", deleted, took * 1000)
 
 
 def _now() -> datetime:
