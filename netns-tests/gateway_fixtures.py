@@ -16,6 +16,7 @@ gateway namespace (``ip netns exec``), never in the namespace pytest runs in.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import subprocess
@@ -228,6 +229,15 @@ class Servers:
 @pytest.fixture(scope="module", name="servers")
 def servers_fixture(topology: Topology) -> Iterator[Servers]:
     """Listeners on every outside host; they hold accepted connections (for the caps)."""
+    with listening(topology) as servers:
+        yield servers
+
+
+@contextlib.contextmanager
+def listening(
+    topology: Topology, mx_ports: tuple[int, ...] = (*MAIL_PORTS, *WEB_PORTS)
+) -> Iterator[Servers]:
+    """The standard listeners; a module that runs its own server on an MX port leaves it out."""
     check_addresses(topology)
     hosts = topology.hosts
     opened: list[Listener] = []
@@ -239,7 +249,7 @@ def servers_fixture(topology: Topology) -> Iterator[Servers]:
 
     try:
         yield Servers(
-            mx=listen("mx", (*MAIL_PORTS, *WEB_PORTS)),
+            mx=listen("mx", mx_ports),
             relay=listen("relay", MAIL_PORTS),
             resolver=listen("resolver", (53,), (53,)),
             portal=listen("portal", WEB_PORTS),

@@ -14,6 +14,7 @@ from pathlib import Path
 from agent_fixtures import (
     DYN4_A,
     DYN4_B,
+    Site,
     System,
     agent_cli,
     clean_fixture,  # noqa: F401  (a fixture, used by name)
@@ -140,7 +141,8 @@ def test_sigkill_during_apply_then_restart_without_controller(
         keys = {str(key) for key in persisted.state.quarantines}
         agent.start()
         assert poll(lambda: agent.applied_revision() == persisted.state.revision, 10)
-        assert "restored revision" in agent.logs()
+        # Logged just after the revision shows in the metrics: polled, not read once.
+        assert agent.wait_log("restored revision")
         # Last good state in force: alice refused; the bulk all in or all out.
         assert mail(site, DYN4_A) is REFUSED
         missing = missing_keys(site, "q_smtp_4", addresses)
@@ -209,3 +211,27 @@ def test_corrupt_or_newer_state_or_journal_is_refused_never_half_applied(clean: 
         clean.controller.start()
         assert clean.converged(20)
         assert has_table(site)
+
+
+def _refused(site: Site, counter: str) -> float | None:
+    """A named counter as the agent reads it (each scrape is one of its readings)."""
+    return site.agent.metric("edgectl_dropped_packets_total", counter=counter)
+
+
+def test_named_counters_carry_over_a_flushed_ruleset_repair(clean: System) -> None:
+    clean.session("alice", ipv4=DYN4_A)
+    clean.quarantine("alice")
+    site = clean.sites["gw-a"]
+    assert outcome_becomes(site, DYN4_A, REFUSED)
+    for _ in range(5):
+        assert mail(site, DYN4_A) is REFUSED
+    before = _refused(site, "quarantine_smtp")
+    assert before is not None and before >= 6
+    nft(site, "flush", "ruleset")
+    assert poll(lambda: has_table(site) and mail(site, DYN4_A) is REFUSED, REPAIR_BUDGET, 0.05)
+    # The repair started from the agent's last reading, not from zero; the
+    # poll's last attempt is the one refusal since.
+    assert _refused(site, "quarantine_smtp") == before + 1
+    # The table's comment names no revision a delta would leave stale.
+    listed = nft(site, "list", "table", "inet", "edgectl").stdout
+    assert 'comment "managed by edgectl: gateway gw-a"' in listed

@@ -8,6 +8,8 @@ port 25 from a dynamic pool is OP25B's.
 
 from __future__ import annotations
 
+import time
+
 from agent_fixtures import (
     DYN4_A,
     DYN4_B,
@@ -15,6 +17,7 @@ from agent_fixtures import (
     DYN6_A1,
     DYN6_A_KEY,
     DYN6_B,
+    MX4,
     System,
     clean_fixture,  # noqa: F401  (a fixture, used by name)
     mail,
@@ -25,6 +28,7 @@ from agent_fixtures import (
     topologies_fixture,  # noqa: F401
 )
 
+from edgectl.lab.flows import Stream
 from edgectl.lab.probe import Outcome
 
 REFUSED = Outcome.RESET  # block_action = reset
@@ -158,3 +162,23 @@ def test_metrics_endpoint(clean: System) -> None:
     assert (agent.metric("edgectl_agent_apply_seconds_count", kind="delta") or 0) > 0
     since = agent.metric("edgectl_agent_seconds_since_last_sync")
     assert since is not None and 0 <= since < 3600
+
+
+def test_block_via_api_cuts_the_open_flows_the_key_had(clean: System) -> None:
+    """The agent's path (a delta applied by the daemon) cuts flows like ``edgectl apply``."""
+    site = clean.sites["gw-a"]
+    hosts = site.topology.hosts
+
+    def stream(src: str, port: int) -> Stream:
+        return Stream("udp", hosts["dyn4"].ns, src, hosts["mx"].ns, MX4, port)
+
+    clean.session("alice", ipv4=DYN4_A)
+    with stream(DYN4_A, 5001) as held, stream(DYN4_B, 5002) as other:
+        assert poll(lambda: held.snapshot()[0] > 0 and other.snapshot()[0] > 0, 5.0)
+        clean.quarantine("alice", mode="block")
+        assert clean.converged()
+        # The agent reports the revision only after its commit and the cut.
+        converged = time.monotonic()
+        assert poll(lambda: (other.snapshot()[1] or 0.0) > converged + 0.3, 10.0)
+        last = held.snapshot()[1]
+        assert last is not None and last < converged, "a blocked key's UDP stream goes on"

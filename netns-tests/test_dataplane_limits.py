@@ -8,8 +8,10 @@ packets`` in a dynamic set, ``ct count over N``):
 * a fresh subscriber gets exactly ``burst`` new connections, the next one is
   reset; refused SYNs take no token, and one token comes back every
   ``60 / new_per_minute`` seconds;
-* ``ct count over N`` lets exactly N connections be open at once; a closed one
-  frees its slot (conncount drops TIME_WAIT/CLOSE entries when it next looks).
+* ``ct count over N`` lets exactly N connections be open at once (the first SYN
+  over it is held back once and its resend judged: see render._deferral_rules);
+  a closed one frees its slot (conncount drops TIME_WAIT/CLOSE entries when
+  it next looks).
 """
 
 from __future__ import annotations

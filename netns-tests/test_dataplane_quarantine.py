@@ -231,7 +231,7 @@ def test_adding_a_quarantine_is_a_delta_and_is_enforced(
     first = with_quarantines(base_policy(), {"key": DYN6_A_KEY, "mode": "smtp"})
     gateway.apply(first)
     assert tcp(topology, DYN4_B, MX4, 587) is Outcome.CONNECTED
-    # A flow open before the quarantine keeps going: established is accepted first.
+    # A flow open before the block is cut (its conntrack entry deleted).
     mx_host = topology.hosts[SOURCE_HOST[DYN4_B]]
     outcome, flow = connect(mx_host.ns, MX4, 80, src=DYN4_B, timeout=2.0, keep_open=True)
     assert outcome is Outcome.CONNECTED and flow is not None
@@ -250,16 +250,18 @@ def test_adding_a_quarantine_is_a_delta_and_is_enforced(
         # The earlier quarantine still holds; the other subscriber is free.
         assert tcp(topology, DYN6_A1, MX6, 587) is Outcome.RESET
         assert tcp(topology, DYN4_A, MX4, 587) is Outcome.CONNECTED
-        # The established flow still passes packets: its FIN reaches the MX.
         flow.sendall(b"QUIT\r\n")
     finally:
         flow.close()
-    assert poll(lambda: servers.mx.open_connections(DYN4_B, port=80) == 0, 2.0)
+    # The flow open before the block was cut: its FIN does not reach the MX.
+    assert not poll(lambda: servers.mx.open_connections(DYN4_B, port=80) == 0, 1.0)
 
     # Lifting it is a delta too, and traffic comes back.
     third = dict(first, revision=second["revision"] + 1)
     run = gateway.apply(third)
     assert "delta sync" in run.out, str(run)
+    # Lifted: the closed flow's resent FIN gets through at last.
+    assert poll(lambda: servers.mx.open_connections(DYN4_B, port=80) == 0, 10.0)
     accepted = servers.mx.accepted(DYN4_B, port=80)
     assert tcp(topology, DYN4_B, MX4, 80) is Outcome.CONNECTED
     assert accepted_reaches(servers.mx, DYN4_B, 80, accepted + 1)

@@ -163,9 +163,10 @@ def _unacked(sock: socket.socket) -> int:
 def test_what_a_quarantine_does_to_a_flow_already_open(
     topology: Topology, gateway: Gateway, held: list[socket.socket], mode: str, quarantine: str
 ) -> None:
-    """Tracked, packets of an open flow leave at the established shortcut
-    whatever the quarantine.  Untracked, they leave on their TCP flags -
-    except a blocked subscriber's: block drops everything."""
+    """An open flow survives walled-garden in every mode (tracked, it leaves
+    at the established shortcut; untracked, on its TCP flags).  Block stops
+    it in every mode: tracked, the agent deletes the flow's conntrack entry;
+    untracked, block drops every packet."""
     policy = {
         "tracked": base_policy(),
         "notrack": untracked(capped(base_policy())),
@@ -176,7 +177,7 @@ def test_what_a_quarantine_does_to_a_flow_already_open(
     gateway.apply(with_quarantines(policy, {"key": DYN4_B, "mode": quarantine}))
     sock = held[-1]
     sock.sendall(b"x")
-    goes_on = mode == "tracked" or quarantine != "block"
+    goes_on = quarantine != "block"
     assert poll(lambda: _unacked(sock) == 0, deadline=1.5) is goes_on
     # New connections are stopped in every mode.
     assert tcp(topology, DYN4_B, MX4, 80, expect_drop=True) is Outcome.TIMEOUT

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # openssh-server, sudo, python3-apt, systemd: the Ansible converge test's hosts.
+# postfix: its smtp-source/smtp-sink, real sequential senders for the mail caps' tests.
 APT_PACKAGES=(nftables libnftables1 iproute2 postgresql python3-venv curl
-    openssh-server sudo python3-apt systemd openssl util-linux)
+    openssh-server sudo python3-apt systemd openssl util-linux postfix)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -19,6 +20,8 @@ if ((${#missing[@]})); then
     fi
     echo "setup: installing ${missing[*]}"
     apt-get update -qq
+    # Postfix asks how to configure itself; the tests only run its tools.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 

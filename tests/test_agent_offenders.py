@@ -159,6 +159,18 @@ def test_infrastructure_v6_without_delegation_keys_on_the_64() -> None:
     assert mapper.key(Prefix.parse("2001:db8:eeee:1:2::3")) == Prefix.parse("2001:db8:eeee:1::/64")
 
 
+def test_nested_pools_key_by_the_most_specific_delegation() -> None:
+    outer = Pool(
+        "dyn", PoolKind.DYNAMIC, (Prefix.parse("2001:db8::/32"),), subscriber_prefix_len=56
+    )
+    inner = Pool(
+        "biz", PoolKind.STATIC, (Prefix.parse("2001:db8:2000::/40"),), subscriber_prefix_len=64
+    )
+    mapper = KeyMapper([outer, inner])
+    assert mapper.key(Prefix.parse("2001:db8:2000:1:2::3")) == Prefix.parse("2001:db8:2000:1::/64")
+    assert mapper.key(Prefix.parse("2001:db8:3000:1:2::3")) == Prefix.parse("2001:db8:3000::/56")
+
+
 # --- the book -----------------------------------------------------------------------
 
 

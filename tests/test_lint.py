@@ -53,9 +53,25 @@ def test_quarantine_of_a_relay_outside_infrastructure(policy_data: dict[str, Any
     assert "relays[partner]" in problems[0].reason
 
 
-def test_overlapping_pools(policy_data: dict[str, Any]) -> None:
+def test_nested_pools_are_fine_exact_duplicates_are_not(policy_data: dict[str, Any]) -> None:
+    # A static /24 carved out of a dynamic pool: the most specific one wins.
+    policy_data["pools"].append({"name": "biz", "kind": "static", "prefixes": ["100.64.8.0/24"]})
+    assert _paths(policy_data) == []
     policy_data["pools"].append({"name": "dup", "kind": "static", "prefixes": ["100.64.8.0/24"]})
-    assert _paths(policy_data) == ["pools[dup]"]
+    problems = lint(state_from_data(policy_data))
+    assert [p.path for p in problems] == ["pools[dup]"]
+    assert "also in pools[biz]" in problems[0].reason
+
+
+def test_nested_pools_decide_relays_and_exemptions_by_the_most_specific(
+    policy_data: dict[str, Any],
+) -> None:
+    policy_data["pools"].append({"name": "biz", "kind": "static", "prefixes": ["100.64.8.0/24"]})
+    # A relay in the static /24 is not in dynamic space, though the /24 is inside a dynamic pool.
+    policy_data["relays"].append({"name": "biz_mx", "prefixes": ["100.64.8.25"]})
+    # An exemption there exempts nothing: OP25B does not apply to a static pool.
+    policy_data["exemptions"].append({"key": "100.64.8.7"})
+    assert _paths(policy_data) == ["exemptions[100.64.8.7]"]
 
 
 def test_unknown_profile(policy_data: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgectl.model import ModelError, Prefix, state_from_data, state_to_data
-from edgectl.model.prefix import PrefixIndex, first_overlap, merge, subscriber_key
+from edgectl.model.prefix import PrefixIndex, merge, subscriber_key
 
 
 def test_host_bits_are_an_error_not_truncated() -> None:
@@ -67,8 +67,6 @@ def test_subscriber_key_masks_ipv6_to_the_delegation() -> None:
 
 def test_overlap_helpers() -> None:
     named = [("a", Prefix.parse("100.64.0.0/16")), ("b", Prefix.parse("100.64.4.0/24"))]
-    assert first_overlap(named) is not None
-    assert first_overlap([named[0], ("c", Prefix.parse("100.65.0.0/16"))]) is None
     index = PrefixIndex(named)
     assert index.hits(Prefix.parse("100.64.4.7")) == ["a", "b"]
     assert index.hits(Prefix.parse("100.66.0.1")) == []

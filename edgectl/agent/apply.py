@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent import kernel_write
+from edgectl.agent.flow_cut import FlowCutter
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError
 from edgectl.agent.render import Counters, needs_full_sync, render_delta, render_full
@@ -65,14 +66,34 @@ class Dataplane:
         layout = kr.read_table(self.sock, NFPROTO_INET, "edgectl")
         return {} if layout is None else dict(layout.counters)
 
-    def full_sync(self, state: DesiredState, now: datetime | None = None) -> ApplyResult:
+    def full_sync(
+        self, state: DesiredState, now: datetime | None = None, carried: Counters | None = None
+    ) -> ApplyResult:
+        """Replace the table; named counters keep their values.
+
+        ``carried`` is the caller's last reading: it fills in the counters the
+        kernel no longer has (a flushed ruleset), so a repair does not reset
+        what Prometheus has been scraping.  What the kernel still has wins.
+        """
+        with FlowCutter(self.sock).after_full(state, now):
+            return self._full_sync(state, now, carried)
+
+    def _full_sync(
+        self, state: DesiredState, now: datetime | None, carried: Counters | None
+    ) -> ApplyResult:
         start = time.perf_counter()
-        counters: Counters = self.counters()
+        counters: Counters = {**(carried or {}), **self.counters()}
         transaction = render_full(state, now or datetime.now(UTC), counters).transaction
         return self._commit(transaction, "full", state.revision, start)
 
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None
+    ) -> ApplyResult:
+        with FlowCutter(self.sock).after_delta(old, delta, now):
+            return self._apply_delta(old, delta, now)
+
+    def _apply_delta(
+        self, old: DesiredState, delta: StateDelta, now: datetime | None
     ) -> ApplyResult:
         start = time.perf_counter()
         if delta.empty:

@@ -12,7 +12,8 @@ The packet path is shaped by what nftables costs (ARCHITECTURE.md):
 * rate and concurrency meters are dynamic sets with a size bound.
 
 Because established flows are accepted first, a new quarantine holds new
-connections; flows opened before it keep going until they end.
+connections; for ``block`` and ``smtp`` the agent then deletes the key's
+conntrack entries (edgectl.agent.flow_cut), so open flows meet the hold too.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from edgectl.model.policy import (
     QuarantineMode,
     RateLimitProfile,
 )
+from edgectl.model.pool_map import PoolMap
 from edgectl.model.prefix import Prefix, mask_text, merge
 
 LOG_PREFIX = "edgectl"
@@ -47,6 +49,9 @@ LOG_PREFIX = "edgectl"
 KEY_GC_SECONDS = 60
 MODES = (QuarantineMode.BLOCK, QuarantineMode.WALLED_GARDEN, QuarantineMode.SMTP)
 QUARANTINED = "q_any"  # every exact quarantine key, whatever its mode
+# How long a connection held back by a cap is remembered: longer than TCP's
+# SYN retries take to give up on the first few resends (1, 3, 7 s).
+DEFERRED_SECONDS = 30
 
 Counters = Mapping[str, tuple[int, int]]
 
@@ -157,6 +162,7 @@ class _Builder:
         self.set_elements: dict[str, list[str]] = {}
         self.counter_names: list[str] = []
         self.profiles = {p.name: p for p in state.rate_limits}
+        self.pool_map = PoolMap((prefix, pool) for pool in state.pools for prefix in pool.prefixes)
         # ct count (the concurrency caps) is the only thing that needs
         # conntrack once non-mail is untracked.  Without it the table holds
         # no ct expression at all, so the kernel registers no conntrack or
@@ -234,6 +240,7 @@ class _Builder:
         self._exemption_sets()
         for pool in state.pools:
             self._meter_sets(pool, profiles)
+        self._deferred_sets()
         self._quarantine_chains()
         for profile in state.rate_limits:
             self._limit_chains(profile)
@@ -269,19 +276,23 @@ class _Builder:
             self._interval_set(f"relays_{version}", version, relays)
             self._interval_set(f"resolvers_{version}", version, settings.resolvers)
             self._interval_set(f"portal_{version}", version, settings.portal)
-            # Infrastructure pools get no chain: they are not subscribers.
-            # Adjacent prefixes of one pool merge into one element: fewer
-            # interval elements for the kernel and for nft's cache to carry.
-            elements = sorted(
-                (prefix.value, f"{prefix} : jump pool_{pool.name}")
-                for pool in state.pools
-                if pool.kind is not PoolKind.INFRASTRUCTURE and self._pool_has_chain(pool)
-                for prefix in merge(p for p in pool.prefixes if p.version == version)
-            )
+            # Pools may nest (a static /24 in a dynamic /16): the most
+            # specific prefix wins, as disjoint intervals (nft refuses
+            # overlapping elements).  Every pool takes part, so a nested pool
+            # without a chain (infrastructure, a static pool without limits)
+            # keeps its space out of the outer pool's chain.  Adjacent
+            # prefixes of one pool merge: fewer elements to carry.
+            elements = [
+                f"{prefix} : jump pool_{pool.name}"
+                for prefix, pool in self.pool_map.prefixes()
+                if prefix.version == version
+                and pool.kind is not PoolKind.INFRASTRUCTURE
+                and self._pool_has_chain(pool)
+            ]
             self.set(
                 f"pools_{version}",
                 [f"type {_addr_type(version)} : verdict", "flags interval"],
-                (text for _, text in elements),
+                elements,
                 kind="map",
             )
 
@@ -435,11 +446,30 @@ class _Builder:
             kinds.append(("destination", "destinationlimit"))
         shadow = " shadow" if profile.shadow else ""
         for counter, label in kinds:
-            self.chain(
-                f"over_{counter}_{profile.name}",
+            rules = [
+                self.log(f"{label} profile={profile.name}{shadow}"),
+                self.refuse(f"{counter}_{profile.name}", shadow=profile.shadow, tcp_only=True),
+            ]
+            if counter != "rate" and not profile.shadow:
+                rules = [*_deferral_rules(), *rules]
+            self.chain(f"over_{counter}_{profile.name}", rules)
+
+    def _deferred_sets(self) -> None:
+        """Connections whose first SYN a cap held back (see ``_deferral_rules``)."""
+        if not any(
+            not p.shadow and (p.concurrent is not None or p.per_destination is not None)
+            for p in self.profiles.values()
+        ):
+            return
+        for version in (4, 6):
+            addr = _addr_type(version)
+            self.set(
+                f"deferred_{version}",
                 [
-                    self.log(f"{label} profile={profile.name}{shadow}"),
-                    self.refuse(f"{counter}_{profile.name}", shadow=profile.shadow, tcp_only=True),
+                    f"type {addr} . inet_service . {addr} . inet_service",
+                    f"size {self.settings.meter_size}",
+                    "flags dynamic,timeout",
+                    f"timeout {DEFERRED_SECONDS}s",
                 ],
             )
 
@@ -461,15 +491,18 @@ class _Builder:
                     f"update @rate_{pool.name}_{version} {{ {key} limit rate over {per_minute} }}"
                     f" jump over_rate_{profile.name}"
                 )
-                if profile.concurrent is not None:
-                    rules.append(
-                        f"add @conc_{pool.name}_{version} {{ {key} ct count over "
-                        f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
-                    )
+                # Per destination first: every ct count rule a SYN reaches
+                # adds it to that list, so a SYN refused here never enters
+                # the subscriber's concurrency list.
                 if profile.per_destination is not None:
                     rules.append(
                         f"add @dest_{pool.name}_{version} {{ {key} . {daddr} ct count over "
                         f"{profile.per_destination} }} jump over_destination_{profile.name}"
+                    )
+                if profile.concurrent is not None:
+                    rules.append(
+                        f"add @conc_{pool.name}_{version} {{ {key} ct count over "
+                        f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
                     )
         self.chain(f"pool_{pool.name}", rules)
 
@@ -507,6 +540,32 @@ class _Builder:
                 target = f"quarantine_{mode_id(mode)}"
                 rules.append(f"{expr} @{exact_set(kind, version, length)} goto {target}")
             self.chain(exact_set("quarantine", version, length), rules)
+        if self.settings.track_non_mail:
+            self._toward_chains(keys)
+
+    def _toward_chains(self, keys: list[tuple[int, int, str]]) -> None:
+        """``quarantine_to_4``: new packets *to* a held key (tracked mode only).
+
+        The agent cuts a new hold's open flows by deleting their conntrack
+        entries (edgectl.agent.flow_cut).  The held side's next packet is
+        then new and meets the hold rules; but if the other side's packet
+        comes first (a download, a server's reply), conntrack starts a new
+        entry from it, and the held side's packets would be its established
+        replies.  These rules drop that first packet.  Only packets that are
+        not established get here, so established traffic pays nothing.
+        """
+        mail = _ports(self.settings.mail_ports)
+        for version, length, expr in keys:
+            to = expr.replace("saddr", "daddr")
+            block = exact_set(f"q_{mode_id(QuarantineMode.BLOCK)}", version, length)
+            smtp = exact_set(f"q_{mode_id(QuarantineMode.SMTP)}", version, length)
+            self.chain(
+                exact_set("quarantine_to", version, length),
+                [
+                    f"{to} @{block} goto quarantine_{mode_id(QuarantineMode.BLOCK)}",
+                    f"tcp sport {mail} {to} @{smtp} counter name quarantine_smtp drop",
+                ],
+            )
 
     def _gate_rules(self) -> list[str]:
         established = "ct state established,related accept"
@@ -522,7 +581,14 @@ class _Builder:
         mail = f"tcp dport {_ports(self.settings.mail_ports)} jump mail"
         if self.settings.track_non_mail:
             # Established flows leave first: one conntrack check a packet.
-            return [established, *held, mail]
+            toward = [f"ip daddr @{exact_set(QUARANTINED, 4, 32)} jump quarantine_to_4"]
+            for length in self.lengths:
+                mask = mask_text(6, length)
+                name = exact_set(QUARANTINED, 6, length)
+                toward.append(
+                    f"ip6 daddr & {mask} @{name} jump {exact_set('quarantine_to', 6, length)}"
+                )
+            return [established, *held, *toward, mail]
         # Untracked, a TCP packet that is not an opening SYN leaves early,
         # on its flags alone: as in the tracked mode, quarantines and limits
         # act on new connections, and a connection costs one full check.
@@ -558,6 +624,29 @@ class _Builder:
             self.chain(f"untracked_{raw_hook}", rules, base_hook=raw_hook, priority="raw")
 
 
+def _deferral_rules() -> list[str]:
+    """First look of a concurrency cap: hold the SYN back once, judge its resend.
+
+    ``ct count`` counts what nf_conncount's list holds, and the kernel
+    cleans a list (drops closed and never-confirmed connections) at most
+    once a jiffy (4 ms at HZ=250): a sender that closes one connection and
+    opens the next within a jiffy is counted with the one it closed, and a
+    SYN refused a moment ago still holds its place for up to two jiffies.
+    A sequential SMTP dialogue takes ~0.4 ms on a LAN, so a count over the
+    cap is not proof.  The first SYN over it is dropped unanswered and its
+    4-tuple remembered; TCP resends it after ~1 s, when the list has been
+    cleaned, and only a resend that still finds the cap full is refused
+    (reset), logged and counted.  Legitimate senders wait a second at
+    worst; nobody is refused on a stale count.
+    """
+    rules = []
+    for version in (4, 6):
+        family = _family_keyword(version)
+        flow = f"{family} saddr . tcp sport . {family} daddr . tcp dport"
+        rules.append(f"{flow} != @deferred_{version} add @deferred_{version} {{ {flow} }} drop")
+    return rules
+
+
 @dataclass(frozen=True)
 class Rendered:
     transaction: Transaction
@@ -572,13 +661,16 @@ def render_full(state: DesiredState, now: datetime, counters: Counters | None = 
     """The whole table, replacing whatever is there in one transaction.
 
     ``add table`` then ``delete table`` makes the delete safe when the table
-    does not exist yet; named counters are carried over by value so that a
-    resync does not reset what Prometheus has been scraping.
+    does not exist yet; named counters are carried over by value (``counters``:
+    what the kernel has, else the agent's last reading) so that a resync does
+    not reset what Prometheus has been scraping.
     """
     builder = _Builder(state, now, counters or {})
     builder.build()
     body = "\n\n".join(builder.blocks)
-    comment = f'\tcomment "managed by edgectl: gateway {state.gateway} revision {state.revision}"'
+    # No revision in the comment: deltas do not rewrite it, so it would go
+    # stale; the applied revision is in the state file and the reports.
+    comment = f'\tcomment "managed by edgectl: gateway {state.gateway}"'
     transaction = Transaction(summary=f"full sync to revision {state.revision}")
     transaction.add(f"add table {TABLE}")
     transaction.add(f"delete table {TABLE}")

@@ -109,14 +109,32 @@ class Topology:
         self.garden = garden
 
     def placements(self, address: Prefix) -> list[tuple[PlacedPool, Prefix]]:
+        """The pool ``address`` is in on each gateway, with its key there.
+
+        Pools may nest (a static /24 carved out of a dynamic /16): on each
+        gateway the most specific pool that gateway serves wins, as its
+        kernel's pool map decides.  Each returned pool carries only the
+        gateways where it won.
+        """
+        containing = sorted(
+            (
+                (max(p.length for p in placed.pool.prefixes if p.contains(address)), index)
+                for index, placed in enumerate(self.pools)
+                if any(p.contains(address) for p in placed.pool.prefixes)
+            ),
+            reverse=True,
+        )
         found = []
-        for placed in self.pools:
-            if placed.pool.kind is PoolKind.INFRASTRUCTURE:
-                continue  # not subscribers: nothing to hold or exempt there
-            if any(p.contains(address) for p in placed.pool.prefixes):
-                key = key_in(placed.pool, address)
-                if key is not None:
-                    found.append((placed, key))
+        claimed: set[int] = set()
+        for _, index in containing:
+            placed = self.pools[index]
+            won = placed.gateways - claimed
+            claimed |= placed.gateways
+            if not won or placed.pool.kind is PoolKind.INFRASTRUCTURE:
+                continue  # infrastructure: not subscribers, nothing to hold or exempt
+            key = key_in(placed.pool, address)
+            if key is not None:
+                found.append((PlacedPool(placed.pool, frozenset(won)), key))
         return found
 
     def keys(self, addresses: Iterable[Prefix]) -> set[Prefix]:

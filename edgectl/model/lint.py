@@ -16,7 +16,8 @@ from edgectl.model.policy import (
     PoolKind,
     QuarantineMode,
 )
-from edgectl.model.prefix import Prefix, PrefixIndex, first_overlap
+from edgectl.model.pool_map import PoolMap, duplicates
+from edgectl.model.prefix import Prefix, PrefixIndex
 
 
 def lint(state: DesiredState) -> list[ModelError]:
@@ -63,19 +64,28 @@ def _pools(state: DesiredState) -> Iterator[ModelError]:
             yield ModelError(
                 f"pools[{pool.name}].rate_limit", f"no rate-limit profile named {pool.rate_limit!r}"
             )
-    # Overlapping pools make "which pool is this subscriber in" ambiguous, and
-    # nft refuses overlapping elements in the interval map that classifies them.
-    overlap = first_overlap(_named_prefixes(state, PoolKind))
-    if overlap is not None:
-        (first, first_prefix), (second, second_prefix) = overlap
-        yield ModelError(second, f"{second_prefix} overlaps {first_prefix} of {first}")
+    # Nested pools are fine (the most specific prefix wins: a static /24
+    # carved out of a dynamic /16); the same prefix twice has no winner.
+    for first, second, prefix in duplicates(_named_prefixes(state, PoolKind)):
+        where = "again" if first == second else f"also in {first}"
+        yield ModelError(second, f"{prefix} is listed {where}: which pool is it?")
+
+
+def _pool_kinds(state: DesiredState) -> PoolMap[tuple[str, PoolKind]]:
+    """Address -> (pool name, kind) by longest prefix, as the dataplane classifies."""
+    return PoolMap(
+        (prefix, (pool.name, pool.kind)) for pool in state.pools for prefix in pool.prefixes
+    )
 
 
 def _relays(state: DesiredState) -> Iterator[ModelError]:
-    dynamic = PrefixIndex(_named_prefixes(state, [PoolKind.DYNAMIC]))
+    pools = _pool_kinds(state)
     for relay in state.relays:
         for index, prefix in enumerate(relay.prefixes):
-            for pool in dynamic.hits(prefix):
+            dynamic = [
+                f"pools[{n}]" for n, kind in pools.owners(prefix) if kind is PoolKind.DYNAMIC
+            ]
+            for pool in dynamic:
                 yield ModelError(
                     f"relays[{relay.name}].prefixes[{index}]",
                     f"{prefix} lies in dynamic pool space ({pool}): OP25B would let "
@@ -90,7 +100,7 @@ def _subscriber_keys(state: DesiredState) -> Iterator[ModelError]:
             *((f"relays[{r.name}]", p) for r in state.relays for p in r.prefixes),
         ]
     )
-    dynamic = PrefixIndex(_named_prefixes(state, [PoolKind.DYNAMIC]))
+    pools = _pool_kinds(state)
     # A million keys on a large gateway: build a path only for a key that fails.
     for label, keys in (("quarantines", state.quarantines), ("exemptions", state.exemptions)):
         for key in keys:
@@ -109,7 +119,7 @@ def _subscriber_keys(state: DesiredState) -> Iterator[ModelError]:
                     f"{label}[{key}]", f"{key} covers {hits[0]}, which must never be held"
                 )
     for key in state.exemptions:
-        if not dynamic.hits(key):
+        if not any(kind is PoolKind.DYNAMIC for _, kind in pools.owners(key)):
             yield ModelError(
                 f"exemptions[{key}]",
                 f"{key} is in no dynamic pool, so OP25B does not apply to it",

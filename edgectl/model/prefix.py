@@ -125,29 +125,6 @@ def merge(prefixes: Iterable[Prefix]) -> list[Prefix]:
     return [Prefix(n.version, int(n.network), n.prefixlen) for n in networks]
 
 
-def first_overlap(
-    named: Iterable[tuple[str, Prefix]],
-) -> tuple[tuple[str, Prefix], tuple[str, Prefix]] | None:
-    """Two entries whose prefixes overlap, or None.
-
-    Sorting by start address makes this O(n log n): an overlap must show up
-    between a prefix and the widest-reaching one before it.
-    """
-    ordered = sorted(named, key=lambda item: (item[1].version, item[1].value, -item[1].last))
-    reach: tuple[str, Prefix] | None = None
-    for item in ordered:
-        prefix = item[1]
-        if (
-            reach is not None
-            and reach[1].version == prefix.version
-            and prefix.value <= reach[1].last
-        ):
-            return reach, item
-        if reach is None or reach[1].version != prefix.version or prefix.last > reach[1].last:
-            reach = item
-    return None
-
-
 class PrefixIndex:
     """Answers "which of these few prefixes overlaps this one?" for many queries.
 

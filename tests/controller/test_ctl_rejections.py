@@ -161,7 +161,8 @@ REJECTED: list[tuple[str, str, Any, str | None, int, str | None]] = [
     (
         "POST",
         "/v1/pools",
-        {"name": "dup", "kind": "dynamic", "prefixes": ["100.64.128.0/17"]},
+        # Nested pools are fine (the most specific wins); the same prefix twice is not.
+        {"name": "dup", "kind": "dynamic", "prefixes": ["100.64.0.0/16"]},
         "netops",
         422,
         "body.prefixes",

@@ -155,3 +155,37 @@ def test_who_holds_an_address(api: Api, world: World) -> None:
     assert who("2001:db8:a000::/48") == ["alice", "bob"]  # a report naming a wider block
     assert who("100.64.0.99") == []
     api.call("GET", "/v1/accounts", params={"address": "nope"}, role="abuse", expect=422)
+
+
+def test_nested_pools_the_most_specific_wins(api: Api, world: World) -> None:
+    # Business customers numbered from a static /24 (and a /40 with /64
+    # delegations) carved out of gw-a's dynamic pool.
+    nested = {
+        "name": "biz_in_dyn",
+        "kind": "static",
+        "prefixes": ["100.64.7.0/24", "2001:db8:a100::/40"],
+        "subscriber_prefix_len": 64,
+    }
+    api.call("POST", "/v1/pools", json=nested, expect=201)
+    duplicate = {"name": "dup", "kind": "static", "prefixes": ["100.64.7.0/24"]}
+    refused = api.call("POST", "/v1/pools", json=duplicate, expect=422)
+    assert "pools[biz_in_dyn]" in refused.text
+    api.call("PATCH", "/v1/gateways/gw-a", json={"pools": ["dyn_a", "biz", "biz_in_dyn"]})
+    api.put("/v1/accounts/shop/session", {"ipv4": "100.64.7.9", "ipv6": "2001:db8:a100:5::/64"})
+    api.put("/v1/accounts/home/session", {"ipv4": "100.64.8.9", "ipv6": "2001:db8:a200:100::/56"})
+    for account in ("shop", "home"):
+        api.post(
+            "/v1/quarantines", {"account": account, "mode": "smtp", "reason": "r"}, role="abuse"
+        )
+        api.post("/v1/exemptions", {"account": account, "reason": "r", "ticket": "T-1"})
+    state = api.get("/v1/gateways/gw-a/desired-state")["state"]
+    # One key per address, by its most specific pool: the shop's IPv6 key is
+    # its /64 (the static pool's delegation), not the dynamic pool's /56.
+    assert sorted(q["key"] for q in state["quarantines"]) == [
+        "100.64.7.9",
+        "100.64.8.9",
+        "2001:db8:a100:5::/64",
+        "2001:db8:a200:100::/56",
+    ]
+    # OP25B exemptions only where OP25B applies: the dynamic pool.
+    assert sorted(e["key"] for e in state["exemptions"]) == ["100.64.8.9", "2001:db8:a200:100::/56"]

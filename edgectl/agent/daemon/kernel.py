@@ -54,6 +54,9 @@ class Kernel:
         # Set when a foreign commit slipped in before one of ours: our commit
         # moved the generation to ``expected`` and would hide it otherwise.
         self.suspect = False
+        # The last named-counter reading (reports, scrapes): a full sync after
+        # the table was flushed starts the counters from it, not from zero.
+        self._last_counters: dict[str, tuple[int, int]] = {}
 
     def close(self) -> None:
         with self.lock:
@@ -81,7 +84,9 @@ class Kernel:
             return Commit(result, before + 1)
 
     def full_sync(self, state: DesiredState, now: datetime | None = None) -> Commit:
-        return self._commit(lambda: self._dataplane.full_sync(state, now), whole=True)
+        return self._commit(
+            lambda: self._dataplane.full_sync(state, now, self._last_counters), whole=True
+        )
 
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None
@@ -116,6 +121,9 @@ class Kernel:
             owner, name, obj_type, data = kr.decode_obj(message)
             if owner == TABLE_NAME and obj_type == kr.NFT_OBJECT_COUNTER:
                 found[name] = kr.decode_counter(data)
+        if found:
+            with self.lock:
+                self._last_counters = found
         return found
 
     def table_exists(self) -> bool:

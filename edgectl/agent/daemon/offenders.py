@@ -37,7 +37,6 @@ least recently seen evicted first; a report carries at most
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import threading
 import time
@@ -51,6 +50,7 @@ from edgectl.agent.nflog import LogEvent
 from edgectl.agent.render import LOG_PREFIX
 from edgectl.model.offenders import MAX_REPORTED, WINDOW_MAX
 from edgectl.model.policy import NAME_PATTERN, Pool, QuarantineMode
+from edgectl.model.pool_map import PoolMap
 from edgectl.model.prefix import Prefix
 
 DEFAULT_WINDOW = 900.0
@@ -105,28 +105,20 @@ class KeyMapper:
     """Source address -> subscriber key, by the pools of the applied state."""
 
     def __init__(self, pools: Iterable[Pool] = ()) -> None:
-        ranges: list[tuple[int, int, int]] = []
-        for pool in pools:
-            length = pool.subscriber_prefix_len or OUTSIDE_POOLS_V6
-            ranges.extend(
-                (prefix.value, prefix.last, length)
-                for prefix in pool.prefixes
-                if prefix.version == 6
-            )
-        # Pools do not overlap (lint refuses it; the nft interval map would too).
-        ranges.sort()
-        self._starts = [start for start, _, _ in ranges]
-        self._ranges = ranges
+        # Pools may nest: the most specific prefix decides the delegation,
+        # as in the kernel's pools_6 map.
+        self._pools = PoolMap(
+            (prefix, pool.subscriber_prefix_len or OUTSIDE_POOLS_V6)
+            for pool in pools
+            for prefix in pool.prefixes
+            if prefix.version == 6
+        )
 
     def key(self, source: Prefix) -> Prefix:
         if source.version == 4:
             return source.supernet(32)
-        index = bisect.bisect_right(self._starts, source.value) - 1
-        if index >= 0:
-            start, last, length = self._ranges[index]
-            if start <= source.value <= last:
-                return source.supernet(length)
-        return source.supernet(OUTSIDE_POOLS_V6)
+        length = self._pools.owner(source)
+        return source.supernet(OUTSIDE_POOLS_V6 if length is None else length)
 
 
 @dataclass(slots=True)

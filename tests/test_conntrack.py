@@ -1,0 +1,94 @@
+"""Which conntrack entries a hold cuts: ctnetlink decoding and prefix matching (no kernel)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from datetime import UTC, datetime, timedelta
+
+from edgectl.agent import conntrack as ct
+from edgectl.agent import kernel_readback as kr
+from edgectl.agent.flow_cut import holds
+from edgectl.model.policy import Quarantine, QuarantineMode
+from edgectl.model.prefix import Prefix
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+MAIL = (25, 465, 587)
+
+
+def message(src: str, dst: str, proto: int, dport: int) -> kr.NlMsg:
+    """A conntrack entry as ctnetlink dumps it: nfgenmsg, then CTA_TUPLE_ORIG nested."""
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    src_type, dst_type = (ct.CTA_IP_V6_SRC, ct.CTA_IP_V6_DST) if ":" in src else (1, 2)
+    ip = kr.nla_nested(
+        ct.CTA_TUPLE_IP,
+        kr.nla(src_type, socket.inet_pton(family, src)),
+        kr.nla(dst_type, socket.inet_pton(family, dst)),
+    )
+    proto_attrs = kr.nla_nested(
+        ct.CTA_TUPLE_PROTO,
+        kr.nla(ct.CTA_PROTO_NUM, bytes([proto])),
+        kr.nla(ct.CTA_PROTO_DST_PORT, struct.pack(">H", dport)),
+    )
+    body = struct.pack("=BBH", family, 0, 0) + kr.nla_nested(ct.CTA_TUPLE_ORIG, ip, proto_attrs)
+    return kr.NlMsg(0x100, kr.NLM_F_MULTI, 1, 0, body)
+
+
+def doomed(
+    cut: ct.Cut, src: str, dst: str, proto: int = socket.IPPROTO_TCP, port: int = 80
+) -> bool:
+    version = 6 if ":" in src else 4
+    entry = ct._decode(message(src, dst, proto, port), version)
+    assert entry is not None
+    return ct._doomed(entry, ct._Matcher(cut.everything), ct._Matcher(cut.mail), cut.mail_ports)
+
+
+def test_decode_reads_the_original_tuple() -> None:
+    entry = ct._decode(message("100.64.0.10", "203.0.113.25", socket.IPPROTO_TCP, 587), 4)
+    assert entry is not None
+    assert (entry.src, entry.dst, entry.proto, entry.dport) == (
+        Prefix.parse("100.64.0.10").value,
+        Prefix.parse("203.0.113.25").value,
+        socket.IPPROTO_TCP,
+        587,
+    )
+
+
+def test_the_fast_path_reads_the_same_addresses_as_the_attribute_walk() -> None:
+    for src, dst, version in (
+        ("100.64.0.10", "203.0.113.25", 4),
+        ("2001:db8:1000:100::10", "2001:db8:ffff::25", 6),
+    ):
+        msg = message(src, dst, socket.IPPROTO_UDP, 53)
+        entry = ct._decode(msg, version)
+        assert entry is not None
+        assert ct._ends(msg.payload, version) == (entry.src, entry.dst)
+    # An unexpected layout is not guessed at: the caller walks the attributes.
+    assert ct._ends(b"\0" * 64, 4) is None
+
+
+def test_block_cuts_both_directions_of_the_key_only() -> None:
+    cut = holds([Quarantine(Prefix.parse("100.64.0.10"), QuarantineMode.BLOCK)], MAIL, NOW)
+    assert doomed(cut, "100.64.0.10", "203.0.113.25", socket.IPPROTO_UDP, 5001)
+    assert doomed(cut, "203.0.113.25", "100.64.0.10")  # a connection made to the key
+    assert not doomed(cut, "100.64.0.11", "203.0.113.25")
+
+
+def test_ipv6_keys_match_every_address_of_the_delegated_prefix() -> None:
+    key = Prefix.parse("2001:db8:1000:100::/56")
+    cut = holds([Quarantine(key, QuarantineMode.BLOCK)], MAIL, NOW)
+    assert doomed(cut, "2001:db8:1000:100::10", "2001:db8:ffff::25")
+    assert doomed(cut, "2001:db8:1000:1ff:ffff::1", "2001:db8:ffff::25")
+    assert not doomed(cut, "2001:db8:1000:200::10", "2001:db8:ffff::25")
+
+
+def test_smtp_cuts_mail_ports_only_and_expired_or_walled_holds_nothing() -> None:
+    cut = holds([Quarantine(Prefix.parse("100.64.0.10"), QuarantineMode.SMTP)], MAIL, NOW)
+    assert doomed(cut, "100.64.0.10", "203.0.113.25", port=587)
+    assert not doomed(cut, "100.64.0.10", "203.0.113.25", port=443)
+    assert not doomed(cut, "100.64.0.10", "203.0.113.25", socket.IPPROTO_UDP, 25)
+    expired = Quarantine(
+        Prefix.parse("100.64.0.11"), QuarantineMode.BLOCK, expires=NOW - timedelta(seconds=1)
+    )
+    walled = Quarantine(Prefix.parse("100.64.0.12"), QuarantineMode.WALLED_GARDEN)
+    assert not holds([expired, walled], MAIL, NOW)
