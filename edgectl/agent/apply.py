@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent import kernel_write
+from edgectl.agent.keys import needs_full_sync
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError
-from edgectl.agent.render import Counters, needs_full_sync, render_delta, render_full
+from edgectl.agent.render import Counters, render_delta, render_full
 from edgectl.agent.transaction import TABLE, Transaction
 from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import DesiredState

@@ -65,11 +65,11 @@ class Kernel:
         with self.lock:
             return kr.generation(self._sock)
 
-    def _commit(self, run: Callable[[], ApplyResult], *, whole: bool) -> Commit:
+    def _commit(self, run: Callable[[], ApplyResult]) -> Commit:
         with self.lock:
             before = kr.generation(self._sock)
             result = run()
-            if whole:
+            if result.kind == "full":
                 # A full sync replaces the whole table in one transaction:
                 # whatever anyone did to it before is gone.
                 self.suspect = False
@@ -81,15 +81,13 @@ class Kernel:
             return Commit(result, before + 1)
 
     def full_sync(self, state: DesiredState, now: datetime | None = None) -> Commit:
-        return self._commit(lambda: self._dataplane.full_sync(state, now), whole=True)
+        return self._commit(lambda: self._dataplane.full_sync(state, now))
 
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None
     ) -> Commit:
-        """Element changes only; ValueError (nothing touched) when the delta is structural."""
-        if delta.structure is not None:
-            raise ValueError("a structural change needs a full sync, not a delta")
-        return self._commit(lambda: self._dataplane.apply_delta(old, delta, now), whole=False)
+        """``delta`` as elements, or a full sync where ``keys.needs_full_sync`` says so."""
+        return self._commit(lambda: self._dataplane.apply_delta(old, delta, now))
 
     def drift(self, applied: Applied) -> list[str]:
         """What in the table differs from ``applied`` (empty: nothing we can see).
