@@ -39,11 +39,9 @@ from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import (
     BlockAction,
     DesiredState,
-    Exemption,
     Hook,
     Pool,
     PoolKind,
-    Quarantine,
     QuarantineMode,
     RateLimitProfile,
 )
@@ -236,34 +234,18 @@ class _Builder:
         call per key, no per-key object.  Expired entries are left out
         (the kernel would time them out at once).
         """
-        place = self.keys.place
-        now = self.now
         exact: dict[str, list[str]] = {}
         ranges: dict[str, list[tuple[Prefix, str]]] = {}
         for kind, sets in self.keys.exact_sets().items():
             for version, _, name in sets:
                 exact[name] = []
                 ranges.setdefault(ranges_set(kind, version), [])
-        quarantines: Iterable[tuple[Prefix, Quarantine | Exemption]]
-        for quarantines, fixed in (
-            (self.state.quarantines.items(), None),
-            (self.state.exemptions.items(), EXEMPT),
-        ):
-            for key, entry in quarantines:
-                expires = entry.expires
-                seconds = None
-                if expires is not None:
-                    seconds = math.ceil((expires - now).total_seconds())
-                    if seconds <= 0:
-                        continue
-                kind = fixed or entry.mode  # type: ignore[union-attr]
-                name, text, is_exact = place(key, kind, seconds)
-                if is_exact:
-                    exact[name].append(text)
-                else:
-                    ranges[name].append((key, text))
-                    if fixed is None:
-                        self.range_families.add(key[0])
+        fill = self.keys.fill
+        fill(self.state.quarantines.items(), None, self.now, exact, ranges)
+        fill(self.state.exemptions.items(), EXEMPT, self.now, exact, ranges)
+        self.range_families = {
+            key[0] for name, items in ranges.items() if name.startswith("q_") for key, _ in items
+        }
         for name, elements in exact.items():
             version = 4 if name.endswith("_4") else 6
             self.set(
