@@ -56,7 +56,6 @@ from _common import (
     run_id,
     settle,
 )
-
 from _results import Row, emit
 
 from edgectl.agent.apply import Dataplane
