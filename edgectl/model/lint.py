@@ -108,7 +108,7 @@ def _subscriber_keys(state: DesiredState) -> Iterator[ModelError]:
                     f"{label}[{key}]", f"{key} covers {hits[0]}, which must never be held"
                 )
     for key in state.exemptions:
-        if not dynamic.hits(key):
+        if not dynamic.overlaps_any(key):
             yield ModelError(
                 f"exemptions[{key}]",
                 f"{key} is in no dynamic pool, so OP25B does not apply to it",
