@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from edgectl.agent.keys import (
     EXEMPT,
@@ -36,6 +37,7 @@ from edgectl.agent.keys import (
 )
 from edgectl.agent.transaction import TABLE, Transaction
 from edgectl.model.delta import StateDelta, patch
+from edgectl.model.keymap import KeyMap
 from edgectl.model.policy import (
     BlockAction,
     DesiredState,
@@ -54,6 +56,7 @@ LOG_PREFIX = "edgectl"
 # check the expiry), so a longer one only delays freeing its memory.
 KEY_GC_SECONDS = 60
 Counters = Mapping[str, tuple[int, int]]
+V = TypeVar("V")
 
 
 def _family_keyword(version: int) -> str:
@@ -82,8 +85,13 @@ def _tag(chain: str, rule: str) -> str:
 class _Builder:
     """Accumulates the body of ``table inet edgectl { ... }``."""
 
-    def __init__(self, state: DesiredState, now: datetime, counters: Counters) -> None:
+    def __init__(
+        self, state: DesiredState, now: datetime, counters: Counters, keys: bool = True
+    ) -> None:
         self.state = state
+        # False: the exact-key hash sets are declared empty (render_keys
+        # fills them in a second transaction).
+        self.with_keys = keys
         self.now = now
         self.counters = counters
         self.settings = state.settings
@@ -241,8 +249,13 @@ class _Builder:
                 exact[name] = []
                 ranges.setdefault(ranges_set(kind, version), [])
         fill = self.keys.fill
-        fill(self.state.quarantines.items(), None, self.now, exact, ranges)
-        fill(self.state.exemptions.items(), EXEMPT, self.now, exact, ranges)
+        quarantines, exemptions = self.state.quarantines, self.state.exemptions
+        if not self.with_keys:
+            # Only the prefix keys (few): they shape the base chain's rules.
+            quarantines = {k: q for k, q in _ranges_only(quarantines, self.keys)}
+            exemptions = {k: e for k, e in _ranges_only(exemptions, self.keys)}
+        fill(quarantines.items(), None, self.now, exact, ranges)
+        fill(exemptions.items(), EXEMPT, self.now, exact, ranges)
         self.range_families = {
             key[0] for name, items in ranges.items() if name.startswith("q_") for key, _ in items
         }
@@ -456,14 +469,45 @@ class Rendered:
     counter_names: list[str]
 
 
-def render_full(state: DesiredState, now: datetime, counters: Counters | None = None) -> Rendered:
+def _ranges_only(entries: Mapping[Prefix, V], keys: KeyLayout) -> Iterable[tuple[Prefix, V]]:
+    """The entries whose keys are not exact; none to look for if the shapes say so."""
+    if isinstance(entries, KeyMap) and not keys.range_families(entries):
+        return ()
+    return ((key, entry) for key, entry in entries.items() if not keys.is_exact(key))
+
+
+def render_keys(state: DesiredState, now: datetime) -> Transaction:
+    """The exact keys as ``add element`` commands, for a table rendered with ``keys=False``.
+
+    Restoring a flushed or missing table in two transactions puts the
+    structure (every pool, OP25B and limit rule) in force in a fraction of a
+    second; the million keys follow in the second one.
+    """
+    keys = KeyLayout(state.delegated_lengths())
+    exact: dict[str, list[str]] = {}
+    ranges: dict[str, list[tuple[Prefix, str]]] = {}
+    for kind, sets in keys.exact_sets().items():
+        for version, _, name in sets:
+            exact[name] = []
+            ranges.setdefault(ranges_set(kind, version), [])
+    keys.fill(state.quarantines.items(), None, now, exact, ranges)
+    keys.fill(state.exemptions.items(), EXEMPT, now, exact, ranges)
+    transaction = Transaction(summary=f"keys of revision {state.revision}")
+    for name, elements in exact.items():
+        transaction.elements("add", name, elements)
+    return transaction
+
+
+def render_full(
+    state: DesiredState, now: datetime, counters: Counters | None = None, *, keys: bool = True
+) -> Rendered:
     """The whole table, replacing whatever is there in one transaction.
 
     ``add table`` then ``delete table`` makes the delete safe when the table
     does not exist yet; named counters are carried over by value so that a
     resync does not reset what Prometheus has been scraping.
     """
-    builder = _Builder(state, now, counters or {})
+    builder = _Builder(state, now, counters or {}, keys)
     builder.build()
     body = "\n\n".join(builder.blocks)
     comment = f'\tcomment "managed by edgectl: gateway {state.gateway} revision {state.revision}"'
