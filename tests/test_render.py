@@ -219,3 +219,26 @@ def test_every_key_is_one_element_in_the_set_its_layout_names(
         address = element.split(" ")[0]
         holders = [n for n, els in written.items() if any(e.split(" ")[0] == address for e in els)]
         assert holders == [name], (key, holders)
+
+
+def test_a_table_restored_in_two_steps_is_the_same_table(policy_state: DesiredState) -> None:
+    """Onto no table: the structure first (keys=False), then render_keys; together
+    they hold what one full render does."""
+    from edgectl.agent.render import render_keys
+
+    whole = render_full(policy_state, NOW)
+    structure = render_full(policy_state, NOW, keys=False)
+    assert structure.chain_tags == whole.chain_tags
+    keys = render_keys(policy_state, NOW)
+    assert keys.commands and all(c.startswith("add element") for c in keys.commands)
+    layout = KeyLayout(policy_state.delegated_lengths())
+    exact = {name for sets in layout.exact_sets().values() for _, _, name in sets}
+    for name, elements in whole.set_elements.items():
+        if name not in exact or not elements:
+            # Pools, relays and prefix keys (which shape the rules) come
+            # with the structure.
+            assert structure.set_elements[name] == elements, name
+            continue
+        assert structure.set_elements[name] == []
+        command = next(c for c in keys.commands if f" {name} {{" in c)
+        assert all(element in command for element in elements), name
