@@ -9,9 +9,11 @@ Layout (one element per key, no key stored twice):
 
 * an exact key (IPv4 /32, IPv6 at a delegated length in use) sits in one
   hash set per (mode, family, length): ``q_block_4``, ``q_smtp_6_56``,
-  ``exempt_4``.  Hash sets load as fast as a hand-written script (a verdict
-  map of the same keys costs nft ~1.4x the CPU and 2.4x the memory to
-  load: measured with nftables 1.0.6, bench notes in BENCHMARKS.md);
+  ``exempt_4``.  Hash sets load as fast as a hand-written script; one
+  verdict map of the same 800k keys (``key : goto quarantine_<mode>``)
+  cost nft 1.3-1.5x the CPU and 2.4x the peak memory to load (nftables
+  1.0.6, 2 runs each, interleaved), and a data map (``: mark``) 1.3x and
+  1.9x, so a single-lookup map would break the full-sync budget;
 * any other key (a block of unassigned space) sits in the small interval
   map ``q_ranges_<v>`` (``prefix : jump quarantine_<mode>``) or interval
   set ``exempt_ranges_<v>``.
