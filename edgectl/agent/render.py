@@ -37,7 +37,6 @@ from edgectl.agent.keys import (
 )
 from edgectl.agent.transaction import TABLE, Transaction
 from edgectl.model.delta import StateDelta, patch
-from edgectl.model.keymap import KeyMap
 from edgectl.model.policy import (
     BlockAction,
     DesiredState,
@@ -471,7 +470,7 @@ class Rendered:
 
 def _ranges_only(entries: Mapping[Prefix, V], keys: KeyLayout) -> Iterable[tuple[Prefix, V]]:
     """The entries whose keys are not exact; none to look for if the shapes say so."""
-    if isinstance(entries, KeyMap) and not keys.range_families(entries):
+    if not keys.range_families(entries):  # a KeyMap knows; a dict costs one set of shapes
         return ()
     return ((key, entry) for key, entry in entries.items() if not keys.is_exact(key))
 
