@@ -31,6 +31,9 @@ class ApplyResult:
     revision: int
     seconds: float
     script_bytes: int
+    # Transactions committed (each moves the ruleset generation by one): 2
+    # for a table restored structure first, then keys.
+    commits: int = 1
 
 
 class Dataplane:
@@ -84,10 +87,16 @@ class Dataplane:
                 keys = render_keys(state, now)
                 if not keys:
                     return first
-                done = self._commit(keys, "full", state.revision, start)
-                return ApplyResult(
-                    "full", state.revision, done.seconds, first.script_bytes + done.script_bytes
-                )
+                try:
+                    done = self._commit(keys, "full", state.revision, start)
+                except NftError as error:
+                    # Not "kernel unchanged": the structure is in force.
+                    raise NftError(
+                        f"revision {state.revision}: structure in force, its keys refused "
+                        f"({error.message})"
+                    ) from None
+                size = first.script_bytes + done.script_bytes
+                return ApplyResult("full", state.revision, done.seconds, size, commits=2)
             counters: Counters = self.counters()
             transaction = render_full(state, now, counters).transaction
             return self._commit(transaction, "full", state.revision, start)

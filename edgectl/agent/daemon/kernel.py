@@ -8,8 +8,9 @@ monitor share them, so every kernel operation holds ``lock``.
 Own commits versus foreign ones: every committed nf_tables transaction bumps
 the ruleset generation by exactly one (checked on 6.x with nftables 1.0.6),
 so reading the generation just before our commit tells which generation is
-ours (before + 1).  ``expected`` is that number; a generation that differs
-from it means someone else committed since, and the drift monitor looks.
+ours (before + 1, or + 2 for a table restored structure first, then keys).
+``expected`` is that number; a generation that differs from it means
+someone else committed since, and the drift monitor looks.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ class Kernel:
                 self.suspect = True
             if result.kind == "none":
                 return Commit(result, self.expected if self.expected is not None else before)
-            self.expected = before + 1
-            return Commit(result, before + 1)
+            self.expected = before + result.commits
+            return Commit(result, self.expected)
 
     def full_sync(self, state: DesiredState, now: datetime | None = None) -> Commit:
         return self._commit(lambda: self._dataplane.full_sync(state, now))
