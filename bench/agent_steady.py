@@ -7,7 +7,15 @@ the steady state of a gateway nobody is changing.  (Seeding a million
 accounts and quarantines into the real controller would measure the
 controller's seeding, not the agent.)
 
-.venv/bin/python bench/agent_steady.py [--keys 1000000] [--seconds 60]
+.venv/bin/python bench/agent_steady.py [--keys 1000000] [--seconds 20] [--reps 3]
+
+Each round first loads the hand-written script of the same keys with
+``nft -f`` into a fresh namespace (the baseline, same run, interleaved),
+then: agent cold start, steady RSS/CPU, ``nft flush ruleset`` and the
+repair (structure back, then keys back), agent restart from its state file.
+Ratios are per round (agent phase / that round's raw load); rows are
+medians over rounds with min-max.  (One delta on a million keys is
+bench/agent_delta_path.py.)
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -27,10 +36,20 @@ from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BENCH_BASE, build_state, install_signal_handlers, namespace, run, run_id
+from _common import (
+    BENCH_BASE,
+    build_state,
+    handwritten_script,
+    install_signal_handlers,
+    machine,
+    namespace,
+    run,
+    run_id,
+)
+from _results import Row, emit
 from agent_common import Probe, agents, cpu_seconds, rss_mib, wait_for, write_agent
 
-from edgectl.model import DesiredState, Prefix, Quarantine, QuarantineMode
+from edgectl.model import DesiredState, QuarantineMode
 from edgectl.model.delta import diff
 from edgectl.model.serial import delta_to_data, state_to_data
 
@@ -125,25 +144,25 @@ def log_has(path: Path, text: str) -> bool:
     return text in path.read_text(errors="replace")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    args = parser.parse_args()
-    install_signal_handlers()
-    rid = run_id()
-    t = time.monotonic()
-    state = replace(build_state(args.keys, expiring_fraction=0.0), gateway=GATEWAY, revision=1)
-    print(
-        f"built a {len(state.quarantines) + len(state.exemptions):,}-key state in "
-        f"{time.monotonic() - t:.1f} s"
-    )
+def _raw_load(script: Path, rid: str, rep: int) -> float:
+    """The baseline: ``nft -f`` of the hand-written script of the same keys, fresh namespace."""
+    with namespace(f"{BENCH_BASE}-{rid}-raw-{rep}") as ns:
+        start = time.monotonic()
+        run(["ip", "netns", "exec", ns, "nft", "-f", str(script)])
+        return time.monotonic() - start
+
+
+def one_round(
+    state: DesiredState, args: argparse.Namespace, rid: str, rep: int, script: Path
+) -> dict[str, float]:
+    """Raw load, then the agent: cold start, steady state, drift repair, restart."""
+    got = {"raw": _raw_load(script, rid, rep)}
+    print(f"  rep {rep + 1}: raw nft -f {got['raw']:.2f} s", flush=True)
     stand_in = StandIn(state)
-    print(f"snapshot body {len(stand_in.snapshot) / 1e6:.0f} MB")
     key = first_key(state)
     with tempfile.TemporaryDirectory(prefix="edgectl-bench-steady-") as root, ExitStack() as stack:
         workdir = Path(root)
-        ns = stack.enter_context(namespace(f"{BENCH_BASE}-{rid}-steady"))
+        ns = stack.enter_context(namespace(f"{BENCH_BASE}-{rid}-steady-{rep}"))
         server, port = stand_in.serve()
         stack.callback(server.shutdown)
         config = write_agent(workdir, GATEWAY, "edg_bench", ns, f"http://127.0.0.1:{port}")
@@ -154,15 +173,11 @@ def main() -> None:
         # 1. Cold start: no state file, the snapshot comes from the controller.
         started = time.monotonic()
         with agents([config], workdir) as procs:
-            wait_for(lambda: probe.has("q_smtp_4", key), 600, "cold start")
-            cold = time.monotonic() - started
+            wait_for(lambda: probe.has("q_smtp_4", key), 600, "cold start", step=0.01)
+            got["cold"] = time.monotonic() - started
             pid = procs[0].pid
             wait_for(lambda: (config.parent / "state" / "applied.json").exists(), 600, "persist")
-            persisted = time.monotonic() - started
-            print(
-                f"cold start (fetch + parse + full sync of the snapshot): {cold:.1f} s; "
-                f"state file written {persisted:.1f} s after start"
-            )
+            print(f"  rep {rep + 1}: cold start {got['cold']:.2f} s", flush=True)
             time.sleep(2)  # let the state-file writer and first report settle before sampling
             # 2. Steady state: nothing changes.
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
@@ -170,51 +185,142 @@ def main() -> None:
             while time.monotonic() - t0 < args.seconds:
                 rss.append(rss_mib(pid))
                 time.sleep(1)
-            cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+            got["cpu"] = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+            got["rss"] = max(rss)
+            got["hwm"] = rss_mib(pid, "VmHWM")
             print(
-                f"steady state over {args.seconds:.0f} s: CPU {cpu * 100:.2f} % of one core, "
-                f"RSS {max(rss):.0f} MiB (peak {rss_mib(pid, 'VmHWM'):.0f} MiB)"
+                f"  rep {rep + 1}: steady {args.seconds:.0f} s: CPU {got['cpu'] * 100:.2f} % "
+                f"of a core, RSS {got['rss']:.0f} MiB (peak {got['hwm']:.0f} MiB)",
+                flush=True,
             )
-            # 3. One quarantine on top of a million.
-            extra = Prefix.parse("100.127.255.254")
-            new = replace(
-                state,
-                revision=2,
-                quarantines={**state.quarantines, extra: Quarantine(extra, QuarantineMode.SMTP)},
-            )
-            stand_in.prepare(new)
-            sent = time.monotonic()
-            stand_in.advance()
-            wait_for(
-                lambda: probe.has("q_smtp_4", socket.inet_aton("100.127.255.254")),
-                60,
-                "one delta",
-                step=0.001,
-            )
-            print(
-                f"one quarantine delta on a {args.keys:,}-key gateway: "
-                f"{(time.monotonic() - sent) * 1000:.1f} ms from answer to element in force"
-            )
-            wait_for(lambda: log_has(log, "revision 2 in force"), 60, "log line")
-            line = next(x for x in log.read_text().splitlines() if "revision 2 in force" in x)
-            print(f"  agent's own account: {line.split('edgectl.agent: ')[1]}")
-            # 4. Drift: someone flushes the ruleset.
-            time.sleep(2)
-            run(["ip", "netns", "exec", ns, "nft", "flush", "ruleset"])
+            # 3. Drift: someone flushes the ruleset.
+            # The clock starts before the flush command: the agent may repair
+            # while that process is still exiting.
             flushed = time.monotonic()
+            run(["ip", "netns", "exec", ns, "nft", "flush", "ruleset"])
+            wait_for(probe.has_table, 120, "structure back", step=0.01)
+            got["structure"] = time.monotonic() - flushed
             wait_for(lambda: probe.has("q_smtp_4", key), 120, "repair", step=0.01)
+            got["repair"] = time.monotonic() - flushed
             print(
-                f"nft flush ruleset -> repaired (full sync of {args.keys:,} keys) in "
-                f"{time.monotonic() - flushed:.1f} s"
+                f"  rep {rep + 1}: nft flush ruleset -> table back {got['structure']:.2f} s, "
+                f"keys back {got['repair']:.2f} s",
+                flush=True,
             )
-        # 5. Restart from the state file (controller answers only after the restore).
+        # 4. Restart from the state file (controller answers only after the restore).
         restarted = time.monotonic()
         with agents([config], workdir):
-            wait_for(lambda: log_has(log, "restored revision"), 600, "restore", step=0.05)
-            print(
-                f"restart: last-known-good restored from disk in "
-                f"{time.monotonic() - restarted:.1f} s"
+            wait_for(lambda: log_has(log, "restored revision"), 600, "restore", step=0.02)
+            got["restart"] = time.monotonic() - restarted
+            print(f"  rep {rep + 1}: restart from disk {got['restart']:.2f} s", flush=True)
+    return got
+
+
+def _label(keys: int) -> str:
+    return f"{keys // 1000}k" if keys < 1_000_000 else f"{keys // 1_000_000}m"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    install_signal_handlers()
+    rid = run_id()
+    print(f"# agent_steady: {args.keys:,} keys, {args.reps} rounds")
+    print(f"machine: {machine()}")
+    t = time.monotonic()
+    state = replace(build_state(args.keys, expiring_fraction=0.0), gateway=GATEWAY, revision=1)
+    print(
+        f"built a {len(state.quarantines) + len(state.exemptions):,}-key state in "
+        f"{time.monotonic() - t:.1f} s"
+    )
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="edgectl-bench-raw-") as tmp:
+        script = Path(tmp, "handwritten.nft")
+        script.write_text(handwritten_script(state))
+        for rep in range(args.reps):
+            rounds.append(one_round(state, args, rid, rep, script))
+    command = (
+        f".venv/bin/python bench/agent_steady.py --keys {args.keys} --reps {args.reps} "
+        f"--seconds {args.seconds:g}"
+    )
+    size = _label(args.keys)
+
+    def ratio_row(key: str, phase: str, limit: float, target: str, clock: str) -> None:
+        ratios = [r[phase] / r["raw"] for r in rounds]
+        value = statistics.median(ratios)
+        emit(
+            Row(
+                key=key,
+                target=target,
+                value=value,
+                low=min(ratios),
+                high=max(ratios),
+                unit="x raw nft -f",
+                clock=clock,
+                runs=len(ratios),
+                met=value <= limit,
+                command=command,
             )
+        )
+
+    ratio_row(
+        f"cold_start_{size}",
+        "cold",
+        2.0,
+        f"agent cold start, {args.keys:,} keys <= 2x raw nft -f",
+        "agent process start (no state file) -> a key in the kernel; raw: nft -f, fresh netns",
+    )
+    ratio_row(
+        f"restart_from_disk_{size}",
+        "restart",
+        2.0,
+        f"agent restart from disk, {args.keys:,} keys <= 2x raw nft -f",
+        "agent process start (state file) -> 'restored revision' logged (after its commit)",
+    )
+    ratio_row(
+        f"drift_repair_{size}",
+        "repair",
+        1.5,
+        f"drift repair after nft flush ruleset, {args.keys:,} keys <= 1.5x raw nft -f",
+        "nft flush ruleset started -> a key back in the kernel",
+    )
+    for key, field, limit, unit, target, clock in (
+        (
+            "drift_structure_first",
+            "structure",
+            1.0,
+            "s",
+            "after nft flush ruleset, the table's structure back within 1 s",
+            "nft flush ruleset started -> table inet edgectl exists again (netlink probe)",
+        ),
+        (
+            f"agent_rss_{size}",
+            "rss",
+            400.0,
+            "MiB",
+            f"agent RSS steady at {args.keys:,} keys <= 400 MiB",
+            "max VmRSS sampled each second over the steady window",
+        ),
+    ):
+        values = [r[field] for r in rounds]
+        value = statistics.median(values)
+        emit(
+            Row(
+                key=key,
+                target=target,
+                value=value,
+                low=min(values),
+                high=max(values),
+                unit=unit,
+                clock=clock,
+                runs=len(values),
+                met=value <= limit,
+                command=command,
+            )
+        )
 
 
 if __name__ == "__main__":

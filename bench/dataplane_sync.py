@@ -56,6 +56,7 @@ from _common import (
     run_id,
     settle,
 )
+from _results import Row, emit
 
 from edgectl.agent.apply import Dataplane
 from edgectl.agent.nft import Nft
@@ -286,6 +287,7 @@ def main() -> int:
         ["candidate", "n", "median", "min-max (s)", "vs raw nft -f", "CPU median", "CPU vs raw"],
         rows,
     )
+    _emit_ratios(args, times, cpu_times)
     print_table(
         "Peak RSS per process (ru_maxrss; median over repetitions)",
         ["process", "MiB", "min-max"],
@@ -298,6 +300,39 @@ def main() -> int:
         ],
     )
     return 0
+
+
+def _emit_ratios(
+    args: argparse.Namespace, times: dict[str, list[float]], cpu_times: dict[str, list[float]]
+) -> None:
+    """Per-repetition ratios (edgectl and raw ran in the same repetition, interleaved)."""
+    pairs = min(len(times[RAW]), len(times[EDGECTL]))
+    if not pairs:
+        return
+    size = f"{args.keys // 1000}k" if args.keys < 1_000_000 else f"{args.keys // 1_000_000}m"
+    command = (
+        f".venv/bin/python bench/dataplane_sync.py --keys {args.keys} "
+        f"--pool-prefixes {args.pool_prefixes} --reps {args.reps} --no-cli"
+    )
+    for suffix, label, series in (("", "wall", times), ("_cpu", "CPU", cpu_times)):
+        ratios = [series[EDGECTL][i] / series[RAW][i] for i in range(pairs)]
+        value = median(ratios)
+        emit(
+            Row(
+                key=f"full_sync_{size}{suffix}",
+                target=f"full sync {args.keys:,} keys + {args.pool_prefixes:,} pools "
+                f"<= 1.25x raw nft -f ({label})",
+                value=value,
+                low=min(ratios),
+                high=max(ratios),
+                unit=f"x raw nft -f ({label})",
+                clock="fresh process: build state, render, one libnftables commit; "
+                "raw: nft -f of hand-written sets",
+                runs=pairs,
+                met=value <= 1.25,
+                command=command,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgectl.agent.render import exemption_slot, quarantine_slot, render_delta, render_full
+from edgectl.agent.keys import EXEMPT, KeyLayout, needs_full_sync
+from edgectl.agent.render import render_delta, render_full
 from edgectl.model import DesiredState, Exemption, Prefix, Quarantine, QuarantineMode
 from edgectl.model.delta import diff
 from edgectl.model.policy import BlockAction, GatewaySettings, Hook
@@ -48,11 +49,18 @@ def test_full_sync_golden_untracked_non_mail(policy_state: DesiredState) -> None
     script = str(render_full(state, NOW).transaction)
     _golden("full-untracked.nft", script)
     forward = script.split("chain forward {")[1].split("\n\t}")[0]
-    # Untracked packets are never established: the held-key lookup comes first,
-    # and only new mail connections reach the limits.
+    # Untracked packets are never established: "block" is looked up on every
+    # packet, the other modes on opening packets, and only new mail
+    # connections reach the smtp set and the limits.
     assert "ct state established" not in forward
-    assert forward.index("tcp flags & (syn | ack) != syn accept") < forward.index("@q_any_4")
-    assert forward.index("@q_any_4") < forward.index("ct state new jump mail")
+    assert forward.index("@q_block_4") < forward.index("tcp flags & (syn | ack) != syn accept")
+    assert forward.index("tcp flags & (syn | ack) != syn accept") < forward.index(
+        "@q_walled_garden_4"
+    )
+    assert forward.index("@q_walled_garden_4") < forward.index("ct state new jump mail")
+    assert "@q_smtp_4" not in forward
+    mail = script.split("chain mail {")[1].split("\n\t}")[0]
+    assert mail.index("@q_smtp_4 goto quarantine_smtp") < mail.index("vmap @pools_4")
 
 
 def test_untracked_without_ct_count_caps_uses_no_conntrack(policy_state: DesiredState) -> None:
@@ -67,9 +75,14 @@ def test_untracked_without_ct_count_caps_uses_no_conntrack(policy_state: Desired
     # conntrack and defrag hooks for every packet of the namespace.
     assert re.search(r"\bct |notrack|priority raw", script) is None
     forward = script.split("chain forward {")[1].split("\n\t}")[0]
-    # Only an opening SYN goes on past the first rule: one full check a connection.
-    assert forward.index("tcp flags & (syn | ack) != syn accept") < forward.index("@q_any_4")
-    assert forward.index("@q_any_4") < forward.index("tcp dport { 25, 465, 587 } jump mail")
+    # Only an opening SYN goes on past the block lookup and the flags rule.
+    assert forward.index("@q_block_4") < forward.index("tcp flags & (syn | ack) != syn accept")
+    assert forward.index("tcp flags & (syn | ack) != syn accept") < forward.index(
+        "@q_walled_garden_4"
+    )
+    assert forward.index("@q_walled_garden_4") < forward.index(
+        "tcp dport { 25, 465, 587 } jump mail"
+    )
 
 
 def test_keyed_hash_sets_are_collected_once_a_minute(policy_state: DesiredState) -> None:
@@ -127,8 +140,8 @@ def test_delta_cost_does_not_depend_on_set_size(policy_state: DesiredState) -> N
         big, revision=9, quarantines={**big.quarantines, key: Quarantine(key, QuarantineMode.SMTP)}
     )
     script = str(render_delta(big, diff(big, grown), NOW))
-    # add, delete, add in its mode's set and in the union of held keys: nothing else
-    assert script.count("100.64.0.99") == 6
+    # add, delete, add in its mode's set (the one element it has): nothing else
+    assert script.count("100.64.0.99") == 3
     assert "100.64.100." not in script
 
 
@@ -151,8 +164,6 @@ def test_adjacent_prefixes_of_one_pool_are_one_interval(policy_state: DesiredSta
 def test_the_prefix_quarantine_rule_exists_only_with_prefix_quarantines(
     policy_state: DesiredState,
 ) -> None:
-    from edgectl.agent.render import needs_full_sync
-
     ranges_key = Prefix.parse("100.64.9.0/24")
     without = replace(
         policy_state,
@@ -173,11 +184,11 @@ def test_the_prefix_quarantine_rule_exists_only_with_prefix_quarantines(
     assert not needs_full_sync(without, diff(without, exact))
 
 
-def test_full_render_puts_every_key_where_the_delta_path_looks_for_it(
+def test_every_key_is_one_element_in_the_set_its_layout_names(
     policy_state: DesiredState,
 ) -> None:
-    """render_full's hot loop and quarantine_slot/exemption_slot (deltas, plan)
-    classify keys separately, for speed; they must never disagree."""
+    """One element per key (no union sets): the full render writes each key
+    once, where ``KeyLayout.place`` (deltas, plan, read-back) looks for it."""
     quarantines = dict(policy_state.quarantines)
     exemptions = dict(policy_state.exemptions)
     extra = {
@@ -194,10 +205,40 @@ def test_full_render_puts_every_key_where_the_delta_path_looks_for_it(
         exemptions[key] = Exemption(key, None)
     state = replace(policy_state, quarantines=quarantines, exemptions=exemptions)
     rendered = render_full(state, NOW)
-    lengths = state.delegated_lengths()
-    slots = [quarantine_slot(k, q.mode, lengths) for k, q in quarantines.items()]
-    slots += [exemption_slot(k, lengths) for k in exemptions]
-    assert any(slot.interval for slot in slots) and any(not slot.interval for slot in slots)
-    for slot in slots:
-        written = [re.sub(r" timeout \d+s", "", e) for e in rendered.set_elements[slot.set_name]]
-        assert slot.element in written, (slot, rendered.set_elements[slot.set_name])
+    keys = KeyLayout(state.delegated_lengths())
+    held = [(k, q.mode) for k, q in quarantines.items()] + [(k, EXEMPT) for k in exemptions]
+    placed = [(key, *keys.place(key, kind, None)) for key, kind in held]
+    assert {exact for *_, exact in placed} == {True, False}
+    written = {
+        name: [re.sub(r" timeout \d+s", "", e) for e in elements]
+        for name, elements in rendered.set_elements.items()
+    }
+    for key, name, element, _ in placed:
+        assert element in written[name], (key, name, written[name])
+        # ...and in no other set: every key is stored once.
+        address = element.split(" ")[0]
+        holders = [n for n, els in written.items() if any(e.split(" ")[0] == address for e in els)]
+        assert holders == [name], (key, holders)
+
+
+def test_a_table_restored_in_two_steps_is_the_same_table(policy_state: DesiredState) -> None:
+    """Onto no table: the structure first (keys=False), then render_keys; together
+    they hold what one full render does."""
+    from edgectl.agent.render import render_keys
+
+    whole = render_full(policy_state, NOW)
+    structure = render_full(policy_state, NOW, keys=False)
+    assert structure.chain_tags == whole.chain_tags
+    keys = render_keys(policy_state, NOW)
+    assert keys.commands and all(c.startswith("add element") for c in keys.commands)
+    layout = KeyLayout(policy_state.delegated_lengths())
+    exact = {name for sets in layout.exact_sets().values() for _, _, name in sets}
+    for name, elements in whole.set_elements.items():
+        if name not in exact or not elements:
+            # Pools, relays and prefix keys (which shape the rules) come
+            # with the structure.
+            assert structure.set_elements[name] == elements, name
+            continue
+        assert structure.set_elements[name] == []
+        command = next(c for c in keys.commands if f" {name} {{" in c)
+        assert all(element in command for element in elements), name

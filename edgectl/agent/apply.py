@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent import kernel_write
 from edgectl.agent.flow_cut import FlowCutter
+from edgectl.agent.keys import needs_full_sync
 from edgectl.agent.netns import inside
-from edgectl.agent.nft import Nft, NftError
-from edgectl.agent.render import Counters, needs_full_sync, render_delta, render_full
+from edgectl.agent.nft import Nft, NftError, release_heap
+from edgectl.agent.render import Counters, render_delta, render_full, render_keys
 from edgectl.agent.transaction import TABLE, Transaction
 from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import DesiredState
@@ -31,6 +32,9 @@ class ApplyResult:
     revision: int
     seconds: float
     script_bytes: int
+    # Transactions committed (each moves the ruleset generation by one): 2
+    # for a table restored structure first, then keys.
+    commits: int = 1
 
 
 class Dataplane:
@@ -69,22 +73,50 @@ class Dataplane:
     def full_sync(
         self, state: DesiredState, now: datetime | None = None, carried: Counters | None = None
     ) -> ApplyResult:
-        """Replace the table; named counters keep their values.
+        """Replace the table with ``state``; named counters keep their values.
 
         ``carried`` is the caller's last reading: it fills in the counters the
         kernel no longer has (a flushed ruleset), so a repair does not reset
         what Prometheus has been scraping.  What the kernel still has wins.
         """
         with FlowCutter(self.sock).after_full(state, now):
-            return self._full_sync(state, now, carried)
+            return self._full_sync(state, now or datetime.now(UTC), carried)
 
     def _full_sync(
-        self, state: DesiredState, now: datetime | None, carried: Counters | None
+        self, state: DesiredState, now: datetime, carried: Counters | None
     ) -> ApplyResult:
+        """With no table there (start-up on a fresh boot, a flushed ruleset),
+        nothing is lost by two transactions: the structure first - every
+        chain, pool, OP25B and limit rule in force within a fraction of a
+        second - then the keys.  Replacing an existing table stays one
+        transaction, so a structural change never shows a table without its
+        keys.
+        """
         start = time.perf_counter()
-        counters: Counters = {**(carried or {}), **self.counters()}
-        transaction = render_full(state, now or datetime.now(UTC), counters).transaction
-        return self._commit(transaction, "full", state.revision, start)
+        try:
+            counters: Counters = {**(carried or {}), **self.counters()}
+            if not self.table_exists():
+                structure = render_full(state, now, counters, keys=False).transaction
+                first = self._commit(structure, "full", state.revision, start)
+                keys = render_keys(state, now)
+                if not keys:
+                    return first
+                try:
+                    done = self._commit(keys, "full", state.revision, start)
+                except NftError as error:
+                    # Not "kernel unchanged": the structure is in force.
+                    raise NftError(
+                        f"revision {state.revision}: structure in force, its keys refused "
+                        f"({error.message})"
+                    ) from None
+                size = first.script_bytes + done.script_bytes
+                return ApplyResult("full", state.revision, done.seconds, size, commits=2)
+            transaction = render_full(state, now, counters).transaction
+            return self._commit(transaction, "full", state.revision, start)
+        finally:
+            # libnftables parses a 20-40 MB script into ~10x that of heap;
+            # glibc keeps the freed pages unless asked to give them back.
+            release_heap()
 
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent.conntrack import Cut, cut_flows
-from edgectl.agent.render import needs_full_sync
+from edgectl.agent.keys import needs_full_sync
 from edgectl.model.delta import StateDelta
 from edgectl.model.policy import DesiredState, Quarantine, QuarantineMode
 from edgectl.model.prefix import Prefix

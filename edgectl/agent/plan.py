@@ -22,17 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgectl.agent import kernel_readback as kr
+from edgectl.agent.keys import EXEMPT, KeyLayout, needs_full_sync
 from edgectl.agent.nft import Nft, NftError
 from edgectl.agent.persist import Applied
-from edgectl.agent.render import (
-    QUARANTINED,
-    Rendered,
-    exact_set,
-    exemption_slot,
-    needs_full_sync,
-    quarantine_slot,
-    render_full,
-)
+from edgectl.agent.render import Rendered, render_full
 from edgectl.model.delta import diff
 from edgectl.model.policy import DesiredState
 
@@ -123,17 +116,11 @@ def _interval_drift(nft: Nft, expected: Rendered, layout: kr.TableLayout) -> lis
 
 def _only_interval_keys(state: DesiredState) -> DesiredState:
     """Drop exact-key entries, so rendering for comparison stays cheap at 1M keys."""
-    lengths = state.delegated_lengths()
+    keys = KeyLayout(state.delegated_lengths())
     return replace(
         state,
-        quarantines={
-            k: q
-            for k, q in state.quarantines.items()
-            if quarantine_slot(k, q.mode, lengths).interval
-        },
-        exemptions={
-            k: e for k, e in state.exemptions.items() if exemption_slot(k, lengths).interval
-        },
+        quarantines={k: q for k, q in state.quarantines.items() if not keys.is_exact(k)},
+        exemptions={k: e for k, e in state.exemptions.items() if not keys.is_exact(k)},
     )
 
 
@@ -145,22 +132,18 @@ def _key_bytes(element: str) -> bytes:
 def _missing_keys(
     sock: kr.NfNetlink, state: DesiredState, now: datetime
 ) -> tuple[list[str], list[str]]:
-    lengths = state.delegated_lengths()
+    place = KeyLayout(state.delegated_lengths()).place
     by_set: dict[str, list[str]] = {}
     for key, q in state.quarantines.items():
-        if q.expires is not None and q.expires <= now:
-            continue
-        slot = quarantine_slot(key, q.mode, lengths)
-        if not slot.interval:
-            by_set.setdefault(slot.set_name, []).append(slot.element)
-            union = exact_set(QUARANTINED, key.version, key.length)
-            by_set.setdefault(union, []).append(slot.element)
+        if q.expires is None or q.expires > now:
+            name, element, exact = place(key, q.mode, None)
+            if exact:
+                by_set.setdefault(name, []).append(element)
     for key, e in state.exemptions.items():
-        if e.expires is not None and e.expires <= now:
-            continue
-        slot = exemption_slot(key, lengths)
-        if not slot.interval:
-            by_set.setdefault(slot.set_name, []).append(slot.element)
+        if e.expires is None or e.expires > now:
+            name, element, exact = place(key, EXEMPT, None)
+            if exact:
+                by_set.setdefault(name, []).append(element)
     drift: list[str] = []
     notes: list[str] = []
     for name, elements in sorted(by_set.items()):

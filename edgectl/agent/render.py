@@ -5,8 +5,9 @@ The packet path is shaped by what nftables costs (ARCHITECTURE.md):
 * packets of established flows leave at the first rule, so non-mail traffic
   pays one conntrack check and mail traffic one more port check;
 * quarantines and exemptions live in hash sets of exact subscriber keys
-  (IPv4 /32, IPv6 saddr masked to the pool's delegated length), so a change
-  is an element add/delete whose cost does not grow with the set;
+  (IPv4 /32, IPv6 saddr masked to the pool's delegated length), one
+  element per key, placed by ``keys.KeyLayout`` alone; a change is an
+  element add/delete whose cost does not grow with the set;
 * pools, relays and prefix quarantines are interval sets: they change
   rarely, and a change to them is a full sync;
 * rate and concurrency meters are dynamic sets with a size bound.
@@ -20,12 +21,22 @@ from __future__ import annotations
 
 import hashlib
 import math
-import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
+from edgectl.agent.keys import (
+    EXEMPT,
+    MODE_LAYOUT,
+    KeyLayout,
+    Kind,
+    layout_for,
+    layout_of,
+    needs_full_sync,
+    ranges_set,
+    seconds_left,
+)
 from edgectl.agent.transaction import TABLE, Transaction
 from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import (
@@ -34,7 +45,6 @@ from edgectl.model.policy import (
     Hook,
     Pool,
     PoolKind,
-    Quarantine,
     QuarantineMode,
     RateLimitProfile,
 )
@@ -47,17 +57,11 @@ LOG_PREFIX = "edgectl"
 # expired element stops matching at once whatever the interval (lookups
 # check the expiry), so a longer one only delays freeing its memory.
 KEY_GC_SECONDS = 60
-MODES = (QuarantineMode.BLOCK, QuarantineMode.WALLED_GARDEN, QuarantineMode.SMTP)
-QUARANTINED = "q_any"  # every exact quarantine key, whatever its mode
 # How long a connection held back by a cap is remembered: longer than TCP's
 # SYN retries take to give up on the first few resends (1, 3, 7 s).
 DEFERRED_SECONDS = 30
-
 Counters = Mapping[str, tuple[int, int]]
-
-
-def mode_id(mode: QuarantineMode) -> str:
-    return mode.value.replace("-", "_")
+V = TypeVar("V")
 
 
 def _family_keyword(version: int) -> str:
@@ -73,71 +77,6 @@ def _ports(ports: Iterable[int]) -> str:
     return str(listed[0]) if len(listed) == 1 else "{ " + ", ".join(map(str, listed)) + " }"
 
 
-def _seconds_left(expires: datetime | None, now: datetime) -> int | None:
-    """Whole seconds until ``expires`` (rounded up); 0 if already past; None if never."""
-    if expires is None:
-        return None
-    return max(0, math.ceil((expires - now).total_seconds()))
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Which kernel set holds a subscriber key, and how the key is written there."""
-
-    set_name: str
-    element: str
-    interval: bool
-
-
-def exact_set(kind: str, version: int, length: int) -> str:
-    """``q_block_4``, ``q_smtp_6_56``, ``exempt_6_64``: one hash set per key length."""
-    return f"{kind}_4" if version == 4 else f"{kind}_6_{length}"
-
-
-def quarantine_slot(key: Prefix, mode: QuarantineMode, lengths: tuple[int, ...]) -> Slot:
-    kind = f"q_{mode_id(mode)}"
-    if (key.is_host and key.version == 4) or (key.version == 6 and key.length in set(lengths)):
-        return Slot(exact_set(kind, key.version, key.length), key.address, interval=False)
-    # A key that is not one subscriber (a whole block of unassigned space)
-    # needs an interval map; those are few, so their cost stays small.
-    return Slot(f"q_ranges_{key.version}", f"{key} : jump quarantine_{mode_id(mode)}", True)
-
-
-def exemption_slot(key: Prefix, lengths: tuple[int, ...]) -> Slot:
-    if (key.is_host and key.version == 4) or (key.version == 6 and key.length in set(lengths)):
-        return Slot(exact_set("exempt", key.version, key.length), key.address, interval=False)
-    return Slot(f"exempt_ranges_{key.version}", str(key), interval=True)
-
-
-def range_families(quarantines: Mapping[Prefix, Quarantine], lengths: tuple[int, ...]) -> set[int]:
-    """IP versions with at least one prefix (interval) quarantine, expired or not."""
-    return {
-        key.version
-        for key, q in quarantines.items()
-        if quarantine_slot(key, q.mode, lengths).interval
-    }
-
-
-def needs_full_sync(old: DesiredState, delta: StateDelta) -> bool:
-    """Whether a delta changes the chains, not only set elements."""
-    if delta.structure is not None:
-        return True
-    lengths = old.delegated_lengths()
-    touched = [*delta.quarantines.removals, *(q.key for q in delta.quarantines.upserts)]
-    if not any(quarantine_slot(key, QuarantineMode.BLOCK, lengths).interval for key in touched):
-        return False  # cheap answer for the common case: exact keys only
-    new = patch(old, delta)
-    return range_families(old.quarantines, lengths) != range_families(new.quarantines, lengths)
-
-
-def _with_timeout(element: str, seconds: int | None) -> str:
-    if seconds is None:
-        return element
-    # "key timeout Ns" for sets, "key timeout Ns : verdict" for maps.
-    key, colon, verdict = element.partition(" : ")
-    return f"{key} timeout {seconds}s{colon}{verdict}"
-
-
 def _tag(chain: str, rule: str) -> str:
     """A rule's identity, stored as its comment, so read-back can compare rules.
 
@@ -151,12 +90,20 @@ def _tag(chain: str, rule: str) -> str:
 class _Builder:
     """Accumulates the body of ``table inet edgectl { ... }``."""
 
-    def __init__(self, state: DesiredState, now: datetime, counters: Counters) -> None:
+    def __init__(
+        self, state: DesiredState, now: datetime, counters: Counters, keys: bool = True
+    ) -> None:
         self.state = state
+        # False: the exact-key hash sets are declared empty (render_keys
+        # fills them in a second transaction).
+        self.with_keys = keys
         self.now = now
         self.counters = counters
         self.settings = state.settings
         self.lengths = state.delegated_lengths()
+        self.keys = KeyLayout(self.lengths)
+        # IP versions with prefix quarantines: learnt while placing the keys.
+        self.range_families: set[int] = set()
         self.blocks: list[str] = []
         self.chain_tags: dict[str, list[str]] = {}
         self.set_elements: dict[str, list[str]] = {}
@@ -236,8 +183,7 @@ class _Builder:
         profiles = self.profiles
         self._counters(profiles)
         self._address_sets()
-        self._quarantine_sets()
-        self._exemption_sets()
+        self._keyed_sets()
         for pool in state.pools:
             self._meter_sets(pool, profiles)
         self._deferred_sets()
@@ -246,15 +192,16 @@ class _Builder:
             self._limit_chains(profile)
         for pool in state.pools:
             self._pool_chains(pool, profiles)
-        self.chain("mail", ["ip saddr vmap @pools_4", "ip6 saddr vmap @pools_6"])
-        self._dispatch_chains()
+        self.chain(
+            "mail", [*self._held_rules("mail"), "ip saddr vmap @pools_4", "ip6 saddr vmap @pools_6"]
+        )
         self._untracked_chains()
         for hook in self.settings.hooks:
             self.chain(hook.value, self._gate_rules(), base_hook=hook.value)
 
     def _counters(self, profiles: Mapping[str, RateLimitProfile]) -> None:
-        for mode in MODES:
-            self.counter(f"quarantine_{mode_id(mode)}")
+        for mode in MODE_LAYOUT:
+            self.counter(mode.target)
         for pool in self.state.pools:
             if pool.kind is PoolKind.DYNAMIC:
                 self.counter(f"op25b_{pool.name}")
@@ -299,61 +246,30 @@ class _Builder:
     def _pool_has_chain(self, pool: Pool) -> bool:
         return pool.kind is PoolKind.DYNAMIC or pool.rate_limit is not None
 
-    def _keyed_sets(
-        self,
-        entries: Mapping[Prefix, Any],
-        kind_of: Mapping[Any, str],
-        ranges_name: str,
-        range_element: Callable[[Prefix, Any], str],
-        union: str | None = None,
-    ) -> None:
-        """Hash sets of exact keys plus one interval set/map for the rest.
+    def _keyed_sets(self) -> None:
+        """Every held key into the set ``KeyLayout.place`` names for it.
 
-        ``kind_of`` maps an entry's mode (None for exemptions) to its set
-        family.  This is the hot loop of a full sync with a million keys:
-        Slot objects, Prefix.address and per-entry calls would triple its
-        cost, so it works on the raw tuple and precomputed lists.
+        The hot loop of a full sync with a million keys: one tuple-level
+        call per key, no per-key object.  Expired entries are left out
+        (the kernel would time them out at once).
         """
-        lengths = self.lengths
-        now = self.now
-        ntoa = socket.inet_ntoa
         exact: dict[str, list[str]] = {}
-        v4_target: dict[Any, list[str]] = {}
-        v6_target: dict[tuple[Any, int], list[str]] = {}
-        for mode, kind in kind_of.items():
-            v4_target[mode] = exact.setdefault(exact_set(kind, 4, 32), [])
-            for length in lengths:
-                v6_target[mode, length] = exact.setdefault(exact_set(kind, 6, length), [])
-        # The union of all modes: one lookup finds out whether a packet's
-        # source is held at all, which is all a non-held packet pays.
-        union4: list[str] = exact.setdefault(exact_set(union, 4, 32), []) if union else []
-        union6 = {
-            length: exact.setdefault(exact_set(union, 6, length), []) if union else []
-            for length in lengths
+        ranges: dict[str, list[tuple[Prefix, str]]] = {}
+        for kind, sets in self.keys.exact_sets().items():
+            for version, _, name in sets:
+                exact[name] = []
+                ranges.setdefault(ranges_set(kind, version), [])
+        fill = self.keys.fill
+        quarantines, exemptions = self.state.quarantines, self.state.exemptions
+        if not self.with_keys:
+            # Only the prefix keys (few): they shape the base chain's rules.
+            quarantines = {k: q for k, q in _ranges_only(quarantines, self.keys)}
+            exemptions = {k: e for k, e in _ranges_only(exemptions, self.keys)}
+        fill(quarantines.items(), None, self.now, exact, ranges)
+        fill(exemptions.items(), EXEMPT, self.now, exact, ranges)
+        self.range_families = {
+            key[0] for name, items in ranges.items() if name.startswith("q_") for key, _ in items
         }
-        ranges: dict[int, list[tuple[int, str]]] = {4: [], 6: []}
-        for key, entry in entries.items():
-            version, value, length = key
-            expires = entry.expires
-            seconds = None
-            if expires is not None:
-                seconds = math.ceil((expires - now).total_seconds())
-                if seconds <= 0:
-                    continue  # the kernel would time it out at once
-            mode = getattr(entry, "mode", None)
-            if version == 4 and length == 32:
-                target, also = v4_target[mode], union4
-                element = ntoa(value.to_bytes(4, "big"))
-            elif version == 6 and length in lengths:
-                target, also = v6_target[mode, length], union6[length]
-                element = key.address
-            else:
-                ranges[version].append((value, _with_timeout(range_element(key, entry), seconds)))
-                continue
-            text = element if seconds is None else f"{element} timeout {seconds}s"
-            target.append(text)
-            if union:
-                also.append(text)
         for name, elements in exact.items():
             version = 4 if name.endswith("_4") else 6
             self.set(
@@ -361,32 +277,16 @@ class _Builder:
                 [f"type {_addr_type(version)}", "flags timeout", f"gc-interval {KEY_GC_SECONDS}s"],
                 elements,
             )
-        is_map = ranges_name.startswith("q_")
-        for version, items in ranges.items():
+        for name, items in ranges.items():
+            is_map = name.startswith("q_")
+            version = int(name[-1])
             data = " : verdict" if is_map else ""
             self.set(
-                f"{ranges_name}_{version}",
+                name,
                 [f"type {_addr_type(version)}{data}", "flags interval,timeout"],
                 (text for _, text in sorted(items)),
                 kind="map" if is_map else "set",
             )
-
-    def _quarantine_sets(self) -> None:
-        self._keyed_sets(
-            self.state.quarantines,
-            {mode: f"q_{mode_id(mode)}" for mode in MODES},
-            "q_ranges",
-            lambda key, entry: quarantine_slot(key, entry.mode, self.lengths).element,
-            union=QUARANTINED,
-        )
-
-    def _exemption_sets(self) -> None:
-        self._keyed_sets(
-            self.state.exemptions,
-            {None: "exempt"},
-            "exempt_ranges",
-            lambda key, entry: exemption_slot(key, self.lengths).element,
-        )
 
     def _meter_sets(self, pool: Pool, profiles: Mapping[str, RateLimitProfile]) -> None:
         if pool.rate_limit is None:
@@ -417,8 +317,8 @@ class _Builder:
     def _quarantine_chains(self) -> None:
         settings = self.settings
         mail = _ports(settings.mail_ports)
-        for mode in MODES:
-            name = f"quarantine_{mode_id(mode)}"
+        for layout in MODE_LAYOUT:
+            mode, name = layout.mode, layout.target
             evidence = self.log(f"quarantine={mode.value}")
             if mode is QuarantineMode.SMTP:
                 rules = [
@@ -528,23 +428,25 @@ class _Builder:
         rules.append(self.refuse(f"op25b_{pool.name}", shadow=pool.op25b_shadow, tcp_only=True))
         self.chain(f"op25b_{pool.name}", rules)
 
-    def _dispatch_chains(self) -> None:
-        """``quarantine_4``, ``quarantine_6_56``: which mode a held key is in."""
-        keys = [(4, 32, "ip saddr")]
-        keys += [(6, n, f"ip6 saddr & {mask_text(6, n)}") for n in self.lengths]
-        for version, length, expr in keys:
-            rules = []
-            for mode in MODES:
-                kind = f"q_{mode_id(mode)}"
-                # goto: the mode's chain returns straight to the base chain.
-                target = f"quarantine_{mode_id(mode)}"
-                rules.append(f"{expr} @{exact_set(kind, version, length)} goto {target}")
-            self.chain(exact_set("quarantine", version, length), rules)
-        if self.settings.track_non_mail:
-            self._toward_chains(keys)
+    def _held_rules(self, chain: str, every_packet: bool | None = None) -> list[str]:
+        """Rules sending held exact keys to their mode's chain, for the modes ``chain`` checks.
 
-    def _toward_chains(self, keys: list[tuple[int, int, str]]) -> None:
-        """``quarantine_to_4``: new packets *to* a held key (tracked mode only).
+        One rule (one hash lookup) per mode and key length; ``goto``: the
+        mode's chain decides, and returns straight to the base chain.
+        """
+        rules = []
+        for layout in MODE_LAYOUT:
+            if layout.chain != chain:
+                continue
+            if every_packet is not None and layout.every_packet != every_packet:
+                continue
+            for version, length, name in self.keys.exact_sets()[layout.mode]:
+                expr = "ip saddr" if version == 4 else f"ip6 saddr & {mask_text(6, length)}"
+                rules.append(f"{expr} @{name} goto {layout.target}")
+        return rules
+
+    def _toward_rules(self) -> list[str]:
+        """New packets *to* a held ``block`` or ``smtp`` key (tracked mode only).
 
         The agent cuts a new hold's open flows by deleting their conntrack
         entries (edgectl.agent.flow_cut).  The held side's next packet is
@@ -552,62 +454,54 @@ class _Builder:
         comes first (a download, a server's reply), conntrack starts a new
         entry from it, and the held side's packets would be its established
         replies.  These rules drop that first packet.  Only packets that are
-        not established get here, so established traffic pays nothing.
+        not established get here, so established traffic pays nothing; the
+        mail rule looks its set up only for packets from a mail port.
         """
+        sets = self.keys.exact_sets()
+        block = layout_of(QuarantineMode.BLOCK).target
+        smtp = layout_of(QuarantineMode.SMTP).target
         mail = _ports(self.settings.mail_ports)
-        for version, length, expr in keys:
-            to = expr.replace("saddr", "daddr")
-            block = exact_set(f"q_{mode_id(QuarantineMode.BLOCK)}", version, length)
-            smtp = exact_set(f"q_{mode_id(QuarantineMode.SMTP)}", version, length)
-            self.chain(
-                exact_set("quarantine_to", version, length),
-                [
-                    f"{to} @{block} goto quarantine_{mode_id(QuarantineMode.BLOCK)}",
-                    f"tcp sport {mail} {to} @{smtp} counter name quarantine_smtp drop",
-                ],
-            )
+        rules = []
+        for (version, length, held), (_, _, mailer) in zip(
+            sets[QuarantineMode.BLOCK], sets[QuarantineMode.SMTP], strict=True
+        ):
+            to = "ip daddr" if version == 4 else f"ip6 daddr & {mask_text(6, length)}"
+            rules.append(f"{to} @{held} goto {block}")
+            # The smtp chain judges packets *to* a mail port; these come from one.
+            rules.append(f"tcp sport {mail} {to} @{mailer} counter name {smtp} drop")
+        return rules
 
     def _gate_rules(self) -> list[str]:
         established = "ct state established,related accept"
-        held = [f"ip saddr @{exact_set(QUARANTINED, 4, 32)} jump quarantine_4"]
-        for length in self.lengths:
-            mask = mask_text(6, length)
-            name = exact_set(QUARANTINED, 6, length)
-            held.append(f"ip6 saddr & {mask} @{name} jump {exact_set('quarantine', 6, length)}")
         # An interval lookup costs ~0.4 us a packet even on an empty map, so
         # the prefix-quarantine rule exists only while such quarantines do.
-        ranges = range_families(self.state.quarantines, self.lengths)
-        held += [f"{_family_keyword(v)} saddr vmap @q_ranges_{v}" for v in (4, 6) if v in ranges]
+        ranges = [
+            f"{_family_keyword(v)} saddr vmap @q_ranges_{v}"
+            for v in (4, 6)
+            if v in self.range_families
+        ]
         mail = f"tcp dport {_ports(self.settings.mail_ports)} jump mail"
         if self.settings.track_non_mail:
             # Established flows leave first: one conntrack check a packet.
-            toward = [f"ip daddr @{exact_set(QUARANTINED, 4, 32)} jump quarantine_to_4"]
-            for length in self.lengths:
-                mask = mask_text(6, length)
-                name = exact_set(QUARANTINED, 6, length)
-                toward.append(
-                    f"ip6 daddr & {mask} @{name} jump {exact_set('quarantine_to', 6, length)}"
-                )
-            return [established, *held, *toward, mail]
+            return [established, *self._held_rules("gate"), *ranges, *self._toward_rules(), mail]
         # Untracked, a TCP packet that is not an opening SYN leaves early,
         # on its flags alone: as in the tracked mode, quarantines and limits
         # act on new connections, and a connection costs one full check.
         # Other protocols are checked packet by packet.  Mail SYNs then feed
         # the ct count caps where there are any (mail is tracked for them).
-        # A blocked subscriber is the exception: "block" drops everything,
-        # bare ACK or RST floods included (tracked, those are "new" or
-        # "invalid" and checked too).  One lookup a packet, in the block set
-        # only.
-        block = f"q_{mode_id(QuarantineMode.BLOCK)}"
-        blocked = [f"ip saddr @{exact_set(block, 4, 32)} goto quarantine_block"]
-        blocked += [
-            f"ip6 saddr & {mask_text(6, n)} @{exact_set(block, 6, n)} goto quarantine_block"
-            for n in self.lengths
-        ]
+        # A mode checked on every packet ("block": open flows, bare ACK or
+        # RST floods too - tracked, those are "new" or "invalid" and checked
+        # as well) comes before that exit: one lookup a packet, in its set.
         not_opening = "tcp flags & (syn | ack) != syn accept"
         if self.conntrack:
             mail = f"tcp dport {_ports(self.settings.mail_ports)} ct state new jump mail"
-        return [*blocked, not_opening, *held, mail]
+        return [
+            *self._held_rules("gate", every_packet=True),
+            not_opening,
+            *self._held_rules("gate", every_packet=False),
+            *ranges,
+            mail,
+        ]
 
     def _untracked_chains(self) -> None:
         """notrack at raw priority for everything that is not mail."""
@@ -657,7 +551,38 @@ class Rendered:
     counter_names: list[str]
 
 
-def render_full(state: DesiredState, now: datetime, counters: Counters | None = None) -> Rendered:
+def _ranges_only(entries: Mapping[Prefix, V], keys: KeyLayout) -> Iterable[tuple[Prefix, V]]:
+    """The entries whose keys are not exact; none to look for if the shapes say so."""
+    if not keys.range_families(entries):  # a KeyMap knows; a dict costs one set of shapes
+        return ()
+    return ((key, entry) for key, entry in entries.items() if not keys.is_exact(key))
+
+
+def render_keys(state: DesiredState, now: datetime) -> Transaction:
+    """The exact keys as ``add element`` commands, for a table rendered with ``keys=False``.
+
+    Restoring a flushed or missing table in two transactions puts the
+    structure (every pool, OP25B and limit rule) in force in a fraction of a
+    second; the million keys follow in the second one.
+    """
+    keys = KeyLayout(state.delegated_lengths())
+    exact: dict[str, list[str]] = {}
+    ranges: dict[str, list[tuple[Prefix, str]]] = {}
+    for kind, sets in keys.exact_sets().items():
+        for version, _, name in sets:
+            exact[name] = []
+            ranges.setdefault(ranges_set(kind, version), [])
+    keys.fill(state.quarantines.items(), None, now, exact, ranges)
+    keys.fill(state.exemptions.items(), EXEMPT, now, exact, ranges)
+    transaction = Transaction(summary=f"keys of revision {state.revision}")
+    for name, elements in exact.items():
+        transaction.elements("add", name, elements)
+    return transaction
+
+
+def render_full(
+    state: DesiredState, now: datetime, counters: Counters | None = None, *, keys: bool = True
+) -> Rendered:
     """The whole table, replacing whatever is there in one transaction.
 
     ``add table`` then ``delete table`` makes the delete safe when the table
@@ -665,7 +590,7 @@ def render_full(state: DesiredState, now: datetime, counters: Counters | None = 
     what the kernel has, else the agent's last reading) so that a resync does
     not reset what Prometheus has been scraping.
     """
-    builder = _Builder(state, now, counters or {})
+    builder = _Builder(state, now, counters or {}, keys)
     builder.build()
     body = "\n\n".join(builder.blocks)
     # No revision in the comment: deltas do not rewrite it, so it would go
@@ -688,50 +613,38 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
     """
     if needs_full_sync(old, delta):
         raise ValueError("a structural change needs a full sync, not a delta")
-    lengths = old.delegated_lengths()
+    keys = layout_for(old)
     ensure: dict[str, list[str]] = {}
     final: dict[str, list[tuple[str, int | None]]] = {}
     ranges_touched: set[str] = set()
 
-    def touch(slot: Slot) -> None:
-        if slot.interval:
-            ranges_touched.add(slot.set_name)
+    def touch(key: Prefix, kind: Kind) -> None:
+        name, text, exact = keys.place(key, kind, None)
+        if exact:
+            ensure.setdefault(name, []).append(text)
         else:
-            ensure.setdefault(slot.set_name, []).append(slot.element)
+            ranges_touched.add(name)
 
-    def place(slot: Slot, seconds: int | None) -> None:
-        if slot.interval or seconds == 0:
-            return
-        final.setdefault(slot.set_name, []).append((slot.element, seconds))
-
-    def union_slot(slot: Slot, key: Prefix) -> Slot | None:
-        if slot.interval:
-            return None
-        return Slot(exact_set(QUARANTINED, key.version, key.length), slot.element, False)
+    def put(key: Prefix, kind: Kind, seconds: int | None) -> None:
+        name, text, exact = keys.place(key, kind, None)
+        if exact and seconds != 0:
+            final.setdefault(name, []).append((text, seconds))
 
     for q_key in delta.quarantines.removals:
-        if q_key in old.quarantines:
-            slot = quarantine_slot(q_key, old.quarantines[q_key].mode, lengths)
-            touch(slot)
-            if (held := union_slot(slot, q_key)) is not None:
-                touch(held)
+        held = old.quarantines.get(q_key)
+        if held is not None:
+            touch(q_key, held.mode)
     for quarantine in delta.quarantines.upserts:
-        previous: Quarantine | None = old.quarantines.get(quarantine.key)
+        previous = old.quarantines.get(quarantine.key)
         if previous is not None:
-            touch(quarantine_slot(previous.key, previous.mode, lengths))
-        slot = quarantine_slot(quarantine.key, quarantine.mode, lengths)
-        touch(slot)
-        seconds = _seconds_left(quarantine.expires, now)
-        place(slot, seconds)
-        if (held := union_slot(slot, quarantine.key)) is not None:
-            touch(held)
-            place(held, seconds)
+            touch(previous.key, previous.mode)
+        touch(quarantine.key, quarantine.mode)
+        put(quarantine.key, quarantine.mode, seconds_left(quarantine.expires, now))
     for e_key in delta.exemptions.removals:
-        touch(exemption_slot(e_key, lengths))
+        touch(e_key, EXEMPT)
     for exemption in delta.exemptions.upserts:
-        slot = exemption_slot(exemption.key, lengths)
-        touch(slot)
-        place(slot, _seconds_left(exemption.expires, now))
+        touch(exemption.key, EXEMPT)
+        put(exemption.key, EXEMPT, seconds_left(exemption.expires, now))
 
     transaction = Transaction(summary=f"delta r{delta.from_revision}->r{delta.to_revision}")
     for name, elements in ensure.items():
@@ -743,7 +656,7 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
     if ranges_touched:
         # Interval maps are small; rewriting one whole avoids nft's refusal
         # to re-add a map key with a different verdict.
-        _rewrite_ranges(transaction, ranges_touched, patch(old, delta), lengths, now)
+        _rewrite_ranges(transaction, ranges_touched, patch(old, delta), keys, now)
     return transaction
 
 
@@ -751,21 +664,21 @@ def _rewrite_ranges(
     transaction: Transaction,
     names: set[str],
     state: DesiredState,
-    lengths: tuple[int, ...],
+    keys: KeyLayout,
     now: datetime,
 ) -> None:
-    quarantines, exemptions = state.quarantines, state.exemptions
     wanted: dict[str, list[str]] = {name: [] for name in names}
-    for key, q in quarantines.items():
-        slot = quarantine_slot(key, q.mode, lengths)
-        seconds = _seconds_left(q.expires, now)
-        if slot.set_name in wanted and seconds != 0:
-            wanted[slot.set_name].append(_with_timeout(slot.element, seconds))
-    for key, e in exemptions.items():
-        slot = exemption_slot(key, lengths)
-        seconds = _seconds_left(e.expires, now)
-        if slot.set_name in wanted and seconds != 0:
-            wanted[slot.set_name].append(_with_timeout(slot.element, seconds))
+    held: Iterable[tuple[Prefix, Kind, datetime | None]] = [
+        *((key, q.mode, q.expires) for key, q in state.quarantines.items()),
+        *((key, EXEMPT, e.expires) for key, e in state.exemptions.items()),
+    ]
+    for key, kind, expires in held:
+        if keys.is_exact(key):
+            continue
+        seconds = seconds_left(expires, now)
+        name, text, _ = keys.place(key, kind, seconds)
+        if name in wanted and seconds != 0:
+            wanted[name].append(text)
     for name in sorted(names):
         kind = "map" if name.startswith("q_") else "set"
         transaction.add(f"flush {kind} {TABLE} {name}")

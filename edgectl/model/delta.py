@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from edgectl.model.errors import ModelError
+from edgectl.model.keymap import KeyMap
 from edgectl.model.policy import (
     DesiredState,
     Exemption,
@@ -90,10 +91,10 @@ def diff(old: DesiredState, new: DesiredState) -> StateDelta:
     )
 
 
-def _apply(target: dict[Prefix, Entry], changes: KeyedChanges[Entry], path: str) -> None:
-    for key in changes.removals:
-        target.pop(key, None)
-    target.update(keyed(changes.upserts, path))
+def _apply(target: KeyMap[Entry], changes: KeyedChanges[Entry], path: str) -> KeyMap[Entry]:
+    if not changes:
+        return target
+    return target.updated(changes.removals, keyed(changes.upserts, path).items())
 
 
 def patch(state: DesiredState, delta: StateDelta) -> DesiredState:
@@ -104,14 +105,14 @@ def patch(state: DesiredState, delta: StateDelta) -> DesiredState:
 def patch_chain(state: DesiredState, deltas: Iterable[StateDelta]) -> DesiredState:
     """Apply deltas one after the other, each from where the previous one left off.
 
-    The keyed maps are copied once for the whole chain, not once per delta:
-    replaying a journal of many small deltas onto a million keys costs what
-    the deltas touch.
+    The keyed maps become persistent ``KeyMap``s (once, if they are plain
+    mappings): each delta then costs what it touches, never a copy of a
+    million keys, and ``state`` itself stays as it was.
     """
     revision = state.revision
     structure = Structure.of(state)
-    quarantines = dict(state.quarantines)
-    exemptions = dict(state.exemptions)
+    quarantines = KeyMap.of(state.quarantines)
+    exemptions = KeyMap.of(state.exemptions)
     for delta in deltas:
         if delta.gateway != state.gateway:
             raise ModelError("gateway", f"delta for {delta.gateway!r}, state of {state.gateway!r}")
@@ -121,8 +122,8 @@ def patch_chain(state: DesiredState, deltas: Iterable[StateDelta]) -> DesiredSta
                 f"delta starts at revision {delta.from_revision}, state is at {revision}",
             )
         structure = delta.structure or structure
-        _apply(quarantines, delta.quarantines, "quarantines")
-        _apply(exemptions, delta.exemptions, "exemptions")
+        quarantines = _apply(quarantines, delta.quarantines, "quarantines")
+        exemptions = _apply(exemptions, delta.exemptions, "exemptions")
         revision = delta.to_revision
     return replace(
         state,
@@ -134,3 +135,10 @@ def patch_chain(state: DesiredState, deltas: Iterable[StateDelta]) -> DesiredSta
         quarantines=quarantines,
         exemptions=exemptions,
     )
+
+
+def persistent(state: DesiredState) -> DesiredState:
+    """``state`` with its keyed maps as ``KeyMap``s (itself if they are already)."""
+    if isinstance(state.quarantines, KeyMap) and isinstance(state.exemptions, KeyMap):
+        return state
+    return patch_chain(state, ())

@@ -8,8 +8,9 @@ monitor share them, so every kernel operation holds ``lock``.
 Own commits versus foreign ones: every committed nf_tables transaction bumps
 the ruleset generation by exactly one (checked on 6.x with nftables 1.0.6),
 so reading the generation just before our commit tells which generation is
-ours (before + 1).  ``expected`` is that number; a generation that differs
-from it means someone else committed since, and the drift monitor looks.
+ours (before + 1, or + 2 for a table restored structure first, then keys).
+``expected`` is that number; a generation that differs from it means
+someone else committed since, and the drift monitor looks.
 """
 
 from __future__ import annotations
@@ -68,11 +69,11 @@ class Kernel:
         with self.lock:
             return kr.generation(self._sock)
 
-    def _commit(self, run: Callable[[], ApplyResult], *, whole: bool) -> Commit:
+    def _commit(self, run: Callable[[], ApplyResult]) -> Commit:
         with self.lock:
             before = kr.generation(self._sock)
             result = run()
-            if whole:
+            if result.kind == "full":
                 # A full sync replaces the whole table in one transaction:
                 # whatever anyone did to it before is gone.
                 self.suspect = False
@@ -80,21 +81,17 @@ class Kernel:
                 self.suspect = True
             if result.kind == "none":
                 return Commit(result, self.expected if self.expected is not None else before)
-            self.expected = before + 1
-            return Commit(result, before + 1)
+            self.expected = before + result.commits
+            return Commit(result, self.expected)
 
     def full_sync(self, state: DesiredState, now: datetime | None = None) -> Commit:
-        return self._commit(
-            lambda: self._dataplane.full_sync(state, now, self._last_counters), whole=True
-        )
+        return self._commit(lambda: self._dataplane.full_sync(state, now, self._last_counters))
 
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None
     ) -> Commit:
-        """Element changes only; ValueError (nothing touched) when the delta is structural."""
-        if delta.structure is not None:
-            raise ValueError("a structural change needs a full sync, not a delta")
-        return self._commit(lambda: self._dataplane.apply_delta(old, delta, now), whole=False)
+        """``delta`` as elements, or a full sync where ``keys.needs_full_sync`` says so."""
+        return self._commit(lambda: self._dataplane.apply_delta(old, delta, now))
 
     def drift(self, applied: Applied) -> list[str]:
         """What in the table differs from ``applied`` (empty: nothing we can see).

@@ -40,7 +40,7 @@ from edgectl.agent.daemon.metrics import Metrics, policy_of
 from edgectl.agent.daemon.persister import Persister
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import Applied, PersistError, Step
-from edgectl.model.delta import StateDelta, diff, patch
+from edgectl.model.delta import StateDelta, diff, patch, persistent
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
 
@@ -264,13 +264,18 @@ class Agent:
             # ``applied``: a snapshot after a reconnect costs what changed,
             # not a reload of a million keys.
             delta = diff(applied.state, state)
-            if delta.structure is None:
-                return self._elements(applied.state, delta, state), delta
+            return self._elements(applied.state, delta, lambda: state), delta
         _announce_full(state, "snapshot")
         return kernel.full_sync(state), None
 
-    def _elements(self, old: DesiredState, delta: StateDelta, new: DesiredState) -> Commit:
-        """``delta`` as element changes; the whole of ``new`` if that fails in any way."""
+    def _elements(
+        self, old: DesiredState, delta: StateDelta, new: Callable[[], DesiredState]
+    ) -> Commit:
+        """``delta`` committed from ``old``; the whole of ``new()`` if that fails in any way.
+
+        Whether the delta goes in as elements or needs a full sync is the
+        kernel's call (``keys.needs_full_sync``, the one place that decides).
+        """
         _announce_delta(delta)
         try:
             return self.kernel.apply_delta(old, delta)
@@ -285,8 +290,9 @@ class Agent:
                 type(error).__name__,
                 error,
             )
-            _announce_full(new, "after a failed delta")
-            return self.kernel.full_sync(new)
+            state = new()
+            _announce_full(state, "after a failed delta")
+            return self.kernel.full_sync(state)
 
     def _delta(self, delta: StateDelta) -> bool:
         with self.kernel.lock:
@@ -307,13 +313,10 @@ class Agent:
                 return False
             if delta.empty and delta.to_revision == applied.state.revision:
                 return False  # the long-poll ran out: nothing new
-            state = patch(applied.state, delta)
-            if delta.structure is not None:
-                _announce_full(state, "structural delta")
-                commit = self.kernel.full_sync(state)
-            else:
-                commit = self._elements(applied.state, delta, state)
-            self._adopt(state, commit, "delta", delta)
+            # The kernel first, from the delta alone; the new state after:
+            # a persistent map, so it costs the keys the delta touches.
+            commit = self._elements(applied.state, delta, lambda: patch(applied.state, delta))
+            self._adopt(patch(applied.state, delta), commit, "delta", delta)
         return True
 
     def _adopt(
@@ -324,6 +327,9 @@ class Agent:
         ``delta`` led from the previously adopted state to this one, if known.
         Called under kernel.lock, only after a commit succeeded.
         """
+        # Persistent key maps (once per snapshot, after its commit): each
+        # later delta then costs what it touches, not a copy of every key.
+        state = persistent(state)
         result = commit.result
         if result.kind != "none":
             self.metrics.observe_apply(result.kind, result.seconds)
