@@ -127,7 +127,7 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline(
         "forwarding.py",
-        ("--keys", "100000", "--rounds", "5"),
+        ("--keys", "100000", "--rounds", "10"),
         (
             ("forwarding_nonmail_untracked", "non-mail setups, untracked mode >= 0.95x no table"),
             ("forwarding_nonmail_tracked", "non-mail setups, tracked default (reported)"),
