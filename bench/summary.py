@@ -72,13 +72,13 @@ HEADLINES: tuple[Headline, ...] = (
         "dataplane_sync.py",
         ("--reps", "3"),
         (("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall and CPU)"),),
-        110,
+        90,
     ),
     Headline(
         "dataplane_delta.py",
         ("--sizes", "10000,100000,1000000", "--deltas", "50", "--cli-deltas", "10"),
         (("delta_path_1m", "agent delta path (answer in hand -> kernel commit) <= 2 ms at 1M"),),
-        60,
+        50,
     ),
     Headline(
         "agent_steady.py",
@@ -90,25 +90,25 @@ HEADLINES: tuple[Headline, ...] = (
             ("drift_repair_1m", "drift repair after flush ruleset at 1M <= 1.5x raw nft -f"),
             ("drift_structure_first", "after a flush: structure, pools and limits back <= 1 s"),
         ),
-        110,
+        90,
     ),
     Headline(
         "cli_apply.py",
         ("--keys", "200000", "--reps", "3"),
         (("cli_apply_200k", "edgectl apply -f, 200k keys, whole command <= 1.5x nft -f"),),
-        55,
+        45,
     ),
     Headline(
         "agent_propagation.py",
-        ("--extra", "50", "--quarantines", "60", "--held", "100000"),
+        ("--extra", "50", "--quarantines", "50", "--held", "100000"),
         (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
-        145,
+        200,
     ),
     Headline(
         "block_cutoff.py",
         (),
         (("block_cutoff", "block quarantine cuts an established flow"),),
-        25,
+        20,
     ),
     Headline(
         "controller_quarantine.py",
@@ -126,20 +126,29 @@ HEADLINES: tuple[Headline, ...] = (
         "api_to_kernel.py",
         ("--reduced",),
         (("api_to_kernel_scaling", "API call -> key in kernel, 200k held <= 1.5x 10k held"),),
-        50,
+        45,
     ),
     Headline(
         "forwarding.py",
-        ("--keys", "100000", "--rounds", "10"),
+        ("--keys", "100000", "--rounds", "8"),
         (
-            ("forwarding_nonmail_untracked", "non-mail setups, untracked mode >= 0.95x no table"),
-            ("forwarding_nonmail_tracked", "non-mail setups, tracked default (reported)"),
+            ("forwarding_nonmail_untracked", "non-mail, track_non_mail = false >= 0.95x no table"),
+            (
+                "forwarding_nonmail_untracked_uncapped",
+                "non-mail, track_non_mail = false, no ct-count caps >= 0.95x no table",
+            ),
+            ("forwarding_nonmail_tracked", "non-mail, tracked default vs no table (reported)"),
+            (
+                "forwarding_nonmail_tracked_vs_conntrack",
+                "non-mail, tracked default >= 0.95x a conntrack-only gateway",
+            ),
             (
                 "forwarding_capped_vs_conntrack",
                 "mail from a capped static pool >= 0.90x a conntrack-only gateway",
             ),
+            ("forwarding_mail_uncapped", "mail from a rate-metered static pool >= 0.85x no table"),
         ),
-        85,
+        75,
     ),
     Headline(
         "readback.py",
@@ -149,7 +158,7 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline(
         "kernel_gc.py",
-        ("--keys", "100000", "--seconds", "61", "--baseline-seconds", "10"),
+        ("--keys", "50000", "--seconds", "61", "--baseline-seconds", "5"),
         (("kernel_gc", "kernel set GC cost of edgectl's table vs hand-written"),),
         90,
     ),
@@ -157,13 +166,13 @@ HEADLINES: tuple[Headline, ...] = (
         "controller_snapshot.py",
         ("--quarantines", "100000", "--rounds", "3"),
         (("snapshot_100k", "snapshot, 100k quarantines < 2 s, < 300 MB"),),
-        40,
+        55,
     ),
     Headline(
         "controller_delta.py",
         ("--sizes", "1000", "100000", "--rounds", "11"),
         (("delta_cost_flat", "delta cost at 100k held <= 1.5x at 1k held"),),
-        45,
+        55,
     ),
 )
 
