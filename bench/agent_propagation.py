@@ -88,7 +88,13 @@ def settle_agents(pids: list[int], limit_s: float = 60.0) -> float:
     return time.monotonic() - started
 
 
+def phase(what: str, since: float) -> None:
+    """Where a run's own wall time goes (set-up dominates a reduced run)."""
+    print(f"[{time.monotonic() - since:6.1f} s] {what}", flush=True)
+
+
 def main() -> None:
+    begun = time.monotonic()
     parser = argparse.ArgumentParser()
     parser.add_argument("--extra", type=int, default=50, help="agents besides the two lab gateways")
     parser.add_argument("--quarantines", type=int, default=200)
@@ -123,6 +129,7 @@ def main() -> None:
             tokens[name] = gateways.create_gateway(store, "bench", spec)[1]
         store.close()
 
+        phase("store seeded", begun)
         labs = [standard_topology(new_prefix(f"{BENCH_BASE}-{rid}")) for _ in range(2)]
         for topo in labs:
             stack.callback(topo.destroy)
@@ -133,6 +140,7 @@ def main() -> None:
         for topo in labs:
             stack.enter_context(Listener(topo.hosts["mx"].ns, [MX4], [587]))
 
+        phase("namespaces built", begun)
         base, controller_pid = stack.enter_context(controller(db))
         configs = [write_agent(workdir, n, tokens[n], netns[n], base) for n in names]
         started = time.monotonic()
@@ -153,6 +161,7 @@ def main() -> None:
         synced = time.monotonic() - started
         quiet = settle_agents([p.pid for p in procs])
         print(f"{len(names)} agents in sync {synced:.1f} s after start, idle {quiet:.1f} s later")
+        phase("agents in sync and idle", begun)
 
         http = stack.enter_context(
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {abuse}"}, timeout=30)
@@ -202,6 +211,8 @@ def main() -> None:
         agents_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before[1]
         # This process's kernel polling shares the same CPUs: say how much.
         observer_cpu = time.process_time() - observer_before
+        phase("quarantines measured", begun)
+    phase("agents stopped, namespaces deleted", begun)
     with open("/proc/loadavg") as file:
         load_after = " ".join(file.read().split()[:3])
     count = len(all_in)
