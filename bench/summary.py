@@ -72,7 +72,7 @@ HEADLINES: tuple[Headline, ...] = (
         "dataplane_sync.py",
         ("--reps", "3"),
         (("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall and CPU)"),),
-        90,
+        100,
     ),
     Headline(
         "dataplane_delta.py",
@@ -90,7 +90,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("drift_repair_1m", "drift repair after flush ruleset at 1M <= 1.5x raw nft -f"),
             ("drift_structure_first", "after a flush: structure, pools and limits back <= 1 s"),
         ),
-        90,
+        100,
     ),
     Headline(
         "cli_apply.py",
@@ -102,7 +102,7 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_propagation.py",
         ("--extra", "50", "--quarantines", "50", "--held", "100000"),
         (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
-        200,
+        150,
     ),
     Headline(
         "block_cutoff.py",
@@ -172,7 +172,7 @@ HEADLINES: tuple[Headline, ...] = (
         "controller_delta.py",
         ("--sizes", "1000", "100000", "--rounds", "11"),
         (("delta_cost_flat", "delta cost at 100k held <= 1.5x at 1k held"),),
-        55,
+        70,
     ),
 )
 
