@@ -12,9 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
+from _results import Row, emit
 from controller_common import (
     controller,
     database,
@@ -27,6 +32,9 @@ from controller_common import (
 
 from edgectl.controller.auth import Role
 from edgectl.model import state_from_data
+
+TARGET_S = 2.0
+TARGET_MB = 300.0
 
 
 def main() -> None:
@@ -72,6 +80,23 @@ def main() -> None:
     print(f"  request time     median {statistics.median(times):.2f} s, max {max(times):.2f} s")
     print(f"  controller RSS   {idle:.0f} MB idle, {peak:.0f} MB peak (VmHWM)")
     print(f"  agent-side parse {parsed:.2f} s (json + state_from_data, not the controller)")
+    request = statistics.median(times)
+    emit(
+        Row(
+            key=f"snapshot_{args.quarantines // 1000}k",
+            target=f"snapshot, {args.quarantines:,} quarantines < {TARGET_S:g} s, "
+            f"controller peak < {TARGET_MB:g} MB",
+            value=request,
+            low=min(times),
+            high=max(times),
+            unit=f"s (controller peak RSS {peak:.0f} MB)",
+            clock="GET desired-state over HTTP on 127.0.0.1, whole body received",
+            runs=len(times),
+            met=request < TARGET_S and peak < TARGET_MB,
+            command=f".venv/bin/python bench/controller_snapshot.py "
+            f"--quarantines {args.quarantines} --rounds {args.rounds}",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ from _common import (
     run,
     run_id,
 )
+from _results import Row, emit
 
 from edgectl.agent.apply import Dataplane
 from edgectl.agent.nft import Nft
@@ -271,6 +272,15 @@ def sanity(b: Topology, d: Topology) -> None:
                 raise RuntimeError(f"{topo.prefix} {host}->mx:{port}: {got}, expected {wanted}")
 
 
+def finite(values: list[float]) -> list[float]:
+    return [v for v in values if v == v]  # nan != nan
+
+
+def cpu_ratios(base: list[float], candidate: list[float]) -> list[float]:
+    """Per round: baseline CPU per setup / candidate CPU per setup (rounds with both)."""
+    return [b / c for b, c in zip(base, candidate, strict=True) if b == b and c == c and c > 0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=["client", "server", "both"], help=argparse.SUPPRESS)
@@ -393,8 +403,9 @@ def main() -> int:
                     limit=args.max_connections,
                 )
                 rates[name].append(answer["ok"] / answer["seconds"])
-                if answer["ok"]:
-                    cpu_us[name].append(answer["cpu"] / answer["ok"] * 1e6)
+                # One entry per round (nan when nothing connected), so rounds pair up.
+                ok = answer["ok"]
+                cpu_us[name].append(answer["cpu"] / ok * 1e6 if ok else float("nan"))
                 failures[name] += int(answer["failed"])
             print(
                 "  round "
@@ -422,8 +433,8 @@ def main() -> int:
             if name != base
             else "-",
             f"{max(values) / max(rates[base]):.3f}",
-            f"{median(cpu_us[name]):.1f}",
-            f"{median(cpu_us[base]) / median(cpu_us[name]):.3f}",
+            f"{median(finite(cpu_us[name])):.1f}",
+            f"{median(finite(cpu_us[base])) / median(finite(cpu_us[name])):.3f}",
             target,
             failures[name],
         ]
@@ -465,6 +476,82 @@ def main() -> int:
                 "(0.08 reported)",
             ),
         ],
+    )
+    command = (
+        f".venv/bin/python bench/forwarding.py --keys {args.keys} --rounds {args.rounds} "
+        f"--seconds {args.seconds:g} --profile {args.profile}"
+    )
+    clock = (
+        "client thread CPU per TCP setup (incl. the softirq forwarding through the gateway), "
+        "per-round ratio baseline/candidate"
+    )
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"\nloadavg at the end: {' '.join(load)}")
+
+    def emit_ratio(key: str, name: str, base: str, target: str, goal: float | None) -> None:
+        ratios = cpu_ratios(cpu_us[base], cpu_us[name])
+        if not ratios:
+            print(f"{key}: no round with setups in both {name} and {base}")
+            return
+        value = median(ratios)
+        rate = median(rates[name]) / median(rates[base])
+        emit(
+            Row(
+                key=key,
+                target=target,
+                value=value,
+                low=min(ratios),
+                high=max(ratios),
+                unit=f"x {base} (setups/s ratio {rate:.2f})",
+                clock=clock,
+                runs=len(ratios),
+                met=None if goal is None else value >= goal,
+                command=command,
+            )
+        )
+
+    emit_ratio(
+        "forwarding_nonmail_untracked",
+        "f80",
+        "a80",
+        "non-mail setups, track_non_mail = false (caps on) >= 0.95x no table",
+        0.95,
+    )
+    emit_ratio(
+        "forwarding_nonmail_untracked_uncapped",
+        "s80",
+        "a80",
+        "non-mail setups, track_non_mail = false, no ct-count caps >= 0.95x no table",
+        0.95,
+    )
+    emit_ratio(
+        "forwarding_nonmail_tracked",
+        "b80",
+        "a80",
+        "non-mail setups, tracked default vs no table (reported: pays conntrack)",
+        None,
+    )
+    emit_ratio(
+        "forwarding_nonmail_tracked_vs_conntrack",
+        "b80",
+        "e80",
+        "non-mail setups, tracked default >= 0.95x a conntrack-only gateway",
+        0.95,
+    )
+    emit_ratio(
+        "forwarding_capped_vs_conntrack",
+        "c25",
+        "e25",
+        f"mail from a capped static pool (profile {args.profile}) >= 0.90x a conntrack-only "
+        "gateway",
+        0.90,
+    )
+    emit_ratio(
+        "forwarding_mail_uncapped",
+        "s25",
+        "a25",
+        "mail from a rate-metered static pool, no conntrack >= 0.85x no table",
+        0.85,
     )
     print(
         f"\npeak RSS of this process: {peak_rss_mib():.0f} MiB; "

@@ -37,7 +37,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _results import Row, emit
 
 from edgectl.agent.kernel_readback import (
     NFPROTO_INET,
@@ -131,6 +134,11 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
+        "--reduced",
+        action="store_true",
+        help="one pipeline window (256), no nft list/get (~45 s at 1M)",
+    )
+    parser.add_argument(
         "--nft-list", action="store_true", help="also time `nft -t list table` (another ~16 s)"
     )
     args = parser.parse_args()
@@ -158,16 +166,17 @@ def main() -> int:
         times, gen = timed(lambda: generation(s), args.repeat * 4)
         print(f"generation ({gen}):               {fmt(times)}")
 
-        times, layout = timed(lambda: read_table(s, NFPROTO_INET, "edgectl"), args.repeat)
+        structure, layout = timed(lambda: read_table(s, NFPROTO_INET, "edgectl"), args.repeat)
         assert layout is not None and "quar4" in layout.sets
-        print(f"read_table:                     {fmt(times)}")
+        print(f"read_table:                     {fmt(structure)}")
 
         half = args.keys // 2
         present = [BASE + (i * 997) % args.elements for i in range(half)]
         absent = [int(ipaddress.IPv4Address("172.16.0.0")) + i for i in range(args.keys - half)]
         keys = [a.to_bytes(4, "big") for pair in zip(present, absent, strict=True) for a in pair]
         expected = [a.to_bytes(4, "big") for a in absent]
-        for window in (1, 16, 64, 256, 1024):
+        probed: list[float] = []
+        for window in (256,) if args.reduced else (1, 16, 64, 256, 1024):
             times, missing = timed(
                 functools.partial(
                     missing_elements, s, NFPROTO_INET, "edgectl", "quar4", keys, window=window
@@ -175,12 +184,37 @@ def main() -> int:
                 args.repeat,
             )
             assert missing == expected, "wrong answer"
+            if window == 256:
+                probed = times
             per_key = statistics.median(times) / len(keys) * 1e6
             print(
                 f"missing_elements {len(keys)} keys, window {window:4}: {fmt(times)}"
                 f"  = {per_key:.1f} us/key"
             )
 
+        emit(
+            Row(
+                key="readback_structure",
+                target=f"read-back of a {args.elements:,}-element table without listing it",
+                value=statistics.median(structure) * 1e3,
+                low=min(structure) * 1e3,
+                high=max(structure) * 1e3,
+                unit=(
+                    f"ms for the structure; {len(keys):,} keys probed in "
+                    f"{statistics.median(probed) * 1e3:.1f} ms"
+                ),
+                clock="read_table netlink dumps (chains, sets, rules, counters), no elements",
+                runs=len(structure),
+                met=None,
+                command=(
+                    f".venv/bin/python bench/readback.py --elements {args.elements} "
+                    f"--keys {args.keys} --repeat {args.repeat}"
+                    + (" --reduced" if args.reduced else "")
+                ),
+            )
+        )
+        if args.reduced:
+            return 0
         print(f"nft list counters:              {nft(ns, 'list', 'counters') * 1e3:9.2f} ms")
         first = str(ipaddress.IPv4Address(BASE))
         t = nft(ns, "get", "element", "inet", "edgectl", "quar4", "{", first, "}")

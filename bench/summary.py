@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""Re-run every headline benchmark (reduced) and write BENCHMARKS.md's summary table.
+
+Run as root from the repository root::
+
+    .venv/bin/python bench/summary.py                 # all, then rewrite BENCHMARKS.md
+    .venv/bin/python bench/summary.py --dry-run       # all, print the table only
+    .venv/bin/python bench/summary.py --only forwarding.py --only agent_propagation.py
+
+``HEADLINES`` below is the one list of what is measured: each script with
+its reduced arguments, the row keys it must print (``BENCH-RESULT`` lines,
+bench/_results.py) and its time budget.  The budgets add up to at most
+``TOTAL_BUDGET_S`` (15 minutes), so a full run is bounded however slow the
+machine is: a script that overruns its budget is stopped (SIGTERM to its
+process group, so its ``finally`` deletes its namespaces).
+
+Every figure in the written table comes from this run.  A row whose script
+is missing, failed, timed out or did not print that key is written as
+"not measured" with the reason, never dropped and never filled from an
+earlier run.  The table sits between ``BEGIN`` and ``END`` marker comments;
+everything else in the file is left as it is.  The table carries the
+commit (``-dirty`` when the tree had uncommitted changes to tracked files),
+the date, the load average before and after, and the machine.
+
+Exit status: 0 when every row is met or reported, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import Row, parse
+
+BEGIN = "<!-- bench-summary:begin (written by bench/summary.py; do not edit by hand) -->"
+END = "<!-- bench-summary:end -->"
+TOTAL_BUDGET_S = 900.0
+STOP_GRACE_S = 60.0  # after SIGTERM: time for a script's finally to delete its namespaces
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline script: how to run it reduced, and the rows it owes."""
+
+    script: str  # file name under bench/
+    args: tuple[str, ...]  # the reduced form
+    rows: tuple[tuple[str, str], ...]  # (key, target) it must print
+    budget_s: float  # stopped after this long
+
+    def command(self) -> str:
+        return " ".join([".venv/bin/python", f"bench/{self.script}", *self.args])
+
+
+# The scripts being rewritten on other branches (sync, delta, steady, CLI apply,
+# the controller scaling rows, block cut-off) take the reduced arguments their
+# owners give them; "--reduced" here is the contract until they land.
+HEADLINES: tuple[Headline, ...] = (
+    Headline(
+        "dataplane_sync.py",
+        ("--reps", "3"),
+        (("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall and CPU)"),),
+        100,
+    ),
+    Headline(
+        "dataplane_delta.py",
+        ("--sizes", "10000,100000,1000000", "--deltas", "50", "--cli-deltas", "10"),
+        (("delta_path_1m", "agent delta path (answer in hand -> kernel commit) <= 2 ms at 1M"),),
+        50,
+    ),
+    Headline(
+        "agent_steady.py",
+        ("--seconds", "10"),
+        (
+            ("agent_rss_1m", "agent RSS at 1M keys <= 400 MiB"),
+            ("cold_start_1m", "cold start at 1M <= 2x raw nft -f of the same keys"),
+            ("restart_from_disk_1m", "restart from disk at 1M <= 2x raw nft -f"),
+            ("drift_repair_1m", "drift repair after flush ruleset at 1M <= 1.5x raw nft -f"),
+            ("drift_structure_first", "after a flush: structure, pools and limits back <= 1 s"),
+        ),
+        100,
+    ),
+    Headline(
+        "cli_apply.py",
+        ("--keys", "200000", "--reps", "3"),
+        (("cli_apply_200k", "edgectl apply -f, 200k keys, whole command <= 1.5x nft -f"),),
+        45,
+    ),
+    Headline(
+        "agent_propagation.py",
+        ("--extra", "50", "--quarantines", "50", "--held", "100000"),
+        (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
+        150,
+    ),
+    Headline(
+        "block_cutoff.py",
+        (),
+        (("block_cutoff", "block quarantine cuts an established flow"),),
+        20,
+    ),
+    Headline(
+        "controller_quarantine.py",
+        ("--reduced",),
+        (("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),),
+        40,
+    ),
+    Headline(
+        "controller_sessions.py",
+        ("--reduced",),
+        (("session_upsert_p99_scaling", "session upsert p99, 100k held <= 1.5x 1k held"),),
+        25,
+    ),
+    Headline(
+        "api_to_kernel.py",
+        ("--reduced",),
+        (("api_to_kernel_scaling", "API call -> key in kernel, 200k held <= 1.5x 10k held"),),
+        45,
+    ),
+    Headline(
+        "forwarding.py",
+        ("--keys", "100000", "--rounds", "8"),
+        (
+            ("forwarding_nonmail_untracked", "non-mail, track_non_mail = false >= 0.95x no table"),
+            (
+                "forwarding_nonmail_untracked_uncapped",
+                "non-mail, track_non_mail = false, no ct-count caps >= 0.95x no table",
+            ),
+            ("forwarding_nonmail_tracked", "non-mail, tracked default vs no table (reported)"),
+            (
+                "forwarding_nonmail_tracked_vs_conntrack",
+                "non-mail, tracked default >= 0.95x a conntrack-only gateway",
+            ),
+            (
+                "forwarding_capped_vs_conntrack",
+                "mail from a capped static pool >= 0.90x a conntrack-only gateway",
+            ),
+            ("forwarding_mail_uncapped", "mail from a rate-metered static pool >= 0.85x no table"),
+        ),
+        75,
+    ),
+    Headline(
+        "readback.py",
+        ("--reduced", "--repeat", "3"),
+        (("readback_structure", "read-back of a 1M-element table without listing it"),),
+        20,
+    ),
+    Headline(
+        "kernel_gc.py",
+        ("--keys", "50000", "--seconds", "61", "--baseline-seconds", "5"),
+        (("kernel_gc", "kernel set GC cost of edgectl's table vs hand-written"),),
+        90,
+    ),
+    Headline(
+        "controller_snapshot.py",
+        ("--quarantines", "100000", "--rounds", "3"),
+        (("snapshot_100k", "snapshot, 100k quarantines < 2 s, < 300 MB"),),
+        55,
+    ),
+    Headline(
+        "controller_delta.py",
+        ("--sizes", "1000", "100000", "--rounds", "11"),
+        (("delta_cost_flat", "delta cost at 100k held <= 1.5x at 1k held"),),
+        70,
+    ),
+)
+
+
+# -- running -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one script's run gave: its rows, or why it gave none."""
+
+    headline: Headline
+    rows: tuple[Row, ...]
+    problem: str | None  # None: ran to the end with exit status 0
+    seconds: float
+    log: Path | None
+
+
+def run_headline(headline: Headline, budget_s: float, logdir: Path) -> Outcome:
+    script = REPO / "bench" / headline.script
+    if not script.exists():
+        return Outcome(headline, (), "script not in this commit", 0.0, None)
+    if budget_s <= 0:
+        return Outcome(headline, (), "total time budget spent before it ran", 0.0, None)
+    log = logdir / f"{script.stem}.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), *headline.args],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped together
+        )
+        problem = None
+        try:
+            status = proc.wait(timeout=budget_s)
+            if status != 0:
+                problem = f"exit status {status}"
+        except subprocess.TimeoutExpired:
+            problem = f"stopped after its {budget_s:.0f} s budget"
+            stop(proc)
+    seconds = time.monotonic() - started
+    rows = tuple(parse(log.read_text(errors="replace")))
+    return Outcome(headline, rows, problem, seconds, log)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the script's process group (its finally cleans up), SIGKILL if it lingers."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+# -- the table -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """One table row: a measured Row, or a key that was not measured and why."""
+
+    key: str
+    target: str
+    row: Row | None
+    reason: str  # why not measured ("" when measured)
+    command: str
+
+    def status(self) -> str:
+        if self.row is None:
+            return f"**not measured**: {self.reason}"
+        if self.row.met is None:
+            return "reported"
+        return "met" if self.row.met else "**not met**"
+
+    def ok(self) -> bool:
+        return self.row is not None and self.row.met is not False
+
+
+def lines_of(outcomes: Iterable[Outcome]) -> list[Line]:
+    """Every expected key once, in table order, then any extra rows a script printed."""
+    lines = []
+    for outcome in outcomes:
+        headline = outcome.headline
+        by_key = {row.key: row for row in outcome.rows}
+        for key, target in headline.rows:
+            row = by_key.pop(key, None)
+            if row is None:
+                reason = outcome.problem or "the script printed no such row"
+                lines.append(Line(key, target, None, reason, headline.command()))
+            else:
+                lines.append(Line(key, row.target, row, "", row.command))
+        for row in by_key.values():  # measured now, just not in HEADLINES yet
+            lines.append(Line(row.key, row.target, row, "", row.command))
+    return lines
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_table(lines: Sequence[Line], header: Sequence[str]) -> str:
+    out = [*header, ""]
+    out.append("| key | target | figure: median (min-max, n) | clock includes | status | command |")
+    out.append("|---|---|---|---|---|---|")
+    for line in lines:
+        figure = "-" if line.row is None else line.row.figure()
+        clock = "-" if line.row is None else line.row.clock
+        cells = [f"`{line.key}`", line.target, figure, clock, line.status(), f"`{line.command}`"]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def replace_section(text: str, table: str) -> str:
+    """``text`` with everything between the markers replaced by ``table``."""
+    start = text.find(BEGIN)
+    end = text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"no {BEGIN!r} ... {END!r} section to replace")
+    if text.find(BEGIN, start + 1) >= 0 or text.find(END, end + 1) >= 0:
+        raise ValueError("the summary markers appear more than once")
+    return text[: start + len(BEGIN)] + "\n" + table + text[end:]
+
+
+# -- where and when --------------------------------------------------------------
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as file:
+        return " ".join(file.read().split()[:3])
+
+
+def commit() -> str:
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return f"{head}-dirty" if changed else head
+
+
+def machine() -> str:
+    cpu = "?"
+    with open("/proc/cpuinfo") as file:
+        for line in file:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as file:
+        mem_kib = int(file.readline().split()[1])
+    nft = subprocess.run(["nft", "--version"], capture_output=True, text=True, check=False)
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {mem_kib / 2**20:.0f} GiB, kernel {platform.release()}, "
+        f"{nft.stdout.strip() or 'nft ?'}, Python {platform.python_version()}"
+    )
+
+
+def header(
+    revision: str, started: datetime, load_before: str, load_after: str, where: str, took: float
+) -> list[str]:
+    return [
+        f"Measured by `bench/summary.py` at commit `{revision}`, "
+        f"{started:%Y-%m-%d %H:%M} UTC, in {took / 60:.1f} min "
+        f"(reduced runs: see each command).",
+        f"Load average (1/5/15 min) before: {load_before}; after: {load_after}.",
+        f"Machine: {where}.",
+    ]
+
+
+# -- main --------------------------------------------------------------------------
+
+
+def selected(only: Sequence[str]) -> list[Headline]:
+    if not only:
+        return list(HEADLINES)
+    chosen = [h for h in HEADLINES if h.script in only or any(k in only for k, _ in h.rows)]
+    unknown = set(only) - {h.script for h in HEADLINES} - {k for h in HEADLINES for k, _ in h.rows}
+    if unknown:
+        raise SystemExit(f"unknown script or key: {', '.join(sorted(unknown))}")
+    return chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+    parser.add_argument(
+        "--only", action="append", default=[], help="a script or a row key (repeatable)"
+    )
+    parser.add_argument("--logs", type=Path, help="keep each script's output here")
+    args = parser.parse_args(argv)
+    headlines = selected(args.only)
+    if not args.dry_run and args.only:
+        # A partial table would look like a whole one: only full runs are written.
+        parser.error("--only needs --dry-run")
+    revision = commit()
+    started_at = datetime.now(UTC)
+    load_before = loadavg()
+    where = machine()
+    started = time.monotonic()
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="edgectl-bench-summary-") as tmp:
+        logdir = args.logs or Path(tmp)
+        logdir.mkdir(parents=True, exist_ok=True)
+        for headline in headlines:
+            left = TOTAL_BUDGET_S - (time.monotonic() - started)
+            print(f"{headline.command()}  (budget {headline.budget_s:.0f} s) ...", flush=True)
+            outcome = run_headline(headline, min(headline.budget_s, left), logdir)
+            got = ", ".join(r.key for r in outcome.rows) or "no rows"
+            print(
+                f"  {outcome.seconds:.0f} s, {got}"
+                + (f"; {outcome.problem}" if outcome.problem else ""),
+                flush=True,
+            )
+            if outcome.problem and outcome.log is not None:
+                tail = outcome.log.read_text(errors="replace").splitlines()[-5:]
+                print("\n".join(f"    | {line}" for line in tail), flush=True)
+            outcomes.append(outcome)
+    took = time.monotonic() - started
+    lines = lines_of(outcomes)
+    table = render_table(lines, header(revision, started_at, load_before, loadavg(), where, took))
+    print("\n" + table)
+    if not args.dry_run:
+        args.output.write_text(replace_section(args.output.read_text(), table))
+        print(f"wrote the summary table into {args.output}")
+    return 0 if all(line.ok() for line in lines) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
