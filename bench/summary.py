@@ -6,13 +6,15 @@ Run as root from the repository root::
     .venv/bin/python bench/summary.py                 # all, then rewrite BENCHMARKS.md
     .venv/bin/python bench/summary.py --dry-run       # all, print the table only
     .venv/bin/python bench/summary.py --only forwarding.py --only agent_propagation.py
+    .venv/bin/python bench/summary.py --full          # the sizes the targets name
 
 ``HEADLINES`` below is the one list of what is measured: each script with
 its reduced arguments, the row keys it must print (``BENCH-RESULT`` lines,
 bench/_results.py) and its time budget.  The budgets add up to at most
-``TOTAL_BUDGET_S`` (15 minutes), so a full run is bounded however slow the
-machine is: a script that overruns its budget is stopped (SIGTERM to its
-process group, so its ``finally`` deletes its namespaces).
+``TOTAL_BUDGET_S`` (20 minutes; ``--full``, the sizes the targets name:
+``FULL_BUDGET_S``), so a run is bounded however slow the machine is: a
+script that overruns its budget is stopped (SIGTERM to its process group,
+so its ``finally`` deletes its namespaces).
 
 Every figure in the written table comes from this run.  A row whose script
 is missing, failed, timed out or did not print that key is written as
@@ -46,57 +48,91 @@ from _results import Row, parse
 
 BEGIN = "<!-- bench-summary:begin (written by bench/summary.py; do not edit by hand) -->"
 END = "<!-- bench-summary:end -->"
-TOTAL_BUDGET_S = 900.0
+TOTAL_BUDGET_S = 1200.0
+FULL_BUDGET_S = 4200.0
 STOP_GRACE_S = 60.0  # after SIGTERM: time for a script's finally to delete its namespaces
 REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
 class Headline:
-    """One headline script: how to run it reduced, and the rows it owes."""
+    """One headline script: how to run it reduced and full size, and the rows it owes."""
 
     script: str  # file name under bench/
     args: tuple[str, ...]  # the reduced form
-    rows: tuple[tuple[str, str], ...]  # (key, target) it must print
+    rows: tuple[tuple[str, str], ...]  # (key, target) the reduced form must print
     budget_s: float  # stopped after this long
+    # The full-size form (``--full``): the figures an issue's targets name.
+    # None: the reduced form is already the full one.
+    full_args: tuple[str, ...] | None = None
+    full_rows: tuple[tuple[str, str], ...] = ()
+    full_budget_s: float = 0.0
+
+    def sized(self, full: bool) -> Headline:
+        """The form to run: itself, or its full-size form as a plain Headline."""
+        if not full or self.full_args is None:
+            return self
+        return Headline(self.script, self.full_args, self.full_rows, self.full_budget_s)
 
     def command(self) -> str:
         return " ".join([".venv/bin/python", f"bench/{self.script}", *self.args])
 
 
-# The scripts being rewritten on other branches (sync, delta, steady, CLI apply,
-# the controller scaling rows, block cut-off) take the reduced arguments their
-# owners give them; "--reduced" here is the contract until they land.
+def _steady_rows(size: str, keys: str) -> tuple[tuple[str, str], ...]:
+    return (
+        (f"agent_rss_{size}", f"agent RSS at {keys} keys <= 400 MiB"),
+        (f"cold_start_{size}", f"cold start at {keys} <= 2x raw nft -f of the same keys"),
+        (f"restart_from_disk_{size}", f"restart from disk at {keys} <= 2x raw nft -f"),
+        (f"drift_repair_{size}", f"drift repair after flush ruleset at {keys} <= 1.5x raw nft -f"),
+        ("drift_structure_first", "after a flush: structure, pools and limits back <= 1 s"),
+    )
+
+
+# Reduced forms keep a whole run within TOTAL_BUDGET_S; their row keys carry
+# the size they ran at (full_sync_100k), so a reduced figure is never read
+# as the million-key one.  ``--full`` runs the sizes the targets name.
 HEADLINES: tuple[Headline, ...] = (
     Headline(
         "dataplane_sync.py",
-        ("--reps", "3"),
-        (("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall and CPU)"),),
-        100,
+        ("--keys", "100000", "--reps", "3", "--no-cli"),
+        (
+            ("full_sync_100k", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (wall)"),
+            ("full_sync_100k_cpu", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (CPU)"),
+        ),
+        90,
+        ("--keys", "1000000", "--reps", "3", "--no-cli"),
+        (
+            ("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall)"),
+            ("full_sync_1m_cpu", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (CPU)"),
+        ),
+        600,
     ),
     Headline(
-        "dataplane_delta.py",
-        ("--sizes", "10000,100000,1000000", "--deltas", "50", "--cli-deltas", "10"),
+        "agent_delta_path.py",
+        ("--sizes", "10000,100000", "--deltas", "100"),
+        (("delta_path_100k", "agent delta path (answer in hand -> kernel commit) <= 2 ms"),),
+        60,
+        ("--sizes", "10000,100000,1000000", "--deltas", "200"),
         (("delta_path_1m", "agent delta path (answer in hand -> kernel commit) <= 2 ms at 1M"),),
-        50,
+        400,
     ),
     Headline(
         "agent_steady.py",
-        ("--seconds", "10"),
-        (
-            ("agent_rss_1m", "agent RSS at 1M keys <= 400 MiB"),
-            ("cold_start_1m", "cold start at 1M <= 2x raw nft -f of the same keys"),
-            ("restart_from_disk_1m", "restart from disk at 1M <= 2x raw nft -f"),
-            ("drift_repair_1m", "drift repair after flush ruleset at 1M <= 1.5x raw nft -f"),
-            ("drift_structure_first", "after a flush: structure, pools and limits back <= 1 s"),
-        ),
-        100,
+        ("--keys", "100000", "--reps", "1", "--seconds", "5"),
+        _steady_rows("100k", "100k"),
+        120,
+        ("--keys", "1000000", "--reps", "3", "--seconds", "20"),
+        _steady_rows("1m", "1M"),
+        1200,
     ),
     Headline(
         "cli_apply.py",
+        ("--keys", "50000", "--reps", "1"),
+        (("cli_apply_50k", "edgectl apply -f, 50k keys, whole command <= 1.5x nft -f"),),
+        60,
         ("--keys", "200000", "--reps", "3"),
         (("cli_apply_200k", "edgectl apply -f, 200k keys, whole command <= 1.5x nft -f"),),
-        45,
+        400,
     ),
     Headline(
         "agent_propagation.py",
@@ -106,27 +142,27 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline(
         "block_cutoff.py",
-        (),
-        (("block_cutoff", "block quarantine cuts an established flow"),),
-        20,
-    ),
-    Headline(
-        "controller_quarantine.py",
-        ("--reduced",),
-        (("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),),
+        ("--rounds", "3"),
+        (("block_cutoff", "a block quarantine cuts an established flow"),),
         40,
+        ("--rounds", "5"),
+        (("block_cutoff", "a block quarantine cuts an established flow"),),
+        120,
     ),
     Headline(
-        "controller_sessions.py",
-        ("--reduced",),
-        (("session_upsert_p99_scaling", "session upsert p99, 100k held <= 1.5x 1k held"),),
-        25,
+        "controller_scaling.py",
+        ("--quick",),
+        (
+            ("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),
+            ("session_upsert_p99_scaling", "session upsert p99, 100k held <= 1.5x 1k held"),
+        ),
+        150,
     ),
     Headline(
-        "api_to_kernel.py",
-        ("--reduced",),
+        "propagation_one_gateway.py",
+        ("--quick",),
         (("api_to_kernel_scaling", "API call -> key in kernel, 200k held <= 1.5x 10k held"),),
-        45,
+        200,
     ),
     Headline(
         "forwarding.py",
@@ -341,12 +377,18 @@ def machine() -> str:
 
 
 def header(
-    revision: str, started: datetime, load_before: str, load_after: str, where: str, took: float
+    revision: str,
+    started: datetime,
+    load_before: str,
+    load_after: str,
+    where: str,
+    took: float,
+    sizes: str = "reduced runs",
 ) -> list[str]:
     return [
         f"Measured by `bench/summary.py` at commit `{revision}`, "
         f"{started:%Y-%m-%d %H:%M} UTC, in {took / 60:.1f} min "
-        f"(reduced runs: see each command).",
+        f"({sizes}: see each command).",
         f"Load average (1/5/15 min) before: {load_before}; after: {load_after}.",
         f"Machine: {where}.",
     ]
@@ -373,8 +415,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", action="append", default=[], help="a script or a row key (repeatable)"
     )
     parser.add_argument("--logs", type=Path, help="keep each script's output here")
+    parser.add_argument(
+        "--full", action="store_true", help="the sizes the targets name (about an hour)"
+    )
     args = parser.parse_args(argv)
-    headlines = selected(args.only)
+    headlines = [h.sized(args.full) for h in selected(args.only)]
+    total_budget_s = FULL_BUDGET_S if args.full else TOTAL_BUDGET_S
     if not args.dry_run and args.only:
         # A partial table would look like a whole one: only full runs are written.
         parser.error("--only needs --dry-run")
@@ -388,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logdir = args.logs or Path(tmp)
         logdir.mkdir(parents=True, exist_ok=True)
         for headline in headlines:
-            left = TOTAL_BUDGET_S - (time.monotonic() - started)
+            left = total_budget_s - (time.monotonic() - started)
             print(f"{headline.command()}  (budget {headline.budget_s:.0f} s) ...", flush=True)
             outcome = run_headline(headline, min(headline.budget_s, left), logdir)
             got = ", ".join(r.key for r in outcome.rows) or "no rows"
@@ -403,7 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcomes.append(outcome)
     took = time.monotonic() - started
     lines = lines_of(outcomes)
-    table = render_table(lines, header(revision, started_at, load_before, loadavg(), where, took))
+    sizes = "full-size runs" if args.full else "reduced runs"
+    table = render_table(
+        lines, header(revision, started_at, load_before, loadavg(), where, took, sizes)
+    )
     print("\n" + table)
     if not args.dry_run:
         args.output.write_text(replace_section(args.output.read_text(), table))

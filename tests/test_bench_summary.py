@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -124,6 +125,25 @@ def test_the_headline_table_fits_the_time_budget_and_keys_are_unique() -> None:
     keys = [key for h in summary.HEADLINES for key, _ in h.rows]
     assert len(keys) == len(set(keys))
     assert len({h.script for h in summary.HEADLINES}) == len(summary.HEADLINES)
+    full = [h.sized(True) for h in summary.HEADLINES]
+    assert sum(h.budget_s for h in full) <= summary.FULL_BUDGET_S
+    full_keys = [key for h in full for key, _ in h.rows]
+    assert len(full_keys) == len(set(full_keys))
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["reduced", "full"])
+def test_every_headline_script_is_here_and_takes_its_arguments(full: bool) -> None:
+    """A renamed script or option would otherwise show only as 'not measured' in a run."""
+    for headline in (h.sized(full) for h in summary.HEADLINES):
+        script = summary.REPO / "bench" / headline.script
+        assert script.exists(), headline.script
+        source = script.read_text()
+        for option in (a for a in headline.args if a.startswith("--")):
+            assert f'"{option}"' in source, f"{headline.script} takes no {option}"
+        for key, _ in headline.rows:
+            # A sized key is written f"full_sync_{size}": its stem is in the source.
+            stem = re.sub(r"_\d+[km](_cpu)?$", "", key)
+            assert stem in source, f"{headline.script} cannot print {key}"
 
 
 def test_a_script_not_in_this_commit_is_reported_as_such(tmp_path: Path) -> None:
