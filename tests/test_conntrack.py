@@ -7,8 +7,9 @@ import struct
 from datetime import UTC, datetime, timedelta
 
 from edgectl.agent import conntrack as ct
-from edgectl.agent import kernel_readback as kr
 from edgectl.agent.flow_cut import holds
+from edgectl.agent.netlink.codec import NlMsg, nla, nla_nested
+from edgectl.agent.netlink.constants import NLM_F_MULTI
 from edgectl.model.policy import Quarantine, QuarantineMode
 from edgectl.model.prefix import Prefix
 
@@ -16,22 +17,22 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MAIL = (25, 465, 587)
 
 
-def message(src: str, dst: str, proto: int, dport: int) -> kr.NlMsg:
+def message(src: str, dst: str, proto: int, dport: int) -> NlMsg:
     """A conntrack entry as ctnetlink dumps it: nfgenmsg, then CTA_TUPLE_ORIG nested."""
     family = socket.AF_INET6 if ":" in src else socket.AF_INET
     src_type, dst_type = (ct.CTA_IP_V6_SRC, ct.CTA_IP_V6_DST) if ":" in src else (1, 2)
-    ip = kr.nla_nested(
+    ip = nla_nested(
         ct.CTA_TUPLE_IP,
-        kr.nla(src_type, socket.inet_pton(family, src)),
-        kr.nla(dst_type, socket.inet_pton(family, dst)),
+        nla(src_type, socket.inet_pton(family, src)),
+        nla(dst_type, socket.inet_pton(family, dst)),
     )
-    proto_attrs = kr.nla_nested(
+    proto_attrs = nla_nested(
         ct.CTA_TUPLE_PROTO,
-        kr.nla(ct.CTA_PROTO_NUM, bytes([proto])),
-        kr.nla(ct.CTA_PROTO_DST_PORT, struct.pack(">H", dport)),
+        nla(ct.CTA_PROTO_NUM, bytes([proto])),
+        nla(ct.CTA_PROTO_DST_PORT, struct.pack(">H", dport)),
     )
-    body = struct.pack("=BBH", family, 0, 0) + kr.nla_nested(ct.CTA_TUPLE_ORIG, ip, proto_attrs)
-    return kr.NlMsg(0x100, kr.NLM_F_MULTI, 1, 0, body)
+    body = struct.pack("=BBH", family, 0, 0) + nla_nested(ct.CTA_TUPLE_ORIG, ip, proto_attrs)
+    return NlMsg(0x100, NLM_F_MULTI, 1, 0, body)
 
 
 def doomed(

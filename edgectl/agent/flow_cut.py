@@ -23,9 +23,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from edgectl.agent import kernel_readback as kr
 from edgectl.agent.conntrack import Cut, cut_flows
 from edgectl.agent.keys import needs_full_sync
+from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.model.delta import StateDelta
 from edgectl.model.policy import DesiredState, Quarantine, QuarantineMode
 from edgectl.model.prefix import Prefix
@@ -49,7 +49,7 @@ def holds(quarantines: Iterable[Quarantine], mail_ports: Iterable[int], now: dat
 
 
 class FlowCutter:
-    def __init__(self, sock: kr.NfNetlink) -> None:
+    def __init__(self, sock: NfNetlink) -> None:
         self.sock = sock
 
     @contextmanager
