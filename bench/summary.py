@@ -11,7 +11,7 @@ Run as root from the repository root::
 ``HEADLINES`` below is the one list of what is measured: each script with
 its reduced arguments, the row keys it must print (``BENCH-RESULT`` lines,
 bench/_results.py) and its time budget.  The budgets add up to at most
-``TOTAL_BUDGET_S`` (20 minutes; ``--full``, the sizes the targets name:
+``TOTAL_BUDGET_S`` (15 minutes; ``--full``, the sizes the targets name:
 ``FULL_BUDGET_S``), so a run is bounded however slow the machine is: a
 script that overruns its budget is stopped (SIGTERM to its process group,
 so its ``finally`` deletes its namespaces).
@@ -48,7 +48,7 @@ from _results import Row, parse
 
 BEGIN = "<!-- bench-summary:begin (written by bench/summary.py; do not edit by hand) -->"
 END = "<!-- bench-summary:end -->"
-TOTAL_BUDGET_S = 1200.0
+TOTAL_BUDGET_S = 900.0
 FULL_BUDGET_S = 4200.0
 STOP_GRACE_S = 60.0  # after SIGTERM: time for a script's finally to delete its namespaces
 REPO = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("full_sync_100k", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (wall)"),
             ("full_sync_100k_cpu", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (CPU)"),
         ),
-        90,
+        70,
         ("--keys", "1000000", "--reps", "3", "--no-cli"),
         (
             ("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall)"),
@@ -111,25 +111,25 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_delta_path.py",
         ("--sizes", "10000,100000", "--deltas", "100"),
         (("delta_path_100k", "agent delta path (answer in hand -> kernel commit) <= 2 ms"),),
-        60,
+        45,
         ("--sizes", "10000,100000,1000000", "--deltas", "200"),
         (("delta_path_1m", "agent delta path (answer in hand -> kernel commit) <= 2 ms at 1M"),),
         400,
     ),
     Headline(
         "agent_steady.py",
-        ("--keys", "100000", "--reps", "1", "--seconds", "5"),
-        _steady_rows("100k", "100k"),
-        120,
+        ("--keys", "50000", "--reps", "3", "--seconds", "3"),
+        _steady_rows("50k", "50k"),
+        100,
         ("--keys", "1000000", "--reps", "3", "--seconds", "20"),
         _steady_rows("1m", "1M"),
         1200,
     ),
     Headline(
         "cli_apply.py",
-        ("--keys", "50000", "--reps", "1"),
+        ("--keys", "50000", "--reps", "3"),
         (("cli_apply_50k", "edgectl apply -f, 50k keys, whole command <= 1.5x nft -f"),),
-        60,
+        50,
         ("--keys", "200000", "--reps", "3"),
         (("cli_apply_200k", "edgectl apply -f, 200k keys, whole command <= 1.5x nft -f"),),
         400,
@@ -138,31 +138,40 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_propagation.py",
         ("--extra", "50", "--quarantines", "50", "--held", "100000"),
         (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
-        150,
+        140,
     ),
     Headline(
         "block_cutoff.py",
         ("--rounds", "3"),
         (("block_cutoff", "a block quarantine cuts an established flow"),),
-        40,
+        30,
         ("--rounds", "5"),
         (("block_cutoff", "a block quarantine cuts an established flow"),),
         120,
     ),
     Headline(
         "controller_scaling.py",
-        ("--quick",),
+        ("--held", "30000", "--baseline", "1000", "--rounds", "3", "--requests", "100"),
+        (
+            ("quarantine_create_p99_scaling", "quarantine create p99, 30k held <= 1.5x 1k held"),
+            ("session_upsert_p99_scaling", "session upsert p99, 30k held <= 1.5x 1k held"),
+        ),
+        65,
+        ("--held", "100000", "--baseline", "1000", "--quick"),
         (
             ("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),
             ("session_upsert_p99_scaling", "session upsert p99, 100k held <= 1.5x 1k held"),
         ),
-        150,
+        400,
     ),
     Headline(
         "propagation_one_gateway.py",
-        ("--quick",),
+        ("--held", "50000", "--baseline", "5000", "--rounds", "3", "--requests", "30"),
+        (("api_to_kernel_scaling", "API call -> key in kernel, 50k held <= 1.5x 5k held"),),
+        90,
+        ("--held", "200000", "--baseline", "10000", "--quick"),
         (("api_to_kernel_scaling", "API call -> key in kernel, 200k held <= 1.5x 10k held"),),
-        200,
+        500,
     ),
     Headline(
         "forwarding.py",
