@@ -48,6 +48,10 @@ from _results import Row, parse
 
 BEGIN = "<!-- bench-summary:begin (written by bench/summary.py; do not edit by hand) -->"
 END = "<!-- bench-summary:end -->"
+# ``--full`` writes its own section: the reduced table and the full-size one
+# are each from one run, never mixed.
+FULL_BEGIN = "<!-- bench-summary-full:begin (written by bench/summary.py --full) -->"
+FULL_END = "<!-- bench-summary-full:end -->"
 TOTAL_BUDGET_S = 900.0
 FULL_BUDGET_S = 4200.0
 STOP_GRACE_S = 60.0  # after SIGTERM: time for a script's finally to delete its namespaces
@@ -336,15 +340,15 @@ def render_table(lines: Sequence[Line], header: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def replace_section(text: str, table: str) -> str:
+def replace_section(text: str, table: str, begin: str = BEGIN, end_marker: str = END) -> str:
     """``text`` with everything between the markers replaced by ``table``."""
-    start = text.find(BEGIN)
-    end = text.find(END)
+    start = text.find(begin)
+    end = text.find(end_marker)
     if start < 0 or end < 0 or end < start:
-        raise ValueError(f"no {BEGIN!r} ... {END!r} section to replace")
-    if text.find(BEGIN, start + 1) >= 0 or text.find(END, end + 1) >= 0:
+        raise ValueError(f"no {begin!r} ... {end_marker!r} section to replace")
+    if text.find(begin, start + 1) >= 0 or text.find(end_marker, end + 1) >= 0:
         raise ValueError("the summary markers appear more than once")
-    return text[: start + len(BEGIN)] + "\n" + table + text[end:]
+    return text[: start + len(begin)] + "\n" + table + text[end:]
 
 
 # -- where and when --------------------------------------------------------------
@@ -464,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print("\n" + table)
     if not args.dry_run:
-        args.output.write_text(replace_section(args.output.read_text(), table))
+        markers = (FULL_BEGIN, FULL_END) if args.full else (BEGIN, END)
+        args.output.write_text(replace_section(args.output.read_text(), table, *markers))
         print(f"wrote the summary table into {args.output}")
     return 0 if all(line.ok() for line in lines) else 1
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from edgectl.agent import conntrack as ct
+from edgectl.agent import flow_cut
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent.flow_cut import holds
 from edgectl.model.policy import Quarantine, QuarantineMode
@@ -92,3 +97,64 @@ def test_smtp_cuts_mail_ports_only_and_expired_or_walled_holds_nothing() -> None
     )
     walled = Quarantine(Prefix.parse("100.64.0.12"), QuarantineMode.WALLED_GARDEN)
     assert not holds([expired, walled], MAIL, NOW)
+
+
+def _recording_cuts(monkeypatch: pytest.MonkeyPatch) -> tuple[list[ct.Cut], threading.Event]:
+    """BackgroundCuts with its cut replaced by a recorder that waits for ``release``."""
+    done: list[ct.Cut] = []
+    release = threading.Event()
+
+    def record(sock: object, cut: ct.Cut) -> None:
+        done.append(cut)
+        if not release.wait(5):
+            raise AssertionError("never released")
+        if cut.mail_ports == frozenset({9}):
+            raise RuntimeError("a cut that fails unexpectedly")
+
+    monkeypatch.setattr(flow_cut, "cut_now", record)
+    return done, release
+
+
+def key_cut(text: str, ports: frozenset[int] = frozenset({25})) -> ct.Cut:
+    return ct.Cut(frozenset({Prefix.parse(text)}), frozenset(), ports)
+
+
+def test_cuts_arriving_while_one_runs_go_together_in_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done, release = _recording_cuts(monkeypatch)
+    cuts = flow_cut.BackgroundCuts(None)  # a socket only: the recorder touches no kernel
+    try:
+        first = key_cut("100.64.0.1/32")
+        cuts.submit(first)
+        deadline = time.monotonic() + 5
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert done == [first]
+        cuts.submit(key_cut("100.64.0.2/32"))
+        cuts.submit(ct.Cut(frozenset(), frozenset({Prefix.parse("100.64.0.3/32")}), frozenset()))
+        assert not cuts.idle(0.05)  # the first is still running
+        release.set()
+        assert cuts.idle(5)
+        assert len(done) == 2
+        merged = done[1]
+        assert merged.everything == {Prefix.parse("100.64.0.2/32")}
+        assert merged.mail == {Prefix.parse("100.64.0.3/32")}
+        assert merged.mail_ports == {25}
+    finally:
+        release.set()
+        cuts.close()
+
+
+def test_a_failing_cut_leaves_the_thread_running_and_close_finishes_what_is_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done, release = _recording_cuts(monkeypatch)
+    release.set()
+    cuts = flow_cut.BackgroundCuts(None)
+    cuts.submit(key_cut("100.64.0.1/32", frozenset({9})))  # raises inside the thread
+    assert cuts.idle(5)
+    last = key_cut("100.64.0.4/32")
+    cuts.submit(last)
+    cuts.close()
+    assert done[-1] == last and len(done) == 2

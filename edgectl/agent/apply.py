@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent import kernel_write
-from edgectl.agent.flow_cut import FlowCutter
+from edgectl.agent.flow_cut import BackgroundCuts, FlowCutter
 from edgectl.agent.keys import needs_full_sync
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError, release_heap
@@ -45,8 +45,10 @@ class Dataplane:
     included (17 s with a million keys, against 0.15 ms for the dump).
     """
 
-    def __init__(self, nft: Nft) -> None:
+    def __init__(self, nft: Nft, cuts: BackgroundCuts | None = None) -> None:
+        """``cuts``: where held keys' open flows are cut (None: inline, before a commit returns)."""
         self.nft = nft
+        self.cuts = cuts
         with inside(nft.netns):
             self.sock = kr.NfNetlink()
 
@@ -58,6 +60,9 @@ class Dataplane:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _cutter(self) -> FlowCutter:
+        return FlowCutter(self.sock, None if self.cuts is None else self.cuts.submit)
 
     def table_exists(self) -> bool:
         return kr.table_exists(self.sock, NFPROTO_INET, "edgectl")
@@ -79,7 +84,7 @@ class Dataplane:
         kernel no longer has (a flushed ruleset), so a repair does not reset
         what Prometheus has been scraping.  What the kernel still has wins.
         """
-        with FlowCutter(self.sock).after_full(state, now):
+        with self._cutter().after_full(state, now):
             return self._full_sync(state, now or datetime.now(UTC), carried)
 
     def _full_sync(
@@ -121,7 +126,7 @@ class Dataplane:
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None
     ) -> ApplyResult:
-        with FlowCutter(self.sock).after_delta(old, delta, now):
+        with self._cutter().after_delta(old, delta, now):
             return self._apply_delta(old, delta, now)
 
     def _apply_delta(

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent.apply import ApplyResult, Dataplane
+from edgectl.agent.flow_cut import BackgroundCuts
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft
 from edgectl.agent.persist import Applied
@@ -49,7 +50,11 @@ class Kernel:
         except BaseException:
             self._nft.close()
             raise
-        self._dataplane = Dataplane(self._nft)
+        # Cutting held keys' open flows is a walk of the host's conntrack
+        # table (10-25 ms): off the commit path, so a delta costs what it
+        # touches (edgectl.agent.flow_cut.BackgroundCuts).
+        self.cuts = BackgroundCuts(netns)
+        self._dataplane = Dataplane(self._nft, self.cuts)
         # The generation our last commit produced (None: no commit yet).
         self.expected: int | None = None
         # Set when a foreign commit slipped in before one of ours: our commit
@@ -60,6 +65,7 @@ class Kernel:
         self._last_counters: dict[str, tuple[int, int]] = {}
 
     def close(self) -> None:
+        self.cuts.close()  # outside the lock: it finishes the pending cut first
         with self.lock:
             self._dataplane.close()
             self._sock.close()
