@@ -104,7 +104,8 @@ def _recording_cuts(monkeypatch: pytest.MonkeyPatch) -> tuple[list[ct.Cut], thre
     done: list[ct.Cut] = []
     release = threading.Event()
 
-    def record(sock: object, cut: ct.Cut) -> None:
+    def record(sock: object, source: ct.CutSource) -> None:
+        cut = source if isinstance(source, ct.Cut) else source()
         done.append(cut)
         if not release.wait(5):
             raise AssertionError("never released")
@@ -158,3 +159,27 @@ def test_a_failing_cut_leaves_the_thread_running_and_close_finishes_what_is_pend
     cuts.submit(last)
     cuts.close()
     assert done[-1] == last and len(done) == 2
+
+
+def test_a_lazy_cut_is_computed_only_when_the_dump_shows_an_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a full sync the cut names every held key: no flows, no matching work."""
+    computed: list[int] = []
+
+    def source() -> ct.Cut:
+        computed.append(1)
+        return ct.Cut(frozenset({Prefix.parse("100.64.0.1/32")}), frozenset(), frozenset())
+
+    dumps: dict[int, list[kr.NlMsg]] = {4: [], 6: []}
+    monkeypatch.setattr(ct, "_dump", lambda sock, version: iter(dumps[version]))
+    sent: list[object] = []
+    monkeypatch.setattr(ct, "_pipeline", lambda sock, requests: sent.extend(requests) or [0])
+    assert ct.cut_flows(object(), source) == 0  # type: ignore[arg-type]
+    assert computed == [] and sent == []
+    dumps[4] = [
+        message("100.64.0.1", "192.0.2.1", socket.IPPROTO_UDP, 53),
+        message("100.64.0.2", "192.0.2.1", socket.IPPROTO_UDP, 53),
+    ]
+    assert ct.cut_flows(object(), source) == 1  # type: ignore[arg-type]
+    assert computed == [1] and len(sent) == 1

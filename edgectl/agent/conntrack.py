@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from edgectl.agent import kernel_readback as kr
@@ -182,27 +182,47 @@ def _doomed(entry: Entry, everything: _Matcher, mail: _Matcher, ports: frozenset
     return is_mail and (entry.version, entry.src) in mail
 
 
-def cut_flows(sock: kr.NfNetlink, cut: Cut) -> int:
-    """Delete the conntrack entries ``cut`` names; how many went.
+# A cut, or what computes it: after a full sync the cut names every held
+# key (a million of them), and building its matchers costs more than the
+# dump; it is built only once the dump has shown an entry to match.
+CutSource = Cut | Callable[[], Cut]
+
+
+def cut_flows(sock: kr.NfNetlink, source: CutSource) -> int:
+    """Delete the conntrack entries the cut names; how many went.
 
     An entry that ends between the dump and its delete answers ENOENT,
     which is what we wanted anyway.
     """
-    if not cut:
-        return 0
-    everything, mail = _Matcher(cut.everything), _Matcher(cut.mail)
-    versions = sorted({key.version for key in (*cut.everything, *cut.mail)})
+    if isinstance(source, Cut):
+        if not source:
+            return 0
+        versions = sorted({key.version for key in (*source.everything, *source.mail)})
+    else:
+        versions = [4, 6]
+    built: list[tuple[Cut, _Matcher, _Matcher]] = []
+
+    def matchers() -> tuple[Cut, _Matcher, _Matcher]:
+        if not built:
+            cut = source if isinstance(source, Cut) else source()
+            built.append((cut, _Matcher(cut.everything), _Matcher(cut.mail)))
+        return built[0]
+
     requests = []
     for version in versions:
         # Collected before deleting: deleting while the dump runs would
-        # change the table under the kernel's dump cursor.
-        doomed = [
-            entry
-            for message in _dump(sock, version)
-            if _candidate(message, version, everything, mail)
-            and (entry := _decode(message, version)) is not None
-            and _doomed(entry, everything, mail, cut.mail_ports)
-        ]
+        # change the table under the kernel's dump cursor.  Every message
+        # is read, matched or not, so that none is left on the socket.
+        doomed = []
+        for message in _dump(sock, version):
+            cut, everything, mail = matchers()
+            if (
+                cut
+                and _candidate(message, version, everything, mail)
+                and (entry := _decode(message, version)) is not None
+                and _doomed(entry, everything, mail, cut.mail_ports)
+            ):
+                doomed.append(entry)
         for entry in doomed:
             attrs = kr.nla(CTA_TUPLE_ORIG | kr.NLA_F_NESTED, entry.orig)
             if entry.zone is not None:

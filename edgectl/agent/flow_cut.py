@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 
 from edgectl.agent import kernel_readback as kr
-from edgectl.agent.conntrack import Cut, cut_flows
+from edgectl.agent.conntrack import Cut, CutSource, cut_flows
 from edgectl.agent.keys import needs_full_sync
 from edgectl.agent.netns import inside
 from edgectl.model.delta import StateDelta
@@ -53,7 +54,7 @@ def holds(quarantines: Iterable[Quarantine], mail_ports: Iterable[int], now: dat
 class FlowCutter:
     """Where a commit's cuts go: done at once (``sink`` None) or handed to a ``BackgroundCuts``."""
 
-    def __init__(self, sock: kr.NfNetlink, sink: Callable[[Cut], None] | None = None) -> None:
+    def __init__(self, sock: kr.NfNetlink, sink: Callable[[CutSource], None] | None = None) -> None:
         self.sock = sock
         self.sink = sink
 
@@ -61,8 +62,9 @@ class FlowCutter:
     def after_full(self, state: DesiredState, now: datetime | None) -> Iterator[None]:
         """Every block/smtp hold: flows may have started while the table was gone."""
         yield  # the commit; an exception skips the cut
-        cut = holds(state.quarantines.values(), state.settings.mail_ports, now or _now())
-        self.cut(cut)
+        at = now or _now()
+        # Lazy: a million holds are sorted out only if there are flows to match.
+        self.cut(lambda: holds(state.quarantines.values(), state.settings.mail_ports, at))
 
     @contextmanager
     def after_delta(
@@ -80,20 +82,20 @@ class FlowCutter:
         )
         self.cut(holds(fresh, old.settings.mail_ports, now or _now()))
 
-    def cut(self, cut: Cut) -> None:
-        if not cut:
+    def cut(self, source: CutSource) -> None:
+        if isinstance(source, Cut) and not source:
             return
         if self.sink is not None:
-            self.sink(cut)
+            self.sink(source)
         else:
-            cut_now(self.sock, cut)
+            cut_now(self.sock, source)
 
 
-def cut_now(sock: kr.NfNetlink, cut: Cut) -> None:
+def cut_now(sock: kr.NfNetlink, source: CutSource) -> None:
     """The hold is in force whatever happens here: a failure is logged, never raised."""
     start = time.monotonic()
     try:
-        deleted = cut_flows(sock, cut)
+        deleted = cut_flows(sock, source)
     except (OSError, ValueError) as error:
         log.warning("open flows of held subscribers not cut: %s", error)
         return
@@ -120,21 +122,21 @@ class BackgroundCuts:
         with inside(netns):
             self._sock = kr.NfNetlink()
         self._lock = threading.Condition()
-        self._pending: Cut | None = None
+        self._pending: list[CutSource] = []
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="flow-cut", daemon=True)
         self._thread.start()
 
-    def submit(self, cut: Cut) -> None:
+    def submit(self, source: CutSource) -> None:
         with self._lock:
-            self._pending = cut if self._pending is None else merge(self._pending, cut)
+            self._pending.append(source)
             self._lock.notify()
 
     def idle(self, timeout: float) -> bool:
         """Wait until nothing is pending or running; False if ``timeout`` passed first."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._pending is None and not self._busy, timeout)
+            return self._lock.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def close(self) -> None:
         """Finish what is pending, then stop (a hold's flows are cut before the agent exits)."""
@@ -147,13 +149,13 @@ class BackgroundCuts:
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._pending is not None or self._closed)
-                cut, self._pending = self._pending, None
-                if cut is None:
+                self._lock.wait_for(lambda: bool(self._pending) or self._closed)
+                sources, self._pending = self._pending, []
+                if not sources:
                     return  # closed with nothing left to cut
                 self._busy = True
             try:
-                cut_now(self._sock, cut)
+                cut_now(self._sock, partial(merged, sources))
             except Exception:
                 # cut_now logs the failures it expects; anything else must
                 # not end the thread, or no later hold would cut its flows.
@@ -164,11 +166,13 @@ class BackgroundCuts:
                     self._lock.notify_all()
 
 
-def merge(first: Cut, second: Cut) -> Cut:
+def merged(sources: Iterable[CutSource]) -> Cut:
+    """One cut for many: every key of each, and the mail ports of each."""
+    cuts = [source if isinstance(source, Cut) else source() for source in sources]
     return Cut(
-        first.everything | second.everything,
-        first.mail | second.mail,
-        first.mail_ports | second.mail_ports,
+        frozenset().union(*(cut.everything for cut in cuts)),
+        frozenset().union(*(cut.mail for cut in cuts)),
+        frozenset().union(*(cut.mail_ports for cut in cuts)),
     )
 
 
