@@ -264,6 +264,11 @@ def run_headline(headline: Headline, budget_s: float, logdir: Path) -> Outcome:
         except subprocess.TimeoutExpired:
             problem = f"stopped after its {budget_s:.0f} s budget"
             stop(proc)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): the script runs in a session of
+            # its own and would go on measuring alone.
+            stop(proc)
+            raise
     seconds = time.monotonic() - started
     rows = tuple(parse(log.read_text(errors="replace")))
     return Outcome(headline, rows, problem, seconds, log)
@@ -410,6 +415,10 @@ def header(
 # -- main --------------------------------------------------------------------------
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def selected(only: Sequence[str]) -> list[Headline]:
     if not only:
         return list(HEADLINES)
@@ -432,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--full", action="store_true", help="the sizes the targets name (about an hour)"
     )
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     headlines = [h.sized(args.full) for h in selected(args.only)]
     total_budget_s = FULL_BUDGET_S if args.full else TOTAL_BUDGET_S
     if not args.dry_run and args.only:
