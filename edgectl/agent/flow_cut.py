@@ -20,16 +20,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 
 from edgectl.agent import kernel_readback as kr
-from edgectl.agent.conntrack import Cut, CutSource, cut_flows
+from edgectl.agent.conntrack import Cut, CutSource, Matcher, cut_flows
 from edgectl.agent.keys import needs_full_sync
 from edgectl.agent.netns import inside
 from edgectl.model.delta import StateDelta
+from edgectl.model.keymap import KeyMap
 from edgectl.model.policy import DesiredState, Quarantine, QuarantineMode
 from edgectl.model.prefix import Prefix
 
@@ -51,6 +52,65 @@ def holds(quarantines: Iterable[Quarantine], mail_ports: Iterable[int], now: dat
     return Cut(frozenset(everything), frozenset(mail), frozenset(mail_ports))
 
 
+class HeldKeys:
+    """Every ``block`` and ``smtp`` hold of a state, matched where the holds already are.
+
+    After a full sync every hold is a cut target.  Copying a million keys
+    into sets (and holding the copy) would cost more than the dump; instead
+    an address is masked to each key shape the holds have (IPv4 /32, the
+    IPv6 delegated lengths, any range lengths: a handful) and looked up in
+    the state's own map.
+    """
+
+    def __init__(
+        self, quarantines: Mapping[Prefix, Quarantine], now: datetime, mail_ports: Iterable[int]
+    ) -> None:
+        self.quarantines = quarantines
+        self.now = now
+        self.mail_ports = frozenset(mail_ports)
+
+    def matchers(self) -> tuple[Matcher, Matcher]:
+        quarantines = self.quarantines
+        if isinstance(quarantines, KeyMap):
+            shapes = list(quarantines.shapes())
+        else:  # a plain mapping (edgectl apply): one pass over its keys
+            shapes = list({(key.version, key.length) for key in quarantines})
+        return (
+            _HeldMatcher(quarantines, shapes, QuarantineMode.BLOCK, self.now),
+            _HeldMatcher(quarantines, shapes, QuarantineMode.SMTP, self.now),
+        )
+
+
+class _HeldMatcher:
+    def __init__(
+        self,
+        quarantines: Mapping[Prefix, Quarantine],
+        shapes: list[tuple[int, int]],
+        mode: QuarantineMode,
+        now: datetime,
+    ) -> None:
+        self.quarantines = quarantines
+        self.mode = mode
+        self.now = now
+        bits = {4: 32, 6: 128}
+        self.masks: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for version, length in sorted(shapes, key=lambda shape: -shape[1]):
+            mask = ((1 << length) - 1) << (bits[version] - length)
+            self.masks[version].append((mask, length))
+
+    def __contains__(self, item: tuple[int, int]) -> bool:
+        version, address = item
+        for mask, length in self.masks[version]:
+            hold = self.quarantines.get(Prefix(version, address & mask, length))
+            if (
+                hold is not None
+                and hold.mode is self.mode
+                and (hold.expires is None or hold.expires > self.now)
+            ):
+                return True
+        return False
+
+
 class FlowCutter:
     """Where a commit's cuts go: done at once (``sink`` None) or handed to a ``BackgroundCuts``."""
 
@@ -62,9 +122,8 @@ class FlowCutter:
     def after_full(self, state: DesiredState, now: datetime | None) -> Iterator[None]:
         """Every block/smtp hold: flows may have started while the table was gone."""
         yield  # the commit; an exception skips the cut
-        at = now or _now()
-        # Lazy: a million holds are sorted out only if there are flows to match.
-        self.cut(lambda: holds(state.quarantines.values(), state.settings.mail_ports, at))
+        # Lazy: looked up only if the dump shows flows to match.
+        self.cut(partial(HeldKeys, state.quarantines, now or _now(), state.settings.mail_ports))
 
     @contextmanager
     def after_delta(
@@ -88,14 +147,14 @@ class FlowCutter:
         if self.sink is not None:
             self.sink(source)
         else:
-            cut_now(self.sock, source)
+            cut_now(self.sock, [source])
 
 
-def cut_now(sock: kr.NfNetlink, source: CutSource) -> None:
+def cut_now(sock: kr.NfNetlink, sources: Sequence[CutSource]) -> None:
     """The hold is in force whatever happens here: a failure is logged, never raised."""
     start = time.monotonic()
     try:
-        deleted = cut_flows(sock, source)
+        deleted = cut_flows(sock, sources)
     except (OSError, ValueError) as error:
         log.warning("open flows of held subscribers not cut: %s", error)
         return
@@ -155,7 +214,7 @@ class BackgroundCuts:
                     return  # closed with nothing left to cut
                 self._busy = True
             try:
-                cut_now(self._sock, partial(merged, sources))
+                cut_now(self._sock, sources)
             except Exception:
                 # cut_now logs the failures it expects; anything else must
                 # not end the thread, or no later hold would cut its flows.
@@ -164,16 +223,6 @@ class BackgroundCuts:
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
-
-
-def merged(sources: Iterable[CutSource]) -> Cut:
-    """One cut for many: every key of each, and the mail ports of each."""
-    cuts = [source if isinstance(source, Cut) else source() for source in sources]
-    return Cut(
-        frozenset().union(*(cut.everything for cut in cuts)),
-        frozenset().union(*(cut.mail for cut in cuts)),
-        frozenset().union(*(cut.mail_ports for cut in cuts)),
-    )
 
 
 def _now() -> datetime:
