@@ -364,12 +364,18 @@ def loadavg() -> str:
         return " ".join(file.read().split()[:3])
 
 
-def commit() -> str:
+def commit(output: Path) -> str:
+    """HEAD, ``-dirty`` if a tracked file other than the table's own changed."""
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
+    # The output file is left out: the --full run writes it, then the
+    # reduced run that follows would call its own commit dirty.
+    paths = ["."]
+    if output.resolve().is_relative_to(REPO):
+        paths.append(f":(exclude){output.resolve().relative_to(REPO)}")
     changed = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -447,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dry_run and args.only:
         # A partial table would look like a whole one: only full runs are written.
         parser.error("--only needs --dry-run")
-    revision = commit()
+    revision = commit(args.output)
     started_at = datetime.now(UTC)
     load_before = loadavg()
     where = machine()
