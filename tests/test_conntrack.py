@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -102,20 +101,22 @@ def test_smtp_cuts_mail_ports_only_and_expired_or_walled_holds_nothing() -> None
 
 def _recording_cuts(
     monkeypatch: pytest.MonkeyPatch,
-) -> tuple[list[list[ct.CutSource]], threading.Event]:
-    """BackgroundCuts with its cut replaced by a recorder that waits for ``release``."""
+) -> tuple[list[list[ct.CutSource]], threading.Event, threading.Event]:
+    """BackgroundCuts' cut replaced by a recorder: sets ``started``, waits for ``release``."""
     done: list[list[ct.CutSource]] = []
     release = threading.Event()
+    started = threading.Event()
 
     def record(sock: object, sources: list[ct.CutSource]) -> None:
         done.append(list(sources))
+        started.set()
         if not release.wait(5):
             raise AssertionError("never released")
         if any(isinstance(s, ct.Cut) and s.mail_ports == frozenset({9}) for s in sources):
             raise RuntimeError("a cut that fails unexpectedly")
 
     monkeypatch.setattr(flow_cut, "cut_now", record)
-    return done, release
+    return done, release, started
 
 
 def key_cut(text: str, ports: frozenset[int] = frozenset({25})) -> ct.Cut:
@@ -125,14 +126,12 @@ def key_cut(text: str, ports: frozenset[int] = frozenset({25})) -> ct.Cut:
 def test_cuts_arriving_while_one_runs_go_together_in_the_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    done, release = _recording_cuts(monkeypatch)
+    done, release, started = _recording_cuts(monkeypatch)
     cuts = flow_cut.BackgroundCuts(None)  # a socket only: the recorder touches no kernel
     try:
         first = key_cut("100.64.0.1/32")
         cuts.submit(first)
-        deadline = time.monotonic() + 5
-        while not done and time.monotonic() < deadline:
-            time.sleep(0.001)
+        assert started.wait(5), "the first cut never started"
         assert done == [[first]]
         second = key_cut("100.64.0.2/32")
         third = ct.Cut(frozenset(), frozenset({Prefix.parse("100.64.0.3/32")}), frozenset())
@@ -150,7 +149,7 @@ def test_cuts_arriving_while_one_runs_go_together_in_the_next(
 def test_a_failing_cut_leaves_the_thread_running_and_close_finishes_what_is_pending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    done, release = _recording_cuts(monkeypatch)
+    done, release, _ = _recording_cuts(monkeypatch)
     release.set()
     cuts = flow_cut.BackgroundCuts(None)
     cuts.submit(key_cut("100.64.0.1/32", frozenset({9})))  # raises inside the thread
