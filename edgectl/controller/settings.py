@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.controller.errors import Invalid
+from edgectl.controller.radius import config as radius_config
+from edgectl.controller.radius.config import RadiusSettings
 from edgectl.tomlfile import TomlFileError, read_toml
 
 ENV_PREFIX = "EDGECTL_CONTROLLER_"
@@ -67,6 +69,9 @@ class Settings:
     # Serve /docs and /redoc (assets from the package, never a CDN); false
     # removes both.  /openapi.json stays: it is data, not code.
     docs: bool = True
+    # The RADIUS accounting feed ([controller.radius]); None = not listening.
+    # Read from the file only: its clients file holds the shared secrets.
+    radius: RadiusSettings | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -125,6 +130,9 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
         for name, value in table.items():
             if name not in kinds:
                 raise Invalid(f"controller.{name}", "unknown setting")
+            if name == "radius":
+                values[name] = radius_config.parse(value)
+                continue
             values[name] = _coerce(f"controller.{name}", kinds[name], value)
         url = values.get("database_url")
         if isinstance(url, str) and _has_password(url) and path.stat().st_mode & stat.S_IROTH:
@@ -133,6 +141,8 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
                 f"{path} holds a database password and is world-readable; chmod o-r it",
             )
     for name, kind in kinds.items():
+        if name == "radius":
+            continue  # a table, not a value
         text = env.get(ENV_PREFIX + name.upper())
         if text is not None:
             values[name] = _coerce(ENV_PREFIX + name.upper(), kind, text)
