@@ -24,9 +24,9 @@ import selectors
 import socket
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from edgectl.controller.radius.events import (
     Unusable,
     to_event,
 )
+from edgectl.controller.radius.stats import Stats, StatsView
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ REPLAY_ENTRIES = 200_000
 # After a failed commit, wait this long before the next: the packets are
 # unanswered and will come again; hammering a database that is down helps nobody.
 FAILURE_PAUSE = 0.5
-# Commit latency histogram bounds, seconds.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 ApplyEvents = Callable[[Sequence[AccountingEvent]], Sequence[EventOutcome]]
 
@@ -80,58 +79,6 @@ class Pending:
     kind: str
     event: AccountingEvent | None
     outcome: str | None  # decided without the store (an unusable packet)
-
-
-@dataclass
-class StatsView:
-    packets: dict[tuple[str, str], int]
-    dropped: dict[str, int]
-    commit_buckets: list[int]  # cumulative, one per BUCKETS bound
-    commit_count: int
-    commit_sum: float
-    queued: int
-    stale_unbound: int
-
-
-@dataclass
-class Stats:
-    """Counters shared by both threads (and read by /metrics)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    packets: Counter[tuple[str, str]] = field(default_factory=Counter)
-    dropped: Counter[str] = field(default_factory=Counter)
-    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
-    commit_count: int = 0
-    commit_sum: float = 0.0
-    stale_unbound: int = 0
-
-    def packet(self, kind: str, outcome: str, count: int = 1) -> None:
-        with self.lock:
-            self.packets[(kind, outcome)] += count
-
-    def drop(self, reason: str, count: int = 1) -> None:
-        with self.lock:
-            self.dropped[reason] += count
-
-    def commit(self, seconds: float) -> None:
-        with self.lock:
-            self.commit_count += 1
-            self.commit_sum += seconds
-            for index, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    self.buckets[index] += 1
-
-    def view(self, queued: int) -> StatsView:
-        with self.lock:
-            return StatsView(
-                dict(self.packets),
-                dict(self.dropped),
-                list(self.buckets),
-                self.commit_count,
-                self.commit_sum,
-                queued,
-                self.stale_unbound,
-            )
 
 
 def kind_label(status_type: int) -> str:
@@ -301,8 +248,8 @@ class RadiusServer:
             return
         if claimed is not True:
             assert isinstance(claimed, bytes)
+            self.stats.packet(kind, "retransmit")  # counted first: the answer ends a test's wait
             self._send(sock, claimed, peer)
-            self.stats.packet(kind, "retransmit")
             return
         try:
             event: AccountingEvent | None = to_event(
@@ -378,10 +325,13 @@ class RadiusServer:
         results = iter(outcomes)
         for pending in batch:
             outcome = pending.outcome if pending.event is None else next(results).status
-            self._send(pending.sock, pending.reply, pending.peer)
             self.stats.packet(pending.kind, outcome or "applied")
             answered.append((pending.key, pending.reply))
+        # Cached before any answer leaves, so a retransmission racing the
+        # answer finds the reply rather than an empty in-flight slot.
         self._replay.answered(answered, time.monotonic())
+        for pending in batch:
+            self._send(pending.sock, pending.reply, pending.peer)
 
     def _unbind_stale(self) -> None:
         after = self._settings.stale_session_after
