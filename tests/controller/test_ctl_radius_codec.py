@@ -76,6 +76,21 @@ def test_nas_restart_has_no_session(words: Any, status: str, kind: str) -> None:
     assert (got.kind, got.session_id, got.account, got.at) == (kind, None, None, ARRIVAL)
 
 
+def test_session_time_of_interim_and_stop(words: Any) -> None:
+    got = event(
+        words,
+        Acct_Status_Type="Interim-Update",
+        Acct_Session_Id="s",
+        User_Name="a",
+        Acct_Session_Time=600,
+    )
+    assert got.session_time == 600
+    started = event(
+        words, Acct_Status_Type="Start", Acct_Session_Id="s", User_Name="a", Acct_Session_Time=0
+    )
+    assert started.session_time is None
+
+
 def test_time_is_arrival_less_delay_without_a_timestamp(words: Any) -> None:
     got = event(
         words, Acct_Status_Type="Stop", Acct_Session_Id="s", User_Name="a", Acct_Delay_Time=9

@@ -101,6 +101,7 @@ def decode(datagram: bytes, secret: bytes, account_key: AttributeKey, words: Any
             framed_prefix=_one(request, "Framed-IPv6-Prefix"),
             event_timestamp=_one(request, "Event-Timestamp"),
             delay=_one(request, "Acct-Delay-Time"),
+            session_time=_one(request, "Acct-Session-Time"),
             reply=reply.ReplyPacket(),
         )
     except _DECODE_ERRORS as error:

@@ -57,6 +57,7 @@ class Accounting:
     framed_prefix: str | None
     event_timestamp: int | None
     delay: int | None
+    session_time: int | None
     reply: bytes  # the Accounting-Response, sent once the binding is committed
 
 
@@ -71,6 +72,8 @@ class AccountingEvent:
     account: str | None
     ipv4: Prefix | None = None
     ipv6: Prefix | None = None
+    # Acct-Session-Time of an Interim or Stop: dates a session whose Start was lost.
+    session_time: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,4 +167,6 @@ def to_event(
         account=account_of(packet.account, rule),
         ipv4=_prefix(packet.framed_ip, 4),
         ipv6=_prefix(packet.delegated_prefix or packet.framed_prefix, 6),
+        # A Start's Acct-Session-Time (if a NAS sends one) is 0 by definition.
+        session_time=packet.session_time if kind != "start" else None,
     )
