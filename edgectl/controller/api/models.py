@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic import Strict as StrictType
 
+from edgectl.controller.ids import ACCOUNT_PATTERN
 from edgectl.model import BlockAction, Hook, PoolKind, QuarantineMode
 from edgectl.model.offenders import MAX_REPORTED, REASON_MAX, WINDOW_MAX, OffenderKind
 
@@ -77,15 +78,9 @@ GatewayName = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ]
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
-# The account id alphabet, defined here once and used by every route that
+# The account id alphabet (edgectl.controller.ids), used by every route that
 # takes an account (bodies, the {account} path, the ?account= filters), so an
-# id accepted anywhere is reachable at /v1/accounts/{account}.  It fits what a
-# RADIUS User-Name is in practice (cust-42, user@realm.example, a MAC
-# 00:11:22:aa:bb:cc, a+tag): ASCII letters, digits and . _ - @ + :, starting
-# with a letter or digit.  No "/" (a path separator, also as %2F), no
-# leading "." (".." is a dot-segment clients normalise away), no spaces,
-# "%", "?" or "#" (each means something else in a URL).
-ACCOUNT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,199}$"
+# id accepted anywhere is reachable at /v1/accounts/{account}.
 AccountId = Annotated[str, Field(min_length=1, max_length=200, pattern=ACCOUNT_PATTERN)]
 Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_prose)]
 PrefixText = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Fa-f.:/]+$")]
