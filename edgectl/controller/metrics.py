@@ -273,12 +273,6 @@ def radius_families(view: StatsView, open_sessions: Mapping[str, int]) -> list[F
         "Packets decoded and waiting for a commit (bounded by max_queue).",
     )
     queued.add((), view.queued)
-    stale = Family(
-        "edgectl_controller_radius_stale_unbound_total",
-        "counter",
-        "Sessions unbound because their NAS sent nothing for stale_session_after.",
-    )
-    stale.add((), view.stale_unbound)
     sessions = Family(
         "edgectl_controller_radius_open_sessions",
         "gauge",
@@ -286,7 +280,7 @@ def radius_families(view: StatsView, open_sessions: Mapping[str, int]) -> list[F
     )
     for nas, count in sorted(open_sessions.items()):
         sessions.add((("nas", nas),), count)
-    return [packets, dropped, latency, queued, stale, sessions]
+    return [packets, dropped, latency, queued, sessions]
 
 
 def render(snapshot: Snapshot, extra: Sequence[Family] = ()) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.controller.radius import codec
-from edgectl.controller.radius.events import AccountingEvent, EventOutcome
+from edgectl.controller.store.feed import AccountingEvent, EventOutcome
 
 SECRET = "bng-one-secret-0123"
 

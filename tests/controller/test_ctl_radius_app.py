@@ -62,3 +62,49 @@ def test_lifespan_runs_the_feed_and_metrics_show_it(tmp_path: Path, sqlite_store
 def test_metrics_without_the_feed_have_no_radius_families(api: Api) -> None:
     text = api.call("GET", "/metrics", role="viewer", expect=200).text
     assert "edgectl_controller_radius" not in text
+
+
+def test_an_acct_start_binds_through_the_real_store(tmp_path: Path, sqlite_store: Store) -> None:
+    from edgectl.controller.radius.wiring import feed_of
+
+    path = clients_file(tmp_path, ("bng-1", "127.0.0.1", SECRET))
+    parsed = radius_config.parse({"listen": "127.0.0.1:1813", "clients": str(path)})
+    assert parsed is not None
+    settings = dataclasses.replace(parsed, listen=(("127.0.0.1", 0),))
+    radius = RadiusServer(settings, feed_of(sqlite_store), bind(settings.listen))
+    app = create_app(settings_for(sqlite_store), sqlite_store, sweep=False, radius=radius)
+    nas = Nas(radius.addresses[0], codec.dictionary())
+    try:
+        with TestClient(app) as client:
+            api = Api(client, sqlite_store)
+            api.post(
+                "/v1/pools",
+                {"name": "dyn", "kind": "dynamic", "prefixes": ["100.64.0.0/16"]},
+            )
+            nas.send(
+                nas.packet(
+                    1,
+                    Acct_Status_Type="Start",
+                    Acct_Session_Id="s-1",
+                    User_Name="cust-1",
+                    Framed_IP_Address="100.64.3.4",
+                )
+            )
+            assert nas.answer(5) is not None  # answered: committed
+            holders = api.call("GET", "/v1/accounts?address=100.64.3.4", role="viewer").json()
+            assert [h["account"] for h in holders] == ["cust-1"]
+            text = api.call("GET", "/metrics", role="viewer", expect=200).text
+            assert 'edgectl_controller_radius_open_sessions{nas="bng-1"} 1' in text
+            nas.send(
+                nas.packet(
+                    2,
+                    Acct_Status_Type="Stop",
+                    Acct_Session_Id="s-1",
+                    User_Name="cust-1",
+                    Framed_IP_Address="100.64.3.4",
+                )
+            )
+            assert nas.answer(5) is not None
+            assert api.call("GET", "/v1/accounts?address=100.64.3.4", role="viewer").json() == []
+    finally:
+        nas.close()

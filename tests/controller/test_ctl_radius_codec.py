@@ -12,11 +12,11 @@ from edgectl.controller.radius import codec
 from edgectl.controller.radius.events import (
     CLASS,
     USER_NAME,
-    AccountingEvent,
     AccountRule,
     Unusable,
     to_event,
 )
+from edgectl.controller.store.feed import AccountingEvent
 from edgectl.model import Prefix
 
 SECRET = b"s3cret-s3cret-s3cret"

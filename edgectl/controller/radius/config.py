@@ -6,7 +6,6 @@ listen = ["0.0.0.0:1813", "[::]:1813"]      # or one string; absent or [] = off
 clients = "/etc/edgectl/radius-clients.toml" # 0600/0400, owned by the controller's user
 account = "User-Name"                        # or "Class", or {vendor = 3561, type = 1}
 strip_realm = false                          # User-Name "cust-42@isp.example" -> "cust-42"
-stale_session_after = 0                      # seconds; 0 = never unbind a silent session
 ```
 
 The clients file (TOML, its own file so the secrets can be 0600 while the
@@ -72,7 +71,6 @@ class RadiusSettings:
     clients_file: Path
     clients: Clients
     account: AccountRule = field(default_factory=AccountRule)
-    stale_session_after: float = 0.0
     # Decoded packets waiting for a commit.  Beyond it packets are dropped
     # (and counted) and the NAS's retransmission is the back-pressure: memory
     # stays bounded (~1 KB a packet) however large the reconnect storm.
@@ -206,7 +204,6 @@ _KEYS = {
     "clients",
     "account",
     "strip_realm",
-    "stale_session_after",
     "max_queue",
     "max_batch",
     "replay_window",
@@ -232,9 +229,6 @@ def parse(table: object) -> RadiusSettings | None:
         raise Invalid(f"{TABLE}.strip_realm", "expected true or false")
     if strip and account.key != USER_NAME:
         raise Invalid(f"{TABLE}.strip_realm", 'only applies to account = "User-Name"')
-    stale = _number(table, "stale_session_after", 0, 366 * 86400)
-    if stale is not None and 0 < stale < 60:
-        raise Invalid(f"{TABLE}.stale_session_after", "0 (never) or at least 60 seconds")
     queue = _number(table, "max_queue", 1, 1_000_000)
     batch = _number(table, "max_batch", 1, 50_000)
     replay = _number(table, "replay_window", 1, 3600)
@@ -248,7 +242,6 @@ def parse(table: object) -> RadiusSettings | None:
         clients_file=path,
         clients=load_clients(path),
         account=AccountRule(account.key, strip),
-        stale_session_after=stale if stale is not None else defaults.stale_session_after,
         max_queue=int(queue) if queue is not None else defaults.max_queue,
         max_batch=int(batch) if batch is not None else defaults.max_batch,
         replay_window=replay if replay is not None else defaults.replay_window,

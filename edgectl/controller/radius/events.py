@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from edgectl.controller.store.feed import AccountingEvent
 from edgectl.model import ModelError, Prefix
 
 # The store's account alphabet (api/models.py ACCOUNT_PATTERN), so a RADIUS
@@ -59,27 +60,6 @@ class Accounting:
     delay: int | None
     session_time: int | None
     reply: bytes  # the Accounting-Response, sent once the binding is committed
-
-
-@dataclass(frozen=True, slots=True)
-class AccountingEvent:
-    # The store's type (store/feed.py, branch i-history), mirrored here until
-    # that branch is merged; the fields are the agreed interface.
-    source: str
-    kind: Kind
-    at: datetime
-    session_id: str | None
-    account: str | None
-    ipv4: Prefix | None = None
-    ipv6: Prefix | None = None
-    # Acct-Session-Time of an Interim or Stop: dates a session whose Start was lost.
-    session_time: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EventOutcome:
-    status: Literal["applied", "ignored", "unpooled", "invalid"]
-    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

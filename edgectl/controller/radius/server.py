@@ -27,20 +27,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from edgectl.controller.errors import Invalid
 from edgectl.controller.radius import codec
 from edgectl.controller.radius.config import RadiusSettings
-from edgectl.controller.radius.events import (
-    KINDS,
-    AccountingEvent,
-    EventOutcome,
-    Unusable,
-    to_event,
-)
+from edgectl.controller.radius.events import KINDS, Unusable, to_event
 from edgectl.controller.radius.stats import Stats, StatsView
+from edgectl.controller.store.feed import AccountingEvent, EventOutcome
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +61,6 @@ class Feed:
     """The store behind the server; the unit tier passes fakes."""
 
     apply: ApplyEvents
-    unbind_stale: Callable[[timedelta], int] | None = None
     open_sessions: Callable[[], Mapping[str, int]] | None = None
 
 
@@ -173,7 +167,6 @@ class RadiusServer:
         self._replay = ReplayCache(settings.replay_window)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._next_stale = time.monotonic() + settings.stale_session_after
         self.stats = Stats()
 
     @property
@@ -309,7 +302,6 @@ class RadiusServer:
                         self._replay.release(pending.key)
                     self.stats.drop("commit_failed", len(batch))
                     self._stopping.wait(FAILURE_PAUSE)
-            self._unbind_stale()
 
     def commit(self, batch: Sequence[Pending]) -> None:
         """Store ``batch`` in one call, then answer every packet of it."""
@@ -332,19 +324,3 @@ class RadiusServer:
         self._replay.answered(answered, time.monotonic())
         for pending in batch:
             self._send(pending.sock, pending.reply, pending.peer)
-
-    def _unbind_stale(self) -> None:
-        after = self._settings.stale_session_after
-        if not after or self._feed.unbind_stale is None or time.monotonic() < self._next_stale:
-            return
-        # A quarter of the interval: a silent session is unbound at most 25% late.
-        self._next_stale = time.monotonic() + max(after / 4, 15.0)
-        try:
-            unbound = self._feed.unbind_stale(timedelta(seconds=after))
-        except Exception:
-            log.exception("unbinding stale sessions failed")
-            return
-        if unbound:
-            log.info("unbound %d sessions silent for %gs", unbound, after)
-            with self.stats.lock:
-                self.stats.stale_unbound += unbound

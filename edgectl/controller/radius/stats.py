@@ -18,7 +18,6 @@ class StatsView:
     commit_count: int
     commit_sum: float
     queued: int
-    stale_unbound: int
 
 
 @dataclass
@@ -31,7 +30,6 @@ class Stats:
     buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
     commit_count: int = 0
     commit_sum: float = 0.0
-    stale_unbound: int = 0
 
     def packet(self, kind: str, outcome: str, count: int = 1) -> None:
         with self.lock:
@@ -58,5 +56,4 @@ class Stats:
                 self.commit_count,
                 self.commit_sum,
                 queued,
-                self.stale_unbound,
             )
