@@ -151,19 +151,27 @@ def test_invalid_events_are_refused_and_the_rest_commits(store: Store) -> None:
             event("start", 0, "s3", "cust-3", ipv6=Prefix.parse("2001:db8:a000::/48")),
             event("start", 0, None, "cust-4", ipv4=v4(4)),
             naive,
+            AccountingEvent("nas1", "start", at(0).replace(year=1999), "s6", "c6", v4(6)),
+            event("stop", 0, "s7", "cust-7", ipv4=v4(7), session_time=2**32),
+            AccountingEvent("", "start", at(0), "s8", "c8", v4(8)),
+            AccountingEvent("nas1", "restart", at(0), None, None),  # type: ignore[arg-type]
             event("start", 0, "s5", "cust-5", ipv4=v4(5)),
         ],
     )
-    assert _statuses(outcomes) == ["invalid"] * 5 + ["applied"]
+    assert _statuses(outcomes) == ["invalid"] * 9 + ["applied"]
     assert "account" in outcomes[0].detail
     assert "ipv4" in outcomes[1].detail
     assert "spans several subscribers" in outcomes[2].detail
     assert "session_id" in outcomes[3].detail
     assert "time zone" in outcomes[4].detail
+    assert "out of range" in outcomes[5].detail
+    assert "session_time" in outcomes[6].detail
+    assert "source" in outcomes[7].detail
+    assert "kind" in outcomes[8].detail
     assert bindings(store) == {"cust-5": ("100.64.0.5", None)}
     records = audit.listing(store, audit.AuditFilter(action="session.feed"))
     assert len(records) == 1
-    assert records[0]["after"]["invalid"] == 5 and records[0]["after"]["applied"] == 1
+    assert records[0]["after"]["invalid"] == 9 and records[0]["after"]["applied"] == 1
 
 
 def test_one_batch_is_one_transaction_and_one_audit_record(store: Store) -> None:

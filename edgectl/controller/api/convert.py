@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from edgectl.controller.api import models
@@ -90,6 +90,25 @@ def _check_account(account: str, path: str) -> None:
 def account(text: str, path: str = "account") -> str:
     model(lambda: _check_account(text, path))
     return text
+
+
+def instant(text: str, path: str) -> datetime:
+    """An RFC 3339 time with a time zone (a query parameter: bodies use models.Instant)."""
+    parsed = None
+    if text.isascii() and len(text) >= 20 and text[10] in "Tt ":
+        try:
+            parsed = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise Invalid(path, f"{text!r} is not an RFC 3339 time such as 2026-12-01T03:14:00Z")
+    try:
+        converted = parsed.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(path, "time out of range") from None
+    if converted.year >= 9000:
+        raise Invalid(path, "time out of range")
+    return converted
 
 
 def expiry(body: models.Expiring, now: datetime) -> datetime | None:

@@ -351,14 +351,22 @@ class Expiring(Strict):
 class QuarantineCreate(Expiring):
     account: AccountId | None = None
     prefix: PrefixText | None = Field(default=None, description="for unassigned space")
+    address: PrefixText | None = Field(
+        default=None,
+        description="quarantine the account that held this address at `at` (session history)",
+    )
+    at: Instant | None = Field(default=None, description="with `address`: when; default now")
     mode: ModeIn
     reason: Reason
     ticket: Text | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> QuarantineCreate:
-        if (self.account is None) == (self.prefix is None):
-            raise ValueError("give exactly one of account or prefix")
+        given = [self.account, self.prefix, self.address]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("give exactly one of account, prefix or address")
+        if self.at is not None and self.address is None:
+            raise ValueError("at is only for address: when the address was held")
         return self
 
 
@@ -379,9 +387,23 @@ class QuarantinePublic(BaseModel):
     end_reason: str | None
 
 
+class Resolved(BaseModel):
+    """How an address (and time) was resolved to the account that held it."""
+
+    address: str
+    at: datetime
+    account: str
+    held: str = Field(description="the IPv4 address or delegated IPv6 prefix the account held")
+    started: datetime
+    ended: datetime | None
+    source: str
+    session_id: str | None
+
+
 class QuarantineOutcome(BaseModel):
     outcome: Literal["created", "updated"]
     quarantine: QuarantinePublic
+    resolved: Resolved | None = None
 
 
 class Lift(Strict):
@@ -415,14 +437,31 @@ class AccountPublic(BaseModel):
     exemption: ExemptionPublic | None
 
 
+class Interval(BaseModel):
+    """One binding: an address held from ``started`` (inclusive) to ``ended``
+    (exclusive; null while held)."""
+
+    address: str
+    started: datetime
+    ended: datetime | None
+    source: str = Field(description="NAS name, or api:<actor> for the REST routes")
+    session_id: str | None
+
+
 class AccountHolder(BaseModel):
     account: str
-    session: SessionPublic
+    session: SessionPublic | None = Field(description="what the account holds now")
+    interval: Interval | None = Field(description="the binding that matched the address")
+
+
+class SessionInterval(Interval):
+    last_seen: datetime
 
 
 class AccountHistory(BaseModel):
     account: str
     session: SessionPublic | None
+    sessions: list[SessionInterval] = Field(description="bindings, newest first (up to 1000)")
     quarantines: list[QuarantinePublic]
     exemptions: list[ExemptionPublic]
 

@@ -12,6 +12,7 @@ current binding (``sessions``) is displaced.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -57,14 +58,24 @@ def rank(row: Any) -> tuple[datetime, str, str]:
     return (row.started, row.source, row.session_id or "")
 
 
-def _values(connection: Connection, values: Sequence[str]) -> tuple[Any, dict[str, Any]]:
-    """``values`` as a one-column table (``value``), bound as one parameter."""
-    if connection.dialect.name == "postgresql":
+@functools.cache
+def _tops_query(dialect: str, version: int, bounded: bool) -> sa.Select[Any]:
+    """Built once per shape: building it is most of a lookup's cost in SQLAlchemy."""
+    if dialect == "postgresql":
         param = sa.bindparam("edgectl_values", type_=postgresql.ARRAY(sa.String))
-        table = sa.func.unnest(param).table_valued("value").render_derived(name="v")
-        return table, {"edgectl_values": list(values)}
-    table = sa.func.json_each(sa.bindparam("edgectl_values")).table_valued("value").alias("v")
-    return table, {"edgectl_values": json.dumps(list(values))}
+        values = sa.func.unnest(param).table_valued("value").render_derived(name="v")
+    else:
+        values = sa.func.json_each(sa.bindparam("edgectl_values")).table_valued("value").alias("v")
+    h2 = h.alias("h2")
+    inner = sa.select(h2.c.id).where(column(h2, version) == values.c.value)
+    if bounded:
+        inner = inner.where(h2.c.started <= sa.bindparam("edgectl_at", type_=t.Instant()))
+    top = inner.order_by(*_order(h2)).limit(1).scalar_subquery()
+    return (
+        sa.select(h, t.accounts.c.ref)
+        .join(t.accounts, t.accounts.c.id == h.c.account_id)
+        .where(h.c.id.in_(sa.select(top).select_from(values)))
+    )
 
 
 def tops(
@@ -72,40 +83,43 @@ def tops(
 ) -> dict[str, Any]:
     """By address (hex): the row that started on it last (at or before ``at``).
 
-    One statement whatever the count; each address is one descending index
-    probe on ``ix_session_history_ipv4/6`` (hex, started), so it costs the
-    same with 400 days of history behind the address.
+    One statement whatever the count (the addresses travel as one parameter);
+    each address is one descending index probe on ``ix_session_history_ipv4/6``
+    (hex, started), so it costs the same with 400 days of history behind it.
     """
     wanted = sorted(set(hexes))
     if not wanted:
         return {}
-    h2 = h.alias("h2")
+    postgres = connection.dialect.name == "postgresql"
+    query = _tops_query(connection.dialect.name, version, at is not None)
     found: dict[str, Any] = {}
     for start in range(0, len(wanted), 50_000):
-        values, params = _values(connection, wanted[start : start + 50_000])
-        inner = sa.select(h2.c.id).where(column(h2, version) == values.c.value)
+        chunk = wanted[start : start + 50_000]
+        params: dict[str, Any] = {"edgectl_values": chunk if postgres else json.dumps(chunk)}
         if at is not None:
-            inner = inner.where(h2.c.started <= at)
-        top = inner.order_by(*_order(h2)).limit(1).scalar_subquery()
-        query = (
-            sa.select(h, t.accounts.c.ref)
-            .join(t.accounts, t.accounts.c.id == h.c.account_id)
-            .where(h.c.id.in_(sa.select(top).select_from(values)))
-        )
+            params["edgectl_at"] = at
         for row in connection.execute(query, params):
             found[row.ipv4_hex if version == 4 else row.ipv6_hex] = row
     return found
 
 
-def _next_start(connection: Connection, version: int, value: str, after: datetime) -> Any:
-    """When the next row started on this address: where an open-ended row lost it."""
-    col = column(h, version)
-    return connection.execute(
+@functools.cache
+def _next_query(version: int) -> sa.Select[Any]:
+    return (
         sa.select(h.c.started)
-        .where(col == value, h.c.started > after)
+        .where(
+            column(h, version) == sa.bindparam("edgectl_value"),
+            h.c.started > sa.bindparam("edgectl_after", type_=t.Instant()),
+        )
         .order_by(h.c.started)
         .limit(1)
-    ).scalar()
+    )
+
+
+def _next_start(connection: Connection, version: int, value: str, after: datetime) -> Any:
+    """When the next row started on this address: where an open-ended row lost it."""
+    params = {"edgectl_value": value, "edgectl_after": after}
+    return connection.execute(_next_query(version), params).scalar()
 
 
 def candidates(address: Prefix, path: str) -> list[str]:

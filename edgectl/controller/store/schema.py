@@ -242,7 +242,7 @@ sessions = sa.Table(
 
 
 def open_interval() -> sa.ColumnElement[Any]:
-    """``session_history.ended IS NULL``, as the open-row partial indexes say it (``active``)."""
+    """An open session interval: ``session_history.ended IS NULL``."""
     return sa.literal_column("session_history.ended IS NULL")
 
 
@@ -278,31 +278,15 @@ session_history = sa.Table(
     # "Who held X at T": the latest row on X that started at or before T.
     sa.Index("ix_session_history_ipv4", "ipv4_hex", "started"),
     sa.Index("ix_session_history_ipv6", "ipv6_hex", "started"),
-    sa.Index("ix_session_history_account", "account_id", "started"),
-    # Open rows only: an account's current candidates, a NAS's open sessions
-    # (Accounting-On/Off, the per-NAS count), the stale sweep.  Without them
-    # each of those would walk 400 days of history.
-    sa.Index(
-        "ix_session_history_open_account",
-        "account_id",
-        sqlite_where=sa.text("ended IS NULL"),
-        postgresql_where=sa.text("ended IS NULL"),
-    ),
-    sa.Index(
-        "ix_session_history_open_source",
-        "source",
-        "started",
-        sqlite_where=sa.text("ended IS NULL"),
-        postgresql_where=sa.text("ended IS NULL"),
-    ),
-    sa.Index(
-        "ix_session_history_open_seen",
-        "last_seen",
-        sqlite_where=sa.text("ended IS NULL"),
-        postgresql_where=sa.text("ended IS NULL"),
-    ),
-    # Retention, and the closed rows an Accounting-On/Off reaches back to.
-    sa.Index("ix_session_history_ended", "ended"),
+    # No partial indexes ("ended IS NULL"): on a young table PostgreSQL would
+    # walk a small partial index rather than probe the right one.  ``ended``
+    # leads where open rows are wanted (IS NULL is an index condition).
+    # An account's open rows, and its history.
+    sa.Index("ix_session_history_account", "account_id", "ended", "started"),
+    # A NAS's sessions running at a restart (Accounting-On/Off), its open count.
+    sa.Index("ix_session_history_source", "source", "ended", "started"),
+    # Retention (ended < cutoff) and the stale sweep (open, last seen before).
+    sa.Index("ix_session_history_ended", "ended", "last_seen"),
 )
 
 # When each NAS restarted (Accounting-On/Off): a session begun before a

@@ -18,8 +18,6 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-OPEN = sa.text("ended IS NULL")
-
 
 def upgrade() -> None:
     op.create_table(
@@ -47,26 +45,9 @@ def upgrade() -> None:
     with op.batch_alter_table("session_history", schema=None) as batch_op:
         batch_op.create_index("ix_session_history_ipv4", ["ipv4_hex", "started"])
         batch_op.create_index("ix_session_history_ipv6", ["ipv6_hex", "started"])
-        batch_op.create_index("ix_session_history_account", ["account_id", "started"])
-        batch_op.create_index(
-            "ix_session_history_open_account",
-            ["account_id"],
-            sqlite_where=OPEN,
-            postgresql_where=OPEN,
-        )
-        batch_op.create_index(
-            "ix_session_history_open_source",
-            ["source", "started"],
-            sqlite_where=OPEN,
-            postgresql_where=OPEN,
-        )
-        batch_op.create_index(
-            "ix_session_history_open_seen",
-            ["last_seen"],
-            sqlite_where=OPEN,
-            postgresql_where=OPEN,
-        )
-        batch_op.create_index("ix_session_history_ended", ["ended"])
+        batch_op.create_index("ix_session_history_account", ["account_id", "ended", "started"])
+        batch_op.create_index("ix_session_history_source", ["source", "ended", "started"])
+        batch_op.create_index("ix_session_history_ended", ["ended", "last_seen"])
     op.create_table(
         "nas_restarts",
         sa.Column("source", sa.String(length=200), nullable=False),
@@ -88,9 +69,7 @@ def downgrade() -> None:
     with op.batch_alter_table("session_history", schema=None) as batch_op:
         for name in (
             "ix_session_history_ended",
-            "ix_session_history_open_seen",
-            "ix_session_history_open_source",
-            "ix_session_history_open_account",
+            "ix_session_history_source",
             "ix_session_history_account",
             "ix_session_history_ipv6",
             "ix_session_history_ipv4",
