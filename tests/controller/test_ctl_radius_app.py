@@ -105,6 +105,10 @@ def test_an_acct_start_binds_through_the_real_store(tmp_path: Path, sqlite_store
                 )
             )
             assert nas.answer(5) is not None
-            assert api.call("GET", "/v1/accounts?address=100.64.3.4", role="viewer").json() == []
+            # Nobody holds it now (404 since session history), and the history has the interval.
+            api.call("GET", "/v1/accounts?address=100.64.3.4", role="viewer", expect=404)
+            history = api.call("GET", "/v1/accounts/cust-1/history", role="viewer").json()
+            [interval] = history["sessions"]
+            assert interval["source"] == "bng-1" and interval["ended"] is not None
     finally:
         nas.close()
