@@ -271,6 +271,7 @@ def _storm(accounts: int, storms: int) -> list[float]:
         started = time.monotonic()
         outcomes = apply_events(store, storm_events(accounts, 0, at)[1:])  # logged in already
         seed_quarantines(store, 0, max(1, accounts // 100))
+        store.database.checkpoint()
         print(f"seeded {accounts:,} sessions in {time.monotonic() - started:.1f} s")
         assert all(o.status == "applied" for o in outcomes), outcomes[:3]
         times = []
@@ -280,6 +281,7 @@ def _storm(accounts: int, storms: int) -> list[float]:
             outcomes = apply_events(store, events)
             times.append(time.perf_counter() - begun)
             applied = sum(o.status == "applied" for o in outcomes)
+            store.database.checkpoint()  # as the sweeper does every few seconds
             print(
                 f"storm {number}: {len(events):,} events in {times[-1]:.2f} s, {applied:,} applied"
             )
