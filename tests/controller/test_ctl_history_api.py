@@ -3,11 +3,13 @@ address, an account's intervals, retention; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from ctl_support import Api, World, poll_until, settings_for
+from ctl_support import Api, World, poll_until, settings_for, wait_until_parked
 from fastapi.testclient import TestClient
 from feed_support import at, bindings, event, history_rows, v4, v6, world
 
@@ -257,3 +259,24 @@ def test_the_running_sweeper_unbinds_stale_sessions_and_forgets_old_intervals(
         ("cust-quiet", "quiet"),
         ("cust-rest", None),
     }
+
+
+def test_a_feed_start_of_a_quarantined_account_wakes_the_agents_long_poll(
+    api: Api, world: World
+) -> None:
+    api.post("/v1/quarantines", {"account": "cust-q", "mode": "block", "reason": "r"})
+    revision = api.get("/v1/gateways/gw-a/desired-state")["revision"]
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        params = {"since": revision, "wait": 30}
+        result["document"] = api.get("/v1/gateways/gw-a/desired-state", params=params)
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    wait_until_parked(api)
+    apply_events(api.store, [event("start", 0, "s1", "cust-q", ipv4=v4(42))])
+    waiter.join(timeout=20)
+    assert not waiter.is_alive()
+    upserts = result["document"]["delta"]["quarantines"]["upserts"]
+    assert [(q["key"], q["mode"]) for q in upserts] == [("100.64.0.42", "block")]
