@@ -30,7 +30,8 @@ import sqlite3
 import statistics
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -185,6 +186,10 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=50_000, help="Starts in a storm")
     parser.add_argument("--storms", type=int, default=3)
     parser.add_argument("--reduced", action="store_true", help="1M rows, 5 rounds, 2 storms")
+    parser.add_argument(
+        "--storm-database",
+        help="a migrated, empty postgresql+psycopg:// database for the storm (default: SQLite)",
+    )
     args = parser.parse_args()
     if args.reduced:
         args.rows, args.rounds, args.storms = 1_000_000, 5, 2
@@ -246,16 +251,17 @@ def main() -> None:
                 command=command,
             )
         )
-    storms = _storm(args.accounts, args.storms)
+    storms = _storm(args.accounts, args.storms, args.storm_database)
+    kind = "postgresql" if args.storm_database else "sqlite"
     emit(
         Row(
-            key=f"feed_storm_{args.accounts // 1000}k_starts",
+            key=f"feed_storm_{args.accounts // 1000}k_starts_{kind}",
             target=f"{args.accounts:,} Starts + Accounting-On in one apply_events, until committed",
             value=statistics.median(storms),
             low=min(storms),
             high=max(storms),
             unit="s",
-            clock="apply_events call to return (after commit), SQLite, 1% of accounts held",
+            clock=f"apply_events call to return (after commit), {kind}, 1% of accounts held",
             runs=len(storms),
             met=None,
             command=command,
@@ -264,13 +270,27 @@ def main() -> None:
     print(f"load average at end: {_load()}")
 
 
-def _storm(accounts: int, storms: int) -> list[float]:
-    with database() as (_, store):
+@contextmanager
+def _storm_store(url: str | None) -> Iterator[Store]:
+    if url is None:
+        with database() as (_, store):
+            yield store
+        return
+    store = Store.open(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _storm(accounts: int, storms: int, url: str | None) -> list[float]:
+    with _storm_store(url) as store:
         seed_world(store)
         at = datetime.now(UTC) - timedelta(hours=storms + 1)
         started = time.monotonic()
         outcomes = apply_events(store, storm_events(accounts, 0, at)[1:])  # logged in already
         seed_quarantines(store, 0, max(1, accounts // 100))
+        store.database.checkpoint()
         print(f"seeded {accounts:,} sessions in {time.monotonic() - started:.1f} s")
         assert all(o.status == "applied" for o in outcomes), outcomes[:3]
         times = []
@@ -280,6 +300,7 @@ def _storm(accounts: int, storms: int) -> list[float]:
             outcomes = apply_events(store, events)
             times.append(time.perf_counter() - begun)
             applied = sum(o.status == "applied" for o in outcomes)
+            store.database.checkpoint()  # as the sweeper does every few seconds
             print(
                 f"storm {number}: {len(events):,} events in {times[-1]:.2f} s, {applied:,} applied"
             )

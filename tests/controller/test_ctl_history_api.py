@@ -3,15 +3,19 @@ address, an account's intervals, retention; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from ctl_support import Api, World
-from feed_support import at, event, history_rows, v4, v6
+from ctl_support import Api, World, poll_until, settings_for, wait_until_parked
+from fastapi.testclient import TestClient
+from feed_support import at, bindings, event, history_rows, v4, v6, world
 
+from edgectl.controller.app import create_app
+from edgectl.controller.store import Store, subscribers, sweep
 from edgectl.controller.store import schema as t
-from edgectl.controller.store import sweep
 from edgectl.controller.store.core import now
 from edgectl.controller.store.feed import apply_events
 
@@ -222,3 +226,57 @@ def test_retention_is_bounded_per_transaction(api: Api, world: World, monkeypatc
     apply_events(api.store, events)
     assert sweep.purge_history(api.store, 400) == 6  # two batches of three, then the next sweep
     assert sweep.purge_history(api.store, 400) == 4
+
+
+def test_the_running_sweeper_unbinds_stale_sessions_and_forgets_old_intervals(
+    store: Store,
+) -> None:
+    """The controller's own sweeper does both, with nobody calling."""
+    world(store)
+    ancient = now() - timedelta(days=500)
+    recent = now() - timedelta(hours=2)
+
+    def minutes(moment: datetime) -> float:
+        return (moment - at(0)).total_seconds() / 60
+
+    apply_events(
+        store,
+        [
+            event("start", minutes(ancient), "old", "cust-old", ipv4=v4(1)),
+            event("stop", minutes(ancient) + 60, "old", "cust-old", ipv4=v4(1)),
+            event("start", minutes(recent), "quiet", "cust-quiet", ipv4=v4(2)),
+        ],
+    )
+    subscribers.start_session(store, "token:ops", subscribers.Binding("cust-rest", v4(3)))
+    settings = settings_for(store, sweep_interval=0.05, stale_session_after=3600)
+    with TestClient(create_app(settings, store, sweep=True)):
+        poll_until(
+            lambda: set(bindings(store)) == {"cust-rest"} and len(history_rows(store)) == 2,
+            timeout=10,
+            message="the sweeper neither unbound the silent session nor forgot the old one",
+        )
+    assert {(row[0], row[2]) for row in history_rows(store)} == {
+        ("cust-quiet", "quiet"),
+        ("cust-rest", None),
+    }
+
+
+def test_a_feed_start_of_a_quarantined_account_wakes_the_agents_long_poll(
+    api: Api, world: World
+) -> None:
+    api.post("/v1/quarantines", {"account": "cust-q", "mode": "block", "reason": "r"})
+    revision = api.get("/v1/gateways/gw-a/desired-state")["revision"]
+    result: dict[str, Any] = {}
+
+    def poll() -> None:
+        params = {"since": revision, "wait": 30}
+        result["document"] = api.get("/v1/gateways/gw-a/desired-state", params=params)
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    wait_until_parked(api)
+    apply_events(api.store, [event("start", 0, "s1", "cust-q", ipv4=v4(42))])
+    waiter.join(timeout=20)
+    assert not waiter.is_alive()
+    upserts = result["document"]["delta"]["quarantines"]["upserts"]
+    assert [(q["key"], q["mode"]) for q in upserts] == [("100.64.0.42", "block")]

@@ -60,7 +60,7 @@ def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> di
     if not everyone:
         return dict(NOTHING)
     query = (
-        sa.select(h, t.accounts.c.ref)
+        sa.select(*history.lean(), t.accounts.c.ref)
         .join(t.accounts, t.accounts.c.id == h.c.account_id)
         .where(t.open_interval())
     )

@@ -288,6 +288,14 @@ def _load(change: Change, keys: set[tuple[str, str, int]]) -> dict[tuple[str, st
     return sessions
 
 
+def _binding_fields(state: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """Of ``_Session.state()``: started, ended and the addresses (not last_seen, stopped)."""
+    if state is None:
+        return None
+    started, _, _, ended, ipv4, _, ipv6, _ = state
+    return (started, ended, ipv4, ipv6)
+
+
 def _write(change: Change, sessions: Sequence[_Session]) -> None:
     connection = change.connection
     rows = [s.values(connection) for s in sessions if s.id is None]
@@ -400,9 +408,16 @@ def _apply(
         session.settle(restarts[session.source])  # restarts of this batch, too
     dirty = [s for key, s in sessions.items() if s.id is None or before.get(key) != s.state()]
     _write(change, dirty)
-    accounts = {s.account_id for s in dirty}
+    # Only what the binding is derived from: an Interim that moves last_seen
+    # alone (the steady state of a feed) costs one UPDATE and no derivation.
+    moved = [
+        s
+        for key, s in sessions.items()
+        if s.id is None or _binding_fields(before.get(key)) != _binding_fields(s.state())
+    ]
+    accounts = {s.account_id for s in moved}
     hexes: dict[int, set[str]] = {4: set(), 6: set()}
-    for session in dirty:
+    for session in moved:
         for version in (4, 6):
             for value in (session.old_hexes.get(version), session.hexes()[version]):
                 if value is not None:

@@ -58,6 +58,12 @@ def rank(row: Any) -> tuple[datetime, str, str]:
     return (row.started, row.source, row.session_id or "")
 
 
+def lean(table: Any = h) -> list[Any]:
+    """The columns lookups and the binding need: fewer times to convert per row."""
+    names = ("id", "account_id", "source", "session_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex")
+    return [*(table.c[name] for name in names), table.c.started, table.c.ended]
+
+
 @functools.cache
 def _tops_query(dialect: str, version: int, bounded: bool) -> sa.Select[Any]:
     """Built once per shape: building it is most of a lookup's cost in SQLAlchemy."""
@@ -72,7 +78,7 @@ def _tops_query(dialect: str, version: int, bounded: bool) -> sa.Select[Any]:
         inner = inner.where(h2.c.started <= sa.bindparam("edgectl_at", type_=t.Instant()))
     top = inner.order_by(*_order(h2)).limit(1).scalar_subquery()
     return (
-        sa.select(h, t.accounts.c.ref)
+        sa.select(*lean(), t.accounts.c.ref)
         .join(t.accounts, t.accounts.c.id == h.c.account_id)
         .where(h.c.id.in_(sa.select(top).select_from(values)))
     )
