@@ -25,22 +25,22 @@ and so is the same for any permutation of the same events.
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from edgectl.controller.compile import Topology, delegation_problem, hex_of
+from edgectl.controller.compile import Topology, delegation_problem
 from edgectl.controller.ids import ACCOUNT_RULE, is_account
 from edgectl.controller.store import current, history, loaders
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import Change, Store
 from edgectl.controller.store.core import now as clock
 from edgectl.controller.store.db import insert_rows, time_param
+from edgectl.controller.store.feed_session import UPDATED, FeedSession, binding_fields
 from edgectl.controller.store.subscribers import ensure_accounts
 from edgectl.model import Prefix
 
@@ -115,122 +115,6 @@ def _unpooled(topology: Topology, event: AccountingEvent) -> list[str]:
     return [str(a) for a in (event.ipv4, event.ipv6) if a is not None and not topology.keys([a])]
 
 
-@dataclass
-class _Session:
-    """One history row of the feed, folded in memory."""
-
-    account_id: int
-    source: str
-    session_id: str
-    started: datetime
-    last_seen: datetime
-    stopped: datetime | None = None
-    ended: datetime | None = None
-    ipv4: Prefix | None = None
-    ipv4_seen: datetime | None = None
-    ipv6: Prefix | None = None
-    ipv6_seen: datetime | None = None
-    id: int | None = None
-    old_hexes: dict[int, str | None] = field(default_factory=dict)
-
-    @classmethod
-    def stored(cls, row: Any) -> _Session:
-        session = cls(
-            account_id=row.account_id,
-            source=row.source,
-            session_id=row.session_id,
-            started=row.started,
-            last_seen=row.last_seen,
-            stopped=row.stopped,
-            ended=row.ended,
-            ipv4=None if row.ipv4 is None else Prefix.parse(row.ipv4),
-            ipv4_seen=row.ipv4_seen,
-            ipv6=None if row.ipv6 is None else Prefix.parse(row.ipv6),
-            ipv6_seen=row.ipv6_seen,
-            id=row.id,
-        )
-        session.old_hexes = {4: row.ipv4_hex, 6: row.ipv6_hex}
-        return session
-
-    def state(self) -> tuple[Any, ...]:
-        return (
-            self.started,
-            self.last_seen,
-            self.stopped,
-            self.ended,
-            self.ipv4,
-            self.ipv4_seen,
-            self.ipv6,
-            self.ipv6_seen,
-        )
-
-    def fold(self, event: AccountingEvent, restarts: list[datetime]) -> None:
-        at = event.at
-        self.started = min(self.started, at - timedelta(seconds=event.session_time or 0))
-        if event.kind == "stop":
-            self.stopped = at if self.stopped is None else min(self.stopped, at)
-        for version, address in ((4, event.ipv4), (6, event.ipv6)):
-            if address is None:
-                continue
-            held, seen = getattr(self, f"ipv{version}"), getattr(self, f"ipv{version}_seen")
-            if seen is None or (at, str(address)) < (seen, str(held)):
-                setattr(self, f"ipv{version}", address)
-                setattr(self, f"ipv{version}_seen", at)
-        self.settle(restarts, latest=at)
-
-    def settle(self, restarts: list[datetime], latest: datetime | None = None) -> None:
-        """``ended`` from the facts, and ``last_seen`` clamped to it."""
-        after = bisect.bisect_right(restarts, self.started)
-        restart = restarts[after] if after < len(restarts) else None
-        ends = [e for e in (self.stopped, restart) if e is not None]
-        self.ended = min(ends) if ends else None
-        if latest is not None:
-            self.last_seen = max(self.last_seen, latest)
-        if self.ended is not None:
-            self.last_seen = min(self.last_seen, self.ended)
-
-    def hexes(self) -> dict[int, str | None]:
-        return {
-            4: None if self.ipv4 is None else hex_of(self.ipv4),
-            6: None if self.ipv6 is None else hex_of(self.ipv6),
-        }
-
-    def values(self, connection: Any) -> dict[str, Any]:
-        def when(value: datetime | None) -> object:
-            return None if value is None else time_param(connection, value)
-
-        hexes = self.hexes()
-        return {
-            "account_id": self.account_id,
-            "source": self.source,
-            "session_id": self.session_id,
-            "ipv4": None if self.ipv4 is None else str(self.ipv4),
-            "ipv4_hex": hexes[4],
-            "ipv6": None if self.ipv6 is None else str(self.ipv6),
-            "ipv6_hex": hexes[6],
-            "ipv4_seen": when(self.ipv4_seen),
-            "ipv6_seen": when(self.ipv6_seen),
-            "started": when(self.started),
-            "last_seen": when(self.last_seen),
-            "stopped": when(self.stopped),
-            "ended": when(self.ended),
-        }
-
-
-_UPDATED = (
-    "ipv4",
-    "ipv4_hex",
-    "ipv6",
-    "ipv6_hex",
-    "ipv4_seen",
-    "ipv6_seen",
-    "started",
-    "last_seen",
-    "stopped",
-    "ended",
-)
-
-
 def _restarts(change: Change, sources: set[str], new: set[tuple[str, datetime]]) -> Any:
     """Every known restart of ``sources`` (sorted, by source), after storing ``new``;
     and which of ``new`` were not known before."""
@@ -277,36 +161,31 @@ def _end_at_restart(change: Change, source: str, at: datetime) -> list[Any]:
     return running
 
 
-def _load(change: Change, keys: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], _Session]:
+Key = tuple[str, str, int]  # source, Acct-Session-Id, account id
+
+
+def _load(change: Change, keys: set[Key]) -> dict[Key, FeedSession]:
     query = sa.select(h).where(h.c.session_id.is_not(None))
     sessions = {}
     wanted = sorted({session_id for _, session_id, _ in keys})
     for row in loaders.rows_in(change.connection, query, h.c.session_id, wanted):
         key = (row.source, row.session_id, row.account_id)
         if key in keys:
-            sessions[key] = _Session.stored(row)
+            sessions[key] = FeedSession.stored(row)
     return sessions
 
 
-def _binding_fields(state: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
-    """Of ``_Session.state()``: started, ended and the addresses (not last_seen, stopped)."""
-    if state is None:
-        return None
-    started, _, _, ended, ipv4, _, ipv6, _ = state
-    return (started, ended, ipv4, ipv6)
-
-
-def _write(change: Change, sessions: Sequence[_Session]) -> None:
+def _write(change: Change, sessions: Sequence[FeedSession]) -> None:
     connection = change.connection
     rows = [s.values(connection) for s in sessions if s.id is None]
     history.insert(connection, rows)
     updates = [s for s in sessions if s.id is not None]
     if updates:
         mark = "?" if connection.dialect.name == "sqlite" else "%s"
-        assignments = ", ".join(f"{name} = {mark}" for name in _UPDATED)
+        assignments = ", ".join(f"{name} = {mark}" for name in UPDATED)
         connection.exec_driver_sql(
             f"UPDATE session_history SET {assignments} WHERE id = {mark}",
-            [(*(s.values(connection)[n] for n in _UPDATED), s.id) for s in updates],
+            [(*(s.values(connection)[n] for n in UPDATED), s.id) for s in updates],
         )
 
 
@@ -390,14 +269,16 @@ def _apply(
         key = (event.source, event.session_id, ids[event.account])
         session = sessions.get(key)
         if session is None:
-            session = sessions[key] = _Session(
+            session = sessions[key] = FeedSession(
                 key[2], event.source, event.session_id, event.at, event.at
             )
             session.old_hexes = {4: None, 6: None}
             state = None
         else:
             state = session.state()
-        session.fold(event, restarts[event.source])
+        session.fold(
+            event.kind, event.at, event.session_time, event.ipv4, event.ipv6, restarts[event.source]
+        )
         if state is not None and session.state() == state:
             outcomes[index] = EventOutcome("ignored", "changes nothing stored")
         elif unpooled := _unpooled(topology, event):
@@ -413,7 +294,7 @@ def _apply(
     moved = [
         s
         for key, s in sessions.items()
-        if s.id is None or _binding_fields(before.get(key)) != _binding_fields(s.state())
+        if s.id is None or binding_fields(before.get(key)) != binding_fields(s.state())
     ]
     accounts = {s.account_id for s in moved}
     hexes: dict[int, set[str]] = {4: set(), 6: set()}
