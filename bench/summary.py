@@ -223,6 +223,46 @@ HEADLINES: tuple[Headline, ...] = (
         (("delta_cost_flat", "delta cost at 100k held <= 1.5x at 1k held"),),
         70,
     ),
+    Headline(
+        "radius_feed.py",
+        ("--reduced",),
+        (
+            (
+                "radius_sustained_20k",
+                ">= 10,000 accounting packets/s into SQLite from 20 NAS, none lost (20k Starts)",
+            ),
+            ("radius_storm_10k", "10,000 Acct-Starts at once: time until all stored (reported)"),
+        ),
+        35,
+        (),
+        (
+            (
+                "radius_sustained_100k",
+                ">= 10,000 accounting packets/s into SQLite from 20 NAS, none lost (100k Starts)",
+            ),
+            ("radius_storm_50k", "50,000 Acct-Starts at once: time until all stored (reported)"),
+        ),
+        300,
+    ),
+    Headline(
+        "radius_quarantine.py",
+        ("--reduced",),
+        (
+            (
+                "radius_login_refused_p99_10k",
+                "Acct-Start of a quarantined account -> refused on the gateway p99 < 300 ms",
+            ),
+        ),
+        35,
+        (),
+        (
+            (
+                "radius_login_refused_p99_100k",
+                "Acct-Start of a quarantined account -> refused on the gateway p99 < 300 ms",
+            ),
+        ),
+        240,
+    ),
 )
 
 
