@@ -11,7 +11,7 @@ Run as root from the repository root::
 ``HEADLINES`` below is the one list of what is measured: each script with
 its reduced arguments, the row keys it must print (``BENCH-RESULT`` lines,
 bench/_results.py) and its time budget.  The budgets add up to at most
-``TOTAL_BUDGET_S`` (20 minutes; ``--full``, the sizes the targets name:
+``TOTAL_BUDGET_S`` (15 minutes; ``--full``, the sizes the targets name:
 ``FULL_BUDGET_S``), so a run is bounded however slow the machine is: a
 script that overruns its budget is stopped (SIGTERM to its process group,
 so its ``finally`` deletes its namespaces).
@@ -48,7 +48,11 @@ from _results import Row, parse
 
 BEGIN = "<!-- bench-summary:begin (written by bench/summary.py; do not edit by hand) -->"
 END = "<!-- bench-summary:end -->"
-TOTAL_BUDGET_S = 1200.0
+# ``--full`` writes its own section: the reduced table and the full-size one
+# are each from one run, never mixed.
+FULL_BEGIN = "<!-- bench-summary-full:begin (written by bench/summary.py --full) -->"
+FULL_END = "<!-- bench-summary-full:end -->"
+TOTAL_BUDGET_S = 900.0
 FULL_BUDGET_S = 4200.0
 STOP_GRACE_S = 60.0  # after SIGTERM: time for a script's finally to delete its namespaces
 REPO = Path(__file__).resolve().parent.parent
@@ -99,7 +103,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("full_sync_100k", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (wall)"),
             ("full_sync_100k_cpu", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (CPU)"),
         ),
-        90,
+        70,
         ("--keys", "1000000", "--reps", "3", "--no-cli"),
         (
             ("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall)"),
@@ -111,25 +115,25 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_delta_path.py",
         ("--sizes", "10000,100000", "--deltas", "100"),
         (("delta_path_100k", "agent delta path (answer in hand -> kernel commit) <= 2 ms"),),
-        60,
+        45,
         ("--sizes", "10000,100000,1000000", "--deltas", "200"),
         (("delta_path_1m", "agent delta path (answer in hand -> kernel commit) <= 2 ms at 1M"),),
         400,
     ),
     Headline(
         "agent_steady.py",
-        ("--keys", "100000", "--reps", "1", "--seconds", "5"),
-        _steady_rows("100k", "100k"),
-        120,
+        ("--keys", "50000", "--reps", "3", "--seconds", "3"),
+        _steady_rows("50k", "50k"),
+        100,
         ("--keys", "1000000", "--reps", "3", "--seconds", "20"),
         _steady_rows("1m", "1M"),
         1200,
     ),
     Headline(
         "cli_apply.py",
-        ("--keys", "50000", "--reps", "1"),
+        ("--keys", "50000", "--reps", "3"),
         (("cli_apply_50k", "edgectl apply -f, 50k keys, whole command <= 1.5x nft -f"),),
-        60,
+        50,
         ("--keys", "200000", "--reps", "3"),
         (("cli_apply_200k", "edgectl apply -f, 200k keys, whole command <= 1.5x nft -f"),),
         400,
@@ -138,31 +142,40 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_propagation.py",
         ("--extra", "50", "--quarantines", "50", "--held", "100000"),
         (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
-        150,
+        140,
     ),
     Headline(
         "block_cutoff.py",
         ("--rounds", "3"),
         (("block_cutoff", "a block quarantine cuts an established flow"),),
-        40,
+        30,
         ("--rounds", "5"),
         (("block_cutoff", "a block quarantine cuts an established flow"),),
         120,
     ),
     Headline(
         "controller_scaling.py",
-        ("--quick",),
+        ("--held", "30000", "--baseline", "1000", "--rounds", "3", "--requests", "100"),
+        (
+            ("quarantine_create_p99_scaling", "quarantine create p99, 30k held <= 1.5x 1k held"),
+            ("session_upsert_p99_scaling", "session upsert p99, 30k held <= 1.5x 1k held"),
+        ),
+        65,
+        ("--held", "100000", "--baseline", "1000", "--quick"),
         (
             ("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),
             ("session_upsert_p99_scaling", "session upsert p99, 100k held <= 1.5x 1k held"),
         ),
-        150,
+        400,
     ),
     Headline(
         "propagation_one_gateway.py",
-        ("--quick",),
+        ("--held", "50000", "--baseline", "5000", "--rounds", "3", "--requests", "30"),
+        (("api_to_kernel_scaling", "API call -> key in kernel, 50k held <= 1.5x 5k held"),),
+        90,
+        ("--held", "200000", "--baseline", "10000", "--quick"),
         (("api_to_kernel_scaling", "API call -> key in kernel, 200k held <= 1.5x 10k held"),),
-        200,
+        500,
     ),
     Headline(
         "forwarding.py",
@@ -210,6 +223,46 @@ HEADLINES: tuple[Headline, ...] = (
         (("delta_cost_flat", "delta cost at 100k held <= 1.5x at 1k held"),),
         70,
     ),
+    Headline(
+        "radius_feed.py",
+        ("--reduced",),
+        (
+            (
+                "radius_sustained_20k",
+                ">= 10,000 accounting packets/s into SQLite from 20 NAS, none lost (20k Starts)",
+            ),
+            ("radius_storm_10k", "10,000 Acct-Starts at once: time until all stored (reported)"),
+        ),
+        35,
+        (),
+        (
+            (
+                "radius_sustained_100k",
+                ">= 10,000 accounting packets/s into SQLite from 20 NAS, none lost (100k Starts)",
+            ),
+            ("radius_storm_50k", "50,000 Acct-Starts at once: time until all stored (reported)"),
+        ),
+        300,
+    ),
+    Headline(
+        "radius_quarantine.py",
+        ("--reduced",),
+        (
+            (
+                "radius_login_refused_p99_10k",
+                "Acct-Start of a quarantined account -> refused on the gateway p99 < 300 ms",
+            ),
+        ),
+        35,
+        (),
+        (
+            (
+                "radius_login_refused_p99_100k",
+                "Acct-Start of a quarantined account -> refused on the gateway p99 < 300 ms",
+            ),
+        ),
+        240,
+    ),
 )
 
 
@@ -251,6 +304,11 @@ def run_headline(headline: Headline, budget_s: float, logdir: Path) -> Outcome:
         except subprocess.TimeoutExpired:
             problem = f"stopped after its {budget_s:.0f} s budget"
             stop(proc)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): the script runs in a session of
+            # its own and would go on measuring alone.
+            stop(proc)
+            raise
     seconds = time.monotonic() - started
     rows = tuple(parse(log.read_text(errors="replace")))
     return Outcome(headline, rows, problem, seconds, log)
@@ -327,15 +385,15 @@ def render_table(lines: Sequence[Line], header: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def replace_section(text: str, table: str) -> str:
+def replace_section(text: str, table: str, begin: str = BEGIN, end_marker: str = END) -> str:
     """``text`` with everything between the markers replaced by ``table``."""
-    start = text.find(BEGIN)
-    end = text.find(END)
+    start = text.find(begin)
+    end = text.find(end_marker)
     if start < 0 or end < 0 or end < start:
-        raise ValueError(f"no {BEGIN!r} ... {END!r} section to replace")
-    if text.find(BEGIN, start + 1) >= 0 or text.find(END, end + 1) >= 0:
+        raise ValueError(f"no {begin!r} ... {end_marker!r} section to replace")
+    if text.find(begin, start + 1) >= 0 or text.find(end_marker, end + 1) >= 0:
         raise ValueError("the summary markers appear more than once")
-    return text[: start + len(BEGIN)] + "\n" + table + text[end:]
+    return text[: start + len(begin)] + "\n" + table + text[end:]
 
 
 # -- where and when --------------------------------------------------------------
@@ -346,12 +404,18 @@ def loadavg() -> str:
         return " ".join(file.read().split()[:3])
 
 
-def commit() -> str:
+def commit(output: Path) -> str:
+    """HEAD, ``-dirty`` if a tracked file other than the table's own changed."""
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
+    # The output file is left out: the --full run writes it, then the
+    # reduced run that follows would call its own commit dirty.
+    paths = ["."]
+    if output.resolve().is_relative_to(REPO):
+        paths.append(f":(exclude){output.resolve().relative_to(REPO)}")
     changed = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -397,6 +461,10 @@ def header(
 # -- main --------------------------------------------------------------------------
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def selected(only: Sequence[str]) -> list[Headline]:
     if not only:
         return list(HEADLINES)
@@ -419,12 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--full", action="store_true", help="the sizes the targets name (about an hour)"
     )
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
     headlines = [h.sized(args.full) for h in selected(args.only)]
     total_budget_s = FULL_BUDGET_S if args.full else TOTAL_BUDGET_S
     if not args.dry_run and args.only:
         # A partial table would look like a whole one: only full runs are written.
         parser.error("--only needs --dry-run")
-    revision = commit()
+    revision = commit(args.output)
     started_at = datetime.now(UTC)
     load_before = loadavg()
     where = machine()
@@ -455,7 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print("\n" + table)
     if not args.dry_run:
-        args.output.write_text(replace_section(args.output.read_text(), table))
+        markers = (FULL_BEGIN, FULL_END) if args.full else (BEGIN, END)
+        args.output.write_text(replace_section(args.output.read_text(), table, *markers))
         print(f"wrote the summary table into {args.output}")
     return 0 if all(line.ok() for line in lines) else 1
 

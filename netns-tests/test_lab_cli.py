@@ -196,7 +196,7 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
     assert all(gw["converged"] for gw in _gateways(get_gateways))
 
     expect: str | None = None
-    probes = quarantines = 0
+    probes = quarantines = accounted = 0
     offenders_listed = False
     for line in lines:
         if not line.startswith("    $ "):
@@ -233,12 +233,19 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
             assert lab_pids(state.directory) == set()
             again_down = shell(command)
             assert again_down.returncode == 0 and "is down" in again_down.stdout
+        elif " radclient " in command:
+            # The lab's BNG over real UDP: answered only once the controller stored it.
+            result = shell(command)
+            assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
+            assert "Received Accounting-Response" in result.stdout, result.stdout
+            accounted += 1
         else:
             result = shell(command)
             assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
             if " nft list table " in command:
                 assert "table inet edgectl" in result.stdout
     assert probes >= 8 and quarantines == 2 and offenders_listed, started.stdout
+    assert accounted == 1, started.stdout
     assert commands[-1].endswith(f"down --name {lab_name}")
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from edgectl.agent import conntrack as ct
+from edgectl.agent import flow_cut
 from edgectl.agent.flow_cut import holds
 from edgectl.agent.netlink.codec import NlMsg, nla, nla_nested
 from edgectl.agent.netlink.constants import NLM_F_MULTI
+from edgectl.model.keymap import KeyMap
 from edgectl.model.policy import Quarantine, QuarantineMode
 from edgectl.model.prefix import Prefix
 
@@ -93,3 +98,136 @@ def test_smtp_cuts_mail_ports_only_and_expired_or_walled_holds_nothing() -> None
     )
     walled = Quarantine(Prefix.parse("100.64.0.12"), QuarantineMode.WALLED_GARDEN)
     assert not holds([expired, walled], MAIL, NOW)
+
+
+def _recording_cuts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[list[ct.CutSource]], threading.Event, threading.Event]:
+    """BackgroundCuts' cut replaced by a recorder: sets ``started``, waits for ``release``."""
+    done: list[list[ct.CutSource]] = []
+    release = threading.Event()
+    started = threading.Event()
+
+    def record(sock: object, sources: list[ct.CutSource]) -> None:
+        done.append(list(sources))
+        started.set()
+        if not release.wait(5):
+            raise AssertionError("never released")
+        if any(isinstance(s, ct.Cut) and s.mail_ports == frozenset({9}) for s in sources):
+            raise RuntimeError("a cut that fails unexpectedly")
+
+    monkeypatch.setattr(flow_cut, "cut_now", record)
+    return done, release, started
+
+
+def key_cut(text: str, ports: frozenset[int] = frozenset({25})) -> ct.Cut:
+    return ct.Cut(frozenset({Prefix.parse(text)}), frozenset(), ports)
+
+
+def test_cuts_arriving_while_one_runs_go_together_in_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done, release, started = _recording_cuts(monkeypatch)
+    cuts = flow_cut.BackgroundCuts(None)  # a socket only: the recorder touches no kernel
+    try:
+        first = key_cut("100.64.0.1/32")
+        cuts.submit(first)
+        assert started.wait(5), "the first cut never started"
+        assert done == [[first]]
+        second = key_cut("100.64.0.2/32")
+        third = ct.Cut(frozenset(), frozenset({Prefix.parse("100.64.0.3/32")}), frozenset())
+        cuts.submit(second)
+        cuts.submit(third)
+        assert not cuts.idle(0.05)  # the first is still running
+        release.set()
+        assert cuts.idle(5)
+        assert done == [[first], [second, third]]  # one dump for both
+    finally:
+        release.set()
+        cuts.close()
+
+
+def test_a_failing_cut_leaves_the_thread_running_and_close_finishes_what_is_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done, release, _ = _recording_cuts(monkeypatch)
+    release.set()
+    cuts = flow_cut.BackgroundCuts(None)
+    cuts.submit(key_cut("100.64.0.1/32", frozenset({9})))  # raises inside the thread
+    assert cuts.idle(5)
+    last = key_cut("100.64.0.4/32")
+    cuts.submit(last)
+    cuts.close()
+    assert done[-1] == [last] and len(done) == 2
+
+
+def _fake_dumps(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[int, list[NlMsg]], list[object]]:
+    dumps: dict[int, list[NlMsg]] = {4: [], 6: []}
+    monkeypatch.setattr(ct, "_dump", lambda sock, version: iter(dumps[version]))
+    sent: list[object] = []
+    monkeypatch.setattr(
+        ct, "_pipeline", lambda sock, requests: sent.extend(requests) or [0] * len(requests)
+    )
+    return dumps, sent
+
+
+def test_a_lazy_cut_is_computed_only_when_the_dump_shows_an_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a full sync the cut names every held key: no flows, no matching work."""
+    computed: list[int] = []
+
+    def source() -> ct.Cut:
+        computed.append(1)
+        return ct.Cut(frozenset({Prefix.parse("100.64.0.1/32")}), frozenset(), frozenset())
+
+    dumps, sent = _fake_dumps(monkeypatch)
+    assert ct.cut_flows(object(), [source]) == 0  # type: ignore[arg-type]
+    assert computed == [] and sent == []
+    dumps[4] = [
+        message("100.64.0.1", "192.0.2.1", socket.IPPROTO_UDP, 53),
+        message("100.64.0.2", "192.0.2.1", socket.IPPROTO_UDP, 53),
+    ]
+    assert ct.cut_flows(object(), [source]) == 1  # type: ignore[arg-type]
+    assert computed == [1] and len(sent) == 1
+
+
+def test_held_keys_match_what_holds_would_cut_without_copying_the_keys() -> None:
+    """The full-sync cut (lookups in the state's map) and the delta cut (sets) agree."""
+    hour = NOW + timedelta(hours=1)
+    entries = [
+        Quarantine(Prefix.parse("100.64.0.1"), QuarantineMode.BLOCK),
+        Quarantine(Prefix.parse("100.64.0.2"), QuarantineMode.SMTP, expires=hour),
+        Quarantine(Prefix.parse("100.64.0.3"), QuarantineMode.WALLED_GARDEN),
+        Quarantine(
+            Prefix.parse("100.64.0.4"), QuarantineMode.BLOCK, expires=NOW - timedelta(seconds=1)
+        ),
+        Quarantine(Prefix.parse("2001:db8:0:100::/56"), QuarantineMode.SMTP),
+        Quarantine(Prefix.parse("100.66.0.0/24"), QuarantineMode.BLOCK),  # a range hold
+    ]
+    as_map = {q.key: q for q in entries}
+    flows = [
+        ("100.64.0.1", "192.0.2.1", socket.IPPROTO_UDP, 53),
+        ("192.0.2.1", "100.64.0.1", socket.IPPROTO_TCP, 80),
+        ("100.64.0.2", "192.0.2.1", socket.IPPROTO_TCP, 25),
+        ("100.64.0.2", "192.0.2.1", socket.IPPROTO_TCP, 443),
+        ("100.64.0.3", "192.0.2.1", socket.IPPROTO_TCP, 25),
+        ("100.64.0.4", "192.0.2.1", socket.IPPROTO_UDP, 53),
+        ("2001:db8:0:1ff::9", "2001:db8:ffff::1", socket.IPPROTO_TCP, 587),
+        ("2001:db8:0:1ff::9", "2001:db8:ffff::1", socket.IPPROTO_TCP, 22),
+        ("100.66.0.77", "192.0.2.1", socket.IPPROTO_UDP, 123),
+        ("100.64.0.9", "192.0.2.1", socket.IPPROTO_TCP, 25),
+    ]
+    for quarantines in (as_map, KeyMap(as_map.items())):
+        held = flow_cut.HeldKeys(quarantines, NOW, MAIL)
+        cut = holds(entries, MAIL, NOW)
+        for flow in flows:
+            assert doomed_by(held, *flow) == doomed(cut, *flow), flow
+
+
+def doomed_by(targets: ct.Targets, src: str, dst: str, proto: int, port: int) -> bool:
+    version = 6 if ":" in src else 4
+    entry = ct._decode(message(src, dst, proto, port), version)
+    assert entry is not None
+    everything, mail = targets.matchers()
+    return ct._doomed(entry, everything, mail, targets.mail_ports)

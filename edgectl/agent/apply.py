@@ -16,7 +16,7 @@ from typing import Any
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent import kernel_write, table
-from edgectl.agent.flow_cut import FlowCutter
+from edgectl.agent.flow_cut import BackgroundCuts, FlowCutter
 from edgectl.agent.keys import needs_full_sync
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
@@ -51,8 +51,10 @@ class Dataplane:
     that share a Dataplane between threads hold a lock (daemon.kernel).
     """
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, cuts: BackgroundCuts | None = None) -> None:
+        """``cuts``: where held keys' open flows are cut (None: inline, before a commit returns)."""
         self.netns = netns
+        self.cuts = cuts
         # Each handle stays bound to the namespace it was opened in.
         with inside(netns):
             self.nft = Nft()
@@ -71,6 +73,9 @@ class Dataplane:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _cutter(self) -> FlowCutter:
+        return FlowCutter(self.sock, None if self.cuts is None else self.cuts.submit)
 
     def table_exists(self) -> bool:
         return kr.table_exists(self.sock, table.NFPROTO, table.NAME)
@@ -111,7 +116,7 @@ class Dataplane:
         kernel no longer has (a flushed ruleset), so a repair does not reset
         what Prometheus has been scraping.  What the kernel still has wins.
         """
-        with FlowCutter(self.sock).after_full(state, now):
+        with self._cutter().after_full(state, now):
             return self._full_sync(state, now or datetime.now(UTC), carried)
 
     def _full_sync(
@@ -154,7 +159,7 @@ class Dataplane:
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None
     ) -> ApplyResult:
-        with FlowCutter(self.sock).after_delta(old, delta, now):
+        with self._cutter().after_delta(old, delta, now):
             return self._apply_delta(old, delta, now)
 
     def _apply_delta(

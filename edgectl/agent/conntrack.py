@@ -14,8 +14,9 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from edgectl.agent.netlink.codec import (
     NlMsg,
@@ -72,6 +73,26 @@ class Cut:
 
     def __bool__(self) -> bool:
         return bool(self.everything or self.mail)
+
+    def matchers(self) -> tuple[Matcher, Matcher]:
+        return _Matcher(self.everything), _Matcher(self.mail)
+
+
+class Matcher(Protocol):
+    """Is (IP version, address) held?"""
+
+    def __contains__(self, item: tuple[int, int]) -> bool: ...
+
+
+class Targets(Protocol):
+    """What a cut matches: a ``Cut``, or holds looked up where they already are."""
+
+    @property
+    def mail_ports(self) -> frozenset[int]: ...
+
+    def matchers(self) -> tuple[Matcher, Matcher]:
+        """(every flow of these, mail flows of these)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +203,7 @@ def _dump(sock: NfNetlink, version: int) -> Iterator[NlMsg]:
             yield message
 
 
-def _candidate(message: NlMsg, version: int, everything: _Matcher, mail: _Matcher) -> bool:
+def _candidate(message: NlMsg, version: int, everything: Matcher, mail: Matcher) -> bool:
     """Cheap first look: could this entry be cut?  (Unknown layouts: yes, decode it.)"""
     ends = _ends(message.payload, version)
     if ends is None:
@@ -191,7 +212,7 @@ def _candidate(message: NlMsg, version: int, everything: _Matcher, mail: _Matche
     return (version, src) in everything or (version, dst) in everything or (version, src) in mail
 
 
-def _doomed(entry: Entry, everything: _Matcher, mail: _Matcher, ports: frozenset[int]) -> bool:
+def _doomed(entry: Entry, everything: Matcher, mail: Matcher, ports: frozenset[int]) -> bool:
     # Either end: a held subscriber's own connections and those made to it.
     ends = ((entry.version, entry.src), (entry.version, entry.dst))
     if any(end in everything for end in ends):
@@ -200,27 +221,50 @@ def _doomed(entry: Entry, everything: _Matcher, mail: _Matcher, ports: frozenset
     return is_mail and (entry.version, entry.src) in mail
 
 
-def cut_flows(sock: NfNetlink, cut: Cut) -> int:
-    """Delete the conntrack entries ``cut`` names; how many went.
+# A cut, or what computes its targets: after a full sync the cut is every
+# held key (a million of them); its matchers are made only once the dump
+# has shown an entry to match.
+CutSource = Cut | Callable[[], Targets]
+
+
+def cut_flows(sock: NfNetlink, sources: Sequence[CutSource]) -> int:
+    """Delete the conntrack entries any of ``sources`` names; how many went.
 
     An entry that ends between the dump and its delete answers ENOENT,
     which is what we wanted anyway.
     """
-    if not cut:
+    sources = [s for s in sources if not (isinstance(s, Cut) and not s)]
+    if not sources:
         return 0
-    everything, mail = _Matcher(cut.everything), _Matcher(cut.mail)
-    versions = sorted({key.version for key in (*cut.everything, *cut.mail)})
+    if all(isinstance(s, Cut) for s in sources):
+        cuts = [s for s in sources if isinstance(s, Cut)]
+        versions = sorted({k.version for c in cuts for k in (*c.everything, *c.mail)})
+    else:
+        versions = [4, 6]
+    built: list[tuple[Matcher, Matcher, frozenset[int]]] = []
+
+    def matchers() -> list[tuple[Matcher, Matcher, frozenset[int]]]:
+        if not built:
+            for source in sources:
+                targets: Targets = source if isinstance(source, Cut) else source()
+                built.append((*targets.matchers(), targets.mail_ports))
+        return built
+
     requests = []
     for version in versions:
         # Collected before deleting: deleting while the dump runs would
-        # change the table under the kernel's dump cursor.
-        doomed = [
-            entry
-            for message in _dump(sock, version)
-            if _candidate(message, version, everything, mail)
-            and (entry := _decode(message, version)) is not None
-            and _doomed(entry, everything, mail, cut.mail_ports)
-        ]
+        # change the table under the kernel's dump cursor.  Every message
+        # is read, matched or not, so that none is left on the socket.
+        doomed = []
+        for message in _dump(sock, version):
+            for everything, mail, ports in matchers():
+                if (
+                    _candidate(message, version, everything, mail)
+                    and (entry := _decode(message, version)) is not None
+                    and _doomed(entry, everything, mail, ports)
+                ):
+                    doomed.append(entry)
+                    break
         for entry in doomed:
             attrs = nla(CTA_TUPLE_ORIG | NLA_F_NESTED, entry.orig)
             if entry.zone is not None:

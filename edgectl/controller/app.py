@@ -39,6 +39,7 @@ from edgectl.controller.api.routers import (
 from edgectl.controller.batch import Batcher, Wanted
 from edgectl.controller.errors import ControllerError, Invalid, NotFound
 from edgectl.controller.notify import Notifier
+from edgectl.controller.radius.server import RadiusServer
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
 from edgectl.controller.store import desired as served_state
@@ -99,8 +100,14 @@ def _install_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
-def create_app(settings: Settings, store: Store, *, sweep: bool = True) -> FastAPI:
-    """The API over ``store``; ``sweep=False`` leaves expiry to the caller (tests)."""
+def create_app(
+    settings: Settings, store: Store, *, sweep: bool = True, radius: RadiusServer | None = None
+) -> FastAPI:
+    """The API over ``store``; ``sweep=False`` leaves expiry to the caller (tests).
+
+    ``radius`` (sockets already bound) runs while the app does: its commits
+    go through ``store``, whose listeners wake long-polls like a REST write's.
+    """
     notifier = Notifier()
     store.subscribe(notifier.publish)
     # Verified tokens, for at most poll_interval (another process's revocation);
@@ -126,9 +133,14 @@ def create_app(settings: Settings, store: Store, *, sweep: bool = True) -> FastA
         tasks = [asyncio.create_task(notifier.run(revisions, settings.poll_interval))]
         if sweep:
             tasks.append(asyncio.create_task(sweeper.run(store, settings)))
+        if radius is not None:
+            radius.start()
         try:
             yield
         finally:
+            if radius is not None:
+                # Joins its threads (a commit in progress finishes): off the loop.
+                await anyio.to_thread.run_sync(radius.stop)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -151,6 +163,7 @@ def create_app(settings: Settings, store: Store, *, sweep: bool = True) -> FastA
     app.state.notifier = notifier
     app.state.token_cache = token_cache
     app.state.read_limiter = None  # the default pool until the lifespan starts
+    app.state.radius = radius
     app.state.batcher = Batcher(serve_many)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.

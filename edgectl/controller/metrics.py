@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgectl.controller.radius.stats import BUCKETS, StatsView
 from edgectl.controller.store.telemetry import GatewayFacts, Snapshot
 from edgectl.model import QuarantineMode
 
@@ -31,10 +32,11 @@ class Family:
     name: str
     kind: str  # gauge | counter
     help: str
-    samples: list[tuple[Labels, float]] = field(default_factory=list)
+    # (labels, value, suffix): the suffix names a histogram's _bucket/_sum/_count.
+    samples: list[tuple[Labels, float, str]] = field(default_factory=list)
 
-    def add(self, labels: Labels, value: float) -> None:
-        self.samples.append((labels, value))
+    def add(self, labels: Labels, value: float, suffix: str = "") -> None:
+        self.samples.append((labels, value, suffix))
 
 
 def escape(value: str) -> str:
@@ -61,13 +63,10 @@ def exposition(families: Iterable[Family]) -> str:
     for family in families:
         lines.append(f"# HELP {family.name} {_help(family.help)}")
         lines.append(f"# TYPE {family.name} {family.kind}")
-        for labels, value in family.samples:
+        for labels, value, suffix in family.samples:
             text = ",".join(f'{name}="{escape(label)}"' for name, label in labels)
-            lines.append(
-                f"{family.name}{{{text}}} {number(value)}"
-                if text
-                else f"{family.name} {number(value)}"
-            )
+            name = family.name + suffix
+            lines.append(f"{name}{{{text}}} {number(value)}" if text else f"{name} {number(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -240,5 +239,49 @@ def families(snapshot: Snapshot) -> list[Family]:
     return [revision, count, held, *_gateway_families(snapshot.gateways, snapshot)]
 
 
-def render(snapshot: Snapshot) -> str:
-    return exposition(families(snapshot))
+def radius_families(view: StatsView, open_sessions: Mapping[str, int]) -> list[Family]:
+    """The RADIUS accounting feed: in-process counters since start, and open
+    sessions per NAS as stored (so every controller process reports the same)."""
+    packets = Family(
+        "edgectl_controller_radius_packets_total",
+        "counter",
+        "Accounting-Requests answered (or retransmissions absorbed) by status type and outcome.",
+    )
+    for (kind, outcome), count in sorted(view.packets.items()):
+        packets.add((("type", kind), ("outcome", outcome)), count)
+    dropped = Family(
+        "edgectl_controller_radius_dropped_total",
+        "counter",
+        "Datagrams dropped unanswered, by reason (unknown_nas, bad_authenticator, malformed, "
+        "queue_full, commit_failed, ...).",
+    )
+    for reason, count in sorted(view.dropped.items()):
+        dropped.add((("reason", reason),), count)
+    latency = Family(
+        "edgectl_controller_radius_commit_seconds",
+        "histogram",
+        "Time to commit one batch of accounting events (one store transaction).",
+    )
+    for bound, count in zip(BUCKETS, view.commit_buckets, strict=True):
+        latency.add((("le", number(bound)),), count, "_bucket")
+    latency.add((("le", "+Inf"),), view.commit_count, "_bucket")
+    latency.add((), round(view.commit_sum, 6), "_sum")
+    latency.add((), view.commit_count, "_count")
+    queued = Family(
+        "edgectl_controller_radius_queued",
+        "gauge",
+        "Packets decoded and waiting for a commit (bounded by max_queue).",
+    )
+    queued.add((), view.queued)
+    sessions = Family(
+        "edgectl_controller_radius_open_sessions",
+        "gauge",
+        "Open sessions per NAS (the clients file's name), as stored.",
+    )
+    for nas, count in sorted(open_sessions.items()):
+        sessions.add((("nas", nas),), count)
+    return [packets, dropped, latency, queued, sessions]
+
+
+def render(snapshot: Snapshot, extra: Sequence[Family] = ()) -> str:
+    return exposition([*families(snapshot), *extra])

@@ -11,6 +11,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from edgectl.controller.app import create_app
+from edgectl.controller.radius.server import RadiusServer, bind
+from edgectl.controller.radius.wiring import feed_of
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
 
@@ -90,10 +92,19 @@ def timed_protocol(settings: Settings) -> type[TimedH11Protocol]:
     return Timed
 
 
+def _radius(settings: Settings, store: Store) -> RadiusServer | None:
+    """The accounting feed, its sockets bound now: a port in use is a clear
+    refusal at start, not a failure inside the running app."""
+    if settings.radius is None:
+        return None
+    sockets = bind(settings.radius.listen)
+    return RadiusServer(settings.radius, feed_of(store), sockets)
+
+
 def serve(settings: Settings) -> None:
     store = Store.open(settings.database_url, migrate=settings.migrate_on_start)
     try:
-        app = create_app(settings, store)
+        app = create_app(settings, store, radius=_radius(settings, store))
         uvicorn.run(
             app,
             host=settings.host,

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.controller.errors import Invalid
+from edgectl.controller.radius import config as radius_config
+from edgectl.controller.radius.config import RadiusSettings
 from edgectl.tomlfile import TomlFileError, read_toml
 
 ENV_PREFIX = "EDGECTL_CONTROLLER_"
@@ -64,9 +66,23 @@ class Settings:
     # every agent holds one long-poll, so keep it above the fleet's gateways
     # plus operators and scrapers.
     max_connections: int = 1000
+    # Session history: intervals that ended longer ago than this are deleted
+    # by the sweeper (an abuse report older than this can no longer be
+    # attributed).  400 days: a year of reports plus a month of slack.
+    session_retention_days: int = 400
+    # A NAS session with no event (Start, Interim, Stop) for this many seconds
+    # is unbound; 0 never unbinds.  Off by default: the right value depends on
+    # the NAS's Acct-Interim-Interval, which the controller cannot know, and a
+    # value too short unbinds live sessions - a quarantined account would then
+    # escape its hold until it logs in again.  Set it to about three interim
+    # intervals (e.g. 3 x 300 s + slack = 1000).  REST bindings never go stale.
+    stale_session_after: float = 0.0
     # Serve /docs and /redoc (assets from the package, never a CDN); false
     # removes both.  /openapi.json stays: it is data, not code.
     docs: bool = True
+    # The RADIUS accounting feed ([controller.radius]); None = not listening.
+    # Read from the file only: its clients file holds the shared secrets.
+    radius: RadiusSettings | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -125,6 +141,9 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
         for name, value in table.items():
             if name not in kinds:
                 raise Invalid(f"controller.{name}", "unknown setting")
+            if name == "radius":
+                values[name] = radius_config.parse(value)
+                continue
             values[name] = _coerce(f"controller.{name}", kinds[name], value)
         url = values.get("database_url")
         if isinstance(url, str) and _has_password(url) and path.stat().st_mode & stat.S_IROTH:
@@ -133,6 +152,8 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
                 f"{path} holds a database password and is world-readable; chmod o-r it",
             )
     for name, kind in kinds.items():
+        if name == "radius":
+            continue  # a table, not a value
         text = env.get(ENV_PREFIX + name.upper())
         if text is not None:
             values[name] = _coerce(ENV_PREFIX + name.upper(), kind, text)
@@ -177,6 +198,11 @@ def check(settings: Settings) -> Settings:
         raise Invalid("max_wait", "must be between 0 and 3600 seconds")
     if settings.tombstone_retention < 60:
         raise Invalid("tombstone_retention", "must be at least 60 seconds")
+    if not 1 <= settings.session_retention_days <= 36_500:
+        raise Invalid("session_retention_days", "must be between 1 and 36500 days")
+    stale = settings.stale_session_after
+    if stale != 0 and not 60 <= stale <= 30 * 86_400:
+        raise Invalid("stale_session_after", "must be 0 (off) or between 60 and 2592000 seconds")
     if not 1024 <= settings.max_body_bytes <= 1 << 30:
         raise Invalid("max_body_bytes", "must be between 1024 and 1073741824 bytes")
     for name in ("header_timeout", "body_timeout"):

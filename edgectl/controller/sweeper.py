@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from starlette.concurrency import run_in_threadpool
 
 from edgectl.controller.settings import Settings
-from edgectl.controller.store import Store, sweep
+from edgectl.controller.store import Store, feed, sweep
 
 log = logging.getLogger(__name__)
 
 
 async def run(store: Store, settings: Settings) -> None:
-    """Expire holds, purge old tombstones and revision times, and checkpoint SQLite's WAL every
-    ``sweep_interval``, until cancelled.
+    """Expire holds, purge old tombstones, revision times and session intervals, unbind
+    stale sessions, and checkpoint SQLite's WAL every ``sweep_interval``, until cancelled.
 
     Agents also get each entry's expiry and let the kernel time it out, so
     a sweep that runs late costs only a late audit record, not a late lift.
@@ -27,6 +28,12 @@ async def run(store: Store, settings: Settings) -> None:
                 log.info("expired %d holds", expired)
             await run_in_threadpool(sweep.purge_tombstones, store, settings.tombstone_retention)
             await run_in_threadpool(sweep.forget_revisions, store, settings.tombstone_retention)
+            await run_in_threadpool(sweep.purge_history, store, settings.session_retention_days)
+            if settings.stale_session_after > 0:
+                silent = timedelta(seconds=settings.stale_session_after)
+                stale = await run_in_threadpool(feed.unbind_stale, store, silent)
+                if stale:
+                    log.info("unbound %d stale sessions", stale)
             await run_in_threadpool(store.database.checkpoint)
         except asyncio.CancelledError:
             raise

@@ -15,11 +15,18 @@ by a management veth, and starts, as daemons (own session, stdin
 * ``agent-gw-a``/``agent-gw-b``: ``edgectl agent run`` *inside* each gateway
   namespace, talking to the controller across its management veth.
 
+A BNG namespace (``<prefix>-bng``, joined to the controller namespace by a
+/30 of its own) binds the lab's subscribers: ``up`` sends their
+Acct-Starts from there to the controller's RADIUS accounting port, as an
+access router would; ``radclient`` run there works the same way.
+
 It then configures pools, the relay, a rate-limit profile, both gateways
 (block log to nflog group ``LOG_GROUP``, which each agent reads for its
-offenders report), a few subscriber sessions and an exemption through the
-REST API with a netops token it creates, and waits until both agents report
-the gateway's revision applied.
+offenders report) and an exemption through the REST API with a netops token
+it creates, binds a few subscriber sessions with Acct-Starts from the BNG
+(the controller listens for RADIUS accounting on its end of the BNG link,
+the BNG's secret in a generated 0600 clients file), and waits until both
+agents report the gateway's revision applied.
 
 Addresses are lab-only: subscribers in 100.64.0.0/10 and 2001:db8::/32,
 servers in 203.0.113.0/24 and 198.51.100.0/24, management links in
@@ -43,8 +50,10 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -82,6 +91,13 @@ MGMT_LINKS: dict[str, tuple[str, str]] = {
     "gw-a": ("192.0.2.1/30", "192.0.2.2/30"),
     "gw-b": ("192.0.2.5/30", "192.0.2.6/30"),
 }
+# The lab's BNG: a namespace of its own joined to the controller namespace,
+# sending RADIUS accounting for the lab's subscribers like a real access router.
+BNG_HOST = "bng"
+BNG_NAME = "bng-lab"  # its name in the controller's RADIUS clients file
+BNG_LINK = ("192.0.2.9/30", "192.0.2.10/30")  # (controller end, BNG end)
+RADIUS_PORT = 1813
+RADIUS_TIMEOUT = 20.0
 MAIL_PORTS = (25, 465, 587)
 # Block rules log to this nflog group, where each gateway's agent listens
 # (offenders); nflog groups are per namespace, so both gateways use the same.
@@ -138,6 +154,21 @@ class LabState:
     @property
     def ctl_ns(self) -> str:
         return f"{self.prefixes[GATEWAYS[0]]}-{CTL_HOST}"
+
+    @property
+    def bng_ns(self) -> str:
+        return f"{self.prefixes[GATEWAYS[0]]}-{BNG_HOST}"
+
+    @property
+    def radius_server(self) -> str:
+        return BNG_LINK[0].split("/")[0]
+
+    @property
+    def radius_secret_file(self) -> Path:
+        return self.directory / "radius.secret"
+
+    def radius_secret(self) -> str:
+        return self.radius_secret_file.read_text().strip()
 
     def gateway_ns(self, gateway: str) -> str:
         return f"{self.prefixes[gateway]}-gw"
@@ -409,6 +440,14 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
     db = state.directory / "controller.db"
     token = _create_token(f"sqlite:///{db}")
     _write_private(state.token_file, token + "\n")
+    secret = secrets.token_hex(16)
+    _write_private(state.radius_secret_file, secret + "\n")
+    clients = state.directory / "radius-clients.toml"
+    _write_private(
+        clients,
+        f'[[client]]\nname = "{BNG_NAME}"\naddress = "{BNG_LINK[1].split("/")[0]}"\n'
+        f'secret = "{secret}"\n',
+    )
     controller_config = state.directory / "controller.toml"
     _write_private(
         controller_config,
@@ -421,7 +460,10 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
         "allow_plain_http = true\n"
         "poll_interval = 0.2\n"
         "sweep_interval = 1.0\n"
-        'log_level = "info"\n',
+        'log_level = "info"\n'
+        "\n[controller.radius]\n"
+        f'listen = "{state.radius_server}:{RADIUS_PORT}"\n'
+        f'clients = "{clients}"\n',
     )
 
     log("starting the outside servers, the controller and two agents")
@@ -429,20 +471,7 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
     pids["hosts"] = _spawn(
         state, "hosts", [sys.executable, "-m", "edgectl.lab.fleet", "hosts", state.name]
     )
-    pids["controller"] = _spawn(
-        state,
-        "controller",
-        [
-            sys.executable,
-            "-m",
-            "edgectl.controller",
-            "controller",
-            "serve",
-            "--config",
-            str(controller_config),
-        ],
-        state.ctl_ns,
-    )
+    pids["controller"] = start_controller(state)
     ready = state.directory / "hosts.ready"
     _wait(lambda: ready.exists(), state, "hosts", "the outside servers to listen")
     _wait(lambda: _healthy(state), state, "controller", "the controller to answer /healthz")
@@ -469,6 +498,19 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
 
         _wait(applied, state, f"agent-{gateway}", f"{gateway}'s agent to apply", CONVERGE_TIMEOUT)
     return Up(state, token, revisions, pids)
+
+
+def start_controller(state: LabState) -> int:
+    """``edgectl controller`` in the controller namespace (also to restart a killed one)."""
+    config = state.directory / "controller.toml"
+    argv = [sys.executable, "-m", "edgectl.controller", "controller", "serve", "--config"]
+    return _spawn(state, "controller", [*argv, str(config)], state.ctl_ns)
+
+
+def wait_healthy(state: LabState, timeout: float = START_TIMEOUT) -> None:
+    _wait(
+        lambda: _healthy(state), state, "controller", "the controller to answer /healthz", timeout
+    )
 
 
 def _wait(
@@ -521,6 +563,15 @@ def _build_management(state: LabState) -> None:
             with netns.rtnl(state.gateway_ns(gateway)) as gw:
                 gw.add_address(MGMT_IFNAME, gw_end)
                 gw.set_up(MGMT_IFNAME)
+    netns.create(state.bng_ns)
+    with netns.rtnl(ctl) as link:
+        link.add_veth("to-bng", state.bng_ns, MGMT_IFNAME)
+        link.add_address("to-bng", BNG_LINK[0])
+        link.set_up("to-bng")
+    with netns.rtnl(state.bng_ns) as bng:
+        bng.set_up("lo")
+        bng.add_address(MGMT_IFNAME, BNG_LINK[1])
+        bng.set_up(MGMT_IFNAME)
 
 
 def _configure(state: LabState) -> dict[str, str]:
@@ -610,8 +661,17 @@ def _configure(state: LabState) -> dict[str, str]:
             },
         )
         agent_tokens[gateway] = str(created["agent_token"])
-    for account, session in ACCOUNTS.items():
-        api(state, "PUT", f"/v1/accounts/{account}/session", session)
+    starts = [
+        {
+            "Acct-Status-Type": "Start",
+            "Acct-Session-Id": f"lab-{account}",
+            "User-Name": account,
+            **({"Framed-IP-Address": session["ipv4"]} if "ipv4" in session else {}),
+            **({"Delegated-IPv6-Prefix": session["ipv6"]} if "ipv6" in session else {}),
+        }
+        for account, session in ACCOUNTS.items()
+    ]
+    accounting(state, starts)
     api(
         state,
         "POST",
@@ -623,6 +683,51 @@ def _configure(state: LabState) -> dict[str, str]:
         },
     )
     return agent_tokens
+
+
+def accounting(
+    state: LabState, requests: list[dict[str, Any]], timeout: float = RADIUS_TIMEOUT
+) -> None:
+    """Send Accounting-Requests from the lab's BNG namespace, as a NAS does: each is
+    retransmitted every second until the controller answers it (i.e. has stored it)."""
+    from edgectl.controller.radius import codec
+
+    if len(requests) > 256:
+        raise LabError("at most 256 accounting requests at once (one Identifier each)")
+    words = codec.dictionary()
+    secret = state.radius_secret().encode()
+    packets = {
+        identifier: codec.encode_request(secret, identifier, attributes, words)
+        for identifier, attributes in enumerate(requests)
+    }
+    with netns.in_netns(state.bng_ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.connect((state.radius_server, RADIUS_PORT))
+        deadline = time.monotonic() + timeout
+        waiting = dict(packets)
+        while waiting:
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"the controller answered {len(packets) - len(waiting)} of {len(packets)} "
+                    f"accounting requests in {timeout:.0f}s:\n"
+                    + _tail(state.log_file("controller"))
+                )
+            for data in waiting.values():
+                # An ICMP port unreachable from an earlier send surfaces here:
+                # the datagram is lost like any other and sent again next round.
+                with contextlib.suppress(ConnectionRefusedError):
+                    sock.send(data)
+            resend = time.monotonic() + 1.0
+            while waiting and time.monotonic() < resend:
+                sock.settimeout(max(0.01, resend - time.monotonic()))
+                try:
+                    reply = sock.recv(4096)
+                except (TimeoutError, ConnectionRefusedError):
+                    continue
+                request = waiting.get(reply[1]) if len(reply) >= 20 else None
+                if request is not None and codec.is_response_to(reply, request, secret):
+                    del waiting[reply[1]]
 
 
 def _start_agent(state: LabState, gateway: str, token: str) -> int:
@@ -712,7 +817,9 @@ def status(name: str = DEFAULT_NAME) -> tuple[bool, list[str]]:
         shown = f"pid {pid}" if pid is not None else "NOT RUNNING"
         lines.append(f"  {process:<12} {shown:<12} log {state.log_file(process)}")
     present = set(netns.list_namespaces())
-    expected = [state.ctl_ns] + [ns for gw in GATEWAYS for ns in state.topology(gw).namespaces()]
+    expected = [state.ctl_ns, state.bng_ns] + [
+        ns for gw in GATEWAYS for ns in state.topology(gw).namespaces()
+    ]
     missing = [ns for ns in expected if ns not in present]
     ok = ok and not missing
     lines.append(

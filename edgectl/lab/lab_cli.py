@@ -75,6 +75,25 @@ def curl(result: fleet.Up, method: str, path: str, body: str | None = None) -> s
     return shlex.join(words)
 
 
+# What the BNG says about cust-1001 every few minutes while its session lasts.
+INTERIM = {
+    "Acct-Status-Type": "Interim-Update",
+    "Acct-Session-Id": "lab-cust-1001",
+    "User-Name": "cust-1001",
+    "Framed-IP-Address": fleet.ACCOUNTS["cust-1001"]["ipv4"],
+    "Delegated-IPv6-Prefix": fleet.ACCOUNTS["cust-1001"]["ipv6"],
+}
+
+
+def radclient(state: fleet.LabState, attributes: dict[str, str]) -> str:
+    """One Accounting-Request from the lab's BNG with radclient, runnable as printed."""
+    request = "".join(f"{name} = {value}\\n" for name, value in attributes.items())
+    server = f"{state.radius_server}:{fleet.RADIUS_PORT}"
+    send = ["ip", "netns", "exec", state.bng_ns, "radclient", "-x", "-r", "3", "-t", "2"]
+    send += ["-S", str(state.radius_secret_file), server, "acct"]
+    return f"printf {shlex.quote(request)} | {shlex.join(send)}"
+
+
 def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
     """What ``up`` prints after the lab is up: every command line starts with ``    $ ``."""
     state = result.state
@@ -101,6 +120,8 @@ def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
         f"  gateways    {a}: namespaces {state.prefixes[a]}-*, {b}: {state.prefixes[b]}-* "
         "(same pools on both)",
         f"  accounts    {sessions}; {fleet.EXEMPT_ACCOUNT} is exempt from OP25B",
+        f"  sessions    sent as RADIUS Acct-Starts by the lab's BNG (namespace {state.bng_ns}) "
+        f"to {state.radius_server}:{fleet.RADIUS_PORT}, secret in {state.radius_secret_file}",
         "",
         "Try it (each probe is one real TCP connect from a lab host; it prints CONNECTED,",
         "RESET, UNREACHABLE or TIMEOUT):",
@@ -135,6 +156,11 @@ def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
         "   block log and reports within seconds, so this lists 100.64.0.11 (quarantine smtp,",
         "   both gateways) and cust-1001's 100.64.0.10 and 2001:db8:1000:100::/56 (OP25B):",
         f"    $ {curl(result, 'GET', '/v1/offenders')}",
+        "",
+        "7. The BNG's accounting keeps the bindings current: an Interim-Update for",
+        "   cust-1001's session, sent with FreeRADIUS's radclient from the BNG namespace,",
+        "   is answered once the controller has stored it (Received Accounting-Response):",
+        f"    $ {radclient(state, INTERIM)}",
         "",
         "Look around, then tear it all down (processes, namespaces, files):",
         f"    $ {curl(result, 'GET', '/v1/gateways')}",

@@ -35,6 +35,7 @@ BIG = frozenset(
         "gateway_revisions",
         "audit_log",
         "offenders",
+        "session_history",
     }
 )
 

@@ -28,7 +28,7 @@ def test_migrate_is_idempotent_and_starts_the_sequence_at_zero(store: Store) -> 
     with store.read() as connection:
         assert store.current_seq(connection) == 0
         version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0003"
+    assert version == "0004"
 
 
 def _alembic(store: Store, action: Callable[[Config, str], None], target: str) -> None:
@@ -94,3 +94,31 @@ def test_0002_dates_the_revisions_gateways_have_not_applied(store: Store) -> Non
             (ids["never"], 5, at[5]),
         ]
     )
+
+
+def test_0004_turns_existing_bindings_into_open_intervals(store: Store) -> None:
+    """Who held what when the history began stays attributable from then on."""
+    _alembic(store, command.downgrade, "0003")
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    with store.database.engine.begin() as connection:
+        for ref, ipv4, ipv6 in (("a", "100.64.0.1", None), ("b", None, None)):
+            account = connection.execute(
+                sa.insert(t.accounts).values(ref=ref, created_at=since).returning(t.accounts.c.id)
+            ).scalar_one()
+            connection.execute(
+                sa.insert(t.sessions).values(
+                    account_id=account,
+                    ipv4=ipv4,
+                    ipv4_hex=None if ipv4 is None else "40400001",
+                    ipv6=ipv6,
+                    updated_at=since,
+                )
+            )
+    _alembic(store, command.upgrade, "head")
+    h = t.session_history
+    with store.read() as connection:
+        rows = connection.execute(sa.select(h)).all()
+    assert [(r.source, r.ipv4, r.ipv4_hex, r.started, r.ended) for r in rows] == [
+        ("api:migration-0004", "100.64.0.1", "40400001", since, None)
+    ]
+    assert rows[0].ipv4_seen == since and rows[0].ipv6_seen is None

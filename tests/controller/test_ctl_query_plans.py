@@ -1,8 +1,9 @@
 """The write path and the agents' reads use indexes on both stores.
 
 Every statement that quarantine create/update/lift, exemption create/lift,
-session upserts (one and bulk), the desired-state reads, the agents' status
-reports and the sweeper run is explained (see ctl_plans): none may scan a table that grows with
+session upserts (one and bulk), the accounting feed, the session-history
+lookups, the desired-state reads, the agents' status reports and the sweeper
+run is explained (see ctl_plans): none may scan a table that grows with
 subscribers, holds or history, or a create would cost more with every hold
 stored (issue 10: 14 ms at 10k held, 39 ms at 100k, from one such scan).
 """
@@ -10,14 +11,31 @@ stored (issue 10: 14 ms at 10k held, 39 ms at 100k, from one such scan).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from alembic import command
 from ctl_plans import recorded, scans
 from test_ctl_migrations import _alembic
 
-from edgectl.controller.store import Store, bulk_holds, desired, gateways, holds, sweep
+from edgectl.controller.store import (
+    Store,
+    accounts,
+    bulk_holds,
+    desired,
+    gateways,
+    history,
+    holds,
+    sweep,
+)
 from edgectl.controller.store.catalog import create_pool
+from edgectl.controller.store.feed import (
+    AccountingEvent,
+    apply_events,
+    open_sessions_by_source,
+    unbind_stale,
+)
 from edgectl.controller.store.subscribers import Binding, bind_many, start_session, stop_session
 from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix, QuarantineMode
 
@@ -92,6 +110,47 @@ def test_the_hot_path_scans_no_big_table(store: Store) -> None:
     assert not found, "\n\n".join(f"{sql}\n  -> {verdict}" for sql, verdict in found.items())
 
 
+def _feed_path(store: Store) -> None:
+    """The accounting feed's writes, its housekeeping and the history lookups."""
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def event(kind: str, minute: int, index: int | None = None, **fields: Any) -> AccountingEvent:
+        session = None if index is None else f"sess{index}"
+        account = None if index is None else f"acct{index}"
+        when = base + timedelta(minutes=minute)
+        return AccountingEvent("nas1", kind, when, session, account, **fields)  # type: ignore[arg-type]
+
+    moved = _binding(2, shift=300)
+    apply_events(
+        store,
+        [
+            event("start", 0, 1, ipv4=_binding(1).ipv4, ipv6=_binding(1).ipv6),  # held, moves
+            event("start", 0, 36, ipv4=_binding(36, shift=300).ipv4),  # unheld
+            event("interim", 5, 2, ipv4=moved.ipv4, ipv6=moved.ipv6, session_time=300),
+            event("stop", 9, 3, ipv4=_binding(3).ipv4, session_time=60),
+            event("start", 1, 37, ipv4=_binding(4).ipv4),  # takes acct4's address
+        ],
+    )
+    apply_events(store, [event("stop", 10, 1, ipv4=_binding(1).ipv4), event("on", 8)])
+    unbind_stale(store, timedelta(minutes=1), now=base + timedelta(days=1))
+    sweep.purge_history(store, 1)
+    with store.read() as connection:
+        for address in (_binding(36, shift=300).ipv4, Prefix.parse("2001:db8:a001::1/128")):
+            assert address is not None
+            history.holder_at(connection, address, base + timedelta(minutes=3))
+        history.account_intervals(connection, 1)
+    accounts.holder_at(store, Prefix.parse("100.64.0.2/32"), base)
+    assert open_sessions_by_source(store)  # the per-NAS gauge, read at every scrape
+
+
+def test_the_feed_and_the_history_lookups_scan_no_big_table(store: Store) -> None:
+    """Issue 11: an ``at`` lookup over 10M intervals and a 50,000-Start batch stay index
+    range reads whatever the history holds (400 days of it)."""
+    _world(store)
+    found = _scans_of(store, lambda: _feed_path(store))
+    assert not found, "\n\n".join(f"{sql}\n  -> {verdict}" for sql, verdict in found.items())
+
+
 def test_the_check_sees_a_scan(store: Store) -> None:
     """A statement no index serves is reported, on each store."""
 
@@ -106,8 +165,8 @@ def test_the_check_sees_a_scan(store: Store) -> None:
 @pytest.mark.parametrize("version", ["0002"])
 def test_before_0003_a_create_scanned_the_entries(store: Store, version: str) -> None:
     """What 0003's index is for: without it the recompile reads every entry."""
+    _world(store)  # at head: binding sessions writes the session history (0004)
     _alembic(store, command.downgrade, version)
-    _world(store)
     spec = holds.QuarantineSpec(QuarantineMode.SMTP, "spam", account="acct30")
     found = _scans_of(store, lambda: holds.quarantine(store, ACTOR, spec))
     assert any("gateway_entries" in " ".join(verdict) for verdict in found.values()), found

@@ -153,7 +153,8 @@ def test_who_holds_an_address(api: Api, world: World) -> None:
     assert who("100.64.0.10") == ["alice"]
     assert who("2001:db8:a000:1ff::1234") == ["alice"]  # one /128 inside her /56
     assert who("2001:db8:a000::/48") == ["alice", "bob"]  # a report naming a wider block
-    assert who("100.64.0.99") == []
+    nobody = api.call("GET", "/v1/accounts", params={"address": "100.64.0.99"}, role="abuse")
+    assert (nobody.status_code, nobody.json()) == (404, {"detail": "nobody held 100.64.0.99 now"})
     api.call("GET", "/v1/accounts", params={"address": "nope"}, role="abuse", expect=422)
 
 

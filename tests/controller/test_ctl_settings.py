@@ -45,6 +45,11 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ("", {"EDGECTL_CONTROLLER_KEEP_ALIVE_TIMEOUT": "0"}, "keep_alive_timeout"),
         ("", {"EDGECTL_CONTROLLER_MAX_CONNECTIONS": "0"}, "max_connections"),
         ("", {"EDGECTL_CONTROLLER_DOCS": "maybe"}, "EDGECTL_CONTROLLER_DOCS"),
+        ("[controller]\nsession_retention_days = 0\n", {}, "session_retention_days"),
+        ("[controller]\nsession_retention_days = 1.5\n", {}, "controller.session_retention_days"),
+        ("", {"EDGECTL_CONTROLLER_STALE_SESSION_AFTER": "30"}, "stale_session_after"),
+        ("", {"EDGECTL_CONTROLLER_STALE_SESSION_AFTER": "-1"}, "stale_session_after"),
+        ("[controller]\nstale_session_after = '1h'\n", {}, "controller.stale_session_after"),
     ],
 )
 def test_insecure_or_wrong_values_refused(
@@ -55,6 +60,14 @@ def test_insecure_or_wrong_values_refused(
     with pytest.raises(Invalid) as caught:
         load(config, env=env)
     assert caught.value.path == field
+
+
+def test_session_settings_defaults_and_values(tmp_path: Path) -> None:
+    assert (Settings().session_retention_days, Settings().stale_session_after) == (400, 0.0)
+    config = tmp_path / "c.toml"
+    config.write_text("[controller]\nsession_retention_days = 30\nstale_session_after = 1000\n")
+    loaded = load(config, env={})
+    assert (loaded.session_retention_days, loaded.stale_session_after) == (30, 1000.0)
 
 
 def test_public_listener_needs_tls_or_an_explicit_proxy() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edgectl.agent.apply import ApplyResult, Dataplane
+from edgectl.agent.flow_cut import BackgroundCuts
 from edgectl.agent.persist import Applied
 from edgectl.agent.plan import make_plan
 from edgectl.model.delta import StateDelta
@@ -37,7 +38,15 @@ class Kernel:
     def __init__(self, netns: str | None) -> None:
         self.netns = netns
         self.lock = threading.RLock()
-        self._dataplane = Dataplane(netns)
+        # Cutting held keys' open flows is a walk of the host's conntrack
+        # table (10-25 ms): off the commit path, so a delta costs what it
+        # touches (edgectl.agent.flow_cut.BackgroundCuts).
+        self.cuts = BackgroundCuts(netns)
+        try:
+            self._dataplane = Dataplane(netns, self.cuts)
+        except BaseException:
+            self.cuts.close()
+            raise
         # The generation our last commit produced (None: no commit yet).
         self.expected: int | None = None
         # Set when a foreign commit slipped in before one of ours: our commit
@@ -48,6 +57,7 @@ class Kernel:
         self._last_counters: dict[str, tuple[int, int]] = {}
 
     def close(self) -> None:
+        self.cuts.close()  # outside the lock: it finishes the pending cut first
         with self.lock:
             self._dataplane.close()
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from edgectl.controller.api import models
 from edgectl.controller.errors import Invalid
+from edgectl.controller.ids import ACCOUNT_RULE, is_account
 from edgectl.controller.store.offenders import Offender, OffenderReport
 from edgectl.controller.store.subscribers import Binding
 from edgectl.model import GatewaySettings, ModelError, Pool, Prefix, RateLimitProfile, Relay
@@ -81,21 +81,34 @@ def binding(account: str, body: models.SessionPut, path: str = "") -> Binding:
     )
 
 
-_ACCOUNT = re.compile(models.ACCOUNT_PATTERN)
-
-
 def _check_account(account: str, path: str) -> None:
     # The request models already refused it; this keeps any other caller honest.
-    if not _ACCOUNT.fullmatch(account):
-        raise ModelError(
-            path,
-            "an account id is 1-200 of A-Z a-z 0-9 . _ - @ + : starting with a letter or digit",
-        )
+    if not is_account(account):
+        raise ModelError(path, ACCOUNT_RULE)
 
 
 def account(text: str, path: str = "account") -> str:
     model(lambda: _check_account(text, path))
     return text
+
+
+def instant(text: str, path: str) -> datetime:
+    """An RFC 3339 time with a time zone (a query parameter: bodies use models.Instant)."""
+    parsed = None
+    if text.isascii() and len(text) >= 20 and text[10] in "Tt ":
+        try:
+            parsed = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise Invalid(path, f"{text!r} is not an RFC 3339 time such as 2026-12-01T03:14:00Z")
+    try:
+        converted = parsed.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(path, "time out of range") from None
+    if converted.year >= 9000:
+        raise Invalid(path, "time out of range")
+    return converted
 
 
 def expiry(body: models.Expiring, now: datetime) -> datetime | None:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic import Strict as StrictType
 
+from edgectl.controller.ids import ACCOUNT_PATTERN
 from edgectl.model import BlockAction, Hook, PoolKind, QuarantineMode
 from edgectl.model.offenders import MAX_REPORTED, REASON_MAX, WINDOW_MAX, OffenderKind
 
@@ -77,15 +78,9 @@ GatewayName = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ]
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
-# The account id alphabet, defined here once and used by every route that
+# The account id alphabet (edgectl.controller.ids), used by every route that
 # takes an account (bodies, the {account} path, the ?account= filters), so an
-# id accepted anywhere is reachable at /v1/accounts/{account}.  It fits what a
-# RADIUS User-Name is in practice (cust-42, user@realm.example, a MAC
-# 00:11:22:aa:bb:cc, a+tag): ASCII letters, digits and . _ - @ + :, starting
-# with a letter or digit.  No "/" (a path separator, also as %2F), no
-# leading "." (".." is a dot-segment clients normalise away), no spaces,
-# "%", "?" or "#" (each means something else in a URL).
-ACCOUNT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,199}$"
+# id accepted anywhere is reachable at /v1/accounts/{account}.
 AccountId = Annotated[str, Field(min_length=1, max_length=200, pattern=ACCOUNT_PATTERN)]
 Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_prose)]
 PrefixText = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Fa-f.:/]+$")]
@@ -356,14 +351,22 @@ class Expiring(Strict):
 class QuarantineCreate(Expiring):
     account: AccountId | None = None
     prefix: PrefixText | None = Field(default=None, description="for unassigned space")
+    address: PrefixText | None = Field(
+        default=None,
+        description="quarantine the account that held this address at `at` (session history)",
+    )
+    at: Instant | None = Field(default=None, description="with `address`: when; default now")
     mode: ModeIn
     reason: Reason
     ticket: Text | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> QuarantineCreate:
-        if (self.account is None) == (self.prefix is None):
-            raise ValueError("give exactly one of account or prefix")
+        given = [self.account, self.prefix, self.address]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("give exactly one of account, prefix or address")
+        if self.at is not None and self.address is None:
+            raise ValueError("at is only for address: when the address was held")
         return self
 
 
@@ -384,9 +387,23 @@ class QuarantinePublic(BaseModel):
     end_reason: str | None
 
 
+class Resolved(BaseModel):
+    """How an address (and time) was resolved to the account that held it."""
+
+    address: str
+    at: datetime
+    account: str
+    held: str = Field(description="the IPv4 address or delegated IPv6 prefix the account held")
+    started: datetime
+    ended: datetime | None
+    source: str
+    session_id: str | None
+
+
 class QuarantineOutcome(BaseModel):
     outcome: Literal["created", "updated"]
     quarantine: QuarantinePublic
+    resolved: Resolved | None = None
 
 
 class Lift(Strict):
@@ -420,14 +437,31 @@ class AccountPublic(BaseModel):
     exemption: ExemptionPublic | None
 
 
+class Interval(BaseModel):
+    """One binding: an address held from ``started`` (inclusive) to ``ended``
+    (exclusive; null while held)."""
+
+    address: str
+    started: datetime
+    ended: datetime | None
+    source: str = Field(description="NAS name, or api:<actor> for the REST routes")
+    session_id: str | None
+
+
 class AccountHolder(BaseModel):
     account: str
-    session: SessionPublic
+    session: SessionPublic | None = Field(description="what the account holds now")
+    interval: Interval | None = Field(description="the binding that matched the address")
+
+
+class SessionInterval(Interval):
+    last_seen: datetime
 
 
 class AccountHistory(BaseModel):
     account: str
     session: SessionPublic | None
+    sessions: list[SessionInterval] = Field(description="bindings, newest first (up to 1000)")
     quarantines: list[QuarantinePublic]
     exemptions: list[ExemptionPublic]
 

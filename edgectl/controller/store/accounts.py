@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from edgectl.controller.compile import hex_of, hex_range
+from edgectl.controller.store import history as intervals
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import Store
 from edgectl.controller.store.holds import exemption_public, quarantine_public, select_hold
@@ -23,6 +25,8 @@ def account_view(store: Store, ref: str, *, history: bool) -> dict[str, Any]:
             sa.select(t.sessions).where(t.sessions.c.account_id == account)
         ).first()
         view["session"] = session_public(session)
+        if history:
+            view["sessions"] = intervals.account_intervals(connection, account)
         for table, public, name in (
             (t.quarantines, quarantine_public, "quarantine"),
             (t.exemptions, exemption_public, "exemption"),
@@ -60,7 +64,34 @@ def holders(store: Store, address: Prefix, limit: int = 100) -> list[dict[str, A
                 continue
             prefix = Prefix.parse(bound)
             if prefix.overlaps(address):
-                found.append({"account": row.ref, "session": session_public(row)})
+                since = intervals.open_intervals(connection, row.account_id, [bound]).get(bound)
+                interval = None
+                if since is not None:
+                    interval = {
+                        "address": bound,
+                        "started": since.started.isoformat(),
+                        "ended": None,
+                        "source": since.source,
+                        "session_id": since.session_id,
+                    }
+                found.append(
+                    {"account": row.ref, "session": session_public(row), "interval": interval}
+                )
                 if len(found) == limit:
                     break
     return found
+
+
+def holder_at(store: Store, address: Prefix, at: datetime) -> list[dict[str, Any]]:
+    """Who held ``address`` at ``at``, from the session history (``history.holder_at``)."""
+    with store.read() as connection:
+        found = intervals.holder_at(connection, address, at, "query.address")
+        if found is None:
+            return []
+        session = connection.execute(
+            sa.select(t.sessions)
+            .join(t.accounts, t.accounts.c.id == t.sessions.c.account_id)
+            .where(t.accounts.c.ref == found["account"])
+        ).first()
+    interval = {k: found[k] for k in ("address", "started", "ended", "source", "session_id")}
+    return [{"account": found["account"], "session": session_public(session), "interval": interval}]

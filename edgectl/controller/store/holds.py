@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from edgectl.controller.compile import (
     hex_of,
 )
 from edgectl.controller.errors import Conflict, Invalid, NotFound
-from edgectl.controller.store import loaders
+from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import Change, Store
 from edgectl.controller.store.subscribers import (
@@ -37,6 +37,37 @@ class QuarantineSpec:
     prefix: Prefix | None = None
     ticket: str | None = None
     expires: datetime | None = None
+    # Instead of ``account``: the account that held ``address`` at ``at``
+    # (None: now), resolved from the session history in the hold's transaction.
+    address: Prefix | None = None
+    at: datetime | None = None
+
+
+# How far ahead of the controller's clock ``at`` may be: clocks of the
+# analyst's tools and the NAS differ a little, a date tomorrow is a mistake.
+AT_SKEW = timedelta(minutes=5)
+
+
+def _resolve(change: Change, spec: QuarantineSpec) -> tuple[QuarantineSpec, dict[str, Any]]:
+    """``spec`` with the account that held its address then, and how that was found."""
+    assert spec.address is not None
+    when = change.at if spec.at is None else spec.at
+    if when > change.at + AT_SKEW:
+        raise Invalid("at", f"{when.isoformat()} lies in the future")
+    found = history.holder_at(change.connection, spec.address, when, "address")
+    if found is None:
+        raise Invalid("address", f"nobody held {spec.address} at {when.isoformat()}")
+    resolved = {
+        "address": str(spec.address),
+        "at": when.isoformat(),
+        "account": found["account"],
+        "held": found["address"],
+        "started": found["started"],
+        "ended": found["ended"],
+        "source": found["source"],
+        "session_id": found["session_id"],
+    }
+    return replace(spec, account=found["account"]), resolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,10 +213,21 @@ def hold_values(spec: QuarantineSpec, actor: str, change: Change) -> dict[str, A
 
 def quarantine(store: Store, actor: str, spec: QuarantineSpec) -> tuple[dict[str, Any], bool]:
     """Hold an account or prefix; an existing active hold is updated. Returns (hold, created)."""
+    hold, created, _ = quarantine_resolved(store, actor, spec)
+    return hold, created
+
+
+def quarantine_resolved(
+    store: Store, actor: str, spec: QuarantineSpec
+) -> tuple[dict[str, Any], bool, dict[str, Any] | None]:
+    """``quarantine``, and for an ``address`` how it was resolved to an account."""
     q = t.quarantines
+    resolved = None
     with store.write(actor) as change:
         check_expiry(change, spec.expires)
         connection = change.connection
+        if spec.address is not None:
+            spec, resolved = _resolve(change, spec)
         catalogue, topology = loaders.view(change)
         if spec.account is not None:
             account: int | None = ensure_accounts(change, [spec.account])[spec.account]
@@ -222,8 +264,11 @@ def quarantine(store: Store, actor: str, spec: QuarantineSpec) -> tuple[dict[str
         after = quarantine_public(_one(connection, q, ident, "quarantine"))
         change.addresses.update(addresses)
         action = "quarantine.create" if existing is None else "quarantine.update"
-        change.audit(action, "quarantine", str(ident), before, after, spec.reason)
-    return after, existing is None
+        # The audit says how an address became this account: the evidence a
+        # dispute about the attribution starts from.
+        record = after if resolved is None else {**after, "resolved": resolved}
+        change.audit(action, "quarantine", str(ident), before, record, spec.reason)
+    return after, existing is None, resolved
 
 
 def _addresses_of(connection: Connection, row: Any) -> list[Prefix]:

@@ -240,6 +240,65 @@ sessions = sa.Table(
     sa.Column("updated_at", Instant(), nullable=False),
 )
 
+
+def open_interval() -> sa.ColumnElement[Any]:
+    """An open session interval: ``session_history.ended IS NULL``."""
+    return sa.literal_column("session_history.ended IS NULL")
+
+
+# Every binding as an interval: who held which IPv4 address and IPv6 prefix
+# from ``started`` (inclusive) until ``ended`` (exclusive; NULL: still open).
+# A RADIUS session is one row, keyed by (source, session_id, account); a REST
+# binding is a row with no session_id.  Rows never close each other: when a
+# later row starts on the same address, the earlier one has lost it from
+# then on (a missed Stop), which lookups read as "the latest row that started
+# on the address at or before T".  Keeping that derived rather than written
+# is what makes the feed's store state the same for any order of its events
+# (see store/feed.py).  Addresses are hex like ``sessions``' columns.
+session_history = sa.Table(
+    "session_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),  # NAS name, or api:<actor>
+    sa.Column("session_id", sa.String(253)),  # Acct-Session-Id; NULL for REST bindings
+    sa.Column("ipv4", sa.String(15)),
+    sa.Column("ipv4_hex", sa.String(8)),
+    sa.Column("ipv6", sa.String(64)),
+    sa.Column("ipv6_hex", sa.String(32)),
+    # When the event that gave each address happened: the earliest wins, so
+    # that the order events arrive in does not decide.
+    sa.Column("ipv4_seen", Instant()),
+    sa.Column("ipv6_seen", Instant()),
+    sa.Column("started", Instant(), nullable=False),
+    sa.Column("last_seen", Instant(), nullable=False),
+    sa.Column("stopped", Instant()),  # the Stop's time (or the REST unbind's)
+    sa.Column("ended", Instant()),  # min(stopped, the NAS's first restart after started)
+    sa.UniqueConstraint("session_id", "source", "account_id", name="uq_session_history_session"),
+    # "Who held X at T": the latest row on X that started at or before T.
+    sa.Index("ix_session_history_ipv4", "ipv4_hex", "started"),
+    sa.Index("ix_session_history_ipv6", "ipv6_hex", "started"),
+    # No partial indexes ("ended IS NULL"): on a young table PostgreSQL would
+    # walk a small partial index rather than probe the right one.  ``ended``
+    # leads where open rows are wanted (IS NULL is an index condition).
+    # An account's open rows, and its history.
+    sa.Index("ix_session_history_account", "account_id", "ended", "started"),
+    # A NAS's sessions running at a restart (Accounting-On/Off), its open count.
+    sa.Index("ix_session_history_source", "source", "ended", "started"),
+    # Retention (ended < cutoff) and the stale sweep (open, last seen before).
+    sa.Index("ix_session_history_ended", "ended", "last_seen"),
+)
+
+# When each NAS restarted (Accounting-On/Off): a session begun before a
+# restart ended at it, whichever arrives first, so the restart is a fact
+# kept for the events still to come, not only an update of what is stored.
+nas_restarts = sa.Table(
+    "nas_restarts",
+    metadata,
+    sa.Column("source", sa.String(200), primary_key=True),
+    sa.Column("at", Instant(), primary_key=True),
+)
+
 quarantines = sa.Table(
     "quarantines",
     metadata,

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from edgectl.controller.compile import Topology, delegation_problem, hex_of
 from edgectl.controller.errors import Invalid, NotFound
-from edgectl.controller.store import loaders
+from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import Change, Store
 from edgectl.controller.store.db import insert_rows, time_param
@@ -181,9 +181,16 @@ def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") ->
     return {"bindings": len(bindings), "moved": len(moved), "displaced": len(displaced)}
 
 
+def _record(change: Change, bindings: Sequence[Binding]) -> None:
+    """The REST routes' bindings in the session history (the feed records its own)."""
+    ids = ensure_accounts(change, (b.account for b in bindings))
+    history.record_bindings(change, [(ids[b.account], b.ipv4, b.ipv6) for b in bindings])
+
+
 def bind_many(store: Store, actor: str, bindings: Sequence[Binding]) -> dict[str, int]:
     with store.write(actor) as change:
         counts = bind(change, bindings)
+        _record(change, bindings)
         # One record a batch: a RADIUS relay sends millions of bindings a day,
         # and the sessions table itself says who holds what now.
         change.audit("session.bulk_upsert", "sessions", "bulk", None, counts)
@@ -207,6 +214,7 @@ def start_session(store: Store, actor: str, binding: Binding) -> dict[str, Any] 
         ids = ensure_accounts(change, [binding.account])
         before = session_public(_session_row(change.connection, ids[binding.account]))
         bind(change, [binding], path="")
+        _record(change, [binding])
         after = session_public(_session_row(change.connection, ids[binding.account]))
         change.audit("session.start", "account", binding.account, before, after)
     return after
@@ -225,6 +233,7 @@ def stop_session(store: Store, actor: str, ref: str) -> None:
             .where(t.sessions.c.account_id == account)
             .values(ipv4=None, ipv4_hex=None, ipv6=None, ipv6_hex=None, updated_at=change.at)
         )
+        _record(change, [Binding(ref)])
         # Stopping a session lifts nothing: the hold waits for the next address.
         change.addresses.update(addresses)
         change.audit("session.stop", "account", ref, before, None)

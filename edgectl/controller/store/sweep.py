@@ -1,7 +1,9 @@
-"""Housekeeping nobody has to ask for: expire holds, forget old tombstones and revision times."""
+"""Housekeeping nobody has to ask for: expire holds, forget old tombstones, revision times
+and session intervals past their retention."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +13,7 @@ from sqlalchemy.engine import Connection
 from edgectl.controller.store import holds
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import Store, now
+from edgectl.controller.store.db import time_param
 
 
 def expire(store: Store) -> int:
@@ -119,4 +122,66 @@ def forget_revisions(store: Store, retention: float) -> int:
                 current, first = kept[gateway]
                 stale = _stale(gateway, current, first, cutoff)
                 count += int(connection.execute(sa.delete(r).where(stale)).rowcount)
+    return count
+
+
+PURGE_BATCH = 10_000  # intervals deleted per transaction: a writer waits at most one batch
+PURGE_BATCHES = 20  # batches per sweep: a backlog drains over several sweeps
+
+
+def _close_overtaken(connection: Connection, rows: Sequence[Any]) -> None:
+    """Before forgetting rows, end the open rows they had overtaken on their addresses.
+
+    An open row that a later row overtook lost the address when the later
+    one started (see ``store.history``); forgetting the later row would
+    make the stale open row the latest on the address again.
+    """
+    mark = "?" if connection.dialect.name == "sqlite" else "%s"
+    for version in (4, 6):
+        name = f"ipv{version}_hex"
+        params = [
+            (when, when, when, when, value, when)
+            for row in sorted(rows, key=lambda r: r.started)
+            if (value := getattr(row, name)) is not None
+            for when in [time_param(connection, row.started)]
+        ]
+        if params:
+            connection.exec_driver_sql(
+                f"UPDATE session_history SET stopped = {mark}, ended = {mark},"
+                f" last_seen = CASE WHEN last_seen > {mark} THEN {mark} ELSE last_seen END"
+                f" WHERE {name} = {mark} AND started < {mark} AND ended IS NULL",
+                params,
+            )
+
+
+def purge_history(store: Store, retention_days: int) -> int:
+    """Delete session intervals that ended more than ``retention_days`` ago, in bounded
+    batches (each its own transaction); returns how many.
+
+    Housekeeping, not a change: no sequence number, nothing for agents.
+    """
+    cutoff = now() - timedelta(days=retention_days)
+    h, r = t.session_history, t.nas_restarts
+    due = sa.select(h.c.id, h.c.started, h.c.ipv4_hex, h.c.ipv6_hex).where(h.c.ended < cutoff)
+    with store.read() as connection:
+        idle = connection.execute(due.limit(1)).first() is None
+        idle = idle and connection.execute(sa.select(r.c.at).where(r.c.at < cutoff)).first() is None
+    if idle:
+        return 0
+    count = 0
+    for _ in range(PURGE_BATCHES):
+        with store.database.write() as connection:
+            rows = connection.execute(due.order_by(h.c.ended).limit(PURGE_BATCH)).all()
+            _close_overtaken(connection, rows)
+            ids = [row.id for row in rows]
+            mark = "?" if connection.dialect.name == "sqlite" else "%s"
+            if ids:
+                connection.exec_driver_sql(
+                    f"DELETE FROM session_history WHERE id = {mark}", [(i,) for i in ids]
+                )
+            # A restart older than the retention ended sessions that are gone now too.
+            connection.execute(sa.delete(r).where(r.c.at < cutoff))
+        count += len(rows)
+        if len(rows) < PURGE_BATCH:
+            break
     return count

@@ -18,19 +18,41 @@ from edgectl.controller.api.models import (
     SessionPublic,
     SessionPut,
 )
+from edgectl.controller.errors import NotFound
 from edgectl.controller.store import accounts, subscribers
 
 router = APIRouter(tags=["accounts"])
 
 
-@router.get("/v1/accounts", response_model=list[AccountHolder])
+@router.get(
+    "/v1/accounts",
+    response_model=list[AccountHolder],
+    responses={404: {"description": "nobody held the address then"}},
+)
 def find_holders(
     address: Annotated[str, Query(min_length=1, max_length=64, description="an IP or prefix")],
     store: StoreDep,
     _: Reader,
+    at: Annotated[
+        str | None,
+        Query(max_length=64, description="RFC 3339 time (default: now, from current bindings)"),
+    ] = None,
 ) -> Any:
-    """Which accounts hold this address now (the source IP of an abuse report)."""
-    return accounts.holders(store, convert.prefix_at(address, "query.address"))
+    """Who held this address (the source IP of an abuse report): at ``at`` from the
+    session history (start inclusive, end exclusive; an IPv6 address matches the
+    delegated prefix containing it), or now from the current bindings (an IPv6
+    prefix also matches delegations inside it)."""
+    prefix = convert.prefix_at(address, "query.address")
+    if at is None:
+        found = accounts.holders(store, prefix)
+        when = "now"
+    else:
+        moment = convert.instant(at, "query.at")
+        found = accounts.holder_at(store, prefix, moment)
+        when = f"at {moment.isoformat()}"
+    if not found:
+        raise NotFound(f"nobody held {prefix} {when}")
+    return found
 
 
 @router.get("/v1/accounts/{account}", response_model=AccountPublic)
@@ -40,7 +62,8 @@ def get_account(account: PathAccount, store: StoreDep, _: Reader) -> Any:
 
 @router.get("/v1/accounts/{account}/history", response_model=AccountHistory)
 def account_history(account: PathAccount, store: StoreDep, _: Reader) -> Any:
-    """Every quarantine and exemption the account ever had, newest first."""
+    """Every quarantine and exemption the account ever had, and its session
+    intervals (the last 1000), newest first."""
     return accounts.account_view(store, account, history=True)
 
 

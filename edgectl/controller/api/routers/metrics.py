@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from edgectl.controller import metrics
@@ -18,6 +18,11 @@ class PrometheusText(PlainTextResponse):
 
 
 @router.get("/metrics", response_class=PrometheusText)
-def scrape(store: StoreDep, _: Reader) -> PrometheusText:
-    """Per-gateway convergence and what agents reported; controller-wide counts."""
-    return PrometheusText(metrics.render(telemetry.snapshot(store)))
+def scrape(request: Request, store: StoreDep, _: Reader) -> PrometheusText:
+    """Per-gateway convergence and what agents reported; controller-wide counts;
+    the RADIUS accounting feed when it listens."""
+    radius = request.app.state.radius
+    extra = []
+    if radius is not None:
+        extra = metrics.radius_families(radius.view(), radius.open_sessions())
+    return PrometheusText(metrics.render(telemetry.snapshot(store), extra))

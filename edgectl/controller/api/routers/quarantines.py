@@ -35,7 +35,11 @@ State = Literal["active", "expired", "lifted", "ended", "all"]
 )
 def quarantine(body: QuarantineCreate, response: Response, store: StoreDep, who: Holder) -> Any:
     """Quarantine an account; if it already has an active quarantine, that one is
-    updated (one active per account) and the answer says ``updated`` with 200."""
+    updated (one active per account) and the answer says ``updated`` with 200.
+
+    ``address`` (with ``at``, default now) instead of ``account`` quarantines the
+    account that held the address then, from the session history; ``resolved``
+    (and the audit record) says how."""
     spec = holds.QuarantineSpec(
         mode=body.mode,
         reason=body.reason,
@@ -43,11 +47,14 @@ def quarantine(body: QuarantineCreate, response: Response, store: StoreDep, who:
         prefix=convert.prefix(body.prefix, "prefix"),
         ticket=body.ticket,
         expires=convert.expiry(body, now()),
+        address=convert.prefix(body.address, "address"),
+        at=body.at,
     )
-    hold, created = holds.quarantine(store, who.actor, spec)
+    hold, created, resolved = holds.quarantine_resolved(store, who.actor, spec)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return {"outcome": "created" if created else "updated", "quarantine": hold}
+    outcome = "created" if created else "updated"
+    return {"outcome": outcome, "quarantine": hold, "resolved": resolved}
 
 
 @router.post("/bulk", response_model=BulkOutcome)

@@ -1,0 +1,150 @@
+"""One accounting session (a ``session_history`` row of the feed), folded from its events.
+
+Every field is a fold that gives the same value whatever order the events
+come in (see ``store.feed``): minima for the start and the Stop, the
+earliest event for each address, the latest for ``last_seen`` clamped to
+the end, and the end recomputed from the facts each time.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from edgectl.controller.compile import hex_of
+from edgectl.controller.store.db import time_param
+from edgectl.model import Prefix
+
+
+@dataclass
+class FeedSession:
+    """One history row of the feed, folded in memory."""
+
+    account_id: int
+    source: str
+    session_id: str
+    started: datetime
+    last_seen: datetime
+    stopped: datetime | None = None
+    ended: datetime | None = None
+    ipv4: Prefix | None = None
+    ipv4_seen: datetime | None = None
+    ipv6: Prefix | None = None
+    ipv6_seen: datetime | None = None
+    id: int | None = None
+    old_hexes: dict[int, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def stored(cls, row: Any) -> FeedSession:
+        session = cls(
+            account_id=row.account_id,
+            source=row.source,
+            session_id=row.session_id,
+            started=row.started,
+            last_seen=row.last_seen,
+            stopped=row.stopped,
+            ended=row.ended,
+            ipv4=None if row.ipv4 is None else Prefix.parse(row.ipv4),
+            ipv4_seen=row.ipv4_seen,
+            ipv6=None if row.ipv6 is None else Prefix.parse(row.ipv6),
+            ipv6_seen=row.ipv6_seen,
+            id=row.id,
+        )
+        session.old_hexes = {4: row.ipv4_hex, 6: row.ipv6_hex}
+        return session
+
+    def state(self) -> tuple[Any, ...]:
+        return (
+            self.started,
+            self.last_seen,
+            self.stopped,
+            self.ended,
+            self.ipv4,
+            self.ipv4_seen,
+            self.ipv6,
+            self.ipv6_seen,
+        )
+
+    def fold(
+        self,
+        kind: str,
+        at: datetime,
+        session_time: int | None,
+        ipv4: Prefix | None,
+        ipv6: Prefix | None,
+        restarts: list[datetime],
+    ) -> None:
+        """One Start, Interim or Stop; ``restarts``: its NAS's, sorted."""
+        self.started = min(self.started, at - timedelta(seconds=session_time or 0))
+        if kind == "stop":
+            self.stopped = at if self.stopped is None else min(self.stopped, at)
+        for version, address in ((4, ipv4), (6, ipv6)):
+            if address is None:
+                continue
+            held, seen = getattr(self, f"ipv{version}"), getattr(self, f"ipv{version}_seen")
+            if seen is None or (at, str(address)) < (seen, str(held)):
+                setattr(self, f"ipv{version}", address)
+                setattr(self, f"ipv{version}_seen", at)
+        self.settle(restarts, latest=at)
+
+    def settle(self, restarts: list[datetime], latest: datetime | None = None) -> None:
+        """``ended`` from the facts, and ``last_seen`` clamped to it."""
+        after = bisect.bisect_right(restarts, self.started)
+        restart = restarts[after] if after < len(restarts) else None
+        ends = [e for e in (self.stopped, restart) if e is not None]
+        self.ended = min(ends) if ends else None
+        if latest is not None:
+            self.last_seen = max(self.last_seen, latest)
+        if self.ended is not None:
+            self.last_seen = min(self.last_seen, self.ended)
+
+    def hexes(self) -> dict[int, str | None]:
+        return {
+            4: None if self.ipv4 is None else hex_of(self.ipv4),
+            6: None if self.ipv6 is None else hex_of(self.ipv6),
+        }
+
+    def values(self, connection: Any) -> dict[str, Any]:
+        def when(value: datetime | None) -> object:
+            return None if value is None else time_param(connection, value)
+
+        hexes = self.hexes()
+        return {
+            "account_id": self.account_id,
+            "source": self.source,
+            "session_id": self.session_id,
+            "ipv4": None if self.ipv4 is None else str(self.ipv4),
+            "ipv4_hex": hexes[4],
+            "ipv6": None if self.ipv6 is None else str(self.ipv6),
+            "ipv6_hex": hexes[6],
+            "ipv4_seen": when(self.ipv4_seen),
+            "ipv6_seen": when(self.ipv6_seen),
+            "started": when(self.started),
+            "last_seen": when(self.last_seen),
+            "stopped": when(self.stopped),
+            "ended": when(self.ended),
+        }
+
+
+UPDATED = (
+    "ipv4",
+    "ipv4_hex",
+    "ipv6",
+    "ipv6_hex",
+    "ipv4_seen",
+    "ipv6_seen",
+    "started",
+    "last_seen",
+    "stopped",
+    "ended",
+)
+
+
+def binding_fields(state: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """Of ``_Session.state()``: started, ended and the addresses (not last_seen, stopped)."""
+    if state is None:
+        return None
+    started, _, _, ended, ipv4, _, ipv6, _ = state
+    return (started, ended, ipv4, ipv6)
