@@ -59,6 +59,9 @@ class Change:
     credentials: bool = False
     views: ViewCache | None = None  # the store's compiled-catalogue cache, see loaders.view
     view: Any = None  # (Catalogue, Topology) for this change
+    # Account ids by reference, as this transaction read or created them: a
+    # bulk binding resolves its 5,000 accounts once, not once per step.
+    account_ids: dict[str, int] = field(default_factory=dict)
 
     def audit(
         self,
