@@ -19,7 +19,8 @@ from edgectl.controller.compile import (
 from edgectl.controller.errors import Conflict, Invalid, NotFound
 from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.controller.store.subscribers import (
     ensure_accounts,
     session_addresses,

@@ -22,7 +22,7 @@ from edgectl.controller.compile import (
     hex_range,
 )
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change
+from edgectl.controller.store.change import Change
 from edgectl.model import (
     GatewaySettings,
     Pool,

@@ -18,7 +18,8 @@ from edgectl.controller.compile import Topology, delegation_problem, hex_of
 from edgectl.controller.errors import Invalid, NotFound
 from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.controller.store.db import insert_rows, time_param
 from edgectl.model import Prefix
 
