@@ -164,6 +164,7 @@ def test_a_failing_cut_leaves_the_thread_running_and_close_finishes_what_is_pend
 def _fake_dumps(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[int, list[NlMsg]], list[object]]:
     dumps: dict[int, list[NlMsg]] = {4: [], 6: []}
     monkeypatch.setattr(ct, "_dump", lambda sock, version: iter(dumps[version]))
+    monkeypatch.setattr(ct, "entries", lambda sock: len(dumps[4]) + len(dumps[6]))
     sent: list[object] = []
     monkeypatch.setattr(
         ct, "_pipeline", lambda sock, requests: sent.extend(requests) or [0] * len(requests)
@@ -190,6 +191,19 @@ def test_a_lazy_cut_is_computed_only_when_the_dump_shows_an_entry(
     ]
     assert ct.cut_flows(object(), [source]) == 1  # type: ignore[arg-type]
     assert computed == [1] and len(sent) == 1
+
+
+def test_no_dump_when_the_namespace_tracks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stats request says 0: the host-wide walk is skipped; None (unknown): it runs."""
+    walked: list[int] = []
+    monkeypatch.setattr(ct, "_dump", lambda sock, version: walked.append(version) or iter(()))
+    cut = ct.Cut(frozenset({Prefix.parse("100.64.0.1/32")}), frozenset(), frozenset())
+    monkeypatch.setattr(ct, "entries", lambda sock: 0)
+    assert ct.cut_flows(object(), [cut]) == 0  # type: ignore[arg-type]
+    assert walked == []
+    monkeypatch.setattr(ct, "entries", lambda sock: None)
+    assert ct.cut_flows(object(), [cut]) == 0  # type: ignore[arg-type]
+    assert walked == [4]
 
 
 def test_held_keys_match_what_holds_would_cut_without_copying_the_keys() -> None:
