@@ -142,7 +142,7 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_propagation.py",
         ("--extra", "50", "--quarantines", "50", "--held", "100000"),
         (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
-        110,
+        140,
     ),
     Headline(
         "block_cutoff.py",
@@ -160,7 +160,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("quarantine_create_p99_scaling", "quarantine create p99, 30k held <= 1.5x 1k held"),
             ("session_upsert_p99_scaling", "session upsert p99, 30k held <= 1.5x 1k held"),
         ),
-        45,
+        65,
         ("--held", "100000", "--baseline", "1000", "--quick"),
         (
             ("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),
@@ -233,7 +233,7 @@ HEADLINES: tuple[Headline, ...] = (
             ),
             ("session_history_at_lookup_ratio_1m", "at lookup p99, 1M / 100k intervals"),
         ),
-        90,
+        80,
         (),
         (
             (
@@ -254,7 +254,7 @@ HEADLINES: tuple[Headline, ...] = (
             ),
             ("radius_storm_10k", "10,000 Acct-Starts at once: time until all stored (reported)"),
         ),
-        35,
+        30,
         (),
         (
             (
@@ -274,7 +274,7 @@ HEADLINES: tuple[Headline, ...] = (
                 "Acct-Start of a quarantined account -> refused on the gateway p99 < 300 ms",
             ),
         ),
-        35,
+        30,
         (),
         (
             (
