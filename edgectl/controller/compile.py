@@ -105,6 +105,37 @@ class Topology:
         self.pools = tuple(pools)
         self.relays = PrefixIndex((str(p), p) for p in relays)
         self.garden = garden
+        # Per IP version, longest length first: (length, pool prefix value ->
+        # indexes of the pools with that prefix).  An address is looked up
+        # once per distinct length, not tested against every pool (the feed
+        # and the session routes ask for every binding, and an ISP has
+        # thousands of pools).
+        by_length: dict[tuple[int, int], dict[int, list[int]]] = {}
+        for index, placed in enumerate(self.pools):
+            for prefix in placed.pool.prefixes:
+                values = by_length.setdefault((prefix.version, prefix.length), {})
+                values.setdefault(prefix.value, []).append(index)
+        self._lengths: dict[int, list[tuple[int, int, dict[int, list[int]]]]] = {4: [], 6: []}
+        for (version, length), values in sorted(by_length.items(), key=lambda i: -i[0][1]):
+            bits = 32 if version == 4 else 128
+            mask = ((1 << bits) - 1) ^ ((1 << (bits - length)) - 1)
+            self._lengths[version].append((length, mask, values))
+
+    def _containing(self, address: Prefix) -> list[int]:
+        """Indexes of the pools containing ``address``, the most specific first
+        (by each pool's longest prefix containing it; ties by index, descending)."""
+        found: list[int] = []
+        seen: set[int] = set()
+        for length, mask, values in self._lengths[address.version]:
+            if length > address.length:
+                continue
+            indexes = values.get(address.value & mask)
+            if indexes:
+                for index in sorted(indexes, reverse=True):
+                    if index not in seen:
+                        seen.add(index)
+                        found.append(index)
+        return found
 
     def placements(self, address: Prefix) -> list[tuple[PlacedPool, Prefix]]:
         """The pool ``address`` is in on each gateway, with its key there.
@@ -114,17 +145,9 @@ class Topology:
         kernel's pool map decides.  Each returned pool carries only the
         gateways where it won.
         """
-        containing = sorted(
-            (
-                (max(p.length for p in placed.pool.prefixes if p.contains(address)), index)
-                for index, placed in enumerate(self.pools)
-                if any(p.contains(address) for p in placed.pool.prefixes)
-            ),
-            reverse=True,
-        )
         found = []
         claimed: set[int] = set()
-        for _, index in containing:
+        for index in self._containing(address):
             placed = self.pools[index]
             won = placed.gateways - claimed
             claimed |= placed.gateways
