@@ -54,3 +54,7 @@ def instant(text: str, option: str, now: datetime | None = None) -> str:
                 raise UsageError(f"{option}: {text!r} needs a zone (Z or +01:00)")
             moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def is_relative(text: str) -> bool:
+    return _RELATIVE.match(text.strip()) is not None

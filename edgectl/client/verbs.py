@@ -463,3 +463,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--after-id", type=int, help="page on: the last id seen")
     p.add_argument("--limit", type=int, default=100)
     _bind(p, audit)
+
+
+_TIME_OPTIONS = frozenset({"--at", "--since", "--until", "--expires"})
+
+
+def join_relative_times(argv: list[str]) -> list[str]:
+    """``--at -2h`` -> ``--at=-2h``.
+
+    argparse reads a value starting with "-" as the next option (only plain
+    negative numbers are exempt), so the relative times this client promises
+    would need ``--at=-2h``; joining them here lets people type what the help says.
+    """
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if word in _TIME_OPTIONS and following is not None and timespec.is_relative(following):
+            joined.append(f"{word}={following}")
+            index += 2
+            continue
+        joined.append(word)
+        index += 1
+    return joined
