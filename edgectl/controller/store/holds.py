@@ -353,10 +353,11 @@ class HoldFilter:
     prefix: Prefix | None = None
     limit: int = 100
     offset: int = 0
+    mode: str | None = None  # quarantines only
+    actor: str | None = None
 
 
-def _filtered(table: sa.Table, wanted: HoldFilter) -> sa.Select[Any]:
-    query = select_hold(table)
+def _where(query: sa.Select[Any], table: sa.Table, wanted: HoldFilter) -> sa.Select[Any]:
     if wanted.state == "active":
         query = query.where(table.c.active)
     elif wanted.state == "ended":
@@ -371,7 +372,57 @@ def _filtered(table: sa.Table, wanted: HoldFilter) -> sa.Select[Any]:
         query = query.where(table.c.ticket == wanted.ticket)
     if wanted.prefix is not None and table is t.quarantines:
         query = query.where(table.c.prefix == str(wanted.prefix))
+    if wanted.mode is not None and table is t.quarantines:
+        query = query.where(table.c.mode == wanted.mode)
+    if wanted.actor is not None:
+        query = query.where(table.c.actor == wanted.actor)
+    return query
+
+
+def _filtered(table: sa.Table, wanted: HoldFilter) -> sa.Select[Any]:
+    query = _where(select_hold(table), table, wanted)
     return query.order_by(table.c.id.desc()).limit(wanted.limit).offset(wanted.offset)
+
+
+_STATE = sa.case(
+    (t.quarantines.c.active, "active"),
+    (t.quarantines.c.ended_by == EXPIRY_ACTOR, "expired"),
+    else_="lifted",
+)
+
+
+def quarantine_counts(store: Store, wanted: HoldFilter, top: int = 20) -> dict[str, Any]:
+    """How many quarantines match ``wanted``, and per value of each filter (state,
+    mode, actor, ticket) with that filter left out: what choosing it would give.
+
+    Actors and tickets are many: their ``top`` most frequent values only.
+    """
+    q = t.quarantines
+    dimensions: dict[str, tuple[Any, HoldFilter]] = {
+        "state": (_STATE, replace(wanted, state="all")),
+        "mode": (q.c.mode, replace(wanted, mode=None)),
+        "actor": (q.c.actor, replace(wanted, actor=None)),
+        "ticket": (q.c.ticket, replace(wanted, ticket=None)),
+    }
+    # The join to accounts only when filtering by account: a scan of 100k
+    # holds should not pay for a join it does not need.
+    source = q.outerjoin(t.accounts) if wanted.account is not None else q
+    counts: dict[str, Any] = {}
+    with store.read() as connection:
+        base = sa.select(sa.func.count()).select_from(source)
+        counts["total"] = int(connection.execute(_where(base, q, wanted)).scalar_one())
+        for name, (column, without) in dimensions.items():
+            grouped = _where(
+                sa.select(column.label("value"), sa.func.count().label("n")).select_from(source),
+                q,
+                without,
+            ).group_by(column)
+            if name in ("actor", "ticket"):
+                grouped = grouped.order_by(sa.func.count().desc()).limit(top)
+            counts[name] = {
+                row.value: int(row.n) for row in connection.execute(grouped) if row.value
+            }
+    return counts
 
 
 def listing(store: Store, table_name: str, wanted: HoldFilter) -> list[dict[str, Any]]:

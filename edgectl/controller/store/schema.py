@@ -397,6 +397,23 @@ tokens = sa.Table(
     sa.Column("created_at", Instant(), nullable=False),
 )
 
+# Web console sign-ins (controller/console): the cookie carries a random id,
+# stored here only as its SHA-256 (like tokens), with the digest of the API
+# token it was exchanged for, so every request re-checks that token and a
+# revoked token ends its sessions.  A table, not process memory: any
+# controller process of a PostgreSQL fleet can serve the next request.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", Instant(), nullable=False),
+    sa.Column("last_seen", Instant(), nullable=False),
+    sa.Index("ix_console_sessions_token", "token_hash"),
+    sa.Index("ix_console_sessions_created", "created_at"),
+)
+
 audit = sa.Table(
     "audit_log",
     metadata,
