@@ -28,6 +28,7 @@ class AuditFilter:
     # REST route keeps oldest-first with after_id (a stable cursor for feeds).
     newest_first: bool = False
     before_id: int | None = None
+    object_ids: tuple[str, ...] | None = None  # any of these (an account's holds)
 
 
 def _public(row: Any) -> dict[str, Any]:
@@ -56,6 +57,8 @@ def listing(store: Store, wanted: AuditFilter) -> list[dict[str, Any]]:
     ):
         if value is not None:
             query = query.where(column == value)
+    if wanted.object_ids is not None:
+        query = query.where(a.c.object_id.in_(wanted.object_ids))
     if wanted.since is not None:
         query = query.where(a.c.at >= wanted.since)
     if wanted.until is not None:
