@@ -174,8 +174,10 @@ def test_viewer_sees_no_controls_and_a_forged_post_is_403(desk: Api, browser: Te
     )
     assert forged.status_code == 403 and "role viewer may not do this" in forged.text
     assert desk.get("/v1/quarantines", params={"account": "cust-1"}) == []
-    # Even the confirmation step is refused... after it would have been shown: no,
-    # step one validates only; the store call (and its role check) is step two.
+    step_one = browser.post(
+        "/console/accounts/cust-1/quarantine", data=_form(page.text, mode="block", reason="x")
+    )
+    assert step_one.status_code == 403 and "Confirm" not in step_one.text
     hold = desk.post(
         "/v1/quarantines", {"account": "cust-1", "mode": "smtp", "reason": "r"}, role="abuse"
     )

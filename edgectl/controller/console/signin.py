@@ -129,13 +129,16 @@ def check_csrf(expected: str, fields: dict[str, str]) -> None:
 
 def secure(request: Request) -> bool:
     """Secure cookies whenever the browser's side is TLS: served over TLS, or
-    behind a TLS proxy (the only case ``allow_plain_http`` is for)."""
+    reached by a name other than loopback on a controller that says a TLS proxy
+    sits in front (``allow_plain_http``).  On http://127.0.0.1 (the lab, a
+    tunnel) a Secure cookie would never come back."""
     settings: Settings = request.app.state.settings
-    return (
-        request.url.scheme == "https"
-        or settings.tls_certfile is not None
-        or settings.allow_plain_http
-    )
+    if request.url.scheme == "https" or settings.tls_certfile is not None:
+        return True
+    return settings.allow_plain_http and request.url.hostname not in _LOOPBACK
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:

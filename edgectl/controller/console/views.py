@@ -20,10 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from edgectl.controller.api import convert
-from edgectl.controller.api.deps import verify
+from edgectl.controller.api.deps import require, verify
 from edgectl.controller.api.models import ExemptionCreate, Lift, QuarantineCreate
 from edgectl.controller.api.routers import exemptions, quarantines
-from edgectl.controller.auth import READERS, hash_token
+from edgectl.controller.auth import HOLDERS, READERS, hash_token
 from edgectl.controller.console import signin, timeline
 from edgectl.controller.console.signin import Signed, SignInNeeded
 from edgectl.controller.console.templating import Pages
@@ -340,6 +340,8 @@ async def quarantine_account(request: Request, account: str, who: SignedDep) -> 
         fields = await _action_form(request, who)
         body = _quarantine_body(account, fields)
         if fields.get("confirm") != "yes":
+            # The routes' own role check, early: no confirmation page for a viewer.
+            require(who.principal, HOLDERS)
             # Step one: say exactly what will happen, and ask again.
             return _render(
                 request,
@@ -364,6 +366,7 @@ async def exempt_account(request: Request, account: str, who: SignedDep) -> Resp
         fields = await _action_form(request, who)
         body = _exemption_body(account, fields)
         if fields.get("confirm") != "yes":
+            require(who.principal, HOLDERS)
             return _render(
                 request,
                 "confirm.html",
