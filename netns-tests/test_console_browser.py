@@ -175,6 +175,26 @@ def test_analyst_quarantines_sees_convergence_and_lifts(lab: fleet.Up, browser: 
             lambda g=gateway: probe(lab, g) is Outcome.RESET, timeout=CONVERGE_S, interval=0.25
         )
 
+    # Refresh without a reload: a change made elsewhere (the REST API) shows up
+    # on an open gateways page, whose window keeps a mark a reload would drop.
+    page.goto(f"{CONSOLE}/gateways")
+    page.evaluate("window.consoleMark = 'not reloaded'")
+    other = fleet.api(
+        lab.state,
+        "POST",
+        "/v1/quarantines",
+        {"account": "cust-1001", "mode": "block", "reason": "refresh check"},
+    )
+    wanted = wanted_revisions(lab)
+    assert wait_until(lambda: converged_to(page, wanted), timeout=CONVERGE_S, interval=0.25), wanted
+    assert page.evaluate("window.consoleMark") == "not reloaded"
+    fleet.api(
+        lab.state,
+        "POST",
+        f"/v1/quarantines/{other['quarantine']['id']}/lift",
+        {"reason": "refresh checked"},
+    )
+
     for view in ("gateways", "quarantines", "offenders", "audit"):
         page.goto(f"{CONSOLE}/{view}")
         shot(page, f"06-{view}")
