@@ -312,3 +312,43 @@ def test_gateways_fragment_and_audit_paging(desk: Api, browser: TestClient) -> N
     assert "many-0" in second.text and "many-59" not in second.text
     bad = browser.get("/console/audit", params={"since": "last week"})
     assert bad.status_code == 422 and "since" in bad.text
+
+
+def test_quarantine_counts_agree_with_the_listing(desk: Api) -> None:
+    """Each count is what choosing that value would list (the other filters kept)."""
+    from dataclasses import replace
+
+    from edgectl.controller.store import holds
+
+    for n in range(12):
+        body = {
+            "account": f"c-{n}",
+            "mode": ("smtp", "block")[n % 2],
+            "reason": "r",
+            "ticket": f"T-{n % 3}",
+        }
+        made = desk.post("/v1/quarantines", body, role=("abuse", "netops")[n % 3 == 0])
+        if n % 4 == 0:
+            desk.post(
+                f"/v1/quarantines/{made['quarantine']['id']}/lift", {"reason": "ok"}, role="abuse"
+            )
+
+    def listed(wanted: holds.HoldFilter) -> int:
+        return len(holds.listing(desk.store, "quarantine", replace(wanted, limit=1000)))
+
+    for wanted in (
+        holds.HoldFilter(),
+        holds.HoldFilter(state="all", mode="block"),
+        holds.HoldFilter(state="ended", actor="token:test-abuse"),
+        holds.HoldFilter(state="lifted", ticket="T-1"),
+    ):
+        counts = holds.quarantine_counts(desk.store, wanted)
+        assert counts["total"] == listed(wanted)
+        for state in ("active", "lifted", "expired", "ended", "all"):
+            assert counts["state"].get(state, 0) == listed(replace(wanted, state=state)), state
+        for mode in ("smtp", "block", "walled-garden"):
+            assert counts["mode"].get(mode, 0) == listed(replace(wanted, mode=mode)), mode
+        for actor in ("token:test-abuse", "token:test-netops"):
+            assert counts["actor"].get(actor, 0) == listed(replace(wanted, actor=actor)), actor
+        for ticket in ("T-0", "T-1", "T-2"):
+            assert counts["ticket"].get(ticket, 0) == listed(replace(wanted, ticket=ticket))

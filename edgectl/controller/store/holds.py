@@ -391,38 +391,74 @@ _STATE = sa.case(
 )
 
 
+def _state_matches(wanted: str, state: str) -> bool:
+    if wanted == "all":
+        return True
+    if wanted == "ended":
+        return state != "active"
+    return wanted == state
+
+
 def quarantine_counts(store: Store, wanted: HoldFilter, top: int = 20) -> dict[str, Any]:
     """How many quarantines match ``wanted``, and per value of each filter (state,
     mode, actor, ticket) with that filter left out: what choosing it would give.
 
-    Actors and tickets are many: their ``top`` most frequent values only.
+    Two scans, not one per filter: (state, mode, actor) are few together (three
+    states, three modes, the desk's staff and policies), so one GROUP BY over
+    them answers those three and the total, and the rest is summed here.
+    Tickets are often one per hold: their own query, ``top`` most frequent only;
+    actors are cut to ``top`` too.
     """
     q = t.quarantines
-    dimensions: dict[str, tuple[Any, HoldFilter]] = {
-        "state": (_STATE, replace(wanted, state="all")),
-        "mode": (q.c.mode, replace(wanted, mode=None)),
-        "actor": (q.c.actor, replace(wanted, actor=None)),
-        "ticket": (q.c.ticket, replace(wanted, ticket=None)),
-    }
     # The join to accounts only when filtering by account: a scan of 100k
     # holds should not pay for a join it does not need.
     source = q.outerjoin(t.accounts) if wanted.account is not None else q
-    counts: dict[str, Any] = {}
+    state = _STATE.label("state")
+    common = replace(wanted, state="all", mode=None, actor=None)
+    grouped = _where(
+        sa.select(state, q.c.mode, q.c.actor, sa.func.count().label("n")).select_from(source),
+        q,
+        common,
+    ).group_by(_STATE, q.c.mode, q.c.actor)
+    tickets = (
+        _where(
+            sa.select(q.c.ticket, sa.func.count().label("n")).select_from(source),
+            q,
+            replace(wanted, ticket=None),
+        )
+        .where(q.c.ticket.is_not(None))
+        .group_by(q.c.ticket)
+        .order_by(sa.func.count().desc(), q.c.ticket)
+        .limit(top)
+    )
     with store.read() as connection:
-        base = sa.select(sa.func.count()).select_from(source)
-        counts["total"] = int(connection.execute(_where(base, q, wanted)).scalar_one())
-        for name, (column, without) in dimensions.items():
-            grouped = _where(
-                sa.select(column.label("value"), sa.func.count().label("n")).select_from(source),
-                q,
-                without,
-            ).group_by(column)
-            if name in ("actor", "ticket"):
-                grouped = grouped.order_by(sa.func.count().desc()).limit(top)
-            counts[name] = {
-                row.value: int(row.n) for row in connection.execute(grouped) if row.value
-            }
-    return counts
+        groups = connection.execute(grouped).all()
+        ticket_counts = {row.ticket: int(row.n) for row in connection.execute(tickets)}
+
+    def keep(row: Any, *, state: bool = True, mode: bool = True, actor: bool = True) -> bool:
+        return (
+            (not state or _state_matches(wanted.state, row.state))
+            and (not mode or wanted.mode is None or row.mode == wanted.mode)
+            and (not actor or wanted.actor is None or row.actor == wanted.actor)
+        )
+
+    def tally(rows: Iterable[Any], key: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for row in rows:
+            found[getattr(row, key)] = found.get(getattr(row, key), 0) + int(row.n)
+        return found
+
+    states = tally((r for r in groups if keep(r, state=False)), "state")
+    states["ended"] = states.get("expired", 0) + states.get("lifted", 0)
+    states["all"] = states["ended"] + states.get("active", 0)
+    actors = tally((r for r in groups if keep(r, actor=False)), "actor")
+    return {
+        "total": sum(int(r.n) for r in groups if keep(r)),
+        "state": states,
+        "mode": tally((r for r in groups if keep(r, mode=False)), "mode"),
+        "actor": dict(sorted(actors.items(), key=lambda item: (-item[1], item[0]))[:top]),
+        "ticket": ticket_counts,
+    }
 
 
 def listing(store: Store, table_name: str, wanted: HoldFilter) -> list[dict[str, Any]]:
