@@ -1,4 +1,5 @@
-"""Web console sessions: a hashed cookie id per sign-in, tied to its API token.
+"""Web console sessions: a hashed cookie id per sign-in, tied to its API token;
+covering indexes for the console's quarantine counts.
 
 Revision ID: 0005
 Revises: 0004
@@ -28,7 +29,15 @@ def upgrade() -> None:
     with op.batch_alter_table("console_sessions", schema=None) as batch_op:
         batch_op.create_index("ix_console_sessions_token", ["token_hash"])
         batch_op.create_index("ix_console_sessions_created", ["created_at"])
+    with op.batch_alter_table("quarantines", schema=None) as batch_op:
+        batch_op.create_index("ix_quarantine_facets", ["mode", "actor", "active", "ended_by"])
+        batch_op.create_index(
+            "ix_quarantine_ticket_facets", ["ticket", "active", "mode", "actor", "ended_by"]
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("quarantines", schema=None) as batch_op:
+        batch_op.drop_index("ix_quarantine_ticket_facets")
+        batch_op.drop_index("ix_quarantine_facets")
     op.drop_table("console_sessions")
