@@ -137,6 +137,8 @@ def quarantine_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
         "account": args.account,
         "ticket": args.ticket,
         "prefix": args.prefix,
+        "mode": args.mode,
+        "actor": args.actor,
         "limit": args.limit,
         "offset": args.offset,
     }
@@ -408,6 +410,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = q.add_parser("list", parents=[common], help="list quarantines")
     _hold_filters(p)
     p.add_argument("--prefix")
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--actor", help="who placed it, e.g. token:alice or policy:strikes")
     _bind(p, quarantine_list)
     p = q.add_parser("show", parents=[common], help="one quarantine")
     p.add_argument("id", type=int)

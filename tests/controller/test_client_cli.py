@@ -176,6 +176,14 @@ def test_quarantine_lifecycle(cli: Any, desk: Desk) -> None:
     with desk.api("viewer") as viewer:
         api = viewer.get("/v1/quarantines", params={"ticket": "AB-2"}).json()
     assert listed == api and [q["id"] for q in listed] == [ident]
+    by_mode = cli(
+        "quarantine", "list", "--mode", "block", "--actor", "token:abuse-person", "-o", "json"
+    ).json()
+    assert ident in [q["id"] for q in by_mode]
+    assert (
+        cli("quarantine", "list", "--mode", "smtp", "--account", "cust-3", "-o", "json").json()
+        == []
+    )
     shown = cli("quarantine", "show", str(ident))
     assert shown.code == 0 and "still at it" in shown.out
 

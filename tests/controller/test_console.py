@@ -352,3 +352,32 @@ def test_quarantine_counts_agree_with_the_listing(desk: Api) -> None:
             assert counts["actor"].get(actor, 0) == listed(replace(wanted, actor=actor)), actor
         for ticket in ("T-0", "T-1", "T-2"):
             assert counts["ticket"].get(ticket, 0) == listed(replace(wanted, ticket=ticket))
+
+
+def test_exemption_with_confirmation_then_lift(desk: Api, browser: TestClient) -> None:
+    sign_in(browser, desk.tokens["abuse"])
+    page = browser.get("/console/accounts/cust-3")
+    assert 'id="exempt-form"' in page.text
+    fields = _form(page.text, ticket="EX-9", reason="runs its own MX", duration="2592000")
+    confirm = browser.post("/console/accounts/cust-3/exempt", data=fields)
+    assert confirm.status_code == 200 and "Confirm exemption" in confirm.text
+    assert desk.get("/v1/exemptions", params={"account": "cust-3"}) == []
+    no_ticket = browser.post(
+        "/console/accounts/cust-3/exempt", data={**fields, "ticket": "", "confirm": "yes"}
+    )
+    assert no_ticket.status_code == 422 and "ticket" in no_ticket.text
+    done = browser.post(
+        "/console/accounts/cust-3/exempt", data={**fields, "confirm": "yes"}, follow_redirects=False
+    )
+    assert done.status_code == 303
+    held = desk.get("/v1/exemptions", params={"account": "cust-3"})
+    assert [(e["ticket"], e["actor"]) for e in held] == [("EX-9", "token:test-abuse")]
+    page = browser.get("/console/accounts/cust-3")
+    assert "Exempt from OP25B: ticket EX-9" in page.text
+    lifted = browser.post(
+        f"/console/exemptions/{held[0]['id']}/lift",
+        data=_form(page.text, reason="moved to the relay"),
+        follow_redirects=False,
+    )
+    assert lifted.status_code == 303
+    assert desk.get(f"/v1/exemptions/{held[0]['id']}")["state"] == "lifted"
