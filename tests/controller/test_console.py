@@ -43,6 +43,7 @@ def sign_in(client: TestClient, token: str) -> TestClient:
 def desk(api: Api, world: World) -> Api:
     for n in range(1, 4):
         api.put(f"/v1/accounts/cust-{n}/session", {"ipv4": f"100.64.1.{n}"})
+    api.agent_a = world.agent_a  # type: ignore[attr-defined]
     return api
 
 
@@ -381,3 +382,43 @@ def test_exemption_with_confirmation_then_lift(desk: Api, browser: TestClient) -
     )
     assert lifted.status_code == 303
     assert desk.get(f"/v1/exemptions/{held[0]['id']}")["state"] == "lifted"
+
+
+def test_offenders_newest_or_most_events_and_a_content_security_policy(
+    desk: Api, browser: TestClient
+) -> None:
+    def entry(key: str, count: int, last: str) -> dict[str, object]:
+        return {
+            "key": key,
+            "kind": "op25b",
+            "policy": "dyn_a",
+            "shadow": False,
+            "count": count,
+            "first_seen": "2026-12-01T00:00:00Z",
+            "last_seen": last,
+        }
+
+    report = {
+        "applied_revision": 0,
+        "offenders": {
+            "available": True,
+            "window_seconds": 300,
+            "entries": [
+                entry("100.64.1.1", 500, "2026-12-01T00:01:00Z"),
+                entry("100.64.1.2", 3, "2026-12-01T00:09:00Z"),
+            ],
+        },
+    }
+    agent = {"Authorization": f"Bearer {desk.agent_a}"}  # type: ignore[attr-defined]
+    sent = desk.client.post("/v1/gateways/gw-a/status", json=report, headers=agent)
+    assert sent.status_code == 200, sent.text
+    sign_in(browser, desk.tokens["viewer"])
+    newest = browser.get("/console/offenders")
+    assert newest.text.index("100.64.1.2") < newest.text.index("100.64.1.1")
+    assert "/console/accounts/cust-2" in newest.text  # who holds the key now
+    by_events = browser.get("/console/offenders", params={"sort": "events"})
+    assert by_events.text.index("100.64.1.1") < by_events.text.index("100.64.1.2")
+    policy = newest.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    account = browser.get("/console/accounts/cust-1")
+    assert "op25b" in account.text  # the timeline shows the account's offences

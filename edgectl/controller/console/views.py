@@ -58,6 +58,7 @@ NOTICES = {
     "signed-out": "Signed out.",
 }
 PAGE = 50
+SORTS = ("newest", "events")
 
 
 def _pages(request: Request) -> Pages:
@@ -479,12 +480,16 @@ def offender_list(
     who: SignedDep,
     gateway: Annotated[str, Query(max_length=64)] = "",
     kind: Annotated[str, Query(max_length=32)] = "",
+    sort: Annotated[str, Query(max_length=16)] = "newest",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    params = {"gateway": gateway, "kind": kind}
+    params = {"gateway": gateway, "kind": kind, "sort": sort}
     try:
         wanted = offenders.OffenderFilter(
-            gateway=_text(gateway, "gateway"), kind=_choice(kind, KINDS, "kind"), limit=limit
+            gateway=_text(gateway, "gateway"),
+            kind=_choice(kind, KINDS, "kind"),
+            limit=limit,
+            newest_first=_choice(sort, SORTS, "sort") != "events",
         )
         store = request.app.state.store
         rows = offenders.listing(store, wanted)

@@ -50,6 +50,7 @@ class OffenderFilter:
     limit: int = 100
     # Only these subscriber keys (canonical prefix text): an account's addresses.
     keys: tuple[str, ...] | None = None
+    newest_first: bool = False  # by last seen (the console's default), not by events
 
 
 _COLUMNS = ("gateway_id", "key", "kind", "policy", "shadow", "events", "first_seen", "last_seen")
@@ -156,7 +157,10 @@ def listing(store: Store, wanted: OffenderFilter) -> list[dict[str, Any]]:
             wanted.kind,
             wanted.keys,
         )
-        groups_query = groups_query.order_by(total.desc(), last.desc(), *group)
+        if wanted.newest_first:
+            groups_query = groups_query.order_by(last.desc(), total.desc(), *group)
+        else:
+            groups_query = groups_query.order_by(total.desc(), last.desc(), *group)
         groups = connection.execute(groups_query.limit(wanted.limit)).all()
         keys = sorted({row.key for row in groups})
         names: dict[tuple[str, str, str, bool], list[str]] = {}
