@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from ctl_server import Server, running
+from ctl_support import poll_until
 
 from edgectl.cli import main
 from edgectl.controller.auth import Role
@@ -31,6 +33,7 @@ from edgectl.controller.store import Store, tokens
 class Desk:
     server: Server
     tokens: dict[str, str]
+    server_db: str = ""
 
     def api(self, role: str) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -49,7 +52,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
             }
         finally:
             store.close()
-        desk = Desk(server, {"netops": server.token, **made})
+        desk = Desk(server, {"netops": server.token, **made}, str(tmp / "controller.db"))
         with desk.api("netops") as netops:
             pool = {"name": "dyn", "kind": "dynamic", "prefixes": ["100.64.0.0/16"]}
             assert netops.post("/v1/pools", json=pool).status_code == 201
@@ -367,3 +370,67 @@ def test_installed_entry_point(desk: Desk) -> None:
         check=False,
     )
     assert refused.returncode == 1 and "nobody held" in refused.stderr
+
+
+def test_tls_with_a_private_ca(tmp_path: Path, cli: Any, desk: Desk) -> None:
+    """A controller serving TLS with a self-signed certificate: refused (exit 3)
+    until --ca-file names it, then verified and answered."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    # The module's database, served a second time over TLS (SQLite, WAL: both can read).
+    database = Path(desk.server_db)
+    port = _closed_port()
+    config = tmp_path / "tls.toml"
+    config.write_text(
+        f'[controller]\ndatabase_url = "sqlite:///{database}"\nport = {port}\n'
+        f'tls_certfile = "{cert}"\ntls_keyfile = "{key}"\n'
+    )
+    log = (tmp_path / "tls.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgectl.controller", "controller", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"https://127.0.0.1:{port}"
+    trust = ssl.create_default_context(cafile=str(cert))
+    try:
+
+        def healthy() -> bool:
+            assert server.poll() is None, (tmp_path / "tls.log").read_text()
+            try:
+                return httpx.get(f"{base}/healthz", verify=trust, timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        poll_until(healthy, timeout=30, message="TLS controller did not come up", step=0.05)
+        untrusted = cli("gateways", "--controller", base)
+        assert untrusted.code == 3 and "TLS" in untrusted.err, untrusted.err
+        trusted = cli("gateways", "--controller", base, "--ca-file", str(cert), "-o", "json")
+        assert trusted.code == 0, trusted.err
+        assert [g["name"] for g in trusted.json()] == ["gw-1"]
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        log.close()
