@@ -264,6 +264,8 @@ def test_search_refusals_and_history(desk: Api, browser: TestClient) -> None:
     assert at_now.status_code == 200 and "cust-1" in at_now.text
     by_account = browser.get("/console/search", params={"q": "cust-3"}, follow_redirects=False)
     assert by_account.headers["location"] == "/console/accounts/cust-3"
+    mac = browser.get("/console/search", params={"q": "00:11:22:aa:bb:cc"}, follow_redirects=False)
+    assert mac.headers["location"] == "/console/accounts/00%3A11%3A22%3Aaa%3Abb%3Acc"
     missing = browser.get("/console/accounts/nobody-here")
     assert missing.status_code == 404
 

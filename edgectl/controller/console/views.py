@@ -221,6 +221,11 @@ def search(
         return _render(request, "search.html", who, 422, error=problem(error)[1], **context)
     try:
         context.update(_search(request.app.state.store, q, at.strip() or None))
+    except Invalid as error:
+        # Some account ids look like addresses (a MAC: 00:11:22:aa:bb:cc).
+        if error.path == "q" and is_account(q):
+            return _see(_account_url(q))
+        return _render(request, "search.html", who, 422, error=problem(error)[1], **context)
     except NotFound as missing:
         return _render(request, "search.html", who, 404, error=missing.message, **context)
     except REFUSALS as error:
