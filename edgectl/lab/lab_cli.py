@@ -126,9 +126,10 @@ def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
         f"  token       {result.token}  (netops; also in {state.token_file})",
         f"  console     {fleet.CONTROLLER_LOCAL_URL}/console inside namespace {state.ctl_ns}; "
         f"sign in with {result.abuse_token}",
-        f"              (abuse role; also in {state.abuse_token_file}); from a desktop session:",
-        f"              ip netns exec {state.ctl_ns} chromium --user-data-dir=$(mktemp -d) "
-        f"{fleet.CONTROLLER_LOCAL_URL}/console",
+        f"              (abuse role; also in {state.abuse_token_file}); from a desktop session "
+        "(root, so without Chromium's sandbox: a lab only):",
+        f"              ip netns exec {state.ctl_ns} chromium --no-sandbox "
+        f"--user-data-dir=$(mktemp -d) {fleet.CONTROLLER_LOCAL_URL}/console",
         f"  abuse CLI   ip netns exec {state.ctl_ns} env EDGECTL_TOKEN=$(cat "
         f"{state.abuse_token_file}) {_edgectl(prog)} who 100.64.0.11",
         f"  gateways    {a}: namespaces {state.prefixes[a]}-*, {b}: {state.prefixes[b]}-* "
