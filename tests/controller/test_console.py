@@ -424,3 +424,18 @@ def test_offenders_newest_or_most_events_and_a_content_security_policy(
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     account = browser.get("/console/accounts/cust-1")
     assert "op25b" in account.text  # the timeline shows the account's offences
+
+
+def test_intake_reads_console_bodies_only_for_a_session(desk: Api, browser: TestClient) -> None:
+    # The sign-in form is read without a credential, but only 4 KiB of it.
+    huge = browser.post("/console/signin", data={"csrf": "x", "token": "a" * 5000})
+    assert huge.status_code == 413
+    # Any other console form: no live session, no body read (401 before the app).
+    anonymous = browser.post("/console/accounts/cust-1/quarantine", data={"reason": "r"})
+    assert anonymous.status_code == 401
+    sign_in(browser, desk.tokens["abuse"])
+    page = browser.get("/console/accounts/cust-1")
+    signed = browser.post(
+        "/console/accounts/cust-1/quarantine", data=_form(page.text, mode="smtp", reason="r")
+    )
+    assert signed.status_code == 200 and "Confirm quarantine" in signed.text
