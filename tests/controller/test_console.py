@@ -243,6 +243,13 @@ def test_sign_out_ends_the_session(desk: Api, browser: TestClient) -> None:
     out = browser.post("/console/signout", data=_form(page.text), follow_redirects=False)
     assert out.status_code == 303 and "signed-out" in out.headers["location"]
     assert browser.get("/console/search", follow_redirects=False).status_code == 303
+    trail = desk.get("/v1/audit", params={"object_type": "console_session"})
+    assert [(e["action"], e["actor"]) for e in trail] == [
+        ("console.signin", "token:test-abuse"),
+        ("console.signout", "token:test-abuse"),
+    ]
+    assert trail[0]["object_id"] == trail[1]["object_id"]
+    assert cookie and cookie not in str(trail)
     # The old cookie, replayed, is dead on the server side too.
     with TestClient(desk.client.app, cookies={"edgectl_console": cookie}) as replay:
         assert replay.get("/console/search", follow_redirects=False).status_code == 303

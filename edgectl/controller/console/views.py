@@ -159,7 +159,9 @@ async def signin_submit(request: Request) -> Response:
         signin.set_cookie(response, request, signin.PRE_COOKIE, pre, 3600)
         return response
     store = request.app.state.store
-    cookie, _ = await run_in_threadpool(console_sessions.create, store, digest)
+    cookie, _ = await run_in_threadpool(
+        console_sessions.create, store, digest, principal.actor, principal.role.value
+    )
     log.info("console sign-in by %s (%s)", principal.actor, principal.role.value)
     response = _see("/console/search")
     absolute = int(request.app.state.settings.console_absolute_timeout)
@@ -175,7 +177,9 @@ async def signout(request: Request, who: SignedDep) -> Response:
         signin.check_csrf(who.csrf, fields)
     except HTTPException as error:
         return _refused(request, who, error)
-    await run_in_threadpool(console_sessions.end, request.app.state.store, who.cookie)
+    await run_in_threadpool(
+        console_sessions.sign_out, request.app.state.store, who.cookie, who.principal.actor
+    )
     log.info("console sign-out by %s", who.principal.actor)
     response = _see("/console/signin?notice=signed-out")
     signin.clear_cookie(response, request, signin.COOKIE)

@@ -5,9 +5,12 @@ database signs nobody in) and the SHA-256 of the API token it came from,
 never the token.  Each request re-checks that token (``deps.verify``), so a
 revoked token ends its sessions at its next request.
 
-These rows are not policy: they change nothing a gateway enforces and take
-no sequence number or audit entry (sign-ins are logged, see the console),
-so they are written with ``Database.write`` directly, not ``Store.write``.
+These rows are not policy: they change nothing a gateway enforces.  Sign-in
+and sign-out go through ``Store.write`` for their audit entries
+(``console.signin``/``console.signout``, object ``console_session`` and the
+first 12 hex digits of the id's hash, which pair them up and reveal nothing);
+the frequent writes (touch, timeouts, purge) use ``Database.write`` directly,
+with no sequence number or audit entry.
 ``last_seen`` is rewritten at most every ``TOUCH_EVERY`` seconds, so reading
 pages does not queue a write behind every quarantine.
 """
@@ -40,21 +43,24 @@ def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("ascii", "replace")).hexdigest()
 
 
-def create(store: Store, token_hash: str) -> tuple[str, ConsoleSession]:
-    """A new session for the token with ``token_hash``: (cookie value, session)."""
+def create(store: Store, token_hash: str, actor: str, role: str) -> tuple[str, ConsoleSession]:
+    """A new session for ``actor``'s token (``token_hash``): (cookie value, session)."""
     session_id = secrets.token_urlsafe(32)
-    at = now()
-    session = ConsoleSession(_digest(session_id), token_hash, secrets.token_urlsafe(32), at, at)
-    with store.database.write() as connection:
-        connection.execute(
+    id_hash = _digest(session_id)
+    with store.write(actor) as change:
+        session = ConsoleSession(
+            id_hash, token_hash, secrets.token_urlsafe(32), change.at, change.at
+        )
+        change.connection.execute(
             sa.insert(t.console_sessions).values(
                 id_hash=session.id_hash,
                 token_hash=token_hash,
                 csrf=session.csrf,
-                created_at=at,
-                last_seen=at,
+                created_at=change.at,
+                last_seen=change.at,
             )
         )
+        change.audit("console.signin", "console_session", id_hash[:12], None, {"role": role})
     return session_id, session
 
 
@@ -83,19 +89,20 @@ def find(store: Store, session_id: str, idle: float, absolute: float) -> Console
 
 
 def end(store: Store, session_id: str) -> None:
+    """Delete the session (timed out, or its token gone); not audited."""
     with store.database.write() as connection:
         connection.execute(
             sa.delete(t.console_sessions).where(t.console_sessions.c.id_hash == _digest(session_id))
         )
 
 
-def end_for_token(store: Store, token_hash: str) -> int:
-    """End every session signed in with this token (it was revoked); how many."""
-    with store.database.write() as connection:
-        result = connection.execute(
-            sa.delete(t.console_sessions).where(t.console_sessions.c.token_hash == token_hash)
+def sign_out(store: Store, session_id: str, actor: str) -> None:
+    id_hash = _digest(session_id)
+    with store.write(actor) as change:
+        change.connection.execute(
+            sa.delete(t.console_sessions).where(t.console_sessions.c.id_hash == id_hash)
         )
-    return int(result.rowcount or 0)
+        change.audit("console.signout", "console_session", id_hash[:12], None, None)
 
 
 def purge(store: Store, idle: float, absolute: float) -> int:
