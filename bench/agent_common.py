@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgectl.agent import kernel_readback as kr
+from edgectl.agent.netlink.constants import NFPROTO_INET
+from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
 
 AGENT = [sys.executable, "-m", "edgectl.agent.daemon", "run"]
@@ -84,18 +86,18 @@ class Probe:
 
     def __init__(self, netns: str) -> None:
         with inside(netns):
-            self.sock = kr.NfNetlink()
+            self.sock = NfNetlink()
 
     def close(self) -> None:
         self.sock.close()
 
     def has_table(self) -> bool:
-        return kr.table_exists(self.sock, kr.NFPROTO_INET, "edgectl")
+        return kr.table_exists(self.sock, NFPROTO_INET, "edgectl")
 
     def has(self, set_name: str, key: bytes) -> bool:
         try:
-            missing = kr.missing_elements(self.sock, kr.NFPROTO_INET, "edgectl", set_name, [key])
-        except kr.NetlinkError:
+            missing = kr.missing_elements(self.sock, NFPROTO_INET, "edgectl", set_name, [key])
+        except NetlinkError:
             return False  # no table/set yet
         return not missing
 

@@ -38,7 +38,6 @@ from _common import BENCH_BASE, install_signal_handlers, machine, median, print_
 from _results import Row, emit
 
 from edgectl.agent.apply import Dataplane
-from edgectl.agent.nft import Nft
 from edgectl.lab.flows import Kind, Stream
 from edgectl.lab.netns import in_netns
 from edgectl.lab.probe import wait_until
@@ -107,7 +106,7 @@ def main() -> int:
     results: dict[Kind, list[float]] = {kind: [] for kind in KINDS}
     try:
         topology.build()
-        with Nft(topology.gateway_ns) as nft, Dataplane(nft) as dataplane:
+        with Dataplane(topology.gateway_ns) as dataplane:
             dataplane.full_sync(state_from_data(policy(1, False)))
             background(topology, args.background)
             port = 20000

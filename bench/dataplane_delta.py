@@ -53,8 +53,23 @@ from _common import (
     run_id,
 )
 
-from edgectl.agent import kernel_readback as kr
 from edgectl.agent.apply import Dataplane
+from edgectl.agent.netlink.codec import decode_error, encode_message, nla, nla_nested, nla_str
+from edgectl.agent.netlink.constants import (
+    NFNL_SUBSYS_NFTABLES,
+    NFPROTO_INET,
+    NFT_MSG_NEWSETELEM,
+    NFTA_DATA_VALUE,
+    NFTA_LIST_ELEM,
+    NFTA_SET_ELEM_KEY,
+    NFTA_SET_ELEM_LIST_ELEMENTS,
+    NFTA_SET_ELEM_LIST_SET,
+    NFTA_SET_ELEM_LIST_TABLE,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+)
+from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError
 from edgectl.agent.persist import StateStore, Step
@@ -78,11 +93,11 @@ NLM_F_CREATE = 0x400
 
 def _batch_marker(msg_type: int, seq: int) -> bytes:
     # nfgenmsg of a batch marker: AF_UNSPEC, v0, res_id = NFNL_SUBSYS_NFTABLES (be16).
-    body = struct.pack("=BB", 0, 0) + struct.pack(">H", kr.NFNL_SUBSYS_NFTABLES)
-    return struct.pack("=IHHII", 16 + len(body), msg_type, kr.NLM_F_REQUEST, seq, 0) + body
+    body = struct.pack("=BB", 0, 0) + struct.pack(">H", NFNL_SUBSYS_NFTABLES)
+    return struct.pack("=IHHII", 16 + len(body), msg_type, NLM_F_REQUEST, seq, 0) + body
 
 
-def raw_element_batch(sock: kr.NfNetlink, ops: list[tuple[int, str, bytes, int | None]]) -> None:
+def raw_element_batch(sock: NfNetlink, ops: list[tuple[int, str, bytes, int | None]]) -> None:
     """PROTOTYPE: element adds/deletes as one nf_tables batch over raw nfnetlink.
 
     ``ops``: (NFT_MSG_NEWSETELEM or NFT_MSG_DELSETELEM, set, key bytes,
@@ -93,22 +108,20 @@ def raw_element_batch(sock: kr.NfNetlink, ops: list[tuple[int, str, bytes, int |
     parts = [_batch_marker(NFNL_MSG_BATCH_BEGIN, sock.next_seq())]
     pending = set()
     for msg, set_name, key, timeout_ms in ops:
-        element = kr.nla_nested(kr.NFTA_SET_ELEM_KEY, kr.nla(kr.NFTA_DATA_VALUE, key))
+        element = nla_nested(NFTA_SET_ELEM_KEY, nla(NFTA_DATA_VALUE, key))
         if timeout_ms is not None:
-            element += kr.nla(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout_ms))
+            element += nla(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout_ms))
         attrs = (
-            kr.nla_str(kr.NFTA_SET_ELEM_LIST_TABLE, "edgectl")
-            + kr.nla_str(kr.NFTA_SET_ELEM_LIST_SET, set_name)
-            + kr.nla_nested(
-                kr.NFTA_SET_ELEM_LIST_ELEMENTS, kr.nla_nested(kr.NFTA_LIST_ELEM, element)
-            )
+            nla_str(NFTA_SET_ELEM_LIST_TABLE, "edgectl")
+            + nla_str(NFTA_SET_ELEM_LIST_SET, set_name)
+            + nla_nested(NFTA_SET_ELEM_LIST_ELEMENTS, nla_nested(NFTA_LIST_ELEM, element))
         )
-        flags = kr.NLM_F_REQUEST | kr.NLM_F_ACK
-        if msg == kr.NFT_MSG_NEWSETELEM:
+        flags = NLM_F_REQUEST | NLM_F_ACK
+        if msg == NFT_MSG_NEWSETELEM:
             flags |= NLM_F_CREATE
         seq = sock.next_seq()
         pending.add(seq)
-        parts.append(kr.encode_message(msg, flags, seq, kr.NFPROTO_INET, attrs))
+        parts.append(encode_message(msg, flags, seq, NFPROTO_INET, attrs))
     parts.append(_batch_marker(NFNL_MSG_BATCH_END, sock.next_seq()))
     sock.send(b"".join(parts))
     deadline = time.monotonic() + RAW_ACK_TIMEOUT_S
@@ -116,10 +129,10 @@ def raw_element_batch(sock: kr.NfNetlink, ops: list[tuple[int, str, bytes, int |
         if not select.select([sock.fileno()], [], [], max(0.0, deadline - time.monotonic()))[0]:
             raise TimeoutError("no ack for the raw element batch")
         for message in sock.recv() or []:
-            if message.type == kr.NLMSG_ERROR and message.seq in pending:
-                code, text = kr.decode_error(message)
+            if message.type == NLMSG_ERROR and message.seq in pending:
+                code, text = decode_error(message)
                 if code:
-                    raise kr.NetlinkError(code, text or "element batch refused")
+                    raise NetlinkError(code, text or "element batch refused")
                 pending.discard(message.seq)
 
 
@@ -152,8 +165,7 @@ def measure(size: int, args: argparse.Namespace, tag: str) -> dict[str, object]:
     ]
     assert not any(key in state.quarantines or key in state.exemptions for key in fresh)
     result: dict[str, object] = {"size": size}
-    with namespace(f"{BENCH_BASE}-{tag}-delta-{size}") as ns, Nft(ns) as nft:
-        dataplane = Dataplane(nft)
+    with namespace(f"{BENCH_BASE}-{tag}-delta-{size}") as ns, Dataplane(ns) as dataplane:
         result["full_sync"] = dataplane.full_sync(state, now=FIXED_NOW).seconds
 
         # diff/patch of whole states: what an agent pays if it computes the
@@ -231,30 +243,32 @@ def measure(size: int, args: argparse.Namespace, tag: str) -> dict[str, object]:
                 revision += 1
                 current = dataclasses.replace(current, revision=revision)
                 if i < 2:
-                    assert _present(nft, key.address) == adding, f"delta {i} not in the kernel"
+                    present = _present(dataplane.nft, key.address)
+                    assert present == adding, f"delta {i} not in the kernel"
         finally:
             gc.enable()
         result["edgectl_add"], result["edgectl_lift"] = adds, lifts
 
         # The same deltas (add, delete, add / add, delete) over raw nfnetlink.
         with inside(ns):
-            sock = kr.NfNetlink()
+            sock = NfNetlink()
         raw: list[float] = []
         try:
             for i in range(args.deltas):
                 key_bytes = socket.inet_aton(fresh[i // 2].address)
                 ops: list[tuple[int, str, bytes, int | None]] = [
-                    (kr.NFT_MSG_NEWSETELEM, SET, key_bytes, None),
+                    (NFT_MSG_NEWSETELEM, SET, key_bytes, None),
                     (NFT_MSG_DELSETELEM, SET, key_bytes, None),
                 ]
                 if i % 2 == 0:
-                    ops.append((kr.NFT_MSG_NEWSETELEM, SET, key_bytes, None))
+                    ops.append((NFT_MSG_NEWSETELEM, SET, key_bytes, None))
                 start = time.perf_counter()
                 raw_element_batch(sock, ops)
                 raw.append(time.perf_counter() - start)
                 if i < 2:
                     want = i % 2 == 0
-                    assert _present(nft, fresh[0].address) == want, f"raw delta {i} not applied"
+                    present = _present(dataplane.nft, fresh[0].address)
+                    assert present == want, f"raw delta {i} not applied"
         finally:
             sock.close()
         result["raw"] = raw

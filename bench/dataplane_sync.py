@@ -59,7 +59,6 @@ from _common import (
 from _results import Row, emit
 
 from edgectl.agent.apply import Dataplane
-from edgectl.agent.nft import Nft
 from edgectl.agent.render import render_full
 from edgectl.model.policy import DesiredState
 
@@ -131,8 +130,8 @@ def agent_main(ns: str, args: argparse.Namespace) -> int:
     built = time.perf_counter() - start
     rss_state = current_rss_mib()
     before = resource.getrusage(resource.RUSAGE_SELF)
-    with Nft(ns) as nft:
-        result = Dataplane(nft).full_sync(state, now=FIXED_NOW)
+    with Dataplane(ns) as dataplane:
+        result = dataplane.full_sync(state, now=FIXED_NOW)
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     print(

@@ -79,7 +79,6 @@ from _common import (
 from _results import Row, emit
 
 from edgectl.agent.apply import Dataplane
-from edgectl.agent.nft import Nft
 from edgectl.lab.netns import in_netns, set_sysctl
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, standard_topology
@@ -324,8 +323,8 @@ def main() -> int:
             ),
         )
         for name, variant in (("b", state), ("f", untracked), ("s", uncapped)):
-            with Nft(topo[name].gateway_ns) as nft:
-                loaded = Dataplane(nft).full_sync(variant, now=FIXED_NOW)
+            with Dataplane(topo[name].gateway_ns) as dataplane:
+                loaded = dataplane.full_sync(variant, now=FIXED_NOW)
             print(f"{name}: full_sync of {args.keys:,} keys in {loaded.seconds:.2f} s")
         del state, untracked, uncapped
         sanity(topo["f"], topo["d"])

@@ -49,7 +49,6 @@ from _common import (
 from _results import Row, emit
 
 from edgectl.agent.apply import Dataplane
-from edgectl.agent.nft import Nft
 from edgectl.model import DesiredState
 
 FREQUENCY = 999  # samples per second per CPU
@@ -82,8 +81,8 @@ def load_handwritten(ns: str, state: DesiredState) -> None:
 
 
 def load_edgectl(ns: str, state: DesiredState) -> None:
-    with Nft(ns) as nft:
-        Dataplane(nft).full_sync(state, now=FIXED_NOW)
+    with Dataplane(ns) as dataplane:
+        dataplane.full_sync(state, now=FIXED_NOW)
 
 
 def main() -> int:

@@ -48,6 +48,7 @@ from controller_common import (
 )
 
 from edgectl.agent import kernel_readback as kr
+from edgectl.agent.netlink.constants import NFPROTO_INET, NFT_SET_INTERVAL
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, gateways
 from edgectl.controller.store.catalog import create_pool
@@ -92,13 +93,13 @@ def _holding_set(probe: Probe, held: int, timeout: float) -> str:
     found: list[str] = []
 
     def synced() -> bool:
-        layout = kr.read_table(probe.sock, kr.NFPROTO_INET, "edgectl")
+        layout = kr.read_table(probe.sock, NFPROTO_INET, "edgectl")
         if layout is None:
             return False
         names = [
             n
             for n, s in sorted(layout.sets.items())
-            if s.key_type == IPV4_ADDR and not s.flags & kr.NFT_SET_INTERVAL
+            if s.key_type == IPV4_ADDR and not s.flags & NFT_SET_INTERVAL
         ]
         found[:] = [n for n in names if probe.has(n, _key(0)) and probe.has(n, _key(held - 1))]
         return bool(found)

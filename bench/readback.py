@@ -42,13 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _results import Row, emit
 
-from edgectl.agent.kernel_readback import (
-    NFPROTO_INET,
-    NfNetlink,
-    generation,
-    missing_elements,
-    read_table,
-)
+from edgectl.agent.kernel_readback import generation, missing_elements, read_table
+from edgectl.agent.netlink.constants import NFPROTO_INET
+from edgectl.agent.netlink.nfsocket import NfNetlink
 
 CLONE_NEWNET = 0x40000000
 NFT_TIMEOUT_S = 300.0  # nft get element with 1M elements takes ~16 s; 300 s is "broken"

@@ -53,7 +53,7 @@ END = "<!-- bench-summary:end -->"
 FULL_BEGIN = "<!-- bench-summary-full:begin (written by bench/summary.py --full) -->"
 FULL_END = "<!-- bench-summary-full:end -->"
 TOTAL_BUDGET_S = 900.0
-FULL_BUDGET_S = 4200.0
+FULL_BUDGET_S = 5400.0
 STOP_GRACE_S = 60.0  # after SIGTERM: time for a script's finally to delete its namespaces
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,7 +103,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("full_sync_100k", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (wall)"),
             ("full_sync_100k_cpu", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (CPU)"),
         ),
-        70,
+        50,
         ("--keys", "1000000", "--reps", "3", "--no-cli"),
         (
             ("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall)"),
@@ -115,7 +115,7 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_delta_path.py",
         ("--sizes", "10000,100000", "--deltas", "100"),
         (("delta_path_100k", "agent delta path (answer in hand -> kernel commit) <= 2 ms"),),
-        45,
+        20,
         ("--sizes", "10000,100000,1000000", "--deltas", "200"),
         (("delta_path_1m", "agent delta path (answer in hand -> kernel commit) <= 2 ms at 1M"),),
         400,
@@ -124,7 +124,7 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_steady.py",
         ("--keys", "50000", "--reps", "3", "--seconds", "3"),
         _steady_rows("50k", "50k"),
-        100,
+        70,
         ("--keys", "1000000", "--reps", "3", "--seconds", "20"),
         _steady_rows("1m", "1M"),
         1200,
@@ -133,7 +133,7 @@ HEADLINES: tuple[Headline, ...] = (
         "cli_apply.py",
         ("--keys", "50000", "--reps", "3"),
         (("cli_apply_50k", "edgectl apply -f, 50k keys, whole command <= 1.5x nft -f"),),
-        50,
+        35,
         ("--keys", "200000", "--reps", "3"),
         (("cli_apply_200k", "edgectl apply -f, 200k keys, whole command <= 1.5x nft -f"),),
         400,
@@ -142,7 +142,7 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_propagation.py",
         ("--extra", "50", "--quarantines", "50", "--held", "100000"),
         (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
-        140,
+        110,
     ),
     Headline(
         "block_cutoff.py",
@@ -160,7 +160,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("quarantine_create_p99_scaling", "quarantine create p99, 30k held <= 1.5x 1k held"),
             ("session_upsert_p99_scaling", "session upsert p99, 30k held <= 1.5x 1k held"),
         ),
-        65,
+        45,
         ("--held", "100000", "--baseline", "1000", "--quick"),
         (
             ("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),
@@ -172,7 +172,7 @@ HEADLINES: tuple[Headline, ...] = (
         "propagation_one_gateway.py",
         ("--held", "50000", "--baseline", "5000", "--rounds", "3", "--requests", "30"),
         (("api_to_kernel_scaling", "API call -> key in kernel, 50k held <= 1.5x 5k held"),),
-        90,
+        70,
         ("--held", "200000", "--baseline", "10000", "--quick"),
         (("api_to_kernel_scaling", "API call -> key in kernel, 200k held <= 1.5x 10k held"),),
         500,
@@ -203,7 +203,7 @@ HEADLINES: tuple[Headline, ...] = (
         "readback.py",
         ("--reduced", "--repeat", "3"),
         (("readback_structure", "read-back of a 1M-element table without listing it"),),
-        20,
+        15,
     ),
     Headline(
         "kernel_gc.py",
@@ -215,13 +215,34 @@ HEADLINES: tuple[Headline, ...] = (
         "controller_snapshot.py",
         ("--quarantines", "100000", "--rounds", "3"),
         (("snapshot_100k", "snapshot, 100k quarantines < 2 s, < 300 MB"),),
-        55,
+        40,
     ),
     Headline(
         "controller_delta.py",
         ("--sizes", "1000", "100000", "--rounds", "11"),
         (("delta_cost_flat", "delta cost at 100k held <= 1.5x at 1k held"),),
-        70,
+        45,
+    ),
+    Headline(
+        "session_history.py",
+        ("--reduced",),
+        (
+            (
+                "session_history_at_lookup_p99_1m",
+                "'who held X at T' over 1,000,000 intervals: p99 < 5 ms",
+            ),
+            ("session_history_at_lookup_ratio_1m", "at lookup p99, 1M / 100k intervals"),
+        ),
+        90,
+        (),
+        (
+            (
+                "session_history_at_lookup_p99_10m",
+                "'who held X at T' over 10,000,000 intervals: p99 < 5 ms",
+            ),
+            ("session_history_at_lookup_ratio_10m", "at lookup p99, 10M / 100k intervals"),
+        ),
+        800,
     ),
     Headline(
         "radius_feed.py",

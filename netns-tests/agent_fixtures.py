@@ -520,13 +520,15 @@ def agent_cli(agent: AgentProc, action: str) -> subprocess.CompletedProcess[str]
 def missing_keys(site: Site, set_name: str, keys: list[str]) -> int:
     """How many of ``keys`` are not in the set (key-by-key netlink probes, no listing)."""
     from edgectl.agent import kernel_readback as kr
+    from edgectl.agent.netlink.constants import NFPROTO_INET
+    from edgectl.agent.netlink.nfsocket import NfNetlink
     from edgectl.lab.netns import in_netns
 
     with in_netns(site.topology.gateway_ns):
-        sock = kr.NfNetlink()
+        sock = NfNetlink()
     try:
         by_bytes = [socket.inet_aton(key) for key in keys]
-        return len(kr.missing_elements(sock, kr.NFPROTO_INET, "edgectl", set_name, by_bytes))
+        return len(kr.missing_elements(sock, NFPROTO_INET, "edgectl", set_name, by_bytes))
     finally:
         sock.close()
 

@@ -31,7 +31,7 @@ import pytest
 
 from edgectl.agent import kernel_readback
 from edgectl.agent.apply import Dataplane
-from edgectl.agent.nft import Nft
+from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.lab.netns import in_netns
 from edgectl.lab.probe import Listener, Outcome, connect, udp_query, wait_until
 from edgectl.lab.topology import Topology
@@ -334,8 +334,8 @@ class Gateway:
 
     def counter(self, name: str) -> int:
         """Packets of one named counter, read in-process (no CLI start-up per read)."""
-        with Nft(self.ns) as nft:
-            counters = Dataplane(nft).counters()
+        with Dataplane(self.ns) as dataplane:
+            counters = dataplane.counters()
         assert name in counters, f"no counter {name}: {sorted(counters)}"
         return counters[name][0]
 
@@ -379,7 +379,7 @@ class Gateway:
     def generation(self) -> int:
         """The ruleset generation id: every committed nf_tables transaction bumps it."""
         with in_netns(self.ns):
-            sock = kernel_readback.NfNetlink()
+            sock = NfNetlink()
         try:
             return kernel_readback.generation(sock)
         finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgectl.agent import kernel_readback as kr
+from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.agent.persist import StateStore
 from edgectl.lab.netns import in_netns
 from edgectl.model import DesiredState, Pool, PoolKind, Prefix, Quarantine, QuarantineMode
@@ -66,7 +67,7 @@ def test_restore_applies_the_persisted_state_without_a_controller(
     done = _edgectl("agent", "restore", "--config", str(config))
     assert done.returncode == 0, done.stderr
     assert "restored revision 12" in done.stderr
-    with in_netns(namespace), kr.NfNetlink() as sock:
+    with in_netns(namespace), NfNetlink() as sock:
         assert kr.read_table(sock, 1, "edgectl") is not None
         assert (
             kr.missing_elements(sock, 1, "edgectl", "q_block_4", [kr.encode_ipv4("100.64.0.9")])
@@ -79,5 +80,5 @@ def test_restore_with_nothing_persisted_exits_1_and_leaves_the_kernel_alone(
 ) -> None:
     done = _edgectl("agent", "restore", "--config", str(_config(tmp_path, namespace)))
     assert done.returncode == 1
-    with in_netns(namespace), kr.NfNetlink() as sock:
+    with in_netns(namespace), NfNetlink() as sock:
         assert kr.read_table(sock, 1, "edgectl") is None

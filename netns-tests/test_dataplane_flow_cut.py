@@ -39,6 +39,9 @@ from gateway_fixtures import (
     with_quarantines,
 )
 
+from edgectl.agent import conntrack
+from edgectl.agent.netlink.nfsocket import NfNetlink
+from edgectl.agent.netns import inside
 from edgectl.lab.flows import Kind, Stream
 from edgectl.lab.topology import Topology
 
@@ -140,3 +143,19 @@ def test_smtp_hold_cuts_open_mail_flows_and_leaves_the_rest(gateway: Gateway, fl
     stream = flows.start("udp", DYN4_A, MX4)
     done = hold(gateway, DYN4_A, "smtp")
     assert arrived_after(done, stream, mail, web) == [False, True]
+
+
+def test_the_stats_request_counts_this_namespace_only(gateway: Gateway, flows: Flows) -> None:
+    """``conntrack.entries`` (the check that spares a cut its dump) sees the
+    gateway's flows, and a namespace beside it that tracks nothing says 0."""
+    gateway.apply(base_policy())
+    flows.start("tcp-up", DYN4_A, MX4)
+    with inside(gateway.ns):
+        sock = NfNetlink()
+    with sock:
+        assert poll(lambda: (conntrack.entries(sock) or 0) > 0, 5.0)
+    quiet = gateway.topology.hosts["mx"].ns  # the flow ends here, but no ruleset tracks it
+    with inside(quiet):
+        sock = NfNetlink()
+    with sock:
+        assert conntrack.entries(sock) == 0

@@ -149,13 +149,17 @@ def test_quarantine_with_expiry_lapses_in_the_kernel(
     before = base_policy()
     if path == "delta":
         gateway.apply(before)
-    lifetime = 3.0
+    # Long enough for `edgectl apply` (a fresh process) and the first probe on
+    # a loaded machine: at 3 s the hold had lapsed before it was checked.
+    lifetime = 6.0
     expires = datetime.now(UTC) + timedelta(seconds=lifetime)
     policy = with_quarantines(
         before, {"key": DYN4_B, "mode": "smtp", "expires": expires.isoformat()}
     )
     run = gateway.apply(policy)
     assert f"{path} sync" in run.out, str(run)
+    checked = datetime.now(UTC)
+    assert checked < expires - timedelta(seconds=1), f"apply took until {checked}, too late"
     assert tcp(topology, DYN4_B, MX4, 587) is Outcome.RESET
     assert DYN4_B in gateway.nft("list", "set", "inet", "edgectl", "q_smtp_4").stdout
     # Nobody runs edgectl from here on: the kernel's element timeout does it.

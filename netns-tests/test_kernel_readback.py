@@ -18,6 +18,15 @@ from pathlib import Path
 import pytest
 
 from edgectl.agent import kernel_readback as kr
+from edgectl.agent.netlink.constants import (
+    NFPROTO_INET,
+    NFPROTO_IPV4,
+    NFT_SET_ANONYMOUS,
+    NFT_SET_EVAL,
+    NFT_SET_INTERVAL,
+    NFT_SET_TIMEOUT,
+)
+from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.lab.netns import in_netns
 from edgectl.lab.probe import wait_until
 
@@ -74,7 +83,7 @@ table inet othertool {
 class Lab:
     """One namespace holding RULESET, and a socket opened inside it."""
 
-    def __init__(self, name: str, sock: kr.NfNetlink) -> None:
+    def __init__(self, name: str, sock: NfNetlink) -> None:
         self.name = name
         self.sock = sock
 
@@ -86,11 +95,11 @@ class Lab:
             timeout=30,
         )
 
-    def open_socket(self, rcvbuf: int) -> kr.NfNetlink:
+    def open_socket(self, rcvbuf: int) -> NfNetlink:
         # setns() is per thread and the socket keeps the namespace it was
         # created in, so only the creation happens inside.
         with in_netns(self.name):
-            return kr.NfNetlink(rcvbuf=rcvbuf)
+            return NfNetlink(rcvbuf=rcvbuf)
 
 
 @pytest.fixture
@@ -110,7 +119,7 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
         timeout=30,
     )
     with in_netns(name):
-        sock = kr.NfNetlink()
+        sock = NfNetlink()
     try:
         yield Lab(name, sock)
     finally:
@@ -134,7 +143,7 @@ def v6(*addresses: str) -> list[bytes]:
 
 
 def test_chains_rules_and_comments(lab: Lab) -> None:
-    layout = kr.read_table(lab.sock, kr.NFPROTO_INET, "edgectl")
+    layout = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     assert layout is not None
     assert list(layout.chains) == ["forward", "mail", "out"]
 
@@ -158,15 +167,15 @@ def test_chains_rules_and_comments(lab: Lab) -> None:
 
 
 def test_sets_without_anonymous_ones(lab: Lab) -> None:
-    layout = kr.read_table(lab.sock, kr.NFPROTO_INET, "edgectl")
+    layout = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     assert layout is not None
     # r2's ``{ 198.51.100.1, ... }`` is an anonymous __set%d: not listed.
     assert sorted(layout.sets) == ["meter4", "pools4", "quar4", "quar6"]
 
     quar4 = layout.sets["quar4"]
     assert (quar4.key_type, quar4.key_len) == (7, 4)  # nft's ipv4_addr datatype
-    assert quar4.flags & kr.NFT_SET_TIMEOUT
-    assert not quar4.flags & (kr.NFT_SET_INTERVAL | kr.NFT_SET_ANONYMOUS)
+    assert quar4.flags & NFT_SET_TIMEOUT
+    assert not quar4.flags & (NFT_SET_INTERVAL | NFT_SET_ANONYMOUS)
     assert (quar4.size, quar4.timeout_ms, quar4.data_type, quar4.data_len) == (
         None,
         None,
@@ -178,32 +187,30 @@ def test_sets_without_anonymous_ones(lab: Lab) -> None:
     assert (quar6.key_type, quar6.key_len) == (8, 16)  # ipv6_addr
 
     pools4 = layout.sets["pools4"]
-    assert pools4.flags & kr.NFT_SET_INTERVAL
+    assert pools4.flags & NFT_SET_INTERVAL
 
     meter4 = layout.sets["meter4"]
     # ``flags dynamic`` is NFT_SET_EVAL in the kernel.
-    assert meter4.flags & (kr.NFT_SET_EVAL | kr.NFT_SET_TIMEOUT) == (
-        kr.NFT_SET_EVAL | kr.NFT_SET_TIMEOUT
-    )
+    assert meter4.flags & (NFT_SET_EVAL | NFT_SET_TIMEOUT) == (NFT_SET_EVAL | NFT_SET_TIMEOUT)
     assert (meter4.size, meter4.timeout_ms) == (65536, 120_000)
     assert meter4.userdata  # libnftnl TLVs (key byte order at least)
 
 
 def test_counters(lab: Lab) -> None:
-    layout = kr.read_table(lab.sock, kr.NFPROTO_INET, "edgectl")
+    layout = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     assert layout is not None
     assert layout.counters == {"op25b_drops": (0, 0), "quarantine_hits": (5, 300)}
 
 
 def test_other_tables_do_not_leak_in(lab: Lab) -> None:
-    layout = kr.read_table(lab.sock, kr.NFPROTO_INET, "edgectl")
+    layout = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     assert layout is not None
     assert "edgectl_lookalike" not in layout.chains
     assert "foreign" not in layout.sets
     assert "foreign_counter" not in layout.counters
     assert all(r.comment != "other" for c in layout.chains.values() for r in c.rules)
 
-    other = kr.read_table(lab.sock, kr.NFPROTO_INET, "othertool")
+    other = kr.read_table(lab.sock, NFPROTO_INET, "othertool")
     assert other is not None
     assert list(other.chains) == ["forward", "edgectl_lookalike"]
     assert other.chains["forward"].priority == -10
@@ -212,12 +219,12 @@ def test_other_tables_do_not_leak_in(lab: Lab) -> None:
 
 
 def test_absent_table_is_none(lab: Lab) -> None:
-    assert kr.read_table(lab.sock, kr.NFPROTO_INET, "absent") is None
+    assert kr.read_table(lab.sock, NFPROTO_INET, "absent") is None
     # Same name, other family: ``table ip edgectl`` does not exist.
-    assert kr.read_table(lab.sock, kr.NFPROTO_IPV4, "edgectl") is None
+    assert kr.read_table(lab.sock, NFPROTO_IPV4, "edgectl") is None
     lab.nft("delete", "table", "inet", "edgectl")
-    assert kr.read_table(lab.sock, kr.NFPROTO_INET, "edgectl") is None
-    assert kr.read_table(lab.sock, kr.NFPROTO_INET, "othertool") is not None
+    assert kr.read_table(lab.sock, NFPROTO_INET, "edgectl") is None
+    assert kr.read_table(lab.sock, NFPROTO_INET, "othertool") is not None
 
 
 # --- generation -----------------------------------------------------------------
@@ -225,7 +232,7 @@ def test_absent_table_is_none(lab: Lab) -> None:
 
 def test_generation_increments_on_commit(lab: Lab) -> None:
     before = kr.generation(lab.sock)
-    layout = kr.read_table(lab.sock, kr.NFPROTO_INET, "edgectl")
+    layout = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     assert layout is not None and layout.generation == before
     # Reads are not commits.
     assert kr.generation(lab.sock) == before
@@ -233,7 +240,7 @@ def test_generation_increments_on_commit(lab: Lab) -> None:
     lab.nft("add", "element", "inet", "edgectl", "quar4", "{ 100.64.0.77 }")
     wait_for(lambda: kr.generation(lab.sock) > before, "generation moves after add element")
     after = kr.generation(lab.sock)
-    layout = kr.read_table(lab.sock, kr.NFPROTO_INET, "edgectl")
+    layout = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     assert layout is not None and layout.generation == after
 
 
@@ -247,11 +254,11 @@ def test_sockets_see_their_own_namespace(lab: Lab, tmp_path: Path) -> None:
         subprocess.run(
             ["ip", "netns", "exec", other, "nft", "-f", str(script)], check=True, timeout=30
         )
-        with in_netns(other), kr.NfNetlink() as sock:
-            layout = kr.read_table(sock, kr.NFPROTO_INET, "edgectl")
+        with in_netns(other), NfNetlink() as sock:
+            layout = kr.read_table(sock, NFPROTO_INET, "edgectl")
         # The read above ran inside; this one runs in the test's namespace,
         # through the lab socket opened earlier.
-        mine = kr.read_table(lab.sock, kr.NFPROTO_INET, "edgectl")
+        mine = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     finally:
         subprocess.run(["ip", "netns", "delete", other], check=False, timeout=30)
     assert layout is not None and list(layout.chains) == ["only_here"]
@@ -263,34 +270,32 @@ def test_sockets_see_their_own_namespace(lab: Lab, tmp_path: Path) -> None:
 
 def test_missing_ipv4_keys_are_exactly_the_deleted_ones(lab: Lab) -> None:
     keys = v4("100.64.0.1", "100.64.0.2", "100.64.0.3", "100.64.0.4", "100.64.0.9")
-    assert kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "quar4", keys) == v4(
-        "100.64.0.9"
-    )
+    assert kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", keys) == v4("100.64.0.9")
     lab.nft("delete", "element", "inet", "edgectl", "quar4", "{ 100.64.0.2, 100.64.0.4 }")
-    assert kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "quar4", keys) == v4(
+    assert kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", keys) == v4(
         "100.64.0.2", "100.64.0.4", "100.64.0.9"
     )
 
 
 def test_missing_ipv6_keys_are_exactly_the_deleted_ones(lab: Lab) -> None:
     keys = v6("2001:db8:1000:100::", "2001:db8:1000:200::", "2001:db8:1000:300::")
-    assert kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "quar6", keys) == []
+    assert kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar6", keys) == []
     lab.nft("delete", "element", "inet", "edgectl", "quar6", "{ 2001:db8:1000:200:: }")
-    assert kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "quar6", keys) == v6(
+    assert kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar6", keys) == v6(
         "2001:db8:1000:200::"
     )
 
 
 def test_no_keys_asks_nothing(lab: Lab) -> None:
-    assert kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "quar4", []) == []
+    assert kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", []) == []
 
 
 def test_expired_element_counts_as_missing(lab: Lab) -> None:
     lab.nft("add", "element", "inet", "edgectl", "quar4", "{ 100.64.0.50 timeout 1s }")
     key = v4("100.64.0.50")
-    assert kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "quar4", key) == []
+    assert kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", key) == []
     wait_for(
-        lambda: kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "quar4", key) == key,
+        lambda: kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", key) == key,
         "an element past its 1 s timeout reads as missing",
     )
 
@@ -303,23 +308,23 @@ def test_many_keys_through_a_tiny_receive_buffer(lab: Lab) -> None:
         present = v4("100.64.0.1", "100.64.0.3")
         absent = [bytes([172, 16, i // 256, i % 256]) for i in range(500)]
         keys = [k for pair in zip(absent[:2], present, strict=True) for k in pair] + absent[2:]
-        got = kr.missing_elements(sock, kr.NFPROTO_INET, "edgectl", "quar4", keys, window=256)
+        got = kr.missing_elements(sock, NFPROTO_INET, "edgectl", "quar4", keys, window=256)
     finally:
         sock.close()
     assert got == absent
 
 
 def test_absent_set_is_an_error_not_all_missing(lab: Lab) -> None:
-    with pytest.raises(kr.NetlinkError) as info:
-        kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "nope", v4("100.64.0.1"))
+    with pytest.raises(NetlinkError) as info:
+        kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "nope", v4("100.64.0.1"))
     assert info.value.errno == errno.ENOENT
-    with pytest.raises(kr.NetlinkError) as info:
-        kr.missing_elements(lab.sock, kr.NFPROTO_INET, "absent", "quar4", v4("100.64.0.1"))
+    with pytest.raises(NetlinkError) as info:
+        kr.missing_elements(lab.sock, NFPROTO_INET, "absent", "quar4", v4("100.64.0.1"))
     assert info.value.errno == errno.ENOENT
 
 
 def test_refuses_interval_sets_and_wrong_key_lengths(lab: Lab) -> None:
     with pytest.raises(ValueError, match="interval"):
-        kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "pools4", v4("100.64.0.1"))
+        kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "pools4", v4("100.64.0.1"))
     with pytest.raises(ValueError, match="bytes"):
-        kr.missing_elements(lab.sock, kr.NFPROTO_INET, "edgectl", "quar4", v6("2001:db8::"))
+        kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", v6("2001:db8::"))

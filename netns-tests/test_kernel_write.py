@@ -13,7 +13,8 @@ import pytest
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent.apply import Dataplane
 from edgectl.agent.kernel_write import commit_elements
-from edgectl.agent.nft import Nft, NftError
+from edgectl.agent.netlink.nfsocket import NetlinkError
+from edgectl.agent.nft import NftError
 from edgectl.agent.transaction import ElementOp
 from edgectl.model import DesiredState, Pool, PoolKind, Prefix, Quarantine, QuarantineMode
 from edgectl.model.delta import diff
@@ -26,7 +27,7 @@ def dataplane() -> Iterator[Dataplane]:
     name = f"ectl-kw-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        with Nft(name) as nft, Dataplane(nft) as plane:
+        with Dataplane(name) as plane:
             yield plane
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=True)
@@ -42,7 +43,7 @@ def _state() -> DesiredState:
 
 def _present(plane: Dataplane, set_name: str, address: str) -> bool:
     key = kr.encode_ipv6(address) if ":" in address else kr.encode_ipv4(address)
-    return not kr.missing_elements(plane.sock, 1, "edgectl", set_name, [key])
+    return not plane.missing_elements(set_name, [key])
 
 
 def test_a_delta_goes_through_the_raw_batch_and_is_in_force(dataplane: Dataplane) -> None:
@@ -77,7 +78,7 @@ def test_a_refused_batch_changes_nothing(dataplane: Dataplane) -> None:
         ElementOp("add", "q_block_4", (("100.64.0.7", None),)),
         ElementOp("add", "no_such_set", (("100.64.0.8", None),)),
     ]
-    with pytest.raises(kr.NetlinkError):
+    with pytest.raises(NetlinkError):
         commit_elements(dataplane.sock, ops)
     assert not _present(dataplane, "q_block_4", "100.64.0.7")
     assert dataplane.generation() == before

@@ -227,28 +227,29 @@ def test_a_wrong_secret_gets_no_answer(lab: fleet.LabState, tmp_path: Path) -> N
     assert sample(lab, BAD_AUTHENTICATOR) == dropped + 2
 
 
-def test_a_killed_controller_loses_no_acknowledged_packet(lab: fleet.LabState) -> None:
+def test_a_killed_controller_loses_no_acknowledged_packet(
+    lab: fleet.LabState, tmp_path: Path
+) -> None:
     accounts = [f"storm-{n}" for n in range(200)]
     requests = [start(a, f"k-{a}", f"100.64.2.{1 + n}") for n, a in enumerate(accounts)]
     pid = fleet.process_pid(lab, "controller")
     assert pid is not None
     before = sample(lab, APPLIED_STARTS)
+    # From a file, not stdin: communicate() would flush a stdin already closed.
+    request_file = tmp_path / "storm.requests"
+    request_file.write_text(_request_text(requests))
     # 40 a second, 8 in flight, each retransmitted every second up to 30 times:
     # the feed lasts ~5 s, and the kill lands in it.
-    argv = _radclient_argv(
-        lab, lab.radius_secret_file, retries=30, wait=1.0, extra=["-p", "8", "-n", "40"]
-    )
-    sender = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    extra = ["-p", "8", "-n", "40", "-f", str(request_file)]
+    argv = _radclient_argv(lab, lab.radius_secret_file, retries=30, wait=1.0, extra=extra)
+    # Its output to a file: -x prints every packet, more than a pipe holds
+    # while nobody reads it (radclient would stall mid-feed).
+    log_file = tmp_path / "radclient.out"
+    with log_file.open("w") as log:
+        sender = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
-        assert sender.stdin is not None
-        sender.stdin.write(_request_text(requests))
-        sender.stdin.close()
         # Mid-feed: once this process has acknowledged some, it dies without a word.
         assert wait_until(
             lambda: sample(lab, APPLIED_STARTS) >= before + 20, timeout=30, interval=0.05
@@ -259,11 +260,12 @@ def test_a_killed_controller_loses_no_acknowledged_packet(lab: fleet.LabState) -
         assert wait_until(lambda: fleet.process_pid(lab, "controller") is None, timeout=10)
         fleet.start_controller(lab)
         fleet.wait_healthy(lab)
-        output, _ = sender.communicate(timeout=RADCLIENT_TIMEOUT)
+        sender.wait(timeout=RADCLIENT_TIMEOUT)
     finally:
         if sender.poll() is None:
             sender.kill()
             sender.wait(timeout=10)
+    output = log_file.read_text()
     # Every request was answered in the end (by one process or the other) ...
     assert sender.returncode == 0, output[-3000:]
     assert output.count("Received Accounting-Response") >= len(accounts)

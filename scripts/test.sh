@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check edgectl tests netns-tests bench ansible/library
 .venv/bin/ruff format --check edgectl tests netns-tests bench ansible/library
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache
 .venv/bin/pytest tests -q "$@"
 if [[ $(id -u) -ne 0 && -z "${CI:-}" ]]; then
     echo "test: not root, netns tier not run (sudo $0 runs it)" >&2

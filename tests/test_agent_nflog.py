@@ -13,8 +13,16 @@ import struct
 
 import pytest
 
-from edgectl.agent import kernel_readback as kr
 from edgectl.agent import nflog
+from edgectl.agent.netlink.codec import encode_message, iter_messages
+from edgectl.agent.netlink.constants import (
+    NFT_MSG_GETGEN,
+    NLM_F_ACK,
+    NLM_F_MULTI,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+)
 from edgectl.model import Prefix
 
 ULOG = 4 << 8  # NFNL_SUBSYS_ULOG
@@ -79,11 +87,11 @@ def packet(
 
 
 def done() -> bytes:
-    return struct.pack("=IHHII", 20, kr.NLMSG_DONE, kr.NLM_F_MULTI, 0, 0) + b"\0" * 4
+    return struct.pack("=IHHII", 20, NLMSG_DONE, NLM_F_MULTI, 0, 0) + b"\0" * 4
 
 
 def decode(raw: bytes) -> list[nflog.LogEvent]:
-    return nflog.decode_datagram(kr.iter_messages(raw))
+    return nflog.decode_datagram(iter_messages(raw))
 
 
 # --- events -------------------------------------------------------------------
@@ -152,7 +160,7 @@ def test_event_without_prefix_or_seq() -> None:
 
 
 def test_other_messages_are_not_events() -> None:
-    error = struct.pack("=IHHII", 36, kr.NLMSG_ERROR, 0, 9, 0) + struct.pack("=i", 0) + bytes(16)
+    error = struct.pack("=IHHII", 36, NLMSG_ERROR, 0, 9, 0) + struct.pack("=i", 0) + bytes(16)
     config = struct.pack("=IHHII", 20, CONFIG, 0, 0, 0) + bytes(4)
     assert decode(error + config + done()) == []
 
@@ -167,12 +175,12 @@ def test_bind_request_bytes() -> None:
     flags = attr(6, struct.pack(">H", 1))  # NFULA_CFG_FLAGS: NFULNL_CFG_F_SEQ
     # AF_UNSPEC: the bind command ignores the family; res_id is the group, big-endian.
     body = struct.pack("=BB", socket.AF_UNSPEC, 0) + b"\x12\x34" + cmd + mode + flags
-    header = struct.pack("=IHHII", 16 + len(body), CONFIG, kr.NLM_F_REQUEST | kr.NLM_F_ACK, 99, 0)
+    header = struct.pack("=IHHII", 16 + len(body), CONFIG, NLM_F_REQUEST | NLM_F_ACK, 99, 0)
     assert raw == header + body
 
 
 def test_nf_tables_requests_are_unchanged_by_the_subsystem_argument() -> None:
-    raw = kr.encode_message(kr.NFT_MSG_GETGEN, kr.NLM_F_REQUEST, 1, 0, b"")
+    raw = encode_message(NFT_MSG_GETGEN, NLM_F_REQUEST, 1, 0, b"")
     assert raw == struct.pack("=IHHII", 20, 0x0A10, 1, 1, 0) + b"\0\0\0\0"
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from edgectl.agent import conntrack as ct
 from edgectl.agent import flow_cut
-from edgectl.agent import kernel_readback as kr
 from edgectl.agent.flow_cut import holds
+from edgectl.agent.netlink.codec import NlMsg, nla, nla_nested
+from edgectl.agent.netlink.constants import NLM_F_MULTI
 from edgectl.model.keymap import KeyMap
 from edgectl.model.policy import Quarantine, QuarantineMode
 from edgectl.model.prefix import Prefix
@@ -21,22 +22,22 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MAIL = (25, 465, 587)
 
 
-def message(src: str, dst: str, proto: int, dport: int) -> kr.NlMsg:
+def message(src: str, dst: str, proto: int, dport: int) -> NlMsg:
     """A conntrack entry as ctnetlink dumps it: nfgenmsg, then CTA_TUPLE_ORIG nested."""
     family = socket.AF_INET6 if ":" in src else socket.AF_INET
     src_type, dst_type = (ct.CTA_IP_V6_SRC, ct.CTA_IP_V6_DST) if ":" in src else (1, 2)
-    ip = kr.nla_nested(
+    ip = nla_nested(
         ct.CTA_TUPLE_IP,
-        kr.nla(src_type, socket.inet_pton(family, src)),
-        kr.nla(dst_type, socket.inet_pton(family, dst)),
+        nla(src_type, socket.inet_pton(family, src)),
+        nla(dst_type, socket.inet_pton(family, dst)),
     )
-    proto_attrs = kr.nla_nested(
+    proto_attrs = nla_nested(
         ct.CTA_TUPLE_PROTO,
-        kr.nla(ct.CTA_PROTO_NUM, bytes([proto])),
-        kr.nla(ct.CTA_PROTO_DST_PORT, struct.pack(">H", dport)),
+        nla(ct.CTA_PROTO_NUM, bytes([proto])),
+        nla(ct.CTA_PROTO_DST_PORT, struct.pack(">H", dport)),
     )
-    body = struct.pack("=BBH", family, 0, 0) + kr.nla_nested(ct.CTA_TUPLE_ORIG, ip, proto_attrs)
-    return kr.NlMsg(0x100, kr.NLM_F_MULTI, 1, 0, body)
+    body = struct.pack("=BBH", family, 0, 0) + nla_nested(ct.CTA_TUPLE_ORIG, ip, proto_attrs)
+    return NlMsg(0x100, NLM_F_MULTI, 1, 0, body)
 
 
 def doomed(
@@ -160,9 +161,10 @@ def test_a_failing_cut_leaves_the_thread_running_and_close_finishes_what_is_pend
     assert done[-1] == [last] and len(done) == 2
 
 
-def _fake_dumps(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[int, list[kr.NlMsg]], list[object]]:
-    dumps: dict[int, list[kr.NlMsg]] = {4: [], 6: []}
+def _fake_dumps(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[int, list[NlMsg]], list[object]]:
+    dumps: dict[int, list[NlMsg]] = {4: [], 6: []}
     monkeypatch.setattr(ct, "_dump", lambda sock, version: iter(dumps[version]))
+    monkeypatch.setattr(ct, "entries", lambda sock: len(dumps[4]) + len(dumps[6]))
     sent: list[object] = []
     monkeypatch.setattr(
         ct, "_pipeline", lambda sock, requests: sent.extend(requests) or [0] * len(requests)
@@ -189,6 +191,19 @@ def test_a_lazy_cut_is_computed_only_when_the_dump_shows_an_entry(
     ]
     assert ct.cut_flows(object(), [source]) == 1  # type: ignore[arg-type]
     assert computed == [1] and len(sent) == 1
+
+
+def test_no_dump_when_the_namespace_tracks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stats request says 0: the host-wide walk is skipped; None (unknown): it runs."""
+    walked: list[int] = []
+    monkeypatch.setattr(ct, "_dump", lambda sock, version: walked.append(version) or iter(()))
+    cut = ct.Cut(frozenset({Prefix.parse("100.64.0.1/32")}), frozenset(), frozenset())
+    monkeypatch.setattr(ct, "entries", lambda sock: 0)
+    assert ct.cut_flows(object(), [cut]) == 0  # type: ignore[arg-type]
+    assert walked == []
+    monkeypatch.setattr(ct, "entries", lambda sock: None)
+    assert ct.cut_flows(object(), [cut]) == 0  # type: ignore[arg-type]
+    assert walked == [4]
 
 
 def test_held_keys_match_what_holds_would_cut_without_copying_the_keys() -> None:

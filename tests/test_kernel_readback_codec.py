@@ -13,8 +13,47 @@ import struct
 import pytest
 
 from edgectl.agent import kernel_readback as kr
+from edgectl.agent.netlink.codec import (
+    NlMsg,
+    decode_error,
+    encode_message,
+    iter_attrs,
+    iter_messages,
+    parse_attrs,
+)
+from edgectl.agent.netlink.constants import (
+    NF_DROP,
+    NFNL_SUBSYS_NFTABLES,
+    NFPROTO_INET,
+    NFPROTO_NETDEV,
+    NFT_MSG_GETCHAIN,
+    NFT_MSG_GETGEN,
+    NFT_MSG_GETSET,
+    NFT_MSG_GETSETELEM,
+    NFT_MSG_NEWCHAIN,
+    NFT_MSG_NEWGEN,
+    NFT_MSG_NEWOBJ,
+    NFT_MSG_NEWRULE,
+    NFT_MSG_NEWSET,
+    NFT_MSG_NEWSETELEM,
+    NFT_OBJECT_COUNTER,
+    NFT_SET_EVAL,
+    NFT_SET_MAP,
+    NFT_SET_TIMEOUT,
+    NLM_F_ACK,
+    NLM_F_ACK_TLVS,
+    NLM_F_CAPPED,
+    NLM_F_DUMP,
+    NLM_F_DUMP_INTR,
+    NLM_F_MULTI,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGERR_ATTR_MSG,
+)
+from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 
-NFT = kr.NFNL_SUBSYS_NFTABLES << 8
+NFT = NFNL_SUBSYS_NFTABLES << 8
 
 
 def attr(attr_type: int, payload: bytes) -> bytes:
@@ -39,11 +78,11 @@ def be64(attr_type: int, value: int) -> bytes:
     return attr(attr_type, struct.pack(">Q", value))
 
 
-def nft_msg(msg: int, body: bytes, *, family: int = 1, flags: int = 2, seq: int = 7) -> kr.NlMsg:
+def nft_msg(msg: int, body: bytes, *, family: int = 1, flags: int = 2, seq: int = 7) -> NlMsg:
     """An nf_tables message as the kernel sends it, parsed only by iter_messages."""
     payload = struct.pack("=BBH", family, 0, 0) + body
     raw = struct.pack("=IHHII", 16 + len(payload), NFT | msg, flags, seq, 4242) + payload
-    (m,) = kr.iter_messages(raw)
+    (m,) = iter_messages(raw)
     return m
 
 
@@ -51,7 +90,7 @@ def nft_msg(msg: int, body: bytes, *, family: int = 1, flags: int = 2, seq: int 
 
 
 def test_getgen_request_bytes() -> None:
-    raw = kr.encode_message(kr.NFT_MSG_GETGEN, kr.NLM_F_REQUEST | kr.NLM_F_ACK, 0x01020304, 0, b"")
+    raw = encode_message(NFT_MSG_GETGEN, NLM_F_REQUEST | NLM_F_ACK, 0x01020304, 0, b"")
     # len=20, type=0x0a10 (subsys 10, msg 16), flags=5, seq, pid=0 | nfgenmsg 0,0,0
     assert raw == struct.pack("=IHHII", 20, 0x0A10, 5, 0x01020304, 0) + b"\0\0\0\0"
 
@@ -93,11 +132,11 @@ def test_encode_addresses_network_order() -> None:
 
 def test_iter_attrs_masks_nested_and_byteorder_flags_and_skips_padding() -> None:
     buf = attr(1 | 0x8000, b"abc") + attr(2 | 0x4000, b"\x00\x00\x00\x05") + attr(3, b"")
-    assert list(kr.iter_attrs(buf)) == [(1, b"abc"), (2, b"\0\0\0\5"), (3, b"")]
+    assert list(iter_attrs(buf)) == [(1, b"abc"), (2, b"\0\0\0\5"), (3, b"")]
 
 
 def test_parse_attrs_last_duplicate_wins() -> None:
-    assert kr.parse_attrs(attr(1, b"a") + attr(1, b"b")) == {1: b"b"}
+    assert parse_attrs(attr(1, b"a") + attr(1, b"b")) == {1: b"b"}
 
 
 @pytest.mark.parametrize(
@@ -109,55 +148,55 @@ def test_parse_attrs_last_duplicate_wins() -> None:
 )
 def test_iter_attrs_rejects_malformed(buf: bytes) -> None:
     with pytest.raises(ValueError):
-        list(kr.iter_attrs(buf))
+        list(iter_attrs(buf))
 
 
 def test_iter_messages_splits_a_datagram_with_padding() -> None:
     one = struct.pack("=IHHII", 19, NFT | 15, 0, 1, 0) + b"xyz"  # 19 bytes, padded to 20
-    two = struct.pack("=IHHII", 20, kr.NLMSG_DONE, 2, 2, 0) + b"\0\0\0\0"
-    msgs = list(kr.iter_messages(one + b"\0" + two))
+    two = struct.pack("=IHHII", 20, NLMSG_DONE, 2, 2, 0) + b"\0\0\0\0"
+    msgs = list(iter_messages(one + b"\0" + two))
     assert [(m.type, m.seq, m.payload) for m in msgs] == [
         (NFT | 15, 1, b"xyz"),
-        (kr.NLMSG_DONE, 2, b"\0\0\0\0"),
+        (NLMSG_DONE, 2, b"\0\0\0\0"),
     ]
 
 
 def test_iter_messages_rejects_overlong_length() -> None:
     with pytest.raises(ValueError):
-        list(kr.iter_messages(struct.pack("=IHHII", 64, 2, 0, 0, 0)))
+        list(iter_messages(struct.pack("=IHHII", 64, 2, 0, 0, 0)))
 
 
 # --- NLMSG_ERROR --------------------------------------------------------------
 
 
-def _error(code: int, flags: int, echoed: bytes, tlvs: bytes = b"") -> kr.NlMsg:
+def _error(code: int, flags: int, echoed: bytes, tlvs: bytes = b"") -> NlMsg:
     payload = struct.pack("=i", code) + echoed + tlvs
-    raw = struct.pack("=IHHII", 16 + len(payload), kr.NLMSG_ERROR, flags, 9, 0) + payload
-    (m,) = kr.iter_messages(raw)
+    raw = struct.pack("=IHHII", 16 + len(payload), NLMSG_ERROR, flags, 9, 0) + payload
+    (m,) = iter_messages(raw)
     return m
 
 
 def test_decode_error_ack_is_zero() -> None:
     orig = struct.pack("=IHHII", 16, NFT | 16, 5, 9, 0)
-    assert kr.decode_error(_error(0, kr.NLM_F_CAPPED, orig)) == (0, "")
+    assert decode_error(_error(0, NLM_F_CAPPED, orig)) == (0, "")
 
 
 def test_decode_error_capped_with_ext_ack_message() -> None:
     orig = struct.pack("=IHHII", 60, NFT | 13, 5, 9, 0)  # header only (NETLINK_CAP_ACK)
     msg = _error(
         -errno.ENOENT,
-        kr.NLM_F_CAPPED | kr.NLM_F_ACK_TLVS,
+        NLM_F_CAPPED | NLM_F_ACK_TLVS,
         orig,
-        string(kr.NLMSGERR_ATTR_MSG, "no such set") + attr(2, struct.pack("=I", 20)),
+        string(NLMSGERR_ATTR_MSG, "no such set") + attr(2, struct.pack("=I", 20)),
     )
-    assert kr.decode_error(msg) == (errno.ENOENT, "no such set")
+    assert decode_error(msg) == (errno.ENOENT, "no such set")
 
 
 def test_decode_error_uncapped_skips_the_echoed_request_payload() -> None:
     orig_payload = b"\1\0\0\0" + string(1, "edgectl")  # 16 bytes
     orig = struct.pack("=IHHII", 16 + len(orig_payload), NFT | 1, 5, 9, 0) + orig_payload
-    msg = _error(-errno.EINVAL, kr.NLM_F_ACK_TLVS, orig, string(kr.NLMSGERR_ATTR_MSG, "bad"))
-    assert kr.decode_error(msg) == (errno.EINVAL, "bad")
+    msg = _error(-errno.EINVAL, NLM_F_ACK_TLVS, orig, string(NLMSGERR_ATTR_MSG, "bad"))
+    assert decode_error(msg) == (errno.EINVAL, "bad")
 
 
 # --- rule userdata ------------------------------------------------------------
@@ -187,37 +226,37 @@ def test_rule_comment_truncated_tlv() -> None:
 
 def test_decode_base_chain() -> None:
     m = nft_msg(
-        kr.NFT_MSG_NEWCHAIN,
+        NFT_MSG_NEWCHAIN,
         string(1, "edgectl")
         + be64(2, 1)
         + string(3, "forward")
         + nested(4, be32(1, 2), attr(2, struct.pack(">i", -150)))
-        + be32(5, kr.NF_DROP)
+        + be32(5, NF_DROP)
         + be32(6, 3)
         + string(7, "filter"),
     )
-    table, chain = kr.decode_chain(m, kr.NFPROTO_INET)
+    table, chain = kr.decode_chain(m, NFPROTO_INET)
     assert table == "edgectl"
     assert chain == kr.ChainInfo("forward", "forward", -150, "drop", "filter", [])
 
 
 def test_decode_regular_chain_has_no_hook_fields() -> None:
-    m = nft_msg(kr.NFT_MSG_NEWCHAIN, string(1, "edgectl") + be64(2, 4) + string(3, "mail"))
-    assert kr.decode_chain(m, kr.NFPROTO_INET) == (
+    m = nft_msg(NFT_MSG_NEWCHAIN, string(1, "edgectl") + be64(2, 4) + string(3, "mail"))
+    assert kr.decode_chain(m, NFPROTO_INET) == (
         "edgectl",
         kr.ChainInfo("mail", None, None, None, None, []),
     )
 
 
 def test_hook_names_depend_on_family() -> None:
-    assert kr.hook_name(kr.NFPROTO_INET, 2) == "forward"
-    assert kr.hook_name(kr.NFPROTO_NETDEV, 0) == "ingress"
-    assert kr.hook_name(kr.NFPROTO_INET, 42) == "hook42"
+    assert kr.hook_name(NFPROTO_INET, 2) == "forward"
+    assert kr.hook_name(NFPROTO_NETDEV, 0) == "ingress"
+    assert kr.hook_name(NFPROTO_INET, 42) == "hook42"
 
 
 def test_decode_rule_with_comment() -> None:
     m = nft_msg(
-        kr.NFT_MSG_NEWRULE,
+        NFT_MSG_NEWRULE,
         string(1, "edgectl")
         + string(2, "forward")
         + be64(3, 0x1_0000_0009)
@@ -229,10 +268,10 @@ def test_decode_rule_with_comment() -> None:
 
 def test_decode_set_with_desc_size_and_timeout() -> None:
     m = nft_msg(
-        kr.NFT_MSG_NEWSET,
+        NFT_MSG_NEWSET,
         string(1, "edgectl")
         + string(2, "meter4")
-        + be32(3, kr.NFT_SET_TIMEOUT | kr.NFT_SET_EVAL)
+        + be32(3, NFT_SET_TIMEOUT | NFT_SET_EVAL)
         + be32(4, 7)
         + be32(5, 4)
         + nested(9, be32(1, 65536))
@@ -257,10 +296,10 @@ def test_decode_set_with_desc_size_and_timeout() -> None:
 
 def test_decode_map_set_data_fields() -> None:
     m = nft_msg(
-        kr.NFT_MSG_NEWSET,
+        NFT_MSG_NEWSET,
         string(1, "t")
         + string(2, "m")
-        + be32(3, kr.NFT_SET_MAP)
+        + be32(3, NFT_SET_MAP)
         + be32(4, 8)
         + be32(5, 16)
         + be32(6, 0xFFFFFF00)
@@ -278,24 +317,24 @@ def test_decode_map_set_data_fields() -> None:
 
 def test_decode_counter_object() -> None:
     m = nft_msg(
-        kr.NFT_MSG_NEWOBJ,
+        NFT_MSG_NEWOBJ,
         string(1, "edgectl")
         + string(2, "quarantined")
-        + be32(3, kr.NFT_OBJECT_COUNTER)
+        + be32(3, NFT_OBJECT_COUNTER)
         + nested(4, be64(1, 300), be64(2, 5)),
     )
     table, name, obj_type, data = kr.decode_obj(m)
-    assert (table, name, obj_type) == ("edgectl", "quarantined", kr.NFT_OBJECT_COUNTER)
+    assert (table, name, obj_type) == ("edgectl", "quarantined", NFT_OBJECT_COUNTER)
     assert kr.decode_counter(data) == (5, 300)  # (packets, bytes)
 
 
 def test_decode_gen() -> None:
-    m = nft_msg(kr.NFT_MSG_NEWGEN, be32(1, 0xDEADBEEF) + be32(2, 123) + string(3, "nft"))
+    m = nft_msg(NFT_MSG_NEWGEN, be32(1, 0xDEADBEEF) + be32(2, 123) + string(3, "nft"))
     assert kr.decode_gen(m) == 0xDEADBEEF
 
 
 def test_netlink_error_is_an_oserror_with_errno() -> None:
-    exc = kr.NetlinkError(errno.ENOENT, "no such table")
+    exc = NetlinkError(errno.ENOENT, "no such table")
     assert isinstance(exc, OSError)
     assert exc.errno == errno.ENOENT
     assert exc.strerror == "no such table"
@@ -334,20 +373,16 @@ class _FakeSock:
 
 def _ack(seq: int, code: int = 0) -> bytes:
     payload = struct.pack("=i", -code) + struct.pack("=IHHII", 16, NFT | 13, 5, seq, 0)
-    return struct.pack("=IHHII", 16 + len(payload), kr.NLMSG_ERROR, kr.NLM_F_CAPPED, seq, 0) + (
-        payload
-    )
+    return struct.pack("=IHHII", 16 + len(payload), NLMSG_ERROR, NLM_F_CAPPED, seq, 0) + (payload)
 
 
 def _elem_reply(seq: int) -> bytes:
     payload = b"\1\0\0\0" + string(1, "edgectl")
-    return struct.pack("=IHHII", 16 + len(payload), NFT | kr.NFT_MSG_NEWSETELEM, 0, seq, 0) + (
-        payload
-    )
+    return struct.pack("=IHHII", 16 + len(payload), NFT | NFT_MSG_NEWSETELEM, 0, seq, 0) + (payload)
 
 
-def _with_fake(script: list[bytes | int | None]) -> tuple[kr.NfNetlink, _FakeSock]:
-    sock = kr.NfNetlink()
+def _with_fake(script: list[bytes | int | None]) -> tuple[NfNetlink, _FakeSock]:
+    sock = NfNetlink()
     sock._sock.close()
     fake = _FakeSock(script)
     sock._sock = fake  # type: ignore[assignment]
@@ -361,52 +396,52 @@ def test_pipeline_matches_answers_by_seq_and_ignores_strangers() -> None:
         _ack(5) + _elem_reply(101),  # seq 5: stale reply from an abandoned exchange
         _ack(101) + _ack(102, errno.ENOENT),
     ]
-    out = sock.pipeline([(kr.NFT_MSG_GETSETELEM, 1, b"")] * 2)
+    out = sock.pipeline([(NFT_MSG_GETSETELEM, 1, b"")] * 2)
     assert [(a[0], len(a[2])) if a else None for a in out] == [(0, 1), (errno.ENOENT, 0)]
     (datagram,) = fake.sent
-    assert [m.seq for m in kr.iter_messages(datagram)] == [101, 102]
+    assert [m.seq for m in iter_messages(datagram)] == [101, 102]
 
 
 def test_pipeline_marks_dropped_answers_after_enobufs_instead_of_waiting() -> None:
     # ENOBUFS first, then what did fit, then an empty queue: request 3 was dropped.
     sock, _ = _with_fake([errno.ENOBUFS, _ack(101), _ack(102, errno.ENOENT), None])
-    out = sock.pipeline([(kr.NFT_MSG_GETSETELEM, 1, b"")] * 3)
+    out = sock.pipeline([(NFT_MSG_GETSETELEM, 1, b"")] * 3)
     assert out[0] is not None and out[0][0] == 0
     assert out[1] is not None and out[1][0] == errno.ENOENT
     assert out[2] is None
 
 
-def _done(seq: int, code: int = 0, flags: int = kr.NLM_F_MULTI) -> bytes:
-    return struct.pack("=IHHII", 20, kr.NLMSG_DONE, flags, seq, 0) + struct.pack("=i", -code)
+def _done(seq: int, code: int = 0, flags: int = NLM_F_MULTI) -> bytes:
+    return struct.pack("=IHHII", 20, NLMSG_DONE, flags, seq, 0) + struct.pack("=i", -code)
 
 
-def _chain(seq: int, name: str, flags: int = kr.NLM_F_MULTI) -> bytes:
+def _chain(seq: int, name: str, flags: int = NLM_F_MULTI) -> bytes:
     payload = b"\1\0\0\0" + string(1, "edgectl") + string(3, name)
-    return struct.pack("=IHHII", 16 + len(payload), NFT | kr.NFT_MSG_NEWCHAIN, flags, seq, 0) + (
+    return struct.pack("=IHHII", 16 + len(payload), NFT | NFT_MSG_NEWCHAIN, flags, seq, 0) + (
         payload
     )
 
 
 def test_dump_collects_until_done() -> None:
     sock, fake = _with_fake([_chain(101, "a") + _chain(101, "b"), _done(101)])
-    got = sock.dump(kr.NFT_MSG_GETCHAIN, kr.NFPROTO_INET)
-    assert [kr.decode_chain(m, kr.NFPROTO_INET)[1].name for m in got] == ["a", "b"]
-    (request,) = kr.iter_messages(fake.sent[0])
-    assert request.flags == kr.NLM_F_REQUEST | kr.NLM_F_DUMP
+    got = sock.dump(NFT_MSG_GETCHAIN, NFPROTO_INET)
+    assert [kr.decode_chain(m, NFPROTO_INET)[1].name for m in got] == ["a", "b"]
+    (request,) = iter_messages(fake.sent[0])
+    assert request.flags == NLM_F_REQUEST | NLM_F_DUMP
 
 
 def test_dump_interrupted_by_a_commit_raises_eintr() -> None:
-    flags = kr.NLM_F_MULTI | kr.NLM_F_DUMP_INTR
+    flags = NLM_F_MULTI | NLM_F_DUMP_INTR
     sock, _ = _with_fake([_chain(101, "a"), _chain(101, "b", flags), _done(101, 0, flags)])
-    with pytest.raises(kr.NetlinkError) as info:
-        sock.dump(kr.NFT_MSG_GETCHAIN, kr.NFPROTO_INET)
+    with pytest.raises(NetlinkError) as info:
+        sock.dump(NFT_MSG_GETCHAIN, NFPROTO_INET)
     assert info.value.errno == errno.EINTR
 
 
 def test_dump_ending_in_error_raises_it() -> None:
     sock, _ = _with_fake([_done(101, errno.EPERM)])
-    with pytest.raises(kr.NetlinkError) as info:
-        sock.dump(kr.NFT_MSG_GETSET, kr.NFPROTO_INET)
+    with pytest.raises(NetlinkError) as info:
+        sock.dump(NFT_MSG_GETSET, NFPROTO_INET)
     assert info.value.errno == errno.EPERM
 
 
@@ -421,13 +456,13 @@ def test_read_table_retries_until_the_generation_holds_still(
     gens = iter([1, 2, 2, 2])
     reads: list[int] = []
 
-    def once(sock: kr.NfNetlink, family: int, table: str) -> kr.TableLayout:
+    def once(sock: NfNetlink, family: int, table: str) -> kr.TableLayout:
         reads.append(1)
         return _empty_layout()
 
     monkeypatch.setattr(kr, "generation", lambda sock: next(gens))
     monkeypatch.setattr(kr, "_read_table_once", once)
-    layout = kr.read_table(None, kr.NFPROTO_INET, "edgectl")  # type: ignore[arg-type]
+    layout = kr.read_table(None, NFPROTO_INET, "edgectl")  # type: ignore[arg-type]
     assert layout is not None and layout.generation == 2
     assert len(reads) == 2
 
@@ -438,15 +473,15 @@ def test_read_table_gives_up_on_a_ruleset_that_never_holds_still(
     counter = iter(range(100))
     monkeypatch.setattr(kr, "generation", lambda sock: next(counter))
     monkeypatch.setattr(kr, "_read_table_once", lambda sock, family, table: _empty_layout())
-    with pytest.raises(kr.NetlinkError) as info:
-        kr.read_table(None, kr.NFPROTO_INET, "edgectl", attempts=3)  # type: ignore[arg-type]
+    with pytest.raises(NetlinkError) as info:
+        kr.read_table(None, NFPROTO_INET, "edgectl", attempts=3)  # type: ignore[arg-type]
     assert info.value.errno == errno.EAGAIN
 
 
 def test_read_table_retries_an_interrupted_dump(monkeypatch: pytest.MonkeyPatch) -> None:
-    outcomes: list[kr.NetlinkError | None] = [kr.NetlinkError(errno.EINTR, "intr"), None]
+    outcomes: list[NetlinkError | None] = [NetlinkError(errno.EINTR, "intr"), None]
 
-    def once(sock: kr.NfNetlink, family: int, table: str) -> kr.TableLayout:
+    def once(sock: NfNetlink, family: int, table: str) -> kr.TableLayout:
         failure = outcomes.pop(0)
         if failure is not None:
             raise failure
@@ -454,5 +489,5 @@ def test_read_table_retries_an_interrupted_dump(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(kr, "generation", lambda sock: 7)
     monkeypatch.setattr(kr, "_read_table_once", once)
-    layout = kr.read_table(None, kr.NFPROTO_INET, "edgectl")  # type: ignore[arg-type]
+    layout = kr.read_table(None, NFPROTO_INET, "edgectl")  # type: ignore[arg-type]
     assert layout is not None and layout.generation == 7

@@ -8,13 +8,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edgectl.agent import kernel_readback as kr
 from edgectl.agent.apply import Dataplane
-from edgectl.agent.netns import NetnsError, inside
-from edgectl.agent.nft import Nft, NftError
+from edgectl.agent.netns import NetnsError
+from edgectl.agent.nft import NftError
 from edgectl.agent.persist import PersistError, StateStore
 from edgectl.agent.plan import Plan, make_plan
 from edgectl.agent.render import render_full
+from edgectl.agent.table import SPEC
 from edgectl.model.delta import diff
 from edgectl.model.lint import lint
 from edgectl.model.policy import DesiredState
@@ -48,14 +48,12 @@ def _state_store(args: argparse.Namespace) -> StateStore:
     return StateStore(base / f"netns-{args.netns}" if args.netns else base)
 
 
-def _open(args: argparse.Namespace) -> tuple[Nft, kr.NfNetlink]:
+def _open(args: argparse.Namespace) -> Dataplane:
+    """The kernel of ``--netns`` (or this namespace): one setns, one socket, one nft handle."""
     try:
-        nft = Nft(args.netns)
-        with inside(args.netns):
-            sock = kr.NfNetlink()
+        return Dataplane(args.netns)
     except (NetnsError, NftError, OSError) as error:
-        raise CliError(f"cannot reach the kernel: {error}", EXIT_KERNEL) from None
-    return nft, sock
+        raise CliError(f"cannot reach the kernel: {error}", EXIT_KERNEL) from error
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -71,14 +69,13 @@ def _print_plan(plan: Plan) -> None:
             print(f"  {title}: {line}")
 
 
-def _plan(args: argparse.Namespace, state: DesiredState) -> tuple[Plan, Nft, kr.NfNetlink]:
+def _plan(args: argparse.Namespace, state: DesiredState, dataplane: Dataplane) -> Plan:
     try:
         applied = _state_store(args).load()
     except PersistError as error:
         print(f"warning: {error}", file=sys.stderr)
         applied = None
-    nft, sock = _open(args)
-    return make_plan(state, applied, nft, sock), nft, sock
+    return make_plan(state, applied, dataplane)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -90,9 +87,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if args.detailed_exitcode:
             error.code = 1
         raise
-    plan, nft, sock = _plan(args, state)
-    sock.close()
-    nft.close()
+    with _open(args) as dataplane:
+        plan = _plan(args, state, dataplane)
     _print_plan(plan)
     return 2 if args.detailed_exitcode and not plan.in_sync else 0
 
@@ -100,9 +96,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     state = _policy(args)
     store = _state_store(args)
-    plan, nft, sock = _plan(args, state)
+    dataplane = _open(args)
     try:
-        dataplane = Dataplane(nft)
+        plan = _plan(args, state, dataplane)
         if args.full or plan.action == "full":
             result = dataplane.full_sync(state)
         elif plan.action == "delta":
@@ -112,12 +108,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
         else:
             print(f"in sync at revision {state.revision}: nothing to do")
             return 0
-        store.save(state, kr.generation(sock))
+        store.save(state, dataplane.generation())
     except NftError as error:
-        raise CliError(str(error), EXIT_KERNEL) from None
+        raise CliError(str(error), EXIT_KERNEL) from error
     finally:
-        sock.close()
-        nft.close()
+        dataplane.close()
     for line in plan.drift:
         print(f"repaired: {line}")
     print(
@@ -128,14 +123,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    nft, sock = _open(args)
-    try:
-        layout = kr.read_table(sock, 1, "edgectl")
-    finally:
-        sock.close()
-        nft.close()
+    with _open(args) as dataplane:
+        layout = dataplane.read_table()
     if layout is None:
-        print("table inet edgectl: absent")
+        print(f"table {SPEC}: absent")
         return 1
     try:
         applied = _state_store(args).load()

@@ -25,9 +25,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 
-from edgectl.agent import kernel_readback as kr
 from edgectl.agent.conntrack import Cut, CutSource, Matcher, cut_flows
 from edgectl.agent.keys import needs_full_sync
+from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.agent.netns import inside
 from edgectl.model.delta import StateDelta
 from edgectl.model.keymap import KeyMap
@@ -114,7 +114,7 @@ class _HeldMatcher:
 class FlowCutter:
     """Where a commit's cuts go: done at once (``sink`` None) or handed to a ``BackgroundCuts``."""
 
-    def __init__(self, sock: kr.NfNetlink, sink: Callable[[CutSource], None] | None = None) -> None:
+    def __init__(self, sock: NfNetlink, sink: Callable[[CutSource], None] | None = None) -> None:
         self.sock = sock
         self.sink = sink
 
@@ -150,7 +150,7 @@ class FlowCutter:
             cut_now(self.sock, [source])
 
 
-def cut_now(sock: kr.NfNetlink, sources: Sequence[CutSource]) -> None:
+def cut_now(sock: NfNetlink, sources: Sequence[CutSource]) -> None:
     """The hold is in force whatever happens here: a failure is logged, never raised."""
     start = time.monotonic()
     try:
@@ -179,7 +179,7 @@ class BackgroundCuts:
 
     def __init__(self, netns: str | None) -> None:
         with inside(netns):
-            self._sock = kr.NfNetlink()
+            self._sock = NfNetlink()
         self._lock = threading.Condition()
         self._pending: list[CutSource] = []
         self._busy = False

@@ -18,16 +18,34 @@ import struct
 import time
 from collections.abc import Sequence
 
-from edgectl.agent import kernel_readback as kr
+from edgectl.agent import table
+from edgectl.agent.netlink.codec import (
+    decode_error,
+    encode_batch_marker,
+    encode_message,
+    nla,
+    nla_nested,
+    nla_str,
+)
+from edgectl.agent.netlink.constants import (
+    NFNL_MSG_BATCH_BEGIN,
+    NFNL_MSG_BATCH_END,
+    NFT_MSG_DELSETELEM,
+    NFT_MSG_NEWSETELEM,
+    NFTA_DATA_VALUE,
+    NFTA_LIST_ELEM,
+    NFTA_SET_ELEM_KEY,
+    NFTA_SET_ELEM_LIST_ELEMENTS,
+    NFTA_SET_ELEM_LIST_SET,
+    NFTA_SET_ELEM_LIST_TABLE,
+    NFTA_SET_ELEM_TIMEOUT,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+)
+from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.transaction import ElementOp
-
-# <linux/netfilter/nfnetlink.h>, <linux/netfilter/nf_tables.h>, <linux/netlink.h>
-NFNL_MSG_BATCH_BEGIN = 16
-NFNL_MSG_BATCH_END = 17
-NFT_MSG_DELSETELEM = 14
-NFTA_SET_ELEM_TIMEOUT = 4
-NLM_F_CREATE = 0x400
-NFPROTO_INET = 1
 
 ACK_TIMEOUT_S = 5.0
 # After the kernel refused a batch, how long to wait for the other answers.
@@ -38,17 +56,11 @@ def _key(text: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
 
 
-def _marker(msg_type: int, seq: int) -> bytes:
-    # A batch marker's nfgenmsg: AF_UNSPEC, version 0, res_id = the subsystem.
-    body = struct.pack("=BB", 0, 0) + struct.pack(">H", kr.NFNL_SUBSYS_NFTABLES)
-    return struct.pack("=IHHII", 16 + len(body), msg_type, kr.NLM_F_REQUEST, seq, 0) + body
-
-
 def _element(text: str, timeout: int | None) -> bytes:
-    attrs = kr.nla_nested(kr.NFTA_SET_ELEM_KEY, kr.nla(kr.NFTA_DATA_VALUE, _key(text)))
+    attrs = nla_nested(NFTA_SET_ELEM_KEY, nla(NFTA_DATA_VALUE, _key(text)))
     if timeout is not None:
-        attrs += kr.nla(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout * 1000))
-    return kr.nla_nested(kr.NFTA_LIST_ELEM, attrs)
+        attrs += nla(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout * 1000))
+    return nla_nested(NFTA_LIST_ELEM, attrs)
 
 
 # An attribute's length is 16 bits: one message's element list must stay
@@ -65,32 +77,34 @@ def split(ops: Sequence[ElementOp]) -> list[ElementOp]:
     ]
 
 
-def encode_batch(ops: Sequence[ElementOp], seqs: Sequence[int], table: str = "edgectl") -> bytes:
+def encode_batch(
+    ops: Sequence[ElementOp], seqs: Sequence[int], table_name: str = table.NAME
+) -> bytes:
     """BATCH_BEGIN, one NEW/DELSETELEM message per op, BATCH_END.
 
     ``ops`` must already be ``split``; ``seqs`` gives len(ops) + 2 sequence
     numbers (begin, ops..., end).
     """
-    parts = [_marker(NFNL_MSG_BATCH_BEGIN, seqs[0])]
+    parts = [encode_batch_marker(NFNL_MSG_BATCH_BEGIN, seqs[0])]
     for op, seq in zip(ops, seqs[1:-1], strict=True):
         if op.verb == "add":
-            msg, flags = kr.NFT_MSG_NEWSETELEM, kr.NLM_F_REQUEST | kr.NLM_F_ACK | NLM_F_CREATE
+            msg, flags = NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
         elif op.verb == "delete":
-            msg, flags = NFT_MSG_DELSETELEM, kr.NLM_F_REQUEST | kr.NLM_F_ACK
+            msg, flags = NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK
         else:
             raise ValueError(f"unknown element verb {op.verb!r}")
         elements = b"".join(_element(text, timeout) for text, timeout in op.elements)
         attrs = (
-            kr.nla_str(kr.NFTA_SET_ELEM_LIST_TABLE, table)
-            + kr.nla_str(kr.NFTA_SET_ELEM_LIST_SET, op.set_name)
-            + kr.nla_nested(kr.NFTA_SET_ELEM_LIST_ELEMENTS, elements)
+            nla_str(NFTA_SET_ELEM_LIST_TABLE, table_name)
+            + nla_str(NFTA_SET_ELEM_LIST_SET, op.set_name)
+            + nla_nested(NFTA_SET_ELEM_LIST_ELEMENTS, elements)
         )
-        parts.append(kr.encode_message(msg, flags, seq, NFPROTO_INET, attrs))
-    parts.append(_marker(NFNL_MSG_BATCH_END, seqs[-1]))
+        parts.append(encode_message(msg, flags, seq, table.NFPROTO, attrs))
+    parts.append(encode_batch_marker(NFNL_MSG_BATCH_END, seqs[-1]))
     return b"".join(parts)
 
 
-def commit_elements(sock: kr.NfNetlink, ops: Sequence[ElementOp]) -> None:
+def commit_elements(sock: NfNetlink, ops: Sequence[ElementOp]) -> None:
     """Commit ``ops`` as one transaction; NetlinkError if the kernel refused it.
 
     Every message asks for an ACK, so we know the batch was committed (or
@@ -107,18 +121,18 @@ def commit_elements(sock: kr.NfNetlink, ops: Sequence[ElementOp]) -> None:
     sock.ensure_sndbuf(len(batch))
     sock.send(batch)
     deadline = time.monotonic() + ACK_TIMEOUT_S
-    refusal: kr.NetlinkError | None = None
+    refusal: NetlinkError | None = None
     while pending:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not select.select([sock.fileno()], [], [], remaining)[0]:
             break
         for message in sock.recv(wait=False) or ():
-            if message.type != kr.NLMSG_ERROR or message.seq not in pending:
+            if message.type != NLMSG_ERROR or message.seq not in pending:
                 continue  # a late answer to something else
             pending.discard(message.seq)
-            code, text = kr.decode_error(message)
+            code, text = decode_error(message)
             if code and refusal is None:
-                refusal = kr.NetlinkError(code, text or "element batch refused")
+                refusal = NetlinkError(code, text or "element batch refused")
                 deadline = min(deadline, time.monotonic() + ERROR_GRACE_S)
     if refusal is not None:
         raise refusal

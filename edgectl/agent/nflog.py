@@ -42,7 +42,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
-from edgectl.agent import kernel_readback as kr
+from edgectl.agent.netlink.codec import (
+    NlMsg,
+    be32,
+    cstr,
+    decode_error,
+    encode_message,
+    nla,
+    parse_attrs,
+)
+from edgectl.agent.netlink.constants import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
+from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
 from edgectl.model.prefix import Prefix
 
@@ -115,9 +125,9 @@ class LogEvent:
 
 def config_message(group: int, seq: int, attrs: bytes, *, family: int = socket.AF_UNSPEC) -> bytes:
     """An NFULNL_MSG_CONFIG request for ``group`` that asks for an ACK."""
-    return kr.encode_message(
+    return encode_message(
         NFULNL_MSG_CONFIG,
-        kr.NLM_F_REQUEST | kr.NLM_F_ACK,
+        NLM_F_REQUEST | NLM_F_ACK,
         seq,
         family,
         attrs,
@@ -134,9 +144,9 @@ def bind_attrs(copy_range: int = COPY_RANGE) -> bytes:
     the new instance.
     """
     return (
-        kr.nla(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND]))
-        + kr.nla(NFULA_CFG_MODE, _MODE.pack(copy_range, NFULNL_COPY_PACKET, 0))
-        + kr.nla(NFULA_CFG_FLAGS, struct.pack(">H", NFULNL_CFG_F_SEQ))
+        nla(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND]))
+        + nla(NFULA_CFG_MODE, _MODE.pack(copy_range, NFULNL_COPY_PACKET, 0))
+        + nla(NFULA_CFG_FLAGS, struct.pack(">H", NFULNL_CFG_F_SEQ))
     )
 
 
@@ -161,20 +171,20 @@ def source_address(hw_protocol: int, payload: bytes) -> Prefix | None:
     return None
 
 
-def decode_packet(msg: kr.NlMsg) -> LogEvent | None:
+def decode_packet(msg: NlMsg) -> LogEvent | None:
     """An NFULNL_MSG_PACKET as a LogEvent; None for any other message."""
     if msg.type != PACKET_TYPE or len(msg.payload) < 4:
         return None
-    attrs = kr.parse_attrs(msg.payload[4:])  # after struct nfgenmsg
+    attrs = parse_attrs(msg.payload[4:])  # after struct nfgenmsg
     hw_protocol = 0
     if NFULA_PACKET_HDR in attrs and len(attrs[NFULA_PACKET_HDR]) >= _PACKET_HDR.size:
         hw_protocol = _PACKET_HDR.unpack_from(attrs[NFULA_PACKET_HDR])[0]
-    prefix = kr.cstr(attrs[NFULA_PREFIX]) if NFULA_PREFIX in attrs else ""
-    seq = kr.be32(attrs[NFULA_SEQ]) if len(attrs.get(NFULA_SEQ, b"")) >= 4 else None
+    prefix = cstr(attrs[NFULA_PREFIX]) if NFULA_PREFIX in attrs else ""
+    seq = be32(attrs[NFULA_SEQ]) if len(attrs.get(NFULA_SEQ, b"")) >= 4 else None
     return LogEvent(prefix, source_address(hw_protocol, attrs.get(NFULA_PAYLOAD, b"")), seq)
 
 
-def decode_datagram(messages: Iterable[kr.NlMsg]) -> list[LogEvent]:
+def decode_datagram(messages: Iterable[NlMsg]) -> list[LogEvent]:
     """The events of one datagram (a batch ends with NLMSG_DONE, which is skipped)."""
     events = []
     for msg in messages:
@@ -247,10 +257,10 @@ class NflogSocket:
         self._gaps = SeqGaps()
         with inside(netns):
             # The socket keeps the namespace it was created in.
-            self._nl = kr.NfNetlink(rcvbuf=rcvbuf, recv_buffer=RECV_BUFFER, timeout=wait)
+            self._nl = NfNetlink(rcvbuf=rcvbuf, recv_buffer=RECV_BUFFER, timeout=wait)
         try:
             self._configure(bind_attrs(copy_range))
-        except kr.NetlinkError as error:
+        except NetlinkError as error:
             self._nl.close()
             raise bind_error(group, netns, error.errno or 0, error.strerror or "") from None
         except BaseException:
@@ -264,10 +274,10 @@ class NflogSocket:
         while True:
             batch = self._nl.recv()  # TimeoutError if the ACK never comes
             for msg in batch or ():
-                if msg.type == kr.NLMSG_ERROR and msg.seq == seq:
-                    code, text = kr.decode_error(msg)
+                if msg.type == NLMSG_ERROR and msg.seq == seq:
+                    code, text = decode_error(msg)
                     if code:
-                        raise kr.NetlinkError(code, text or _errno.errorcode.get(code, str(code)))
+                        raise NetlinkError(code, text or _errno.errorcode.get(code, str(code)))
                     return
 
     def read(self) -> list[LogEvent]:

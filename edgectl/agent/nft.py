@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
+import os
+from enum import StrEnum
 from typing import Any
 
 from edgectl.agent.netns import inside
@@ -34,12 +37,55 @@ def release_heap() -> None:
     trim(0)
 
 
-class NftError(RuntimeError):
-    """nft refused a command; ``message`` is nft's own error text."""
+class NftErrorKind(StrEnum):
+    """Why the kernel or nft refused, for callers that act on the reason."""
 
-    def __init__(self, message: str) -> None:
+    NOT_FOUND = "not-found"  # ENOENT: no such table, chain, set or element
+    EXISTS = "exists"  # EEXIST: created twice
+    SYNTAX = "syntax"  # nft's parser refused the script; the kernel never saw it
+    BUSY = "busy"  # EBUSY: e.g. deleting a set a rule still uses
+    OTHER = "other"
+
+
+# libnftables reports a kernel refusal as "Error: Could not process rule:
+# <strerror>" and a parse failure as "Error: syntax error, ..."; its text is
+# all we get (nft_run_cmd_from_buffer returns only -1).  Checked in this
+# order: a script can hold several errors, and a syntax error means nothing
+# reached the kernel.
+_KIND_BY_TEXT = (
+    ("syntax error", NftErrorKind.SYNTAX),
+    (os.strerror(errno.ENOENT), NftErrorKind.NOT_FOUND),
+    (os.strerror(errno.EEXIST), NftErrorKind.EXISTS),
+    (os.strerror(errno.EBUSY), NftErrorKind.BUSY),
+)
+_KIND_BY_ERRNO = {
+    errno.ENOENT: NftErrorKind.NOT_FOUND,
+    errno.EEXIST: NftErrorKind.EXISTS,
+    errno.EBUSY: NftErrorKind.BUSY,
+}
+
+
+def classify(text: str) -> NftErrorKind:
+    """The kind of a libnftables error text."""
+    return next((kind for needle, kind in _KIND_BY_TEXT if needle in text), NftErrorKind.OTHER)
+
+
+def kind_of_errno(code: int | None) -> NftErrorKind:
+    """The kind of a kernel errno (element batches sent over raw netlink)."""
+    return _KIND_BY_ERRNO.get(code or 0, NftErrorKind.OTHER)
+
+
+class NftError(RuntimeError):
+    """nft or the kernel refused a transaction; ``message`` is the refusal's text.
+
+    ``kind`` is decided here, from libnftables' own text, unless the caller
+    knows it already (a wrapped NftError's kind, a netlink errno).
+    """
+
+    def __init__(self, message: str, kind: NftErrorKind | None = None) -> None:
         super().__init__(message.strip() or "nft failed without a message")
         self.message = message
+        self.kind = classify(message) if kind is None else kind
 
 
 def _library() -> ctypes.CDLL:
@@ -47,7 +93,9 @@ def _library() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(path)
     except OSError as error:
-        raise NftError(f"cannot load libnftables ({error}); install the nftables package") from None
+        raise NftError(
+            f"cannot load libnftables ({error}); install the nftables package"
+        ) from error
     lib.nft_ctx_new.restype = ctypes.c_void_p
     lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
     lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
@@ -70,7 +118,6 @@ class Nft:
     """One libnftables context bound to one network namespace (None: this one)."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self.netns = netns
         self._lib = _library()
         # libnftables opens its netlink socket in nft_ctx_new and keeps it
         # (nftables 1.0.6), so the context stays bound to the namespace it

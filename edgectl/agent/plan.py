@@ -21,18 +21,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from edgectl.agent import kernel_readback as kr
+from edgectl.agent.apply import Dataplane
+from edgectl.agent.kernel_readback import TableLayout
 from edgectl.agent.keys import EXEMPT, KeyLayout, needs_full_sync
-from edgectl.agent.nft import Nft, NftError
+from edgectl.agent.netlink.constants import NFT_SET_INTERVAL
+from edgectl.agent.nft import NftError
 from edgectl.agent.persist import Applied
 from edgectl.agent.render import Rendered, render_full
+from edgectl.agent.table import SPEC
 from edgectl.model.delta import diff
 from edgectl.model.policy import DesiredState
 
-NFPROTO_INET = 1
 EXHAUSTIVE_LIMIT = 20_000
 SAMPLE_SIZE = 4_096
-_INTERVAL = 0x4
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Plan:
         return self.action == "none"
 
 
-def _structure_drift(layout: kr.TableLayout, expected: Rendered) -> list[str]:
+def _structure_drift(layout: TableLayout, expected: Rendered) -> list[str]:
     chains = expected.chain_tags
     sets = set(expected.set_elements)
     counters = set(expected.counter_names)
@@ -92,14 +93,14 @@ def _without_timeout(element: str) -> str:
     return f"{key.split(' timeout ')[0]}{colon}{verdict}"
 
 
-def _interval_drift(nft: Nft, expected: Rendered, layout: kr.TableLayout) -> list[str]:
+def _interval_drift(dataplane: Dataplane, expected: Rendered, layout: TableLayout) -> list[str]:
     drift = []
     for name, info in sorted(layout.sets.items()):
-        if not info.flags & _INTERVAL:
+        if not info.flags & NFT_SET_INTERVAL:
             continue
         kind = "map" if info.data_type is not None else "set"
         try:
-            listed = nft.run_json(f"list {kind} inet edgectl {name}")
+            listed = dataplane.list_set(kind, name)
         except NftError as error:
             drift.append(f"{kind} {name}: cannot list ({error})")
             continue
@@ -130,7 +131,7 @@ def _key_bytes(element: str) -> bytes:
 
 
 def _missing_keys(
-    sock: kr.NfNetlink, state: DesiredState, now: datetime
+    dataplane: Dataplane, state: DesiredState, now: datetime
 ) -> tuple[list[str], list[str]]:
     place = KeyLayout(state.delegated_lengths()).place
     by_set: dict[str, list[str]] = {}
@@ -154,7 +155,7 @@ def _missing_keys(
             checked = elements
             notes.append(f"set {name}: probed all {len(elements)} keys")
         by_bytes = {_key_bytes(e): e for e in checked}
-        missing = kr.missing_elements(sock, NFPROTO_INET, "edgectl", name, by_bytes)
+        missing = dataplane.missing_elements(name, by_bytes)
         drift.extend(f"set {name}: missing {by_bytes[key]}" for key in missing)
     return drift, notes
 
@@ -162,19 +163,18 @@ def _missing_keys(
 def make_plan(
     desired: DesiredState,
     applied: Applied | None,
-    nft: Nft,
-    sock: kr.NfNetlink,
+    dataplane: Dataplane,
     now: datetime | None = None,
 ) -> Plan:
     now = now or datetime.now(UTC)
-    layout = kr.read_table(sock, NFPROTO_INET, "edgectl")
+    layout = dataplane.read_table()
     if layout is None:
-        plan = Plan(False, kr.generation(sock), action="full")
+        plan = Plan(False, dataplane.generation(), action="full")
         if applied is None:
             # A first apply creates the table: a change, not a repair.
-            plan.changes.append("create table inet edgectl")
+            plan.changes.append(f"create table {SPEC}")
         else:
-            plan.drift.append("table inet edgectl: missing")
+            plan.drift.append(f"table {SPEC}: missing")
         return plan
     plan = Plan(True, layout.generation)
     # Drift is the kernel against what we last applied; the desired state
@@ -185,8 +185,8 @@ def make_plan(
     structural = _structure_drift(layout, expected)
     plan.drift.extend(structural)
     if not structural:
-        plan.drift.extend(_interval_drift(nft, expected, layout))
-        missing, notes = _missing_keys(sock, reference, now)
+        plan.drift.extend(_interval_drift(dataplane, expected, layout))
+        missing, notes = _missing_keys(dataplane, reference, now)
         plan.drift.extend(missing)
         plan.notes.extend(notes)
     if applied is None:

@@ -37,7 +37,8 @@ from edgectl.agent.keys import (
     ranges_set,
     seconds_left,
 )
-from edgectl.agent.transaction import TABLE, Transaction
+from edgectl.agent.table import SPEC
+from edgectl.agent.transaction import Transaction
 from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import (
     BlockAction,
@@ -597,9 +598,9 @@ def render_full(
     # stale; the applied revision is in the state file and the reports.
     comment = f'\tcomment "managed by edgectl: gateway {state.gateway}"'
     transaction = Transaction(summary=f"full sync to revision {state.revision}")
-    transaction.add(f"add table {TABLE}")
-    transaction.add(f"delete table {TABLE}")
-    transaction.add(f"table {TABLE} {{\n{comment}\n\n{body}\n}}")
+    transaction.add(f"add table {SPEC}")
+    transaction.add(f"delete table {SPEC}")
+    transaction.add(f"table {SPEC} {{\n{comment}\n\n{body}\n}}")
     return Rendered(transaction, builder.chain_tags, builder.set_elements, builder.counter_names)
 
 
@@ -681,5 +682,5 @@ def _rewrite_ranges(
             wanted[name].append(text)
     for name in sorted(names):
         kind = "map" if name.startswith("q_") else "set"
-        transaction.add(f"flush {kind} {TABLE} {name}")
+        transaction.add(f"flush {kind} {SPEC} {name}")
         transaction.elements("add", name, wanted[name])

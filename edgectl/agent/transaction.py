@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-TABLE = "inet edgectl"
+from edgectl.agent.table import SPEC
 
 
 @dataclass(frozen=True)
@@ -72,4 +72,4 @@ class Transaction:
 
 def _element_command(verb: str, set_name: str, elements: Iterable[str]) -> str:
     body = ",\n\t".join(elements)
-    return f"{verb} element {TABLE} {set_name} {{\n\t{body}\n}}"
+    return f"{verb} element {SPEC} {set_name} {{\n\t{body}\n}}"

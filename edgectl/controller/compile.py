@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from edgectl.model import (
+    MODE_POLICY,
     DesiredState,
     Exemption,
     GatewaySettings,
@@ -25,6 +26,7 @@ from edgectl.model import (
     QuarantineMode,
     RateLimitProfile,
     Relay,
+    enforced_mode,
     lint,
 )
 from edgectl.model.prefix import PrefixIndex, subscriber_key
@@ -41,10 +43,6 @@ log = logging.getLogger(__name__)
 
 QUARANTINE = "q"
 EXEMPTION = "e"
-
-# When two holds land on one key (a stale session, a prefix hold over an
-# account's address), the harsher one wins so that nobody escapes a hold.
-_SEVERITY = {QuarantineMode.SMTP: 1, QuarantineMode.WALLED_GARDEN: 2, QuarantineMode.BLOCK: 3}
 
 
 def hex_of(prefix: Prefix) -> str:
@@ -145,7 +143,8 @@ EntryKey = tuple[int, str, str]  # gateway id, kind, key text
 
 
 def _rank(hold: Hold) -> tuple[Any, ...]:
-    severity = _SEVERITY[hold.mode] if hold.mode is not None else 0
+    # The harsher hold wins a key (MODE_POLICY's severity); exemptions rank 0.
+    severity = MODE_POLICY[hold.mode].severity if hold.mode is not None else 0
     expiry = hold.expires.timestamp() if hold.expires is not None else float("inf")
     return (severity, hold.account is not None, expiry, hold.account or "", hold.ticket or "")
 
@@ -195,16 +194,16 @@ def compile_entries(
 
 
 def _mode(topology: Topology, gateway: int, mode: QuarantineMode | None) -> QuarantineMode | None:
-    """Walled-garden on a gateway with no garden configured is block, and says so.
+    """A mode whose needs the gateway lacks (walled-garden, no garden) is its fallback.
 
     The API refuses walled-garden for an account whose gateway lacks one,
     but the account may move later; lint would then refuse the gateway's
-    whole state, so the stricter mode is served instead.
+    whole state, so the stricter fallback (MODE_POLICY) is served instead.
     """
     garden = topology.garden
-    if mode is QuarantineMode.WALLED_GARDEN and garden is not None and gateway not in garden:
-        return QuarantineMode.BLOCK
-    return mode
+    if mode is None or garden is None:
+        return mode
+    return enforced_mode(mode, gateway in garden)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,16 +261,11 @@ def guard(
         e
         for e in lint(state)
         if e.path.startswith(("quarantines", "exemptions"))
-        # Walled-garden readiness is per gateway (see walled_garden_ready), and
+        # Walled-garden readiness is per gateway (GatewaySettings.garden_ready), and
         # an exemption outside dynamic space is moot, not dangerous.
         and not e.path.endswith(".mode")
         and "in no dynamic pool" not in e.reason
     ]
-
-
-def walled_garden_ready(settings: GatewaySettings) -> bool:
-    """Without resolvers and a portal, walled-garden would silently be block."""
-    return bool(settings.resolvers and settings.portal)
 
 
 def delegation_problem(topology: Topology, prefix: Prefix) -> str | None:

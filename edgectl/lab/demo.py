@@ -13,7 +13,6 @@ import tomllib
 from importlib import resources
 
 from edgectl.agent.apply import Dataplane
-from edgectl.agent.nft import Nft
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
 from edgectl.model.lint import check
@@ -92,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
             for name in ("mx", "relay")
         ]
         try:
-            with Nft(topology.gateway_ns) as nft:
-                result = Dataplane(nft).full_sync(state)
+            with Dataplane(topology.gateway_ns) as dataplane:
+                result = dataplane.full_sync(state)
                 print(
                     f"applied revision {result.revision} to gateway namespace "
                     f"{topology.gateway_ns} in {result.seconds * 1000:.1f} ms\n"
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                     failures += outcome is not expected
                     print(f"  {mark} {label:<40} {src:>24} -> {outcome.name}")
                 print("\ncounters:")
-                for name, (packets, _) in sorted(Dataplane(nft).counters().items()):
+                for name, (packets, _) in sorted(dataplane.counters().items()):
                     print(f"  {name:<28} {packets}")
         finally:
             for server in servers:

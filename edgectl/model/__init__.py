@@ -3,27 +3,32 @@
 from edgectl.model.errors import ModelError
 from edgectl.model.lint import check, lint
 from edgectl.model.policy import (
+    MODE_POLICY,
     BlockAction,
     DesiredState,
     Exemption,
     GatewaySettings,
     Hook,
+    ModePolicy,
     Pool,
     PoolKind,
     Quarantine,
     QuarantineMode,
     RateLimitProfile,
     Relay,
+    enforced_mode,
 )
 from edgectl.model.prefix import Prefix
 from edgectl.model.serial import state_from_data, state_to_data
 
 __all__ = [
+    "MODE_POLICY",
     "BlockAction",
     "DesiredState",
     "Exemption",
     "GatewaySettings",
     "Hook",
+    "ModePolicy",
     "ModelError",
     "Pool",
     "PoolKind",
@@ -33,6 +38,7 @@ __all__ = [
     "RateLimitProfile",
     "Relay",
     "check",
+    "enforced_mode",
     "lint",
     "state_from_data",
     "state_to_data",

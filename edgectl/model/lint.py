@@ -11,10 +11,10 @@ from collections.abc import Iterable, Iterator
 
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import (
+    MODE_POLICY,
     SUBMISSION_PORTS,
     DesiredState,
     PoolKind,
-    QuarantineMode,
 )
 from edgectl.model.pool_map import PoolMap, duplicates
 from edgectl.model.prefix import Prefix, PrefixIndex
@@ -127,17 +127,20 @@ def _subscriber_keys(state: DesiredState) -> Iterator[ModelError]:
 
 
 def _walled_garden(state: DesiredState) -> Iterator[ModelError]:
-    settings = state.settings
-    if settings.resolvers and settings.portal:
+    """A mode that needs resolvers and a portal, on a gateway without both: once per mode."""
+    if state.settings.garden_ready:
         return
-    for key, entry in state.quarantines.items():
-        if entry.mode is QuarantineMode.WALLED_GARDEN:
+    for mode, policy in MODE_POLICY.items():
+        if not policy.needs_garden:
+            continue
+        # One pass of identity checks: lint sees every key of a full state.
+        first = next((key for key, q in state.quarantines.items() if q.mode is mode), None)
+        if first is not None:
             yield ModelError(
-                f"quarantines[{key}].mode",
-                "walled-garden needs settings.resolvers and settings.portal; "
-                "without them it is the same as block",
+                f"quarantines[{first}].mode",
+                f"{mode} needs settings.resolvers and settings.portal; "
+                f"without them it is the same as {policy.fallback}",
             )
-            return
 
 
 # The walled garden lets a quarantined subscriber reach DNS and the notice

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import TypeVar
 
 from edgectl.model.errors import ModelError
@@ -35,6 +36,54 @@ class QuarantineMode(StrEnum):
     SMTP = "smtp"  # every mail port blocked
     WALLED_GARDEN = "walled-garden"  # DNS to the resolvers and HTTP(S) to the portal only
     BLOCK = "block"  # everything dropped
+
+
+@dataclass(frozen=True, slots=True)
+class ModePolicy:
+    """What a quarantine mode means as policy, wherever it is enforced.
+
+    How the packet path consults each mode's set is the agent's business
+    (``edgectl.agent.keys.MODE_LAYOUT``); these are the facts the
+    controller, lint and the API decide with.
+    """
+
+    # When two holds land on one key (a stale session, a prefix hold over an
+    # account's address), the higher severity wins, so nobody escapes a hold.
+    severity: int
+    # The subscriber may still reach settings.resolvers and settings.portal;
+    # a gateway without both cannot enforce the mode as meant.
+    needs_garden: bool
+    # Served instead where the mode's needs are unmet: never a milder mode,
+    # so a missing portal does not release anyone.
+    fallback: QuarantineMode | None
+    # The subscriber may lift the hold from the notice portal ("I have
+    # cleaned my machine"); staff lift every mode.
+    self_release: bool
+
+
+# The one table of quarantine modes' policy facts: a mode missing here is a
+# KeyError at its first hold, so tests/test_model.py checks it covers the enum.
+MODE_POLICY: Mapping[QuarantineMode, ModePolicy] = MappingProxyType(
+    {
+        QuarantineMode.SMTP: ModePolicy(
+            severity=1, needs_garden=False, fallback=None, self_release=False
+        ),
+        QuarantineMode.WALLED_GARDEN: ModePolicy(
+            severity=2, needs_garden=True, fallback=QuarantineMode.BLOCK, self_release=True
+        ),
+        QuarantineMode.BLOCK: ModePolicy(
+            severity=3, needs_garden=False, fallback=None, self_release=False
+        ),
+    }
+)
+
+
+def enforced_mode(mode: QuarantineMode, garden_ready: bool) -> QuarantineMode:
+    """The mode a gateway enforces for ``mode``: its fallback where its needs are unmet."""
+    policy = MODE_POLICY[mode]
+    if policy.needs_garden and not garden_ready and policy.fallback is not None:
+        return policy.fallback
+    return mode
 
 
 class BlockAction(StrEnum):
@@ -271,6 +320,11 @@ class GatewaySettings:
         check_int(self.log_per_second, "log_per_second", 1, 10_000)
         check_int(self.meter_size, "meter_size", 1024, 16_777_216)
         check_bool(self.track_non_mail, "track_non_mail")
+
+    @property
+    def garden_ready(self) -> bool:
+        """Resolvers and a portal: what a mode that ``needs_garden`` lets subscribers reach."""
+        return bool(self.resolvers and self.portal)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import logging
 from edgectl.agent.daemon.config import AgentConfig
 from edgectl.agent.daemon.kernel import Kernel
 from edgectl.agent.persist import StateStore
+from edgectl.agent.table import SPEC
 
 log = logging.getLogger("edgectl.agent")
 
@@ -22,7 +23,7 @@ def decommission(config: AgentConfig) -> list[str]:
     kernel = Kernel(config.netns)
     try:
         if kernel.remove():
-            done.append("deleted table inet edgectl")
+            done.append(f"deleted table {SPEC}")
     finally:
         kernel.close()
     done += [f"removed {path}" for path in StateStore(config.state_dir).remove()]

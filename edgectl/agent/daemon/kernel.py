@@ -1,9 +1,9 @@
-"""The gateway's kernel as the agent uses it: one nft handle, one netlink socket, one lock.
+"""The gateway's kernel as the agent uses it: one ``Dataplane``, one lock.
 
-Both handles are opened once inside the gateway's namespace and kept for the
+The Dataplane is opened once inside the gateway's namespace and kept for the
 agent's life (an element add through a kept handle costs ~0.16 ms, a new
-``nft`` ~5 ms).  Neither is thread-safe, and the sync loop and the drift
-monitor share them, so every kernel operation holds ``lock``.
+``nft`` ~5 ms).  Its handles are not thread-safe, and the sync loop and the
+drift monitor share them, so every kernel operation holds ``lock``.
 
 Own commits versus foreign ones: every committed nf_tables transaction bumps
 the ruleset generation by exactly one (checked on 6.x with nftables 1.0.6),
@@ -20,17 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from edgectl.agent import kernel_readback as kr
 from edgectl.agent.apply import ApplyResult, Dataplane
 from edgectl.agent.flow_cut import BackgroundCuts
-from edgectl.agent.netns import inside
-from edgectl.agent.nft import Nft
 from edgectl.agent.persist import Applied
 from edgectl.agent.plan import make_plan
 from edgectl.model.delta import StateDelta
 from edgectl.model.policy import DesiredState
-
-TABLE_NAME = "edgectl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,18 +38,15 @@ class Kernel:
     def __init__(self, netns: str | None) -> None:
         self.netns = netns
         self.lock = threading.RLock()
-        self._nft = Nft(netns)
-        try:
-            with inside(netns):
-                self._sock = kr.NfNetlink()
-        except BaseException:
-            self._nft.close()
-            raise
         # Cutting held keys' open flows is a walk of the host's conntrack
         # table (10-25 ms): off the commit path, so a delta costs what it
         # touches (edgectl.agent.flow_cut.BackgroundCuts).
         self.cuts = BackgroundCuts(netns)
-        self._dataplane = Dataplane(self._nft, self.cuts)
+        try:
+            self._dataplane = Dataplane(netns, self.cuts)
+        except BaseException:
+            self.cuts.close()
+            raise
         # The generation our last commit produced (None: no commit yet).
         self.expected: int | None = None
         # Set when a foreign commit slipped in before one of ours: our commit
@@ -68,16 +60,14 @@ class Kernel:
         self.cuts.close()  # outside the lock: it finishes the pending cut first
         with self.lock:
             self._dataplane.close()
-            self._sock.close()
-            self._nft.close()
 
     def generation(self) -> int:
         with self.lock:
-            return kr.generation(self._sock)
+            return self._dataplane.generation()
 
     def _commit(self, run: Callable[[], ApplyResult]) -> Commit:
         with self.lock:
-            before = kr.generation(self._sock)
+            before = self._dataplane.generation()
             result = run()
             if result.kind == "full":
                 # A full sync replaces the whole table in one transaction:
@@ -106,24 +96,13 @@ class Kernel:
         key by key (sampled above 20,000 keys); never a listing of a big set.
         """
         with self.lock:
-            plan = make_plan(applied.state, applied, self._nft, self._sock)
+            plan = make_plan(applied.state, applied, self._dataplane)
         return plan.drift
 
     def counters(self) -> dict[str, tuple[int, int]]:
         """Named counters of our table (packets, bytes) from one GETOBJ dump: no set listing."""
-        attrs = kr.nla_str(kr.NFTA_OBJ_TABLE, TABLE_NAME) + kr.nla_be32(
-            kr.NFTA_OBJ_TYPE, kr.NFT_OBJECT_COUNTER
-        )
-        found: dict[str, tuple[int, int]] = {}
         with self.lock:
-            try:
-                messages = self._sock.dump(kr.NFT_MSG_GETOBJ, kr.NFPROTO_INET, attrs)
-            except kr.NetlinkError:
-                return found  # no table (yet): no counters
-        for message in messages:
-            owner, name, obj_type, data = kr.decode_obj(message)
-            if owner == TABLE_NAME and obj_type == kr.NFT_OBJECT_COUNTER:
-                found[name] = kr.decode_counter(data)
+            found = self._dataplane.counter_objects()
         if found:
             with self.lock:
                 self._last_counters = found
@@ -131,7 +110,7 @@ class Kernel:
 
     def table_exists(self) -> bool:
         with self.lock:
-            return kr.table_exists(self._sock, kr.NFPROTO_INET, TABLE_NAME)
+            return self._dataplane.table_exists()
 
     def remove(self) -> bool:
         """Delete our table; False if there was none.
@@ -141,7 +120,4 @@ class Kernel:
         """
         with self.lock:
             self.expected = None
-            if not kr.table_exists(self._sock, kr.NFPROTO_INET, TABLE_NAME):
-                return False
-            self._nft.run(f"delete table inet {TABLE_NAME}\n")
-            return True
+            return self._dataplane.remove()

@@ -40,6 +40,7 @@ from edgectl.agent.daemon.metrics import Metrics, policy_of
 from edgectl.agent.daemon.persister import Persister
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import Applied, PersistError, Step
+from edgectl.agent.table import SPEC
 from edgectl.model.delta import StateDelta, diff, patch, persistent
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
@@ -393,7 +394,7 @@ class Agent:
                 return False
             shown = "; ".join(drift[:_DRIFT_LINES])
             more = f" (+{len(drift) - _DRIFT_LINES} more)" if len(drift) > _DRIFT_LINES else ""
-            log.warning("drift in table inet edgectl: %s%s; repairing", shown, more)
+            log.warning("drift in table %s: %s%s; repairing", SPEC, shown, more)
             try:
                 commit = kernel.full_sync(applied.state)
             except NftError as error:

@@ -20,6 +20,7 @@ from edgectl.agent.daemon.metrics import Metrics, MetricsServer
 from edgectl.agent.daemon.offender_listener import OffenderListener
 from edgectl.agent.daemon.offenders import OffenderBook
 from edgectl.agent.persist import StateStore
+from edgectl.agent.table import SPEC
 
 log = logging.getLogger("edgectl.agent")
 
@@ -105,7 +106,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
         # anyway; this keeps the state file in step with the kernel).
         with kernel.lock:
             agent.persister.flush()
-            log.info("stopping; table inet edgectl stays in force")
+            log.info("stopping; table %s stays in force", SPEC)
     finally:
         if server is not None:
             server.close()

@@ -13,7 +13,8 @@ from edgectl.controller.compile import Catalogue
 from edgectl.controller.errors import Conflict, Invalid, NotFound
 from edgectl.controller.store import loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.model import DesiredState, Pool, RateLimitProfile, Relay, lint
 from edgectl.model.serial import pool_to_data, profile_to_data, relay_to_data
 

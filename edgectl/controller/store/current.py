@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from edgectl.controller.compile import Topology, delegation_problem
 from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change
+from edgectl.controller.store.change import Change
 from edgectl.controller.store.subscribers import Binding, bind
 from edgectl.model import Prefix
 

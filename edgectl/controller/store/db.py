@@ -85,6 +85,11 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # 32 MiB of page cache a connection (SQLite's default is 2 MiB): the
+        # session history's address index takes writes at random places, and
+        # with the default most of a bulk binding's index pages were re-read
+        # from the OS for every batch (bench/controller_sessions.py).
+        cursor.execute("PRAGMA cache_size=-32768")
         # Checkpoints run from the sweeper via checkpoint(), not inside
         # whichever commit crosses the 1000-page mark while holding the write
         # lock: that stalled every writer for up to seconds on a busy disk.

@@ -37,7 +37,8 @@ from edgectl.controller.compile import Topology, delegation_problem
 from edgectl.controller.ids import ACCOUNT_RULE, is_account
 from edgectl.controller.store import current, history, loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.controller.store.core import now as clock
 from edgectl.controller.store.db import insert_rows, time_param
 from edgectl.controller.store.feed_session import UPDATED, FeedSession, binding_fields

@@ -15,7 +15,8 @@ from edgectl.controller.auth import hash_token, new_token
 from edgectl.controller.errors import Conflict, Invalid, NotFound
 from edgectl.controller.store import loaders, offenders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store, now
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store, now
 from edgectl.model import DesiredState, GatewaySettings, lint
 from edgectl.model.serial import settings_to_data
 

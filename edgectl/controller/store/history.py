@@ -26,7 +26,7 @@ from edgectl.controller.compile import hex_of
 from edgectl.controller.errors import Invalid
 from edgectl.controller.store import loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change
+from edgectl.controller.store.change import Change
 from edgectl.controller.store.db import insert_rows, time_param
 from edgectl.model import Prefix
 

@@ -15,17 +15,17 @@ from edgectl.controller.compile import (
     Topology,
     guard,
     hex_of,
-    walled_garden_ready,
 )
 from edgectl.controller.errors import Conflict, Invalid, NotFound
 from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.controller.store.subscribers import (
     ensure_accounts,
     session_addresses,
 )
-from edgectl.model import PoolKind, Prefix, QuarantineMode
+from edgectl.model import MODE_POLICY, PoolKind, Prefix, QuarantineMode
 
 EXPIRY_ACTOR = "system:expiry"
 
@@ -178,7 +178,8 @@ def check_placement(
     field = "account" if spec.account is not None else "prefix"
     keys = topology.keys(addresses)
     _refuse(guard(catalogue, quarantines=[(k, spec.mode) for k in keys]), field)
-    if spec.mode is not QuarantineMode.WALLED_GARDEN:
+    policy = MODE_POLICY[spec.mode]
+    if not policy.needs_garden:
         return
     gateways = {
         g for a in addresses for placed, _ in topology.placements(a) for g in placed.gateways
@@ -191,11 +192,11 @@ def check_placement(
         )
     )
     for name, settings in rows:
-        if not walled_garden_ready(loaders.settings_of(settings)):
+        if not loaders.settings_of(settings).garden_ready:
             raise Invalid(
                 "mode",
                 f"gateway {name} has no resolvers and portal configured; "
-                "walled-garden there would be the same as block",
+                f"{spec.mode} there would be the same as {policy.fallback}",
             )
 
 

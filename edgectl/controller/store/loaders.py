@@ -20,10 +20,9 @@ from edgectl.controller.compile import (
     Topology,
     hex_of,
     hex_range,
-    walled_garden_ready,
 )
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change
+from edgectl.controller.store.change import Change
 from edgectl.model import (
     GatewaySettings,
     Pool,
@@ -150,7 +149,7 @@ def _load_view(connection: Connection) -> tuple[Catalogue, Topology]:
     garden = frozenset(
         row.id
         for row in connection.execute(sa.select(t.gateways.c.id, t.gateways.c.settings))
-        if walled_garden_ready(settings_of(row.settings))
+        if settings_of(row.settings).garden_ready
     )
     placed = Topology(
         (PlacedPool(pools[row.name], frozenset(served.get(row.id, ()))) for row in rows),

@@ -22,7 +22,7 @@ from edgectl.controller.compile import (
 )
 from edgectl.controller.store import loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change
+from edgectl.controller.store.change import Change
 from edgectl.controller.store.db import insert_rows, time_param
 
 

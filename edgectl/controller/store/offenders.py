@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection
 from edgectl.controller.errors import NotFound
 from edgectl.controller.store import loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.controller.store.db import insert_rows, time_param
 from edgectl.model import Prefix
 

@@ -18,7 +18,8 @@ from edgectl.controller.compile import Topology, delegation_problem, hex_of
 from edgectl.controller.errors import Invalid, NotFound
 from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.controller.store.db import insert_rows, time_param
 from edgectl.model import Prefix
 
@@ -44,16 +45,20 @@ def check_binding(topology: Topology, binding: Binding, path: str) -> None:
 
 def ensure_accounts(change: Change, refs: Iterable[str]) -> dict[str, int]:
     """Account ids by reference, creating the accounts not seen before."""
-    wanted = sorted(set(refs))
-    connection = change.connection
-    query = sa.select(t.accounts.c.ref, t.accounts.c.id)
-    ids: dict[str, int] = dict(loaders.rows_in(connection, query, t.accounts.c.ref, wanted))
-    missing = [ref for ref in wanted if ref not in ids]
-    if missing:
-        at = time_param(connection, change.at)
-        insert_rows(connection, t.accounts, ("ref", "created_at"), [(ref, at) for ref in missing])
-        ids.update(loaders.rows_in(connection, query, t.accounts.c.ref, missing))
-    return ids
+    known = change.account_ids
+    wanted = set(refs)
+    unknown = sorted(wanted - known.keys())
+    if unknown:
+        connection = change.connection
+        query = sa.select(t.accounts.c.ref, t.accounts.c.id)
+        known.update(loaders.rows_in(connection, query, t.accounts.c.ref, unknown))
+        missing = [ref for ref in unknown if ref not in known]
+        if missing:
+            at = time_param(connection, change.at)
+            rows = [(ref, at) for ref in missing]
+            insert_rows(connection, t.accounts, ("ref", "created_at"), rows)
+            known.update(loaders.rows_in(connection, query, t.accounts.c.ref, missing))
+    return {ref: known[ref] for ref in wanted}
 
 
 def account_id(connection: Connection, ref: str) -> int:
