@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from edgectl.lab import fleet
+from edgectl.lab import fleet, lab_cli
 from edgectl.lab.lab_cli import MX4, QUARANTINED
 from edgectl.lab.probe import Outcome, connect, wait_until
 
@@ -139,6 +139,14 @@ def converged_to(page: Any, wanted: dict[str, int]) -> bool:
 
 def wanted_revisions(lab: fleet.Up) -> dict[str, int]:
     return {g["name"]: g["revision"] for g in fleet.api(lab.state, "GET", "/v1/gateways")}
+
+
+def test_lab_up_prints_the_console_and_its_sign_in_token(lab: fleet.Up) -> None:
+    printed = "\n".join(lab_cli.instructions(lab, "edgectl lab", ""))
+    assert f"{CONSOLE} inside namespace {lab.state.ctl_ns}; sign in with {lab.abuse_token}" in (
+        printed
+    )
+    assert lab.state.abuse_token_file.read_text().strip() == lab.abuse_token
 
 
 def test_analyst_quarantines_sees_convergence_and_lifts(lab: fleet.Up, browser: Any) -> None:
