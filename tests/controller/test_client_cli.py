@@ -434,3 +434,64 @@ def test_tls_with_a_private_ca(tmp_path: Path, cli: Any, desk: Desk) -> None:
         server.terminate()
         server.wait(timeout=15)
         log.close()
+
+
+def test_prefix_and_expires(cli: Any) -> None:
+    later = cli(
+        "quarantine",
+        "add",
+        "--prefix",
+        "100.64.7.7",
+        "--mode",
+        "block",
+        "--reason",
+        "unassigned space scanning",
+        "--expires",
+        "2099-01-01T00:00:00Z",
+        "-o",
+        "json",
+    )
+    assert later.code == 0, later.err
+    hold = later.json()["quarantine"]
+    assert hold["prefix"] == "100.64.7.7" and hold["account"] is None
+    assert hold["expires_at"].startswith("2099-01-01T00:00:00")
+    listed = cli("quarantine", "list", "--prefix", "100.64.7.7")
+    assert listed.code == 0 and "unassigned space scanning" in listed.out
+    past = cli(
+        "quarantine",
+        "add",
+        "cust-4",
+        "--mode",
+        "smtp",
+        "--reason",
+        "r",
+        "--expires",
+        "2001-01-01T00:00:00Z",
+    )
+    assert past.code == 1 and "expires" in past.err
+    both = cli(
+        "quarantine",
+        "add",
+        "cust-4",
+        "--mode",
+        "smtp",
+        "--reason",
+        "r",
+        "--expires",
+        "-1h",
+        "--duration",
+        "1h",
+    )
+    assert both.code == 2 and "not both" in both.err
+    naive = cli(
+        "quarantine",
+        "add",
+        "cust-4",
+        "--mode",
+        "smtp",
+        "--reason",
+        "r",
+        "--expires",
+        "2099-01-01T00:00:00",
+    )
+    assert naive.code == 2 and "needs a zone" in naive.err
