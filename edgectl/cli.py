@@ -10,6 +10,7 @@ from edgectl import __version__
 from edgectl.agent import cli as agent_cli
 from edgectl.agent.cli import CliError
 from edgectl.agent.daemon import cli as daemon_cli
+from edgectl.client import verbs as client_verbs
 from edgectl.controller import catalogue_check
 from edgectl.controller import cli as controller_cli
 from edgectl.lab import demo, lab_cli
@@ -27,11 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     catalogue_check.register(subparsers)
     demo.register(subparsers)
     lab_cli.register(subparsers)
+    client_verbs.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(client_verbs.join_relative_times(words))
     try:
         code: int = args.func(args)
     except CliError as error:

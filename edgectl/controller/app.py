@@ -37,6 +37,8 @@ from edgectl.controller.api.routers import (
     relays,
 )
 from edgectl.controller.batch import Batcher, Wanted
+from edgectl.controller.console import signin as console_signin
+from edgectl.controller.console import views as console
 from edgectl.controller.errors import ControllerError, Invalid, NotFound
 from edgectl.controller.notify import Notifier
 from edgectl.controller.radius.server import RadiusServer
@@ -44,7 +46,7 @@ from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
 from edgectl.controller.store import desired as served_state
 from edgectl.controller.store.desired import Served
-from edgectl.controller.store.tokens import TokenCache
+from edgectl.controller.store.tokens import Principal, TokenCache
 from edgectl.model import ModelError
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,14 @@ def _install_handlers(app: FastAPI) -> None:
         # Logged with the traceback for fixing; the client gets no internals.
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
         return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+async def _credential(request: Request) -> Principal | None:
+    """A body's sender: a bearer token, or for the console's forms its session cookie."""
+    principal = await bearer_principal(request)
+    if principal is None:
+        principal = await console_signin.cookie_principal(request)
+    return principal
 
 
 def create_app(
@@ -170,7 +180,13 @@ def create_app(
     app.add_middleware(GZipMiddleware, minimum_size=65536, compresslevel=1)
     # Added last runs first: headers on every answer, then the token and size
     # checks before any body is read.
-    app.add_middleware(Intake, max_body=settings.max_body_bytes, authenticate=bearer_principal)
+    app.add_middleware(
+        Intake,
+        max_body=settings.max_body_bytes,
+        authenticate=_credential,
+        # The sign-in form's body is the credential itself: small, and read unauthenticated.
+        open_bodies={console_signin.SIGNIN_PATH: console_signin.SIGNIN_MAX_BODY},
+    )
     app.add_middleware(SecurityHeaders)
     if settings.docs:
         docs.install(app)
@@ -189,6 +205,7 @@ def create_app(
         metrics,
     ):
         app.include_router(module.router)
+    console.install(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

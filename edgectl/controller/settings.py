@@ -80,6 +80,11 @@ class Settings:
     # Serve /docs and /redoc (assets from the package, never a CDN); false
     # removes both.  /openapi.json stays: it is data, not code.
     docs: bool = True
+    # The web console's sign-in sessions: ended after this long without a
+    # request (idle), and this long after sign-in whatever happens (absolute),
+    # as OWASP's session guidance has it for a tool that can cut customers off.
+    console_idle_timeout: float = 30 * 60.0
+    console_absolute_timeout: float = 12 * 3600.0
     # The RADIUS accounting feed ([controller.radius]); None = not listening.
     # Read from the file only: its clients file holds the shared secrets.
     radius: RadiusSettings | None = None
@@ -210,6 +215,13 @@ def check(settings: Settings) -> Settings:
             raise Invalid(name, "must be between 0.1 and 3600 seconds")
     if not 1 <= settings.keep_alive_timeout <= 3600:
         raise Invalid("keep_alive_timeout", "must be between 1 and 3600 seconds")
+    if not 60 <= settings.console_idle_timeout <= 86_400:
+        raise Invalid("console_idle_timeout", "must be between 60 and 86400 seconds")
+    if not settings.console_idle_timeout <= settings.console_absolute_timeout <= 7 * 86_400:
+        raise Invalid(
+            "console_absolute_timeout",
+            "must be at least console_idle_timeout and at most 604800 seconds",
+        )
     if not 1 <= settings.max_connections <= 1_000_000:
         raise Invalid("max_connections", "must be between 1 and 1000000")
     if settings.log_level not in ("critical", "error", "warning", "info", "debug"):

@@ -9,14 +9,15 @@ from datetime import timedelta
 from starlette.concurrency import run_in_threadpool
 
 from edgectl.controller.settings import Settings
-from edgectl.controller.store import Store, feed, sweep
+from edgectl.controller.store import Store, console_sessions, feed, sweep
 
 log = logging.getLogger(__name__)
 
 
 async def run(store: Store, settings: Settings) -> None:
     """Expire holds, purge old tombstones, revision times and session intervals, unbind
-    stale sessions, and checkpoint SQLite's WAL every ``sweep_interval``, until cancelled.
+    stale sessions, end timed-out console sign-ins, and checkpoint SQLite's WAL every
+    ``sweep_interval``, until cancelled.
 
     Agents also get each entry's expiry and let the kernel time it out, so
     a sweep that runs late costs only a late audit record, not a late lift.
@@ -34,6 +35,12 @@ async def run(store: Store, settings: Settings) -> None:
                 stale = await run_in_threadpool(feed.unbind_stale, store, silent)
                 if stale:
                     log.info("unbound %d stale sessions", stale)
+            await run_in_threadpool(
+                console_sessions.purge,
+                store,
+                settings.console_idle_timeout,
+                settings.console_absolute_timeout,
+            )
             await run_in_threadpool(store.database.checkpoint)
         except asyncio.CancelledError:
             raise

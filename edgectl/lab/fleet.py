@@ -183,6 +183,10 @@ class LabState:
     def token_file(self) -> Path:
         return self.directory / "netops.token"
 
+    @property
+    def abuse_token_file(self) -> Path:
+        return self.directory / "abuse.token"
+
     def token(self) -> str:
         return self.token_file.read_text().strip()
 
@@ -399,6 +403,7 @@ class Up:
     token: str
     revisions: dict[str, int]
     pids: dict[str, int]
+    abuse_token: str = ""  # for the console's sign-in and the abuse desk's CLI verbs
 
 
 def up(name: str = DEFAULT_NAME, *, log: Callable[[str], None] = lambda _: None) -> Up:
@@ -440,6 +445,8 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
     db = state.directory / "controller.db"
     token = _create_token(f"sqlite:///{db}")
     _write_private(state.token_file, token + "\n")
+    abuse_token = _create_token(f"sqlite:///{db}", "lab-abuse", "abuse")
+    _write_private(state.abuse_token_file, abuse_token + "\n")
     secret = secrets.token_hex(16)
     _write_private(state.radius_secret_file, secret + "\n")
     clients = state.directory / "radius-clients.toml"
@@ -497,7 +504,7 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
             return False
 
         _wait(applied, state, f"agent-{gateway}", f"{gateway}'s agent to apply", CONVERGE_TIMEOUT)
-    return Up(state, token, revisions, pids)
+    return Up(state, token, revisions, pids, abuse_token)
 
 
 def start_controller(state: LabState) -> int:
@@ -535,13 +542,13 @@ def _wait(
         )
 
 
-def _create_token(database_url: str) -> str:
+def _create_token(database_url: str, name: str = "lab", role: str = "netops") -> str:
     from edgectl.controller.auth import Role
     from edgectl.controller.store import Store, tokens
 
     store = Store.open(database_url, migrate=True)
     try:
-        return tokens.create(store, "lab", Role.NETOPS)
+        return tokens.create(store, name, Role(role))
     finally:
         store.close()
 

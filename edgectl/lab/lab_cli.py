@@ -42,6 +42,13 @@ def invocation() -> str:
     return f"{shlex.quote(sys.executable)} -m edgectl.lab.lab_cli"
 
 
+def _edgectl(prog: str) -> str:
+    """The main ``edgectl`` command, from how this lab command is run."""
+    if prog.endswith(" lab"):
+        return prog.removesuffix(" lab")
+    return f"{shlex.quote(sys.executable)} -m edgectl.cli"
+
+
 def _lab_name(text: str) -> str:
     try:
         return fleet.check_name(text)
@@ -117,6 +124,14 @@ def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
         f"  controller  {fleet.CONTROLLER_LOCAL_URL} inside namespace {state.ctl_ns}; "
         f"{a} reaches it at {state.mgmt_url(a)}, {b} at {state.mgmt_url(b)}",
         f"  token       {result.token}  (netops; also in {state.token_file})",
+        f"  console     {fleet.CONTROLLER_LOCAL_URL}/console inside namespace {state.ctl_ns}; "
+        f"sign in with {result.abuse_token}",
+        f"              (abuse role; also in {state.abuse_token_file}); from a desktop session "
+        "(root, so without Chromium's sandbox: a lab only):",
+        f"              ip netns exec {state.ctl_ns} chromium --no-sandbox "
+        f"--user-data-dir=$(mktemp -d) {fleet.CONTROLLER_LOCAL_URL}/console",
+        f"  abuse CLI   ip netns exec {state.ctl_ns} env EDGECTL_TOKEN=$(cat "
+        f"{state.abuse_token_file}) {_edgectl(prog)} who 100.64.0.11",
         f"  gateways    {a}: namespaces {state.prefixes[a]}-*, {b}: {state.prefixes[b]}-* "
         "(same pools on both)",
         f"  accounts    {sessions}; {fleet.EXEMPT_ACCOUNT} is exempt from OP25B",

@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from edgectl.controller.auth import Role, hash_token
+from edgectl.controller.auth import HOLDERS, NETOPS, READERS, Role, hash_token
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
 from edgectl.controller.store.tokens import Principal, TokenCache, lookup
@@ -94,16 +94,22 @@ async def still_valid(request: Request, principal: Principal) -> None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token", _CHALLENGE)
 
 
+def require(principal: Principal, allowed: frozenset[Role]) -> Principal:
+    """403 unless ``principal`` has one of ``allowed``: the one role check, used by
+    the REST dependencies below and by the console's forms alike."""
+    if principal.role not in allowed:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"role {principal.role.value} may not do this"
+        )
+    return principal
+
+
 def allow(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency admitting only ``roles``; anyone else authenticated gets 403."""
     allowed = frozenset(roles)
 
     async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if principal.role not in allowed:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"role {principal.role.value} may not do this"
-            )
-        return principal
+        return require(principal, allowed)
 
     return check
 
@@ -114,10 +120,8 @@ def own_gateway(principal: Principal, name: str) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "an agent may only read its own gateway")
 
 
-Reader = Annotated[Principal, Depends(allow(Role.VIEWER, Role.ABUSE, Role.NETOPS))]
-Holder = Annotated[Principal, Depends(allow(Role.ABUSE, Role.NETOPS))]
-Netops = Annotated[Principal, Depends(allow(Role.NETOPS))]
-ReaderOrAgent = Annotated[
-    Principal, Depends(allow(Role.VIEWER, Role.ABUSE, Role.NETOPS, Role.AGENT))
-]
+Reader = Annotated[Principal, Depends(allow(*READERS))]
+Holder = Annotated[Principal, Depends(allow(*HOLDERS))]
+Netops = Annotated[Principal, Depends(allow(*NETOPS))]
+ReaderOrAgent = Annotated[Principal, Depends(allow(*READERS, Role.AGENT))]
 Agent = Annotated[Principal, Depends(allow(Role.AGENT))]

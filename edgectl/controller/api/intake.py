@@ -11,6 +11,9 @@ has a body:
 3. the body is read up to ``max_body`` (a chunked body past it is 413, and
    reading stops there), then handed to the app.
 
+A path in ``open_bodies`` (the console's sign-in form, whose body *is* the
+credential) skips step 2 and may send at most its own small limit instead.
+
 Early answers close the connection (``Connection: close``): the unread rest of
 the body is never read.  Requests without a body (every GET, the long-polls)
 pass straight through.
@@ -39,16 +42,26 @@ class ClientGone(Exception):
 
 
 class Intake:
-    def __init__(self, app: ASGIApp, *, max_body: int, authenticate: Authenticate) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        authenticate: Authenticate,
+        open_bodies: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.authenticate = authenticate
+        self.open_bodies = dict(open_bodies or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        open_limit = self.open_bodies.get(scope.get("path", ""))
+        max_body = self.max_body if open_limit is None else open_limit
         length_text = headers.get(b"content-length")
         chunked = b"transfer-encoding" in headers
         if length_text is None and not chunked:
@@ -60,28 +73,30 @@ class Intake:
                 await _refuse(send, 400, "Content-Length must be a number")
                 return
             length = int(length_text)
-            if length > self.max_body:
-                await _refuse(send, 413, self._too_large())
+            if length > max_body:
+                await _refuse(send, 413, self._too_large(max_body))
                 return
             if length == 0 and not chunked:
                 await self.app(scope, receive, send)
                 return
-        if await self.authenticate(Request(scope)) is None:
+        if open_limit is None and await self.authenticate(Request(scope)) is None:
             await _refuse(send, 401, "bearer token required", {"www-authenticate": "Bearer"})
             return
         try:
-            body = await self._read(receive)
+            body = await self._read(receive, max_body)
         except BodyTooLarge:
-            await _refuse(send, 413, self._too_large())
+            await _refuse(send, 413, self._too_large(max_body))
             return
         except ClientGone:
             return
         await self.app(scope, _replay(body, receive), send)
 
-    def _too_large(self) -> str:
-        return f"request body is larger than {self.max_body} bytes (setting max_body_bytes)"
+    def _too_large(self, limit: int) -> str:
+        if limit != self.max_body:
+            return f"request body is larger than {limit} bytes"
+        return f"request body is larger than {limit} bytes (setting max_body_bytes)"
 
-    async def _read(self, receive: Receive) -> bytes:
+    async def _read(self, receive: Receive, max_body: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -90,7 +105,7 @@ class Intake:
                 raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
+            if size > max_body:
                 raise BodyTooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):

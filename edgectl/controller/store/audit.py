@@ -24,6 +24,11 @@ class AuditFilter:
     until: datetime | None = None
     after_id: int | None = None
     limit: int = 100
+    # The console shows the newest first and pages back with before_id; the
+    # REST route keeps oldest-first with after_id (a stable cursor for feeds).
+    newest_first: bool = False
+    before_id: int | None = None
+    object_ids: tuple[str, ...] | None = None  # any of these (an account's holds)
 
 
 def _public(row: Any) -> dict[str, Any]:
@@ -52,13 +57,18 @@ def listing(store: Store, wanted: AuditFilter) -> list[dict[str, Any]]:
     ):
         if value is not None:
             query = query.where(column == value)
+    if wanted.object_ids is not None:
+        query = query.where(a.c.object_id.in_(wanted.object_ids))
     if wanted.since is not None:
         query = query.where(a.c.at >= wanted.since)
     if wanted.until is not None:
         query = query.where(a.c.at < wanted.until)
     if wanted.after_id is not None:
         query = query.where(a.c.id > wanted.after_id)
-    query = query.order_by(a.c.id).limit(wanted.limit)
+    if wanted.before_id is not None:
+        query = query.where(a.c.id < wanted.before_id)
+    order = a.c.id.desc() if wanted.newest_first else a.c.id
+    query = query.order_by(order).limit(wanted.limit)
     with store.read() as connection:
         return [_public(row) for row in connection.execute(query)]
 

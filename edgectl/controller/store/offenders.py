@@ -49,6 +49,9 @@ class OffenderFilter:
     gateway: str | None = None
     kind: str | None = None
     limit: int = 100
+    # Only these subscriber keys (canonical prefix text): an account's addresses.
+    keys: tuple[str, ...] | None = None
+    newest_first: bool = False  # by last seen (the console's default), not by events
 
 
 _COLUMNS = ("gateway_id", "key", "kind", "policy", "shadow", "events", "first_seen", "last_seen")
@@ -108,8 +111,15 @@ def summaries(connection: Connection, gateway: int | None = None) -> dict[int, d
     }
 
 
-def _filtered(query: sa.Select[Any], gateway: int | None, kind: str | None) -> sa.Select[Any]:
+def _filtered(
+    query: sa.Select[Any],
+    gateway: int | None,
+    kind: str | None,
+    keys: tuple[str, ...] | None = None,
+) -> sa.Select[Any]:
     o = t.offenders
+    if keys is not None:
+        query = query.where(o.c.key.in_(keys))
     if gateway is not None:
         query = query.where(o.c.gateway_id == gateway)
     if kind is not None:
@@ -143,9 +153,15 @@ def listing(store: Store, wanted: OffenderFilter) -> list[dict[str, Any]]:
     with store.read() as connection:
         gateway = None if wanted.gateway is None else _gateway_id(connection, wanted.gateway)
         groups_query = _filtered(
-            sa.select(*group, total, first, last).group_by(*group), gateway, wanted.kind
+            sa.select(*group, total, first, last).group_by(*group),
+            gateway,
+            wanted.kind,
+            wanted.keys,
         )
-        groups_query = groups_query.order_by(total.desc(), last.desc(), *group)
+        if wanted.newest_first:
+            groups_query = groups_query.order_by(last.desc(), total.desc(), *group)
+        else:
+            groups_query = groups_query.order_by(total.desc(), last.desc(), *group)
         groups = connection.execute(groups_query.limit(wanted.limit)).all()
         keys = sorted({row.key for row in groups})
         names: dict[tuple[str, str, str, bool], list[str]] = {}
@@ -155,6 +171,7 @@ def listing(store: Store, wanted: OffenderFilter) -> list[dict[str, Any]]:
             ),
             gateway,
             wanted.kind,
+            wanted.keys,
         )
         for row in loaders.rows_in(connection, named, o.c.key, keys):
             names.setdefault((row.key, row.kind, row.policy, row.shadow), []).append(row.name)

@@ -344,6 +344,11 @@ quarantines = sa.Table(
         postgresql_where=sa.text("active AND prefix IS NOT NULL"),
     ),
     sa.Index("ix_quarantine_ticket", "ticket"),
+    # The console's counts per filter value (holds.quarantine_counts): covering
+    # indexes, so counting 100k holds reads narrow index entries, not rows
+    # with their reasons, and the GROUP BY streams in index order (no sort).
+    sa.Index("ix_quarantine_facets", "mode", "actor", "active", "ended_by"),
+    sa.Index("ix_quarantine_ticket_facets", "ticket", "active", "mode", "actor", "ended_by"),
     # No index leads with "active": most rows are active, and SQLite (with no
     # statistics) would pick it over the selective account/prefix indexes.
     # Partial on active, so that the sweeper's "anything due?" does not walk
@@ -395,6 +400,23 @@ tokens = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", Instant(), nullable=False),
+)
+
+# Web console sign-ins (controller/console): the cookie carries a random id,
+# stored here only as its SHA-256 (like tokens), with the digest of the API
+# token it was exchanged for, so every request re-checks that token and a
+# revoked token ends its sessions.  A table, not process memory: any
+# controller process of a PostgreSQL fleet can serve the next request.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", Instant(), nullable=False),
+    sa.Column("last_seen", Instant(), nullable=False),
+    sa.Index("ix_console_sessions_token", "token_hash"),
+    sa.Index("ix_console_sessions_created", "created_at"),
 )
 
 audit = sa.Table(

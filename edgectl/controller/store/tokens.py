@@ -82,11 +82,18 @@ def listing(store: Store) -> list[dict[str, Any]]:
 def revoke(store: Store, name: str) -> None:
     with store.write("cli") as change:
         row = change.connection.execute(
-            sa.select(t.tokens.c.id, t.tokens.c.role).where(t.tokens.c.name == name)
+            sa.select(t.tokens.c.id, t.tokens.c.role, t.tokens.c.hash).where(
+                t.tokens.c.name == name
+            )
         ).first()
         if row is None:
             raise NotFound(f"no token named {name!r}")
         change.connection.execute(sa.delete(t.tokens).where(t.tokens.c.id == row.id))
+        # Its console sign-ins end with it (each request re-checks the token
+        # too; this also covers a process whose token cache has not expired).
+        change.connection.execute(
+            sa.delete(t.console_sessions).where(t.console_sessions.c.token_hash == row.hash)
+        )
         change.credentials = True
         change.audit("token.revoke", "token", name, {"name": name, "role": row.role}, None)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, status
 
 from edgectl.controller.api import convert
-from edgectl.controller.api.deps import Holder, Reader, StoreDep
+from edgectl.controller.api.deps import Holder, Reader, StoreDep, require
 from edgectl.controller.api.models import (
     AccountId,
     ExemptionCreate,
@@ -15,8 +15,10 @@ from edgectl.controller.api.models import (
     Lift,
     Text,
 )
-from edgectl.controller.store import holds
+from edgectl.controller.auth import HOLDERS
+from edgectl.controller.store import Store, holds
 from edgectl.controller.store.core import now
+from edgectl.controller.store.tokens import Principal
 
 router = APIRouter(prefix="/v1/exemptions", tags=["exemptions"])
 
@@ -25,6 +27,12 @@ Ident = Annotated[int, Path(ge=1, le=2**31 - 1)]  # an INTEGER key in PostgreSQL
 
 @router.post("", response_model=ExemptionPublic, status_code=status.HTTP_201_CREATED)
 def exempt(body: ExemptionCreate, store: StoreDep, who: Holder) -> Any:
+    return place(store, who, body)
+
+
+def place(store: Store, who: Principal, body: ExemptionCreate) -> dict[str, Any]:
+    """The route's work, also the console's: one path from a request to the store."""
+    require(who, HOLDERS)
     spec = holds.ExemptionSpec(
         account=convert.account(body.account),
         ticket=body.ticket,
@@ -55,4 +63,9 @@ def get_exemption(ident: Ident, store: StoreDep, _: Reader) -> Any:
 
 @router.post("/{ident}/lift", response_model=ExemptionPublic)
 def lift_exemption(ident: Ident, body: Lift, store: StoreDep, who: Holder) -> Any:
+    return lift(store, who, ident, body)
+
+
+def lift(store: Store, who: Principal, ident: int, body: Lift) -> dict[str, Any]:
+    require(who, HOLDERS)
     return holds.lift(store, who.actor, "exemption", ident, body.reason)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 
 from edgectl.controller.api import convert
-from edgectl.controller.api.deps import Holder, Reader, StoreDep
+from edgectl.controller.api.deps import Holder, Reader, StoreDep, require
 from edgectl.controller.api.models import (
     AccountId,
     BulkOutcome,
@@ -18,8 +18,11 @@ from edgectl.controller.api.models import (
     QuarantinePublic,
     Text,
 )
-from edgectl.controller.store import bulk_holds, holds
+from edgectl.controller.auth import HOLDERS
+from edgectl.controller.store import Store, bulk_holds, holds
 from edgectl.controller.store.core import now
+from edgectl.controller.store.tokens import Principal
+from edgectl.model import QuarantineMode
 
 router = APIRouter(prefix="/v1/quarantines", tags=["quarantines"])
 
@@ -40,6 +43,15 @@ def quarantine(body: QuarantineCreate, response: Response, store: StoreDep, who:
     ``address`` (with ``at``, default now) instead of ``account`` quarantines the
     account that held the address then, from the session history; ``resolved``
     (and the audit record) says how."""
+    outcome = place(store, who, body)
+    if outcome["outcome"] == "updated":
+        response.status_code = status.HTTP_200_OK
+    return outcome
+
+
+def place(store: Store, who: Principal, body: QuarantineCreate) -> dict[str, Any]:
+    """The route's work, also the console's: one path from a request to the store."""
+    require(who, HOLDERS)
     spec = holds.QuarantineSpec(
         mode=body.mode,
         reason=body.reason,
@@ -51,8 +63,6 @@ def quarantine(body: QuarantineCreate, response: Response, store: StoreDep, who:
         at=body.at,
     )
     hold, created, resolved = holds.quarantine_resolved(store, who.actor, spec)
-    if not created:
-        response.status_code = status.HTTP_200_OK
     outcome = "created" if created else "updated"
     return {"outcome": outcome, "quarantine": hold, "resolved": resolved}
 
@@ -79,11 +89,20 @@ def list_quarantines(
     account: Annotated[AccountId | None, Query()] = None,
     ticket: Annotated[Text | None, Query()] = None,
     prefix: Annotated[str | None, Query(max_length=64)] = None,
+    mode: Annotated[QuarantineMode | None, Query()] = None,
+    actor: Annotated[Text | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Any:
     wanted = holds.HoldFilter(
-        state, account, ticket, convert.prefix(prefix, "query.prefix"), limit, offset
+        state,
+        account,
+        ticket,
+        convert.prefix(prefix, "query.prefix"),
+        limit,
+        offset,
+        None if mode is None else mode.value,
+        actor,
     )
     return holds.listing(store, "quarantine", wanted)
 
@@ -95,4 +114,9 @@ def get_quarantine(ident: Ident, store: StoreDep, _: Reader) -> Any:
 
 @router.post("/{ident}/lift", response_model=QuarantinePublic)
 def lift_quarantine(ident: Ident, body: Lift, store: StoreDep, who: Holder) -> Any:
+    return lift(store, who, ident, body)
+
+
+def lift(store: Store, who: Principal, ident: int, body: Lift) -> dict[str, Any]:
+    require(who, HOLDERS)
     return holds.lift(store, who.actor, "quarantine", ident, body.reason)

@@ -1,0 +1,493 @@
+"""The abuse desk's subcommands, registered into ``edgectl``.
+
+Each verb is one REST call (two for ``account show``), printed as a table or,
+with ``-o json``, as the API's own document, unchanged, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote
+
+from edgectl.client import config, output, timespec
+from edgectl.client.errors import ClientError, UsageError
+from edgectl.client.transport import Api
+
+Verb = Callable[[argparse.Namespace, Api, TextIO], None]
+
+MODES = ("smtp", "walled-garden", "block")
+STATES = ("active", "expired", "lifted", "ended", "all")
+
+
+def _path(*parts: str) -> str:
+    return "/".join(quote(part, safe="") for part in parts)
+
+
+def _expiry(args: argparse.Namespace) -> dict[str, Any]:
+    if args.duration is not None and args.expires is not None:
+        raise UsageError("give --duration or --expires, not both")
+    if args.duration is not None:
+        return {"duration": timespec.duration(args.duration)}
+    if args.expires is not None:
+        return {"expires": timespec.instant(args.expires, "--expires")}
+    return {}
+
+
+def _json(args: argparse.Namespace) -> bool:
+    return bool(args.output == "json")
+
+
+# -- who -------------------------------------------------------------------------
+
+HOLDER_COLUMNS: list[output.Column] = [
+    ("ACCOUNT", lambda r: r["account"]),
+    ("HELD", lambda r: (r.get("interval") or {}).get("address")),
+    ("FROM", lambda r: (r.get("interval") or {}).get("started")),
+    ("UNTIL", lambda r: (r.get("interval") or {}).get("ended")),
+    ("SOURCE", lambda r: (r.get("interval") or {}).get("source")),
+    ("NOW_IPV4", lambda r: (r.get("session") or {}).get("ipv4")),
+    ("NOW_IPV6", lambda r: (r.get("session") or {}).get("ipv6")),
+]
+
+
+def who(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    at = None if args.at is None else timespec.instant(args.at, "--at")
+    found = api.call("GET", "/v1/accounts", params={"address": args.address, "at": at})
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, HOLDER_COLUMNS, out)
+
+
+# -- quarantines -------------------------------------------------------------------
+
+QUARANTINE_COLUMNS: list[output.Column] = [
+    ("ID", lambda r: r["id"]),
+    ("ACCOUNT", lambda r: r["account"] or r["prefix"]),
+    ("MODE", lambda r: r["mode"]),
+    ("STATE", lambda r: r["state"]),
+    ("TICKET", lambda r: r["ticket"]),
+    ("ACTOR", lambda r: r["actor"]),
+    ("CREATED", lambda r: r["created_at"]),
+    ("EXPIRES", lambda r: r["expires_at"]),
+    ("REASON", lambda r: r["reason"]),
+]
+
+
+def _read_accounts(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--from-file {path}: {error}") from None
+    # One account a line; blank lines and # comments are for the person who wrote it.
+    accounts = [line.split("#", 1)[0].strip() for line in lines]
+    accounts = [a for a in accounts if a]
+    if not accounts:
+        raise UsageError(f"--from-file {path}: no accounts in it")
+    return accounts
+
+
+def quarantine_add(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    targets = [t for t in (args.account, args.address, args.prefix, args.from_file) if t]
+    if len(targets) != 1:
+        raise UsageError("give exactly one of ACCOUNT, --address, --prefix or --from-file")
+    if args.at is not None and args.address is None:
+        raise UsageError("--at is for --address: when the address was held")
+    body: dict[str, Any] = {"mode": args.mode, "reason": args.reason, **_expiry(args)}
+    if args.ticket is not None:
+        body["ticket"] = args.ticket
+    if args.from_file:
+        body["accounts"] = _read_accounts(args.from_file)
+        counts = api.call("POST", "/v1/quarantines/bulk", body=body)
+        if _json(args):
+            output.emit_json(counts, out)
+        else:
+            out.write(f"created {counts['created']}, updated {counts['updated']}\n")
+        return
+    if args.account:
+        body["account"] = args.account
+    elif args.prefix:
+        body["prefix"] = args.prefix
+    else:
+        body["address"] = args.address
+        if args.at is not None:
+            body["at"] = timespec.instant(args.at, "--at")
+    outcome = api.call("POST", "/v1/quarantines", body=body)
+    if _json(args):
+        output.emit_json(outcome, out)
+        return
+    hold = outcome["quarantine"]
+    resolved = outcome.get("resolved")
+    if resolved:
+        out.write(
+            f"{resolved['address']} at {resolved['at']} was held by {resolved['account']} "
+            f"({resolved['held']}, {resolved['source']})\n"
+        )
+    out.write(f"{outcome['outcome']} quarantine {hold['id']}\n")
+    output.table([hold], QUARANTINE_COLUMNS, out)
+
+
+def quarantine_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    params = {
+        "state": args.state,
+        "account": args.account,
+        "ticket": args.ticket,
+        "prefix": args.prefix,
+        "mode": args.mode,
+        "actor": args.actor,
+        "limit": args.limit,
+        "offset": args.offset,
+    }
+    found = api.call("GET", "/v1/quarantines", params=params)
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, QUARANTINE_COLUMNS, out)
+
+
+def _hold_pairs(hold: dict[str, Any]) -> list[tuple[str, Any]]:
+    return list(hold.items())
+
+
+def quarantine_show(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    hold = api.call("GET", f"/v1/quarantines/{args.id}")
+    if _json(args):
+        output.emit_json(hold, out)
+    else:
+        output.pairs(_hold_pairs(hold), out)
+
+
+def quarantine_lift(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    hold = api.call("POST", f"/v1/quarantines/{args.id}/lift", body={"reason": args.reason})
+    if _json(args):
+        output.emit_json(hold, out)
+    else:
+        out.write(f"lifted quarantine {hold['id']} ({hold['account'] or hold['prefix']})\n")
+
+
+# -- exemptions ----------------------------------------------------------------------
+
+EXEMPTION_COLUMNS: list[output.Column] = [
+    ("ID", lambda r: r["id"]),
+    ("ACCOUNT", lambda r: r["account"]),
+    ("STATE", lambda r: r["state"]),
+    ("TICKET", lambda r: r["ticket"]),
+    ("ACTOR", lambda r: r["actor"]),
+    ("CREATED", lambda r: r["created_at"]),
+    ("EXPIRES", lambda r: r["expires_at"]),
+    ("REASON", lambda r: r["reason"]),
+]
+
+
+def exempt_add(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    body = {"account": args.account, "ticket": args.ticket, "reason": args.reason}
+    hold = api.call("POST", "/v1/exemptions", body={**body, **_expiry(args)})
+    if _json(args):
+        output.emit_json(hold, out)
+    else:
+        out.write(f"created exemption {hold['id']}\n")
+        output.table([hold], EXEMPTION_COLUMNS, out)
+
+
+def exempt_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    params = {
+        "state": args.state,
+        "account": args.account,
+        "ticket": args.ticket,
+        "limit": args.limit,
+        "offset": args.offset,
+    }
+    found = api.call("GET", "/v1/exemptions", params=params)
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, EXEMPTION_COLUMNS, out)
+
+
+def exempt_lift(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    hold = api.call("POST", f"/v1/exemptions/{args.id}/lift", body={"reason": args.reason})
+    if _json(args):
+        output.emit_json(hold, out)
+    else:
+        out.write(f"lifted exemption {hold['id']} ({hold['account']})\n")
+
+
+# -- account ---------------------------------------------------------------------------
+
+SESSION_COLUMNS: list[output.Column] = [
+    ("ADDRESS", lambda r: r["address"]),
+    ("FROM", lambda r: r["started"]),
+    ("UNTIL", lambda r: r["ended"]),
+    ("SOURCE", lambda r: r["source"]),
+    ("SESSION_ID", lambda r: r["session_id"]),
+]
+
+
+def account_show(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    history = api.call("GET", "/v1/accounts/" + _path(args.account) + "/history")
+    if _json(args):
+        output.emit_json(history, out)
+        return
+    session = history.get("session")
+    out.write(f"account  {history['account']}\n")
+    if session:
+        out.write(
+            f"session  ipv4 {output.cell(session['ipv4'])}  ipv6 "
+            f"{output.cell(session['ipv6'])}  since {session['updated_at']}\n"
+        )
+    else:
+        out.write("session  none now\n")
+    for title, rows, columns in (
+        ("quarantines", history["quarantines"], QUARANTINE_COLUMNS),
+        ("exemptions", history["exemptions"], EXEMPTION_COLUMNS),
+        ("sessions", history["sessions"], SESSION_COLUMNS),
+    ):
+        out.write(f"\n{title} ({len(rows)})\n")
+        if rows:
+            output.table(rows, columns, out)
+
+
+# -- offenders, gateways, audit --------------------------------------------------------------
+
+OFFENDER_COLUMNS: list[output.Column] = [
+    ("KEY", lambda r: r["key"]),
+    ("KIND", lambda r: r["kind"]),
+    ("POLICY", lambda r: r["policy"]),
+    ("SHADOW", lambda r: r["shadow"]),
+    ("COUNT", lambda r: r["count"]),
+    ("LAST_SEEN", lambda r: r["last_seen"]),
+    ("GATEWAYS", lambda r: r["gateways"]),
+    ("ACCOUNT", lambda r: r["account"]),
+]
+
+
+def offenders(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    params = {"gateway": args.gateway, "kind": args.kind, "limit": args.limit}
+    found = api.call("GET", "/v1/offenders", params=params)
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, OFFENDER_COLUMNS, out)
+
+
+def _repairs(row: dict[str, Any]) -> Any:
+    detail = (row.get("status") or {}).get("detail") or {}
+    return detail.get("drift_repairs")
+
+
+GATEWAY_COLUMNS: list[output.Column] = [
+    ("GATEWAY", lambda r: r["name"]),
+    ("WANTED", lambda r: r["convergence"]["wanted_revision"]),
+    ("APPLIED", lambda r: r["convergence"]["applied_revision"]),
+    ("CONVERGED", lambda r: r["convergence"]["converged"]),
+    ("LAG_S", lambda r: r["convergence"]["lag_seconds"]),
+    ("LAST_SEEN", lambda r: r["convergence"]["last_seen"]),
+    ("SEEN_S_AGO", lambda r: r["convergence"]["seconds_since_seen"]),
+    ("DRIFT_REPAIRS", _repairs),
+]
+
+
+def gateways(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    found = api.call("GET", "/v1/gateways")
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, GATEWAY_COLUMNS, out)
+
+
+AUDIT_COLUMNS: list[output.Column] = [
+    ("ID", lambda r: r["id"]),
+    ("AT", lambda r: r["at"]),
+    ("ACTOR", lambda r: r["actor"]),
+    ("ACTION", lambda r: r["action"]),
+    ("OBJECT", lambda r: f"{r['object_type']}:{r['object_id']}"),
+    ("REASON", lambda r: r["reason"]),
+]
+
+
+def audit(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    object_type = object_id = None
+    if args.object:
+        object_type, _, object_id = args.object.partition(":")
+        object_id = object_id or None
+    params = {
+        "since": None if args.since is None else timespec.instant(args.since, "--since"),
+        "until": None if args.until is None else timespec.instant(args.until, "--until"),
+        "actor": args.actor,
+        "action": args.action,
+        "object_type": object_type or None,
+        "object_id": object_id,
+        "after_id": args.after_id,
+        "limit": args.limit,
+    }
+    found = api.call("GET", "/v1/audit", params=params)
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, AUDIT_COLUMNS, out)
+
+
+# -- wiring -------------------------------------------------------------------------------------
+
+
+def run(verb: Verb, args: argparse.Namespace) -> int:
+    try:
+        settings = config.resolve(args.controller, args.ca_file, args.client_config)
+        with Api(settings) as api:
+            verb(args, api, sys.stdout)
+    except ClientError as error:
+        print(f"edgectl: {error.message}", file=sys.stderr)
+        return error.code
+    return 0
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("controller")
+    group.add_argument(
+        "--controller",
+        help="controller URL (default $EDGECTL_URL, the "
+        "client config's url, or http://127.0.0.1:8470)",
+    )
+    group.add_argument("--ca-file", help="CA bundle to verify the controller's TLS certificate")
+    group.add_argument(
+        "--client-config",
+        help="client config file (default "
+        "$EDGECTL_CLIENT_CONFIG or ~/.config/edgectl/client.toml; mode 0600)",
+    )
+    group.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table for people (default) or the API's JSON for scripts",
+    )
+    return common
+
+
+def _bind(parser: argparse.ArgumentParser, verb: Verb) -> None:
+    parser.set_defaults(func=lambda args: run(verb, args))
+
+
+def _expiry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", help="how long: 90m, 24h, 7d (default: no expiry)")
+    parser.add_argument("--expires", help="until when: RFC 3339 time")
+
+
+def _hold_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", choices=STATES, default="active")
+    parser.add_argument("--account")
+    parser.add_argument("--ticket")
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--offset", type=int, default=0)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    common = _common()
+
+    p = subparsers.add_parser("who", parents=[common], help="who held an address (now or --at)")
+    p.add_argument("address", help="IP address or prefix, as in the abuse report")
+    p.add_argument("--at", help="when: RFC 3339 or relative (-2h); default now")
+    _bind(p, who)
+
+    quarantine = subparsers.add_parser("quarantine", help="quarantine accounts (abuse role)")
+    q = quarantine.add_subparsers(dest="action", required=True)
+    p = q.add_parser("add", parents=[common], help="quarantine an account")
+    p.add_argument("account", nargs="?", help="the account (or use --address / --from-file)")
+    p.add_argument("--address", help="quarantine whoever held this address (with --at)")
+    p.add_argument("--at", help="with --address: when (RFC 3339 or -2h)")
+    p.add_argument("--prefix", help="unassigned address space instead of an account")
+    p.add_argument("--from-file", help="one account a line: all quarantined, or none")
+    p.add_argument("--mode", required=True, choices=MODES)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--ticket")
+    _expiry_options(p)
+    _bind(p, quarantine_add)
+    p = q.add_parser("list", parents=[common], help="list quarantines")
+    _hold_filters(p)
+    p.add_argument("--prefix")
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--actor", help="who placed it, e.g. token:alice or policy:strikes")
+    _bind(p, quarantine_list)
+    p = q.add_parser("show", parents=[common], help="one quarantine")
+    p.add_argument("id", type=int)
+    _bind(p, quarantine_show)
+    p = q.add_parser("lift", parents=[common], help="end a quarantine")
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", required=True)
+    _bind(p, quarantine_lift)
+
+    exempt = subparsers.add_parser("exempt", help="OP25B exemptions (abuse role)")
+    e = exempt.add_subparsers(dest="action", required=True)
+    p = e.add_parser("add", parents=[common], help="exempt an account from OP25B")
+    p.add_argument("account")
+    p.add_argument("--ticket", required=True)
+    p.add_argument("--reason", required=True)
+    _expiry_options(p)
+    _bind(p, exempt_add)
+    p = e.add_parser("list", parents=[common], help="list exemptions")
+    _hold_filters(p)
+    _bind(p, exempt_list)
+    p = e.add_parser("lift", parents=[common], help="end an exemption")
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", required=True)
+    _bind(p, exempt_lift)
+
+    account = subparsers.add_parser("account", help="an account's session and history")
+    a = account.add_subparsers(dest="action", required=True)
+    p = a.add_parser("show", parents=[common], help="session, holds and session history")
+    p.add_argument("account")
+    _bind(p, account_show)
+
+    p = subparsers.add_parser(
+        "offenders", parents=[common], help="subscribers the gateways' block logs named"
+    )
+    p.add_argument("--gateway")
+    p.add_argument("--kind", help="ratelimit, concurrency, destinationlimit, op25b, quarantine")
+    p.add_argument("--limit", type=int, default=100)
+    _bind(p, offenders)
+
+    p = subparsers.add_parser(
+        "gateways",
+        parents=[common],
+        help="revision wanted vs applied, lag and last report per gateway",
+    )
+    _bind(p, gateways)
+
+    p = subparsers.add_parser("audit", parents=[common], help="the audit trail (oldest first)")
+    p.add_argument("--since", help="RFC 3339 or relative (-2h)")
+    p.add_argument("--until", help="RFC 3339 or relative")
+    p.add_argument("--actor")
+    p.add_argument("--action")
+    p.add_argument("--object", help="TYPE or TYPE:ID, e.g. quarantine:12 or account:cust-42")
+    p.add_argument("--after-id", type=int, help="page on: the last id seen")
+    p.add_argument("--limit", type=int, default=100)
+    _bind(p, audit)
+
+
+_TIME_OPTIONS = frozenset({"--at", "--since", "--until", "--expires"})
+
+
+def join_relative_times(argv: list[str]) -> list[str]:
+    """``--at -2h`` -> ``--at=-2h``.
+
+    argparse reads a value starting with "-" as the next option (only plain
+    negative numbers are exempt), so the relative times this client promises
+    would need ``--at=-2h``; joining them here lets people type what the help says.
+    """
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if word in _TIME_OPTIONS and following is not None and timespec.is_relative(following):
+            joined.append(f"{word}={following}")
+            index += 2
+            continue
+        joined.append(word)
+        index += 1
+    return joined
