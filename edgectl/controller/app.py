@@ -35,6 +35,7 @@ from edgectl.controller.api.routers import (
     quarantines,
     rate_limits,
     relays,
+    reports,
 )
 from edgectl.controller.batch import Batcher, Wanted
 from edgectl.controller.errors import ControllerError, Invalid, NotFound
@@ -187,6 +188,7 @@ def create_app(
         offenders,
         audit,
         metrics,
+        reports,
     ):
         app.include_router(module.router)
 

@@ -121,3 +121,4 @@ ReaderOrAgent = Annotated[
     Principal, Depends(allow(Role.VIEWER, Role.ABUSE, Role.NETOPS, Role.AGENT))
 ]
 Agent = Annotated[Principal, Depends(allow(Role.AGENT))]
+Reporter = Annotated[Principal, Depends(allow(Role.ABUSE, Role.NETOPS, Role.REPORTER))]
