@@ -114,7 +114,7 @@ def _step(data: object, path: str) -> Step:
         raise SpecError(path, "expected an object")
     strike = _int(data, "strike", path, 1, 1000)
     try:
-        mode = QuarantineMode(data.get("mode"))
+        mode = QuarantineMode(str(data.get("mode")))
     except ValueError:
         modes = ", ".join(m.value for m in QuarantineMode)
         raise SpecError(f"{path}.mode", f"expected one of {modes}") from None
@@ -151,7 +151,7 @@ def parse(data: object) -> Ladder:
 
 
 def dump(ladder: Ladder) -> dict[str, Any]:
-    rules = []
+    rules: list[dict[str, Any]] = []
     for rule in ladder.rules:
         if rule.source == "report":
             rules.append({"source": "report", "class": rule.cls})
