@@ -352,3 +352,15 @@ def test_the_running_controller_escalates_in_the_background(store: Store) -> Non
         scrape = client.get("/metrics", headers=api.headers("viewer")).text
         assert "edgectl_controller_escalation_leader 1" in scrape
         assert 'edgectl_controller_escalation_strikes_total{outcome="enforced"} 1' in scrape
+
+
+def test_a_new_policy_punishes_no_backlog_of_offender_events(api: Api, world: World) -> None:
+    _bind(api, "cust-1", "100.64.0.7")
+    first = now() - timedelta(seconds=60)
+    _offenders(api.store, "gw-a", "100.64.0.7", 80, first)
+    _pass(api)  # no policy yet: the episode is only recorded
+    ladder = {**LADDER, "strikes": [{"source": "offender", "kind": "ratelimit", "threshold": 50}]}
+    _policy(api, ladder=ladder)
+    assert _pass(api).strikes == {}
+    _offenders(api.store, "gw-a", "100.64.0.7", 130, first)  # 50 more after it began
+    assert _pass(api).strikes == {"enforced": 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Connection
 from edgectl.controller.errors import Invalid, NotFound
 from edgectl.controller.escalation import ladder
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Store
+from edgectl.controller.store.core import Change, Store
 
 p = t.policies
 
@@ -83,6 +84,7 @@ def put(
                     report_cursor=newest,
                 )
             )
+            _baseline(change, name)
         else:
             connection.execute(
                 sa.update(p)
@@ -94,6 +96,20 @@ def put(
         action = "policy.create" if existing is None else "policy.update"
         change.audit(action, "policy", name, before, after)
     return after, existing is None
+
+
+def _baseline(change: Change, name: str) -> None:
+    """Offender events seen before the policy existed are counted as done, as the
+    report cursor skips earlier reports: a new policy punishes no backlog."""
+    e, m = t.offender_episodes, t.policy_marks
+    ident = change.connection.execute(sa.select(p.c.id).where(p.c.name == name)).scalar_one()
+    since = change.at - timedelta(seconds=86_400)  # no agent entry outlives a day (WINDOW_MAX)
+    change.connection.execute(
+        sa.insert(m).from_select(
+            ["policy_id", "episode_id", "events"],
+            sa.select(sa.literal(ident), e.c.id, e.c.events).where(e.c.last_seen >= since),
+        )
+    )
 
 
 def get(store: Store, name: str) -> dict[str, Any]:
