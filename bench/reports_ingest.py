@@ -1,8 +1,8 @@
 """Abuse reports and escalation at scale (issue 14): 10,000 reports in one request,
 attributed from the session history; a replay over a month of offender events.
 
-    .venv/bin/python bench/reports_ingest.py             # 1M history rows, 1M events, 5/3 rounds
-    .venv/bin/python bench/reports_ingest.py --reduced   # 100k history rows, 200k events, 3/2 rounds
+    .venv/bin/python bench/reports_ingest.py             # 1M intervals, 1M events, 5/3 rounds
+    .venv/bin/python bench/reports_ingest.py --reduced   # 100k intervals, 200k events, 3/2 rounds
 
 Ingest: an SQLite store seeded with --history intervals (40 per address
 over 400 days, as bench/session_history.py seeds them), a dynamic pool and
