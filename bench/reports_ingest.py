@@ -114,7 +114,8 @@ def seed_episodes(path: Path, accounts: int, events: int, end: datetime) -> floa
         rows = []
         for n in range(events):
             account = rng.randrange(accounts) + 1
-            last = end - MONTH + timedelta(seconds=rng.randrange(month))
+            # Microseconds: two episodes of one key never share a first_seen (unique).
+            last = end - MONTH + timedelta(microseconds=rng.randrange(month * 1_000_000))
             key = str(Prefix(4, BASE + account, 32))
             rows.append(
                 (

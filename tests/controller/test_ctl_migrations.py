@@ -122,3 +122,15 @@ def test_0004_turns_existing_bindings_into_open_intervals(store: Store) -> None:
         ("api:migration-0004", "100.64.0.1", "40400001", since, None)
     ]
     assert rows[0].ipv4_seen == since and rows[0].ipv6_seen is None
+
+
+def test_0007_downgrades_and_upgrades_again(store: Store) -> None:
+    """Reports and policies come and go without touching the tables before them."""
+    _alembic(store, command.downgrade, "0004")
+    with store.database.engine.connect() as connection:
+        names = set(sa.inspect(connection).get_table_names())
+    assert not names & {"reports", "cases", "policies", "strikes", "proposals"}
+    assert {"session_history", "quarantines"} <= names
+    _alembic(store, command.upgrade, "head")
+    with store.database.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []

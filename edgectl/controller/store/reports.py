@@ -155,22 +155,26 @@ def _file_cases(
     for row in loaders.rows_in(connection, query, c.c.account_id, sorted({a for a, _ in spans})):
         existing[(row.account_id, row._mapping["class"])] = row
     new = [key for key in spans if key not in existing]
-    if new:
-        connection.execute(
-            sa.insert(c),
-            [
-                {
-                    "account_id": account,
-                    "class": cls,
-                    "opened_at": at,
-                    "updated_at": at,
-                    "first_at": spans[(account, cls)][0],
-                    "last_at": spans[(account, cls)][1],
-                    "reports": spans[(account, cls)][2],
-                }
-                for account, cls in new
-            ],
-        )
+    stamp = time_param(connection, at)
+    # Through the driver's executemany: a feed opens thousands of cases at once,
+    # and SQLAlchemy's per-row processing was a third of the ingest.
+    insert_rows(
+        connection,
+        c,
+        ("account_id", "class", "opened_at", "updated_at", "first_at", "last_at", "reports"),
+        [
+            (
+                account,
+                cls,
+                stamp,
+                stamp,
+                time_param(connection, spans[(account, cls)][0]),
+                time_param(connection, spans[(account, cls)][1]),
+                spans[(account, cls)][2],
+            )
+            for account, cls in new
+        ],
+    )
     update = [key for key in spans if key in existing]
     if update:
         connection.execute(
