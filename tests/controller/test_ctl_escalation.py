@@ -8,12 +8,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from ctl_support import Api, World, poll_until, settings_for
 from fastapi.testclient import TestClient
 
 from edgectl.controller.app import create_app
 from edgectl.controller.escalation import engine
-from edgectl.controller.store import Store, audit, gateways, offenders, policies
+from edgectl.controller.store import Store, audit, episodes, gateways, offenders, policies
+from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import now
 from edgectl.controller.store.feed import AccountingEvent, apply_events
 from edgectl.model import Prefix
@@ -364,3 +366,16 @@ def test_a_new_policy_punishes_no_backlog_of_offender_events(api: Api, world: Wo
     assert _pass(api).strikes == {}
     _offenders(api.store, "gw-a", "100.64.0.7", 130, first)  # 50 more after it began
     assert _pass(api).strikes == {"enforced": 1}
+
+
+def test_offender_episodes_past_the_retention_are_forgotten(api: Api, world: World) -> None:
+    _bind(api, "cust-1", "100.64.0.7")
+    _offenders(api.store, "gw-a", "100.64.0.7", 10, now() - timedelta(seconds=60))
+    _pass(api)
+    assert episodes.purge(api.store, 1) == 0  # last event a minute ago: kept
+    with api.store.database.write() as connection:
+        connection.execute(
+            sa.update(t.offender_episodes).values(last_seen=now() - timedelta(days=2))
+        )
+    assert episodes.purge(api.store, 1) == 1
+    assert episodes.purge(api.store, 1) == 0

@@ -10,7 +10,7 @@ subscriber must not be punished for a limit not yet in force.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from edgectl.controller.store import attribution
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Store
+from edgectl.controller.store.core import Store, now
 from edgectl.controller.store.db import insert_rows, time_param
 from edgectl.model import Prefix
 
@@ -121,3 +121,32 @@ def _known(connection: Connection, rows: list[Any]) -> dict[tuple[Any, ...], tup
         (row.gateway, row.key, row.kind, row.policy, row.first_seen): (row.events, row.last_seen)
         for row in connection.execute(query)
     }
+
+
+def purge(store: Store, retention_days: int, batch: int = 10_000) -> int:
+    """Forget episodes whose last event is older than ``retention_days`` (the session
+    history's retention: past it, nothing they cite could be attributed again).
+    Strikes keep their own copy of the evidence; marks go with their episode."""
+    cutoff = now() - timedelta(days=retention_days)
+    with store.read() as connection:
+        if (
+            connection.execute(sa.select(e.c.id).where(e.c.last_seen < cutoff).limit(1)).first()
+            is None
+        ):
+            return 0
+    count = 0
+    while True:
+        with store.database.write() as connection:
+            ids = list(
+                connection.execute(
+                    sa.select(e.c.id).where(e.c.last_seen < cutoff).limit(batch)
+                ).scalars()
+            )
+            if ids:
+                connection.execute(
+                    sa.delete(t.policy_marks).where(t.policy_marks.c.episode_id.in_(ids))
+                )
+                connection.execute(sa.delete(e).where(e.c.id.in_(ids)))
+        count += len(ids)
+        if len(ids) < batch:
+            return count
