@@ -221,7 +221,8 @@ def test_brakes_turn_actions_past_the_cap_into_proposals_with_one_alert(
     _policy(api)
     for n in range(6):
         _bind(api, f"cust-{n}", f"100.64.0.{10 + n}")
-        _report(api, f"100.64.0.{10 + n}", f"r{n}", ago=60 - n)
+        # Reports of days ago: the brakes count when the action is taken, not the evidence.
+        _report(api, f"100.64.0.{10 + n}", f"r{n}", ago=3 * 86_400 - n)
     result = _pass(api, escalation_fleet_per_hour=4, escalation_pool_per_hour=2)
     assert result.strikes == {"enforced": 2, "braked": 4}  # one pool: its cap binds first
     assert result.brake_alerts == 1
@@ -230,9 +231,9 @@ def test_brakes_turn_actions_past_the_cap_into_proposals_with_one_alert(
     assert {p["why"] for p in api.get("/v1/proposals", role="viewer")} == {"brake"}
     alerts = audit.listing(api.store, audit.AuditFilter(action="policy.brake"))
     assert len(alerts) == 1
-    # Later braked strikes in the same hour raise no second alert.
+    # A pass later (the same hour): the pool's cap still binds, and no second alert.
     _bind(api, "cust-9", "100.64.0.30")
-    _report(api, "100.64.0.30", "r9", ago=1)
+    _report(api, "100.64.0.30", "r9", ago=2 * 86_400)
     again = _pass(api, escalation_fleet_per_hour=4, escalation_pool_per_hour=2)
     assert again.strikes == {"braked": 1} and again.brake_alerts == 0
     metrics = api.client.get("/metrics", headers=api.headers("viewer")).text

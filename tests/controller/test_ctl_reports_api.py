@@ -148,6 +148,21 @@ def test_bad_input_is_422_naming_the_line_and_nothing_is_kept(api: Api) -> None:
     _post(api, b"hello", "text/plain", expect=422)
     _post(api, b"From: x\r\n\r\nhi", "message/rfc822", expect=422)
     _post(api, _csv(), "text/csv?", expect=422)
+    # PostgreSQL refuses NUL in text: a 422 naming the field, never a 500.
+    nul = _post(api, _csv(f"100.64.0.7,{at(1).isoformat()},spam,a\x00b"), "text/csv", expect=422)
+    assert nul.json()["detail"][0]["field"] == "line 2: message_id"
+    xarf_nul = (
+        '[{"xarf_version": "4.0.0", "report_id": "a\\u0000", "timestamp": "2026-03-01T03:00:00Z",'
+    )
+    xarf_nul += ' "source_identifier": "100.64.0.7", "category": "messaging", "type": "spam"}]'
+    answer = _post(api, xarf_nul, "application/json", expect=422).json()
+    assert answer["detail"][0]["field"] == "[0].report_id"
+    tomorrow = _csv(
+        f"100.64.0.7,{at(1).isoformat()},spam,1", "100.64.0.7,2099-01-01T00:00:00Z,spam,2"
+    )
+    assert _post(api, tomorrow, "text/csv", expect=422).json()["detail"][0]["field"] == (
+        "line 3: time"
+    )
     assert api.get("/v1/reports", role="viewer") == []
 
 

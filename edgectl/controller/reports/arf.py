@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from email.message import Message
 
 from edgectl.controller.reports.model import (
-    MESSAGE_ID_MAX,
     ParseError,
     Report,
     bounded,
+    check_id,
     parse_address,
 )
 
@@ -93,16 +93,16 @@ def parse(raw: bytes) -> Report:
         raise ParseError(f"{where}: Source-IP", "missing: the report names no sender address")
     address = parse_address(source, f"{where}: Source-IP")
     arrival = fields.get("Arrival-Date") or fields.get("Received-Date")
-    if arrival is not None:
-        at = _date(arrival, f"{where}: Arrival-Date")
-    else:
-        at = _date(message.get("Date"), "Date")
+    when = f"{where}: Arrival-Date" if arrival is not None else "Date"
+    at = _date(arrival if arrival is not None else message.get("Date"), when)
     original = _original_headers(message)
     message_id = None
     if original is not None and original.get("Message-ID"):
-        message_id = original.get("Message-ID")
+        message_id = check_id(str(original.get("Message-ID")), "message/rfc822: Message-ID")
     elif fields.get("Original-Envelope-Id"):
-        message_id = fields.get("Original-Envelope-Id")
+        message_id = check_id(
+            str(fields.get("Original-Envelope-Id")), f"{where}: Original-Envelope-Id"
+        )
     detail = {
         "user_agent": bounded(fields.get("User-Agent")),
         "reporter": bounded(message.get("From")),
@@ -115,6 +115,7 @@ def parse(raw: bytes) -> Report:
         at=at,
         cls=cls,
         format="arf",
-        message_id=None if message_id is None else message_id.strip()[:MESSAGE_ID_MAX],
+        message_id=message_id,
         detail={k: v for k, v in detail.items() if v is not None},
+        where=when,
     )

@@ -13,10 +13,10 @@ import csv
 import io
 
 from edgectl.controller.reports.model import (
-    MESSAGE_ID_MAX,
     ParseError,
     Report,
     check_class,
+    check_id,
     parse_address,
     parse_time,
 )
@@ -69,7 +69,8 @@ def parse(text: str, default_class: str | None = None) -> list[Report]:
             else:
                 cls = check_class(row[cls_column], f"line {line}: class")
             assert cls is not None
-            message_id = None if ident is None else row[ident].strip()[:MESSAGE_ID_MAX] or None
+            ident_where = f"line {line}: message_id"
+            message_id = None if ident is None else check_id(row[ident], ident_where)
             reports.append(
                 Report(
                     address=parse_address(row[address], f"line {line}: address"),
@@ -77,6 +78,7 @@ def parse(text: str, default_class: str | None = None) -> list[Report]:
                     cls=cls,
                     format="csv",
                     message_id=message_id,
+                    where=f"line {line}: time",
                 )
             )
     except csv.Error as error:

@@ -46,6 +46,8 @@ class Report:
     message_id: str | None = None
     # A few fields for the analyst (reporter, subject, user agent); bounded.
     detail: dict[str, Any] = field(default_factory=dict)
+    # Where its time came from, for an error about it ("line 3: time").
+    where: str = "time"
 
     @property
     def informational(self) -> bool:
@@ -89,6 +91,17 @@ def check_class(value: str, where: str) -> str:
     if cls not in CLASSES:
         raise ParseError(where, f"unknown class {value!r} (one of {', '.join(sorted(CLASSES))})")
     return cls
+
+
+def check_id(value: str, where: str) -> str | None:
+    """A reporter's message or report id: printable text (PostgreSQL refuses NUL),
+    at most ``MESSAGE_ID_MAX`` characters; empty is none."""
+    text = value.strip()
+    if not text:
+        return None
+    if not text.isprintable():
+        raise ParseError(where, "must be printable text")
+    return text[:MESSAGE_ID_MAX]
 
 
 def bounded(value: object, length: int = 200) -> str | None:

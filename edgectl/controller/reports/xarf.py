@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from edgectl.controller.reports.model import (
-    MESSAGE_ID_MAX,
     ParseError,
     Report,
     bounded,
+    check_id,
     parse_address,
     parse_time,
 )
@@ -74,6 +74,7 @@ def parse(data: object, where: str = "") -> Report:
         at=at,
         cls=cls,
         format="xarf",
-        message_id=report_id.strip()[:MESSAGE_ID_MAX],
+        message_id=check_id(report_id, f"{where}report_id"),
         detail={k: v for k, v in detail.items() if v is not None},
+        where=f"{where}timestamp",
     )

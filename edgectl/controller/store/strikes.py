@@ -182,19 +182,21 @@ def _pass(change: Change, policy: Policy, caps: ladder.Caps, outcome: Outcome) -
             accounts,
         )
     }
+    # The brakes count actions by when they were taken (the hold's creation),
+    # not by the evidence's time: a week-old report acted on now is an action now.
+    q = t.quarantines
+    hour_ago = change.at - ladder.HOUR
     recent = [
-        (row.at, row.pool)
+        (row.created_at, row.pool)
         for row in connection.execute(
-            sa.select(s.c.at, s.c.pool).where(
-                s.c.outcome == "enforced", s.c.at > change.at - ladder.HOUR
-            )
+            sa.select(q.c.created_at, s.c.pool)
+            .join(q, q.c.id == s.c.quarantine_id)
+            .where(s.c.outcome == "enforced", q.c.created_at > hour_ago)
         )
     ]
     braked_lately = (
         connection.execute(
-            sa.select(s.c.id)
-            .where(s.c.outcome == "braked", s.c.at > change.at - ladder.HOUR)
-            .limit(1)
+            sa.select(pr.c.id).where(pr.c.why == "brake", pr.c.created_at > hour_ago).limit(1)
         ).first()
         is not None
     )

@@ -102,7 +102,9 @@ def list_proposals(
     store: StoreDep,
     _: Reader,
     state: Literal["pending", "approved", "rejected", "all"] = "pending",
-    policy: Annotated[str | None, Query(max_length=64)] = None,
+    policy: Annotated[
+        str | None, Query(max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """Actions waiting for an analyst (oldest first), with the strike's evidence."""

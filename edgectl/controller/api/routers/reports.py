@@ -15,6 +15,8 @@ from edgectl.controller.errors import Invalid
 from edgectl.controller.reports import ParseError, Report, arf, csvfeed, xarf
 from edgectl.controller.reports.model import CLASSES
 from edgectl.controller.store import reports
+from edgectl.controller.store.core import now
+from edgectl.controller.store.holds import AT_SKEW
 
 router = APIRouter(tags=["reports"])
 
@@ -64,7 +66,9 @@ async def post_reports(
     request: Request,
     store: StoreDep,
     who: Reporter,
-    cls: Annotated[str | None, Query(alias="class", max_length=32)] = None,
+    cls: Annotated[
+        str | None, Query(alias="class", max_length=32, pattern=r"^[a-z][a-z-]{0,31}$")
+    ] = None,
 ) -> Any:
     """Keep abuse reports: one ARF message (``message/rfc822``), X-ARF v4
     (``application/json``, one object or a list) or CSV (``text/csv``; ``?class=``
@@ -80,6 +84,12 @@ async def post_reports(
         parsed = await run_in_threadpool(parse_body, kind, raw, cls)
     except ParseError as error:
         raise Invalid(error.where, error.reason) from None
+    latest = now() + AT_SKEW
+    for report in parsed:
+        # Attributed as of a time that has not come, a report would name whoever
+        # holds the address now: a wrong clock or zone, refused like a bad field.
+        if report.at > latest:
+            raise Invalid(report.where, f"{report.at.isoformat()} lies in the future")
     return await run_in_threadpool(reports.ingest, store, who.actor, parsed)
 
 
@@ -88,7 +98,9 @@ def list_reports(
     store: StoreDep,
     _: Reader,
     account: Annotated[AccountId | None, Query()] = None,
-    cls: Annotated[str | None, Query(alias="class", max_length=32)] = None,
+    cls: Annotated[
+        str | None, Query(alias="class", max_length=32, pattern=r"^[a-z][a-z-]{0,31}$")
+    ] = None,
     unattributed: bool = False,
     since: Annotated[AwareDatetime | None, Query()] = None,
     until: Annotated[AwareDatetime | None, Query()] = None,
@@ -107,7 +119,9 @@ def list_cases(
     store: StoreDep,
     _: Reader,
     account: Annotated[AccountId | None, Query()] = None,
-    cls: Annotated[str | None, Query(alias="class", max_length=32)] = None,
+    cls: Annotated[
+        str | None, Query(alias="class", max_length=32, pattern=r"^[a-z][a-z-]{0,31}$")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """Cases (reports per account and class), most recently updated first."""
