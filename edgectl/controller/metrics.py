@@ -287,7 +287,7 @@ def render(snapshot: Snapshot, extra: Sequence[Family] = ()) -> str:
     return exposition([*families(snapshot), *extra])
 
 
-def escalation_families(counts: Mapping[str, Any], leader: bool) -> list[Family]:
+def escalation_families(counts: Mapping[str, Any], leader: bool, passes: int) -> list[Family]:
     """The escalation engine, from the store (the same on every controller process)."""
     strikes = Family(
         "edgectl_controller_escalation_strikes_total",
@@ -315,4 +315,10 @@ def escalation_families(counts: Mapping[str, Any], leader: bool) -> list[Family]
         "1 if this controller process runs the escalation engine now.",
     )
     leads.add([], 1 if leader else 0)
-    return [strikes, alerts, pending, leads]
+    made = Family(
+        "edgectl_controller_escalation_passes_total",
+        "counter",
+        "Engine passes this controller process made while leading.",
+    )
+    made.add([], passes)
+    return [strikes, alerts, pending, leads, made]

@@ -354,6 +354,7 @@ def test_the_running_controller_escalates_in_the_background(store: Store) -> Non
         assert hold["actor"] == "policy:spam-ladder"
         scrape = client.get("/metrics", headers=api.headers("viewer")).text
         assert "edgectl_controller_escalation_leader 1" in scrape
+        assert "edgectl_controller_escalation_passes_total 0" not in scrape
         assert 'edgectl_controller_escalation_strikes_total{outcome="enforced"} 1' in scrape
 
 

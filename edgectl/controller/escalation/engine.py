@@ -100,19 +100,11 @@ def run_once(store: Store, settings: Settings) -> PassResult:
 
 
 class Stats:
-    """What /metrics shows of the engine (this process's counts)."""
+    """What /metrics shows of this process's engine: whether it leads, passes made."""
 
     def __init__(self) -> None:
         self.leader = False
         self.passes = 0
-        self.strikes: dict[str, int] = {}
-        self.brake_alerts = 0
-
-    def add(self, result: PassResult) -> None:
-        self.passes += 1
-        for name, count in result.strikes.items():
-            self.strikes[name] = self.strikes.get(name, 0) + count
-        self.brake_alerts += result.brake_alerts
 
 
 async def run(store: Store, settings: Settings, stats: Stats | None = None) -> None:
@@ -125,7 +117,7 @@ async def run(store: Store, settings: Settings, stats: Stats | None = None) -> N
                 stats.leader = await run_in_threadpool(leader.acquire)
                 if stats.leader:
                     result = await run_in_threadpool(run_once, store, settings)
-                    stats.add(result)
+                    stats.passes += 1
                     if result.strikes:
                         log.info("escalation: %s", _summary(result))
             except asyncio.CancelledError:

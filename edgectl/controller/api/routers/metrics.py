@@ -25,6 +25,6 @@ def scrape(request: Request, store: StoreDep, _: Reader) -> PrometheusText:
     extra = []
     if radius is not None:
         extra = metrics.radius_families(radius.view(), radius.open_sessions())
-    leader = request.app.state.escalation.leader
-    extra += metrics.escalation_families(strikes.counts(store), leader)
+    engine = request.app.state.escalation
+    extra += metrics.escalation_families(strikes.counts(store), engine.leader, engine.passes)
     return PrometheusText(metrics.render(telemetry.snapshot(store), extra))
