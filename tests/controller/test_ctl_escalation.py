@@ -381,3 +381,22 @@ def test_offender_episodes_past_the_retention_are_forgotten(api: Api, world: Wor
         )
     assert episodes.purge(api.store, 1) == 1
     assert episodes.purge(api.store, 1) == 0
+
+
+def test_deleting_a_policy_keeps_its_holds_and_drops_its_pending_proposals(
+    api: Api, world: World
+) -> None:
+    _bind(api, "cust-1", "100.64.0.7")
+    _bind(api, "cust-2", "100.64.0.8")
+    _policy(api)
+    _report(api, "100.64.0.7", "a")
+    _pass(api)
+    api.put("/v1/policies/spam-ladder", {"mode": "propose", **LADDER})  # replaced, same strikes
+    _report(api, "100.64.0.8", "b")
+    _pass(api)
+    assert len(api.get("/v1/proposals", role="viewer")) == 1
+    api.call("DELETE", "/v1/policies/spam-ladder", expect=204)
+    assert api.get("/v1/proposals?state=all", role="viewer") == []
+    assert [h["actor"] for h in _holds(api, "cust-1")] == ["policy:spam-ladder"]
+    api.call("GET", "/v1/policies/spam-ladder", role="viewer", expect=404)
+    api.call("DELETE", "/v1/policies/spam-ladder", expect=404)
