@@ -117,6 +117,8 @@ class Controller:
             f"port = {self.port}\n"
             "poll_interval = 0.05\n"
             "sweep_interval = 0.2\n"
+            # The escalation engine's pass (no policy exists unless a test makes one).
+            "escalation_interval = 0.5\n"
             'log_level = "warning"\n'
         )
         store = Store.open(f"sqlite:///{self.db}", migrate=True)

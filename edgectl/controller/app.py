@@ -31,15 +31,18 @@ from edgectl.controller.api.routers import (
     gateways,
     metrics,
     offenders,
+    policies,
     pools,
     quarantines,
     rate_limits,
     relays,
+    reports,
 )
 from edgectl.controller.batch import Batcher, Wanted
 from edgectl.controller.console import signin as console_signin
 from edgectl.controller.console import views as console
 from edgectl.controller.errors import ControllerError, Invalid, NotFound
+from edgectl.controller.escalation import engine
 from edgectl.controller.notify import Notifier
 from edgectl.controller.radius.server import RadiusServer
 from edgectl.controller.settings import Settings
@@ -111,14 +114,23 @@ async def _credential(request: Request) -> Principal | None:
 
 
 def create_app(
-    settings: Settings, store: Store, *, sweep: bool = True, radius: RadiusServer | None = None
+    settings: Settings,
+    store: Store,
+    *,
+    sweep: bool = True,
+    radius: RadiusServer | None = None,
+    escalate: bool | None = None,
 ) -> FastAPI:
     """The API over ``store``; ``sweep=False`` leaves expiry to the caller (tests).
+
+    ``escalate`` runs the escalation engine (default: as ``sweep``); tests
+    that want to drive it pass by pass call ``engine.run_once`` instead.
 
     ``radius`` (sockets already bound) runs while the app does: its commits
     go through ``store``, whose listeners wake long-polls like a REST write's.
     """
     notifier = Notifier()
+    escalation = engine.Stats()
     store.subscribe(notifier.publish)
     # Verified tokens, for at most poll_interval (another process's revocation);
     # this process's revocations clear it before they return.
@@ -143,6 +155,8 @@ def create_app(
         tasks = [asyncio.create_task(notifier.run(revisions, settings.poll_interval))]
         if sweep:
             tasks.append(asyncio.create_task(sweeper.run(store, settings)))
+        if sweep if escalate is None else escalate:
+            tasks.append(asyncio.create_task(engine.run(store, settings, escalation)))
         if radius is not None:
             radius.start()
         try:
@@ -174,6 +188,7 @@ def create_app(
     app.state.token_cache = token_cache
     app.state.read_limiter = None  # the default pool until the lifespan starts
     app.state.radius = radius
+    app.state.escalation = escalation
     app.state.batcher = Batcher(serve_many)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.
@@ -203,6 +218,8 @@ def create_app(
         offenders,
         audit,
         metrics,
+        reports,
+        policies,
     ):
         app.include_router(module.router)
     console.install(app)

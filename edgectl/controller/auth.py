@@ -20,6 +20,7 @@ class Role(StrEnum):
     ABUSE = "abuse"
     NETOPS = "netops"
     AGENT = "agent"
+    REPORTER = "reporter"  # a mailbox or feed relay: may only POST /v1/reports
 
 
 READERS = frozenset({Role.VIEWER, Role.ABUSE, Role.NETOPS})

@@ -30,11 +30,37 @@ def controller(args: argparse.Namespace) -> int:
             Store.open(settings.database_url, migrate=True).close()
             print("database is at the latest schema")
             return 0
+        if args.action == "load-policies":
+            return _load_policies(settings, args.file)
         from edgectl.controller.server import serve
 
         serve(settings)
     except ControllerError as error:
         return _fail(error)
+    return 0
+
+
+def _load_policies(settings: Settings, file: Path | None) -> int:
+    """Escalation policies from a TOML or JSON file (``[[policy]]`` tables), all or none."""
+    import json
+    import tomllib
+
+    from edgectl.controller.errors import Invalid
+    from edgectl.controller.store import Store, policies
+
+    if file is None:
+        raise Invalid("file", "load-policies needs a file")
+    try:
+        text = file.read_text()
+        data = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as error:
+        raise Invalid(str(file), str(error)) from None
+    store = Store.open(settings.database_url, migrate=settings.migrate_on_start)
+    try:
+        for name in policies.load(store, f"cli:{file.name}", data):
+            print(f"policy {name}: loaded")
+    finally:
+        store.close()
     return 0
 
 
@@ -81,11 +107,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument(
         "action",
         nargs="?",
-        choices=("serve", "migrate"),
+        choices=("serve", "migrate", "load-policies"),
         default="serve",
-        help="serve the API (default; migrates first unless migrate_on_start = false) "
-        "or only bring the database to the latest schema",
+        help="serve the API (default; migrates first unless migrate_on_start = false), "
+        "only bring the database to the latest schema, or create/replace the escalation "
+        "policies of FILE",
     )
+    serve.add_argument("file", nargs="?", type=Path, help="with load-policies: TOML or JSON")
     _config_option(serve)
     serve.set_defaults(func=controller)
 

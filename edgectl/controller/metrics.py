@@ -285,3 +285,40 @@ def radius_families(view: StatsView, open_sessions: Mapping[str, int]) -> list[F
 
 def render(snapshot: Snapshot, extra: Sequence[Family] = ()) -> str:
     return exposition([*families(snapshot), *extra])
+
+
+def escalation_families(counts: Mapping[str, Any], leader: bool, passes: int) -> list[Family]:
+    """The escalation engine, from the store (the same on every controller process)."""
+    strikes = Family(
+        "edgectl_controller_escalation_strikes_total",
+        "counter",
+        "Strikes by what the policy did (enforced, proposed, braked, dry-run, exempt, failed, "
+        "rejected); a deleted policy's strikes leave the count.",
+    )
+    for outcome, value in sorted(counts["strikes"].items()):
+        strikes.add([("outcome", outcome)], int(value))
+    alerts = Family(
+        "edgectl_controller_escalation_brake_alerts_total",
+        "counter",
+        "Times a brake was reached after an hour without one (one audit record policy.brake each).",
+    )
+    alerts.add([], counts["brake_alerts"])
+    pending = Family(
+        "edgectl_controller_escalation_proposals_pending",
+        "gauge",
+        "Proposals waiting for an analyst.",
+    )
+    pending.add([], counts["pending"])
+    leads = Family(
+        "edgectl_controller_escalation_leader",
+        "gauge",
+        "1 if this controller process runs the escalation engine now.",
+    )
+    leads.add([], 1 if leader else 0)
+    made = Family(
+        "edgectl_controller_escalation_passes_total",
+        "counter",
+        "Engine passes this controller process made while leading.",
+    )
+    made.add([], passes)
+    return [strikes, alerts, pending, leads, made]

@@ -85,6 +85,13 @@ class Settings:
     # as OWASP's session guidance has it for a tool that can cut customers off.
     console_idle_timeout: float = 30 * 60.0
     console_absolute_timeout: float = 12 * 3600.0
+    # The escalation engine: how often it turns new reports and offenders into
+    # strikes (one leader among controllers sharing PostgreSQL), and the
+    # brakes on automatic holds per sliding hour, fleet-wide and per pool.
+    # Past a cap, actions become proposals for an analyst, with one alert.
+    escalation_interval: float = 5.0
+    escalation_fleet_per_hour: int = 100
+    escalation_pool_per_hour: int = 20
     # The RADIUS accounting feed ([controller.radius]); None = not listening.
     # Read from the file only: its clients file holds the shared secrets.
     radius: RadiusSettings | None = None
@@ -196,7 +203,7 @@ def check(settings: Settings) -> Settings:
             f"listening on {settings.host} without TLS would send bearer tokens in clear; "
             "set tls_certfile/tls_keyfile, or allow_plain_http behind a TLS proxy",
         )
-    for name in ("sweep_interval", "poll_interval"):
+    for name in ("sweep_interval", "poll_interval", "escalation_interval"):
         if not 0.01 <= getattr(settings, name) <= 3600:
             raise Invalid(name, "must be between 0.01 and 3600 seconds")
     if not 0 <= settings.max_wait <= 3600:
@@ -224,6 +231,9 @@ def check(settings: Settings) -> Settings:
         )
     if not 1 <= settings.max_connections <= 1_000_000:
         raise Invalid("max_connections", "must be between 1 and 1000000")
+    for name in ("escalation_fleet_per_hour", "escalation_pool_per_hour"):
+        if not 0 <= getattr(settings, name) <= 1_000_000:
+            raise Invalid(name, "must be between 0 (every action a proposal) and 1000000")
     if settings.log_level not in ("critical", "error", "warning", "info", "debug"):
         raise Invalid("log_level", "must be one of critical, error, warning, info, debug")
     return settings

@@ -9,7 +9,7 @@ from datetime import timedelta
 from starlette.concurrency import run_in_threadpool
 
 from edgectl.controller.settings import Settings
-from edgectl.controller.store import Store, console_sessions, feed, sweep
+from edgectl.controller.store import Store, console_sessions, episodes, feed, sweep
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ async def run(store: Store, settings: Settings) -> None:
             await run_in_threadpool(sweep.purge_tombstones, store, settings.tombstone_retention)
             await run_in_threadpool(sweep.forget_revisions, store, settings.tombstone_retention)
             await run_in_threadpool(sweep.purge_history, store, settings.session_retention_days)
+            await run_in_threadpool(episodes.purge, store, settings.session_retention_days)
             if settings.stale_session_after > 0:
                 silent = timedelta(seconds=settings.stale_session_after)
                 stale = await run_in_threadpool(feed.unbind_stale, store, silent)

@@ -28,7 +28,7 @@ def test_migrate_is_idempotent_and_starts_the_sequence_at_zero(store: Store) -> 
     with store.read() as connection:
         assert store.current_seq(connection) == 0
         version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0005"
+    assert version == "0006"
 
 
 def _alembic(store: Store, action: Callable[[Config, str], None], target: str) -> None:
@@ -122,3 +122,15 @@ def test_0004_turns_existing_bindings_into_open_intervals(store: Store) -> None:
         ("api:migration-0004", "100.64.0.1", "40400001", since, None)
     ]
     assert rows[0].ipv4_seen == since and rows[0].ipv6_seen is None
+
+
+def test_0006_downgrades_and_upgrades_again(store: Store) -> None:
+    """Reports and policies come and go without touching the tables before them."""
+    _alembic(store, command.downgrade, "0005")
+    with store.database.engine.connect() as connection:
+        names = set(sa.inspect(connection).get_table_names())
+    assert not names & {"reports", "cases", "policies", "strikes", "proposals"}
+    assert {"session_history", "quarantines"} <= names
+    _alembic(store, command.upgrade, "head")
+    with store.database.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from ctl_support import Api, World
+from ctl_support import Api, World, settings_for
+
+from edgectl.controller.auth import Role
+from edgectl.controller.escalation import engine
+from edgectl.controller.store import tokens as store_tokens
 
 READ = {"viewer", "abuse", "netops"}
 HOLD = {"abuse", "netops"}
 NETOPS = {"netops"}
 READ_AGENT = READ | {"agent"}
 AGENT = {"agent"}
-ROLES = ("viewer", "abuse", "netops", "agent")
+REPORT = {"abuse", "netops", "reporter"}
+ROLES = ("viewer", "abuse", "netops", "agent", "reporter")
 
 Body = Callable[[str, dict[str, Any]], Any]
 
@@ -33,7 +39,29 @@ def fixed(text: str) -> Callable[[str, dict[str, Any]], str]:
     return lambda role, ctx: text
 
 
-NET = {"viewer": 1, "abuse": 2, "netops": 3, "agent": 4}
+NET = {"viewer": 1, "abuse": 2, "netops": 3, "agent": 4, "reporter": 5}
+
+LADDER = {
+    "strikes": [{"source": "report", "class": "spam"}],
+    "steps": [{"strike": 1, "mode": "smtp", "duration": 3600}],
+    "window": 86400,
+}
+
+
+def _xarf(ident: str, address: str, at: str) -> dict[str, Any]:
+    return {
+        "xarf_version": "4.0.0",
+        "report_id": ident,
+        "timestamp": at,
+        "source_identifier": address,
+        "category": "messaging",
+        "type": "spam",
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
 
 ENDPOINTS = [
     Endpoint("GET", "/v1/pools", fixed("/v1/pools"), READ, 200),
@@ -202,6 +230,61 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/audit", fixed("/v1/audit"), READ, 200),
     Endpoint("GET", "/v1/offenders", fixed("/v1/offenders"), READ, 200),
     Endpoint("GET", "/metrics", fixed("/metrics"), READ, 200),
+    Endpoint(
+        "POST",
+        "/v1/reports",
+        fixed("/v1/reports"),
+        REPORT,
+        200,
+        lambda r, c: _xarf(f"role-{r}", "100.64.0.10", _now()),
+    ),
+    Endpoint("GET", "/v1/reports", fixed("/v1/reports"), READ, 200),
+    Endpoint("GET", "/v1/cases", fixed("/v1/cases"), READ, 200),
+    Endpoint("GET", "/v1/cases/{ident}", lambda r, c: f"/v1/cases/{c['case']}", READ, 200),
+    Endpoint("GET", "/v1/policies", fixed("/v1/policies"), READ, 200),
+    Endpoint("GET", "/v1/policies/{name}", fixed("/v1/policies/base"), READ, 200),
+    Endpoint(
+        "PUT",
+        "/v1/policies/{name}",
+        lambda r, c: f"/v1/policies/p-{r}",
+        NETOPS,
+        201,
+        lambda r, c: {"mode": "dry-run", **LADDER},
+    ),
+    Endpoint("DELETE", "/v1/policies/{name}", lambda r, c: f"/v1/policies/p-{r}", NETOPS, 204),
+    Endpoint(
+        "POST",
+        "/v1/policies/{name}/replay",
+        fixed("/v1/policies/base/replay"),
+        HOLD,
+        200,
+        lambda r, c: {"since": "2026-01-01T00:00:00Z", "until": _now()},
+    ),
+    Endpoint("GET", "/v1/proposals", fixed("/v1/proposals"), READ, 200),
+    Endpoint(
+        "POST",
+        "/v1/proposals/{ident}/approve",
+        lambda r, c: f"/v1/proposals/{c['approve'].get(r, 1)}/approve",
+        HOLD,
+        200,
+        lambda r, c: {"reason": "ok"},
+    ),
+    Endpoint(
+        "POST",
+        "/v1/proposals/{ident}/reject",
+        lambda r, c: f"/v1/proposals/{c['reject'].get(r, 1)}/reject",
+        HOLD,
+        200,
+        lambda r, c: {"reason": "no"},
+    ),
+    Endpoint(
+        "POST",
+        "/v1/proposals/decide",
+        fixed("/v1/proposals/decide"),
+        HOLD,
+        200,
+        lambda r, c: {"ids": [c["decide"].get(r, 1)], "decision": "reject", "reason": "no"},
+    ),
 ]
 
 
@@ -215,6 +298,18 @@ def _context(api: Api) -> dict[str, Any]:
         context["lift_q"][role] = made["quarantine"]["id"]
         made = api.post("/v1/exemptions", {"account": f"l_{role}", "ticket": "T", "reason": "r"})
         context["lift_e"][role] = made["id"]
+    # A case (alice's spam), and pending proposals for each role to decide.
+    api.post("/v1/reports", _xarf("ctx", "100.64.0.10", _now()))
+    context["case"] = api.get("/v1/cases")[0]["id"]
+    api.put("/v1/policies/base", {"mode": "propose", **LADDER})
+    for n in range(len(HOLD) * 3):
+        api.put(f"/v1/accounts/pr_{n}/session", {"ipv4": f"100.64.7.{n + 1}"})
+        api.post("/v1/reports", _xarf(f"pr-{n}", f"100.64.7.{n + 1}", _now()))
+    engine.run_once(api.store, settings_for(api.store))
+    pending = [p["id"] for p in api.get("/v1/proposals")]
+    assert len(pending) == 6
+    for kind in ("approve", "reject", "decide"):
+        context[kind] = {role: pending.pop() for role in sorted(HOLD)}
     return context
 
 
@@ -231,7 +326,11 @@ def test_matrix_covers_every_route(api: Api) -> None:
 
 def test_role_matrix(api: Api, world: World) -> None:
     context = _context(api)
-    tokens = {**api.tokens, "agent": world.agent_a}
+    tokens = {
+        **api.tokens,
+        "agent": world.agent_a,
+        "reporter": store_tokens.create(api.store, "relay", Role.REPORTER),
+    }
     got: dict[tuple[str, str, str], int] = {}
     wanted: dict[tuple[str, str, str], int] = {}
     for role in ROLES:
@@ -248,7 +347,8 @@ def test_role_matrix(api: Api, world: World) -> None:
 
 @pytest.mark.parametrize("token", [None, "edg_not-a-token", "x" * 300])
 def test_no_or_bad_token_is_401(api: Api, world: World, token: str | None) -> None:
-    context = {"q": 1, "e": 1, "lift_q": {}, "lift_e": {}}
+    context = {"q": 1, "e": 1, "lift_q": {}, "lift_e": {}, "case": 1}
+    context.update({"approve": {}, "reject": {}, "decide": {}})
     for endpoint in ENDPOINTS:
         body = None if endpoint.body is None else endpoint.body("netops", context)
         response = api.call(

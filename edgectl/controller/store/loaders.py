@@ -137,6 +137,11 @@ def view(change: Change) -> tuple[Catalogue, Topology]:
     return memo
 
 
+def view_of(connection: Connection) -> tuple[Catalogue, Topology]:
+    """Catalogue and topology as ``connection`` sees them, outside any change (reads)."""
+    return _load_view(connection)
+
+
 def _load_view(connection: Connection) -> tuple[Catalogue, Topology]:
     rows = connection.execute(sa.select(t.pools)).all()
     served = served_pools(connection)

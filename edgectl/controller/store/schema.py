@@ -435,3 +435,149 @@ audit = sa.Table(
     sa.Index("ix_audit_object", "object_type", "object_id"),
     sa.Index("ix_audit_actor", "actor"),
 )
+
+# Abuse reports from outside (ARF, X-ARF, CSV), one row per event.  Kept
+# whether or not anyone held the address then (``account_id`` NULL: listed
+# as unattributed).  De-duplicated by two keys: the reporter's own message
+# id (the same report relayed twice) and the event itself (address, time,
+# class: two feedback loops reporting one message).
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("received_at", Instant(), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),  # who posted it (actor)
+    sa.Column("format", sa.String(8), nullable=False),
+    sa.Column("message_id", sa.String(250)),
+    sa.Column("class", sa.String(32), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("at", Instant(), nullable=False),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id")),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id")),
+    sa.Column("attribution", sa.Text),  # JSON: the interval that made the account
+    sa.Column("detail", sa.Text),  # JSON: reporter, subject, ... (bounded)
+    sa.Column("event_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("message_key", sa.String(64), unique=True),
+    sa.Index("ix_reports_account", "account_id", "at"),
+    sa.Index("ix_reports_at", "at"),
+    sa.Index("ix_reports_case", "case_id"),
+)
+
+# Reports grouped per account and class: what an analyst works through.
+cases = sa.Table(
+    "cases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("class", sa.String(32), nullable=False),
+    sa.Column("opened_at", Instant(), nullable=False),
+    sa.Column("updated_at", Instant(), nullable=False),
+    sa.Column("first_at", Instant(), nullable=False),  # the earliest report's event time
+    sa.Column("last_at", Instant(), nullable=False),
+    sa.Column("reports", sa.Integer, nullable=False),
+    sa.UniqueConstraint("account_id", "class", name="uq_cases_account_class"),
+)
+
+# The gateways' offender entries as the escalation engine saw them: one row
+# per agent entry (gateway, key, kind, rule, first_seen), its count as last
+# seen.  The offenders table holds only each gateway's latest report; this
+# is the history that strikes cite and that a replay reads.
+offender_episodes = sa.Table(
+    "offender_episodes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("policy", sa.String(64), nullable=False),  # the agent's rule (profile) name
+    sa.Column("first_seen", Instant(), nullable=False),
+    sa.Column("last_seen", Instant(), nullable=False),
+    sa.Column("events", sa.BigInteger, nullable=False),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id")),
+    sa.UniqueConstraint(
+        "gateway", "key", "kind", "policy", "first_seen", name="uq_offender_episodes_entry"
+    ),
+    sa.Index("ix_offender_episodes_seen", "last_seen"),
+)
+
+# Escalation policies: a ladder (JSON, see escalation/ladder.py) and a mode.
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("mode", sa.String(16), nullable=False),  # dry-run / propose / enforce
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("created_at", Instant(), nullable=False),
+    sa.Column("updated_at", Instant(), nullable=False),
+    # The last report id this policy has looked at (reports only grow).
+    sa.Column("report_cursor", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# Offender events a policy has already counted (or absorbed during a hold),
+# per episode: the next strike needs that many more.
+policy_marks = sa.Table(
+    "policy_marks",
+    metadata,
+    sa.Column(
+        "policy_id", sa.Integer, sa.ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "episode_id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("offender_episodes.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("events", sa.BigInteger, nullable=False),
+)
+
+# Every strike and what the policy did about it.  ``outcome``: enforced,
+# proposed, dry-run, braked (a proposal because a cap was reached), exempt
+# (an exemption won), held (the account was already held: evidence only).
+strikes = sa.Table(
+    "strikes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column(
+        "policy_id", sa.Integer, sa.ForeignKey("policies.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("at", Instant(), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),  # 0 for an uncounted (held) strike
+    sa.Column("step", sa.Integer),
+    sa.Column("mode", sa.String(16)),  # the quarantine mode of the step
+    sa.Column("pool", sa.String(32)),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),  # JSON
+    sa.Column("quarantine_id", sa.Integer, sa.ForeignKey("quarantines.id")),
+    sa.Index("ix_strikes_account", "policy_id", "account_id", "at"),
+    sa.Index("ix_strikes_at", "outcome", "at"),
+)
+
+# Actions waiting for an analyst: a propose-mode policy's, or an enforce-mode
+# one's held back by a brake.
+proposals = sa.Table(
+    "proposals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "strike_id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("strikes.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    sa.Column("policy", sa.String(64), nullable=False),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("duration", sa.Integer),  # seconds; NULL: until lifted
+    sa.Column("review", sa.Boolean, nullable=False),
+    sa.Column("why", sa.String(16), nullable=False),  # propose / brake
+    sa.Column("created_at", Instant(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending / approved / rejected
+    sa.Column("decided_at", Instant()),
+    sa.Column("decided_by", sa.String(200)),
+    sa.Column("quarantine_id", sa.Integer, sa.ForeignKey("quarantines.id")),
+    sa.Index("ix_proposals_state", "state", "id"),
+)

@@ -8,7 +8,7 @@ from fastapi.responses import PlainTextResponse
 
 from edgectl.controller import metrics
 from edgectl.controller.api.deps import Reader, StoreDep
-from edgectl.controller.store import telemetry
+from edgectl.controller.store import strikes, telemetry
 
 router = APIRouter(tags=["metrics"])
 
@@ -25,4 +25,6 @@ def scrape(request: Request, store: StoreDep, _: Reader) -> PrometheusText:
     extra = []
     if radius is not None:
         extra = metrics.radius_families(radius.view(), radius.open_sessions())
+    engine = request.app.state.escalation
+    extra += metrics.escalation_families(strikes.counts(store), engine.leader, engine.passes)
     return PrometheusText(metrics.render(telemetry.snapshot(store), extra))
