@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from edgectl.controller.store import loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change
+from edgectl.controller.store.change import Change
 from edgectl.controller.store.holds import (
     QuarantineSpec,
     check_placement,

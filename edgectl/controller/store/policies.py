@@ -13,7 +13,8 @@ from sqlalchemy.engine import Connection
 from edgectl.controller.errors import Invalid, NotFound
 from edgectl.controller.escalation import ladder
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 
 p = t.policies
 

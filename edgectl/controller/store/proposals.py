@@ -14,7 +14,8 @@ from edgectl.controller.errors import Conflict, NotFound
 from edgectl.controller.escalation import ladder
 from edgectl.controller.store import auto_holds
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.model import QuarantineMode
 
 pr, s = t.proposals, t.strikes

@@ -33,7 +33,8 @@ from edgectl.controller.errors import Invalid
 from edgectl.controller.escalation import ladder
 from edgectl.controller.store import auto_holds, loaders
 from edgectl.controller.store import schema as t
-from edgectl.controller.store.core import Change, Store
+from edgectl.controller.store.change import Change
+from edgectl.controller.store.core import Store
 from edgectl.controller.store.policies import Policy
 from edgectl.model import Prefix
 
