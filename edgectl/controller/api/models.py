@@ -165,6 +165,11 @@ class RateLimitPublic(BaseModel):
 # Gateways --------------------------------------------------------------------
 
 
+class GardenDestinationIn(Strict):
+    prefix: PrefixText
+    ports: Annotated[list[Port], Field(min_length=1, max_length=16)] | None = None
+
+
 class GatewaySettingsIn(Strict):
     """The model's gateway settings (``GatewaySettings``), field for field;
     omitted fields take the model's defaults.  A test keeps the two in step."""
@@ -179,6 +184,10 @@ class GatewaySettingsIn(Strict):
     portal: Annotated[list[PrefixText], Field(max_length=64)] | None = None
     meter_size: Annotated[int, Field(ge=1024, le=16_777_216)] | None = None
     track_non_mail: bool | None = None
+    steer_http_4: PrefixText | None = None
+    steer_http_6: PrefixText | None = None
+    steer_http_port: Port | None = None
+    garden_allow: Annotated[list[GardenDestinationIn], Field(max_length=256)] | None = None
 
 
 class GatewayCreate(Strict):
