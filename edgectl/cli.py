@@ -13,6 +13,7 @@ from edgectl.agent.daemon import cli as daemon_cli
 from edgectl.controller import catalogue_check
 from edgectl.controller import cli as controller_cli
 from edgectl.lab import demo, lab_cli
+from edgectl.portal import cli as portal_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalogue_check.register(subparsers)
     demo.register(subparsers)
     lab_cli.register(subparsers)
+    portal_cli.register(subparsers)
     return parser
 
 

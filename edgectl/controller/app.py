@@ -32,6 +32,7 @@ from edgectl.controller.api.routers import (
     metrics,
     offenders,
     pools,
+    portal,
     quarantines,
     rate_limits,
     relays,
@@ -185,6 +186,7 @@ def create_app(
         quarantines,
         exemptions,
         offenders,
+        portal,
         audit,
         metrics,
     ):

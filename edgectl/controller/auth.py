@@ -20,6 +20,9 @@ class Role(StrEnum):
     ABUSE = "abuse"
     NETOPS = "netops"
     AGENT = "agent"
+    # The notice portal: looks up holds by address, records notices and
+    # self-releases (edgectl.controller.api.routers.portal), nothing else.
+    PORTAL = "portal"
 
 
 READERS = frozenset({Role.VIEWER, Role.ABUSE, Role.NETOPS})

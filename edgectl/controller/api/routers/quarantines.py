@@ -49,6 +49,9 @@ def quarantine(body: QuarantineCreate, response: Response, store: StoreDep, who:
         expires=convert.expiry(body, now()),
         address=convert.prefix(body.address, "address"),
         at=body.at,
+        category=body.category,
+        self_release=body.self_release,
+        ignore_grace=body.ignore_grace,
     )
     hold, created, resolved = holds.quarantine_resolved(store, who.actor, spec)
     if not created:
@@ -67,6 +70,9 @@ def quarantine_many(body: QuarantineBulk, store: StoreDep, who: Holder) -> Any:
         account="bulk",
         ticket=body.ticket,
         expires=convert.expiry(body, now()),
+        category=body.category,
+        self_release=body.self_release,
+        ignore_grace=body.ignore_grace,
     )
     return bulk_holds.quarantine_accounts(store, who.actor, accounts, spec)
 
