@@ -92,6 +92,20 @@ def test_walled_garden_http_is_steered_to_the_portal(
         assert isinstance(reply, Reply) and reply.body == "real server", (src, reply)
 
 
+def test_plan_reads_the_steering_back_as_applied(gateway: Gateway, servers: Servers) -> None:
+    """Read-back knows the nat chain and the allowlist: no phantom drift, and a
+    deleted allowlist element is found (an agent would repair it)."""
+    policy = steering_policy()
+    gateway.apply(policy)
+    plan = gateway.plan(policy)
+    assert plan.code == 0 and "action: none" in plan.out, str(plan)
+    gateway.nft(
+        "delete", "element", "inet", "edgectl", "garden_allow_4", f"{{ {MX4_SECOND} . 80 }}"
+    )
+    plan = gateway.plan(policy)
+    assert plan.code == 2 and "garden_allow_4" in plan.out, str(plan)
+
+
 def test_walled_garden_https_is_refused_and_updates_are_reachable(
     topology: Topology, gateway: Gateway, servers: Servers
 ) -> None:

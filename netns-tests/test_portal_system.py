@@ -260,4 +260,7 @@ def test_the_portal_token_cannot_create_or_lift_holds(stack: Stack) -> None:
         assert refused.value.code == 403, path
     assert stack.api("GET", f"/v1/quarantines/{hold}")["state"] == "active"
     assert "bob" in body_of(stack.get(DYN4_B))  # still held, still steered
+    # The agent's read-back took the nat chain and the allowlist as its own
+    # all along: no drift repaired (a misread would repair on every check).
+    assert stack.agent.metric("edgectl_agent_drift_repairs_total") == 0
     stack.api("POST", f"/v1/quarantines/{hold}/lift", {"reason": "staff lift"})
