@@ -166,6 +166,7 @@ def create_app(
     app.state.read_limiter = None  # the default pool until the lifespan starts
     app.state.radius = radius
     app.state.batcher = Batcher(serve_many)
+    app.state.notice_batcher = portal.NoticeBatcher(store, settings)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.
     app.add_middleware(GZipMiddleware, minimum_size=65536, compresslevel=1)

@@ -85,17 +85,15 @@ def create_app(config: PortalConfig, pages: Pages, controller: Controller) -> St
     async def notice(request: Request) -> Response:
         language = language_of(request)
         address = _peer(request)
+        host = request.headers.get("host", "")[:253] or None
         try:
-            hold = await controller.hold(address)
-            if hold is None:
-                return page("clear", language)
-            host = request.headers.get("host", "")[:253] or None
-            minted = await controller.shown(hold["id"], address, language, host)
+            minted = await controller.notice(address, language, host)
         except ControllerUnavailable as error:
             log.warning("controller unavailable: %s", error)
             return page("refused", language, 503, why=MESSAGES["unavailable"][language])
-        if isinstance(minted, Refusal):
+        if minted is None:
             return page("clear", language)
+        hold = minted["hold"]
         since = datetime.fromisoformat(hold["created_at"]).astimezone(UTC)
         return page(
             "notice",

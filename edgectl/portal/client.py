@@ -59,11 +59,11 @@ class Controller:
         found = await self._call("GET", "/v1/portal/holds", params={"address": address})
         return None if isinstance(found, Refusal) else found
 
-    async def shown(
-        self, hold: int, address: str, language: str, host: str | None
-    ) -> dict[str, Any] | Refusal:
+    async def notice(self, address: str, language: str, host: str | None) -> dict[str, Any] | None:
+        """The hold to show ``address`` and the page's one-time code; None: not held."""
         body = {"address": address, "language": language, "host": host}
-        return await self._call("POST", f"/v1/portal/holds/{hold}/notices", json=body)
+        found = await self._call("POST", "/v1/portal/notices", json=body)
+        return None if isinstance(found, Refusal) else found
 
     async def acknowledge(
         self, hold: int, address: str, code: str, release: bool

@@ -170,7 +170,7 @@ def parse(document: dict[str, Any]) -> PortalConfig:
         ca_file=None if ca_file is None else Path(ca_file),
         templates_dir=None if templates is None else Path(templates),
         default_language=language or "ja",
-        support=_string(table, "support", "") or "",
+        support=_string(table, "support") or "",
         categories=_categories(table.get("categories", {})),
         timeout=float(timeout),
         listen_netns=_string(table, "listen_netns"),

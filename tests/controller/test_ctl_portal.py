@@ -29,7 +29,9 @@ def portal(api: Api, method: str, path: str, expect: int, **kwargs: Any) -> Any:
 
 def shown(api: Api, ident: int, address: str = ALICE) -> str:
     body = {"address": address, "language": "ja", "host": "example.org"}
-    code = portal(api, "POST", f"/v1/portal/holds/{ident}/notices", 200, json=body)["code"]
+    answer = portal(api, "POST", "/v1/portal/notices", 200, json=body)
+    assert answer["hold"]["id"] == ident
+    code = answer["code"]
     assert isinstance(code, str) and len(code) == 6
     return code
 
@@ -90,14 +92,21 @@ def test_a_code_is_one_time_and_for_its_own_hold(api: Api, alice: None) -> None:
     hold = held(api)
     code = shown(api, hold["id"])
     ack = {"address": ALICE, "code": code}
-    portal(api, "POST", f"/v1/portal/holds/{hold['id']}/acknowledge", 200, json=ack)
+    answer = portal(api, "POST", f"/v1/portal/holds/{hold['id']}/acknowledge", 200, json=ack)
+    assert answer == {"acknowledged": True, "released": False, "releases_left": 3}
+    found = portal(api, "GET", "/v1/portal/holds", 200, params={"address": ALICE})
+    assert found["acknowledged_at"] is not None
     body = portal(api, "POST", f"/v1/portal/holds/{hold['id']}/acknowledge", 422, json=ack)
     assert "code" in str(body)
-    # Someone else's address cannot act on alice's hold.
+    # Someone else's address cannot act on alice's hold, even with her code;
+    # and a notice for an address nobody holds is a 404 (nothing to show).
     api.put("/v1/accounts/bob/session", {"ipv4": "100.64.0.11"})
-    other = {"address": "100.64.0.11", "language": "en"}
-    body = portal(api, "POST", f"/v1/portal/holds/{hold['id']}/notices", 422, json=other)
+    code = shown(api, hold["id"])
+    other = {"address": "100.64.0.11", "code": code, "release": True}
+    body = portal(api, "POST", f"/v1/portal/holds/{hold['id']}/acknowledge", 422, json=other)
     assert "address" in str(body)
+    portal(api, "POST", "/v1/portal/notices", 404, json={"address": "100.64.0.11"})
+    assert api.get(f"/v1/quarantines/{hold['id']}")["state"] == "active"
 
 
 def test_the_fourth_self_release_in_the_window_is_refused(api: Api, alice: None) -> None:
@@ -155,3 +164,17 @@ def test_the_portal_token_can_do_nothing_else(api: Api, alice: None) -> None:
     api.call("GET", "/v1/accounts/alice/history", role="portal", expect=403)
     # And staff cannot use the portal's routes (they lift through /v1/quarantines).
     api.call("GET", "/v1/portal/holds", params={"address": ALICE}, expect=403)
+    api.call("POST", "/v1/portal/notices", json={"address": ALICE}, expect=403)
+
+
+def test_an_ipv6_subscriber_is_found_by_any_address_of_its_delegation(
+    api: Api, alice: None
+) -> None:
+    """The portal sees a /128; the session holds the /56 (and a /64 at the same
+    network address would look alike by hex key)."""
+    api.put("/v1/accounts/alice/session", {"ipv4": ALICE, "ipv6": "2001:db8:a000:100::/56"})
+    hold = held(api)
+    body = {"address": "2001:db8:a000:1ff::1234"}
+    assert portal(api, "POST", "/v1/portal/notices", 200, json=body)["hold"]["id"] == hold["id"]
+    outside = {"address": "2001:db8:a000:200::1"}
+    portal(api, "POST", "/v1/portal/notices", 404, json=outside)

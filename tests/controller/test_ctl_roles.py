@@ -203,8 +203,8 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/portal/holds", fixed("/v1/portal/holds?address=100.64.0.10"), PORTAL, 200),
     Endpoint(
         "POST",
-        "/v1/portal/holds/{ident}/notices",
-        lambda r, c: f"/v1/portal/holds/{c['q']}/notices",
+        "/v1/portal/notices",
+        fixed("/v1/portal/notices"),
         PORTAL,
         200,
         lambda r, c: {"address": "100.64.0.10"},
@@ -229,7 +229,7 @@ def _context(api: Api) -> dict[str, Any]:
     e = api.post("/v1/exemptions", {"account": "alice", "ticket": "T", "reason": "r"})
     context: dict[str, Any] = {"q": q["quarantine"]["id"], "e": e["id"], "lift_q": {}, "lift_e": {}}
     notice = {"address": "100.64.0.10"}
-    path = f"/v1/portal/holds/{context['q']}/notices"
+    path = "/v1/portal/notices"
     context["code"] = api.call("POST", path, role="portal", json=notice, expect=200).json()["code"]
     for role in sorted(HOLD):
         made = api.post("/v1/quarantines", {"account": f"l_{role}", "mode": "smtp", "reason": "r"})

@@ -534,7 +534,7 @@ class NoticeShown(Strict):
 
 
 class NoticeCode(BaseModel):
-    notice: int
+    hold: PortalHoldPublic
     code: str = Field(description="the one-time code to show on the page")
     code_expires_at: datetime
 

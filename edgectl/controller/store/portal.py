@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,10 +18,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from edgectl.controller.compile import hex_of
 from edgectl.controller.errors import Conflict, Invalid, NotFound
-from edgectl.controller.store import accounts
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import Store, now
+from edgectl.controller.store.history import V6_LENGTHS
 from edgectl.controller.store.holds import end_hold, select_hold, self_release_of
 from edgectl.controller.store.subscribers import session_addresses
 from edgectl.model import Prefix
@@ -60,13 +62,9 @@ def _releases_since(connection: Connection, account: int, since: datetime) -> in
     )
 
 
-def _view(connection: Connection, row: Any, limits: Limits, at: datetime) -> dict[str, Any]:
-    used = _releases_since(connection, row.account_id, at - limits.window)
-    acknowledged = connection.execute(
-        sa.select(sa.func.max(n.c.at)).where(
-            n.c.quarantine_id == row.id, n.c.kind == "acknowledged"
-        )
-    ).scalar()
+def _view(row: Any, limits: Limits) -> dict[str, Any]:
+    """The portal's view of a hold row from ``_held_by`` (which counted the releases)."""
+    used = int(row.releases_used)
     return {
         "id": row.id,
         "account": row.ref,
@@ -79,28 +77,124 @@ def _view(connection: Connection, row: Any, limits: Limits, at: datetime) -> dic
         "releases_used": used,
         "releases_left": max(0, limits.releases - used),
         "window_days": limits.window.days,
-        "acknowledged_at": _iso(acknowledged),
+        "acknowledged_at": _iso(row.acknowledged_at),
     }
+
+
+def _candidates(address: Prefix) -> list[str]:
+    """Session hex keys that may hold ``address``: itself (IPv4), or the network
+    address of every delegation length that could contain it (IPv6, /32../64)."""
+    if address.version == 4:
+        return [hex_of(address)]
+    return sorted({hex_of(address.supernet(length)) for length in V6_LENGTHS})
+
+
+def _held_by(connection: Connection, address: Prefix, limits: Limits, at: datetime) -> Any:
+    """The active hold of whoever holds ``address`` now, or None: one indexed query
+    (with the account's recent self-releases and the hold's last acknowledgement,
+    which the page shows)."""
+    s = t.sessions
+    column = s.c.ipv4_hex if address.version == 4 else s.c.ipv6_hex
+    bound = s.c.ipv4 if address.version == 4 else s.c.ipv6
+    released = (
+        sa.select(sa.func.count())
+        .select_from(n)
+        .where(
+            n.c.account_id == q.c.account_id,
+            n.c.kind == "released",
+            n.c.at > at - limits.window,
+        )
+        .scalar_subquery()
+    )
+    acknowledged = (
+        sa.select(sa.func.max(n.c.at))
+        .where(n.c.quarantine_id == q.c.id, n.c.kind == "acknowledged")
+        .scalar_subquery()
+    )
+    query = (
+        select_hold(q)
+        .add_columns(
+            bound.label("bound"),
+            released.label("releases_used"),
+            acknowledged.label("acknowledged_at"),
+        )
+        .join(s, s.c.account_id == q.c.account_id)
+        .where(column.in_(_candidates(address)), q.c.active)
+    )
+    for row in connection.execute(query):
+        # IPv6: hex keys drop the length, so a /56 and a /64 at the same
+        # network address look alike here; the prefix decides.
+        if Prefix.parse(row.bound).contains(address):
+            return row
+    return None
 
 
 def hold_for(store: Store, address: Prefix, limits: Limits) -> dict[str, Any]:
     """The active hold of the account that holds ``address`` now; NotFound if none."""
-    found = accounts.holders(store, address, limit=2)
-    if len(found) != 1:
-        raise NotFound(f"nobody holds {address} now" if not found else f"{address} is ambiguous")
-    ref = found[0]["account"]
     with store.read() as connection:
-        row = connection.execute(select_hold(q).where(t.accounts.c.ref == ref, q.c.active)).first()
+        row = _held_by(connection, address, limits, now())
         if row is None:
-            raise NotFound(f"account {ref!r} is not held")
-        return _view(connection, row, limits, now())
+            raise NotFound(f"{address} is not held")
+        return _view(row, limits)
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    address: Prefix
+    language: str | None = None
+    host: str | None = None
+
+
+def record_shown(
+    store: Store, requests: Sequence[Shown], limits: Limits
+) -> list[dict[str, Any] | NotFound]:
+    """Log notices shown, each with the hold it was for and a new one-time code.
+
+    Many in one transaction: after a botnet takedown hundreds of subscribers
+    open pages a second, and a commit (an fsync) each would cap the portal
+    at what the disk syncs.  The notice log changes no gateway: no sequence
+    number, no recompile.
+    """
+    at = now()
+    answers: list[dict[str, Any] | NotFound] = []
+    rows = []
+    with store.database.write() as connection:
+        for request in requests:
+            row = _held_by(connection, request.address, limits, at)
+            if row is None:
+                answers.append(NotFound(f"{request.address} is not held"))
+                continue
+            code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+            rows.append(
+                {
+                    "account_id": row.account_id,
+                    "quarantine_id": row.id,
+                    "kind": "shown",
+                    "at": at,
+                    "address": str(request.address),
+                    "language": request.language,
+                    "host": request.host,
+                    "code_hash": _hash(code),
+                    "code_expires": at + limits.code_ttl,
+                }
+            )
+            answers.append(
+                {
+                    "hold": _view(row, limits),
+                    "code": code,
+                    "code_expires_at": at + limits.code_ttl,
+                }
+            )
+        if rows:
+            connection.execute(sa.insert(n), rows)
+    return answers
 
 
 def _active_for(connection: Connection, ident: int, address: Prefix) -> Any:
     """The active hold ``ident``, if the account holding it holds ``address`` now.
 
     The portal acts for the subscriber behind the request's source address:
-    a notice or a release for someone else's hold is refused.
+    an acknowledgement or a release of someone else's hold is refused.
     """
     row = connection.execute(select_hold(q).where(q.c.id == ident)).first()
     if row is None or row.account_id is None:
@@ -111,38 +205,6 @@ def _active_for(connection: Connection, ident: int, address: Prefix) -> Any:
     if not any(p.contains(address) or address.contains(p) for p in held):
         raise Invalid("address", f"{address} is not held by the account of hold {ident}")
     return row
-
-
-def record_shown(
-    store: Store,
-    ident: int,
-    address: Prefix,
-    language: str | None,
-    host: str | None,
-    limits: Limits,
-) -> dict[str, Any]:
-    """Log a notice shown, and mint the one-time code the page displays."""
-    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-    at = now()
-    # The notice log changes no gateway: no sequence number, no recompile.
-    with store.database.write() as connection:
-        row = _active_for(connection, ident, address)
-        notice = connection.execute(
-            sa.insert(n)
-            .values(
-                account_id=row.account_id,
-                quarantine_id=ident,
-                kind="shown",
-                at=at,
-                address=str(address),
-                language=language,
-                host=host,
-                code_hash=_hash(code),
-                code_expires=at + limits.code_ttl,
-            )
-            .returning(n.c.id)
-        ).scalar_one()
-    return {"notice": notice, "code": code, "code_expires_at": at + limits.code_ttl}
 
 
 def acknowledge(
