@@ -7,12 +7,15 @@ than the notice).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from edgectl.portal.config import PortalConfig
+
+CONNECTIONS = 32  # kept-alive connections to the controller
 
 
 class ControllerUnavailable(Exception):
@@ -35,15 +38,20 @@ class Controller:
             timeout=config.timeout,
             verify=verify,
             transport=transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
         )
+        # Requests wait here, not in httpx's pool: httpcore rescans its whole
+        # queue on every request it assigns, so a queue of thousands (a botnet
+        # takedown's page loads) costs quadratic CPU in the portal.
+        self._slots = asyncio.Semaphore(CONNECTIONS)
 
     async def close(self) -> None:
         await self.http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | Refusal:
         try:
-            response = await self.http.request(method, path, **kwargs)
+            async with self._slots:
+                response = await self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise ControllerUnavailable(str(error)) from error
         if response.status_code == 200:
