@@ -14,6 +14,7 @@ from edgectl.client import verbs as client_verbs
 from edgectl.controller import catalogue_check
 from edgectl.controller import cli as controller_cli
 from edgectl.lab import demo, lab_cli
+from edgectl.portal import cli as portal_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(subparsers)
     lab_cli.register(subparsers)
     client_verbs.register(subparsers)
+    portal_cli.register(subparsers)
     return parser
 
 

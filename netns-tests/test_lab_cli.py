@@ -174,7 +174,7 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
     state = LabState.load(lab_name)
     assert state.directory == STATE_ROOT / lab_name
     assert state.directory.stat().st_mode & 0o777 == 0o700
-    assert {"hosts", "controller", "agent-gw-a", "agent-gw-b"} <= {
+    assert {"hosts", "controller", "agent-gw-a", "agent-gw-b", "portal-gw-a", "portal-gw-b"} <= {
         p.stem for p in state.directory.glob("*.pid")
     }
     # Agents inside their gateway's namespace, the controller in its own:
@@ -196,8 +196,8 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
     assert all(gw["converged"] for gw in _gateways(get_gateways))
 
     expect: str | None = None
-    probes = quarantines = accounted = 0
-    offenders_listed = False
+    probes = quarantines = accounted = captive_checks = 0
+    offenders_listed = released = False
     for line in lines:
         if not line.startswith("    $ "):
             match = _EXPECT.search(line)
@@ -216,8 +216,12 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
             assert result.returncode == 0, result.stderr
             answer = json.loads(result.stdout)
             quarantine = answer.get("quarantine", answer)
-            assert quarantine["id"] == 1, answer  # the id the printed lift uses
-            assert quarantine["account"] == "cust-1002"
+            if "walled-garden" in command:
+                # The notice portal's walkthrough: the printed release uses id 2.
+                assert (quarantine["id"], quarantine["account"]) == (2, "cust-1001"), answer
+            else:
+                assert quarantine["id"] == 1, answer  # the id the printed lift uses
+                assert quarantine["account"] == "cust-1002"
             moved = functools.partial(_converged_past, get_gateways, before)
             assert poll(moved, CONVERGE_TIMEOUT)
             quarantines += 1
@@ -233,6 +237,24 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
             assert lab_pids(state.directory) == set()
             again_down = shell(command)
             assert again_down.returncode == 0 and "is down" in again_down.stdout
+        elif "/.edgectl/captive" in command:
+            result = shell(command)
+            assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
+            captive = json.loads(result.stdout)
+            assert captive["captive"] is not released, captive
+            if not released:
+                assert captive["user-portal-url"].endswith(":8080/"), captive
+            captive_checks += 1
+        elif "Host: example.org" in command:
+            result = shell(command)
+            assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
+            notice = result.stdout
+            assert "cust-1001" in notice and "ABUSE-78" in notice and "botnet" in notice, notice
+        elif "/.edgectl/acknowledge" in command:
+            result = shell(command)
+            assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
+            assert 'class="released"' in result.stdout, result.stdout
+            released = True
         elif " radclient " in command:
             # The lab's BNG over real UDP: answered only once the controller stored it.
             result = shell(command)
@@ -244,7 +266,8 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
             assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
             if " nft list table " in command:
                 assert "table inet edgectl" in result.stdout
-    assert probes >= 8 and quarantines == 2 and offenders_listed, started.stdout
+    assert probes >= 8 and quarantines == 3 and offenders_listed, started.stdout
+    assert released and captive_checks == 2, started.stdout
     assert accounted == 1, started.stdout
     assert commands[-1].endswith(f"down --name {lab_name}")
 

@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # freeradius-utils: radclient, the BNG of the RADIUS accounting feed's tests.
 # chromium: Debian's browser, driven by Playwright in the console's tests (no
 # browser download: the tests launch /usr/bin/chromium by its path).
+# fonts-ipafont-gothic: Japanese glyphs for the notice portal's screenshots.
 APT_PACKAGES=(nftables libnftables1 iproute2 postgresql python3-venv curl
     openssh-server sudo python3-apt systemd openssl util-linux postfix
-    freeradius-utils chromium)
+    freeradius-utils chromium fonts-ipafont-gothic)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

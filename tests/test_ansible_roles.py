@@ -366,6 +366,12 @@ def test_every_gateway_setting_passes_validation(tmp_path: Path) -> None:
         "portal": ["198.51.100.80/32"],
         "meter_size": 131072,
         "track_non_mail": False,
+        # Argument validation only: the controller refuses steering without
+        # conntrack, the role's spec checks the shapes.
+        "steer_http_4": "198.51.100.80",
+        "steer_http_6": "2001:db8:eeee:80::80",
+        "steer_http_port": 8080,
+        "garden_allow": [{"prefix": "203.0.113.64/27", "ports": [80, 443]}],
     }
     assert set(settings) == {f.name for f in dataclasses.fields(GatewaySettings)}
     code, output = validate_gateway(

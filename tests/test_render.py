@@ -242,3 +242,46 @@ def test_a_table_restored_in_two_steps_is_the_same_table(policy_state: DesiredSt
         assert structure.set_elements[name] == []
         command = next(c for c in keys.commands if f" {name} {{" in c)
         assert all(element in command for element in elements), name
+
+
+def _steering(state: DesiredState) -> DesiredState:
+    from edgectl.model import GardenDestination
+
+    settings = replace(
+        state.settings,
+        portal=(*state.settings.portal, Prefix.parse("2001:db8:80::80")),
+        steer_http_4=state.settings.portal[0],
+        steer_http_6=Prefix.parse("2001:db8:80::80"),
+        steer_http_port=8080,
+        garden_allow=(
+            GardenDestination(Prefix.parse("203.0.113.0/28"), (80, 443)),
+            # Overlaps the first on port 80: merged, as nft refuses overlaps.
+            GardenDestination(Prefix.parse("203.0.113.0/29"), (80,)),
+            GardenDestination(Prefix.parse("2001:db8:aa::/48"), (443,)),
+        ),
+    )
+    return replace(state, settings=settings)
+
+
+def test_full_sync_golden_steering(policy_state: DesiredState) -> None:
+    script = str(render_full(_steering(policy_state), NOW).transaction)
+    _golden("full-steering.nft", script)
+    steer = script.split("chain steer_http {")[1].split("\n\t}")[0]
+    assert "type nat hook prerouting priority dstnat; policy accept;" in steer
+    # The portal and the allowlist are reached as themselves: their returns
+    # come before the DNAT of each family.
+    assert steer.index("ip daddr @portal_4 return") < steer.index("dnat ip to")
+    assert steer.index("@garden_allow_4 return") < steer.index("dnat ip to")
+    assert "tcp dport 80 ip saddr @q_walled_garden_4 dnat ip to 198.51.100.80:8080" in steer
+    assert "@q_walled_garden_6_56 dnat ip6 to [2001:db8:80::80]:8080" in steer
+    # Only port 80 is steered, and nothing on this path resets.
+    assert "443" not in steer and "reject" not in steer
+    assert "203.0.113.0/28 . 80,\n\t\t\t203.0.113.0/28 . 443" in script
+    garden = script.split("chain quarantine_walled_garden {")[1].split("\n\t}")[0]
+    assert "tcp dport { 80, 443, 8080 } ip daddr @portal_4 accept" in garden
+    assert garden.index("@garden_allow_4 accept") < garden.index("drop")
+
+
+def test_no_steering_no_nat_chain_and_no_allowlist(policy_state: DesiredState) -> None:
+    script = str(render_full(policy_state, NOW).transaction)
+    assert "type nat" not in script and "dnat" not in script and "garden_allow" not in script

@@ -78,14 +78,21 @@ def _element_text(element: Any) -> str:
         element, data = element
     if isinstance(element, dict) and "elem" in element:
         element = element["elem"]["val"]
-    if isinstance(element, dict) and "prefix" in element:
-        key = f"{element['prefix']['addr']}/{element['prefix']['len']}"
-    else:
-        key = str(element)
+    key = _key_text(element)
     if isinstance(data, dict) and data:
         verb, target = next(iter(data.items()))
         return f"{key} : {verb} {target['target']}"
     return key
+
+
+def _key_text(key: Any) -> str:
+    """A key as render writes it: a prefix as addr/len, a concatenation (the
+    garden allowlist's address . port) as its parts joined by " . "."""
+    if isinstance(key, dict) and "prefix" in key:
+        return f"{key['prefix']['addr']}/{key['prefix']['len']}"
+    if isinstance(key, dict) and "concat" in key:
+        return " . ".join(_key_text(part) for part in key["concat"])
+    return str(key)
 
 
 def _without_timeout(element: str) -> str:

@@ -142,11 +142,16 @@ class _Builder:
         self.blocks.append(f"\t{kind} {name} {{\n{body}\t}}")
 
     def chain(
-        self, name: str, rules: list[str], base_hook: str | None = None, priority: str = "filter"
+        self,
+        name: str,
+        rules: list[str],
+        base_hook: str | None = None,
+        priority: str = "filter",
+        chain_type: str = "filter",
     ) -> None:
         lines = []
         if base_hook is not None:
-            lines.append(f"type filter hook {base_hook} priority {priority}; policy accept;")
+            lines.append(f"type {chain_type} hook {base_hook} priority {priority}; policy accept;")
         tags = []
         for rule in rules:
             tag = _tag(name, rule)
@@ -197,6 +202,7 @@ class _Builder:
             "mail", [*self._held_rules("mail"), "ip saddr vmap @pools_4", "ip6 saddr vmap @pools_6"]
         )
         self._untracked_chains()
+        self._steer_chain()
         for hook in self.settings.hooks:
             self.chain(hook.value, self._gate_rules(), base_hook=hook.value)
 
@@ -224,6 +230,8 @@ class _Builder:
             self._interval_set(f"relays_{version}", version, relays)
             self._interval_set(f"resolvers_{version}", version, settings.resolvers)
             self._interval_set(f"portal_{version}", version, settings.portal)
+            if self._allowed(version):
+                self._garden_allow_set(version)
             # Pools may nest (a static /24 in a dynamic /16): the most
             # specific prefix wins, as disjoint intervals (nft refuses
             # overlapping elements).  Every pool takes part, so a nested pool
@@ -243,6 +251,34 @@ class _Builder:
                 elements,
                 kind="map",
             )
+
+    def _allowed(self, version: int) -> dict[int, list[Prefix]]:
+        """The garden allowlist of one family: port -> merged prefixes."""
+        by_port: dict[int, list[Prefix]] = {}
+        for destination in self.settings.garden_allow:
+            if destination.prefix.version != version:
+                continue
+            for port in destination.ports:
+                by_port.setdefault(port, []).append(destination.prefix)
+        return {port: merge(prefixes) for port, prefixes in sorted(by_port.items())}
+
+    def _garden_allow_set(self, version: int) -> None:
+        """``garden_allow_<v>``: address . port pairs reachable from the garden.
+
+        Declared only while the allowlist lists the family, so the rule that
+        looks it up exists only then.  Prefixes are merged per port: nft
+        refuses overlapping intervals in one set.
+        """
+        elements = [
+            f"{prefix} . {port}"
+            for port, prefixes in self._allowed(version).items()
+            for prefix in prefixes
+        ]
+        self.set(
+            f"garden_allow_{version}",
+            [f"type {_addr_type(version)} . inet_service", "flags interval"],
+            elements,
+        )
 
     def _pool_has_chain(self, pool: Pool) -> bool:
         return pool.kind is PoolKind.DYNAMIC or pool.rate_limit is not None
@@ -327,11 +363,21 @@ class _Builder:
                     f"tcp dport {mail} {self.refuse(name, shadow=False, tcp_only=True)}",
                 ]
             elif mode is QuarantineMode.WALLED_GARDEN:
+                # Steered HTTP arrives here already DNATed (prerouting runs
+                # before forward): its destination is the portal, its port
+                # the portal's, so the portal rule admits it.
+                web = _ports({80, 443, *([settings.steer_http_port] if settings.steering else [])})
                 rules = [
                     "meta l4proto { tcp, udp } th dport 53 ip daddr @resolvers_4 accept",
                     "meta l4proto { tcp, udp } th dport 53 ip6 daddr @resolvers_6 accept",
-                    "tcp dport { 80, 443 } ip daddr @portal_4 accept",
-                    "tcp dport { 80, 443 } ip6 daddr @portal_6 accept",
+                    f"tcp dport {web} ip daddr @portal_4 accept",
+                    f"tcp dport {web} ip6 daddr @portal_6 accept",
+                    *(
+                        f"meta l4proto {{ tcp, udp }} {_family_keyword(v)} daddr . th dport "
+                        f"@garden_allow_{v} accept"
+                        for v in (4, 6)
+                        if self._allowed(v)
+                    ),
                     evidence,
                     self.refuse(name, shadow=False, tcp_only=False),
                 ]
@@ -503,6 +549,42 @@ class _Builder:
             *ranges,
             mail,
         ]
+
+    def _steer_chain(self) -> None:
+        """DNAT of walled-garden subscribers' plain HTTP to the notice portal.
+
+        Only exact walled-garden keys are steered (their hash sets; a prefix
+        hold's interval map jumps to filter chains, which a nat hook cannot
+        run), only tcp/80, and only new connections (a nat chain sees a
+        flow's first packet alone).  The portal and the allowlisted update
+        services are reached as themselves.  No reset anywhere on this path:
+        RFC 6108 asks for none, and the subscriber's browser just gets the
+        notice as the page it asked for.  HTTPS is left to the filter side,
+        which refuses it: a redirected TLS connection could only show a
+        certificate error.
+        """
+        settings = self.settings
+        if not settings.steering:
+            return
+        walled = self.keys.exact_sets()[QuarantineMode.WALLED_GARDEN]
+        port = settings.steer_http_port
+        rules: list[str] = []
+        for version, address in ((4, settings.steer_http_4), (6, settings.steer_http_6)):
+            if address is None:
+                continue
+            family = _family_keyword(version)
+            rules.append(f"{family} daddr @portal_{version} return")
+            if self._allowed(version):
+                rules.append(
+                    f"meta l4proto tcp {family} daddr . th dport @garden_allow_{version} return"
+                )
+            target = f"{address.address}:{port}" if version == 4 else f"[{address.address}]:{port}"
+            for key_version, length, name in walled:
+                if key_version != version:
+                    continue
+                expr = "ip saddr" if version == 4 else f"ip6 saddr & {mask_text(6, length)}"
+                rules.append(f"tcp dport 80 {expr} @{name} dnat {family} to {target}")
+        self.chain("steer_http", rules, "prerouting", priority="dstnat", chain_type="nat")
 
     def _untracked_chains(self) -> None:
         """notrack at raw priority for everything that is not mail."""

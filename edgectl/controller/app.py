@@ -33,6 +33,7 @@ from edgectl.controller.api.routers import (
     offenders,
     policies,
     pools,
+    portal,
     quarantines,
     rate_limits,
     relays,
@@ -190,6 +191,7 @@ def create_app(
     app.state.radius = radius
     app.state.escalation = escalation
     app.state.batcher = Batcher(serve_many)
+    app.state.notice_batcher = portal.NoticeBatcher(store, settings)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.
     app.add_middleware(GZipMiddleware, minimum_size=65536, compresslevel=1)
@@ -216,6 +218,7 @@ def create_app(
         quarantines,
         exemptions,
         offenders,
+        portal,
         audit,
         metrics,
         reports,

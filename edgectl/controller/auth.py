@@ -21,6 +21,9 @@ class Role(StrEnum):
     NETOPS = "netops"
     AGENT = "agent"
     REPORTER = "reporter"  # a mailbox or feed relay: may only POST /v1/reports
+    # The notice portal: looks up holds by address, records notices and
+    # self-releases (edgectl.controller.api.routers.portal), nothing else.
+    PORTAL = "portal"
 
 
 READERS = frozenset({Role.VIEWER, Role.ABUSE, Role.NETOPS})

@@ -92,6 +92,15 @@ class Settings:
     escalation_interval: float = 5.0
     escalation_fleet_per_hour: int = 100
     escalation_pool_per_hour: int = 20
+    # Self-release from the notice portal (PacketFence's limits): at most
+    # this many per account in the window, then staff must lift; after one,
+    # the same category (else reason) may not hold the account again within
+    # the grace period (ignore_grace on the hold overrides); and the one-time
+    # code shown on the notice works this long.
+    self_release_limit: int = 3
+    self_release_window_days: int = 30
+    self_release_grace_hours: int = 24
+    portal_code_seconds: int = 900
     # The RADIUS accounting feed ([controller.radius]); None = not listening.
     # Read from the file only: its clients file holds the shared secrets.
     radius: RadiusSettings | None = None
@@ -234,6 +243,14 @@ def check(settings: Settings) -> Settings:
     for name in ("escalation_fleet_per_hour", "escalation_pool_per_hour"):
         if not 0 <= getattr(settings, name) <= 1_000_000:
             raise Invalid(name, "must be between 0 (every action a proposal) and 1000000")
+    for name, low, high in (
+        ("self_release_limit", 0, 1000),
+        ("self_release_window_days", 1, 3650),
+        ("self_release_grace_hours", 0, 24 * 3650),
+        ("portal_code_seconds", 30, 86_400),
+    ):
+        if not low <= getattr(settings, name) <= high:
+            raise Invalid(name, f"must be between {low} and {high}")
     if settings.log_level not in ("critical", "error", "warning", "info", "debug"):
         raise Invalid("log_level", "must be one of critical, error, warning, info, debug")
     return settings

@@ -13,7 +13,12 @@ by a management veth, and starts, as daemons (own session, stdin
   namespace, on ``0.0.0.0:8470`` (``127.0.0.1`` there, and the management
   addresses the gateways reach);
 * ``agent-gw-a``/``agent-gw-b``: ``edgectl agent run`` *inside* each gateway
-  namespace, talking to the controller across its management veth.
+  namespace, talking to the controller across its management veth;
+* ``portal-gw-a``/``portal-gw-b``: ``edgectl portal run`` in the controller
+  namespace (it reaches the controller on 127.0.0.1 with a portal-role
+  token), its listener opened in that gateway's portal host namespace
+  (``listen_netns``) on ``PORTAL_PORT``, where the gateway steers
+  walled-garden subscribers' plain HTTP to.
 
 A BNG namespace (``<prefix>-bng``, joined to the controller namespace by a
 /30 of its own) binds the lab's subscribers: ``up`` sends their
@@ -47,6 +52,7 @@ finds them by that (and by the pid files), so it works after a crash too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -116,6 +122,11 @@ ACCOUNTS: dict[str, dict[str, str]] = {
     "cust-2001": {"ipv4": "100.65.0.10", "ipv6": "2001:db8:2000:100::/56"},
 }
 EXEMPT_ACCOUNT = "cust-1003"
+
+# The notice portal's port on the portal host (80/443 there are the lab's
+# plain listeners, which stand for other services of the ISP's).
+PORTAL_PORT = 8080
+PORTAL_START_TIMEOUT = 20.0
 
 # The outside servers: host -> (tcp ports, udp ports).
 SERVERS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -434,6 +445,10 @@ def _agents() -> list[str]:
     return [f"agent-{gw}" for gw in GATEWAYS]
 
 
+def _portals() -> list[str]:
+    return [f"portal-{gw}" for gw in GATEWAYS]
+
+
 def _up(state: LabState, log: Callable[[str], None]) -> Up:
     log("building namespaces")
     topologies = {gw: state.topology(gw) for gw in GATEWAYS}
@@ -447,6 +462,8 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
     _write_private(state.token_file, token + "\n")
     abuse_token = _create_token(f"sqlite:///{db}", "lab-abuse", "abuse")
     _write_private(state.abuse_token_file, abuse_token + "\n")
+    portal_token = _create_token(f"sqlite:///{db}", "lab-portal", "portal")
+    _write_private(state.directory / "portal.token", portal_token + "\n")
     secret = secrets.token_hex(16)
     _write_private(state.radius_secret_file, secret + "\n")
     clients = state.directory / "radius-clients.toml"
@@ -490,6 +507,15 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
     agent_tokens = _configure(state)
     for gateway in GATEWAYS:
         pids[f"agent-{gateway}"] = _start_agent(state, gateway, agent_tokens[gateway])
+        pids[f"portal-{gateway}"] = _start_portal(state, gateway)
+    for gateway in GATEWAYS:
+        _wait(
+            functools.partial(_portal_answers, state, gateway),
+            state,
+            f"portal-{gateway}",
+            f"{gateway}'s notice portal to answer",
+            PORTAL_START_TIMEOUT,
+        )
 
     log("waiting for both agents to apply their gateway's revision")
     revisions: dict[str, int] = {}
@@ -551,6 +577,35 @@ def _create_token(database_url: str, name: str = "lab", role: str = "netops") ->
         return tokens.create(store, name, Role(role))
     finally:
         store.close()
+
+
+def _start_portal(state: LabState, gateway: str) -> int:
+    """``edgectl portal run`` in the controller namespace, listening in the portal host's."""
+    portal = state.topology(gateway).hosts["portal"]
+    config = state.directory / f"portal-{gateway}.toml"
+    _write_private(
+        config,
+        "[portal]\n"
+        f'controller_url = "{CONTROLLER_LOCAL_URL}"\n'
+        f'token_file = "{state.directory / "portal.token"}"\n'
+        f'listen = "{portal.ipv4}:{PORTAL_PORT}"\n'
+        "# the subscriber-facing side: the portal host behind this gateway\n"
+        f'listen_netns = "{state.host_ns(gateway, "portal")}"\n'
+        f'public_url = "http://{portal.ipv4}:{PORTAL_PORT}/"\n'
+        'default_language = "ja"\n'
+        'support = "0120-000-000 (lab)"\n',
+    )
+    argv = [sys.executable, "-m", "edgectl.portal", "run", "--config", str(config)]
+    return _spawn(state, f"portal-{gateway}", argv, state.ctl_ns)
+
+
+def _portal_answers(state: LabState, gateway: str) -> bool:
+    from edgectl.lab.web import Reply, http_request
+
+    address = state.topology(gateway).hosts["portal"].ipv4
+    ns = state.host_ns(gateway, "portal")
+    reply = http_request(ns, address, PORTAL_PORT, path="/.edgectl/healthz", timeout=1.0)
+    return isinstance(reply, Reply) and reply.status == 200
 
 
 def _build_management(state: LabState) -> None:
@@ -654,6 +709,10 @@ def _configure(state: LabState) -> dict[str, str]:
         "resolvers": [hosts["resolver"].ipv4, hosts["resolver"].ipv6],
         "portal": [hosts["portal"].ipv4, hosts["portal"].ipv6],
         "log_group": LOG_GROUP,
+        # Walled-garden HTTP goes to the notice portal (IPv4: the lab's
+        # portal listens on its IPv4 address only).
+        "steer_http_4": hosts["portal"].ipv4,
+        "steer_http_port": PORTAL_PORT,
     }
     agent_tokens: dict[str, str] = {}
     for gateway in GATEWAYS:
@@ -818,7 +877,7 @@ def status(name: str = DEFAULT_NAME) -> tuple[bool, list[str]]:
     state = LabState.load(name)
     ok = True
     lines = [f"lab {name!r}: state dir {state.directory}"]
-    for process in ("hosts", "controller", *_agents()):
+    for process in ("hosts", "controller", *_agents(), *_portals()):
         pid = process_pid(state, process)
         ok = ok and pid is not None
         shown = f"pid {pid}" if pid is not None else "NOT RUNNING"

@@ -28,6 +28,8 @@ MX4 = "203.0.113.25"
 MX6 = "2001:db8:ffff::25"
 RELAY4 = "198.51.100.25"
 QUARANTINED = "cust-1002"
+GARDENED = "cust-1001"
+GARDENED_IPV4 = "100.64.0.10"
 
 
 def invocation() -> str:
@@ -115,6 +117,17 @@ def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
         '"ticket": "ABUSE-77", "duration": 86400}'
     )
     lift = '{"reason": "customer cleaned the machine"}'
+    garden = (
+        f'{{"account": "{GARDENED}", "mode": "walled-garden", "reason": "bot C2 traffic", '
+        '"category": "botnet", "ticket": "ABUSE-78"}'
+    )
+    portal = state.topology(a).hosts["portal"].ipv4
+    web = f"ip netns exec {state.host_ns(a, 'dyn4')} curl -s --interface {GARDENED_IPV4}"
+    code = f"code=$({web} http://{MX4}/ | sed -n 's/.*class=\"code\">\\([A-Z0-9]*\\)<.*/\\1/p')"
+    release = (
+        f'{code}; {web} -H "Accept-Language: en" -d "hold=2&code=$code&release=1" '
+        f"http://{MX4}/.edgectl/acknowledge"
+    )
     sessions = ", ".join(f"{acct} {' + '.join(s.values())}" for acct, s in fleet.ACCOUNTS.items())
     revisions = ", ".join(f"{gw} r{rev}" for gw, rev in result.revisions.items())
     return [
@@ -176,6 +189,21 @@ def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
         "   cust-1001's session, sent with FreeRADIUS's radclient from the BNG namespace,",
         "   is answered once the controller has stored it (Received Accounting-Response):",
         f"    $ {radclient(state, INTERIM)}",
+        "",
+        f"8. The notice portal: an analyst puts {GARDENED} in the walled garden (DNS and the",
+        "   notice portal only; the subscriber may release it once cleaned up); id 2:",
+        f"    $ {curl(result, 'POST', '/v1/quarantines', garden)}",
+        f"   Any plain-HTTP page {GARDENED} opens is now the notice (the gateway DNATs it to",
+        "   the portal): account, reason category, ticket, and a one-time code:",
+        f"    $ {web} -H 'Accept-Language: en' -H 'Host: example.org' http://{MX4}/",
+        "   (HTTPS is refused, not redirected: a TLS connection can only be answered by the",
+        "   host it was meant for.)  The RFC 8908 captive-portal API says so too:",
+        f"    $ {web} http://{portal}:{fleet.PORTAL_PORT}/.edgectl/captive",
+        "   Self-release: the code from the page, with release=1 (the page's form does this):",
+        f"    $ {release}",
+        f"   Released on both gateways within the usual propagation: {GARDENED} is not",
+        '   captive any more ({"captive":false}):',
+        f"    $ {web} http://{portal}:{fleet.PORTAL_PORT}/.edgectl/captive",
         "",
         "Look around, then tear it all down (processes, namespaces, files):",
         f"    $ {curl(result, 'GET', '/v1/gateways')}",

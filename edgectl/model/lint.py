@@ -150,16 +150,28 @@ GARDEN_SHORTEST = {4: 16, 6: 48}
 
 
 def _garden_destinations(state: DesiredState) -> Iterator[ModelError]:
-    for name in ("resolvers", "portal"):
-        for index, prefix in enumerate(getattr(state.settings, name)):
-            shortest = GARDEN_SHORTEST[prefix.version]
-            if prefix.length < shortest:
-                yield ModelError(
-                    f"settings.{name}[{index}]",
-                    f"{prefix} would open the walled garden to far more than a service: "
-                    f"list the {name} themselves (IPv4 /{GARDEN_SHORTEST[4]} or longer, "
-                    f"IPv6 /{GARDEN_SHORTEST[6]} or longer)",
-                )
+    settings = state.settings
+    listed = [
+        *(
+            (f"settings.{name}[{index}]", name, prefix)
+            for name in ("resolvers", "portal")
+            for index, prefix in enumerate(getattr(settings, name))
+        ),
+        # The update-service allowlist opens the garden the same way.
+        *(
+            (f"settings.garden_allow[{index}].prefix", "update services", d.prefix)
+            for index, d in enumerate(settings.garden_allow)
+        ),
+    ]
+    for path, name, prefix in listed:
+        shortest = GARDEN_SHORTEST[prefix.version]
+        if prefix.length < shortest:
+            yield ModelError(
+                path,
+                f"{prefix} would open the walled garden to far more than a service: "
+                f"list the {name} themselves (IPv4 /{GARDEN_SHORTEST[4]} or longer, "
+                f"IPv6 /{GARDEN_SHORTEST[6]} or longer)",
+            )
 
 
 def check(state: DesiredState) -> DesiredState:

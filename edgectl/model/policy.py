@@ -275,6 +275,25 @@ DEFAULT_MAIL_PORTS = (25, 465, 587)
 
 
 @dataclass(frozen=True, slots=True)
+class GardenDestination:
+    """A destination a walled-garden subscriber may still reach: OS and
+    antivirus update services (RFC 6561 section 4: cleaning up needs them)."""
+
+    prefix: Prefix
+    ports: tuple[int, ...] = (80, 443)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, Prefix):
+            raise ModelError("prefix", "must be a prefix")
+        if not self.ports:
+            raise ModelError("ports", "must list at least one port")
+        for index, port in enumerate(self.ports):
+            check_port(port, f"ports[{index}]")
+        if len(set(self.ports)) != len(self.ports):
+            raise ModelError("ports", "lists a port twice")
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """How one gateway enforces: hooks, block action, logging, walled garden."""
 
@@ -287,6 +306,15 @@ class GatewaySettings:
     log_per_second: int = 10
     resolvers: tuple[Prefix, ...] = ()
     portal: tuple[Prefix, ...] = ()
+    # Where walled-garden subscribers' plain HTTP (tcp/80, any destination)
+    # is sent by DNAT: one portal address per family (inside ``portal``) and
+    # the port the notice portal listens on.  None: no steering.  HTTPS is
+    # never steered: answering it as another host needs that host's key.
+    steer_http_4: Prefix | None = None
+    steer_http_6: Prefix | None = None
+    steer_http_port: int = 80
+    # Update services reachable from inside the garden (and never steered).
+    garden_allow: tuple[GardenDestination, ...] = ()
     # Entries per rate/concurrency meter set; a full set stops adding keys,
     # so size it above the subscribers one gateway serves.
     meter_size: int = 65536
@@ -320,6 +348,39 @@ class GatewaySettings:
         check_int(self.log_per_second, "log_per_second", 1, 10_000)
         check_int(self.meter_size, "meter_size", 1024, 16_777_216)
         check_bool(self.track_non_mail, "track_non_mail")
+        self._check_steering()
+        for index, destination in enumerate(self.garden_allow):
+            if not isinstance(destination, GardenDestination):
+                raise ModelError(f"garden_allow[{index}]", "must be a destination")
+
+    def _check_steering(self) -> None:
+        check_port(self.steer_http_port, "steer_http_port")
+        for version, name in ((4, "steer_http_4"), (6, "steer_http_6")):
+            address = getattr(self, name)
+            if address is None:
+                continue
+            if not isinstance(address, Prefix) or address.version != version:
+                raise ModelError(name, f"must be an IPv{version} address")
+            if not address.is_host:
+                raise ModelError(name, f"{address} is a network: give the portal's one address")
+            if not any(p.contains(address) for p in self.portal):
+                # The filter side admits steered connections because their
+                # new destination is in the portal set.
+                raise ModelError(name, f"{address} is not inside settings.portal")
+        if self.steering:
+            # DNAT is conntrack's work: an untracked packet is never NATed.
+            if not self.track_non_mail:
+                raise ModelError(
+                    "steer_http_4" if self.steer_http_4 is not None else "steer_http_6",
+                    "steering needs connection tracking (NAT): set track_non_mail = true",
+                )
+            # The redirect happens in prerouting, which sees forwarded traffic.
+            if Hook.FORWARD not in self.hooks:
+                raise ModelError("hooks", "steering HTTP to the portal needs the forward hook")
+
+    @property
+    def steering(self) -> bool:
+        return self.steer_http_4 is not None or self.steer_http_6 is not None
 
     @property
     def garden_ready(self) -> bool:

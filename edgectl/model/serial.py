@@ -17,6 +17,7 @@ from edgectl.model.policy import (
     BlockAction,
     DesiredState,
     Exemption,
+    GardenDestination,
     GatewaySettings,
     Hook,
     Pool,
@@ -104,7 +105,19 @@ _SETTINGS_FIELDS = {
     "portal",
     "meter_size",
     "track_non_mail",
+    "steer_http_4",
+    "steer_http_6",
+    "steer_http_port",
+    "garden_allow",
 }
+
+
+def _garden_destination(data: object, path: str) -> GardenDestination:
+    fields = dict(_fields(data, path, {"prefix", "ports"}, {"prefix"}))
+    fields["prefix"] = Prefix.parse(fields["prefix"], path=f"{path}.prefix")
+    if "ports" in fields:
+        fields["ports"] = tuple(_list(fields["ports"], f"{path}.ports"))
+    return _built(path, lambda: GardenDestination(**fields))
 
 
 def settings_from_data(data: object, path: str = "settings") -> GatewaySettings:
@@ -119,6 +132,13 @@ def settings_from_data(data: object, path: str = "settings") -> GatewaySettings:
     for name in ("resolvers", "portal"):
         if name in fields:
             fields[name] = _prefixes(fields[name], f"{path}.{name}")
+    for name in ("steer_http_4", "steer_http_6"):
+        if fields.get(name) is not None:
+            fields[name] = Prefix.parse(fields[name], path=f"{path}.{name}")
+    if "garden_allow" in fields:
+        fields["garden_allow"] = _each(
+            fields["garden_allow"], f"{path}.garden_allow", _garden_destination
+        )
     return _built(path, lambda: GatewaySettings(**fields))
 
 
@@ -251,6 +271,15 @@ def settings_to_data(settings: GatewaySettings) -> dict[str, Any]:
             "portal": [str(p) for p in settings.portal],
             "meter_size": settings.meter_size,
             "track_non_mail": settings.track_non_mail,
+            "steer_http_4": None if settings.steer_http_4 is None else str(settings.steer_http_4),
+            "steer_http_6": None if settings.steer_http_6 is None else str(settings.steer_http_6),
+            # Defaults left out: documents written before these fields existed
+            # stay byte-identical (stored structure, golden files).
+            "steer_http_port": None if settings.steer_http_port == 80 else settings.steer_http_port,
+            "garden_allow": [
+                {"prefix": str(d.prefix), "ports": list(d.ports)} for d in settings.garden_allow
+            ]
+            or None,
         }
     )
 

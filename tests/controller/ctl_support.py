@@ -25,7 +25,7 @@ class Api:
         self.store = store
         self.tokens = {
             role.value: tokens.create(store, f"test-{role.value}", role)
-            for role in (Role.VIEWER, Role.ABUSE, Role.NETOPS)
+            for role in (Role.VIEWER, Role.ABUSE, Role.NETOPS, Role.PORTAL)
         }
 
     def headers(self, role: str | None) -> dict[str, str]:

@@ -20,7 +20,8 @@ NETOPS = {"netops"}
 READ_AGENT = READ | {"agent"}
 AGENT = {"agent"}
 REPORT = {"abuse", "netops", "reporter"}
-ROLES = ("viewer", "abuse", "netops", "agent", "reporter")
+PORTAL = {"portal"}
+ROLES = ("viewer", "abuse", "netops", "agent", "reporter", "portal")
 
 Body = Callable[[str, dict[str, Any]], Any]
 
@@ -39,7 +40,7 @@ def fixed(text: str) -> Callable[[str, dict[str, Any]], str]:
     return lambda role, ctx: text
 
 
-NET = {"viewer": 1, "abuse": 2, "netops": 3, "agent": 4, "reporter": 5}
+NET = {"viewer": 1, "abuse": 2, "netops": 3, "agent": 4, "reporter": 5, "portal": 6}
 
 LADDER = {
     "strikes": [{"source": "report", "class": "spam"}],
@@ -227,6 +228,23 @@ ENDPOINTS = [
         200,
         lambda r, c: {"reason": "ticket closed"},
     ),
+    Endpoint("GET", "/v1/portal/holds", fixed("/v1/portal/holds?address=100.64.0.10"), PORTAL, 200),
+    Endpoint(
+        "POST",
+        "/v1/portal/notices",
+        fixed("/v1/portal/notices"),
+        PORTAL,
+        200,
+        lambda r, c: {"address": "100.64.0.10"},
+    ),
+    Endpoint(
+        "POST",
+        "/v1/portal/holds/{ident}/acknowledge",
+        lambda r, c: f"/v1/portal/holds/{c['q']}/acknowledge",
+        PORTAL,
+        200,
+        lambda r, c: {"address": "100.64.0.10", "code": c.get("code", "AAAAAA")},
+    ),
     Endpoint("GET", "/v1/audit", fixed("/v1/audit"), READ, 200),
     Endpoint("GET", "/v1/offenders", fixed("/v1/offenders"), READ, 200),
     Endpoint("GET", "/metrics", fixed("/metrics"), READ, 200),
@@ -293,6 +311,9 @@ def _context(api: Api) -> dict[str, Any]:
     q = api.post("/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"})
     e = api.post("/v1/exemptions", {"account": "alice", "ticket": "T", "reason": "r"})
     context: dict[str, Any] = {"q": q["quarantine"]["id"], "e": e["id"], "lift_q": {}, "lift_e": {}}
+    notice = {"address": "100.64.0.10"}
+    path = "/v1/portal/notices"
+    context["code"] = api.call("POST", path, role="portal", json=notice, expect=200).json()["code"]
     for role in sorted(HOLD):
         made = api.post("/v1/quarantines", {"account": f"l_{role}", "mode": "smtp", "reason": "r"})
         context["lift_q"][role] = made["quarantine"]["id"]

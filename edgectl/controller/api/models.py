@@ -165,6 +165,11 @@ class RateLimitPublic(BaseModel):
 # Gateways --------------------------------------------------------------------
 
 
+class GardenDestinationIn(Strict):
+    prefix: PrefixText
+    ports: Annotated[list[Port], Field(min_length=1, max_length=16)] | None = None
+
+
 class GatewaySettingsIn(Strict):
     """The model's gateway settings (``GatewaySettings``), field for field;
     omitted fields take the model's defaults.  A test keeps the two in step."""
@@ -179,6 +184,10 @@ class GatewaySettingsIn(Strict):
     portal: Annotated[list[PrefixText], Field(max_length=64)] | None = None
     meter_size: Annotated[int, Field(ge=1024, le=16_777_216)] | None = None
     track_non_mail: bool | None = None
+    steer_http_4: PrefixText | None = None
+    steer_http_6: PrefixText | None = None
+    steer_http_port: Port | None = None
+    garden_allow: Annotated[list[GardenDestinationIn], Field(max_length=256)] | None = None
 
 
 class GatewayCreate(Strict):
@@ -359,6 +368,17 @@ class QuarantineCreate(Expiring):
     mode: ModeIn
     reason: Reason
     ticket: Text | None = None
+    category: Name | None = Field(
+        default=None, description="the operator's category: the notice portal shows its text"
+    )
+    self_release: bool | None = Field(
+        default=None,
+        description="may the subscriber lift it from the notice portal (default: the mode's "
+        "policy, yes for walled-garden; never for smtp or block)",
+    )
+    ignore_grace: bool = Field(
+        default=False, description="hold even within the grace period after a self-release"
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> QuarantineCreate:
@@ -385,6 +405,8 @@ class QuarantinePublic(BaseModel):
     ended_at: datetime | None
     ended_by: str | None
     end_reason: str | None
+    category: str | None
+    self_release: bool
 
 
 class Resolved(BaseModel):
@@ -464,6 +486,69 @@ class AccountHistory(BaseModel):
     sessions: list[SessionInterval] = Field(description="bindings, newest first (up to 1000)")
     quarantines: list[QuarantinePublic]
     exemptions: list[ExemptionPublic]
+    notices: list[NoticePublic] = Field(
+        description="the notice portal's log: shown, acknowledged, released (up to 1000)"
+    )
+
+
+class NoticePublic(BaseModel):
+    at: datetime
+    kind: Literal["shown", "acknowledged", "released"]
+    quarantine: int
+    address: str
+    language: str | None
+    host: str | None
+    grace_until: datetime | None
+
+
+# The notice portal (role portal) -------------------------------------------------
+
+
+class PortalHoldPublic(BaseModel):
+    """An account's active hold as the notice portal shows it: no analyst's reason."""
+
+    id: int
+    account: str
+    mode: QuarantineMode
+    category: str | None
+    ticket: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    self_release: bool
+    releases_used: int
+    releases_left: int
+    window_days: int
+    acknowledged_at: datetime | None
+
+
+Language = Annotated[
+    str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})?$")
+]
+HostText = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_printable)]
+
+
+class NoticeShown(Strict):
+    address: PrefixText = Field(description="the request's source address, as the portal saw it")
+    language: Language | None = None
+    host: HostText | None = Field(default=None, description="the Host the subscriber asked for")
+
+
+class NoticeCode(BaseModel):
+    hold: PortalHoldPublic
+    code: str = Field(description="the one-time code to show on the page")
+    code_expires_at: datetime
+
+
+class Acknowledge(Strict):
+    address: PrefixText
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+    release: bool = False
+
+
+class Acknowledged(BaseModel):
+    acknowledged: bool
+    released: bool
+    releases_left: int
 
 
 # Audit ------------------------------------------------------------------------------
@@ -487,6 +572,9 @@ class QuarantineBulk(Expiring):
     mode: ModeIn
     reason: Reason
     ticket: Text | None = None
+    category: Name | None = None
+    self_release: bool | None = None
+    ignore_grace: bool = False
 
 
 class BulkOutcome(BaseModel):

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from edgectl.controller.compile import hex_of, hex_range
 from edgectl.controller.store import history as intervals
@@ -27,6 +28,7 @@ def account_view(store: Store, ref: str, *, history: bool) -> dict[str, Any]:
         view["session"] = session_public(session)
         if history:
             view["sessions"] = intervals.account_intervals(connection, account)
+            view["notices"] = notice_log(connection, account)
         for table, public, name in (
             (t.quarantines, quarantine_public, "quarantine"),
             (t.exemptions, exemption_public, "exemption"),
@@ -95,3 +97,30 @@ def holder_at(store: Store, address: Prefix, at: datetime) -> list[dict[str, Any
         ).first()
     interval = {k: found[k] for k in ("address", "started", "ended", "source", "session_id")}
     return [{"account": found["account"], "session": session_public(session), "interval": interval}]
+
+
+NOTICE_LIMIT = 1000  # notice log entries an account's history shows, newest first
+
+
+def notice_log(connection: Connection, account: int) -> list[dict[str, Any]]:
+    """The notice portal's log for this account (notices shown, acknowledgements,
+    self-releases), newest first."""
+    n = t.portal_notices
+    rows = connection.execute(
+        sa.select(n)
+        .where(n.c.account_id == account)
+        .order_by(n.c.at.desc(), n.c.id.desc())
+        .limit(NOTICE_LIMIT)
+    )
+    return [
+        {
+            "at": row.at.isoformat(),
+            "kind": row.kind,
+            "quarantine": row.quarantine_id,
+            "address": row.address,
+            "language": row.language,
+            "host": row.host,
+            "grace_until": None if row.grace_until is None else row.grace_until.isoformat(),
+        }
+        for row in rows
+    ]

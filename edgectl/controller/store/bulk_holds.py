@@ -11,6 +11,7 @@ from edgectl.controller.store.core import Store
 from edgectl.controller.store.holds import (
     QuarantineSpec,
     check_expiry,
+    check_grace,
     check_placement,
     hold_values,
     quarantine_public,
@@ -36,6 +37,7 @@ def quarantine_accounts(
         check_expiry(change, spec.expires)
         connection = change.connection
         ids = ensure_accounts(change, accounts)
+        check_grace(change, ids, spec)
         catalogue, topology = loaders.view(change)
         by_account = _sessions_of(connection, sorted(ids.values()))
         addresses = [a for found in by_account.values() for a in found]

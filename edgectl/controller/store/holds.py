@@ -42,6 +42,23 @@ class QuarantineSpec:
     # (None: now), resolved from the session history in the hold's transaction.
     address: Prefix | None = None
     at: datetime | None = None
+    # The operator's category, for the portal's text and the grace period.
+    category: str | None = None
+    # May the subscriber lift it from the notice portal?  None: the mode's
+    # default (MODE_POLICY); True for a mode that never allows it is refused.
+    self_release: bool | None = None
+    # Hold even within the grace period a self-release started.
+    ignore_grace: bool = False
+
+    def grace_key(self) -> str:
+        """What "the same reason" means for the grace period after a self-release."""
+        return f"category:{self.category}" if self.category else f"reason:{self.reason}"
+
+    def effective_self_release(self) -> bool:
+        allowed = MODE_POLICY[self.mode].self_release
+        if self.self_release and not allowed:
+            raise Invalid("self_release", f"a {self.mode} hold is never released by the subscriber")
+        return allowed if self.self_release is None else self.self_release
 
 
 # How far ahead of the controller's clock ``at`` may be: clocks of the
@@ -89,6 +106,13 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+def self_release_of(row: Any) -> bool:
+    """The hold's own flag, or (holds from before it existed) its mode's default."""
+    if row.self_release is not None:
+        return bool(row.self_release)
+    return MODE_POLICY[QuarantineMode(row.mode)].self_release
+
+
 def quarantine_public(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -105,6 +129,8 @@ def quarantine_public(row: Any) -> dict[str, Any]:
         "ended_at": _iso(row.ended_at),
         "ended_by": row.ended_by,
         "end_reason": row.end_reason,
+        "category": row.category,
+        "self_release": self_release_of(row),
     }
 
 
@@ -209,7 +235,36 @@ def hold_values(spec: QuarantineSpec, actor: str, change: Change) -> dict[str, A
         "actor": actor,
         "updated_at": change.at,
         "expires_at": spec.expires,
+        "category": spec.category,
+        "self_release": spec.effective_self_release(),
     }
+
+
+def check_grace(change: Change, accounts: dict[str, int], spec: QuarantineSpec) -> None:
+    """Refuse a hold for the reason an account self-released from within its grace period.
+
+    PacketFence's rule: a subscriber who cleaned up is not held again by the
+    same detection before the grace period ends (the bot may take a while to
+    stop showing up in feeds).  Staff who know better pass ``ignore_grace``.
+    """
+    if spec.ignore_grace or not accounts:
+        return
+    n = t.portal_notices
+    by_id = {ident: ref for ref, ident in accounts.items()}
+    rows = loaders.rows_in(
+        change.connection,
+        sa.select(n.c.account_id, n.c.grace_until).where(
+            n.c.kind == "released", n.c.grace_key == spec.grace_key(), n.c.grace_until > change.at
+        ),
+        n.c.account_id,
+        sorted(by_id),
+    )
+    for row in rows:
+        raise Conflict(
+            f"account {by_id[row.account_id]!r} released itself from a hold for the same "
+            f"{'category' if spec.category else 'reason'}; grace period until "
+            f"{row.grace_until.isoformat()} (ignore_grace overrides)"
+        )
 
 
 def quarantine(store: Store, actor: str, spec: QuarantineSpec) -> tuple[dict[str, Any], bool]:
@@ -233,6 +288,7 @@ def quarantine_resolved(
         if spec.account is not None:
             account: int | None = ensure_accounts(change, [spec.account])[spec.account]
             assert account is not None
+            check_grace(change, {spec.account: account}, spec)
             addresses = session_addresses(connection, account)
             match = q.c.account_id == account
         else:

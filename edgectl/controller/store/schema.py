@@ -319,6 +319,12 @@ quarantines = sa.Table(
     sa.Column("ended_at", Instant()),
     sa.Column("ended_by", sa.String(200)),
     sa.Column("end_reason", sa.Text),
+    # The operator's category for the notice portal ("spam", "botnet"): the
+    # subscriber reads the operator's text for it, never the analyst's reason.
+    sa.Column("category", sa.String(32)),
+    # May the subscriber lift it from the portal?  NULL (holds made before
+    # 0006): the mode's default, MODE_POLICY[mode].self_release.
+    sa.Column("self_release", sa.Boolean),
     sa.CheckConstraint("(account_id IS NULL) <> (prefix IS NULL)", name="ck_quarantine_target"),
     sa.Index(
         "uq_quarantine_active_account",
@@ -360,6 +366,30 @@ quarantines = sa.Table(
         postgresql_where=sa.text("active"),
     ),
     sa.Index("ix_quarantine_account", "account_id"),
+)
+
+# The notice portal's log (RFC 6108: a record of every notice): notices
+# shown, acknowledgements and self-releases, per account.  A "shown" row
+# carries the one-time code's hash until the code is used or expires; a
+# "released" row carries the grace period in which the same category (else
+# reason) may not hold the account again.
+portal_notices = sa.Table(
+    "portal_notices",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("quarantine_id", sa.Integer, sa.ForeignKey("quarantines.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("at", Instant(), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("language", sa.String(16)),
+    sa.Column("host", sa.String(253)),
+    sa.Column("code_hash", sa.String(64)),
+    sa.Column("code_expires", Instant()),
+    sa.Column("grace_key", sa.Text),
+    sa.Column("grace_until", Instant()),
+    sa.Index("ix_portal_notices_account", "account_id", "kind", "at"),
+    sa.Index("ix_portal_notices_code", "quarantine_id", "code_hash"),
 )
 
 exemptions = sa.Table(

@@ -61,6 +61,9 @@ def place(store: Store, who: Principal, body: QuarantineCreate) -> dict[str, Any
         expires=convert.expiry(body, now()),
         address=convert.prefix(body.address, "address"),
         at=body.at,
+        category=body.category,
+        self_release=body.self_release,
+        ignore_grace=body.ignore_grace,
     )
     hold, created, resolved = holds.quarantine_resolved(store, who.actor, spec)
     outcome = "created" if created else "updated"
@@ -77,6 +80,9 @@ def quarantine_many(body: QuarantineBulk, store: StoreDep, who: Holder) -> Any:
         account="bulk",
         ticket=body.ticket,
         expires=convert.expiry(body, now()),
+        category=body.category,
+        self_release=body.self_release,
+        ignore_grace=body.ignore_grace,
     )
     return bulk_holds.quarantine_accounts(store, who.actor, accounts, spec)
 

@@ -1,0 +1,135 @@
+"""/v1/portal: what the notice portal may do, and nothing more (role ``portal``).
+
+Look up the hold of whoever holds an address now, log a notice shown (and
+get its one-time code), record an acknowledgement and, where the hold's
+policy allows, a self-release.  Limits are checked in the store, so a
+leaked portal token buys no more than the portal's own page offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from edgectl.controller.api import convert
+from edgectl.controller.api.deps import SettingsDep, StoreDep, allow
+from edgectl.controller.api.models import (
+    Acknowledge,
+    Acknowledged,
+    NoticeCode,
+    NoticeShown,
+    PortalHoldPublic,
+)
+from edgectl.controller.auth import Role
+from edgectl.controller.errors import Invalid, NotFound
+from edgectl.controller.settings import Settings
+from edgectl.controller.store import Store, portal
+from edgectl.controller.store.tokens import Principal
+from edgectl.model import Prefix
+
+router = APIRouter(prefix="/v1/portal", tags=["portal"])
+
+Portal = Annotated[Principal, Depends(allow(Role.PORTAL))]
+Ident = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def limits(settings: Settings) -> portal.Limits:
+    return portal.Limits(
+        releases=settings.self_release_limit,
+        window=timedelta(days=settings.self_release_window_days),
+        grace=timedelta(hours=settings.self_release_grace_hours),
+        code_ttl=timedelta(seconds=settings.portal_code_seconds),
+    )
+
+
+def _source(text: str, path: str) -> Prefix:
+    """A request's source: one address, never a prefix (that is staff's question)."""
+    address = convert.prefix_at(text, path)
+    if not address.is_host:
+        raise Invalid(path, f"{address} is a prefix: give the request's source address")
+    return address
+
+
+@router.get("/holds", response_model=PortalHoldPublic, responses={404: {"description": "not held"}})
+def hold_by_address(
+    address: Annotated[str, Query(min_length=1, max_length=64)],
+    store: StoreDep,
+    settings: SettingsDep,
+    _: Portal,
+) -> Any:
+    """The active hold of the account that holds ``address`` now (404: nothing to show)."""
+    return portal.hold_for(store, _source(address, "query.address"), limits(settings))
+
+
+@router.post("/notices", response_model=NoticeCode, responses={404: {"description": "not held"}})
+async def notice_shown(body: NoticeShown, request: Request, _: Portal) -> Any:
+    """The portal is showing the notice to ``address``: the active hold of whoever
+    holds it now, and a one-time code for the page (404: nothing to show).
+
+    Logged in the account's notice log.  Requests arriving together are
+    written in one transaction (``NoticeBatcher``)."""
+    address = _source(body.address, "address")
+    batcher: NoticeBatcher = request.app.state.notice_batcher
+    answer = await batcher.record(portal.Shown(address, body.language, body.host))
+    if isinstance(answer, NotFound):
+        raise answer
+    return answer
+
+
+class NoticeBatcher:
+    """Notices queued in the same event-loop turn, or while a batch is being
+    written, go to the database in one transaction (one commit, one fsync);
+    one batch at a time, since SQLite and the store serialize writers anyway."""
+
+    def __init__(self, store: Store, settings: Settings, largest: int = 256) -> None:
+        self._store = store
+        self._limits = limits(settings)
+        self._largest = largest
+        self._pending: list[tuple[portal.Shown, asyncio.Future[Any]]] = []
+        self._running = False
+
+    async def record(self, shown: portal.Shown) -> dict[str, Any] | NotFound:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((shown, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().call_soon(self._start)
+        answer: dict[str, Any] | NotFound = await future
+        return answer
+
+    def _start(self) -> None:
+        if not self._pending:
+            self._running = False
+            return
+        batch = self._pending[: self._largest]
+        del self._pending[: self._largest]
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        task.add_done_callback(lambda _: self._start())
+
+    async def _run(self, batch: list[tuple[portal.Shown, asyncio.Future[Any]]]) -> None:
+        try:
+            answers = await run_in_threadpool(
+                portal.record_shown, self._store, [shown for shown, _ in batch], self._limits
+            )
+        except Exception as error:  # the whole batch failed: each request hears why
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
+
+
+@router.post("/holds/{ident}/acknowledge", response_model=Acknowledged)
+def acknowledge(
+    ident: Ident, body: Acknowledge, store: StoreDep, settings: SettingsDep, _: Portal
+) -> Any:
+    """The subscriber read the notice; with ``release``, lift the hold as
+    ``subscriber:<account>`` (the hold's policy and the limits permitting)."""
+    address = _source(body.address, "address")
+    return portal.acknowledge(store, ident, address, body.code, body.release, limits(settings))

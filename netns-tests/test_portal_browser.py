@@ -1,0 +1,119 @@
+"""The notice page in a real browser: Debian's /usr/bin/chromium, driven by
+Playwright, against the lab (controller, agents and notice portals in
+network namespaces).
+
+The browser runs inside gw-a's dyn4 subscriber namespace (a wrapper script
+execs it under ``ip netns exec``), so its requests come from cust-1001's
+100.64.0.10, the namespace's first address, and cross the gateway like a
+subscriber's.  cust-1001 is put in the walled garden; a page on an outside
+host shows the notice in Japanese and in English (by the browser's
+language); the form's code and check box release the hold, and the
+gateways converge on the lift.  Screenshots go to
+``netns-tests/artifacts/portal/``.  Playwright never downloads a browser:
+it launches Debian's by path.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgectl.lab import fleet
+from edgectl.lab.lab_cli import GARDENED, MX4
+from edgectl.lab.probe import wait_until
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",  # root in a lab namespace only
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "portal"
+CONVERGE_S = 30.0
+STEP_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def lab(leftovers_removed: list[str]) -> Iterator[fleet.Up]:
+    if not CHROMIUM.exists():
+        pytest.fail("no /usr/bin/chromium: install Debian's chromium (scripts/setup.sh)")
+    name = f"portal-{secrets.token_hex(3)}"
+    try:
+        yield fleet.up(name)
+    finally:
+        fleet.down(name)
+
+
+def converged(lab: fleet.Up) -> bool:
+    gateways = fleet.api(lab.state, "GET", "/v1/gateways")
+    return all(
+        g["converged"] and (g.get("status") or {}).get("applied_revision") == g["revision"]
+        for g in gateways
+    )
+
+
+@pytest.fixture
+def browser(lab: fleet.Up, tmp_path: Path) -> Iterator[Any]:
+    ns = lab.state.host_ns(fleet.GATEWAYS[0], "dyn4")
+    wrapper = tmp_path / "chromium-in-dyn4"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns} {CHROMIUM} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    with playwright_api.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=str(wrapper), args=ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_the_notice_in_both_languages_and_the_self_release(lab: fleet.Up, browser: Any) -> None:
+    hold = {
+        "account": GARDENED,
+        "mode": "walled-garden",
+        "reason": "analyst's note: C2 beacon",
+        "category": "botnet",
+        "ticket": "ABUSE-78",
+    }
+    created = fleet.api(lab.state, "POST", "/v1/quarantines", hold)["quarantine"]
+    assert wait_until(lambda: converged(lab), timeout=CONVERGE_S, interval=0.2)
+    pages = {}
+    for language, locale in (("ja", "ja-JP"), ("en", "en-US")):
+        context = browser.new_context(locale=locale, viewport={"width": 1024, "height": 900})
+        context.set_default_timeout(STEP_MS)
+        page = context.new_page()
+        page.goto(f"http://{MX4}/news/today")
+        assert page.locator("html").get_attribute("lang") == language
+        assert page.locator(".account").inner_text() == GARDENED
+        assert page.locator(".ticket").inner_text() == "ABUSE-78"
+        assert ("ボットネット" if language == "ja" else "botnet") in page.inner_text(".category")
+        assert "C2 beacon" not in page.content()
+        shot(page, f"notice-{language}")
+        pages[language] = page
+    page = pages["en"]
+    page.get_by_label("Type it to confirm").fill(page.inner_text(".code"))
+    page.get_by_label("I have cleaned my devices").check()
+    page.get_by_role("button", name="I have read this notice").click()
+    page.wait_for_selector(".released")
+    shot(page, "released-en")
+    lifted = fleet.api(lab.state, "GET", f"/v1/quarantines/{created['id']}")
+    assert (lifted["state"], lifted["ended_by"]) == ("lifted", f"subscriber:{GARDENED}")
+    assert wait_until(lambda: converged(lab), timeout=CONVERGE_S, interval=0.2)

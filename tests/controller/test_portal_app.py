@@ -1,0 +1,138 @@
+"""The notice portal's pages, in process: the portal app talks to a real
+controller app (ASGI transport, so only REST), with a portal-role token."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from ctl_support import Api, World
+from starlette.testclient import TestClient
+
+from edgectl.portal.app import ACK_PATH, CAPTIVE_PATH, create_app
+from edgectl.portal.client import Controller
+from edgectl.portal.config import PortalConfig
+from edgectl.portal.pages import SHIPPED, Pages, TemplateRefused, choose_language, lint_text
+
+ALICE = "100.64.0.10"
+
+
+def portal_client(api: Api, address: str) -> TestClient:
+    config = PortalConfig(
+        controller_url="http://controller",
+        token=api.tokens["portal"],
+        public_url="http://portal.isp.example/",
+        support="0120-000-000",
+    )
+    transport = httpx.ASGITransport(app=api.client.app)
+    app = create_app(config, Pages(None, {}, config.support), Controller(config, transport))
+    return TestClient(app, client=(address, 40000))
+
+
+@pytest.fixture
+def held(api: Api, world: World) -> Iterator[TestClient]:
+    api.put("/v1/accounts/alice/session", {"ipv4": ALICE})
+    body = {
+        "account": "alice",
+        "mode": "walled-garden",
+        "reason": "internal: C2 beacon to 203.0.113.66 seen by analyst kim",
+        "category": "botnet",
+        "ticket": "ABUSE-4242",
+    }
+    api.post("/v1/quarantines", body)
+    with portal_client(api, ALICE) as client:
+        yield client
+
+
+def code_of(html: str) -> str:
+    found = re.search(r'class="code">([A-Z0-9]+)<', html)
+    assert found, html
+    return found.group(1)
+
+
+def test_the_notice_in_both_languages(held: TestClient) -> None:
+    page = held.get("/some/page", headers={"Host": "example.org", "Accept-Language": "ja,en;q=0.5"})
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    html = page.text
+    assert 'lang="ja"' in html and "ボットネット" in html
+    assert "alice" in html and "ABUSE-4242" in html and "example.org" in html
+    assert "analyst" not in html  # the analyst's free text never reaches the subscriber
+    english = held.get("/", headers={"Accept-Language": "en-GB, ja;q=0.3"}).text
+    assert 'lang="en"' in english and "botnet" in english and "ABUSE-4242" in english
+    assert code_of(english) != code_of(html)  # a code per notice shown
+
+
+def test_a_blind_post_cannot_release_and_the_code_can(api: Api, held: TestClient) -> None:
+    hold = api.get("/v1/accounts/alice")["quarantine"]
+    blind = held.post(ACK_PATH, data={"hold": str(hold["id"]), "release": "1"})
+    assert blind.status_code == 400
+    wrong = held.post(ACK_PATH, data={"hold": str(hold["id"]), "code": "ZZZZZZ", "release": "1"})
+    assert wrong.status_code == 400
+    assert api.get("/v1/accounts/alice")["quarantine"]["state"] == "active"
+    code = code_of(held.get("/", headers={"Accept-Language": "en"}).text)
+    done = held.post(
+        ACK_PATH,
+        data={"hold": str(hold["id"]), "code": code, "release": "1"},
+        headers={"Accept-Language": "en"},
+    )
+    assert done.status_code == 200 and 'class="released"' in done.text
+    assert api.get("/v1/accounts/alice")["quarantine"] is None
+    assert 'class="clear"' in held.get("/").text
+
+
+def test_captive_api(api: Api, held: TestClient) -> None:
+    answer = held.get(CAPTIVE_PATH)
+    assert answer.headers["content-type"].startswith("application/captive+json")
+    assert answer.json() == {"captive": True, "user-portal-url": "http://portal.isp.example/"}
+    api.post(
+        "/v1/quarantines",
+        {"account": "alice", "mode": "walled-garden", "reason": "x", "duration": 3600},
+    )
+    left = held.get(CAPTIVE_PATH).json()["seconds-remaining"]
+    assert 3500 < left <= 3600
+    with portal_client(api, "100.64.0.99") as stranger:
+        assert stranger.get(CAPTIVE_PATH).json() == {"captive": False}
+
+
+@pytest.mark.parametrize(
+    ("header", "wanted"),
+    [
+        (None, "ja"),
+        ("en", "en"),
+        ("fr, en;q=0.8, ja;q=0.9", "ja"),
+        ("en-US,en;q=0.9,ja;q=0.8", "en"),
+        ("ja-JP", "ja"),
+        ("de", "ja"),
+        ("en;q=0", "ja"),
+        ("en;q=abc, ja", "ja"),
+    ],
+)
+def test_language_by_accept_language(header: str | None, wanted: str) -> None:
+    assert choose_language(header, "ja") == wanted
+
+
+def test_the_lint_refuses_templates_asking_for_a_password(tmp_path: Path) -> None:
+    assert lint_text('<form><input type="password" name="p"></form>')
+    assert lint_text("<INPUT TYPE=Password name=p>")
+    assert lint_text("<form>お客様のパスワードを入力<input name=x></form>")
+    assert lint_text("<form method=post>Your password: <input name=x></form>")
+    # Advice outside a form is fine: the shipped notice tells people to change them.
+    assert lint_text("<p>Change your passwords.</p><form><input name=code></form>") == []
+    for path in SHIPPED.glob("*.html"):
+        assert lint_text(path.read_text()) == [], path
+    (tmp_path / "notice.en.html").write_text('<form><input type="password"></form>')
+    with pytest.raises(TemplateRefused, match=r"notice\.en\.html"):
+        Pages(tmp_path, {}, "")
+
+
+def test_an_operator_template_overrides_the_shipped_one(tmp_path: Path) -> None:
+    (tmp_path / "clear.en.html").write_text("<p>All good at {{ support }}</p>")
+    pages = Pages(tmp_path, {"botnet": {"en": "Operator text"}}, "call 110")
+    assert pages.render("clear", "en") == "<p>All good at call 110</p>"
+    assert "お知らせはありません" in pages.render("clear", "ja")
+    assert pages.category_text("botnet", "en") == "Operator text"
+    assert "ボットネット" in pages.category_text("botnet", "ja")
+    assert pages.category_text("unknown", "en") == pages.category_text(None, "en")
