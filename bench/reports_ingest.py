@@ -222,7 +222,7 @@ def main() -> None:
         f"{args.events // 1_000_000}m" if args.events >= 1_000_000 else f"{args.events // 1000}k"
     )
     _emit(
-        f"escalation_replay_{label}_events",
+        f"escalation_replay_events_{label}",
         f"replay of a month of {args.events:,} offender events: < 60 s (SQLite)",
         replayed,
         "store.replay.replay (read, simulate, result), in process, SQLite",

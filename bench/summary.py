@@ -53,7 +53,7 @@ END = "<!-- bench-summary:end -->"
 FULL_BEGIN = "<!-- bench-summary-full:begin (written by bench/summary.py --full) -->"
 FULL_END = "<!-- bench-summary-full:end -->"
 TOTAL_BUDGET_S = 900.0
-FULL_BUDGET_S = 5400.0
+FULL_BUDGET_S = 6600.0
 STOP_GRACE_S = 60.0  # after SIGTERM: time for a script's finally to delete its namespaces
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,7 +103,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("full_sync_100k", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (wall)"),
             ("full_sync_100k_cpu", "full sync, 100k keys + 5k pools <= 1.25x raw nft -f (CPU)"),
         ),
-        50,
+        35,
         ("--keys", "1000000", "--reps", "3", "--no-cli"),
         (
             ("full_sync_1m", "full sync, 1M keys + 5k pools <= 1.25x raw nft -f (wall)"),
@@ -124,7 +124,7 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_steady.py",
         ("--keys", "50000", "--reps", "3", "--seconds", "3"),
         _steady_rows("50k", "50k"),
-        70,
+        55,
         ("--keys", "1000000", "--reps", "3", "--seconds", "20"),
         _steady_rows("1m", "1M"),
         1200,
@@ -133,7 +133,7 @@ HEADLINES: tuple[Headline, ...] = (
         "cli_apply.py",
         ("--keys", "50000", "--reps", "3"),
         (("cli_apply_50k", "edgectl apply -f, 50k keys, whole command <= 1.5x nft -f"),),
-        35,
+        30,
         ("--keys", "200000", "--reps", "3"),
         (("cli_apply_200k", "edgectl apply -f, 200k keys, whole command <= 1.5x nft -f"),),
         400,
@@ -142,13 +142,13 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_propagation.py",
         ("--extra", "50", "--quarantines", "50", "--held", "100000"),
         (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
-        140,
+        125,
     ),
     Headline(
         "block_cutoff.py",
         ("--rounds", "3"),
         (("block_cutoff", "a block quarantine cuts an established flow"),),
-        30,
+        25,
         ("--rounds", "5"),
         (("block_cutoff", "a block quarantine cuts an established flow"),),
         120,
@@ -160,7 +160,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("quarantine_create_p99_scaling", "quarantine create p99, 30k held <= 1.5x 1k held"),
             ("session_upsert_p99_scaling", "session upsert p99, 30k held <= 1.5x 1k held"),
         ),
-        65,
+        55,
         ("--held", "100000", "--baseline", "1000", "--quick"),
         (
             ("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),
@@ -172,7 +172,7 @@ HEADLINES: tuple[Headline, ...] = (
         "propagation_one_gateway.py",
         ("--held", "50000", "--baseline", "5000", "--rounds", "3", "--requests", "30"),
         (("api_to_kernel_scaling", "API call -> key in kernel, 50k held <= 1.5x 5k held"),),
-        70,
+        55,
         ("--held", "200000", "--baseline", "10000", "--quick"),
         (("api_to_kernel_scaling", "API call -> key in kernel, 200k held <= 1.5x 10k held"),),
         500,
@@ -197,13 +197,13 @@ HEADLINES: tuple[Headline, ...] = (
             ),
             ("forwarding_mail_uncapped", "mail from a rate-metered static pool >= 0.85x no table"),
         ),
-        75,
+        65,
     ),
     Headline(
         "readback.py",
         ("--reduced", "--repeat", "3"),
         (("readback_structure", "read-back of a 1M-element table without listing it"),),
-        15,
+        10,
     ),
     Headline(
         "kernel_gc.py",
@@ -215,13 +215,13 @@ HEADLINES: tuple[Headline, ...] = (
         "controller_snapshot.py",
         ("--quarantines", "100000", "--rounds", "3"),
         (("snapshot_100k", "snapshot, 100k quarantines < 2 s, < 300 MB"),),
-        40,
+        30,
     ),
     Headline(
         "controller_delta.py",
         ("--sizes", "1000", "100000", "--rounds", "11"),
         (("delta_cost_flat", "delta cost at 100k held <= 1.5x at 1k held"),),
-        45,
+        35,
     ),
     Headline(
         "session_history.py",
@@ -233,7 +233,7 @@ HEADLINES: tuple[Headline, ...] = (
             ),
             ("session_history_at_lookup_ratio_1m", "at lookup p99, 1M / 100k intervals"),
         ),
-        80,
+        65,
         (),
         (
             (
@@ -254,7 +254,7 @@ HEADLINES: tuple[Headline, ...] = (
             ),
             ("radius_storm_10k", "10,000 Acct-Starts at once: time until all stored (reported)"),
         ),
-        30,
+        25,
         (),
         (
             (
@@ -283,6 +283,55 @@ HEADLINES: tuple[Headline, ...] = (
             ),
         ),
         240,
+    ),
+    Headline(
+        "console_pages.py",
+        ("--reduced",),
+        (
+            (
+                "console_pages_reduced",
+                "every console page < 300 ms (10k quarantines, 100k audit, 1k offenders)",
+            ),
+        ),
+        40,
+        (),
+        (
+            (
+                "console_pages",
+                "every console page < 300 ms (100k quarantines, 1M audit entries, 10k offenders)",
+            ),
+        ),
+        300,
+    ),
+    Headline(
+        "reports_ingest.py",
+        ("--reduced",),
+        (
+            ("reports_ingest_10k", "10,000 reports in one request, attributed: < 5 s (SQLite)"),
+            ("escalation_replay_events_200k", "replay of 200,000 offender events < 60 s"),
+        ),
+        60,
+        (),
+        (
+            ("reports_ingest_10k", "10,000 reports in one request, attributed: < 5 s (SQLite)"),
+            ("escalation_replay_events_1m", "replay of a month of 1M offender events < 60 s"),
+        ),
+        600,
+    ),
+    Headline(
+        "portal_notices.py",
+        ("--reduced",),
+        (
+            ("portal_notices_rate", "the notice portal answers 500 notices/s"),
+            ("portal_notices_p99", "notice p99 < 100 ms at 500/s"),
+        ),
+        45,
+        (),
+        (
+            ("portal_notices_rate", "the notice portal answers 500 notices/s"),
+            ("portal_notices_p99", "notice p99 < 100 ms at 500/s"),
+        ),
+        200,
     ),
 )
 
