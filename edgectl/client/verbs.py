@@ -331,6 +331,155 @@ def audit(args: argparse.Namespace, api: Api, out: TextIO) -> None:
         output.table(found, AUDIT_COLUMNS, out)
 
 
+# -- proposals and policies --------------------------------------------------------------
+
+PROPOSAL_STATES = ("pending", "approved", "rejected", "all")
+
+PROPOSAL_COLUMNS: list[output.Column] = [
+    ("ID", lambda r: r["id"]),
+    ("POLICY", lambda r: r["policy"]),
+    ("ACCOUNT", lambda r: r["account"]),
+    ("STRIKE", lambda r: r["strike"]),
+    ("MODE", lambda r: r["mode"]),
+    ("DURATION_S", lambda r: r["duration"]),
+    ("REVIEW", lambda r: r["review"]),
+    ("WHY", lambda r: r["why"]),
+    ("STATE", lambda r: r["state"]),
+    ("CREATED", lambda r: r["created_at"]),
+    ("DECIDED_BY", lambda r: r["decided_by"]),
+    ("QUARANTINE", lambda r: r["quarantine"]),
+]
+
+
+def proposals_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    params = {"state": args.state, "policy": args.policy, "limit": args.limit}
+    found = api.call("GET", "/v1/proposals", params=params)
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, PROPOSAL_COLUMNS, out)
+
+
+def _decide(args: argparse.Namespace, api: Api, out: TextIO, approve: bool) -> None:
+    ids = list(dict.fromkeys(args.ids))  # the API decides an id once; say so once too
+    verb = "approve" if approve else "reject"
+    body: dict[str, Any] = {"reason": args.reason}
+    if approve and args.force:
+        body["force"] = True
+    if len(ids) == 1:
+        decided = [api.call("POST", f"/v1/proposals/{ids[0]}/{verb}", body=body)]
+        document: Any = decided[0]
+    else:
+        # One request, so the controller decides all of them or none: a
+        # half-approved batch would leave the desk guessing which holds exist.
+        body.update({"ids": ids, "decision": verb})
+        decided = document = api.call("POST", "/v1/proposals/decide", body=body)
+    if _json(args):
+        output.emit_json(document, out)
+        return
+    noun = "proposal" if len(decided) == 1 else "proposals"
+    out.write(f"{'approved' if approve else 'rejected'} {len(decided)} {noun}\n")
+    output.table(decided, PROPOSAL_COLUMNS, out)
+
+
+def proposals_approve(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    _decide(args, api, out, approve=True)
+
+
+def proposals_reject(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    _decide(args, api, out, approve=False)
+
+
+def _strike_text(strike: dict[str, Any]) -> str:
+    if strike.get("source") == "offender":
+        return f"offender {strike.get('kind')}>={strike.get('threshold')}"
+    return f"report {strike.get('class')}"
+
+
+POLICY_COLUMNS: list[output.Column] = [
+    ("NAME", lambda r: r["name"]),
+    ("MODE", lambda r: r["mode"]),
+    ("STRIKES", lambda r: [_strike_text(s) for s in r["strikes"]]),
+    ("STEPS", lambda r: len(r["steps"])),
+    ("WINDOW_S", lambda r: r["window"]),
+    ("ACTOR", lambda r: r["actor"]),
+    ("UPDATED", lambda r: r["updated_at"]),
+]
+
+STEP_COLUMNS: list[output.Column] = [
+    ("STRIKE", lambda r: r["strike"]),
+    ("MODE", lambda r: r["mode"]),
+    ("DURATION_S", lambda r: r["duration"]),
+    ("REVIEW", lambda r: r["review"]),
+]
+
+
+def policies_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    found = api.call("GET", "/v1/policies")
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, POLICY_COLUMNS, out)
+
+
+def policies_show(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    policy = api.call("GET", "/v1/policies/" + _path(args.name))
+    if _json(args):
+        output.emit_json(policy, out)
+        return
+    output.pairs(
+        [
+            ("name", policy["name"]),
+            ("mode", policy["mode"]),
+            ("window_s", policy["window"]),
+            ("strikes", [_strike_text(s) for s in policy["strikes"]]),
+            ("actor", policy["actor"]),
+            ("created", policy["created_at"]),
+            ("updated", policy["updated_at"]),
+        ],
+        out,
+    )
+    out.write("\nsteps\n")
+    output.table(policy["steps"], STEP_COLUMNS, out)
+
+
+REPLAY_COLUMNS: list[output.Column] = [
+    ("STRIKE", lambda r: r["strike"]),
+    ("MODE", lambda r: r["mode"]),
+    ("DURATION_S", lambda r: r["duration"]),
+    ("REVIEW", lambda r: r["review"]),
+    ("COUNT", lambda r: r["count"]),
+    ("ACCOUNTS", lambda r: r["account_count"]),
+    ("WHO", lambda r: r["accounts"]),
+]
+
+
+def policies_replay(args: argparse.Namespace, api: Api, out: TextIO) -> None:
+    body = {
+        "since": timespec.instant(args.since, "--since"),
+        "until": timespec.instant(args.until, "--until"),
+    }
+    result = api.call("POST", "/v1/policies/" + _path(args.name) + "/replay", body=body)
+    if _json(args):
+        output.emit_json(result, out)
+        return
+    outcomes = result["outcomes"]
+    out.write(f"replay of {args.name} from {result['since']} until {result['until']}\n")
+    out.write(
+        f"events {result['events']}, strikes {result['strikes']} "
+        f"on {result['accounts']} accounts, absorbed by a hold {result['absorbed']}\n"
+    )
+    out.write(
+        f"enforced {outcomes.get('enforced', 0)}, braked {outcomes.get('braked', 0)}, "
+        f"exempt {outcomes.get('exempt', 0)}\n\n"
+    )
+    shown = max((len(step["accounts"]) for step in result["steps"]), default=0)
+    output.table(result["steps"], REPLAY_COLUMNS, out)
+    if any(step["account_count"] > len(step["accounts"]) for step in result["steps"]):
+        # The API lists the first accounts of a step only; -o json has the same list.
+        out.write(f"(WHO shows at most {shown} accounts a step)\n")
+
+
 # -- wiring -------------------------------------------------------------------------------------
 
 
@@ -467,6 +616,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--after-id", type=int, help="page on: the last id seen")
     p.add_argument("--limit", type=int, default=100)
     _bind(p, audit)
+
+    proposals = subparsers.add_parser(
+        "proposals", help="holds an escalation policy asks an analyst to decide"
+    )
+    pr = proposals.add_subparsers(dest="action", required=True)
+    p = pr.add_parser("list", parents=[common], help="proposals, oldest first")
+    p.add_argument("--state", choices=PROPOSAL_STATES, default="pending")
+    p.add_argument("--policy", help="only this policy's proposals")
+    p.add_argument("--limit", type=int, default=100)
+    _bind(p, proposals_list)
+    p = pr.add_parser("approve", parents=[common], help="place the proposed holds")
+    p.add_argument("ids", nargs="+", type=int, metavar="ID", help="several: all or none")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--force", action="store_true", help="hold an exempt account anyway")
+    _bind(p, proposals_approve)
+    p = pr.add_parser(
+        "reject", parents=[common], help="drop proposals; their strikes stop counting"
+    )
+    p.add_argument("ids", nargs="+", type=int, metavar="ID", help="several: all or none")
+    p.add_argument("--reason", required=True)
+    _bind(p, proposals_reject)
+
+    policies = subparsers.add_parser("policies", help="escalation policies (read and replay)")
+    po = policies.add_subparsers(dest="action", required=True)
+    p = po.add_parser("list", parents=[common], help="all policies")
+    _bind(p, policies_list)
+    p = po.add_parser("show", parents=[common], help="one policy: its strikes and steps")
+    p.add_argument("name")
+    _bind(p, policies_show)
+    p = po.add_parser(
+        "replay", parents=[common], help="what a policy would have done over a past period"
+    )
+    p.add_argument("name")
+    p.add_argument("--since", required=True, help="RFC 3339 or relative (-30d)")
+    p.add_argument("--until", required=True, help="RFC 3339 or relative (-0s for now)")
+    _bind(p, policies_replay)
 
 
 _TIME_OPTIONS = frozenset({"--at", "--since", "--until", "--expires"})
