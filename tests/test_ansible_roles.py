@@ -8,6 +8,9 @@ with ``ansible-playbook`` against this machine over a local connection.
   (SQLite in a temporary directory): a good catalogue is applied and a
   second run changes nothing; a bad one fails and leaves the controller's
   catalogue and audit log exactly as they were.
+* the controller role's escalation-policies tasks run for real against a
+  migrated SQLite database: loaded when the file changed, not again when it
+  did not, nothing in check mode, nothing of a file the controller refuses.
 * ``gateways.yml`` runs with a tag nothing carries, so only the role's
   argument validation (tagged ``always``) runs: what the inventory must
   give, and what it need not, is decided there and nowhere later.
@@ -16,11 +19,13 @@ with ``ansible-playbook`` against this machine over a local connection.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import json
 import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import urllib.error
@@ -32,6 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
+from edgectl.controller.store import Store, audit, policies
 from edgectl.lab.probe import wait_until
 from edgectl.model import GatewaySettings
 
@@ -275,6 +281,203 @@ def test_a_good_change_is_applied_whole(tmp_path: Path, applied: Controller) -> 
     assert [p["name"] for p in after["pools"]] == ["dyn_v4", "dyn_v6"]
     assert [p["name"] for p in after["rate-limits"]] == ["business", "residential"]
     assert after["relays"][0]["prefixes"] == ["198.51.100.25", "198.51.100.26"]
+
+
+# --- escalation policies from a file ---------------------------------------------
+
+CONTROLLER_ROLE = ANSIBLE_DIR / "roles" / "edgectl_controller"
+POLICY = """
+[[policy]]
+name = "fbl"
+mode = "{mode}"
+window = 2592000
+strikes = [{{source = "report", class = "spam"}}]
+steps = [
+  {{strike = 1, mode = "smtp", duration = 86400}},
+  {{strike = 2, mode = "block", review = true}},
+]
+"""
+# The second policy's window is refused: the whole file must be, the first too.
+BAD_POLICIES = POLICY.format(mode="enforce").replace('"fbl"', '"first"') + POLICY.format(
+    mode="enforce"
+).replace("2592000", "0")
+# `setpriv --reuid` as the service user is the converge test's (netns tier) to
+# prove; here a stand-in on PATH records its arguments and runs the command.
+SETPRIV = """#!/bin/sh
+printf '%s\\n' "$*" >> "$SETPRIV_LOG"
+while [ "$1" != "--" ]; do shift; done
+shift
+exec "$@"
+"""
+
+
+@dataclasses.dataclass
+class PolicyHost:
+    tmp_path: Path
+    database: str
+    source: Path
+    dest: Path
+    setpriv_log: Path
+
+    def run(self, *extra: str, source: str | None = None) -> tuple[int, str]:
+        playbook = self.tmp_path / "policies.yml"
+        play = {
+            "hosts": "ctl",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "The controller role's policy tasks",
+                    "ansible.builtin.import_role": {
+                        "name": str(CONTROLLER_ROLE),
+                        "tasks_from": "policies.yml",
+                    },
+                }
+            ],
+        }
+        playbook.write_text(yaml.safe_dump([play]))
+        host = local_host(
+            edgectl_controller_policies_file=str(self.source) if source is None else source,
+            edgectl_controller_config_dir=str(self.dest.parent),
+            edgectl_controller_venv=str(VENV_BIN.parent),
+            edgectl_controller_user="edgectl-test",
+            edgectl_controller_group=grp.getgrgid(os.getgid()).gr_name,
+        )
+        return run_playbook(
+            self.tmp_path, str(playbook), {"edgectl_controller": {"hosts": {"ctl": host}}}, *extra
+        )
+
+    def policies(self) -> dict[str, str]:
+        store = Store.open(self.database, migrate=False)
+        try:
+            return {p["name"]: p["mode"] for p in policies.listing(store)}
+        finally:
+            store.close()
+
+    def audited(self) -> int:
+        store = Store.open(self.database, migrate=False)
+        try:
+            return len(audit.listing(store, audit.AuditFilter(object_type="policy", limit=1000)))
+        finally:
+            store.close()
+
+    def loads(self) -> list[str]:
+        if not self.setpriv_log.exists():
+            return []
+        return self.setpriv_log.read_text().splitlines()
+
+
+@pytest.fixture
+def policy_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PolicyHost:
+    if os.geteuid() != 0:
+        # The role copies the file as owner root, as on a real host.
+        pytest.skip("the policies file is installed owner root: needs root")
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    database = f"sqlite:///{tmp_path}/controller.db"
+    config = config_dir / "controller.toml"
+    config.write_text(f'[controller]\ndatabase_url = "{database}"\n')
+    config.chmod(0o600)
+    Store.open(database, migrate=True).close()
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "setpriv").write_text(SETPRIV)
+    (shim / "setpriv").chmod(0o755)
+    log = tmp_path / "setpriv.log"
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    monkeypatch.setenv("SETPRIV_LOG", str(log))
+    source = tmp_path / "escalation.toml"
+    source.write_text(POLICY.format(mode="propose"))
+    return PolicyHost(tmp_path, database, source, config_dir / "policies.toml", log)
+
+
+def test_policies_load_when_the_file_changed_and_only_then(policy_host: PolicyHost) -> None:
+    code, output = policy_host.run()
+    assert code == 0, output
+    assert changed(output) == {"ctl": 2}, output  # the copy and the load
+    assert policy_host.policies() == {"fbl": "propose"}
+    info = policy_host.dest.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o640
+    assert (info.st_uid, info.st_gid) == (0, os.getgid())
+    [load] = policy_host.loads()
+    assert load.startswith("--reuid=edgectl-test ")
+    config = policy_host.dest.parent / "controller.toml"
+    assert load.endswith(f"load-policies {policy_host.dest} --config {config}")
+    audited = policy_host.audited()
+
+    # Unchanged: no load, so no policy.update in the audit log run after run.
+    code, output = policy_host.run()
+    assert code == 0, output
+    assert changed(output) == {"ctl": 0}, output
+    assert len(policy_host.loads()) == 1 and policy_host.audited() == audited
+
+    # Check mode says the copy would change and loads nothing.
+    policy_host.source.write_text(POLICY.format(mode="enforce"))
+    code, output = policy_host.run("--check")
+    assert code == 0, output
+    assert changed(output) == {"ctl": 1}, output
+    assert policy_host.policies() == {"fbl": "propose"}
+    assert 'mode = "propose"' in policy_host.dest.read_text()
+    assert len(policy_host.loads()) == 1
+
+    code, output = policy_host.run()
+    assert code == 0, output
+    assert changed(output) == {"ctl": 2}, output
+    assert policy_host.policies() == {"fbl": "enforce"}
+
+
+def test_a_refused_policies_file_loads_nothing_and_is_tried_again(
+    policy_host: PolicyHost,
+) -> None:
+    policy_host.source.write_text(BAD_POLICIES)
+    code, output = policy_host.run()
+    assert code != 0, output
+    assert "Stop on the policies the controller refused" in output, output
+    assert "policy[1]" in output and "window" in output, output
+    assert policy_host.policies() == {}
+    # Gone again, so the next run does not find it unchanged and skip the load.
+    assert not policy_host.dest.exists()
+    policy_host.source.write_text(POLICY.format(mode="propose"))
+    code, output = policy_host.run()
+    assert code == 0, output
+    assert policy_host.policies() == {"fbl": "propose"}
+
+
+def test_a_json_policies_file_is_loaded_as_json(policy_host: PolicyHost) -> None:
+    source = policy_host.tmp_path / "escalation.json"
+    fbl = {
+        "name": "json-fbl",
+        "mode": "dry-run",
+        "window": 3600,
+        "strikes": [{"source": "report", "class": "phishing"}],
+        "steps": [{"strike": 1, "mode": "smtp", "duration": 3600}],
+    }
+    document = {"policy": [fbl]}
+    source.write_text(json.dumps(document))
+    code, output = policy_host.run(source=str(source))
+    assert code == 0, output
+    assert (policy_host.dest.parent / "policies.json").exists()
+    assert policy_host.policies() == {"json-fbl": "dry-run"}
+
+
+def test_no_policies_file_leaves_the_policies_alone(policy_host: PolicyHost) -> None:
+    code, output = policy_host.run(source="")
+    assert code == 0, output
+    assert changed(output) == {"ctl": 0}, output
+    assert not policy_host.dest.exists() and policy_host.loads() == []
+
+
+def test_the_role_loads_policies_after_the_migration_and_documents_the_file() -> None:
+    with (CONTROLLER_ROLE / "tasks" / "main.yml").open() as file:
+        tasks = yaml.safe_load(file)
+    names = [t.get("name") for t in tasks]
+    migrate = names.index("Bring the database to the latest schema")
+    [imported] = [i for i, t in enumerate(tasks) if t.get("ansible.builtin.import_tasks")]
+    assert tasks[imported]["ansible.builtin.import_tasks"] == "policies.yml"
+    assert imported > migrate  # the policy tables exist only after the migration
+    option = _spec("edgectl_controller")["main"]["options"]["edgectl_controller_policies_file"]
+    with (CONTROLLER_ROLE / "defaults" / "main.yml").open() as file:
+        defaults = yaml.safe_load(file)
+    assert option["default"] == defaults["edgectl_controller_policies_file"] == ""
 
 
 # --- the agent role's argument validation ---------------------------------------
