@@ -142,7 +142,7 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_propagation.py",
         ("--extra", "50", "--quarantines", "50", "--held", "100000"),
         (("propagation_p99", "propagation p99 < 250 ms, 2 + 50 agents, 100k keys held"),),
-        125,
+        110,
     ),
     Headline(
         "block_cutoff.py",
@@ -160,7 +160,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("quarantine_create_p99_scaling", "quarantine create p99, 30k held <= 1.5x 1k held"),
             ("session_upsert_p99_scaling", "session upsert p99, 30k held <= 1.5x 1k held"),
         ),
-        55,
+        50,
         ("--held", "100000", "--baseline", "1000", "--quick"),
         (
             ("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),
@@ -225,7 +225,8 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline(
         "session_history.py",
-        ("--reduced",),
+        # --reduced's sizes with one storm (the storm is reported, not a target).
+        ("--rows", "1000000", "--rounds", "5", "--storms", "1"),
         (
             (
                 "session_history_at_lookup_p99_1m",
@@ -233,7 +234,7 @@ HEADLINES: tuple[Headline, ...] = (
             ),
             ("session_history_at_lookup_ratio_1m", "at lookup p99, 1M / 100k intervals"),
         ),
-        65,
+        70,
         (),
         (
             (
@@ -325,7 +326,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("portal_notices_rate", "the notice portal answers 500 notices/s"),
             ("portal_notices_p99", "notice p99 < 100 ms at 500/s"),
         ),
-        45,
+        60,
         (),
         (
             ("portal_notices_rate", "the notice portal answers 500 notices/s"),
