@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import install_signal_handlers
 from _results import Row, emit
 from controller_common import address, controller, cpu_seconds, database, percentile, token
 
@@ -166,6 +167,9 @@ def main() -> None:
         args.seconds, args.held = 2.0, 5_000
     if os.geteuid() != 0:
         raise SystemExit("needs root: a network namespace for the subscribers' addresses")
+    # bench/summary.py stops an overrunning script with SIGTERM: the finally
+    # below must still delete the namespace (two were left behind before).
+    install_signal_handlers()
     command = "sudo .venv/bin/python bench/portal_notices.py" + (
         " --reduced" if args.reduced else ""
     )
