@@ -24,15 +24,19 @@ def test_a_live_process_is_found_however_often_it_is_asked(tmp_path: Path) -> No
             [
                 "/bin/sh",
                 "-c",
-                f"exec /usr/bin/env {sys.executable} -c 'import time; time.sleep(0.15)'",
+                f"exec /usr/bin/env {sys.executable} -c 'import sys; sys.stdin.read()'",
             ],
             env=env,
+            stdin=subprocess.PIPE,
         )
+        assert child.stdin is not None
         state.pid_file("p").write_text(f"{child.pid}\n")
         try:
-            while child.poll() is None:
-                pid = fleet.process_pid(state, "p")
-                assert pid == child.pid or child.poll() is not None
+            # From the fork through both execs to the program waiting on its
+            # stdin (it lives until we close it): every answer is the pid.
+            for _ in range(300):
+                assert fleet.process_pid(state, "p") == child.pid
         finally:
+            child.stdin.close()
             child.wait(timeout=10)
         assert fleet.process_pid(state, "p") is None  # reaped: gone

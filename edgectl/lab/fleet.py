@@ -85,8 +85,8 @@ BASE_PREFIX = "elab"
 STATE_ROOT = OWNER_DIR
 DEFAULT_NAME = "lab"
 ENV_MARK = "EDGECTL_LAB"
-# How often, and how far apart, a live process without a readable mark is
-# asked again (see process_pid): an execve's window is microseconds.
+# How often, and how far apart, a live process whose environment reads empty
+# is asked again (see _environ_mark): an execve's window is microseconds.
 MARK_RETRIES = 20
 MARK_RETRY_S = 0.005
 STATE_FILE = "lab.json"
@@ -284,6 +284,14 @@ def _spawn(state: LabState, process: str, argv: list[str], ns: str | None = None
 def _environ_mark(pid: int) -> str | None:
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
+        for _ in range(MARK_RETRIES):
+            if raw or not _alive(pid):
+                break
+            # Mid-execve (``ip netns exec`` execs the program) the environment
+            # reads empty for an instant: a live process looked gone (`lab up`
+            # failed with "exited while waiting"), or `lab down` missed it.
+            time.sleep(MARK_RETRY_S)
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return None
     for item in raw.split(b"\0"):
@@ -332,16 +340,7 @@ def process_pid(state: LabState, process: str) -> int | None:
         pid = int(state.pid_file(process).read_text().strip())
     except (OSError, ValueError):
         return None
-    mark = _environ_mark(pid)
-    for _ in range(MARK_RETRIES):
-        if mark is not None or not _alive(pid):
-            break
-        # Mid-execve (``ip netns exec`` execs the program) /proc/PID/environ
-        # reads empty for an instant: a live process looked gone, and `lab
-        # up` failed with "exited while waiting" and an empty log.
-        time.sleep(MARK_RETRY_S)
-        mark = _environ_mark(pid)
-    if mark != str(state.directory) or not _alive(pid):
+    if _environ_mark(pid) != str(state.directory) or not _alive(pid):
         return None
     return pid
 
