@@ -75,3 +75,50 @@ def test_plan_detailed_exitcode_keeps_2_for_pending_changes(
     args = ["plan", "-f", str(policy), "--state-dir", str(tmp_path), "--detailed-exitcode"]
     assert main(args) == 1
     assert "settings.op25b_ports[0]" in capsys.readouterr().err
+
+
+def test_each_registrar_registers_exactly_its_listed_commands() -> None:
+    """``edgectl X`` imports only the module the table names for X, so a
+    command missing from (or wrongly placed in) the table would not be found."""
+    import argparse
+    import importlib
+
+    from edgectl.cli import REGISTRARS
+
+    for module, commands in REGISTRARS:
+        parser = argparse.ArgumentParser()
+        subparsers = parser.add_subparsers()
+        importlib.import_module(module).register(subparsers)
+        assert tuple(subparsers.choices) == commands, module
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """The agent's boot-time restore must not pay for the controller's imports."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from edgectl.cli import main\n"
+        "try:\n"
+        "    main(['agent', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('sqlalchemy', 'alembic', 'fastapi', 'httpx') if m in sys.modules]\n"
+        "print('heavy:' + ','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == "heavy:"
+
+
+def test_help_without_a_command_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgectl.cli import REGISTRARS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for _, commands in REGISTRARS:
+        for command in commands:
+            assert command in out

@@ -15,6 +15,7 @@ from edgectl.agent.persist import PersistError, StateStore
 from edgectl.agent.plan import Plan, make_plan
 from edgectl.agent.render import render_full
 from edgectl.agent.table import SPEC
+from edgectl.cli_error import CliError
 from edgectl.model.delta import diff
 from edgectl.model.lint import lint
 from edgectl.model.policy import DesiredState
@@ -23,12 +24,6 @@ from edgectl.policyfile import PolicyFileError, load_policy
 DEFAULT_STATE_DIR = Path("/var/lib/edgectl")
 EXIT_INVALID = 2
 EXIT_KERNEL = 3
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _policy(args: argparse.Namespace) -> DesiredState:
