@@ -53,6 +53,13 @@ def test_parse_agrees_with_ipaddress(address: ipaddress._BaseAddress, length: in
         network.prefixlen,
     )
     assert Prefix.parse(str(prefix)) == prefix
+    # str() is what state files and nft scripts carry: the address (inet_ntop's
+    # spelling, which differs from ipaddress's for IPv4-mapped IPv6), then the
+    # length unless it is a single address.
+    text, _, length_text = str(prefix).partition("/")
+    assert ipaddress.ip_address(text) == network.network_address
+    bare = network.prefixlen == network.max_prefixlen
+    assert length_text == ("" if bare else str(network.prefixlen))
     if network.network_address != address:
         with pytest.raises(ModelError):
             Prefix.parse(f"{address}/{length}")

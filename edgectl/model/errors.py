@@ -17,6 +17,8 @@ class ModelError(ValueError):
 
     def under(self, parent: str) -> ModelError:
         """The same error with ``parent`` prepended to its path."""
+        if not parent:
+            return self
         if not self.path:
             return ModelError(parent, self.reason)
         joiner = "" if self.path.startswith("[") else "."
