@@ -20,7 +20,9 @@ from edgectl.agent.netlink.constants import NFPROTO_INET
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
 
-AGENT = [sys.executable, "-m", "edgectl.agent.daemon", "run"]
+# The command the systemd unit runs (the console script, through edgectl.cli),
+# so start-up figures include what a gateway really pays before its first step.
+AGENT = [str(Path(sys.executable).with_name("edgectl")), "agent", "run"]
 
 
 def write_agent(

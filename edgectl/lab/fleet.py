@@ -830,7 +830,7 @@ def _start_agent(state: LabState, gateway: str, token: str) -> int:
         "poll_wait = 25\n"
         "backoff_min = 0.2\n"
         "backoff_max = 2\n"
-        "drift_interval = 0.5\n"
+        "drift_interval = 0.1\n"
         "report_interval = 5\n"
         "report_min_gap = 0.5\n",
     )

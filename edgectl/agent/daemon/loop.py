@@ -94,7 +94,7 @@ class LoopSettings:
     poll_wait: float = 30.0
     backoff_min: float = 0.5
     backoff_max: float = 30.0
-    drift_interval: float = 0.5
+    drift_interval: float = 0.1
     report_interval: float = 30.0
     # At most one report per this many seconds while revisions stream in: one
     # per delta from every gateway would make reports the controller's main load.
