@@ -7,11 +7,17 @@ box-drawing), so they survive a pipe into ``grep`` or an email.
 from __future__ import annotations
 
 import json
+import operator
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
+
+
+def columns(*titled_fields: tuple[str, str]) -> list[Column]:
+    """Columns that each show one field of the row: ``("ID", "id"), ...``."""
+    return [(title, operator.itemgetter(name)) for title, name in titled_fields]
 
 
 def cell(value: Any) -> str:

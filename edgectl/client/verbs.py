@@ -41,6 +41,24 @@ def _json(args: argparse.Namespace) -> bool:
     return bool(args.output == "json")
 
 
+def _listing(
+    args: argparse.Namespace, found: Any, columns: list[output.Column], out: TextIO
+) -> None:
+    """What a list verb prints: the answer as JSON (-o json) or as a table."""
+    if _json(args):
+        output.emit_json(found, out)
+    else:
+        output.table(found, columns, out)
+
+
+def _outcome(args: argparse.Namespace, answer: Any, out: TextIO, line: str) -> None:
+    """What a verb that changes one thing prints: the answer as JSON or one line."""
+    if _json(args):
+        output.emit_json(answer, out)
+    else:
+        out.write(line)
+
+
 # -- who -------------------------------------------------------------------------
 
 HOLDER_COLUMNS: list[output.Column] = [
@@ -57,10 +75,7 @@ HOLDER_COLUMNS: list[output.Column] = [
 def who(args: argparse.Namespace, api: Api, out: TextIO) -> None:
     at = None if args.at is None else timespec.instant(args.at, "--at")
     found = api.call("GET", "/v1/accounts", params={"address": args.address, "at": at})
-    if _json(args):
-        output.emit_json(found, out)
-    else:
-        output.table(found, HOLDER_COLUMNS, out)
+    _listing(args, found, HOLDER_COLUMNS, out)
 
 
 # -- quarantines -------------------------------------------------------------------
@@ -143,10 +158,7 @@ def quarantine_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
         "offset": args.offset,
     }
     found = api.call("GET", "/v1/quarantines", params=params)
-    if _json(args):
-        output.emit_json(found, out)
-    else:
-        output.table(found, QUARANTINE_COLUMNS, out)
+    _listing(args, found, QUARANTINE_COLUMNS, out)
 
 
 def _hold_pairs(hold: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -163,24 +175,22 @@ def quarantine_show(args: argparse.Namespace, api: Api, out: TextIO) -> None:
 
 def quarantine_lift(args: argparse.Namespace, api: Api, out: TextIO) -> None:
     hold = api.call("POST", f"/v1/quarantines/{args.id}/lift", body={"reason": args.reason})
-    if _json(args):
-        output.emit_json(hold, out)
-    else:
-        out.write(f"lifted quarantine {hold['id']} ({hold['account'] or hold['prefix']})\n")
+    held = hold["account"] or hold["prefix"]
+    _outcome(args, hold, out, f"lifted quarantine {hold['id']} ({held})\n")
 
 
 # -- exemptions ----------------------------------------------------------------------
 
-EXEMPTION_COLUMNS: list[output.Column] = [
-    ("ID", lambda r: r["id"]),
-    ("ACCOUNT", lambda r: r["account"]),
-    ("STATE", lambda r: r["state"]),
-    ("TICKET", lambda r: r["ticket"]),
-    ("ACTOR", lambda r: r["actor"]),
-    ("CREATED", lambda r: r["created_at"]),
-    ("EXPIRES", lambda r: r["expires_at"]),
-    ("REASON", lambda r: r["reason"]),
-]
+EXEMPTION_COLUMNS = output.columns(
+    ("ID", "id"),
+    ("ACCOUNT", "account"),
+    ("STATE", "state"),
+    ("TICKET", "ticket"),
+    ("ACTOR", "actor"),
+    ("CREATED", "created_at"),
+    ("EXPIRES", "expires_at"),
+    ("REASON", "reason"),
+)
 
 
 def exempt_add(args: argparse.Namespace, api: Api, out: TextIO) -> None:
@@ -202,29 +212,23 @@ def exempt_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
         "offset": args.offset,
     }
     found = api.call("GET", "/v1/exemptions", params=params)
-    if _json(args):
-        output.emit_json(found, out)
-    else:
-        output.table(found, EXEMPTION_COLUMNS, out)
+    _listing(args, found, EXEMPTION_COLUMNS, out)
 
 
 def exempt_lift(args: argparse.Namespace, api: Api, out: TextIO) -> None:
     hold = api.call("POST", f"/v1/exemptions/{args.id}/lift", body={"reason": args.reason})
-    if _json(args):
-        output.emit_json(hold, out)
-    else:
-        out.write(f"lifted exemption {hold['id']} ({hold['account']})\n")
+    _outcome(args, hold, out, f"lifted exemption {hold['id']} ({hold['account']})\n")
 
 
 # -- account ---------------------------------------------------------------------------
 
-SESSION_COLUMNS: list[output.Column] = [
-    ("ADDRESS", lambda r: r["address"]),
-    ("FROM", lambda r: r["started"]),
-    ("UNTIL", lambda r: r["ended"]),
-    ("SOURCE", lambda r: r["source"]),
-    ("SESSION_ID", lambda r: r["session_id"]),
-]
+SESSION_COLUMNS = output.columns(
+    ("ADDRESS", "address"),
+    ("FROM", "started"),
+    ("UNTIL", "ended"),
+    ("SOURCE", "source"),
+    ("SESSION_ID", "session_id"),
+)
 
 
 def account_show(args: argparse.Namespace, api: Api, out: TextIO) -> None:
@@ -253,25 +257,22 @@ def account_show(args: argparse.Namespace, api: Api, out: TextIO) -> None:
 
 # -- offenders, gateways, audit --------------------------------------------------------------
 
-OFFENDER_COLUMNS: list[output.Column] = [
-    ("KEY", lambda r: r["key"]),
-    ("KIND", lambda r: r["kind"]),
-    ("POLICY", lambda r: r["policy"]),
-    ("SHADOW", lambda r: r["shadow"]),
-    ("COUNT", lambda r: r["count"]),
-    ("LAST_SEEN", lambda r: r["last_seen"]),
-    ("GATEWAYS", lambda r: r["gateways"]),
-    ("ACCOUNT", lambda r: r["account"]),
-]
+OFFENDER_COLUMNS = output.columns(
+    ("KEY", "key"),
+    ("KIND", "kind"),
+    ("POLICY", "policy"),
+    ("SHADOW", "shadow"),
+    ("COUNT", "count"),
+    ("LAST_SEEN", "last_seen"),
+    ("GATEWAYS", "gateways"),
+    ("ACCOUNT", "account"),
+)
 
 
 def offenders(args: argparse.Namespace, api: Api, out: TextIO) -> None:
     params = {"gateway": args.gateway, "kind": args.kind, "limit": args.limit}
     found = api.call("GET", "/v1/offenders", params=params)
-    if _json(args):
-        output.emit_json(found, out)
-    else:
-        output.table(found, OFFENDER_COLUMNS, out)
+    _listing(args, found, OFFENDER_COLUMNS, out)
 
 
 def _repairs(row: dict[str, Any]) -> Any:
@@ -293,10 +294,7 @@ GATEWAY_COLUMNS: list[output.Column] = [
 
 def gateways(args: argparse.Namespace, api: Api, out: TextIO) -> None:
     found = api.call("GET", "/v1/gateways")
-    if _json(args):
-        output.emit_json(found, out)
-    else:
-        output.table(found, GATEWAY_COLUMNS, out)
+    _listing(args, found, GATEWAY_COLUMNS, out)
 
 
 AUDIT_COLUMNS: list[output.Column] = [
@@ -325,39 +323,33 @@ def audit(args: argparse.Namespace, api: Api, out: TextIO) -> None:
         "limit": args.limit,
     }
     found = api.call("GET", "/v1/audit", params=params)
-    if _json(args):
-        output.emit_json(found, out)
-    else:
-        output.table(found, AUDIT_COLUMNS, out)
+    _listing(args, found, AUDIT_COLUMNS, out)
 
 
 # -- proposals and policies --------------------------------------------------------------
 
 PROPOSAL_STATES = ("pending", "approved", "rejected", "all")
 
-PROPOSAL_COLUMNS: list[output.Column] = [
-    ("ID", lambda r: r["id"]),
-    ("POLICY", lambda r: r["policy"]),
-    ("ACCOUNT", lambda r: r["account"]),
-    ("STRIKE", lambda r: r["strike"]),
-    ("MODE", lambda r: r["mode"]),
-    ("DURATION_S", lambda r: r["duration"]),
-    ("REVIEW", lambda r: r["review"]),
-    ("WHY", lambda r: r["why"]),
-    ("STATE", lambda r: r["state"]),
-    ("CREATED", lambda r: r["created_at"]),
-    ("DECIDED_BY", lambda r: r["decided_by"]),
-    ("QUARANTINE", lambda r: r["quarantine"]),
-]
+PROPOSAL_COLUMNS = output.columns(
+    ("ID", "id"),
+    ("POLICY", "policy"),
+    ("ACCOUNT", "account"),
+    ("STRIKE", "strike"),
+    ("MODE", "mode"),
+    ("DURATION_S", "duration"),
+    ("REVIEW", "review"),
+    ("WHY", "why"),
+    ("STATE", "state"),
+    ("CREATED", "created_at"),
+    ("DECIDED_BY", "decided_by"),
+    ("QUARANTINE", "quarantine"),
+)
 
 
 def proposals_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
     params = {"state": args.state, "policy": args.policy, "limit": args.limit}
     found = api.call("GET", "/v1/proposals", params=params)
-    if _json(args):
-        output.emit_json(found, out)
-    else:
-        output.table(found, PROPOSAL_COLUMNS, out)
+    _listing(args, found, PROPOSAL_COLUMNS, out)
 
 
 def _decide(args: argparse.Namespace, api: Api, out: TextIO, approve: bool) -> None:
@@ -406,20 +398,17 @@ POLICY_COLUMNS: list[output.Column] = [
     ("UPDATED", lambda r: r["updated_at"]),
 ]
 
-STEP_COLUMNS: list[output.Column] = [
-    ("STRIKE", lambda r: r["strike"]),
-    ("MODE", lambda r: r["mode"]),
-    ("DURATION_S", lambda r: r["duration"]),
-    ("REVIEW", lambda r: r["review"]),
-]
+STEP_COLUMNS = output.columns(
+    ("STRIKE", "strike"),
+    ("MODE", "mode"),
+    ("DURATION_S", "duration"),
+    ("REVIEW", "review"),
+)
 
 
 def policies_list(args: argparse.Namespace, api: Api, out: TextIO) -> None:
     found = api.call("GET", "/v1/policies")
-    if _json(args):
-        output.emit_json(found, out)
-    else:
-        output.table(found, POLICY_COLUMNS, out)
+    _listing(args, found, POLICY_COLUMNS, out)
 
 
 def policies_show(args: argparse.Namespace, api: Api, out: TextIO) -> None:
@@ -443,15 +432,15 @@ def policies_show(args: argparse.Namespace, api: Api, out: TextIO) -> None:
     output.table(policy["steps"], STEP_COLUMNS, out)
 
 
-REPLAY_COLUMNS: list[output.Column] = [
-    ("STRIKE", lambda r: r["strike"]),
-    ("MODE", lambda r: r["mode"]),
-    ("DURATION_S", lambda r: r["duration"]),
-    ("REVIEW", lambda r: r["review"]),
-    ("COUNT", lambda r: r["count"]),
-    ("ACCOUNTS", lambda r: r["account_count"]),
-    ("WHO", lambda r: r["accounts"]),
-]
+REPLAY_COLUMNS = output.columns(
+    ("STRIKE", "strike"),
+    ("MODE", "mode"),
+    ("DURATION_S", "duration"),
+    ("REVIEW", "review"),
+    ("COUNT", "count"),
+    ("ACCOUNTS", "account_count"),
+    ("WHO", "accounts"),
+)
 
 
 def policies_replay(args: argparse.Namespace, api: Api, out: TextIO) -> None:
