@@ -9,6 +9,7 @@ named), never a 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path as PathLib
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -344,11 +345,22 @@ def _label(seconds: str) -> str:
     return dict(DURATIONS).get(seconds, f"{seconds} s")
 
 
-@router.post("/accounts/{account}/quarantine")
-async def quarantine_account(request: Request, account: str, who: SignedDep) -> Response:
+async def _hold_account(
+    request: Request,
+    who: Signed,
+    account: str,
+    *,
+    action: str,
+    verb: str,
+    build: Callable[[str, dict[str, str]], Any],
+    place: Callable[[Any, Any, Any], Any],
+    done: str,
+) -> Response:
+    """Quarantine or exempt an account: a confirmation page first, then the REST
+    route's own function (its role check, audit and refusals)."""
     try:
         fields = await _action_form(request, who)
-        body = _quarantine_body(account, fields)
+        body = build(account, fields)
         if fields.get("confirm") != "yes":
             # The routes' own role check, early: no confirmation page for a viewer.
             require(who.principal, HOLDERS)
@@ -357,41 +369,44 @@ async def quarantine_account(request: Request, account: str, who: SignedDep) -> 
                 request,
                 "confirm.html",
                 who,
-                action="quarantine",
+                action=action,
                 account=account,
                 fields=fields,
                 duration=_label(fields.get("duration", "")),
-                target=f"/console/accounts/{quote(account, safe='')}/quarantine",
+                target=f"/console/accounts/{quote(account, safe='')}/{verb}",
             )
-        store = request.app.state.store
-        await run_in_threadpool(quarantines.place, store, who.principal, body)
+        await run_in_threadpool(place, request.app.state.store, who.principal, body)
     except REFUSALS as error:
         return _refused(request, who, error)
-    return _see(_account_url(account, "quarantined"))
+    return _see(_account_url(account, done))
+
+
+@router.post("/accounts/{account}/quarantine")
+async def quarantine_account(request: Request, account: str, who: SignedDep) -> Response:
+    return await _hold_account(
+        request,
+        who,
+        account,
+        action="quarantine",
+        verb="quarantine",
+        build=_quarantine_body,
+        place=quarantines.place,
+        done="quarantined",
+    )
 
 
 @router.post("/accounts/{account}/exempt")
 async def exempt_account(request: Request, account: str, who: SignedDep) -> Response:
-    try:
-        fields = await _action_form(request, who)
-        body = _exemption_body(account, fields)
-        if fields.get("confirm") != "yes":
-            require(who.principal, HOLDERS)
-            return _render(
-                request,
-                "confirm.html",
-                who,
-                action="exemption",
-                account=account,
-                fields=fields,
-                duration=_label(fields.get("duration", "")),
-                target=f"/console/accounts/{quote(account, safe='')}/exempt",
-            )
-        store = request.app.state.store
-        await run_in_threadpool(exemptions.place, store, who.principal, body)
-    except REFUSALS as error:
-        return _refused(request, who, error)
-    return _see(_account_url(account, "exempted"))
+    return await _hold_account(
+        request,
+        who,
+        account,
+        action="exemption",
+        verb="exempt",
+        build=_exemption_body,
+        place=exemptions.place,
+        done="exempted",
+    )
 
 
 async def _lift(request: Request, who: Signed, kind: str, ident: int) -> Response:
