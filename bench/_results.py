@@ -15,6 +15,8 @@ that are reported without a target.
 from __future__ import annotations
 
 import json
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 MARKER = "BENCH-RESULT "
@@ -48,6 +50,35 @@ def _fmt(number: float) -> str:
 def emit(row: Row) -> None:
     """Print one row for ``bench/summary.py`` (stdout, flushed at once)."""
     print(MARKER + json.dumps(asdict(row), sort_keys=True), flush=True)
+
+
+def emit_samples(
+    key: str,
+    target: str,
+    samples: Sequence[float],
+    *,
+    unit: str,
+    clock: str,
+    command: str,
+    met: Callable[[float], bool] | None,
+) -> None:
+    """One row from the runs' samples: their median judged by ``met`` (None:
+    reported, no target), their min-max, their count."""
+    value = statistics.median(samples)
+    emit(
+        Row(
+            key=key,
+            target=target,
+            value=value,
+            low=min(samples),
+            high=max(samples),
+            unit=unit,
+            clock=clock,
+            runs=len(samples),
+            met=None if met is None else met(value),
+            command=command,
+        )
+    )
 
 
 def parse(text: str) -> list[Row]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import statistics
 import sys
 import tempfile
 import threading
@@ -46,7 +45,7 @@ from _common import (
     run,
     run_id,
 )
-from _results import Row, emit
+from _results import emit_samples
 from agent_common import Probe, agents, cpu_seconds, rss_mib, wait_for, write_agent
 
 from edgectl.model import DesiredState, QuarantineMode
@@ -250,20 +249,14 @@ def main() -> None:
 
     def ratio_row(key: str, phase: str, limit: float, target: str, clock: str) -> None:
         ratios = [r[phase] / r["raw"] for r in rounds]
-        value = statistics.median(ratios)
-        emit(
-            Row(
-                key=key,
-                target=target,
-                value=value,
-                low=min(ratios),
-                high=max(ratios),
-                unit="x raw nft -f",
-                clock=clock,
-                runs=len(ratios),
-                met=value <= limit,
-                command=command,
-            )
+        emit_samples(
+            key,
+            target,
+            ratios,
+            unit="x raw nft -f",
+            clock=clock,
+            command=command,
+            met=lambda value: value <= limit,
         )
 
     ratio_row(
@@ -305,21 +298,14 @@ def main() -> None:
             "max VmRSS sampled each second over the steady window",
         ),
     ):
-        values = [r[field] for r in rounds]
-        value = statistics.median(values)
-        emit(
-            Row(
-                key=key,
-                target=target,
-                value=value,
-                low=min(values),
-                high=max(values),
-                unit=unit,
-                clock=clock,
-                runs=len(values),
-                met=value <= limit,
-                command=command,
-            )
+        emit_samples(
+            key,
+            target,
+            [r[field] for r in rounds],
+            unit=unit,
+            clock=clock,
+            command=command,
+            met=lambda value, limit=limit: value <= limit,
         )
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import install_signal_handlers
-from _results import Row, emit
+from _results import emit_samples
 from controller_common import database, seed_world
 from fastapi.testclient import TestClient
 from session_history import PER_ADDRESS, T0, _text, seed_history
@@ -168,20 +168,8 @@ def replay_rounds(accounts: int, events: int, rounds: int) -> tuple[list[float],
 def _emit(
     key: str, target: str, values: list[float], clock: str, limit: float, command: str
 ) -> None:
-    value = statistics.median(values)
-    emit(
-        Row(
-            key=key,
-            target=target,
-            value=value,
-            low=min(values),
-            high=max(values),
-            unit="s",
-            clock=clock,
-            runs=len(values),
-            met=value < limit,
-            command=command,
-        )
+    emit_samples(
+        key, target, values, unit="s", clock=clock, command=command, met=lambda v: v < limit
     )
 
 
