@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,15 +99,6 @@ class Probe:
         except NetlinkError:
             return False  # no table/set yet
         return not missing
-
-
-def wait_for(condition: object, timeout: float, what: str, step: float = 0.05) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(step)
 
 
 def cpu_seconds(pid: int) -> float:

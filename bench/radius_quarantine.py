@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _common import BENCH_BASE, install_signal_handlers, machine
 from _results import Row, emit
-from agent_common import agents, wait_for, write_agent
+from agent_common import agents, write_agent
 from controller_common import _free_port, percentile, settle_store, token
 
 from edgectl.controller.auth import Role
@@ -57,6 +57,7 @@ from edgectl.lab import netns
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import new_prefix, standard_topology
 from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix, QuarantineMode
+from edgectl.testing.wait import wait_until
 
 SECRET = "bench-secret-0123456789"
 GOAL_MS = 300.0
@@ -194,7 +195,7 @@ def main() -> int:
             except httpx.TransportError:
                 return False
 
-        wait_for(healthy, 60, "the controller to answer /healthz")
+        wait_until(healthy, 60, what="the controller to answer /healthz")
         agent_config = write_agent(work, "gw", agent_token, topology.gateway_ns, base)
         stack.enter_context(agents([agent_config], work))
 
@@ -206,7 +207,7 @@ def main() -> int:
             )
 
         started = time.monotonic()
-        wait_for(converged, 300, "the agent's first sync", step=0.2)
+        wait_until(converged, 300, what="the agent's first sync", interval=0.2)
         print(f"agent in sync with {held:,} held in {time.monotonic() - started:.1f} s")
 
         nas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,9 @@ import pytest
 
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, tokens
-from edgectl.lab.probe import Listener, Outcome, connect, wait_until
+from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
+from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py: leftovers of dead runs are removed by it
 GATEWAYS = ("gw-a", "gw-b")
@@ -68,11 +69,6 @@ def agent_command() -> list[str]:
     if probe.returncode == 0:
         return [str(Path(PYTHON).with_name("edgectl")), "agent"]
     return [PYTHON, "-m", "edgectl.agent.daemon"]
-
-
-def poll(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """True as soon as ``condition`` holds; False once ``timeout`` seconds have passed."""
-    return wait_until(condition, timeout=timeout, interval=step)
 
 
 def free_port() -> int:
@@ -137,7 +133,9 @@ class Controller:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        assert poll(self.healthy, START_TIMEOUT, 0.05), f"controller did not start:\n{self.logs()}"
+        assert wait_until(self.healthy, START_TIMEOUT, 0.05), (
+            f"controller did not start:\n{self.logs()}"
+        )
 
     def kill(self) -> None:
         _stop(self.proc, signal.SIGKILL)
@@ -238,7 +236,7 @@ class AgentProc:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        assert poll(lambda: self.metrics() is not None, START_TIMEOUT, 0.05), self.logs()
+        assert wait_until(lambda: self.metrics() is not None, START_TIMEOUT, 0.05), self.logs()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -273,10 +271,10 @@ class AgentProc:
         return None
 
     def wait_log(self, text: str, timeout: float = 10.0) -> bool:
-        return poll(lambda: text in self.logs(), timeout, 0.02)
+        return wait_until(lambda: text in self.logs(), timeout, 0.02)
 
     def wait_metric(self, name: str, value: float, timeout: float = 10.0) -> bool:
-        return poll(lambda: self.metric(name) == value, timeout, 0.05)
+        return wait_until(lambda: self.metric(name) == value, timeout, 0.05)
 
     def applied_revision(self) -> int | None:
         match = _REVISION.search(self.metrics() or "")
@@ -410,7 +408,7 @@ class System:
                 for site in self.sites.values()
             )
 
-        return poll(check, timeout, 0.05)
+        return wait_until(check, timeout, 0.05)
 
     def close(self) -> None:
         for site in self.sites.values():
@@ -433,7 +431,7 @@ def mail(site: Site, src: str, port: int = 587, dst: str | None = None) -> Outco
 def outcome_becomes(
     site: Site, src: str, expected: Outcome, port: int = 587, timeout: float = CONVERGE_TIMEOUT
 ) -> bool:
-    return poll(lambda: mail(site, src, port) is expected, timeout, 0.05)
+    return wait_until(lambda: mail(site, src, port) is expected, timeout, 0.05)
 
 
 # --- fixtures ------------------------------------------------------------------

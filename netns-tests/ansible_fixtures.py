@@ -36,7 +36,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +43,8 @@ from typing import Any
 from edgectl import __version__
 from edgectl.controller.api.models import GatewaySettingsIn
 from edgectl.lab import netns
-from edgectl.lab.probe import wait_until
 from edgectl.lab.topology import OWNER_DIR, Topology, new_prefix, standard_topology
+from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py removes leftovers of dead runs
 REPO = Path(__file__).resolve().parent.parent
@@ -92,11 +91,6 @@ def gateway_settings() -> dict[str, Any]:
     if "track_non_mail" not in GatewaySettingsIn.model_fields:
         del settings["track_non_mail"]
     return settings
-
-
-def poll(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    """True as soon as ``condition`` holds; False once ``timeout`` seconds have passed."""
-    return wait_until(condition, timeout=timeout, interval=step)
 
 
 def venv_tool(name: str) -> Path:
@@ -374,7 +368,7 @@ class Fleet:
                 )
         (ssh / "known_hosts").write_text("\n".join(known) + "\n")
         for host, (_, address) in hosts.items():
-            assert poll(lambda a=address: self._port_open(a, 22), START_TIMEOUT), (
+            assert wait_until(lambda a=address: self._port_open(a, 22), START_TIMEOUT, 0.05), (
                 f"sshd of {host} did not listen:\n"
                 + (self.workdir / f"sshd-{host}.log").read_text(errors="replace")
             )

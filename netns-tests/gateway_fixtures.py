@@ -21,7 +21,7 @@ import copy
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +33,9 @@ from edgectl.agent import kernel_readback
 from edgectl.agent.apply import Dataplane
 from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.lab.netns import in_netns
-from edgectl.lab.probe import Listener, Outcome, connect, udp_query, wait_until
+from edgectl.lab.probe import Listener, Outcome, connect, udp_query
 from edgectl.lab.topology import Topology
+from edgectl.testing.wait import wait_until
 
 # An expected TIMEOUT (a dropped SYN) costs this much; nothing on a veth takes
 # anywhere near as long to answer, so a CONNECTED or RESET is never mistaken
@@ -202,20 +203,13 @@ def outcomes(topology: Topology, probes: list[Probe], *, expect_drop: bool) -> d
         return dict(zip(probes, pool.map(run, probes), strict=True))
 
 
-def poll(
-    condition: Callable[[], bool], deadline: float = POLL_DEADLINE, step: float = 0.05
-) -> bool:
-    """Poll ``condition`` until true or ``deadline`` seconds pass (bounded, never a bare sleep)."""
-    return wait_until(condition, timeout=deadline, interval=step)
-
-
 def accepted_reaches(listener: Listener, src: str, port: int, expected: int) -> bool:
     """Poll until ``listener`` has accepted ``expected`` connections from ``src`` on ``port``.
 
     A client's connect returns on the SYN-ACK; the listener thread accepts a
     moment later, so its count is polled, never read once.
     """
-    return poll(lambda: listener.accepted(src, port=port) == expected, 2.0, 0.005)
+    return wait_until(lambda: listener.accepted(src, port=port) == expected, 2.0, 0.005)
 
 
 @dataclass

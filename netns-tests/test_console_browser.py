@@ -27,7 +27,8 @@ import pytest
 
 from edgectl.lab import fleet, lab_cli
 from edgectl.lab.lab_cli import MX4, QUARANTINED
-from edgectl.lab.probe import Outcome, connect, wait_until
+from edgectl.lab.probe import Outcome, connect
+from edgectl.testing.wait import wait_until
 
 try:
     import playwright.sync_api as playwright_api

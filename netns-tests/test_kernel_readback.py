@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import secrets
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from edgectl.agent.netlink.constants import (
 )
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.lab.netns import in_netns
-from edgectl.lab.probe import wait_until
+from edgectl.testing.wait import wait_until
 
 POLL_DEADLINE = 15.0  # element timeouts are 1 s; anything near 15 s is a failure
 
@@ -124,11 +124,6 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
         yield Lab(name, sock)
     finally:
         sock.close()
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = POLL_DEADLINE) -> None:
-    if not wait_until(condition, timeout=deadline, interval=0.05):
-        pytest.fail(f"not within {deadline} s: {what}")
 
 
 def v4(*addresses: str) -> list[bytes]:
@@ -238,7 +233,12 @@ def test_generation_increments_on_commit(lab: Lab) -> None:
     assert kr.generation(lab.sock) == before
 
     lab.nft("add", "element", "inet", "edgectl", "quar4", "{ 100.64.0.77 }")
-    wait_for(lambda: kr.generation(lab.sock) > before, "generation moves after add element")
+    wait_until(
+        lambda: kr.generation(lab.sock) > before,
+        POLL_DEADLINE,
+        0.05,
+        what="generation moves after add element",
+    )
     after = kr.generation(lab.sock)
     layout = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     assert layout is not None and layout.generation == after
@@ -294,9 +294,11 @@ def test_expired_element_counts_as_missing(lab: Lab) -> None:
     lab.nft("add", "element", "inet", "edgectl", "quar4", "{ 100.64.0.50 timeout 1s }")
     key = v4("100.64.0.50")
     assert kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", key) == []
-    wait_for(
+    wait_until(
         lambda: kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", key) == key,
-        "an element past its 1 s timeout reads as missing",
+        POLL_DEADLINE,
+        0.05,
+        what="an element past its 1 s timeout reads as missing",
     )
 
 

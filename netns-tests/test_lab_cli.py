@@ -19,7 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ import pytest
 
 from edgectl.lab import netns
 from edgectl.lab.fleet import STATE_ROOT, LabState, lab_pids
-from edgectl.lab.probe import wait_until
 from edgectl.lab.topology import OWNER_DIR
 from edgectl.model import Prefix
+from edgectl.testing.wait import wait_until
 
 PYTHON = sys.executable
 UP_TIMEOUT = 120.0
@@ -65,10 +65,6 @@ def shell(command: str) -> subprocess.CompletedProcess[str]:
         timeout=COMMAND_TIMEOUT,
         check=False,
     )
-
-
-def poll(condition: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    return wait_until(condition, timeout=timeout, interval=step)
 
 
 def _running(pid: int) -> bool:
@@ -223,12 +219,12 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
                 assert quarantine["id"] == 1, answer  # the id the printed lift uses
                 assert quarantine["account"] == "cust-1002"
             moved = functools.partial(_converged_past, get_gateways, before)
-            assert poll(moved, CONVERGE_TIMEOUT)
+            assert wait_until(moved, CONVERGE_TIMEOUT, 0.1)
             quarantines += 1
         elif command.endswith("/v1/offenders"):
             # Reported within a report interval (5 s in the lab) of the probes above.
             listed = functools.partial(_offenders_are, command, EXPECTED_OFFENDERS)
-            assert poll(listed, CONVERGE_TIMEOUT, 0.5), _offenders(command)
+            assert wait_until(listed, CONVERGE_TIMEOUT, 0.5), _offenders(command)
             offenders_listed = True
         elif command.endswith(" down") or " down --name " in command:
             down = shell(command)
@@ -281,7 +277,7 @@ def test_down_removes_everything_after_up_was_killed(lab_name: str) -> None:
     )
     try:
         # Killed once its daemons run: namespaces built, processes started.
-        assert poll(lambda: (directory / "controller.pid").exists(), UP_TIMEOUT)
+        assert wait_until(lambda: (directory / "controller.pid").exists(), UP_TIMEOUT, 0.1)
         up.send_signal(signal.SIGKILL)
         up.wait(timeout=10)
     finally:

@@ -26,7 +26,7 @@ import pytest
 
 from edgectl.lab import fleet
 from edgectl.lab.lab_cli import GARDENED, MX4
-from edgectl.lab.probe import wait_until
+from edgectl.testing.wait import wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fixtures import AgentProc, Controller, _stop, poll
+from agent_fixtures import AgentProc, Controller, _stop
 from gateway_fixtures import (
     DYN4_A,
     DYN4_B,
@@ -48,6 +48,7 @@ from edgectl.controller.store import Store, tokens
 from edgectl.lab.probe import Listener, Outcome
 from edgectl.lab.topology import Topology
 from edgectl.lab.web import Reply, http_request, text_server
+from edgectl.testing.wait import wait_until
 
 GATEWAY = "lab-gw"
 PORTAL_PORT = 8080
@@ -66,7 +67,7 @@ class Stack:
 
     def converged(self) -> bool:
         revision = self.api("GET", f"/v1/gateways/{GATEWAY}")["revision"]
-        return poll(lambda: self.agent.applied_revision() == revision, 10.0, 0.02)
+        return wait_until(lambda: self.agent.applied_revision() == revision, 10.0, 0.02)
 
     def get(self, src: str, dst: str = MX4, **kwargs: Any) -> Reply | Outcome:
         ns = self.topology.hosts["dyn4"].ns
@@ -162,7 +163,7 @@ def stack_fixture(topology: Topology, tmp_path_factory: pytest.TempPathFactory) 
             reply = http_request(hosts["portal"].ns, PORTAL4, PORTAL_PORT, path="/.edgectl/healthz")
             return isinstance(reply, Reply) and reply.status == 200
 
-        assert poll(portal_up, 15.0, 0.05), (workdir / "portal.log").read_text()
+        assert wait_until(portal_up, 15.0, 0.05), (workdir / "portal.log").read_text()
         yield built
 
 
@@ -218,7 +219,7 @@ def test_notice_steering_and_self_release(stack: Stack) -> None:
         reply = stack.get(DYN4_A, timeout=0.3)
         return isinstance(reply, Reply) and reply.body == "real server"
 
-    assert poll(released, RELEASE_BUDGET, 0.02), "still steered 1 s after the release"
+    assert wait_until(released, RELEASE_BUDGET, 0.02), "still steered 1 s after the release"
     elapsed = time.monotonic() - started
     print(f"released on the gateway {elapsed * 1000:.0f} ms after the acknowledging POST")
     lifted = stack.api("GET", f"/v1/quarantines/{hold}")

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from edgectl.lab import fleet, netns
-from edgectl.lab.probe import Outcome, connect, wait_until
+from edgectl.lab.probe import Outcome, connect
+from edgectl.testing.wait import wait_until
 
 MX4 = "203.0.113.25"
 STATIC = "100.65.0.10"  # cust-2001's in the lab (static4 host, business pool)

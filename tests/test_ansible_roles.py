@@ -38,8 +38,8 @@ import pytest
 import yaml
 
 from edgectl.controller.store import Store, audit, policies
-from edgectl.lab.probe import wait_until
 from edgectl.model import GatewaySettings
+from edgectl.testing.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = REPO / "ansible"

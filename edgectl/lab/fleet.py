@@ -80,6 +80,7 @@ from edgectl.lab.topology import (
     remove_leftovers,
     standard_topology,
 )
+from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "elab"
 STATE_ROOT = OWNER_DIR
@@ -345,16 +346,19 @@ def process_pid(state: LabState, process: str) -> int | None:
     return pid
 
 
+def _all_gone(pids: frozenset[int]) -> bool:
+    return not any(_alive(pid) for pid in pids)
+
+
 def _stop_all(pids: set[int], timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM each, wait with a deadline, then SIGKILL what is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
+        signalled = frozenset(pids)
+        for pid in signalled:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pids = {p for p in pids if _alive(p)}
+        wait_until(functools.partial(_all_gone, signalled), timeout, 0.05)
+        pids = {p for p in signalled if _alive(p)}
         if not pids:
             return
     raise LabError(f"processes {sorted(pids)} did not stop")
@@ -403,16 +407,6 @@ def _healthy(state: LabState) -> bool:
                 return bool(response.status == 200)
         except OSError:
             return False
-
-
-def _poll(condition: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
 
 
 # --- up --------------------------------------------------------------------------------
@@ -574,7 +568,7 @@ def _wait(
             )
         return False
 
-    if not _poll(check, timeout):
+    if not wait_until(check, timeout, 0.1):
         raise LabError(
             f"timed out after {timeout:.0f}s waiting for {what}:\n" + _tail(state.log_file(process))
         )

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from ctl_support import poll_until
 
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, tokens
+from edgectl.testing.wait import wait_until
 
 
 def free_port() -> int:
@@ -86,7 +86,7 @@ def running(tmp_path: Path, **settings: object) -> Iterator[Server]:
             except httpx.TransportError:
                 return False
 
-        poll_until(healthy, timeout=30, message="controller did not come up", step=0.05)
+        wait_until(healthy, timeout=30, what="controller did not come up", interval=0.05)
         yield running_server
     finally:
         server.send_signal(signal.SIGTERM)

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from ctl_backends import PostgresBackend, SqliteBackend
-from ctl_support import poll_until
 
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store
 from edgectl.controller.store.tokens import create as create_token
+from edgectl.testing.wait import wait_until
 
 ENTRY = ["-m", "edgectl.controller"]  # the controller commands, as `edgectl` runs them
 
@@ -79,7 +79,7 @@ def served(
             except httpx.TransportError:
                 return False
 
-        poll_until(healthy, timeout=20, message="controller did not come up", step=0.05)
+        wait_until(healthy, timeout=20, what="controller did not come up", interval=0.05)
         yield base, tokens
     finally:
         server.send_signal(signal.SIGTERM)
@@ -152,11 +152,11 @@ def test_analyst_quarantines_account_and_agent_sees_it(served: tuple[str, dict[s
         "/v1/quarantines",
         json={"account": "cust-42", "mode": "block", "reason": "again", "duration": 1},
     )
-    poll_until(
+    wait_until(
         lambda: not agent.get("/v1/gateways/gw-1/desired-state").json()["state"]["quarantines"],
         timeout=10,
-        message="expiry was not enforced",
-        step=0.1,
+        what="expiry was not enforced",
+        interval=0.1,
     )
     assert (
         abuse.get("/v1/quarantines", params={"state": "expired"}).json()[0]["account"] == "cust-42"
