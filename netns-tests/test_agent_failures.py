@@ -17,14 +17,11 @@ from agent_fixtures import (
     Site,
     System,
     agent_cli,
-    clean_fixture,  # noqa: F401  (a fixture, used by name)
     has_table,
     mail,
     missing_keys,
     nft,
     outcome_becomes,
-    system_fixture,  # noqa: F401
-    topologies_fixture,  # noqa: F401
 )
 
 from edgectl.agent.persist import StateStore

@@ -20,10 +20,7 @@ from agent_fixtures import (
     DYN6_A_KEY,
     HttpError,
     System,
-    clean_fixture,  # noqa: F401  (a fixture, used by name)
     mail,
-    system_fixture,  # noqa: F401
-    topologies_fixture,  # noqa: F401
 )
 
 from edgectl.agent.daemon.offender_listener import NO_LOG_GROUP

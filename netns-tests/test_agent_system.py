@@ -19,12 +19,9 @@ from agent_fixtures import (
     DYN6_B,
     MX4,
     System,
-    clean_fixture,  # noqa: F401  (a fixture, used by name)
     mail,
     outcome_becomes,
     quarantine_offline,
-    system_fixture,  # noqa: F401
-    topologies_fixture,  # noqa: F401
 )
 
 from edgectl.lab.flows import Stream

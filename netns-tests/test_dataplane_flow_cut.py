@@ -33,7 +33,6 @@ from gateway_fixtures import (
     Gateway,
     Servers,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
     listening,
     with_quarantines,
 )

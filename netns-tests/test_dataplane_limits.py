@@ -38,8 +38,6 @@ from gateway_fixtures import (
     Servers,
     accepted_reaches,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    servers_fixture,  # noqa: F401
     tcp,
     with_profile,
 )

@@ -34,9 +34,7 @@ from gateway_fixtures import (
     Servers,
     accepted_reaches,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
     outcomes,
-    servers_fixture,  # noqa: F401
     tcp,
     with_quarantines,
 )

@@ -30,8 +30,6 @@ from gateway_fixtures import (
     SOURCE_HOST,
     Gateway,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    servers_fixture,  # noqa: F401
     tcp,
     with_profile,
     with_quarantines,

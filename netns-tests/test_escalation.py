@@ -22,11 +22,8 @@ from agent_fixtures import (
     DYN4_B,
     DYN4_C,
     System,
-    clean_fixture,  # noqa: F401  (a fixture, used by name)
     mail,
     missing_keys,
-    system_fixture,  # noqa: F401
-    topologies_fixture,  # noqa: F401
 )
 from test_agent_offenders import BURST, REPORTED, rate_limited
 

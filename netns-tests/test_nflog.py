@@ -27,8 +27,6 @@ from gateway_fixtures import (
     MX6,
     Gateway,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    servers_fixture,  # noqa: F401
     tcp,
     with_profile,
 )
