@@ -22,8 +22,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,8 @@ from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, tokens
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
+from edgectl.testing.processes import free_port, stop
+from edgectl.testing.rest import HttpError, Rest
 from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py: leftovers of dead runs are removed by it
@@ -71,32 +71,6 @@ def agent_command() -> list[str]:
     return [PYTHON, "-m", "edgectl.agent.daemon"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _stop(
-    proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, grace: float = 10.0
-) -> int | None:
-    if proc is None or proc.poll() is not None:
-        return None if proc is None else proc.returncode
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(timeout=10)
-
-
-class HttpError(AssertionError):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status
-
-
 # --- controller ----------------------------------------------------------------
 
 
@@ -122,6 +96,7 @@ class Controller:
             self.token = tokens.create(store, "agent-tests", Role.NETOPS)
         finally:
             store.close()
+        self.rest = Rest(self.url, self.token)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "controller.log"
 
@@ -138,20 +113,14 @@ class Controller:
         )
 
     def kill(self) -> None:
-        _stop(self.proc, signal.SIGKILL)
+        stop(self.proc, signal.SIGKILL)
 
     def stop(self) -> None:
         # uvicorn's graceful stop waits out open long-polls; nothing here needs that.
-        _stop(self.proc, signal.SIGTERM, grace=3.0)
+        stop(self.proc, signal.SIGTERM, grace=3.0)
 
     def healthy(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return self.proc is not None and self.proc.poll() is None and self.rest.healthy()
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -169,19 +138,7 @@ class Controller:
         self.db.write_bytes(backup.read_bytes())
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                text = response.read().decode()
-        except urllib.error.HTTPError as error:
-            raise HttpError(error.code, error.read().decode(errors="replace")) from None
-        return json.loads(text) if text else None
+        return self.rest.call(method, path, body)
 
 
 # --- agents --------------------------------------------------------------------
@@ -242,10 +199,10 @@ class AgentProc:
         return self.proc is not None and self.proc.poll() is None
 
     def terminate(self) -> int | None:
-        return _stop(self.proc)
+        return stop(self.proc)
 
     def kill(self) -> None:
-        _stop(self.proc, signal.SIGKILL)
+        stop(self.proc, signal.SIGKILL)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -254,11 +211,10 @@ class AgentProc:
         if not self.running():
             return None
         try:
-            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                text: str = response.read().decode()
-                return text
-        except OSError:
+            return Rest(f"http://127.0.0.1:{self.metrics_port}", timeout=2).request(
+                "GET", "/metrics"
+            )
+        except (OSError, HttpError):
             return None
 
     def metric(self, name: str, **labels: str) -> float | None:

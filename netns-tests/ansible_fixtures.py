@@ -34,8 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from edgectl import __version__
 from edgectl.controller.api.models import GatewaySettingsIn
 from edgectl.lab import netns
 from edgectl.lab.topology import OWNER_DIR, Topology, new_prefix, standard_topology
+from edgectl.testing.rest import Rest
 from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py removes leftovers of dead runs
@@ -551,31 +550,11 @@ class Fleet:
         if token is None:
             token_file = self.root("ctl") / "etc/edgectl/bootstrap-netops.token"
             token = token_file.read_text().strip()
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            CONTROLLER_URL + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with netns.in_netns(self.ops_ns):
-            # The socket is made here, in the ops namespace, and keeps it.
-            opener = urllib.request.build_opener(
-                urllib.request.HTTPSHandler(context=self.ssl_context())
-            )
-            try:
-                with opener.open(request, timeout=10) as response:
-                    text = response.read().decode()
-            except urllib.error.HTTPError as error:
-                raise ApiError(error.code, error.read().decode(errors="replace")) from None
-        return json.loads(text) if text else None
+        rest = Rest(CONTROLLER_URL, netns=self.ops_ns, ssl_context=self.ssl_context())
+        return rest.call(method, path, body, token=token)
 
     def healthy(self) -> bool:
-        try:
-            self.api("GET", "/healthz", token="-")
-        except (OSError, ApiError):
-            return False
-        return True
+        return Rest(CONTROLLER_URL, netns=self.ops_ns, ssl_context=self.ssl_context()).healthy()
 
     # --- teardown ------------------------------------------------------------
 
@@ -624,9 +603,3 @@ class Fleet:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise RuntimeError("fleet teardown: " + "; ".join(errors))
-
-
-class ApiError(AssertionError):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status

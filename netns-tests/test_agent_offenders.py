@@ -18,7 +18,6 @@ from agent_fixtures import (
     DYN4_C,
     DYN6_A1,
     DYN6_A_KEY,
-    HttpError,
     System,
     mail,
 )
@@ -26,6 +25,7 @@ from agent_fixtures import (
 from edgectl.agent.daemon.offender_listener import NO_LOG_GROUP
 from edgectl.lab.probe import Outcome
 from edgectl.model import Prefix
+from edgectl.testing.rest import HttpError
 from edgectl.testing.wait import wait_until
 
 BURST = 3

@@ -32,7 +32,6 @@ from ansible_fixtures import (
     REPO,
     SKELETON,
     START_TIMEOUT,
-    ApiError,
     Fleet,
     gateway_settings,
     recap,
@@ -41,6 +40,7 @@ from ansible_fixtures import (
 
 from edgectl import __version__
 from edgectl.lab.probe import Listener, Outcome, connect
+from edgectl.testing.rest import HttpError
 from edgectl.testing.wait import wait_until
 
 SUBSCRIBER = "100.64.0.10"  # dyn4 pool, behind both gateways (each has its own lab)
@@ -404,7 +404,7 @@ def test_zz_decommission_leaves_no_table_unit_or_file(deployed: Deployed) -> Non
         assert not fleet.unit_path(gateway).exists()
         user = fleet.user(gateway)
         assert subprocess.run(["getent", "passwd", user], check=False).returncode != 0
-        with pytest.raises(ApiError) as missing:
+        with pytest.raises(HttpError) as missing:
             _gateway(fleet, gateway)
         assert missing.value.status == 404
     # A second decommission finds nothing to do and still succeeds.

@@ -16,19 +16,16 @@ is refused; the portal token cannot create or lift holds.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fixtures import AgentProc, Controller, _stop
+from agent_fixtures import AgentProc, Controller
 from gateway_fixtures import (
     DYN4_A,
     DYN4_B,
@@ -48,6 +45,8 @@ from edgectl.controller.store import Store, tokens
 from edgectl.lab.probe import Listener, Outcome
 from edgectl.lab.topology import Topology
 from edgectl.lab.web import Reply, http_request, text_server
+from edgectl.testing.processes import stop
+from edgectl.testing.rest import HttpError, Rest
 from edgectl.testing.wait import wait_until
 
 GATEWAY = "lab-gw"
@@ -148,7 +147,7 @@ def stack_fixture(topology: Topology, tmp_path_factory: pytest.TempPathFactory) 
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        stack.callback(_stop, portal)
+        stack.callback(stop, portal)
         mx = hosts["mx"].ns
         stack.enter_context(text_server(mx, MX4, 80, "real server"))
         stack.enter_context(text_server(mx, MX4_SECOND, 80, "update service"))
@@ -246,19 +245,16 @@ def test_the_fourth_self_release_in_30_days_is_refused(stack: Stack) -> None:
 
 def test_the_portal_token_cannot_create_or_lift_holds(stack: Stack) -> None:
     hold = stack.hold("bob", "spam")
-    headers = {"Authorization": f"Bearer {stack.portal_token}", "Content-Type": "application/json"}
+    portal = Rest(stack.controller.url, stack.portal_token, timeout=5)
     attempts = [
         ("/v1/quarantines", {"account": "alice", "mode": "block", "reason": "x"}),
         (f"/v1/quarantines/{hold}/lift", {"reason": "x"}),
         ("/v1/exemptions", {"account": "alice", "ticket": "T", "reason": "x"}),
     ]
     for path, body in attempts:
-        request = urllib.request.Request(
-            stack.controller.url + path, data=json.dumps(body).encode(), headers=headers
-        )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=5)
-        assert refused.value.code == 403, path
+        with pytest.raises(HttpError) as refused:
+            portal.call("POST", path, body)
+        assert refused.value.status == 403, path
     assert stack.api("GET", f"/v1/quarantines/{hold}")["state"] == "active"
     assert "bob" in body_of(stack.get(DYN4_B))  # still held, still steered
     # The agent's read-back took the nat chain and the allowlist as its own

@@ -16,13 +16,12 @@ import os
 import secrets
 import signal
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from edgectl.lab import fleet, netns
+from edgectl.lab import fleet
 from edgectl.lab.probe import Outcome, connect
 from edgectl.testing.wait import wait_until
 
@@ -117,12 +116,7 @@ def becomes(state: fleet.LabState, src: str, outcome: Outcome, gateway: str = "g
 
 
 def metrics(state: fleet.LabState) -> str:
-    request = urllib.request.Request(
-        fleet.CONTROLLER_LOCAL_URL + "/metrics",
-        headers={"Authorization": f"Bearer {state.token()}"},
-    )
-    with netns.in_netns(state.ctl_ns), urllib.request.urlopen(request, timeout=5) as response:
-        return str(response.read().decode())
+    return fleet.rest(state, timeout=5).request("GET", "/metrics")
 
 
 def sample(state: fleet.LabState, series: str) -> float:

@@ -64,8 +64,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +78,7 @@ from edgectl.lab.topology import (
     remove_leftovers,
     standard_topology,
 )
+from edgectl.testing.rest import HttpError, Rest
 from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "elab"
@@ -381,32 +380,21 @@ class ApiError(LabError):
         self.status = status
 
 
+def rest(state: LabState, timeout: float = 10.0) -> Rest:
+    """The lab controller's API, reached from inside its namespace."""
+    return Rest(CONTROLLER_LOCAL_URL, state.token(), netns=state.ctl_ns, timeout=timeout)
+
+
 def api(state: LabState, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
-    """One REST call to the lab controller, from inside its namespace."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        CONTROLLER_LOCAL_URL + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {state.token()}", "Content-Type": "application/json"},
-    )
-    with netns.in_netns(state.ctl_ns):
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                text = response.read().decode()
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")
-            raise ApiError(method, path, error.code, detail) from None
-    return json.loads(text) if text else None
+    """One REST call to the lab controller; an error status is a LabError the CLI shows."""
+    try:
+        return rest(state, timeout).call(method, path, body)
+    except HttpError as error:
+        raise ApiError(method, path, error.status, error.body) from error
 
 
 def _healthy(state: LabState) -> bool:
-    with netns.in_netns(state.ctl_ns):
-        try:
-            with urllib.request.urlopen(f"{CONTROLLER_LOCAL_URL}/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+    return Rest(CONTROLLER_LOCAL_URL, netns=state.ctl_ns).healthy()
 
 
 # --- up --------------------------------------------------------------------------------
