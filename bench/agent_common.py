@@ -18,6 +18,7 @@ from edgectl.agent import kernel_readback as kr
 from edgectl.agent.netlink.constants import NFPROTO_INET
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
+from edgectl.testing.fleet import agent_files
 
 AGENT = [sys.executable, "-m", "edgectl.agent.daemon", "run"]
 
@@ -33,26 +34,18 @@ def write_agent(
     poll_wait: float = 30.0,
 ) -> Path:
     """Config, token file and state dir of one agent under ``workdir/name``; returns the config."""
-    home = workdir / name
-    home.mkdir(parents=True, exist_ok=True)
-    token_file = home / "token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
     metrics = "" if metrics_port is None else f"127.0.0.1:{metrics_port}"
-    config = home / "agent.toml"
-    config.write_text(
-        "[agent]\n"
-        f'controller_url = "{controller_url}"\n'
-        f'gateway = "{name}"\n'
-        f'token_file = "{token_file}"\n'
-        f'state_dir = "{home / "state"}"\n'
-        f'netns = "{netns}"\n'
-        f'metrics_listen = "{metrics}"\n'
-        f"poll_wait = {poll_wait}\n"
-        "backoff_min = 0.2\nbackoff_max = 2\n"
+    timings = {"poll_wait": poll_wait, "backoff_min": 0.2, "backoff_max": 2}
+    files = agent_files(
+        workdir / name,
+        token=token,
+        controller_url=controller_url,
+        gateway=name,
+        netns=netns,
+        metrics_listen=metrics,
+        settings=timings,
     )
-    return config
+    return files.config
 
 
 @contextmanager

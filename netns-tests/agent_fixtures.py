@@ -14,8 +14,6 @@ a poll with a deadline, and namespaces go with their topology.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import socket
@@ -29,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from edgectl.controller.auth import Role
-from edgectl.controller.store import Store, tokens
+from edgectl.controller.store import Store
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
+from edgectl.testing.fleet import FAST_AGENT, AgentFiles, create_token, toml_table
 from edgectl.testing.processes import free_port, stop
 from edgectl.testing.rest import HttpError, Rest
 from edgectl.testing.wait import wait_until
@@ -75,27 +73,26 @@ def agent_command() -> list[str]:
 
 
 class Controller:
-    def __init__(self, workdir: Path) -> None:
+    """``edgectl controller`` on ``database_url``, or on a SQLite file in ``workdir``."""
+
+    def __init__(self, workdir: Path, database_url: str | None = None) -> None:
         self.workdir = workdir
         self.db = workdir / "controller.db"
+        self.database_url = database_url or f"sqlite:///{self.db}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "controller.toml"
-        self.config.write_text(
-            "[controller]\n"
-            f'database_url = "sqlite:///{self.db}"\n'
-            f"port = {self.port}\n"
-            "poll_interval = 0.05\n"
-            "sweep_interval = 0.2\n"
+        settings = {
+            "database_url": self.database_url,
+            "port": self.port,
+            "poll_interval": 0.05,
+            "sweep_interval": 0.2,
             # The escalation engine's pass (no policy exists unless a test makes one).
-            "escalation_interval = 0.5\n"
-            'log_level = "warning"\n'
-        )
-        store = Store.open(f"sqlite:///{self.db}", migrate=True)
-        try:
-            self.token = tokens.create(store, "agent-tests", Role.NETOPS)
-        finally:
-            store.close()
+            "escalation_interval": 0.5,
+            "log_level": "warning",
+        }
+        self.config.write_text(toml_table("controller", settings))
+        self.token = create_token(self.database_url, "agent-tests", "netops")
         self.rest = Rest(self.url, self.token)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "controller.log"
@@ -127,6 +124,7 @@ class Controller:
 
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database (SQLite's online backup)."""
+        assert self.database_url == f"sqlite:///{self.db}", "backups are of the SQLite file"
         with sqlite3.connect(self.db) as source, sqlite3.connect(target) as copy:
             source.backup(copy)
 
@@ -153,37 +151,26 @@ class AgentProc:
         self.netns = netns
         self.workdir = workdir / gateway
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.state_dir = self.workdir / "state"
-        self.token_file = self.workdir / "token"
+        self.files = AgentFiles(self.workdir)
+        self.state_dir = self.files.state_dir
+        self.token_file = self.files.token_file
+        self.config = self.files.config
         self.metrics_port = free_port()
-        self.config = self.workdir / "agent.toml"
         self.log = self.workdir / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.write_config(controller_url)
 
     def write_config(self, controller_url: str, **extra: Any) -> None:
-        lines = [
-            "[agent]",
-            f'controller_url = "{controller_url}"',
-            f'gateway = "{self.gateway}"',
-            f'token_file = "{self.token_file}"',
-            f'state_dir = "{self.state_dir}"',
-            f'netns = "{self.netns}"',
-            f'metrics_listen = "127.0.0.1:{self.metrics_port}"',
-            "poll_wait = 20",
-            "backoff_min = 0.1",
-            "backoff_max = 0.5",
-            "drift_interval = 0.25",
-            "report_interval = 2",
-            "report_min_gap = 0.5",
-            *(f"{key} = {json.dumps(value)}" for key, value in extra.items()),
-        ]
-        self.config.write_text("\n".join(lines) + "\n")
+        self.files.write_config(
+            controller_url=controller_url,
+            gateway=self.gateway,
+            netns=self.netns,
+            metrics_listen=f"127.0.0.1:{self.metrics_port}",
+            settings={**FAST_AGENT, **extra},
+        )
 
     def set_token(self, token: str) -> None:
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(token + "\n")
+        self.files.set_token(token)
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "agent already running"
@@ -251,9 +238,11 @@ class Site:
 
 
 class System:
-    def __init__(self, workdir: Path, topologies: dict[str, Topology]) -> None:
+    def __init__(
+        self, workdir: Path, topologies: dict[str, Topology], database_url: str | None = None
+    ) -> None:
         self.workdir = workdir
-        self.controller = Controller(workdir)
+        self.controller = Controller(workdir, database_url)
         self.controller.start()
         self._world()
         self.sites: dict[str, Site] = {}
@@ -409,12 +398,14 @@ def topologies_fixture(leftovers_removed: list[str]) -> Iterator[dict[str, Topol
 
 @pytest.fixture(scope="module", name="system")
 def system_fixture(
-    topologies: dict[str, Topology], tmp_path_factory: pytest.TempPathFactory
+    topologies: dict[str, Topology],
+    tmp_path_factory: pytest.TempPathFactory,
+    controller_database: str | None,
 ) -> Iterator[System]:
     workdir = tmp_path_factory.mktemp("agent-system")
     made: list[System] = []
     try:
-        made.append(System(workdir, topologies))
+        made.append(System(workdir, topologies, controller_database))
         for agent in made[0].agents():
             agent.start()
         assert made[0].converged(), "agents did not converge at start"
@@ -495,7 +486,7 @@ def quarantine_offline(controller: Controller, account: str) -> None:
     from edgectl.controller.store import holds
     from edgectl.model import QuarantineMode
 
-    store = Store.open(f"sqlite:///{controller.db}", migrate=False)
+    store = Store.open(controller.database_url, migrate=False)
     try:
         spec = holds.QuarantineSpec(mode=QuarantineMode.SMTP, reason="offline", account=account)
         holds.quarantine(store, "token:agent-tests", spec)

@@ -23,10 +23,14 @@ from agent_fixtures import (
     outcome_becomes,
     quarantine_offline,
 )
+from database_fixtures import BOTH_BACKENDS
 
 from edgectl.lab.flows import Stream
 from edgectl.lab.probe import Outcome
 from edgectl.testing.wait import wait_until
+
+# The controller's database matters here: run on SQLite and on PostgreSQL.
+pytestmark = BOTH_BACKENDS
 
 REFUSED = Outcome.RESET  # block_action = reset
 

@@ -25,10 +25,14 @@ from agent_fixtures import (
     mail,
     missing_keys,
 )
+from database_fixtures import BOTH_BACKENDS
 from test_agent_offenders import BURST, REPORTED, rate_limited
 
 from edgectl.lab.probe import Outcome
 from edgectl.testing.wait import wait_until
+
+# The controller's database matters here: run on SQLite and on PostgreSQL.
+pytestmark = BOTH_BACKENDS
 
 THRESHOLD = 3  # refused connects that make a strike
 # Report (2 s) + the engine's pass (0.5 s) + a revision to both agents, with room.

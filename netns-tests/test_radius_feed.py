@@ -20,10 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from database_fixtures import BOTH_BACKENDS
 
 from edgectl.lab import fleet
 from edgectl.lab.probe import Outcome, connect
 from edgectl.testing.wait import wait_until
+
+# The controller's database matters here: run on SQLite and on PostgreSQL.
+pytestmark = BOTH_BACKENDS
 
 MX4 = "203.0.113.25"
 STATIC = "100.65.0.10"  # cust-2001's in the lab (static4 host, business pool)
@@ -147,10 +151,10 @@ def holders(state: fleet.LabState, address: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def lab(leftovers_removed: list[str]) -> Iterator[fleet.LabState]:
+def lab(leftovers_removed: list[str], controller_database: str | None) -> Iterator[fleet.LabState]:
     name = f"radius-{secrets.token_hex(3)}"
     try:
-        yield fleet.up(name).state
+        yield fleet.up(name, database_url=controller_database).state
     finally:
         fleet.down(name)
 

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgectl.controller.auth import Role
-from edgectl.controller.store import Store, tokens
+from edgectl.testing.fleet import create_token, toml_table
 from edgectl.testing.processes import free_port, serving
 
 
@@ -36,28 +35,15 @@ class Server:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
-
-
 @contextlib.contextmanager
 def running(tmp_path: Path, **settings: object) -> Iterator[Server]:
     database = tmp_path / "controller.db"
     url = f"sqlite:///{database}"
-    store = Store.open(url, migrate=True)
-    try:
-        token = tokens.create(store, "netops-person", Role.NETOPS)
-    finally:
-        store.close()
+    token = create_token(url, "netops-person", "netops")
     port = free_port()
     config = tmp_path / "controller.toml"
-    lines = [f'database_url = "{url}"', f"port = {port}", "sweep_interval = 1"]
-    lines += [f"{name} = {_toml(value)}" for name, value in settings.items()]
-    config.write_text("[controller]\n" + "\n".join(lines) + "\n")
+    values = {"database_url": url, "port": port, "sweep_interval": 1, **settings}
+    config.write_text(toml_table("controller", values))
     argv = [sys.executable, "-m", "edgectl.controller", "controller", "--config", str(config)]
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
