@@ -9,7 +9,6 @@ when a PostgreSQL run first needs it, once per session.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 
@@ -25,11 +24,7 @@ BOTH_BACKENDS = pytest.mark.parametrize(
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[pgserver.Server]:
-    if pgserver.binaries() is None:
-        message = "PostgreSQL server binaries missing (apt-get install postgresql)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the PostgreSQL tests, not skip them")
-        pytest.skip(message)
+    pgserver.require_for_tests()
     with pgserver.running() as server:
         yield server
 

@@ -38,6 +38,18 @@ def binaries() -> Path | None:
     return Path(found[0]).parent if found else None
 
 
+def require_for_tests() -> None:
+    """In a pytest session: skip when no server is installed, or fail under CI,
+    where the PostgreSQL tests must run."""
+    import pytest  # test support only: the lab and benchmarks never call this
+
+    if binaries() is None:
+        message = "PostgreSQL server binaries missing (apt-get install postgresql)"
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(message + "; CI must run the PostgreSQL tests, not skip them")
+        pytest.skip(message)
+
+
 def _as_server_user(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command

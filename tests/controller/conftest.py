@@ -37,11 +37,7 @@ def backend(
         yield given
         given.close()
         return
-    if pgserver.binaries() is None:
-        message = "PostgreSQL server binaries missing (apt-get install postgresql)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the PostgreSQL suite, not skip it")
-        pytest.skip(message)
+    pgserver.require_for_tests()
     with pgserver.running() as server:
         started = PostgresBackend(server.admin_url)
         try:
