@@ -30,6 +30,7 @@ import pytest
 from edgectl.controller.store import Store
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
+from edgectl.testing import processes
 from edgectl.testing.fleet import FAST_AGENT, AgentFiles, create_token, toml_table
 from edgectl.testing.processes import free_port, stop
 from edgectl.testing.rest import HttpError, Rest
@@ -57,16 +58,8 @@ CONTROLLER_MAIN = (
 )
 
 
-def agent_command() -> list[str]:
-    """``edgectl agent`` once the main CLI has it, else the package's own entry point."""
-    probe = subprocess.run(
-        [str(Path(PYTHON).with_name("edgectl")), "agent", "--help"],
-        capture_output=True,
-        check=False,
-    )
-    if probe.returncode == 0:
-        return [str(Path(PYTHON).with_name("edgectl")), "agent"]
-    return [PYTHON, "-m", "edgectl.agent.daemon"]
+# The agent as operators run it: the main CLI's ``edgectl agent``.
+AGENT = [str(Path(PYTHON).with_name("edgectl")), "agent"]
 
 
 # --- controller ----------------------------------------------------------------
@@ -176,7 +169,7 @@ class AgentProc:
         assert self.proc is None or self.proc.poll() is not None, "agent already running"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*agent_command(), "run", "--config", str(self.config)],
+                [*AGENT, "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -438,16 +431,7 @@ def clean_fixture(system: System) -> Iterator[System]:
 
 def nft(site: Site, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``nft`` inside ``site``'s gateway namespace only, never the host's ruleset."""
-    proc = subprocess.run(
-        ["ip", "netns", "exec", site.topology.gateway_ns, "nft", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if check:
-        assert proc.returncode == 0, f"nft {' '.join(args)}: {proc.stderr}"
-    return proc
+    return processes.nft(site.topology.gateway_ns, *args, check=check)
 
 
 def has_table(site: Site) -> bool:
@@ -456,7 +440,7 @@ def has_table(site: Site) -> bool:
 
 def agent_cli(agent: AgentProc, action: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*agent_command(), action, "--config", str(agent.config)],
+        [*AGENT, action, "--config", str(agent.config)],
         capture_output=True,
         text=True,
         timeout=60,

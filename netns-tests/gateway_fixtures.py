@@ -35,6 +35,7 @@ from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.lab.netns import in_netns
 from edgectl.lab.probe import Listener, Outcome, connect, udp_query
 from edgectl.lab.topology import Topology
+from edgectl.testing.processes import nft
 from edgectl.testing.wait import wait_until
 
 # An expected TIMEOUT (a dropped SYN) costs this much; nothing on a veth takes
@@ -337,28 +338,11 @@ class Gateway:
 
     def nft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self.ns in self.topology.namespaces()  # never the host's ruleset
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.ns, "nft", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if check:
-            assert proc.returncode == 0, f"nft {' '.join(args)}: {proc.stderr}"
-        return proc
+        return nft(self.ns, *args, check=check)
 
     def nft_script(self, script: str) -> None:
         assert self.ns in self.topology.namespaces()
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.ns, "nft", "-f", "-"],
-            input=script,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
+        nft(self.ns, script=script)
 
     def ruleset(self, *, stateless: bool = False) -> str:
         """``nft list ruleset``; ``stateless`` hides counters and element expiry countdowns."""

@@ -40,6 +40,7 @@ from ansible_fixtures import (
 
 from edgectl import __version__
 from edgectl.lab.probe import Listener, Outcome, connect
+from edgectl.testing.processes import nft
 from edgectl.testing.rest import HttpError
 from edgectl.testing.wait import wait_until
 
@@ -374,13 +375,7 @@ def test_the_agent_role_runs_without_a_controller_group(deployed: Deployed) -> N
 
 
 def _nft_tables(ns: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, "nft", "list", "tables"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    return nft(ns, "list", "tables").stdout
 
 
 def test_zz_decommission_leaves_no_table_unit_or_file(deployed: Deployed) -> None:

@@ -28,6 +28,7 @@ from edgectl.agent.netlink.constants import (
 )
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.lab.netns import in_netns
+from edgectl.testing.processes import nft
 from edgectl.testing.wait import wait_until
 
 POLL_DEADLINE = 15.0  # element timeouts are 1 s; anything near 15 s is a failure
@@ -88,12 +89,7 @@ class Lab:
         self.sock = sock
 
     def nft(self, *args: str) -> None:
-        subprocess.run(
-            ["ip", "netns", "exec", self.name, "nft", *args],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        nft(self.name, *args)
 
     def open_socket(self, rcvbuf: int) -> NfNetlink:
         # setns() is per thread and the socket keeps the namespace it was
@@ -110,14 +106,7 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
     request.addfinalizer(
         lambda: subprocess.run(["ip", "netns", "delete", name], check=False, timeout=30)
     )
-    script = tmp_path / "ruleset.nft"
-    script.write_text(RULESET)
-    subprocess.run(
-        ["ip", "netns", "exec", name, "nft", "-f", str(script)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    nft(name, script=RULESET)
     with in_netns(name):
         sock = NfNetlink()
     try:
@@ -249,11 +238,7 @@ def test_sockets_see_their_own_namespace(lab: Lab, tmp_path: Path) -> None:
     other = f"ectl-rb-{secrets.token_hex(4)}"
     subprocess.run(["ip", "netns", "add", other], check=True, timeout=30)
     try:
-        script = tmp_path / "other.nft"
-        script.write_text("table inet edgectl {\n    chain only_here {\n    }\n}\n")
-        subprocess.run(
-            ["ip", "netns", "exec", other, "nft", "-f", str(script)], check=True, timeout=30
-        )
+        nft(other, script="table inet edgectl {\n    chain only_here {\n    }\n}\n")
         with in_netns(other), NfNetlink() as sock:
             layout = kr.read_table(sock, NFPROTO_INET, "edgectl")
         # The read above ran inside; this one runs in the test's namespace,

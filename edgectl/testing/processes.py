@@ -77,3 +77,18 @@ def serving(
         yield proc
     finally:
         stop(proc)
+
+
+def nft(
+    ns: str, *args: str, script: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``nft ARGS`` inside namespace ``ns`` only, never the host's ruleset; ``script``
+    is fed to ``nft -f -``.  With ``check``, a failure is an AssertionError with
+    nft's message."""
+    argv = ["ip", "netns", "exec", ns, "nft", *(("-f", "-") if script is not None else args)]
+    proc = subprocess.run(
+        argv, input=script, capture_output=True, text=True, timeout=30, check=False
+    )
+    if check:
+        assert proc.returncode == 0, f"nft {' '.join(argv[4:])} in {ns}: {proc.stderr}"
+    return proc
