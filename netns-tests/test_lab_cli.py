@@ -29,6 +29,7 @@ from edgectl.lab import netns
 from edgectl.lab.fleet import STATE_ROOT, LabState, lab_pids
 from edgectl.lab.topology import OWNER_DIR
 from edgectl.model import Prefix
+from edgectl.testing.processes import alive
 from edgectl.testing.wait import wait_until
 
 PYTHON = sys.executable
@@ -65,14 +66,6 @@ def shell(command: str) -> subprocess.CompletedProcess[str]:
         timeout=COMMAND_TIMEOUT,
         check=False,
     )
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def leftovers(state: LabState) -> list[str]:
@@ -294,6 +287,6 @@ def test_down_removes_everything_after_up_was_killed(lab_name: str) -> None:
     assert leftovers(state) == []
     # Gone, or at most a zombie its new parent has not reaped yet.
     assert lab_pids(directory) == set()
-    assert not any(_running(pid) for pid in orphans)
+    assert not any(alive(pid) for pid in orphans)
     again = lab("down", "--name", lab_name)
     assert again.returncode == 0 and "is down" in again.stdout

@@ -79,6 +79,7 @@ from edgectl.lab.topology import (
     standard_topology,
 )
 from edgectl.testing.fleet import agent_files, create_token, write_private
+from edgectl.testing.processes import alive
 from edgectl.testing.rest import HttpError, Rest
 from edgectl.testing.wait import wait_until
 
@@ -291,7 +292,7 @@ def _environ_mark(pid: int) -> str | None:
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
         for _ in range(MARK_RETRIES):
-            if raw or not _alive(pid):
+            if raw or not alive(pid):
                 break
             # Mid-execve (``ip netns exec`` execs the program) the environment
             # reads empty for an instant: a live process looked gone (`lab up`
@@ -315,15 +316,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def lab_pids(directory: Path) -> set[int]:
     """Every live process this lab started: by environment mark (and pid files)."""
     mark = str(directory)
@@ -337,7 +329,7 @@ def lab_pids(directory: Path) -> set[int]:
             if _environ_mark(pid) == mark:  # never a reused pid of someone else
                 found.add(pid)
     found.discard(os.getpid())
-    return {pid for pid in found if _alive(pid)}
+    return {pid for pid in found if alive(pid)}
 
 
 def process_pid(state: LabState, process: str) -> int | None:
@@ -346,13 +338,13 @@ def process_pid(state: LabState, process: str) -> int | None:
         pid = int(state.pid_file(process).read_text().strip())
     except (OSError, ValueError):
         return None
-    if _environ_mark(pid) != str(state.directory) or not _alive(pid):
+    if _environ_mark(pid) != str(state.directory) or not alive(pid):
         return None
     return pid
 
 
 def _all_gone(pids: frozenset[int]) -> bool:
-    return not any(_alive(pid) for pid in pids)
+    return not any(alive(pid) for pid in pids)
 
 
 def _stop_all(pids: set[int], timeout: float = STOP_TIMEOUT) -> None:
@@ -363,7 +355,7 @@ def _stop_all(pids: set[int], timeout: float = STOP_TIMEOUT) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         wait_until(functools.partial(_all_gone, signalled), timeout, 0.05)
-        pids = {p for p in signalled if _alive(p)}
+        pids = {p for p in signalled if alive(p)}
         if not pids:
             return
     raise LabError(f"processes {sorted(pids)} did not stop")
