@@ -18,7 +18,8 @@ from edgectl.agent import kernel_readback as kr
 from edgectl.agent.netlink.constants import NFPROTO_INET
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
-from edgectl.testing.fleet import agent_files
+from edgectl.testing.fleet import AgentFiles
+from edgectl.testing.processes import stop
 
 AGENT = [sys.executable, "-m", "edgectl.agent.daemon", "run"]
 
@@ -36,8 +37,7 @@ def write_agent(
     """Config, token file and state dir of one agent under ``workdir/name``; returns the config."""
     metrics = "" if metrics_port is None else f"127.0.0.1:{metrics_port}"
     timings = {"poll_wait": poll_wait, "backoff_min": 0.2, "backoff_max": 2}
-    files = agent_files(
-        workdir / name,
+    return AgentFiles(workdir / name).write(
         token=token,
         controller_url=controller_url,
         gateway=name,
@@ -45,7 +45,6 @@ def write_agent(
         metrics_listen=metrics,
         settings=timings,
     )
-    return files.config
 
 
 @contextmanager
@@ -62,15 +61,11 @@ def agents(configs: list[Path], logdir: Path) -> Iterator[list[subprocess.Popen[
                 )
         yield procs
     finally:
-        for proc in procs:
+        for proc in procs:  # all told at once: they stop in parallel
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 class Probe:

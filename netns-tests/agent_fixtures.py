@@ -31,8 +31,8 @@ from edgectl.controller.store import Store
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
 from edgectl.testing import processes
-from edgectl.testing.fleet import FAST_AGENT, AgentFiles, create_token, toml_table
-from edgectl.testing.processes import free_port, stop
+from edgectl.testing.fleet import FAST_AGENT, AgentFiles, create_token, toml_table, write_private
+from edgectl.testing.processes import EDGECTL, free_port, stop
 from edgectl.testing.rest import HttpError, Rest
 from edgectl.testing.wait import wait_until
 
@@ -58,8 +58,7 @@ CONTROLLER_MAIN = (
 )
 
 
-# The agent as operators run it: the main CLI's ``edgectl agent``.
-AGENT = [str(Path(PYTHON).with_name("edgectl")), "agent"]
+AGENT = [EDGECTL, "agent"]
 
 
 # --- controller ----------------------------------------------------------------
@@ -154,7 +153,7 @@ class AgentProc:
         self.write_config(controller_url)
 
     def write_config(self, controller_url: str, **extra: Any) -> None:
-        self.files.write_config(
+        self.files.write(
             controller_url=controller_url,
             gateway=self.gateway,
             netns=self.netns,
@@ -163,7 +162,7 @@ class AgentProc:
         )
 
     def set_token(self, token: str) -> None:
-        self.files.set_token(token)
+        write_private(self.token_file, token + "\n")
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "agent already running"

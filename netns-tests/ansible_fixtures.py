@@ -42,6 +42,7 @@ from edgectl import __version__
 from edgectl.controller.api.models import GatewaySettingsIn
 from edgectl.lab import netns
 from edgectl.lab.topology import OWNER_DIR, Topology, new_prefix, standard_topology
+from edgectl.testing.processes import stop
 from edgectl.testing.rest import Rest
 from edgectl.testing.wait import wait_until
 
@@ -211,14 +212,7 @@ class Service:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, as systemd stops a unit, then SIGKILL after ``grace``."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        stop(self.proc, grace=grace)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

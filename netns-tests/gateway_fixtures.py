@@ -20,7 +20,6 @@ import contextlib
 import copy
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.lab.netns import in_netns
 from edgectl.lab.probe import Listener, Outcome, connect, udp_query
 from edgectl.lab.topology import Topology
-from edgectl.testing.processes import nft
+from edgectl.testing.processes import EDGECTL, nft
 from edgectl.testing.wait import wait_until
 
 # An expected TIMEOUT (a dropped SYN) costs this much; nothing on a veth takes
@@ -89,17 +88,6 @@ def check_addresses(topology: Topology) -> None:
     for address, name in {**SOURCE_HOST, **SERVER_HOST}.items():
         held = topology.hosts[name].addresses
         assert address in held, f"lab host {name} no longer holds {address}: {held}"
-
-
-def _edgectl_command() -> list[str]:
-    """The venv's ``edgectl`` entry point (what operators run), else the module."""
-    script = Path(sys.executable).with_name("edgectl")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from edgectl.cli import main; sys.exit(main())"]
-
-
-EDGECTL = _edgectl_command()
 
 
 # --- policies ----------------------------------------------------------------
@@ -299,7 +287,7 @@ class Gateway:
 
     def edgectl(self, *args: str) -> Run:
         proc = subprocess.run(
-            [*EDGECTL, *args], capture_output=True, text=True, timeout=60, check=False
+            [EDGECTL, *args], capture_output=True, text=True, timeout=60, check=False
         )
         return Run(tuple(args), proc.returncode, proc.stdout, proc.stderr)
 

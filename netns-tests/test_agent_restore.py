@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +14,10 @@ from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.agent.persist import StateStore
 from edgectl.lab.netns import in_netns
 from edgectl.model import DesiredState, Pool, PoolKind, Prefix, Quarantine, QuarantineMode
-from edgectl.testing.fleet import agent_files
+from edgectl.testing.fleet import AgentFiles
+from edgectl.testing.processes import EDGECTL
 
 # The edgectl entry point of the interpreter running the tests (the venv).
-EDGECTL = str(Path(sys.executable).with_name("edgectl"))
 
 
 @pytest.fixture
@@ -32,15 +31,13 @@ def namespace() -> Iterator[str]:
 
 
 def _config(tmp_path: Path, namespace: str) -> Path:
-    files = agent_files(
-        tmp_path,
+    return AgentFiles(tmp_path).write(
         token="edg_not_used_by_restore",
         # Nothing listens there: restore must not need the controller.
         controller_url="http://127.0.0.1:9",
         gateway="gw-r",
         netns=namespace,
     )
-    return files.config
 
 
 def _edgectl(*args: str) -> subprocess.CompletedProcess[str]:

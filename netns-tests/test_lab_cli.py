@@ -29,7 +29,7 @@ from edgectl.lab import netns
 from edgectl.lab.fleet import STATE_ROOT, LabState, lab_pids
 from edgectl.lab.topology import OWNER_DIR
 from edgectl.model import Prefix
-from edgectl.testing.processes import alive
+from edgectl.testing.processes import EDGECTL, alive
 from edgectl.testing.wait import wait_until
 
 PYTHON = sys.executable
@@ -40,20 +40,12 @@ OUTCOMES = ("CONNECTED", "RESET", "UNREACHABLE", "TIMEOUT")
 _EXPECT = re.compile(r":\s*(" + "|".join(OUTCOMES) + r")\s*$")
 
 
-def lab_command() -> list[str]:
-    """``edgectl lab`` once the main CLI has it, else the module's own entry point."""
-    edgectl = Path(PYTHON).with_name("edgectl")
-    check = subprocess.run(
-        [str(edgectl), "lab", "--help"], capture_output=True, check=False, timeout=60
-    )
-    if check.returncode == 0:
-        return [str(edgectl), "lab"]
-    return [PYTHON, "-m", "edgectl.lab.lab_cli"]
+LAB = [EDGECTL, "lab"]
 
 
 def lab(*args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*lab_command(), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*LAB, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -264,7 +256,7 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
 def test_down_removes_everything_after_up_was_killed(lab_name: str) -> None:
     directory = STATE_ROOT / lab_name
     up = subprocess.Popen(
-        [*lab_command(), "up", "--name", lab_name],
+        [*LAB, "up", "--name", lab_name],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -30,7 +30,6 @@ from gateway_fixtures import (
     DYN4_A,
     DYN4_B,
     DYN4_C,
-    EDGECTL,
     MX4,
     MX4_SECOND,
     PORTAL4,
@@ -45,7 +44,7 @@ from edgectl.controller.store import Store, tokens
 from edgectl.lab.probe import Listener, Outcome
 from edgectl.lab.topology import Topology
 from edgectl.lab.web import Reply, http_request, text_server
-from edgectl.testing.processes import stop
+from edgectl.testing.processes import EDGECTL, stop
 from edgectl.testing.rest import HttpError, Rest
 from edgectl.testing.wait import wait_until
 
@@ -143,7 +142,7 @@ def stack_fixture(topology: Topology, tmp_path_factory: pytest.TempPathFactory) 
         log = (workdir / "portal.log").open("ab")
         stack.callback(log.close)
         portal = subprocess.Popen(
-            [*EDGECTL, "portal", "run", "--config", str(config)],
+            [EDGECTL, "portal", "run", "--config", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

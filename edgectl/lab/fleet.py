@@ -78,7 +78,7 @@ from edgectl.lab.topology import (
     remove_leftovers,
     standard_topology,
 )
-from edgectl.testing.fleet import agent_files, create_token, write_private
+from edgectl.testing.fleet import AgentFiles, create_token, write_private
 from edgectl.testing.processes import alive
 from edgectl.testing.rest import HttpError, Rest
 from edgectl.testing.wait import wait_until
@@ -786,8 +786,7 @@ def accounting(
 
 
 def _start_agent(state: LabState, gateway: str, token: str) -> int:
-    files = agent_files(
-        state.directory / gateway,
+    config = AgentFiles(state.directory / gateway).write(
         token=token,
         controller_url=state.mgmt_url(gateway),
         gateway=gateway,
@@ -797,7 +796,6 @@ def _start_agent(state: LabState, gateway: str, token: str) -> int:
         metrics_listen=AGENT_METRICS,
         settings=LAB_AGENT,
     )
-    config = files.config
     return _spawn(
         state,
         f"agent-{gateway}",

@@ -71,10 +71,7 @@ class AgentFiles:
     def state_dir(self) -> Path:
         return self.home / "state"
 
-    def set_token(self, token: str) -> None:
-        write_private(self.token_file, token + "\n")
-
-    def write_config(
+    def write(
         self,
         *,
         controller_url: str,
@@ -82,9 +79,13 @@ class AgentFiles:
         netns: str,
         metrics_listen: str = "",
         settings: Mapping[str, object] | None = None,
+        token: str | None = None,
     ) -> Path:
-        """The agent's config: where it runs and reports, then ``settings`` (timings,
-        anything else of the ``[agent]`` table)."""
+        """The agent's config (where it runs and reports, then ``settings``: timings,
+        anything else of the ``[agent]`` table) and, given one, its token file."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if token is not None:
+            write_private(self.token_file, token + "\n")
         values: dict[str, object] = {
             "controller_url": controller_url,
             "gateway": gateway,
@@ -96,27 +97,3 @@ class AgentFiles:
         }
         write_private(self.config, toml_table("agent", values))
         return self.config
-
-
-def agent_files(
-    home: Path,
-    *,
-    token: str,
-    controller_url: str,
-    gateway: str,
-    netns: str,
-    metrics_listen: str = "",
-    settings: Mapping[str, object] | None = None,
-) -> AgentFiles:
-    """Make ``home`` and an agent's token file and config in it."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    files = AgentFiles(home)
-    files.set_token(token)
-    files.write_config(
-        controller_url=controller_url,
-        gateway=gateway,
-        netns=netns,
-        metrics_listen=metrics_listen,
-        settings=settings,
-    )
-    return files

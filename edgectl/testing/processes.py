@@ -8,12 +8,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from edgectl.testing.rest import Rest
 from edgectl.testing.wait import wait_until
+
+# The installed command line, as operators run it (the venv's entry point).
+EDGECTL = str(Path(sys.executable).with_name("edgectl"))
 
 
 def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
