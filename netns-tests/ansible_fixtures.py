@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from edgectl import __version__
-from edgectl.controller.api.models import GatewaySettingsIn
 from edgectl.lab import netns
 from edgectl.lab.topology import OWNER_DIR, Topology, new_prefix, standard_topology
 from edgectl.testing.processes import stop
@@ -74,7 +73,7 @@ def gateway_settings() -> dict[str, Any]:
     reset, the standard mail ports) but differ from the defaults where they
     can, so that reaching the controller is visible.
     """
-    settings: dict[str, Any] = {
+    return {
         "hooks": ["forward"],
         "block_action": "reset",
         "mail_ports": [25, 465, 587, 2525],
@@ -86,11 +85,6 @@ def gateway_settings() -> dict[str, Any]:
         "meter_size": 131072,
         "track_non_mail": True,
     }
-    # Until the API accepts track_non_mail (issue 9, item 3, made on another
-    # branch), a tree whose API refuses it cannot deploy it.
-    if "track_non_mail" not in GatewaySettingsIn.model_fields:
-        del settings["track_non_mail"]
-    return settings
 
 
 def venv_tool(name: str) -> Path:
