@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,8 @@ from edgectl.agent import kernel_readback as kr
 from edgectl.agent.netlink.constants import NFPROTO_INET
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
+from edgectl.testing.fleet import AgentFiles
+from edgectl.testing.processes import stop
 
 # The command the systemd unit runs (the console script, through edgectl.cli),
 # so start-up figures include what a gateway really pays before its first step.
@@ -36,26 +37,16 @@ def write_agent(
     poll_wait: float = 30.0,
 ) -> Path:
     """Config, token file and state dir of one agent under ``workdir/name``; returns the config."""
-    home = workdir / name
-    home.mkdir(parents=True, exist_ok=True)
-    token_file = home / "token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
     metrics = "" if metrics_port is None else f"127.0.0.1:{metrics_port}"
-    config = home / "agent.toml"
-    config.write_text(
-        "[agent]\n"
-        f'controller_url = "{controller_url}"\n'
-        f'gateway = "{name}"\n'
-        f'token_file = "{token_file}"\n'
-        f'state_dir = "{home / "state"}"\n'
-        f'netns = "{netns}"\n'
-        f'metrics_listen = "{metrics}"\n'
-        f"poll_wait = {poll_wait}\n"
-        "backoff_min = 0.2\nbackoff_max = 2\n"
+    timings = {"poll_wait": poll_wait, "backoff_min": 0.2, "backoff_max": 2}
+    return AgentFiles(workdir / name).write(
+        token=token,
+        controller_url=controller_url,
+        gateway=name,
+        netns=netns,
+        metrics_listen=metrics,
+        settings=timings,
     )
-    return config
 
 
 @contextmanager
@@ -72,15 +63,11 @@ def agents(configs: list[Path], logdir: Path) -> Iterator[list[subprocess.Popen[
                 )
         yield procs
     finally:
-        for proc in procs:
+        for proc in procs:  # all told at once: they stop in parallel
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 class Probe:
@@ -102,15 +89,6 @@ class Probe:
         except NetlinkError:
             return False  # no table/set yet
         return not missing
-
-
-def wait_for(condition: object, timeout: float, what: str, step: float = 0.05) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(step)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -100,7 +100,7 @@ def measure(size: int, deltas: int, tag: str) -> dict[str, list[float]]:
     ):
         kernel = _TimedKernel(ns)
         agent = Agent(
-            LoopSettings(GATEWAY),
+            LoopSettings.defaults(GATEWAY),
             kernel,
             _NoController(),
             StateStore(Path(tmp)),

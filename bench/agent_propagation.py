@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _common import BENCH_BASE, install_signal_handlers, median, namespace, run_id
 from _results import Row, emit
-from agent_common import Probe, agents, cpu_seconds, wait_for, write_agent
+from agent_common import Probe, agents, cpu_seconds, write_agent
 from controller_common import address, controller, seed_accounts, seed_quarantines, token
 
 from edgectl.controller.auth import Role
@@ -48,6 +48,7 @@ from edgectl.controller.store.catalog import create_pool
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import new_prefix, standard_topology
 from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix
+from edgectl.testing.wait import wait_until
 
 # acct9 is 100.64.0.10 (address(i) = 100.64.0.0 + 1 + i): the lab's dyn4 host,
 # so the first quarantine can be checked with a real TCP connect too.
@@ -151,15 +152,17 @@ def main() -> None:
         probes = {name: Probe(netns[name]) for name in names}
         for probe in probes.values():
             stack.callback(probe.close)
-        wait_for(
-            lambda: all(p.has_table() for p in probes.values()), 180, "every agent's first sync"
+        wait_until(
+            lambda: all(p.has_table() for p in probes.values()),
+            180,
+            what="every agent's first sync",
         )
         if args.held:
             last_held = socket.inet_aton(address(HELD_FIRST + args.held - 1).address)
-            wait_for(
+            wait_until(
                 lambda: all(probes[n].has(PROBE_SET, last_held) for n in labs_names),
                 180,
-                "the held keys in the lab gateways' kernels",
+                what="the held keys in the lab gateways' kernels",
             )
         synced = time.monotonic() - started
         quiet = settle_agents([p.pid for p in procs])

@@ -46,11 +46,12 @@ from _common import (
     run_id,
 )
 from _results import emit_samples
-from agent_common import Probe, agents, cpu_seconds, rss_mib, wait_for, write_agent
+from agent_common import Probe, agents, cpu_seconds, rss_mib, write_agent
 
 from edgectl.model import DesiredState, QuarantineMode
 from edgectl.model.delta import diff
 from edgectl.model.serial import delta_to_data, state_to_data
+from edgectl.testing.wait import wait_until
 
 GATEWAY = "bench-gw"
 
@@ -172,10 +173,12 @@ def one_round(
         # 1. Cold start: no state file, the snapshot comes from the controller.
         started = time.monotonic()
         with agents([config], workdir) as procs:
-            wait_for(lambda: probe.has("q_smtp_4", key), 600, "cold start", step=0.01)
+            wait_until(lambda: probe.has("q_smtp_4", key), 600, what="cold start", interval=0.01)
             got["cold"] = time.monotonic() - started
             pid = procs[0].pid
-            wait_for(lambda: (config.parent / "state" / "applied.json").exists(), 600, "persist")
+            wait_until(
+                lambda: (config.parent / "state" / "applied.json").exists(), 600, what="persist"
+            )
             print(f"  rep {rep + 1}: cold start {got['cold']:.2f} s", flush=True)
             time.sleep(2)  # let the state-file writer and first report settle before sampling
             # 2. Steady state: nothing changes.
@@ -197,9 +200,9 @@ def one_round(
             # while that process is still exiting.
             flushed = time.monotonic()
             run(["ip", "netns", "exec", ns, "nft", "flush", "ruleset"])
-            wait_for(probe.has_table, 120, "structure back", step=0.01)
+            wait_until(probe.has_table, 120, what="structure back", interval=0.01)
             got["structure"] = time.monotonic() - flushed
-            wait_for(lambda: probe.has("q_smtp_4", key), 120, "repair", step=0.01)
+            wait_until(lambda: probe.has("q_smtp_4", key), 120, what="repair", interval=0.01)
             got["repair"] = time.monotonic() - flushed
             print(
                 f"  rep {rep + 1}: nft flush ruleset -> table back {got['structure']:.2f} s, "
@@ -209,7 +212,9 @@ def one_round(
         # 4. Restart from the state file (controller answers only after the restore).
         restarted = time.monotonic()
         with agents([config], workdir):
-            wait_for(lambda: log_has(log, "restored revision"), 600, "restore", step=0.02)
+            wait_until(
+                lambda: log_has(log, "restored revision"), 600, what="restore", interval=0.02
+            )
             got["restart"] = time.monotonic() - restarted
             print(f"  rep {rep + 1}: restart from disk {got['restart']:.2f} s", flush=True)
     return got

@@ -40,10 +40,10 @@ from _results import Row, emit
 from edgectl.agent.apply import Dataplane
 from edgectl.lab.flows import Kind, Stream
 from edgectl.lab.netns import in_netns
-from edgectl.lab.probe import wait_until
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
 from edgectl.model.delta import diff
 from edgectl.model.serial import state_from_data
+from edgectl.testing.wait import wait_until
 
 HELD, OTHER, NOISE, SERVER = "100.64.0.10", "100.64.0.11", "100.64.0.12", "203.0.113.25"
 KINDS: tuple[Kind, ...] = ("udp", "tcp-up", "tcp-down")

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -15,13 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, bulk_holds, gateways, holds, tokens
 from edgectl.controller.store.catalog import create_pool
 from edgectl.controller.store.subscribers import Binding, bind_many
 from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix, QuarantineMode
+from edgectl.testing.processes import free_port, serving
 
 ENTRY = ["-m", "edgectl.controller"]  # the controller commands, as `edgectl` runs them
 BASE = int(ipaddress.IPv4Address("100.64.0.0"))
@@ -83,47 +79,21 @@ def token(store: Store, role: Role) -> str:
     return tokens.create(store, f"bench-{role.value}-{time.monotonic_ns()}", role)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def controller(path: Path) -> Iterator[tuple[str, int]]:
     """Serve ``path`` from a separate process; yields (base URL, pid)."""
-    port = _free_port()
+    port = free_port()
     env = {
-        **os.environ,
         "EDGECTL_CONTROLLER_DATABASE_URL": f"sqlite:///{path}",
         "EDGECTL_CONTROLLER_HOST": "127.0.0.1",
         "EDGECTL_CONTROLLER_PORT": str(port),
         "EDGECTL_CONTROLLER_LOG_LEVEL": "warning",
         "EDGECTL_CONTROLLER_CONFIG": "",
     }
-    server = subprocess.Popen([sys.executable, *ENTRY, "controller"], env=env)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError("controller exited")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("controller did not come up in 30 s")
-            time.sleep(0.05)
+    argv = [sys.executable, *ENTRY, "controller"]
+    with serving(argv, base, log=path.parent / "controller.log", env=env) as server:
         yield base, server.pid
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def peak_rss_mb(pid: int) -> float:

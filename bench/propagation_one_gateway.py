@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _common import BENCH_BASE, install_signal_handlers, namespace, run_id
 from _results import Row, emit
-from agent_common import Probe, agents, cpu_seconds, wait_for, write_agent
+from agent_common import Probe, agents, cpu_seconds, write_agent
 from controller_common import (
     address,
     controller,
@@ -53,6 +53,7 @@ from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, gateways
 from edgectl.controller.store.catalog import create_pool
 from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix
+from edgectl.testing.wait import wait_until
 
 IPV4_ADDR = 7  # nft datatype id of ipv4_addr
 
@@ -89,7 +90,7 @@ def _key(index: int) -> bytes:
 
 def _holding_set(probe: Probe, held: int, timeout: float) -> str:
     """The IPv4 set (or map) holding the seeded quarantines, once all of them are in."""
-    wait_for(probe.has_table, timeout, "the agent's first sync")
+    wait_until(probe.has_table, timeout, what="the agent's first sync")
     found: list[str] = []
 
     def synced() -> bool:
@@ -104,7 +105,7 @@ def _holding_set(probe: Probe, held: int, timeout: float) -> str:
         found[:] = [n for n in names if probe.has(n, _key(0)) and probe.has(n, _key(held - 1))]
         return bool(found)
 
-    wait_for(synced, timeout, f"{held:,} held keys in the kernel", step=0.5)
+    wait_until(synced, timeout, what=f"{held:,} held keys in the kernel", interval=0.5)
     return found[0]
 
 

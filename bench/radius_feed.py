@@ -6,10 +6,11 @@ reconnect storm, and that nothing acknowledged is lost.
     .venv/bin/python bench/radius_feed.py --postgres  # the same into PostgreSQL (root)
 
 A controller process on a fresh SQLite file (or, with --postgres, a fresh
-database on a local PostgreSQL server with durable commits, bench/_postgres.py;
-one /10 dynamic pool, one gateway) listens for accounting on 127.0.0.1; --nas senders, each from its
-own loopback address (127.0.1.N, a client of its own in the clients file),
-send Acct-Start packets for distinct accounts and addresses, like BNGs do:
+database on a local PostgreSQL server with durable commits,
+edgectl/testing/pgserver.py; one /10 dynamic pool, one gateway) listens for
+accounting on 127.0.0.1; --nas senders, each from its own loopback address
+(127.0.1.N, a client of its own in the clients file), send Acct-Start packets
+for distinct accounts and addresses, like BNGs do:
 
 * sustained: each NAS keeps --window requests outstanding and sends the next
   when one is answered (retransmitting after --retry seconds); the figure is
@@ -32,12 +33,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import os
 import selectors
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,15 +46,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _postgres
-import httpx
 import sqlalchemy as sa
 from _common import install_signal_handlers
 from _results import Row, emit
-from controller_common import ENTRY, _free_port, address, seed_world
+from controller_common import ENTRY, address, seed_world
 
 from edgectl.controller.radius import codec
 from edgectl.controller.store import Store
+from edgectl.testing import pgserver
+from edgectl.testing.processes import free_port, serving
 
 SECRET = "bench-secret-0123456789"
 PORT_WAIT = 30.0
@@ -115,42 +113,18 @@ def controller(url: str, nas_count: int, work: Path) -> Iterator[tuple[int, int]
         )
     )
     clients.chmod(0o600)
-    radius_port, http_port = _free_udp_port(), _free_port()
+    radius_port, http_port = free_port(kind=socket.SOCK_DGRAM), free_port()
     config = work / "controller.toml"
     config.write_text(
         f'[controller]\ndatabase_url = "{url}"\nport = {http_port}\n'
         'log_level = "warning"\n\n'
         f'[controller.radius]\nlisten = "127.0.0.1:{radius_port}"\nclients = "{clients}"\n'
     )
-    env = {**os.environ, "EDGECTL_CONTROLLER_CONFIG": str(config)}
-    server = subprocess.Popen([sys.executable, *ENTRY, "controller"], env=env)
-    try:
-        deadline = time.monotonic() + PORT_WAIT
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError("controller exited")
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("controller did not come up")
-            time.sleep(0.05)
+    env = {"EDGECTL_CONTROLLER_CONFIG": str(config)}
+    argv = [sys.executable, *ENTRY, "controller"]
+    base = f"http://127.0.0.1:{http_port}"
+    with serving(argv, base, log=work / "controller.log", env=env, timeout=PORT_WAIT) as server:
         yield radius_port, server.pid
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _senders(port: int, nas_count: int, total: int, words: object) -> list[Nas]:
@@ -299,13 +273,13 @@ def main() -> int:
     backend = "PostgreSQL" if args.postgres else "SQLite"
 
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(_postgres.server()) if args.postgres else None
+        pg = stack.enter_context(pgserver.running(durable=True)) if args.postgres else None
 
         def database(name: str, work: Path) -> str:
             """A fresh database for one phase of one run."""
             if pg is None:
                 return f"sqlite:///{work / 'controller.db'}"
-            return _postgres.create_database(pg, name)
+            return pg.create_database(name)
 
         rates: list[float] = []
         storms: list[float] = []

@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _common import BENCH_BASE, install_signal_handlers, machine
 from _results import Row, emit
-from agent_common import agents, wait_for, write_agent
-from controller_common import _free_port, percentile, settle_store, token
+from agent_common import agents, write_agent
+from controller_common import percentile, settle_store, token
 
 from edgectl.controller.auth import Role
 from edgectl.controller.radius import codec
@@ -57,6 +57,8 @@ from edgectl.lab import netns
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import new_prefix, standard_topology
 from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix, QuarantineMode
+from edgectl.testing.processes import free_port
+from edgectl.testing.wait import wait_until
 
 SECRET = "bench-secret-0123456789"
 GOAL_MS = 300.0
@@ -118,12 +120,6 @@ def _controller_config(work: Path, db: Path, http_port: int, radius_port: int) -
     return config
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reduced", action="store_true", help="60 logins, 10k held")
@@ -160,7 +156,7 @@ def main() -> int:
                 link.add_address(dyn4.ifname, f"{login_address(index)}/16")
         listener = stack.enter_context(Listener(mx.ns, [mx.ipv4], [MX_PORT], hold=False))
 
-        http_port, radius_port = _free_port(), _free_udp_port()
+        http_port, radius_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
         config = _controller_config(work, db, http_port, radius_port)
         env = {**os.environ, "EDGECTL_CONTROLLER_CONFIG": str(config)}
         controller_log = (work / "controller.log").open("wb")
@@ -194,7 +190,7 @@ def main() -> int:
             except httpx.TransportError:
                 return False
 
-        wait_for(healthy, 60, "the controller to answer /healthz")
+        wait_until(healthy, 60, what="the controller to answer /healthz")
         agent_config = write_agent(work, "gw", agent_token, topology.gateway_ns, base)
         stack.enter_context(agents([agent_config], work))
 
@@ -206,7 +202,7 @@ def main() -> int:
             )
 
         started = time.monotonic()
-        wait_for(converged, 300, "the agent's first sync", step=0.2)
+        wait_until(converged, 300, what="the agent's first sync", interval=0.2)
         print(f"agent in sync with {held:,} held in {time.monotonic() - started:.1f} s")
 
         nas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

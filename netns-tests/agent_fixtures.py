@@ -14,27 +14,27 @@ a poll with a deadline, and namespaces go with their topology.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edgectl.controller.auth import Role
-from edgectl.controller.store import Store, tokens
-from edgectl.lab.probe import Listener, Outcome, connect, wait_until
+from edgectl.controller.store import Store
+from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, new_prefix, standard_topology
+from edgectl.testing import processes
+from edgectl.testing.fleet import FAST_AGENT, AgentFiles, create_token, toml_table, write_private
+from edgectl.testing.processes import EDGECTL, free_port, stop
+from edgectl.testing.rest import HttpError, Rest
+from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py: leftovers of dead runs are removed by it
 GATEWAYS = ("gw-a", "gw-b")
@@ -58,74 +58,34 @@ CONTROLLER_MAIN = (
 )
 
 
-def agent_command() -> list[str]:
-    """``edgectl agent`` once the main CLI has it, else the package's own entry point."""
-    probe = subprocess.run(
-        [str(Path(PYTHON).with_name("edgectl")), "agent", "--help"],
-        capture_output=True,
-        check=False,
-    )
-    if probe.returncode == 0:
-        return [str(Path(PYTHON).with_name("edgectl")), "agent"]
-    return [PYTHON, "-m", "edgectl.agent.daemon"]
-
-
-def poll(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """True as soon as ``condition`` holds; False once ``timeout`` seconds have passed."""
-    return wait_until(condition, timeout=timeout, interval=step)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _stop(
-    proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, grace: float = 10.0
-) -> int | None:
-    if proc is None or proc.poll() is not None:
-        return None if proc is None else proc.returncode
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(timeout=10)
-
-
-class HttpError(AssertionError):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status
+AGENT = [EDGECTL, "agent"]
 
 
 # --- controller ----------------------------------------------------------------
 
 
 class Controller:
-    def __init__(self, workdir: Path) -> None:
+    """``edgectl controller`` on ``database_url``, or on a SQLite file in ``workdir``."""
+
+    def __init__(self, workdir: Path, database_url: str | None = None) -> None:
         self.workdir = workdir
         self.db = workdir / "controller.db"
+        self.database_url = database_url or f"sqlite:///{self.db}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "controller.toml"
-        self.config.write_text(
-            "[controller]\n"
-            f'database_url = "sqlite:///{self.db}"\n'
-            f"port = {self.port}\n"
-            "poll_interval = 0.05\n"
-            "sweep_interval = 0.2\n"
+        settings = {
+            "database_url": self.database_url,
+            "port": self.port,
+            "poll_interval": 0.05,
+            "sweep_interval": 0.2,
             # The escalation engine's pass (no policy exists unless a test makes one).
-            "escalation_interval = 0.5\n"
-            'log_level = "warning"\n'
-        )
-        store = Store.open(f"sqlite:///{self.db}", migrate=True)
-        try:
-            self.token = tokens.create(store, "agent-tests", Role.NETOPS)
-        finally:
-            store.close()
+            "escalation_interval": 0.5,
+            "log_level": "warning",
+        }
+        self.config.write_text(toml_table("controller", settings))
+        self.token = create_token(self.database_url, "agent-tests", "netops")
+        self.rest = Rest(self.url, self.token)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "controller.log"
 
@@ -137,29 +97,26 @@ class Controller:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        assert poll(self.healthy, START_TIMEOUT, 0.05), f"controller did not start:\n{self.logs()}"
+        assert wait_until(self.healthy, START_TIMEOUT, 0.05), (
+            f"controller did not start:\n{self.logs()}"
+        )
 
     def kill(self) -> None:
-        _stop(self.proc, signal.SIGKILL)
+        stop(self.proc, signal.SIGKILL)
 
     def stop(self) -> None:
         # uvicorn's graceful stop waits out open long-polls; nothing here needs that.
-        _stop(self.proc, signal.SIGTERM, grace=3.0)
+        stop(self.proc, signal.SIGTERM, grace=3.0)
 
     def healthy(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return self.proc is not None and self.proc.poll() is None and self.rest.healthy()
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database (SQLite's online backup)."""
+        assert self.database_url == f"sqlite:///{self.db}", "backups are of the SQLite file"
         with sqlite3.connect(self.db) as source, sqlite3.connect(target) as copy:
             source.backup(copy)
 
@@ -171,19 +128,7 @@ class Controller:
         self.db.write_bytes(backup.read_bytes())
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                text = response.read().decode()
-        except urllib.error.HTTPError as error:
-            raise HttpError(error.code, error.read().decode(errors="replace")) from None
-        return json.loads(text) if text else None
+        return self.rest.call(method, path, body)
 
 
 # --- agents --------------------------------------------------------------------
@@ -198,56 +143,45 @@ class AgentProc:
         self.netns = netns
         self.workdir = workdir / gateway
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.state_dir = self.workdir / "state"
-        self.token_file = self.workdir / "token"
+        self.files = AgentFiles(self.workdir)
+        self.state_dir = self.files.state_dir
+        self.token_file = self.files.token_file
+        self.config = self.files.config
         self.metrics_port = free_port()
-        self.config = self.workdir / "agent.toml"
         self.log = self.workdir / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.write_config(controller_url)
 
     def write_config(self, controller_url: str, **extra: Any) -> None:
-        lines = [
-            "[agent]",
-            f'controller_url = "{controller_url}"',
-            f'gateway = "{self.gateway}"',
-            f'token_file = "{self.token_file}"',
-            f'state_dir = "{self.state_dir}"',
-            f'netns = "{self.netns}"',
-            f'metrics_listen = "127.0.0.1:{self.metrics_port}"',
-            "poll_wait = 20",
-            "backoff_min = 0.1",
-            "backoff_max = 0.5",
-            "drift_interval = 0.25",
-            "report_interval = 2",
-            "report_min_gap = 0.5",
-            *(f"{key} = {json.dumps(value)}" for key, value in extra.items()),
-        ]
-        self.config.write_text("\n".join(lines) + "\n")
+        self.files.write(
+            controller_url=controller_url,
+            gateway=self.gateway,
+            netns=self.netns,
+            metrics_listen=f"127.0.0.1:{self.metrics_port}",
+            settings={**FAST_AGENT, **extra},
+        )
 
     def set_token(self, token: str) -> None:
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(token + "\n")
+        write_private(self.token_file, token + "\n")
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "agent already running"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*agent_command(), "run", "--config", str(self.config)],
+                [*AGENT, "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        assert poll(lambda: self.metrics() is not None, START_TIMEOUT, 0.05), self.logs()
+        assert wait_until(lambda: self.metrics() is not None, START_TIMEOUT, 0.05), self.logs()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def terminate(self) -> int | None:
-        return _stop(self.proc)
+        return stop(self.proc)
 
     def kill(self) -> None:
-        _stop(self.proc, signal.SIGKILL)
+        stop(self.proc, signal.SIGKILL)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -256,11 +190,10 @@ class AgentProc:
         if not self.running():
             return None
         try:
-            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                text: str = response.read().decode()
-                return text
-        except OSError:
+            return Rest(f"http://127.0.0.1:{self.metrics_port}", timeout=2).request(
+                "GET", "/metrics"
+            )
+        except (OSError, HttpError):
             return None
 
     def metric(self, name: str, **labels: str) -> float | None:
@@ -273,10 +206,10 @@ class AgentProc:
         return None
 
     def wait_log(self, text: str, timeout: float = 10.0) -> bool:
-        return poll(lambda: text in self.logs(), timeout, 0.02)
+        return wait_until(lambda: text in self.logs(), timeout, 0.02)
 
     def wait_metric(self, name: str, value: float, timeout: float = 10.0) -> bool:
-        return poll(lambda: self.metric(name) == value, timeout, 0.05)
+        return wait_until(lambda: self.metric(name) == value, timeout, 0.05)
 
     def applied_revision(self) -> int | None:
         match = _REVISION.search(self.metrics() or "")
@@ -297,9 +230,11 @@ class Site:
 
 
 class System:
-    def __init__(self, workdir: Path, topologies: dict[str, Topology]) -> None:
+    def __init__(
+        self, workdir: Path, topologies: dict[str, Topology], database_url: str | None = None
+    ) -> None:
         self.workdir = workdir
-        self.controller = Controller(workdir)
+        self.controller = Controller(workdir, database_url)
         self.controller.start()
         self._world()
         self.sites: dict[str, Site] = {}
@@ -410,7 +345,7 @@ class System:
                 for site in self.sites.values()
             )
 
-        return poll(check, timeout, 0.05)
+        return wait_until(check, timeout, 0.05)
 
     def close(self) -> None:
         for site in self.sites.values():
@@ -433,7 +368,7 @@ def mail(site: Site, src: str, port: int = 587, dst: str | None = None) -> Outco
 def outcome_becomes(
     site: Site, src: str, expected: Outcome, port: int = 587, timeout: float = CONVERGE_TIMEOUT
 ) -> bool:
-    return poll(lambda: mail(site, src, port) is expected, timeout, 0.05)
+    return wait_until(lambda: mail(site, src, port) is expected, timeout, 0.05)
 
 
 # --- fixtures ------------------------------------------------------------------
@@ -455,12 +390,14 @@ def topologies_fixture(leftovers_removed: list[str]) -> Iterator[dict[str, Topol
 
 @pytest.fixture(scope="module", name="system")
 def system_fixture(
-    topologies: dict[str, Topology], tmp_path_factory: pytest.TempPathFactory
+    topologies: dict[str, Topology],
+    tmp_path_factory: pytest.TempPathFactory,
+    controller_database: str | None,
 ) -> Iterator[System]:
     workdir = tmp_path_factory.mktemp("agent-system")
     made: list[System] = []
     try:
-        made.append(System(workdir, topologies))
+        made.append(System(workdir, topologies, controller_database))
         for agent in made[0].agents():
             agent.start()
         assert made[0].converged(), "agents did not converge at start"
@@ -493,16 +430,7 @@ def clean_fixture(system: System) -> Iterator[System]:
 
 def nft(site: Site, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``nft`` inside ``site``'s gateway namespace only, never the host's ruleset."""
-    proc = subprocess.run(
-        ["ip", "netns", "exec", site.topology.gateway_ns, "nft", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if check:
-        assert proc.returncode == 0, f"nft {' '.join(args)}: {proc.stderr}"
-    return proc
+    return processes.nft(site.topology.gateway_ns, *args, check=check)
 
 
 def has_table(site: Site) -> bool:
@@ -511,7 +439,7 @@ def has_table(site: Site) -> bool:
 
 def agent_cli(agent: AgentProc, action: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*agent_command(), action, "--config", str(agent.config)],
+        [*AGENT, action, "--config", str(agent.config)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -541,7 +469,7 @@ def quarantine_offline(controller: Controller, account: str) -> None:
     from edgectl.controller.store import holds
     from edgectl.model import QuarantineMode
 
-    store = Store.open(f"sqlite:///{controller.db}", migrate=False)
+    store = Store.open(controller.database_url, migrate=False)
     try:
         spec = holds.QuarantineSpec(mode=QuarantineMode.SMTP, reason="offline", account=account)
         holds.quarantine(store, "token:agent-tests", spec)

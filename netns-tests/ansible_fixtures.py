@@ -34,18 +34,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgectl import __version__
-from edgectl.controller.api.models import GatewaySettingsIn
 from edgectl.lab import netns
-from edgectl.lab.probe import wait_until
 from edgectl.lab.topology import OWNER_DIR, Topology, new_prefix, standard_topology
+from edgectl.testing.processes import stop
+from edgectl.testing.rest import Rest
+from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "ectl-t"  # netns-tests/conftest.py removes leftovers of dead runs
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +73,7 @@ def gateway_settings() -> dict[str, Any]:
     reset, the standard mail ports) but differ from the defaults where they
     can, so that reaching the controller is visible.
     """
-    settings: dict[str, Any] = {
+    return {
         "hooks": ["forward"],
         "block_action": "reset",
         "mail_ports": [25, 465, 587, 2525],
@@ -87,16 +85,6 @@ def gateway_settings() -> dict[str, Any]:
         "meter_size": 131072,
         "track_non_mail": True,
     }
-    # Until the API accepts track_non_mail (issue 9, item 3, made on another
-    # branch), a tree whose API refuses it cannot deploy it.
-    if "track_non_mail" not in GatewaySettingsIn.model_fields:
-        del settings["track_non_mail"]
-    return settings
-
-
-def poll(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    """True as soon as ``condition`` holds; False once ``timeout`` seconds have passed."""
-    return wait_until(condition, timeout=timeout, interval=step)
 
 
 def venv_tool(name: str) -> Path:
@@ -218,14 +206,7 @@ class Service:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, as systemd stops a unit, then SIGKILL after ``grace``."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        stop(self.proc, grace=grace)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -374,7 +355,7 @@ class Fleet:
                 )
         (ssh / "known_hosts").write_text("\n".join(known) + "\n")
         for host, (_, address) in hosts.items():
-            assert poll(lambda a=address: self._port_open(a, 22), START_TIMEOUT), (
+            assert wait_until(lambda a=address: self._port_open(a, 22), START_TIMEOUT, 0.05), (
                 f"sshd of {host} did not listen:\n"
                 + (self.workdir / f"sshd-{host}.log").read_text(errors="replace")
             )
@@ -557,31 +538,11 @@ class Fleet:
         if token is None:
             token_file = self.root("ctl") / "etc/edgectl/bootstrap-netops.token"
             token = token_file.read_text().strip()
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            CONTROLLER_URL + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with netns.in_netns(self.ops_ns):
-            # The socket is made here, in the ops namespace, and keeps it.
-            opener = urllib.request.build_opener(
-                urllib.request.HTTPSHandler(context=self.ssl_context())
-            )
-            try:
-                with opener.open(request, timeout=10) as response:
-                    text = response.read().decode()
-            except urllib.error.HTTPError as error:
-                raise ApiError(error.code, error.read().decode(errors="replace")) from None
-        return json.loads(text) if text else None
+        rest = Rest(CONTROLLER_URL, netns=self.ops_ns, ssl_context=self.ssl_context())
+        return rest.call(method, path, body, token=token)
 
     def healthy(self) -> bool:
-        try:
-            self.api("GET", "/healthz", token="-")
-        except (OSError, ApiError):
-            return False
-        return True
+        return Rest(CONTROLLER_URL, netns=self.ops_ns, ssl_context=self.ssl_context()).healthy()
 
     # --- teardown ------------------------------------------------------------
 
@@ -630,9 +591,3 @@ class Fleet:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise RuntimeError("fleet teardown: " + "; ".join(errors))
-
-
-class ApiError(AssertionError):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status

@@ -16,6 +16,10 @@ import pytest
 from edgectl.lab import netns
 from edgectl.lab.topology import Topology, new_prefix, remove_leftovers, standard_topology
 
+# The tier's shared fixtures, registered here so a test asks for them by name
+# (no import of a fixture function into each test module).
+pytest_plugins = ("agent_fixtures", "database_fixtures", "gateway_fixtures")
+
 # Fixed base for every namespace this tier creates; each topology adds its
 # own 6-hex token, so concurrent runs never collide and an aborted run's
 # leftovers can be found (and removed once their owner is dead).

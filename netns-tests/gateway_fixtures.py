@@ -20,8 +20,7 @@ import contextlib
 import copy
 import json
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,10 @@ from edgectl.agent import kernel_readback
 from edgectl.agent.apply import Dataplane
 from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.lab.netns import in_netns
-from edgectl.lab.probe import Listener, Outcome, connect, udp_query, wait_until
+from edgectl.lab.probe import Listener, Outcome, connect, udp_query
 from edgectl.lab.topology import Topology
+from edgectl.testing.processes import EDGECTL, nft
+from edgectl.testing.wait import wait_until
 
 # An expected TIMEOUT (a dropped SYN) costs this much; nothing on a veth takes
 # anywhere near as long to answer, so a CONNECTED or RESET is never mistaken
@@ -87,17 +88,6 @@ def check_addresses(topology: Topology) -> None:
     for address, name in {**SOURCE_HOST, **SERVER_HOST}.items():
         held = topology.hosts[name].addresses
         assert address in held, f"lab host {name} no longer holds {address}: {held}"
-
-
-def _edgectl_command() -> list[str]:
-    """The venv's ``edgectl`` entry point (what operators run), else the module."""
-    script = Path(sys.executable).with_name("edgectl")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from edgectl.cli import main; sys.exit(main())"]
-
-
-EDGECTL = _edgectl_command()
 
 
 # --- policies ----------------------------------------------------------------
@@ -202,20 +192,13 @@ def outcomes(topology: Topology, probes: list[Probe], *, expect_drop: bool) -> d
         return dict(zip(probes, pool.map(run, probes), strict=True))
 
 
-def poll(
-    condition: Callable[[], bool], deadline: float = POLL_DEADLINE, step: float = 0.05
-) -> bool:
-    """Poll ``condition`` until true or ``deadline`` seconds pass (bounded, never a bare sleep)."""
-    return wait_until(condition, timeout=deadline, interval=step)
-
-
 def accepted_reaches(listener: Listener, src: str, port: int, expected: int) -> bool:
     """Poll until ``listener`` has accepted ``expected`` connections from ``src`` on ``port``.
 
     A client's connect returns on the SYN-ACK; the listener thread accepts a
     moment later, so its count is polled, never read once.
     """
-    return poll(lambda: listener.accepted(src, port=port) == expected, 2.0, 0.005)
+    return wait_until(lambda: listener.accepted(src, port=port) == expected, 2.0, 0.005)
 
 
 @dataclass
@@ -304,7 +287,7 @@ class Gateway:
 
     def edgectl(self, *args: str) -> Run:
         proc = subprocess.run(
-            [*EDGECTL, *args], capture_output=True, text=True, timeout=60, check=False
+            [EDGECTL, *args], capture_output=True, text=True, timeout=60, check=False
         )
         return Run(tuple(args), proc.returncode, proc.stdout, proc.stderr)
 
@@ -343,28 +326,11 @@ class Gateway:
 
     def nft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self.ns in self.topology.namespaces()  # never the host's ruleset
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.ns, "nft", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if check:
-            assert proc.returncode == 0, f"nft {' '.join(args)}: {proc.stderr}"
-        return proc
+        return nft(self.ns, *args, check=check)
 
     def nft_script(self, script: str) -> None:
         assert self.ns in self.topology.namespaces()
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.ns, "nft", "-f", "-"],
-            input=script,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
+        nft(self.ns, script=script)
 
     def ruleset(self, *, stateless: bool = False) -> str:
         """``nft list ruleset``; ``stateless`` hides counters and element expiry countdowns."""

@@ -17,19 +17,16 @@ from agent_fixtures import (
     Site,
     System,
     agent_cli,
-    clean_fixture,  # noqa: F401  (a fixture, used by name)
     has_table,
     mail,
     missing_keys,
     nft,
     outcome_becomes,
-    poll,
-    system_fixture,  # noqa: F401
-    topologies_fixture,  # noqa: F401
 )
 
 from edgectl.agent.persist import StateStore
 from edgectl.lab.probe import Outcome
+from edgectl.testing.wait import wait_until
 
 REFUSED = Outcome.RESET
 REPAIR_BUDGET = 5.0  # issue 4: drift repaired within 5 s
@@ -47,10 +44,12 @@ def test_flush_ruleset_is_repaired_within_5s(clean: System) -> None:
     before = _repairs(clean, "gw-a")
     nft(site, "flush", "ruleset")
     flushed = time.monotonic()
-    assert poll(lambda: has_table(site) and mail(site, DYN4_A) is REFUSED, REPAIR_BUDGET, 0.05)
+    assert wait_until(
+        lambda: has_table(site) and mail(site, DYN4_A) is REFUSED, REPAIR_BUDGET, 0.05
+    )
     took = time.monotonic() - flushed
     assert took < REPAIR_BUDGET
-    assert poll(lambda: _repairs(clean, "gw-a") == before + 1, 2)
+    assert wait_until(lambda: _repairs(clean, "gw-a") == before + 1, 2)
     assert "drift in table inet edgectl" in site.agent.logs()
     # The other gateway was never touched and never repaired.
     assert mail(clean.sites["gw-b"], DYN4_A) is REFUSED
@@ -63,9 +62,9 @@ def test_deleted_element_is_repaired_within_5s(clean: System) -> None:
     assert outcome_becomes(site, DYN4_A, REFUSED)
     before = _repairs(clean, "gw-b")
     nft(site, "delete", "element", "inet", "edgectl", "q_smtp_4", "{", DYN4_A, "}")
-    assert poll(lambda: missing_keys(site, "q_smtp_4", [DYN4_A]) == 0, REPAIR_BUDGET, 0.05)
+    assert wait_until(lambda: missing_keys(site, "q_smtp_4", [DYN4_A]) == 0, REPAIR_BUDGET, 0.05)
     assert mail(site, DYN4_A) is REFUSED
-    assert poll(lambda: _repairs(clean, "gw-b") == before + 1, 2)
+    assert wait_until(lambda: _repairs(clean, "gw-b") == before + 1, 2)
 
 
 def test_foreign_commit_elsewhere_is_not_a_repair(clean: System) -> None:
@@ -76,7 +75,9 @@ def test_foreign_commit_elsewhere_is_not_a_repair(clean: System) -> None:
     nft(site, "add", "table", "inet", "othertool")
     try:
         # The agent looked (the generation moved) but found its table intact.
-        assert poll(lambda: (agent.metric("edgectl_agent_drift_checks_total") or 0) > checks, 5)
+        assert wait_until(
+            lambda: (agent.metric("edgectl_agent_drift_checks_total") or 0) > checks, 5
+        )
         assert _repairs(clean, "gw-a") == repairs
     finally:
         nft(site, "delete", "table", "inet", "othertool")
@@ -133,14 +134,14 @@ def test_sigkill_during_apply_then_restart_without_controller(
         addresses = _bulk_quarantine(clean, 20_000)
         # SIGKILL between "applying" (logged just before the commit) and the
         # state file write that follows it.
-        assert poll(lambda: agent.logs().count("applying delta") > logged, 10, 0.002)
+        assert wait_until(lambda: agent.logs().count("applying delta") > logged, 10, 0.002)
         agent.kill()
         clean.controller.kill()
         persisted = StateStore(agent.state_dir).load()  # snapshot + journal
         assert persisted is not None
         keys = {str(key) for key in persisted.state.quarantines}
         agent.start()
-        assert poll(lambda: agent.applied_revision() == persisted.state.revision, 10)
+        assert wait_until(lambda: agent.applied_revision() == persisted.state.revision, 10)
         # Logged just after the revision shows in the metrics: polled, not read once.
         assert agent.wait_log("restored revision")
         # Last good state in force: alice refused; the bulk all in or all out.
@@ -228,7 +229,9 @@ def test_named_counters_carry_over_a_flushed_ruleset_repair(clean: System) -> No
     before = _refused(site, "quarantine_smtp")
     assert before is not None and before >= 6
     nft(site, "flush", "ruleset")
-    assert poll(lambda: has_table(site) and mail(site, DYN4_A) is REFUSED, REPAIR_BUDGET, 0.05)
+    assert wait_until(
+        lambda: has_table(site) and mail(site, DYN4_A) is REFUSED, REPAIR_BUDGET, 0.05
+    )
     # The repair started from the agent's last reading, not from zero; the
     # poll's last attempt is the one refusal since.
     assert _refused(site, "quarantine_smtp") == before + 1

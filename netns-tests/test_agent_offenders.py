@@ -18,18 +18,15 @@ from agent_fixtures import (
     DYN4_C,
     DYN6_A1,
     DYN6_A_KEY,
-    HttpError,
     System,
-    clean_fixture,  # noqa: F401  (a fixture, used by name)
     mail,
-    poll,
-    system_fixture,  # noqa: F401
-    topologies_fixture,  # noqa: F401
 )
 
 from edgectl.agent.daemon.offender_listener import NO_LOG_GROUP
 from edgectl.lab.probe import Outcome
 from edgectl.model import Prefix
+from edgectl.testing.rest import HttpError
+from edgectl.testing.wait import wait_until
 
 BURST = 3
 REPORTED = 15.0  # kernel batch (1 s) + report interval (2 s) + convergence, with room
@@ -83,7 +80,7 @@ def test_a_subscriber_over_its_rate_limit_is_reported_as_an_offender(clean: Syst
         found = offenders(clean)
         return found.get(v4, {}).get("count") == 3 and found.get(v6, {}).get("count") == 2
 
-    assert poll(listed, REPORTED, 0.2), (offenders(clean), gw_a.agent.logs()[-3000:])
+    assert wait_until(listed, REPORTED, 0.2), (offenders(clean), gw_a.agent.logs()[-3000:])
     found = offenders(clean)
     assert found[v4]["gateways"] == ["gw-a"] and found[v4]["shadow"] is False
     assert found[v4]["account"] == "alice" and found[v6]["account"] == "alice"
@@ -106,7 +103,7 @@ def test_a_subscriber_over_its_rate_limit_is_reported_as_an_offender(clean: Syst
         other = clean.api("GET", "/v1/gateways/gw-b")["offenders"]
         return other is not None and other["reason"] == NO_LOG_GROUP
 
-    assert poll(says_why, REPORTED, 0.2)
+    assert wait_until(says_why, REPORTED, 0.2)
     assert clean.api("GET", "/v1/gateways/gw-b")["offenders"]["available"] is False
 
 
@@ -124,7 +121,7 @@ def test_a_log_group_set_later_is_bound_and_the_gateways_add_up(clean: System) -
                 return False
         return True
 
-    assert poll(available, REPORTED, 0.2), clean.sites["gw-b"].agent.logs()[-3000:]
+    assert wait_until(available, REPORTED, 0.2), clean.sites["gw-b"].agent.logs()[-3000:]
     for site in clean.sites.values():
         outcomes = [mail(site, DYN4_C) for _ in range(BURST + 1)]
         assert outcomes == [Outcome.CONNECTED] * BURST + [Outcome.RESET]
@@ -133,6 +130,6 @@ def test_a_log_group_set_later_is_bound_and_the_gateways_add_up(clean: System) -
     def both() -> bool:
         return offenders(clean).get(key, {}).get("gateways") == ["gw-a", "gw-b"]
 
-    assert poll(both, REPORTED, 0.2), offenders(clean)
+    assert wait_until(both, REPORTED, 0.2), offenders(clean)
     entry = offenders(clean)[key]
     assert (entry["count"], entry["account"], entry["shadow"]) == (2, "carol", False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +14,10 @@ from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.agent.persist import StateStore
 from edgectl.lab.netns import in_netns
 from edgectl.model import DesiredState, Pool, PoolKind, Prefix, Quarantine, QuarantineMode
+from edgectl.testing.fleet import AgentFiles
+from edgectl.testing.processes import EDGECTL
 
 # The edgectl entry point of the interpreter running the tests (the venv).
-EDGECTL = str(Path(sys.executable).with_name("edgectl"))
 
 
 @pytest.fixture
@@ -31,21 +31,13 @@ def namespace() -> Iterator[str]:
 
 
 def _config(tmp_path: Path, namespace: str) -> Path:
-    token = tmp_path / "token"
-    token.write_text("edg_not_used_by_restore\n")
-    token.chmod(0o600)
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        "[agent]\n"
+    return AgentFiles(tmp_path).write(
+        token="edg_not_used_by_restore",
         # Nothing listens there: restore must not need the controller.
-        'controller_url = "http://127.0.0.1:9"\n'
-        'gateway = "gw-r"\n'
-        f'token_file = "{token}"\n'
-        f'state_dir = "{tmp_path / "state"}"\n'
-        f'netns = "{namespace}"\n'
-        'metrics_listen = ""\n'
+        controller_url="http://127.0.0.1:9",
+        gateway="gw-r",
+        netns=namespace,
     )
-    return config
 
 
 def _edgectl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -19,17 +19,18 @@ from agent_fixtures import (
     DYN6_B,
     MX4,
     System,
-    clean_fixture,  # noqa: F401  (a fixture, used by name)
     mail,
     outcome_becomes,
-    poll,
     quarantine_offline,
-    system_fixture,  # noqa: F401
-    topologies_fixture,  # noqa: F401
 )
+from database_fixtures import BOTH_BACKENDS
 
 from edgectl.lab.flows import Stream
 from edgectl.lab.probe import Outcome
+from edgectl.testing.wait import wait_until
+
+# The controller's database matters here: run on SQLite and on PostgreSQL.
+pytestmark = BOTH_BACKENDS
 
 REFUSED = Outcome.RESET  # block_action = reset
 
@@ -78,7 +79,9 @@ def test_expiry_frees_the_subscriber(clean: System) -> None:
         assert outcome_becomes(site, DYN4_B, Outcome.CONNECTED, timeout=10)
     # The kernel's own timeout freed bob; the controller's sweep then ends
     # the hold, and the agents follow that removal too.
-    assert poll(lambda: clean.api("GET", "/v1/quarantines?state=expired&account=bob"), 10, 0.1)
+    assert wait_until(
+        lambda: clean.api("GET", "/v1/quarantines?state=expired&account=bob"), 10, 0.1
+    )
     assert clean.converged()
     for site in clean.sites.values():
         assert mail(site, DYN4_B) is Outcome.CONNECTED
@@ -137,7 +140,7 @@ def test_status_reports_reach_the_controller(clean: System) -> None:
             and status["detail"]["counters"]["quarantine_smtp"]["packets"] > 0
         )
 
-    assert poll(reported, 10, 0.1)
+    assert wait_until(reported, 10, 0.1)
     gateway = clean.api("GET", "/v1/gateways/gw-a")
     detail = gateway["status"]["detail"]
     assert detail["counters"]["quarantine_smtp"]["policy"] == "quarantine"
@@ -174,11 +177,11 @@ def test_block_via_api_cuts_the_open_flows_the_key_had(clean: System) -> None:
 
     clean.session("alice", ipv4=DYN4_A)
     with stream(DYN4_A, 5001) as held, stream(DYN4_B, 5002) as other:
-        assert poll(lambda: held.snapshot()[0] > 0 and other.snapshot()[0] > 0, 5.0)
+        assert wait_until(lambda: held.snapshot()[0] > 0 and other.snapshot()[0] > 0, 5.0)
         clean.quarantine("alice", mode="block")
         assert clean.converged()
         # The agent reports the revision only after its commit and the cut.
         converged = time.monotonic()
-        assert poll(lambda: (other.snapshot()[1] or 0.0) > converged + 0.3, 10.0)
+        assert wait_until(lambda: (other.snapshot()[1] or 0.0) > converged + 0.3, 10.0)
         last = held.snapshot()[1]
         assert last is not None and last < converged, "a blocked key's UDP stream goes on"

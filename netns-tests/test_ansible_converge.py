@@ -32,16 +32,17 @@ from ansible_fixtures import (
     REPO,
     SKELETON,
     START_TIMEOUT,
-    ApiError,
     Fleet,
     gateway_settings,
-    poll,
     recap,
     venv_tool,
 )
 
 from edgectl import __version__
 from edgectl.lab.probe import Listener, Outcome, connect
+from edgectl.testing.processes import nft
+from edgectl.testing.rest import HttpError
+from edgectl.testing.wait import wait_until
 
 SUBSCRIBER = "100.64.0.10"  # dyn4 pool, behind both gateways (each has its own lab)
 NEIGHBOUR = "100.64.0.11"  # same pool, not quarantined
@@ -118,7 +119,7 @@ def deployed(fleet: Fleet) -> Deployed:
     )
     fleet.playbook("controller.yml")
     controller = fleet.start("ctl")
-    assert poll(fleet.healthy, START_TIMEOUT, 0.1), controller.logs()
+    assert wait_until(fleet.healthy, START_TIMEOUT, 0.1), controller.logs()
     first = fleet.playbook("site.yml")
     for gateway in GATEWAYS:
         fleet.start(gateway)
@@ -126,7 +127,7 @@ def deployed(fleet: Fleet) -> Deployed:
     def converged() -> bool:
         return all(_gateway(fleet, g).get("converged") is True for g in GATEWAYS)
 
-    assert poll(converged, CONVERGE_TIMEOUT, 0.2), "\n".join(
+    assert wait_until(converged, CONVERGE_TIMEOUT, 0.2), "\n".join(
         fleet.services[g].logs() for g in GATEWAYS
     )
     second = fleet.playbook("site.yml")
@@ -242,7 +243,7 @@ def test_a_quarantine_through_the_api_is_enforced_by_both_agents(
         return connect(ns, MX, SUBMISSION, src=SUBSCRIBER, timeout=0.5) is not Outcome.CONNECTED
 
     for gateway, ns in sources.items():
-        assert poll(lambda n=ns: refused(n), ENFORCE_TIMEOUT, 0.1), (
+        assert wait_until(lambda n=ns: refused(n), ENFORCE_TIMEOUT, 0.1), (
             f"{gateway} does not enforce the quarantine\n{fleet.services[gateway].logs()}"
         )
         # The neighbour in the same pool is untouched.
@@ -374,13 +375,7 @@ def test_the_agent_role_runs_without_a_controller_group(deployed: Deployed) -> N
 
 
 def _nft_tables(ns: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, "nft", "list", "tables"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    return nft(ns, "list", "tables").stdout
 
 
 def test_zz_decommission_leaves_no_table_unit_or_file(deployed: Deployed) -> None:
@@ -404,7 +399,7 @@ def test_zz_decommission_leaves_no_table_unit_or_file(deployed: Deployed) -> Non
         assert not fleet.unit_path(gateway).exists()
         user = fleet.user(gateway)
         assert subprocess.run(["getent", "passwd", user], check=False).returncode != 0
-        with pytest.raises(ApiError) as missing:
+        with pytest.raises(HttpError) as missing:
             _gateway(fleet, gateway)
         assert missing.value.status == 404
     # A second decommission finds nothing to do and still succeeds.

@@ -16,71 +16,49 @@ Playwright never downloads a browser here: it launches Debian's by path.
 
 from __future__ import annotations
 
-import secrets
 import shutil
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import browser_support
 import pytest
+from browser_support import ARGS, STEP_MS, chromium_in, lab_for_browser
 
 from edgectl.lab import fleet, lab_cli
 from edgectl.lab.lab_cli import MX4, QUARANTINED
-from edgectl.lab.probe import Outcome, connect, wait_until
+from edgectl.lab.probe import Outcome, connect
+from edgectl.testing.fleet import create_token
+from edgectl.testing.wait import wait_until
 
 try:
     import playwright.sync_api as playwright_api
 except ImportError:  # setup.sh installs it: missing is a broken set-up, never a skip
     pytest.fail("playwright is not installed: run scripts/setup.sh", pytrace=False)
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "console"
 CONSOLE = f"{fleet.CONTROLLER_LOCAL_URL}/console"
 ADDRESS = "100.64.0.11"  # QUARANTINED's IPv4 in the lab
 CONVERGE_S = 30.0
-STEP_MS = 15_000
 
 
 @pytest.fixture(scope="module")
 def lab(leftovers_removed: list[str]) -> Iterator[fleet.Up]:
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: scripts/setup.sh installs Debian's chromium")
-    name = f"console-{secrets.token_hex(3)}"
-    try:
-        yield fleet.up(name)
-    finally:
-        fleet.down(name)
+    with lab_for_browser("console") as up:
+        yield up
 
 
 @pytest.fixture(scope="module")
 def viewer_token(lab: fleet.Up) -> str:
-    from edgectl.controller.auth import Role
-    from edgectl.controller.store import Store, tokens
-
-    store = Store.open(f"sqlite:///{lab.state.directory / 'controller.db'}", migrate=False)
-    try:
-        return tokens.create(store, "lab-viewer", Role.VIEWER)
-    finally:
-        store.close()
+    return create_token(
+        f"sqlite:///{lab.state.directory / 'controller.db'}", "lab-viewer", "viewer"
+    )
 
 
 @pytest.fixture
 def browser(lab: fleet.Up, tmp_path: Path) -> Iterator[Any]:
     """A fresh Chromium profile, the browser process inside the controller namespace."""
-    wrapper = tmp_path / "chromium-in-ctl-ns"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {lab.state.ctl_ns} {CHROMIUM} "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    wrapper = chromium_in(lab.state.ctl_ns, tmp_path)
     profile = tmp_path / "profile"
     with playwright_api.sync_playwright() as driver:
         context = driver.chromium.launch_persistent_context(
@@ -99,8 +77,7 @@ def browser(lab: fleet.Up, tmp_path: Path) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    browser_support.shot(page, ARTIFACTS, name)
 
 
 def sign_in(page: Any, token: str) -> None:
@@ -264,9 +241,7 @@ def test_viewer_sees_no_controls_and_forged_post_is_403(
 
 
 def test_pages_work_with_javascript_off(lab: fleet.Up, tmp_path: Path) -> None:
-    wrapper = tmp_path / "chromium-in-ctl-ns"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {lab.state.ctl_ns} {CHROMIUM} "$@"\n')
-    wrapper.chmod(0o755)
+    wrapper = chromium_in(lab.state.ctl_ns, tmp_path)
     with playwright_api.sync_playwright() as driver:
         context = driver.chromium.launch_persistent_context(
             str(tmp_path / "profile"),

@@ -33,9 +33,7 @@ from gateway_fixtures import (
     Gateway,
     Servers,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
     listening,
-    poll,
     with_quarantines,
 )
 
@@ -44,6 +42,7 @@ from edgectl.agent.netlink.nfsocket import NfNetlink
 from edgectl.agent.netns import inside
 from edgectl.lab.flows import Kind, Stream
 from edgectl.lab.topology import Topology
+from edgectl.testing.wait import wait_until
 
 PORTS: dict[Kind, int] = {"udp": 5001, "tcp-up": 587, "tcp-down": 8080}
 # How long after the hold the streams are watched (a third of a second of
@@ -76,7 +75,9 @@ class Flows:
             PORTS[kind] + port_offset,
         )
         self.open.append(stream)
-        assert poll(lambda: stream.snapshot()[0] > 0, 5.0), f"{kind} {src}->{dst} never flowed"
+        assert wait_until(lambda: stream.snapshot()[0] > 0, 5.0), (
+            f"{kind} {src}->{dst} never flowed"
+        )
         return stream
 
     def close(self) -> None:
@@ -107,7 +108,7 @@ def arrived_after(moment: float, control: Stream, *streams: Stream) -> list[bool
     WINDOW after the moment: the gateway was forwarding all along, so a
     held stream that stayed silent meanwhile was cut.
     """
-    assert poll(lambda: (control.snapshot()[1] or 0.0) > moment + WINDOW, 10.0)
+    assert wait_until(lambda: (control.snapshot()[1] or 0.0) > moment + WINDOW, 10.0)
     lasts = [stream.snapshot()[1] for stream in streams]
     return [last is not None and last > moment + IN_FLIGHT for last in lasts]
 
@@ -153,7 +154,7 @@ def test_the_stats_request_counts_this_namespace_only(gateway: Gateway, flows: F
     with inside(gateway.ns):
         sock = NfNetlink()
     with sock:
-        assert poll(lambda: (conntrack.entries(sock) or 0) > 0, 5.0)
+        assert wait_until(lambda: (conntrack.entries(sock) or 0) > 0, 5.0)
     quiet = gateway.topology.hosts["mx"].ns  # the flow ends here, but no ruleset tracks it
     with inside(quiet):
         sock = NfNetlink()

@@ -25,8 +25,6 @@ from gateway_fixtures import (
     STATIC4,
     Gateway,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    servers_fixture,  # noqa: F401
     tcp,
     with_profile,
     with_quarantines,

@@ -38,15 +38,13 @@ from gateway_fixtures import (
     Servers,
     accepted_reaches,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    poll,
-    servers_fixture,  # noqa: F401
     tcp,
     with_profile,
 )
 
 from edgectl.lab.probe import Outcome, connect
 from edgectl.lab.topology import Topology
+from edgectl.testing.wait import wait_until
 
 PORT = 587
 # So slow that no token comes back while a test runs: what passes is the burst.
@@ -112,7 +110,7 @@ def test_rate_limit_refills_one_token_per_interval(topology: Topology, gateway: 
         Outcome.CONNECTED,
         Outcome.RESET,
     ]
-    assert poll(lambda: tcp(topology, DYN4_A, MX4, PORT) is Outcome.CONNECTED, 5.0, 0.05)
+    assert wait_until(lambda: tcp(topology, DYN4_A, MX4, PORT) is Outcome.CONNECTED, 5.0, 0.05)
     refilled_after = time.monotonic() - start
     # Not before a second has passed; and not much later either, although the
     # poll made many refused attempts meanwhile: refusals take no token.
@@ -144,7 +142,7 @@ def test_concurrent_cap_refuses_one_over_and_frees_a_slot_on_close(
     gateway.apply(policy)
     for _ in range(cap):
         assert held.open(DYN4_A, MX4) is Outcome.CONNECTED
-    assert poll(lambda: servers.mx.open_connections(DYN4_A, port=PORT) == cap, 2.0)
+    assert wait_until(lambda: servers.mx.open_connections(DYN4_A, port=PORT) == cap, 2.0)
     assert held.open(DYN4_A, MX4) is Outcome.RESET
     # To another destination too: the cap is per subscriber, over all mail.
     assert held.open(DYN4_A, MX4_SECOND) is Outcome.RESET
@@ -153,10 +151,10 @@ def test_concurrent_cap_refuses_one_over_and_frees_a_slot_on_close(
     assert held.open(DYN4_B, MX4) is Outcome.CONNECTED
 
     held.close_one()  # one of DYN4_A's
-    assert poll(lambda: held.open(DYN4_A, MX4) is Outcome.CONNECTED, POLL_DEADLINE)
+    assert wait_until(lambda: held.open(DYN4_A, MX4) is Outcome.CONNECTED, POLL_DEADLINE)
     # That took the freed slot: the cap holds again.
     assert held.open(DYN4_A, MX4) is Outcome.RESET
-    assert poll(lambda: servers.mx.open_connections(DYN4_A, port=PORT) == cap, 2.0)
+    assert wait_until(lambda: servers.mx.open_connections(DYN4_A, port=PORT) == cap, 2.0)
 
 
 def test_per_destination_cap_limits_one_pair_only(
@@ -181,7 +179,7 @@ def test_per_destination_cap_limits_one_pair_only(
 
     # Closing one of the pair frees it again.
     held.close_one()
-    assert poll(lambda: held.open(DYN4_A, MX4) is Outcome.CONNECTED, POLL_DEADLINE)
+    assert wait_until(lambda: held.open(DYN4_A, MX4) is Outcome.CONNECTED, POLL_DEADLINE)
     assert held.open(DYN4_A, MX4) is Outcome.RESET
 
 

@@ -33,15 +33,14 @@ from gateway_fixtures import (
     Gateway,
     Servers,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
     listening,
-    poll,
     with_profile,
 )
 
 from edgectl.lab.netns import in_netns
 from edgectl.lab.probe import Outcome, connect
 from edgectl.lab.topology import Topology
+from edgectl.testing.wait import wait_until
 
 PORT = 587
 MAILS = 8
@@ -81,7 +80,9 @@ def sinks(topology: Topology, servers: Servers) -> Iterator[None]:
             )
         for address in (MX4, MX4_SECOND, MX6):
             # Asked from the MX itself: no gateway, no table in the way.
-            listening = poll(lambda a=address: connect(ns, a, PORT) is Outcome.CONNECTED, 10.0)
+            listening = wait_until(
+                lambda a=address: connect(ns, a, PORT) is Outcome.CONNECTED, 10.0
+            )
             assert listening, f"smtp-sink on {address}:{PORT} never listened"
         yield
     finally:

@@ -21,8 +21,6 @@ from gateway_fixtures import (
     STATIC6,
     Gateway,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    servers_fixture,  # noqa: F401
     tcp,
 )
 

@@ -23,15 +23,13 @@ from gateway_fixtures import (
     Servers,
     accepted_reaches,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    poll,
-    servers_fixture,  # noqa: F401
     tcp,
     with_profile,
 )
 
 from edgectl.lab.probe import Outcome
 from edgectl.lab.topology import Topology
+from edgectl.testing.wait import wait_until
 
 
 def test_baseline_without_policy_everyone_reaches_mx_25(
@@ -169,6 +167,6 @@ def test_exemption_with_expiry_lapses_in_the_kernel(topology: Topology, gateway:
     gateway.apply(policy)
     assert tcp(topology, DYN4_C, MX4, 25) is Outcome.CONNECTED
     # No edgectl run from here on: the element's kernel timeout ends the exemption.
-    assert poll(lambda: tcp(topology, DYN4_C, MX4, 25) is Outcome.RESET, lifetime + 10)
+    assert wait_until(lambda: tcp(topology, DYN4_C, MX4, 25) is Outcome.RESET, lifetime + 10)
     assert datetime.now(UTC) >= expires - timedelta(seconds=0.2)
     assert gateway.plan(policy).code == 0

@@ -34,16 +34,14 @@ from gateway_fixtures import (
     Servers,
     accepted_reaches,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
     outcomes,
-    poll,
-    servers_fixture,  # noqa: F401
     tcp,
     with_quarantines,
 )
 
 from edgectl.lab.probe import Outcome, connect, udp_query
 from edgectl.lab.topology import Topology
+from edgectl.testing.wait import wait_until
 
 
 def udp53(topology: Topology, src: str, dst: str, *, expect_drop: bool = False) -> Outcome:
@@ -163,7 +161,7 @@ def test_quarantine_with_expiry_lapses_in_the_kernel(
     assert tcp(topology, DYN4_B, MX4, 587) is Outcome.RESET
     assert DYN4_B in gateway.nft("list", "set", "inet", "edgectl", "q_smtp_4").stdout
     # Nobody runs edgectl from here on: the kernel's element timeout does it.
-    assert poll(lambda: tcp(topology, DYN4_B, MX4, 587) is Outcome.CONNECTED, lifetime + 10)
+    assert wait_until(lambda: tcp(topology, DYN4_B, MX4, 587) is Outcome.CONNECTED, lifetime + 10)
     lapsed_at = datetime.now(UTC)
     # The timeout is rounded up to whole seconds, never down.
     assert lapsed_at >= expires - timedelta(seconds=0.2), (lapsed_at, expires)
@@ -239,7 +237,7 @@ def test_adding_a_quarantine_is_a_delta_and_is_enforced(
     outcome, flow = connect(mx_host.ns, MX4, 80, src=DYN4_B, timeout=2.0, keep_open=True)
     assert outcome is Outcome.CONNECTED and flow is not None
     try:
-        assert poll(lambda: servers.mx.open_connections(DYN4_B, port=80) == 1, 2.0)
+        assert wait_until(lambda: servers.mx.open_connections(DYN4_B, port=80) == 1, 2.0)
         generation = gateway.generation()
 
         second = with_quarantines(first, {"key": DYN4_B, "mode": "block", "account": "c-7"})
@@ -257,14 +255,14 @@ def test_adding_a_quarantine_is_a_delta_and_is_enforced(
     finally:
         flow.close()
     # The flow open before the block was cut: its FIN does not reach the MX.
-    assert not poll(lambda: servers.mx.open_connections(DYN4_B, port=80) == 0, 1.0)
+    assert not wait_until(lambda: servers.mx.open_connections(DYN4_B, port=80) == 0, 1.0)
 
     # Lifting it is a delta too, and traffic comes back.
     third = dict(first, revision=second["revision"] + 1)
     run = gateway.apply(third)
     assert "delta sync" in run.out, str(run)
     # Lifted: the closed flow's resent FIN gets through at last.
-    assert poll(lambda: servers.mx.open_connections(DYN4_B, port=80) == 0, 10.0)
+    assert wait_until(lambda: servers.mx.open_connections(DYN4_B, port=80) == 0, 10.0)
     accepted = servers.mx.accepted(DYN4_B, port=80)
     assert tcp(topology, DYN4_B, MX4, 80) is Outcome.CONNECTED
     assert accepted_reaches(servers.mx, DYN4_B, 80, accepted + 1)

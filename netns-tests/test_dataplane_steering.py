@@ -30,7 +30,6 @@ from gateway_fixtures import (
     Gateway,
     Servers,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
     listening,
     tcp,
     with_quarantines,

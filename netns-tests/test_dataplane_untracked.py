@@ -30,9 +30,6 @@ from gateway_fixtures import (
     SOURCE_HOST,
     Gateway,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    poll,
-    servers_fixture,  # noqa: F401
     tcp,
     with_profile,
     with_quarantines,
@@ -41,6 +38,7 @@ from gateway_fixtures import (
 from edgectl.lab import netns
 from edgectl.lab.probe import Outcome, connect
 from edgectl.lab.topology import Topology
+from edgectl.testing.wait import wait_until
 
 HELD_OPEN = 6
 
@@ -126,7 +124,7 @@ def test_untracked_without_caps_tracks_nothing_and_still_limits_the_rate(
     # An open mail flow goes on: only SYNs meet the meter.
     sock = held[1]
     sock.sendall(b"x")
-    assert poll(lambda: _unacked(sock) == 0, deadline=2.0)
+    assert wait_until(lambda: _unacked(sock) == 0, timeout=2.0)
     # The neighbour's bucket is its own.
     assert tcp(topology, DYN4_B, MX4, 587) is Outcome.CONNECTED
 
@@ -178,7 +176,7 @@ def test_what_a_quarantine_does_to_a_flow_already_open(
     sock = held[-1]
     sock.sendall(b"x")
     goes_on = quarantine != "block"
-    assert poll(lambda: _unacked(sock) == 0, deadline=1.5) is goes_on
+    assert wait_until(lambda: _unacked(sock) == 0, timeout=1.5) is goes_on
     # New connections are stopped in every mode.
     assert tcp(topology, DYN4_B, MX4, 80, expect_drop=True) is Outcome.TIMEOUT
 
@@ -210,7 +208,7 @@ def test_untracked_block_drops_packets_that_open_nothing(
     _bare_acks(topology, DYN4_A, MX4, 80, 5)  # not held: passes uncounted
     assert gateway.counter("quarantine_block") == 0
     _bare_acks(topology, DYN4_B, MX4, 80, 5)
-    assert poll(lambda: gateway.counter("quarantine_block") == 5, deadline=2.0)
+    assert wait_until(lambda: gateway.counter("quarantine_block") == 5, timeout=2.0)
 
 
 def test_untracked_mode_still_caps_concurrent_mail(

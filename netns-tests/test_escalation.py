@@ -22,16 +22,17 @@ from agent_fixtures import (
     DYN4_B,
     DYN4_C,
     System,
-    clean_fixture,  # noqa: F401  (a fixture, used by name)
     mail,
     missing_keys,
-    poll,
-    system_fixture,  # noqa: F401
-    topologies_fixture,  # noqa: F401
 )
+from database_fixtures import BOTH_BACKENDS
 from test_agent_offenders import BURST, REPORTED, rate_limited
 
 from edgectl.lab.probe import Outcome
+from edgectl.testing.wait import wait_until
+
+# The controller's database matters here: run on SQLite and on PostgreSQL.
+pytestmark = BOTH_BACKENDS
 
 THRESHOLD = 3  # refused connects that make a strike
 # Report (2 s) + the engine's pass (0.5 s) + a revision to both agents, with room.
@@ -86,13 +87,13 @@ def test_rate_limit_offenders_walled_garden_then_smtp_on_both_gateways(
     assert system.converged()
     _hammer(system, DYN4_A, THRESHOLD + 1)
 
-    assert poll(lambda: bool(_holds(system, "alice")), ACTED, 0.2), (
+    assert wait_until(lambda: bool(_holds(system, "alice")), ACTED, 0.2), (
         system.api("GET", "/v1/offenders"),
         system.controller.logs()[-3000:],
     )
     [hold] = _holds(system, "alice")
     assert (hold["mode"], hold["actor"]) == ("walled-garden", "policy:bulk-mail")
-    assert poll(
+    assert wait_until(
         lambda: _enforced_everywhere(system, "q_walled_garden_4", DYN4_A), CONVERGE_TIMEOUT, 0.1
     )
     # Real traffic: the mail port is now dropped by the garden, on either gateway.
@@ -109,8 +110,13 @@ def test_rate_limit_offenders_walled_garden_then_smtp_on_both_gateways(
     def smtp() -> bool:
         return [h["mode"] for h in _holds(system, "alice")] == ["smtp"]
 
-    assert poll(smtp, ACTED, 0.2), (_holds(system, "alice"), system.api("GET", "/v1/offenders"))
-    assert poll(lambda: _enforced_everywhere(system, "q_smtp_4", DYN4_A), CONVERGE_TIMEOUT, 0.1)
+    assert wait_until(smtp, ACTED, 0.2), (
+        _holds(system, "alice"),
+        system.api("GET", "/v1/offenders"),
+    )
+    assert wait_until(
+        lambda: _enforced_everywhere(system, "q_smtp_4", DYN4_A), CONVERGE_TIMEOUT, 0.1
+    )
     assert mail(system.sites["gw-a"], DYN4_A) is Outcome.RESET
 
 
@@ -127,14 +133,14 @@ def test_propose_mode_files_a_proposal_and_holds_nobody_until_approved(
         found: list[dict[str, Any]] = system.api("GET", "/v1/proposals?policy=bulk-mail-trial")
         return [p for p in found if p["account"] == "bob"]
 
-    assert poll(lambda: bool(proposed()), ACTED, 0.2), system.api("GET", "/v1/offenders")
+    assert wait_until(lambda: bool(proposed()), ACTED, 0.2), system.api("GET", "/v1/offenders")
     assert _holds(system, "bob") == []
     assert missing_keys(system.sites["gw-a"], "q_walled_garden_4", [DYN4_B]) == 1
     [proposal] = proposed()
     system.api("POST", f"/v1/proposals/{proposal['id']}/approve", {"reason": "confirmed"})
     [hold] = _holds(system, "bob")
     assert hold["mode"] == "walled-garden" and hold["actor"] == "token:agent-tests"
-    assert poll(
+    assert wait_until(
         lambda: _enforced_everywhere(system, "q_walled_garden_4", DYN4_B), CONVERGE_TIMEOUT, 0.1
     )
 
@@ -153,7 +159,7 @@ def test_an_exempt_account_hammering_is_not_held(escalating: System) -> None:
         records = system.api("GET", "/v1/audit?actor=policy:bulk-mail&action=policy.strike")
         return any(r["object_id"] == "carol" for r in records)
 
-    assert poll(struck, ACTED, 0.2), system.api("GET", "/v1/offenders")
+    assert wait_until(struck, ACTED, 0.2), system.api("GET", "/v1/offenders")
     records = system.api("GET", "/v1/audit?actor=policy:bulk-mail&action=policy.strike")
     [record] = [r for r in records if r["object_id"] == "carol"]
     assert record["after"]["outcome"] == "exempt"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.testing.processes import nft
+
 GOLDEN = Path(__file__).parent.parent / "tests" / "golden"
 
 
@@ -18,21 +20,9 @@ def test_golden_full_sync_loads_and_replays(name: str) -> None:
     try:
         script = (GOLDEN / name).read_text()
         for _ in range(2):  # a full sync must also apply over itself
-            subprocess.run(
-                ["ip", "netns", "exec", namespace, "nft", "-f", "-"],
-                input=script,
-                text=True,
-                check=True,
-                capture_output=True,
-            )
+            nft(namespace, script=script)
         delta = (GOLDEN / "delta.nft").read_text()
         if name == "full.nft":
-            subprocess.run(
-                ["ip", "netns", "exec", namespace, "nft", "-f", "-"],
-                input=delta,
-                text=True,
-                check=True,
-                capture_output=True,
-            )
+            nft(namespace, script=delta)
     finally:
         subprocess.run(["ip", "netns", "delete", namespace], check=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import secrets
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,8 @@ from edgectl.agent.netlink.constants import (
 )
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.lab.netns import in_netns
-from edgectl.lab.probe import wait_until
+from edgectl.testing.processes import nft
+from edgectl.testing.wait import wait_until
 
 POLL_DEADLINE = 15.0  # element timeouts are 1 s; anything near 15 s is a failure
 
@@ -88,12 +89,7 @@ class Lab:
         self.sock = sock
 
     def nft(self, *args: str) -> None:
-        subprocess.run(
-            ["ip", "netns", "exec", self.name, "nft", *args],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        nft(self.name, *args)
 
     def open_socket(self, rcvbuf: int) -> NfNetlink:
         # setns() is per thread and the socket keeps the namespace it was
@@ -110,25 +106,13 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
     request.addfinalizer(
         lambda: subprocess.run(["ip", "netns", "delete", name], check=False, timeout=30)
     )
-    script = tmp_path / "ruleset.nft"
-    script.write_text(RULESET)
-    subprocess.run(
-        ["ip", "netns", "exec", name, "nft", "-f", str(script)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    nft(name, script=RULESET)
     with in_netns(name):
         sock = NfNetlink()
     try:
         yield Lab(name, sock)
     finally:
         sock.close()
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = POLL_DEADLINE) -> None:
-    if not wait_until(condition, timeout=deadline, interval=0.05):
-        pytest.fail(f"not within {deadline} s: {what}")
 
 
 def v4(*addresses: str) -> list[bytes]:
@@ -238,7 +222,12 @@ def test_generation_increments_on_commit(lab: Lab) -> None:
     assert kr.generation(lab.sock) == before
 
     lab.nft("add", "element", "inet", "edgectl", "quar4", "{ 100.64.0.77 }")
-    wait_for(lambda: kr.generation(lab.sock) > before, "generation moves after add element")
+    wait_until(
+        lambda: kr.generation(lab.sock) > before,
+        POLL_DEADLINE,
+        0.05,
+        what="generation moves after add element",
+    )
     after = kr.generation(lab.sock)
     layout = kr.read_table(lab.sock, NFPROTO_INET, "edgectl")
     assert layout is not None and layout.generation == after
@@ -249,11 +238,7 @@ def test_sockets_see_their_own_namespace(lab: Lab, tmp_path: Path) -> None:
     other = f"ectl-rb-{secrets.token_hex(4)}"
     subprocess.run(["ip", "netns", "add", other], check=True, timeout=30)
     try:
-        script = tmp_path / "other.nft"
-        script.write_text("table inet edgectl {\n    chain only_here {\n    }\n}\n")
-        subprocess.run(
-            ["ip", "netns", "exec", other, "nft", "-f", str(script)], check=True, timeout=30
-        )
+        nft(other, script="table inet edgectl {\n    chain only_here {\n    }\n}\n")
         with in_netns(other), NfNetlink() as sock:
             layout = kr.read_table(sock, NFPROTO_INET, "edgectl")
         # The read above ran inside; this one runs in the test's namespace,
@@ -294,9 +279,11 @@ def test_expired_element_counts_as_missing(lab: Lab) -> None:
     lab.nft("add", "element", "inet", "edgectl", "quar4", "{ 100.64.0.50 timeout 1s }")
     key = v4("100.64.0.50")
     assert kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", key) == []
-    wait_for(
+    wait_until(
         lambda: kr.missing_elements(lab.sock, NFPROTO_INET, "edgectl", "quar4", key) == key,
-        "an element past its 1 s timeout reads as missing",
+        POLL_DEADLINE,
+        0.05,
+        what="an element past its 1 s timeout reads as missing",
     )
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from edgectl.lab import netns, topology
-from edgectl.lab.probe import Listener, Outcome, connect, connection_rate, udp_query, wait_until
+from edgectl.lab.probe import Listener, Outcome, connect, connection_rate, udp_query
 from edgectl.lab.topology import Host, Topology, remove_leftovers, standard_topology
+from edgectl.testing.wait import wait_until
 
 MAIL_PORTS = (25, 587, 465)
 SUBSCRIBERS = ("dyn4", "dyn6", "static4")

@@ -19,7 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ import pytest
 
 from edgectl.lab import netns
 from edgectl.lab.fleet import STATE_ROOT, LabState, lab_pids
-from edgectl.lab.probe import wait_until
 from edgectl.lab.topology import OWNER_DIR
 from edgectl.model import Prefix
+from edgectl.testing.processes import EDGECTL, alive
+from edgectl.testing.wait import wait_until
 
 PYTHON = sys.executable
 UP_TIMEOUT = 120.0
@@ -39,20 +40,12 @@ OUTCOMES = ("CONNECTED", "RESET", "UNREACHABLE", "TIMEOUT")
 _EXPECT = re.compile(r":\s*(" + "|".join(OUTCOMES) + r")\s*$")
 
 
-def lab_command() -> list[str]:
-    """``edgectl lab`` once the main CLI has it, else the module's own entry point."""
-    edgectl = Path(PYTHON).with_name("edgectl")
-    check = subprocess.run(
-        [str(edgectl), "lab", "--help"], capture_output=True, check=False, timeout=60
-    )
-    if check.returncode == 0:
-        return [str(edgectl), "lab"]
-    return [PYTHON, "-m", "edgectl.lab.lab_cli"]
+LAB = [EDGECTL, "lab"]
 
 
 def lab(*args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*lab_command(), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*LAB, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -65,18 +58,6 @@ def shell(command: str) -> subprocess.CompletedProcess[str]:
         timeout=COMMAND_TIMEOUT,
         check=False,
     )
-
-
-def poll(condition: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    return wait_until(condition, timeout=timeout, interval=step)
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def leftovers(state: LabState) -> list[str]:
@@ -223,12 +204,12 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
                 assert quarantine["id"] == 1, answer  # the id the printed lift uses
                 assert quarantine["account"] == "cust-1002"
             moved = functools.partial(_converged_past, get_gateways, before)
-            assert poll(moved, CONVERGE_TIMEOUT)
+            assert wait_until(moved, CONVERGE_TIMEOUT, 0.1)
             quarantines += 1
         elif command.endswith("/v1/offenders"):
             # Reported within a report interval (5 s in the lab) of the probes above.
             listed = functools.partial(_offenders_are, command, EXPECTED_OFFENDERS)
-            assert poll(listed, CONVERGE_TIMEOUT, 0.5), _offenders(command)
+            assert wait_until(listed, CONVERGE_TIMEOUT, 0.5), _offenders(command)
             offenders_listed = True
         elif command.endswith(" down") or " down --name " in command:
             down = shell(command)
@@ -275,13 +256,13 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
 def test_down_removes_everything_after_up_was_killed(lab_name: str) -> None:
     directory = STATE_ROOT / lab_name
     up = subprocess.Popen(
-        [*lab_command(), "up", "--name", lab_name],
+        [*LAB, "up", "--name", lab_name],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         # Killed once its daemons run: namespaces built, processes started.
-        assert poll(lambda: (directory / "controller.pid").exists(), UP_TIMEOUT)
+        assert wait_until(lambda: (directory / "controller.pid").exists(), UP_TIMEOUT, 0.1)
         up.send_signal(signal.SIGKILL)
         up.wait(timeout=10)
     finally:
@@ -298,6 +279,6 @@ def test_down_removes_everything_after_up_was_killed(lab_name: str) -> None:
     assert leftovers(state) == []
     # Gone, or at most a zombie its new parent has not reaped yet.
     assert lab_pids(directory) == set()
-    assert not any(_running(pid) for pid in orphans)
+    assert not any(alive(pid) for pid in orphans)
     again = lab("down", "--name", lab_name)
     assert again.returncode == 0 and "is down" in again.stdout

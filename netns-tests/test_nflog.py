@@ -27,9 +27,6 @@ from gateway_fixtures import (
     MX6,
     Gateway,
     base_policy,
-    gateway_fixture,  # noqa: F401  (a fixture, used by name)
-    poll,
-    servers_fixture,  # noqa: F401
     tcp,
     with_profile,
 )
@@ -42,6 +39,7 @@ from edgectl.lab import netns
 from edgectl.lab.probe import Outcome
 from edgectl.lab.topology import Topology
 from edgectl.model import state_from_data
+from edgectl.testing.wait import wait_until
 
 GROUP = 7
 BURST = 3
@@ -77,7 +75,7 @@ def heard(sock: NflogSocket, book: OffenderBook, expected: dict[Any, int]) -> bo
         have = counts(book)
         return all(have.get(key, 0) >= count for key, count in expected.items())
 
-    return poll(check, READ_DEADLINE, 0.0)
+    return wait_until(check, READ_DEADLINE, 0.0)
 
 
 def test_refused_connects_are_heard_as_their_subscribers_keys(
@@ -156,11 +154,11 @@ def test_an_overrun_is_counted_and_survived(topology: Topology, gateway: Gateway
             read += len(sock.read())
             return read + sock.lost == attempts
 
-        assert poll(all_accounted, READ_DEADLINE, 0.0), (read, sock.lost, sock.overruns)
+        assert wait_until(all_accounted, READ_DEADLINE, 0.0), (read, sock.lost, sock.overruns)
         assert sock.overruns >= 1 and sock.lost > 0
         # Still listening after the overrun.
         assert tcp(topology, DYN4_A, MX4, 25) is Outcome.RESET
-        assert poll(lambda: len(sock.read()) == 1, READ_DEADLINE, 0.0)
+        assert wait_until(lambda: len(sock.read()) == 1, READ_DEADLINE, 0.0)
         assert read + sock.lost == attempts
 
 
@@ -174,16 +172,16 @@ def test_the_listener_thread_follows_the_log_group(topology: Topology, gateway: 
     thread.start()
     try:
         listener.follow(state_from_data(first))
-        assert poll(lambda: listener.report()["available"] is True, READ_DEADLINE)
+        assert wait_until(lambda: listener.report()["available"] is True, READ_DEADLINE)
         assert tcp(topology, DYN4_A, MX4, 25) is Outcome.RESET
-        assert poll(lambda: metrics.offenders == 1, READ_DEADLINE)
+        assert wait_until(lambda: metrics.offenders == 1, READ_DEADLINE)
 
         second = logging_policy(group=GROUP + 1, revision=2)
         gateway.apply(second)
         listener.follow(state_from_data(second))
-        assert poll(lambda: listener.report()["available"] is True, READ_DEADLINE)
+        assert wait_until(lambda: listener.report()["available"] is True, READ_DEADLINE)
         assert tcp(topology, DYN4_B, MX4, 25) is Outcome.RESET
-        assert poll(lambda: metrics.offenders == 2, READ_DEADLINE)
+        assert wait_until(lambda: metrics.offenders == 2, READ_DEADLINE)
         # The old group is free again: another listener may take it.
         NflogSocket(GROUP, netns=gateway.ns).close()
         keys = {entry["key"] for entry in listener.report()["entries"]}

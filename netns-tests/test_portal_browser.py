@@ -15,46 +15,29 @@ it launches Debian's by path.
 
 from __future__ import annotations
 
-import secrets
 import shutil
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import browser_support
 import pytest
+from browser_support import ARGS, STEP_MS, chromium_in, lab_for_browser
 
 from edgectl.lab import fleet
 from edgectl.lab.lab_cli import GARDENED, MX4
-from edgectl.lab.probe import wait_until
+from edgectl.testing.wait import wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",  # root in a lab namespace only
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "portal"
 CONVERGE_S = 30.0
-STEP_MS = 15_000
 
 
 @pytest.fixture(scope="module")
 def lab(leftovers_removed: list[str]) -> Iterator[fleet.Up]:
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: install Debian's chromium (scripts/setup.sh)")
-    name = f"portal-{secrets.token_hex(3)}"
-    try:
-        yield fleet.up(name)
-    finally:
-        fleet.down(name)
+    with lab_for_browser("portal") as up:
+        yield up
 
 
 def converged(lab: fleet.Up) -> bool:
@@ -68,9 +51,7 @@ def converged(lab: fleet.Up) -> bool:
 @pytest.fixture
 def browser(lab: fleet.Up, tmp_path: Path) -> Iterator[Any]:
     ns = lab.state.host_ns(fleet.GATEWAYS[0], "dyn4")
-    wrapper = tmp_path / "chromium-in-dyn4"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns} {CHROMIUM} "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    wrapper = chromium_in(ns, tmp_path)
     with playwright_api.sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=str(wrapper), args=ARGS, headless=True)
         try:
@@ -81,8 +62,7 @@ def browser(lab: fleet.Up, tmp_path: Path) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    browser_support.shot(page, ARTIFACTS, name)
 
 
 def test_the_notice_in_both_languages_and_the_self_release(lab: fleet.Up, browser: Any) -> None:

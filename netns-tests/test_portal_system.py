@@ -16,24 +16,20 @@ is refused; the portal token cannot create or lift holds.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fixtures import AgentProc, Controller, _stop, poll
+from agent_fixtures import AgentProc, Controller
 from gateway_fixtures import (
     DYN4_A,
     DYN4_B,
     DYN4_C,
-    EDGECTL,
     MX4,
     MX4_SECOND,
     PORTAL4,
@@ -48,6 +44,9 @@ from edgectl.controller.store import Store, tokens
 from edgectl.lab.probe import Listener, Outcome
 from edgectl.lab.topology import Topology
 from edgectl.lab.web import Reply, http_request, text_server
+from edgectl.testing.processes import EDGECTL, stop
+from edgectl.testing.rest import HttpError, Rest
+from edgectl.testing.wait import wait_until
 
 GATEWAY = "lab-gw"
 PORTAL_PORT = 8080
@@ -66,7 +65,7 @@ class Stack:
 
     def converged(self) -> bool:
         revision = self.api("GET", f"/v1/gateways/{GATEWAY}")["revision"]
-        return poll(lambda: self.agent.applied_revision() == revision, 10.0, 0.02)
+        return wait_until(lambda: self.agent.applied_revision() == revision, 10.0, 0.02)
 
     def get(self, src: str, dst: str = MX4, **kwargs: Any) -> Reply | Outcome:
         ns = self.topology.hosts["dyn4"].ns
@@ -143,11 +142,11 @@ def stack_fixture(topology: Topology, tmp_path_factory: pytest.TempPathFactory) 
         log = (workdir / "portal.log").open("ab")
         stack.callback(log.close)
         portal = subprocess.Popen(
-            [*EDGECTL, "portal", "run", "--config", str(config)],
+            [EDGECTL, "portal", "run", "--config", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        stack.callback(_stop, portal)
+        stack.callback(stop, portal)
         mx = hosts["mx"].ns
         stack.enter_context(text_server(mx, MX4, 80, "real server"))
         stack.enter_context(text_server(mx, MX4_SECOND, 80, "update service"))
@@ -162,7 +161,7 @@ def stack_fixture(topology: Topology, tmp_path_factory: pytest.TempPathFactory) 
             reply = http_request(hosts["portal"].ns, PORTAL4, PORTAL_PORT, path="/.edgectl/healthz")
             return isinstance(reply, Reply) and reply.status == 200
 
-        assert poll(portal_up, 15.0, 0.05), (workdir / "portal.log").read_text()
+        assert wait_until(portal_up, 15.0, 0.05), (workdir / "portal.log").read_text()
         yield built
 
 
@@ -218,7 +217,7 @@ def test_notice_steering_and_self_release(stack: Stack) -> None:
         reply = stack.get(DYN4_A, timeout=0.3)
         return isinstance(reply, Reply) and reply.body == "real server"
 
-    assert poll(released, RELEASE_BUDGET, 0.02), "still steered 1 s after the release"
+    assert wait_until(released, RELEASE_BUDGET, 0.02), "still steered 1 s after the release"
     elapsed = time.monotonic() - started
     print(f"released on the gateway {elapsed * 1000:.0f} ms after the acknowledging POST")
     lifted = stack.api("GET", f"/v1/quarantines/{hold}")
@@ -245,19 +244,16 @@ def test_the_fourth_self_release_in_30_days_is_refused(stack: Stack) -> None:
 
 def test_the_portal_token_cannot_create_or_lift_holds(stack: Stack) -> None:
     hold = stack.hold("bob", "spam")
-    headers = {"Authorization": f"Bearer {stack.portal_token}", "Content-Type": "application/json"}
+    portal = Rest(stack.controller.url, stack.portal_token, timeout=5)
     attempts = [
         ("/v1/quarantines", {"account": "alice", "mode": "block", "reason": "x"}),
         (f"/v1/quarantines/{hold}/lift", {"reason": "x"}),
         ("/v1/exemptions", {"account": "alice", "ticket": "T", "reason": "x"}),
     ]
     for path, body in attempts:
-        request = urllib.request.Request(
-            stack.controller.url + path, data=json.dumps(body).encode(), headers=headers
-        )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=5)
-        assert refused.value.code == 403, path
+        with pytest.raises(HttpError) as refused:
+            portal.call("POST", path, body)
+        assert refused.value.status == 403, path
     assert stack.api("GET", f"/v1/quarantines/{hold}")["state"] == "active"
     assert "bob" in body_of(stack.get(DYN4_B))  # still held, still steered
     # The agent's read-back took the nat chain and the allowlist as its own

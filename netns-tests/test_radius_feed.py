@@ -16,14 +16,18 @@ import os
 import secrets
 import signal
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from database_fixtures import BOTH_BACKENDS
 
-from edgectl.lab import fleet, netns
-from edgectl.lab.probe import Outcome, connect, wait_until
+from edgectl.lab import fleet
+from edgectl.lab.probe import Outcome, connect
+from edgectl.testing.wait import wait_until
+
+# The controller's database matters here: run on SQLite and on PostgreSQL.
+pytestmark = BOTH_BACKENDS
 
 MX4 = "203.0.113.25"
 STATIC = "100.65.0.10"  # cust-2001's in the lab (static4 host, business pool)
@@ -116,12 +120,7 @@ def becomes(state: fleet.LabState, src: str, outcome: Outcome, gateway: str = "g
 
 
 def metrics(state: fleet.LabState) -> str:
-    request = urllib.request.Request(
-        fleet.CONTROLLER_LOCAL_URL + "/metrics",
-        headers={"Authorization": f"Bearer {state.token()}"},
-    )
-    with netns.in_netns(state.ctl_ns), urllib.request.urlopen(request, timeout=5) as response:
-        return str(response.read().decode())
+    return fleet.rest(state, timeout=5).request("GET", "/metrics")
 
 
 def sample(state: fleet.LabState, series: str) -> float:
@@ -152,10 +151,10 @@ def holders(state: fleet.LabState, address: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def lab(leftovers_removed: list[str]) -> Iterator[fleet.LabState]:
+def lab(leftovers_removed: list[str], controller_database: str | None) -> Iterator[fleet.LabState]:
     name = f"radius-{secrets.token_hex(3)}"
     try:
-        yield fleet.up(name).state
+        yield fleet.up(name, database_url=controller_database).state
     finally:
         fleet.down(name)
 

@@ -145,7 +145,7 @@ def make_agent(
     kernel = FakeKernel()
     store = store or FakeStore()
     agent = Agent(
-        LoopSettings(gateway=GATEWAY, poll_wait=5),
+        LoopSettings.defaults(GATEWAY, poll_wait=5),
         kernel,
         controller,
         store,
@@ -400,7 +400,7 @@ def test_every_state_put_in_force_goes_to_the_offender_listener(base: DesiredSta
     controller = FakeController(Snapshot(7, base), Delta(8, diff(base, r8)))
     offenders = FakeOffenders()
     agent = Agent(
-        LoopSettings(gateway=GATEWAY),
+        LoopSettings.defaults(GATEWAY),
         FakeKernel(),
         controller,
         FakeStore(Applied(base, 3)),
@@ -457,7 +457,7 @@ def test_background_persister_writes_everything_in_order_in_one_go(base: Desired
     kernel = FakeKernel()
     store = FakeStore()
     agent = Agent(
-        LoopSettings(gateway=GATEWAY),
+        LoopSettings.defaults(GATEWAY),
         kernel,
         controller,
         store,

@@ -14,9 +14,9 @@ from edgectl.agent.daemon.metrics import Metrics
 from edgectl.agent.daemon.offender_listener import NO_LOG_GROUP, NO_STATE, OffenderListener
 from edgectl.agent.daemon.offenders import OffenderBook
 from edgectl.agent.nflog import LogEvent, NflogError
-from edgectl.lab.probe import wait_until
 from edgectl.model import DesiredState, Prefix
 from edgectl.model.offenders import REASON_MAX
+from edgectl.testing.wait import wait_until
 
 RATE = "edgectl ratelimit profile=residential: "
 

@@ -23,13 +23,9 @@ import grp
 import json
 import os
 import re
-import signal
-import socket
 import stat
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +34,9 @@ import pytest
 import yaml
 
 from edgectl.controller.store import Store, audit, policies
-from edgectl.lab.probe import wait_until
 from edgectl.model import GatewaySettings
+from edgectl.testing.processes import free_port, serving
+from edgectl.testing.rest import Rest
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = REPO / "ansible"
@@ -104,18 +101,7 @@ def changed(output: str) -> dict[str, int]:
 # --- the catalogue against a real controller -----------------------------------
 
 
-@dataclasses.dataclass
-class Controller:
-    url: str
-    token: str
-
-    def get(self, path: str) -> Any:
-        request = urllib.request.Request(
-            self.url + path, headers={"Authorization": f"Bearer {self.token}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
+class Controller(Rest):
     def catalogue(self) -> dict[str, Any]:
         return {p: self.get(f"/v1/{p}") for p in ("rate-limits", "relays", "pools")}
 
@@ -123,24 +109,11 @@ class Controller:
         entries: list[Any] = self.get("/v1/audit")
         return entries
 
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
     tmp_path = tmp_path_factory.mktemp("controller")
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "controller.toml"
     config.write_text(
         f'[controller]\ndatabase_url = "sqlite:///{tmp_path}/controller.db"\n'
@@ -154,24 +127,10 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    log = (tmp_path / "controller.log").open("wb")
-    server = subprocess.Popen(
-        [*edgectl, "controller", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
-    found = Controller(f"http://127.0.0.1:{port}", made.stdout.strip())
-    try:
-        assert wait_until(found.healthy, timeout=30, interval=0.05), (
-            tmp_path / "controller.log"
-        ).read_text()
-        yield found
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    argv = [*edgectl, "controller", "--config", str(config)]
+    base = f"http://127.0.0.1:{port}"
+    with serving(argv, base, log=tmp_path / "controller.log"):
+        yield Controller(base, made.stdout.strip())
 
 
 PROFILES = [{"name": "residential", "new_per_minute": 30, "burst": 10, "shadow": True}]
@@ -189,7 +148,7 @@ def catalogue_inventory(
     controller: Controller, profiles: list[Any], relays: list[Any], pools: list[Any]
 ) -> dict[str, Any]:
     host = local_host(
-        edgectl_controller_api_url=controller.url,
+        edgectl_controller_api_url=controller.base_url,
         edgectl_controller_api_token=controller.token,
         edgectl_controller_venv=str(VENV_BIN.parent),
         edgectl_controller_rate_limits=profiles,

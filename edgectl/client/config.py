@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgectl.client.errors import UsageError
+from edgectl.tomlfile import ConfigError, read_document, read_section
 
 DEFAULT_URL = "http://127.0.0.1:8470"
+TABLE = "client"
+
+
+@dataclass(frozen=True)
+class _ClientFile:
+    """The ``[client]`` table: what the file may say."""
+
+    url: str | None = None
+    token: str | None = None
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,13 +43,13 @@ def default_path() -> Path:
     return Path(base) / "edgectl" / "client.toml"
 
 
-def read_file(path: Path, *, required: bool) -> dict[str, Any]:
+def read_file(path: Path, *, required: bool) -> _ClientFile:
     try:
         info = path.stat()
     except FileNotFoundError:
         if required:
             raise UsageError(f"client config {path} does not exist") from None
-        return {}
+        return _ClientFile()
     except OSError as error:
         raise UsageError(f"cannot read client config {path}: {error.strerror}") from None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -49,19 +58,9 @@ def read_file(path: Path, *, required: bool) -> dict[str, Any]:
             f"(mode {stat.S_IMODE(info.st_mode):04o}); it holds a token: chmod 600 {path}"
         )
     try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        return read_section(_ClientFile, read_document(path), TABLE, required=False)
+    except ConfigError as error:
         raise UsageError(f"client config {path}: {error}") from None
-    table = document.get("client", {})
-    if not isinstance(table, dict):
-        raise UsageError(f"client config {path}: [client] must be a table")
-    unknown = sorted(set(table) - {"url", "token", "ca_file"})
-    if unknown:
-        raise UsageError(f"client config {path}: unknown key {unknown[0]!r} in [client]")
-    for key, value in table.items():
-        if not isinstance(value, str):
-            raise UsageError(f"client config {path}: client.{key} must be a string")
-    return table
 
 
 def resolve(
@@ -74,9 +73,9 @@ def resolve(
     explicit = config_path or env.get("EDGECTL_CLIENT_CONFIG")
     path = Path(explicit) if explicit else default_path()
     from_file = read_file(path, required=explicit is not None)
-    url = controller or env.get("EDGECTL_URL") or from_file.get("url") or DEFAULT_URL
+    url = controller or env.get("EDGECTL_URL") or from_file.url or DEFAULT_URL
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--controller: {url!r} must start with http:// or https://")
-    token = env.get("EDGECTL_TOKEN") or from_file.get("token")
-    ca = ca_file or env.get("EDGECTL_CA_FILE") or from_file.get("ca_file")
+    token = env.get("EDGECTL_TOKEN") or from_file.token
+    ca = ca_file or env.get("EDGECTL_CA_FILE") or from_file.ca_file
     return ClientConfig(url.rstrip("/"), token, Path(ca) if ca else None)

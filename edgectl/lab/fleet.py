@@ -64,8 +64,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +78,10 @@ from edgectl.lab.topology import (
     remove_leftovers,
     standard_topology,
 )
+from edgectl.testing.fleet import AgentFiles, create_token, write_private
+from edgectl.testing.processes import alive
+from edgectl.testing.rest import HttpError, Rest
+from edgectl.testing.wait import wait_until
 
 BASE_PREFIX = "elab"
 STATE_ROOT = OWNER_DIR
@@ -115,6 +117,17 @@ LOG_GROUP = 1
 START_TIMEOUT = 30.0
 CONVERGE_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+# The lab's agents: prompt enough to watch, and the management veths never
+# leave this machine, so plain HTTP is allowed (a real fleet uses TLS).
+LAB_AGENT: dict[str, object] = {
+    "allow_plain_http": True,
+    "poll_wait": 25,
+    "backoff_min": 0.2,
+    "backoff_max": 2,
+    "drift_interval": 0.1,
+    "report_interval": 5,
+    "report_min_gap": 0.5,
+}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 # The accounts the lab binds to its subscriber hosts (same on both gateways:
@@ -217,7 +230,7 @@ class LabState:
 
     def save(self) -> None:
         data = {"name": self.name, "prefixes": self.prefixes}
-        _write_private(self.directory / STATE_FILE, json.dumps(data, indent=2) + "\n")
+        write_private(self.directory / STATE_FILE, json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, name: str) -> LabState:
@@ -234,12 +247,6 @@ class LabState:
         if set(prefixes) != set(GATEWAYS):
             raise LabError(f"{directory / STATE_FILE}: gateways {sorted(prefixes)}")
         return cls(name, directory, prefixes)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
 
 
 # --- processes ---------------------------------------------------------------------
@@ -277,7 +284,7 @@ def _spawn(state: LabState, process: str, argv: list[str], ns: str | None = None
     # The child outlives us; nobody will wait() for it here, so stop Popen
     # from warning about it at exit.
     proc.returncode = 0
-    _write_private(state.pid_file(process), f"{proc.pid}\n")
+    write_private(state.pid_file(process), f"{proc.pid}\n")
     return proc.pid
 
 
@@ -285,7 +292,7 @@ def _environ_mark(pid: int) -> str | None:
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
         for _ in range(MARK_RETRIES):
-            if raw or not _alive(pid):
+            if raw or not alive(pid):
                 break
             # Mid-execve (``ip netns exec`` execs the program) the environment
             # reads empty for an instant: a live process looked gone (`lab up`
@@ -309,15 +316,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def lab_pids(directory: Path) -> set[int]:
     """Every live process this lab started: by environment mark (and pid files)."""
     mark = str(directory)
@@ -331,7 +329,7 @@ def lab_pids(directory: Path) -> set[int]:
             if _environ_mark(pid) == mark:  # never a reused pid of someone else
                 found.add(pid)
     found.discard(os.getpid())
-    return {pid for pid in found if _alive(pid)}
+    return {pid for pid in found if alive(pid)}
 
 
 def process_pid(state: LabState, process: str) -> int | None:
@@ -340,21 +338,24 @@ def process_pid(state: LabState, process: str) -> int | None:
         pid = int(state.pid_file(process).read_text().strip())
     except (OSError, ValueError):
         return None
-    if _environ_mark(pid) != str(state.directory) or not _alive(pid):
+    if _environ_mark(pid) != str(state.directory) or not alive(pid):
         return None
     return pid
+
+
+def _all_gone(pids: frozenset[int]) -> bool:
+    return not any(alive(pid) for pid in pids)
 
 
 def _stop_all(pids: set[int], timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM each, wait with a deadline, then SIGKILL what is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
+        signalled = frozenset(pids)
+        for pid in signalled:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pids = {p for p in pids if _alive(p)}
+        wait_until(functools.partial(_all_gone, signalled), timeout, 0.05)
+        pids = {p for p in signalled if alive(p)}
         if not pids:
             return
     raise LabError(f"processes {sorted(pids)} did not stop")
@@ -377,42 +378,21 @@ class ApiError(LabError):
         self.status = status
 
 
+def rest(state: LabState, timeout: float = 10.0) -> Rest:
+    """The lab controller's API, reached from inside its namespace."""
+    return Rest(CONTROLLER_LOCAL_URL, state.token(), netns=state.ctl_ns, timeout=timeout)
+
+
 def api(state: LabState, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
-    """One REST call to the lab controller, from inside its namespace."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        CONTROLLER_LOCAL_URL + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {state.token()}", "Content-Type": "application/json"},
-    )
-    with netns.in_netns(state.ctl_ns):
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                text = response.read().decode()
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")
-            raise ApiError(method, path, error.code, detail) from None
-    return json.loads(text) if text else None
+    """One REST call to the lab controller; an error status is a LabError the CLI shows."""
+    try:
+        return rest(state, timeout).call(method, path, body)
+    except HttpError as error:
+        raise ApiError(method, path, error.status, error.body) from error
 
 
 def _healthy(state: LabState) -> bool:
-    with netns.in_netns(state.ctl_ns):
-        try:
-            with urllib.request.urlopen(f"{CONTROLLER_LOCAL_URL}/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-
-def _poll(condition: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
+    return Rest(CONTROLLER_LOCAL_URL, netns=state.ctl_ns).healthy()
 
 
 # --- up --------------------------------------------------------------------------------
@@ -429,8 +409,17 @@ class Up:
     abuse_token: str = ""  # for the console's sign-in and the abuse desk's CLI verbs
 
 
-def up(name: str = DEFAULT_NAME, *, log: Callable[[str], None] = lambda _: None) -> Up:
-    """Build the lab and start its processes; on any failure remove everything again."""
+def up(
+    name: str = DEFAULT_NAME,
+    *,
+    log: Callable[[str], None] = lambda _: None,
+    database_url: str | None = None,
+) -> Up:
+    """Build the lab and start its processes; on any failure remove everything again.
+
+    The controller's database is a SQLite file in the lab's directory unless
+    ``database_url`` names another (an empty one: a PostgreSQL database).
+    """
     if os.geteuid() != 0:
         raise LabError("lab up needs root (network namespaces, nftables)")
     directory = lab_dir(name)
@@ -444,7 +433,7 @@ def up(name: str = DEFAULT_NAME, *, log: Callable[[str], None] = lambda _: None)
     state = LabState(name, directory, {gw: new_prefix(BASE_PREFIX) for gw in GATEWAYS})
     state.save()  # before any namespace: `down` can always find them
     try:
-        return _up(state, log)
+        return _up(state, log, database_url or f"sqlite:///{directory / 'controller.db'}")
     except BaseException:
         # The files go with the lab: show what the logs said before they do.
         for path in sorted(directory.glob("*.log")):
@@ -461,7 +450,7 @@ def _portals() -> list[str]:
     return [f"portal-{gw}" for gw in GATEWAYS]
 
 
-def _up(state: LabState, log: Callable[[str], None]) -> Up:
+def _up(state: LabState, log: Callable[[str], None], database_url: str) -> Up:
     log("building namespaces")
     topologies = {gw: state.topology(gw) for gw in GATEWAYS}
     for topology in topologies.values():
@@ -469,26 +458,25 @@ def _up(state: LabState, log: Callable[[str], None]) -> Up:
     _build_management(state)
 
     log("creating the controller database and a netops token")
-    db = state.directory / "controller.db"
-    token = _create_token(f"sqlite:///{db}")
-    _write_private(state.token_file, token + "\n")
-    abuse_token = _create_token(f"sqlite:///{db}", "lab-abuse", "abuse")
-    _write_private(state.abuse_token_file, abuse_token + "\n")
-    portal_token = _create_token(f"sqlite:///{db}", "lab-portal", "portal")
-    _write_private(state.directory / "portal.token", portal_token + "\n")
+    token = create_token(database_url, "lab", "netops")
+    write_private(state.token_file, token + "\n")
+    abuse_token = create_token(database_url, "lab-abuse", "abuse")
+    write_private(state.abuse_token_file, abuse_token + "\n")
+    portal_token = create_token(database_url, "lab-portal", "portal")
+    write_private(state.directory / "portal.token", portal_token + "\n")
     secret = secrets.token_hex(16)
-    _write_private(state.radius_secret_file, secret + "\n")
+    write_private(state.radius_secret_file, secret + "\n")
     clients = state.directory / "radius-clients.toml"
-    _write_private(
+    write_private(
         clients,
         f'[[client]]\nname = "{BNG_NAME}"\naddress = "{BNG_LINK[1].split("/")[0]}"\n'
         f'secret = "{secret}"\n',
     )
     controller_config = state.directory / "controller.toml"
-    _write_private(
+    write_private(
         controller_config,
         "[controller]\n"
-        f'database_url = "sqlite:///{db}"\n'
+        f'database_url = "{database_url}"\n'
         "# inside the lab controller namespace only: 127.0.0.1 and the management links\n"
         'host = "0.0.0.0"\n'
         f"port = {CONTROLLER_PORT}\n"
@@ -574,28 +562,17 @@ def _wait(
             )
         return False
 
-    if not _poll(check, timeout):
+    if not wait_until(check, timeout, 0.1):
         raise LabError(
             f"timed out after {timeout:.0f}s waiting for {what}:\n" + _tail(state.log_file(process))
         )
-
-
-def _create_token(database_url: str, name: str = "lab", role: str = "netops") -> str:
-    from edgectl.controller.auth import Role
-    from edgectl.controller.store import Store, tokens
-
-    store = Store.open(database_url, migrate=True)
-    try:
-        return tokens.create(store, name, Role(role))
-    finally:
-        store.close()
 
 
 def _start_portal(state: LabState, gateway: str) -> int:
     """``edgectl portal run`` in the controller namespace, listening in the portal host's."""
     portal = state.topology(gateway).hosts["portal"]
     config = state.directory / f"portal-{gateway}.toml"
-    _write_private(
+    write_private(
         config,
         "[portal]\n"
         f'controller_url = "{CONTROLLER_LOCAL_URL}"\n'
@@ -809,30 +786,15 @@ def accounting(
 
 
 def _start_agent(state: LabState, gateway: str, token: str) -> int:
-    work = state.directory / gateway
-    work.mkdir(mode=0o700)
-    token_file = work / "agent.token"
-    _write_private(token_file, token + "\n")
-    config = work / "agent.toml"
-    _write_private(
-        config,
-        "[agent]\n"
-        f'controller_url = "{state.mgmt_url(gateway)}"\n'
-        "# the lab's management veth never leaves this machine (a real fleet uses TLS)\n"
-        "allow_plain_http = true\n"
-        f'gateway = "{gateway}"\n'
-        f'token_file = "{token_file}"\n'
-        f'state_dir = "{work / "state"}"\n'
-        "# the agent runs inside this namespace already; naming it keeps its kernel\n"
-        "# handle there even if it were started elsewhere by mistake\n"
-        f'netns = "{state.gateway_ns(gateway)}"\n'
-        f'metrics_listen = "{AGENT_METRICS}"\n'
-        "poll_wait = 25\n"
-        "backoff_min = 0.2\n"
-        "backoff_max = 2\n"
-        "drift_interval = 0.1\n"
-        "report_interval = 5\n"
-        "report_min_gap = 0.5\n",
+    config = AgentFiles(state.directory / gateway).write(
+        token=token,
+        controller_url=state.mgmt_url(gateway),
+        gateway=gateway,
+        # The agent runs inside this namespace already; naming it keeps its
+        # kernel handle there even if it were started elsewhere by mistake.
+        netns=state.gateway_ns(gateway),
+        metrics_listen=AGENT_METRICS,
+        settings=LAB_AGENT,
     )
     return _spawn(
         state,
@@ -967,7 +929,7 @@ def serve_hosts(name: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with _servers(state) as listeners:
-        _write_private(state.directory / "hosts.ready", f"{len(listeners)} listeners\n")
+        write_private(state.directory / "hosts.ready", f"{len(listeners)} listeners\n")
         print(f"serving {len(listeners)} outside hosts", flush=True)
         while not stop.wait(1.0):
             pass

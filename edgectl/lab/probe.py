@@ -468,20 +468,3 @@ class Listener:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-def wait_until(
-    condition: Callable[[], bool], *, timeout: float = 2.0, interval: float = 0.005
-) -> bool:
-    """Poll ``condition`` until true or ``timeout``; return its last value.
-
-    Tests use this instead of sleeping: it returns as soon as the condition
-    holds and bounds the wait when it never does.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)

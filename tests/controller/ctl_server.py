@@ -4,26 +4,14 @@ for tests of what only a real HTTP server shows: limits, timeouts, headers."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from ctl_support import poll_until
-
-from edgectl.controller.auth import Role
-from edgectl.controller.store import Store, tokens
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from edgectl.testing.fleet import create_token, toml_table
+from edgectl.testing.processes import free_port, serving
 
 
 @dataclass
@@ -47,52 +35,18 @@ class Server:
         return socket.create_connection(("127.0.0.1", self.port), timeout=10)
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
-
-
 @contextlib.contextmanager
 def running(tmp_path: Path, **settings: object) -> Iterator[Server]:
     database = tmp_path / "controller.db"
     url = f"sqlite:///{database}"
-    store = Store.open(url, migrate=True)
-    try:
-        token = tokens.create(store, "netops-person", Role.NETOPS)
-    finally:
-        store.close()
+    token = create_token(url, "netops-person", "netops")
     port = free_port()
     config = tmp_path / "controller.toml"
-    lines = [f'database_url = "{url}"', f"port = {port}", "sweep_interval = 1"]
-    lines += [f"{name} = {_toml(value)}" for name, value in settings.items()]
-    config.write_text("[controller]\n" + "\n".join(lines) + "\n")
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "edgectl.controller", "controller", "--config", str(config)],
-        env={**os.environ, "EDGECTL_CONTROLLER_CONFIG": str(config)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    running_server = Server(port, server.pid, token)
-    try:
-
-        def healthy() -> bool:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                return httpx.get(f"{running_server.base}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        poll_until(healthy, timeout=30, message="controller did not come up", step=0.05)
-        yield running_server
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    values = {"database_url": url, "port": port, "sweep_interval": 1, **settings}
+    config.write_text(toml_table("controller", values))
+    argv = [sys.executable, "-m", "edgectl.controller", "controller", "--config", str(config)]
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    env = {"EDGECTL_CONTROLLER_CONFIG": str(config)}
+    with serving(argv, base, log=log, env=env) as server:
+        yield Server(port, server.pid, token)

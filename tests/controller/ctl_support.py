@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -11,6 +9,7 @@ from fastapi.testclient import TestClient
 from edgectl.controller.auth import Role
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store, tokens
+from edgectl.testing.wait import wait_until
 
 
 def settings_for(store: Store, **overrides: Any) -> Settings:
@@ -104,17 +103,7 @@ class World:
         self.agent_b = api.post("/v1/gateways", {"name": "gw-b", "pools": ["dyn_b"]})["agent_token"]
 
 
-def poll_until(
-    condition: Callable[[], object], *, timeout: float, message: str, step: float = 0.02
-) -> None:
-    """Return once ``condition()`` is true; fail with ``message`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(step)
-
-
 def wait_until_parked(api: Api) -> None:
     """Until a long-poll waits on the notifier (so the test proves the wake-up)."""
     notifier = api.client.app.state.notifier  # type: ignore[attr-defined]
-    poll_until(notifier.parked, timeout=10, message="the long-poll never parked", step=0.01)
+    wait_until(notifier.parked, timeout=10, what="the long-poll never parked", interval=0.01)

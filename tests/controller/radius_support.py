@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ def clients_file(directory: Path, *rows: tuple[str, str, str], mode: int = 0o600
     )
     path.chmod(mode)
     return path
-
-
-def wait_for(condition: Callable[[], object], deadline: float = 5.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 class Nas:

@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import pytest
 from ctl_server import Server, running
-from ctl_support import poll_until
 
 from edgectl.cli import main
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, tokens
+from edgectl.testing.wait import wait_until
 
 
 @dataclass
@@ -426,7 +426,7 @@ def test_tls_with_a_private_ca(tmp_path: Path, cli: Any, desk: Desk) -> None:
             except httpx.TransportError:
                 return False
 
-        poll_until(healthy, timeout=30, message="TLS controller did not come up", step=0.05)
+        wait_until(healthy, timeout=30, what="TLS controller did not come up", interval=0.05)
         untrusted = cli("gateways", "--controller", base)
         assert untrusted.code == 3 and "TLS" in untrusted.err, untrusted.err
         trusted = cli("gateways", "--controller", base, "--ca-file", str(cert), "-o", "json")
@@ -536,7 +536,7 @@ def test_proposals_and_policies(cli: Any, desk: Desk) -> None:
             found = abuse.get("/v1/proposals", params={"policy": "cli-ladder"}).json()
             return len(found) == len(accounts)
 
-        poll_until(filed, timeout=30, message="the engine filed no proposals", step=0.1)
+        wait_until(filed, timeout=30, what="the engine filed no proposals", interval=0.1)
         api_list = abuse.get("/v1/proposals", params={"policy": "cli-ladder"}).json()
 
     listed = cli("proposals", "list", "--policy", "cli-ladder")

@@ -6,12 +6,13 @@ import threading
 import time
 from typing import Any
 
-from ctl_support import Api, World, poll_until, wait_until_parked
+from ctl_support import Api, World, wait_until_parked
 
 from edgectl.controller.store import sweep
 from edgectl.model import lint, state_from_data, state_to_data
 from edgectl.model.delta import patch
 from edgectl.model.serial import delta_from_data
+from edgectl.testing.wait import wait_until
 
 
 def state(api: Api, gateway: str, since: int | None = None, **params: Any) -> Any:
@@ -175,11 +176,11 @@ def test_expiry_is_enforced_by_the_sweeper(api: Api, world: World) -> None:
     api.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
     hold(api, "alice", duration=1)
     revision = state(api, "gw-a")["revision"]
-    poll_until(
+    wait_until(
         lambda: sweep.expire(api.store) != 0,
         timeout=5,
-        message="the quarantine never expired",
-        step=0.05,
+        what="the quarantine never expired",
+        interval=0.05,
     )
     assert state(api, "gw-a", since=revision)["delta"]["quarantines"]["removals"] == ["100.64.0.10"]
     (entry,) = api.get("/v1/quarantines", params={"state": "expired"})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from ctl_support import Api, World, poll_until, settings_for
+from ctl_support import Api, World, settings_for
 from fastapi.testclient import TestClient
 
 from edgectl.controller.app import create_app
@@ -19,6 +19,7 @@ from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import now
 from edgectl.controller.store.feed import AccountingEvent, apply_events
 from edgectl.model import Prefix
+from edgectl.testing.wait import wait_until
 
 LADDER = {
     "strikes": [{"source": "report", "class": "spam"}],
@@ -349,7 +350,7 @@ def test_the_running_controller_escalates_in_the_background(store: Store) -> Non
         _bind(api, "cust-1", "100.64.0.7")
         _policy(api)
         _report(api, "100.64.0.7", "m1")
-        poll_until(lambda: _holds(api, "cust-1"), timeout=10, message="the engine never held")
+        wait_until(lambda: _holds(api, "cust-1"), timeout=10, what="the engine never held")
         [hold] = _holds(api, "cust-1")
         assert hold["actor"] == "policy:spam-ladder"
         scrape = client.get("/metrics", headers=api.headers("viewer")).text

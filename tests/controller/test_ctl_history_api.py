@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from ctl_support import Api, World, poll_until, settings_for, wait_until_parked
+from ctl_support import Api, World, settings_for, wait_until_parked
 from fastapi.testclient import TestClient
 from feed_support import at, bindings, event, history_rows, v4, v6, world
 
@@ -18,6 +18,7 @@ from edgectl.controller.store import Store, subscribers, sweep
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.core import now
 from edgectl.controller.store.feed import apply_events
+from edgectl.testing.wait import wait_until
 
 
 def _feed(api: Api) -> None:
@@ -250,10 +251,10 @@ def test_the_running_sweeper_unbinds_stale_sessions_and_forgets_old_intervals(
     subscribers.start_session(store, "token:ops", subscribers.Binding("cust-rest", v4(3)))
     settings = settings_for(store, sweep_interval=0.05, stale_session_after=3600)
     with TestClient(create_app(settings, store, sweep=True)):
-        poll_until(
+        wait_until(
             lambda: set(bindings(store)) == {"cust-rest"} and len(history_rows(store)) == 2,
             timeout=10,
-            message="the sweeper neither unbound the silent session nor forgot the old one",
+            what="the sweeper neither unbound the silent session nor forgot the old one",
         )
     assert {(row[0], row[2]) for row in history_rows(store)} == {
         ("cust-quiet", "quiet"),

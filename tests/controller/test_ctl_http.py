@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from ctl_backends import PostgresBackend, SqliteBackend
-from ctl_support import poll_until
 
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store
 from edgectl.controller.store.tokens import create as create_token
+from edgectl.testing.processes import free_port, serving
+from edgectl.testing.wait import wait_until
 
 ENTRY = ["-m", "edgectl.controller"]  # the controller commands, as `edgectl` runs them
 
@@ -29,12 +28,6 @@ def edgectl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [sys.executable, *ENTRY, *args], env=env, capture_output=True, text=True, timeout=60
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -63,31 +56,11 @@ def served(
             tokens[role.value] = create_token(store, f"{role.value}-person", role)
     finally:
         store.close()
-    server = subprocess.Popen(
-        [sys.executable, *ENTRY, "controller"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, *ENTRY, "controller"]
     try:
-
-        def healthy() -> bool:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        poll_until(healthy, timeout=20, message="controller did not come up", step=0.05)
-        yield base, tokens
+        with serving(argv, f"http://127.0.0.1:{port}", log=tmp_path / "server.log", env=env):
+            yield f"http://127.0.0.1:{port}", tokens
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
         if isinstance(backend, PostgresBackend):
             backend.drop(url)
 
@@ -152,11 +125,11 @@ def test_analyst_quarantines_account_and_agent_sees_it(served: tuple[str, dict[s
         "/v1/quarantines",
         json={"account": "cust-42", "mode": "block", "reason": "again", "duration": 1},
     )
-    poll_until(
+    wait_until(
         lambda: not agent.get("/v1/gateways/gw-1/desired-state").json()["state"]["quarantines"],
         timeout=10,
-        message="expiry was not enforced",
-        step=0.1,
+        what="expiry was not enforced",
+        interval=0.1,
     )
     assert (
         abuse.get("/v1/quarantines", params={"state": "expired"}).json()[0]["account"] == "cust-42"

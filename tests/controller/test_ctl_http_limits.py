@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from ctl_server import Server, running
-from ctl_support import poll_until
 
 from edgectl.controller.settings import Settings
+from edgectl.testing.wait import wait_until
 
 MB = 1024 * 1024
 
@@ -115,7 +115,7 @@ def test_over_cap_content_length_is_413_at_once(tmp_path: Path) -> None:
         head = read_head(sock, timeout=5)  # not a byte of the body was sent
         assert status_of(head) == 413, head
         assert b"max_body_bytes" in head or b"connection: close" in head.lower()
-        poll_until(lambda: closed_by_peer(sock, 0.1), timeout=5, message="connection left open")
+        wait_until(lambda: closed_by_peer(sock, 0.1), timeout=5, what="connection left open")
 
 
 def test_chunked_body_stops_at_the_cap_and_small_ones_pass(tmp_path: Path) -> None:
@@ -166,19 +166,19 @@ def test_half_sent_requests_are_cut_off_and_connections_capped(tmp_path: Path) -
         # Full house: a new request is refused at once instead of queueing.
         assert httpx.get(f"{server.base}/healthz", timeout=5).status_code == 503
         started = time.monotonic()
-        poll_until(
+        wait_until(
             lambda: all(closed_by_peer(sock) for sock in stalled),
             timeout=15,
-            message="half-sent requests were never timed out",
-            step=0.1,
+            what="half-sent requests were never timed out",
+            interval=0.1,
         )
         assert time.monotonic() - started < 10
         for sock in stalled:
             sock.close()
-        poll_until(
+        wait_until(
             lambda: httpx.get(f"{server.base}/healthz", timeout=5).status_code == 200,
             timeout=10,
-            message="the controller did not recover",
+            what="the controller did not recover",
         )
         assert_drip_is_cut_off(server)
         assert_half_body_is_cut_off(server)

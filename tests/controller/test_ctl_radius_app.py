@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from ctl_support import Api, settings_for
 from fastapi.testclient import TestClient
-from radius_support import SECRET, FakeFeed, Nas, clients_file, wait_for
+from radius_support import SECRET, FakeFeed, Nas, clients_file
 
 from edgectl.controller.app import create_app
 from edgectl.controller.radius import codec
 from edgectl.controller.radius import config as radius_config
 from edgectl.controller.radius.server import Feed, RadiusServer, bind
 from edgectl.controller.store import Store
+from edgectl.testing.wait import wait_until
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_lifespan_runs_the_feed_and_metrics_show_it(tmp_path: Path, sqlite_store
             nas.send(data)
             assert nas.answer(5) is not None
             nas.send(b"\x04\x01\x00")
-            wait_for(lambda: radius.view().dropped.get("malformed") == 1)
+            assert wait_until(lambda: radius.view().dropped.get("malformed") == 1, 5.0, 0.005)
             text = api.call("GET", "/metrics", role="viewer", expect=200).text
         lines = set(text.splitlines())
         assert 'edgectl_controller_radius_packets_total{type="start",outcome="applied"} 1' in lines

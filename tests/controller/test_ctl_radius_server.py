@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from radius_support import SECRET, FakeFeed, Nas, clients_file, wait_for
+from radius_support import SECRET, FakeFeed, Nas, clients_file
 
 from edgectl.controller.radius import codec
 from edgectl.controller.radius import config as radius_config
 from edgectl.controller.radius.server import Feed, RadiusServer, bind
+from edgectl.testing.wait import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,9 @@ def test_retransmission_while_committing_is_not_processed_twice(
     nas.send(data)
     assert feed.entered.wait(5)
     nas.send(data)
-    wait_for(lambda: server.view().packets.get(("start", "retransmit_in_flight")) == 1)
+    assert wait_until(
+        lambda: server.view().packets.get(("start", "retransmit_in_flight")) == 1, 5.0, 0.005
+    )
     feed.gate.set()
     assert nas.answer(5) is not None
     assert len(feed.events) == 1
@@ -125,7 +128,7 @@ def test_dropped_packets_are_counted_and_never_answered(
         wrong.send(start(wrong, 5))
         nas.send(b"\x04\x05\x00")  # truncated
         nas.send(nas.packet(6, Acct_Session_Id="no-status-type", User_Name="a"))
-        wait_for(lambda: sum(server.view().dropped.values()) == 3)
+        assert wait_until(lambda: sum(server.view().dropped.values()) == 3, 5.0, 0.005)
         assert wrong.answer(0.1) is None and nas.answer(0.1) is None
         assert server.view().dropped == {"bad_authenticator": 1, "malformed": 2}
         assert feed.events == []
@@ -141,7 +144,7 @@ def test_unknown_nas_is_dropped(tmp_path: Path, feed: FakeFeed, words: Any) -> N
     nas = Nas(running.addresses[0], words)
     try:
         nas.send(start(nas, 1))
-        wait_for(lambda: running.view().dropped == {"unknown_nas": 1})
+        assert wait_until(lambda: running.view().dropped == {"unknown_nas": 1}, 5.0, 0.005)
         assert nas.answer(0.1) is None
     finally:
         nas.close()
@@ -174,7 +177,7 @@ def test_packets_arriving_together_commit_together(
     assert feed.entered.wait(5)
     for index in range(1, 201):
         nas.send(start(nas, index % 256, f"cust-{index}", f"100.64.1.{index % 250}"))
-    wait_for(lambda: server.view().queued == 200)
+    assert wait_until(lambda: server.view().queued == 200, 5.0, 0.005)
     feed.gate.set()
     answers = [nas.answer(5) for _ in range(201)]
     assert all(answers)
@@ -190,7 +193,7 @@ def test_a_full_queue_drops_and_counts(tmp_path: Path, feed: FakeFeed, words: An
         assert feed.entered.wait(5)
         for index in range(1, 11):
             nas.send(start(nas, index, f"cust-{index}"))
-        wait_for(lambda: running.view().dropped.get("queue_full") == 5)
+        assert wait_until(lambda: running.view().dropped.get("queue_full") == 5, 5.0, 0.005)
         feed.gate.set()
         assert sum(1 for _ in range(6) if nas.answer(5)) == 6
         assert nas.answer(0.1) is None
@@ -210,7 +213,7 @@ def test_a_failed_commit_answers_nothing_and_the_retransmission_succeeds(
     feed.failing = True
     data = start(nas, 11)
     nas.send(data)
-    wait_for(lambda: server.view().dropped.get("commit_failed") == 1)
+    assert wait_until(lambda: server.view().dropped.get("commit_failed") == 1, 5.0, 0.005)
     assert nas.answer(0.1) is None
     feed.failing = False
     nas.send(data)

@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from ctl_backends import PostgresBackend, SqliteBackend
-from ctl_support import poll_until, settings_for
+from ctl_support import settings_for
 from hypothesis import HealthCheck, given, settings
 
 from edgectl.controller.app import create_app
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, tokens
+from edgectl.testing.wait import wait_until
 
 try:
     import schemathesis
@@ -52,7 +53,7 @@ def server(backend: SqliteBackend | PostgresBackend) -> Iterator[tuple[str, str]
         assert thread.is_alive(), "uvicorn exited"
         return bool(instance.started)
 
-    poll_until(started, timeout=20, message="uvicorn did not start")
+    wait_until(started, timeout=20, what="uvicorn did not start")
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     # Some objects to find, so that not every generated request is a 404.

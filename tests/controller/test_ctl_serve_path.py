@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ctl_support import Api, World, poll_until, settings_for, wait_until_parked
+from ctl_support import Api, World, settings_for, wait_until_parked
 from fastapi.testclient import TestClient
 
 from edgectl.controller.app import create_app
@@ -20,6 +20,7 @@ from edgectl.controller.auth import Role
 from edgectl.controller.notify import Notifier
 from edgectl.controller.store import Store, desired, gateways, tokens
 from edgectl.controller.store.tokens import Principal, TokenCache
+from edgectl.testing.wait import wait_until
 
 
 @pytest.fixture
@@ -84,10 +85,10 @@ def test_token_revoked_by_another_process_stops_within_poll_interval(store: Stor
             tokens.revoke(other, "elsewhere")
         finally:
             other.close()
-        poll_until(
+        wait_until(
             lambda: client.get("/v1/pools", headers=headers).status_code != 200,
             timeout=0.5 + 0.5,
-            message="cached beyond poll_interval",
+            what="cached beyond poll_interval",
         )
 
 
@@ -160,7 +161,7 @@ def test_waiters_woken_together_share_one_read(
     for waiter in waiters:
         waiter.start()
     notifier = slow_poll.client.app.state.notifier  # type: ignore[attr-defined]
-    poll_until(lambda: notifier.parked() >= 4, timeout=10, message="4 waiters", step=0.01)
+    wait_until(lambda: notifier.parked() >= 4, timeout=10, what="4 waiters", interval=0.01)
     slow_poll.post(
         "/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse"
     )

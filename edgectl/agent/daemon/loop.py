@@ -29,12 +29,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from edgectl.agent.daemon.backoff import Backoff
 from edgectl.agent.daemon.client import Answer, ControllerError, Delta, Snapshot
+from edgectl.agent.daemon.config import AgentConfig
 from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.metrics import Metrics, policy_of
 from edgectl.agent.daemon.persister import Persister
@@ -90,15 +91,30 @@ class StorePort(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LoopSettings:
+    """The loop's share of the agent config: same names, and no defaults of its own
+    (``of`` copies a config's values, ``defaults`` the config's declared ones)."""
+
     gateway: str
-    poll_wait: float = 30.0
-    backoff_min: float = 0.5
-    backoff_max: float = 30.0
-    drift_interval: float = 0.1
-    report_interval: float = 30.0
+    poll_wait: float
+    backoff_min: float
+    backoff_max: float
+    drift_interval: float
+    report_interval: float
     # At most one report per this many seconds while revisions stream in: one
     # per delta from every gateway would make reports the controller's main load.
-    report_min_gap: float = 5.0
+    report_min_gap: float
+
+    @classmethod
+    def of(cls, config: AgentConfig) -> LoopSettings:
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    @classmethod
+    def defaults(cls, gateway: str, **changes: float) -> LoopSettings:
+        """The config's defaults for ``gateway`` (tests and benchmarks drive a loop
+        without a config file)."""
+        declared = {f.name: f.default for f in fields(AgentConfig)}
+        values = {f.name: declared[f.name] for f in fields(cls) if f.name != "gateway"}
+        return cls(gateway=gateway, **{**values, **changes})  # type: ignore[arg-type]
 
 
 @dataclass

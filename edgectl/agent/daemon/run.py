@@ -25,18 +25,6 @@ from edgectl.agent.table import SPEC
 log = logging.getLogger("edgectl.agent")
 
 
-def loop_settings(config: AgentConfig) -> LoopSettings:
-    return LoopSettings(
-        gateway=config.gateway,
-        poll_wait=config.poll_wait,
-        backoff_min=config.backoff_min,
-        backoff_max=config.backoff_max,
-        drift_interval=config.drift_interval,
-        report_interval=config.report_interval,
-        report_min_gap=config.report_min_gap,
-    )
-
-
 def restore_only(config: AgentConfig) -> bool:
     """Commit the persisted last-known-good state and return, never contacting the controller.
 
@@ -44,7 +32,7 @@ def restore_only(config: AgentConfig) -> bool:
     before it forwards its first packet, whatever the controller is doing.
     """
     agent = Agent(
-        loop_settings(config),
+        LoopSettings.of(config),
         Kernel(config.netns),
         ControllerClient(
             config.controller_url,
@@ -74,7 +62,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
     metrics = Metrics(config.gateway)
     offenders = OffenderListener(config.netns, OffenderBook(config.offenders_window), metrics)
     agent = Agent(
-        loop_settings(config),
+        LoopSettings.of(config),
         kernel,
         client,
         StateStore(config.state_dir),
