@@ -186,8 +186,12 @@ def _write(change: Change, sessions: Sequence[FeedSession]) -> None:
         assignments = ", ".join(f"{name} = {mark}" for name in UPDATED)
         connection.exec_driver_sql(
             f"UPDATE session_history SET {assignments} WHERE id = {mark}",
-            [(*(s.values(connection)[n] for n in UPDATED), s.id) for s in updates],
+            [_updated(s.values(connection), s.id) for s in updates],
         )
+
+
+def _updated(values: dict[str, Any], ident: int) -> tuple[Any, ...]:
+    return (*(values[name] for name in UPDATED), ident)
 
 
 def apply_events(store: Store, events: Sequence[AccountingEvent]) -> list[EventOutcome]:
