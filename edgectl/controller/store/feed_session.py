@@ -18,7 +18,7 @@ from edgectl.controller.store.db import time_param
 from edgectl.model import Prefix
 
 
-@dataclass
+@dataclass(slots=True)
 class FeedSession:
     """One history row of the feed, folded in memory."""
 
@@ -106,11 +106,20 @@ class FeedSession:
             6: None if self.ipv6 is None else hex_of(self.ipv6),
         }
 
-    def values(self, connection: Any) -> dict[str, Any]:
-        def when(value: datetime | None) -> object:
-            return None if value is None else time_param(connection, value)
+    def values(
+        self, connection: Any, hexes: dict[int, str | None], texts: dict[datetime, object]
+    ) -> dict[str, Any]:
+        """The row as the driver takes it; ``texts`` memoizes time conversions
+        across a batch (a Start's started, last_seen and ipv4_seen are one time)."""
 
-        hexes = self.hexes()
+        def when(value: datetime | None) -> object:
+            if value is None:
+                return None
+            text = texts.get(value)
+            if text is None:
+                text = texts[value] = time_param(connection, value)
+            return text
+
         return {
             "account_id": self.account_id,
             "source": self.source,

@@ -109,8 +109,17 @@ def _displaced(
     ]
 
 
-def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") -> dict[str, int]:
-    """Replace each account's addresses; returns counts for the audit record."""
+def bind(
+    change: Change,
+    bindings: Sequence[Binding],
+    path: str = "bindings",
+    old: dict[int, tuple[str | None, str | None]] | None = None,
+) -> dict[str, int]:
+    """Replace each account's addresses; returns counts for the audit record.
+
+    ``old``: the ``sessions`` rows (ipv4, ipv6 text) of at least these
+    accounts, if the caller has just read them in this transaction.
+    """
     connection = change.connection
     _, topology = loaders.view(change)
     seen: dict[object, int] = {}
@@ -131,12 +140,13 @@ def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") ->
     ids = ensure_accounts(change, (b.account for b in bindings))
     accounts = [ids[b.account] for b in bindings]
     # Old bindings stay text until one turns out to matter (a held account moved).
-    old: dict[int, tuple[str | None, str | None]] = {}
-    query = sa.select(t.sessions.c.account_id, t.sessions.c.ipv4, t.sessions.c.ipv6)
-    for account, ipv4, ipv6 in loaders.rows_in(
-        connection, query, t.sessions.c.account_id, accounts
-    ):
-        old[account] = (ipv4, ipv6)
+    if old is None:
+        old = {}
+        query = sa.select(t.sessions.c.account_id, t.sessions.c.ipv4, t.sessions.c.ipv6)
+        for account, ipv4, ipv6 in loaders.rows_in(
+            connection, query, t.sessions.c.account_id, accounts
+        ):
+            old[account] = (ipv4, ipv6)
     v4_owner = {hex_of(b.ipv4): ids[b.account] for b in bindings if b.ipv4 is not None}
     v6_owner = {hex_of(b.ipv6): ids[b.account] for b in bindings if b.ipv6 is not None}
     displaced = [
@@ -172,7 +182,10 @@ def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") ->
     columns = ("account_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex", "updated_at")
     insert_rows(connection, t.sessions, columns, rows, conflict=columns[:1], update=columns[1:])
     everyone = _prefix_holds_exist(connection)
-    held = _held(connection, sorted({*accounts, *(a for a, _, _ in displaced)}))
+    # With a prefix hold every move recompiles anyway: who is held does not matter.
+    held = (
+        set() if everyone else _held(connection, sorted({*accounts, *(a for a, _, _ in displaced)}))
+    )
     for binding in moved:
         account = ids[binding.account]
         if everyone or account in held:
