@@ -20,18 +20,18 @@ from edgectl.controller.compile import Topology, delegation_problem
 from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.change import Change
-from edgectl.controller.store.subscribers import Binding, bind
+from edgectl.controller.store.subscribers import Binding, Holders, bind
 from edgectl.model import Prefix
 
 h = t.session_history
 NOTHING = {"bindings": 0, "moved": 0, "displaced": 0}
 
 
-def _holders(connection: Connection, version: int, hexes: Iterable[str]) -> set[int]:
-    """Accounts the ``sessions`` table binds to these addresses now."""
+def _holders(connection: Connection, version: int, hexes: Iterable[str]) -> dict[str, int]:
+    """The account the ``sessions`` table binds each of these addresses to now."""
     col = t.sessions.c.ipv4_hex if version == 4 else t.sessions.c.ipv6_hex
-    query = sa.select(t.sessions.c.account_id)
-    return {row.account_id for row in loaders.rows_in(connection, query, col, sorted(hexes))}
+    query = sa.select(col, t.sessions.c.account_id)
+    return dict(loaders.rows_in(connection, query, col, sorted(hexes)))
 
 
 def _usable(topology: Topology, text: str | None, version: int) -> str | None:
@@ -84,15 +84,19 @@ def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> di
     connection = change.connection
     tops = {version: history.top_ids(connection, version, hexes[version]) for version in (4, 6)}
     everyone = set(accounts)
+    holders = Holders(
+        hexes, {version: _holders(connection, version, hexes[version]) for version in (4, 6)}
+    )
     for version in (4, 6):
         everyone.update(r.account_id for r in tops[version].values() if r.open)
-        everyone |= _holders(connection, version, hexes[version])
+        everyone.update(holders.accounts[version].values())
     if not everyone:
         return dict(NOTHING)
     open_rows = _open_rows(connection, everyone)
+    own = {4: {r.ipv4_hex for r in open_rows}, 6: {r.ipv6_hex for r in open_rows}}
     for version in (4, 6):
-        own = {getattr(r, f"ipv{version}_hex") for r in open_rows} - {None} - tops[version].keys()
-        tops[version].update(history.top_ids(connection, version, own))
+        unread = own[version] - {None} - tops[version].keys()
+        tops[version].update(history.top_ids(connection, version, unread))
     # Per account and family, the best (rank, address text) among its open
     # rows still the latest on their address.
     chosen: dict[tuple[int, int], tuple[tuple[Any, str, str], str]] = {}
@@ -131,4 +135,4 @@ def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> di
             changed.append(Binding(refs[account], v4, v6))
     if not changed:
         return dict(NOTHING)
-    return bind(change, changed, path="", old=now)
+    return bind(change, changed, path="", old=now, holders=holders)

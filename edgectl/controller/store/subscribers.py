@@ -97,35 +97,51 @@ def _prefix_holds_exist(connection: Connection) -> bool:
     return row is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Holders:
+    """Whom ``sessions`` binds each of ``hexes`` to now (by IP version), as a
+    caller read it earlier in the same transaction."""
+
+    hexes: dict[int, set[str]]
+    accounts: dict[int, dict[str, int]]
+
+
 def _displaced(
-    connection: Connection, column: Any, owners: dict[str, int]
+    connection: Connection, version: int, owners: dict[str, int], holders: Holders | None
 ) -> list[tuple[int, str]]:
     """(account, hex) of other accounts holding addresses now bound elsewhere."""
-    query = sa.select(t.sessions.c.account_id, column)
-    return [
-        (account, value)
-        for account, value in loaders.rows_in(connection, query, column, sorted(owners))
-        if owners[value] != account
-    ]
+    column = t.sessions.c.ipv4_hex if version == 4 else t.sessions.c.ipv6_hex
+    known: dict[str, int] = {}
+    unread = sorted(owners)
+    if holders is not None:
+        covered = holders.hexes[version]
+        held = holders.accounts[version]
+        known = {value: held[value] for value in unread if value in held}
+        unread = [value for value in unread if value not in covered]
+    query = sa.select(column, t.sessions.c.account_id)
+    known.update(loaders.rows_in(connection, query, column, unread))
+    return [(account, value) for value, account in known.items() if owners[value] != account]
 
 
-def bind(
-    change: Change,
-    bindings: Sequence[Binding],
-    path: str = "bindings",
-    old: dict[int, tuple[str | None, str | None]] | None = None,
-) -> dict[str, int]:
-    """Replace each account's addresses; returns counts for the audit record.
-
-    ``old``: the ``sessions`` rows (ipv4, ipv6 text) of at least these
-    accounts, if the caller has just read them in this transaction.
-    """
-    connection = change.connection
-    _, topology = loaders.view(change)
+def _check(topology: Topology, bindings: Sequence[Binding], path: str) -> None:
+    """Each binding valid, no account or address given twice (``path`` names the first)."""
+    for index, binding in enumerate(bindings):
+        ipv4 = binding.ipv4
+        if binding.ipv6 is not None or (
+            ipv4 is not None and (ipv4.version != 4 or not ipv4.is_host)
+        ):
+            check_binding(topology, binding, f"{path}[{index}]." if path else "")
+    v4 = [b.ipv4 for b in bindings if b.ipv4 is not None]
+    v6 = [b.ipv6 for b in bindings if b.ipv6 is not None]
+    if (
+        len({b.account for b in bindings}) == len(bindings)
+        and len(set(v4)) == len(v4)
+        and len(set(v6)) == len(v6)
+    ):
+        return  # the common case: no duplicate to find the first of
     seen: dict[object, int] = {}
     for index, binding in enumerate(bindings):
         where = f"{path}[{index}]." if path else ""
-        check_binding(topology, binding, where)
         for label, value in (
             ("account", binding.account),
             ("ipv4", binding.ipv4),
@@ -137,6 +153,24 @@ def bind(
             if marker in seen:
                 raise Invalid(f"{where}{label}", f"also given in {path}[{seen[marker]}]")
             seen[marker] = index
+
+
+def bind(
+    change: Change,
+    bindings: Sequence[Binding],
+    path: str = "bindings",
+    old: dict[int, tuple[str | None, str | None]] | None = None,
+    holders: Holders | None = None,
+) -> dict[str, int]:
+    """Replace each account's addresses; returns counts for the audit record.
+
+    ``old``: the ``sessions`` rows (ipv4, ipv6 text) of at least these
+    accounts, and ``holders``: of some addresses, if the caller has just read
+    them in this transaction.
+    """
+    connection = change.connection
+    _, topology = loaders.view(change)
+    _check(topology, bindings, path)
     ids = ensure_accounts(change, (b.account for b in bindings))
     accounts = [ids[b.account] for b in bindings]
     # Old bindings stay text until one turns out to matter (a held account moved).
@@ -147,11 +181,24 @@ def bind(
             connection, query, t.sessions.c.account_id, accounts
         ):
             old[account] = (ipv4, ipv6)
-    v4_owner = {hex_of(b.ipv4): ids[b.account] for b in bindings if b.ipv4 is not None}
-    v6_owner = {hex_of(b.ipv6): ids[b.account] for b in bindings if b.ipv6 is not None}
+    at = time_param(connection, change.at)
+    # Each address's text and hex once: the upsert, the owners and the moves use them.
+    rows = [
+        (
+            account,
+            None if b.ipv4 is None else str(b.ipv4),
+            None if b.ipv4 is None else hex_of(b.ipv4),
+            None if b.ipv6 is None else str(b.ipv6),
+            None if b.ipv6 is None else hex_of(b.ipv6),
+            at,
+        )
+        for account, b in zip(accounts, bindings, strict=True)
+    ]
+    v4_owner = {row[2]: row[0] for row in rows if row[2] is not None}
+    v6_owner = {row[4]: row[0] for row in rows if row[4] is not None}
     displaced = [
-        *((a, "ipv4", h) for a, h in _displaced(connection, t.sessions.c.ipv4_hex, v4_owner)),
-        *((a, "ipv6", h) for a, h in _displaced(connection, t.sessions.c.ipv6_hex, v6_owner)),
+        *((a, "ipv4", h) for a, h in _displaced(connection, 4, v4_owner, holders)),
+        *((a, "ipv6", h) for a, h in _displaced(connection, 6, v6_owner, holders)),
     ]
     for account, family, _ in displaced:
         # The address went to someone else (RADIUS missed a stop): unbind the old holder.
@@ -160,25 +207,11 @@ def bind(
             .where(t.sessions.c.account_id == account)
             .values({family: None, f"{family}_hex": None, "updated_at": change.at})
         )
-    at = time_param(connection, change.at)
-    rows = []
-    moved: list[Binding] = []
-    for binding in bindings:
-        ipv4 = None if binding.ipv4 is None else str(binding.ipv4)
-        ipv6 = None if binding.ipv6 is None else str(binding.ipv6)
-        account = ids[binding.account]
-        rows.append(
-            (
-                account,
-                ipv4,
-                None if binding.ipv4 is None else hex_of(binding.ipv4),
-                ipv6,
-                None if binding.ipv6 is None else hex_of(binding.ipv6),
-                at,
-            )
-        )
-        if old.get(account, (None, None)) != (ipv4, ipv6):
-            moved.append(binding)
+    moved = [
+        binding
+        for binding, row in zip(bindings, rows, strict=True)
+        if old.get(row[0], (None, None)) != (row[1], row[3])
+    ]
     columns = ("account_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex", "updated_at")
     insert_rows(connection, t.sessions, columns, rows, conflict=columns[:1], update=columns[1:])
     everyone = _prefix_holds_exist(connection)
