@@ -90,16 +90,20 @@ def _free_port() -> int:
 
 
 @contextmanager
-def controller(path: Path) -> Iterator[tuple[str, int]]:
-    """Serve ``path`` from a separate process; yields (base URL, pid)."""
+def controller(database: Path | str, config: Path | None = None) -> Iterator[tuple[str, int]]:
+    """Serve ``database`` (a SQLite file, or a URL) from a separate process;
+    yields (base URL, pid).  ``config``: a settings file for what the
+    environment does not set (the RADIUS feed's table)."""
     port = _free_port()
     env = {
         **os.environ,
-        "EDGECTL_CONTROLLER_DATABASE_URL": f"sqlite:///{path}",
+        "EDGECTL_CONTROLLER_DATABASE_URL": (
+            database if isinstance(database, str) else f"sqlite:///{database}"
+        ),
         "EDGECTL_CONTROLLER_HOST": "127.0.0.1",
         "EDGECTL_CONTROLLER_PORT": str(port),
         "EDGECTL_CONTROLLER_LOG_LEVEL": "warning",
-        "EDGECTL_CONTROLLER_CONFIG": "",
+        "EDGECTL_CONTROLLER_CONFIG": "" if config is None else str(config),
     }
     server = subprocess.Popen([sys.executable, *ENTRY, "controller"], env=env)
     base = f"http://127.0.0.1:{port}"

@@ -32,12 +32,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import os
 import selectors
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,17 +46,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _postgres
-import httpx
 import sqlalchemy as sa
 from _common import install_signal_handlers
 from _results import Row, emit
-from controller_common import ENTRY, _free_port, address, seed_world
+from controller_common import address, controller, seed_world
 
 from edgectl.controller.radius import codec
 from edgectl.controller.store import Store
 
 SECRET = "bench-secret-0123456789"
-PORT_WAIT = 30.0
 
 
 @dataclass
@@ -105,7 +100,7 @@ def _answers(reply: bytes, request: bytes) -> bool:
 
 
 @contextmanager
-def controller(url: str, nas_count: int, work: Path) -> Iterator[tuple[int, int]]:
+def radius_controller(url: str, nas_count: int, work: Path) -> Iterator[tuple[int, int]]:
     """A controller serving ``url`` with the feed on 127.0.0.1; yields (radius port, pid)."""
     clients = work / "clients.toml"
     clients.write_text(
@@ -115,36 +110,13 @@ def controller(url: str, nas_count: int, work: Path) -> Iterator[tuple[int, int]
         )
     )
     clients.chmod(0o600)
-    radius_port, http_port = _free_udp_port(), _free_port()
+    radius_port = _free_udp_port()
     config = work / "controller.toml"
     config.write_text(
-        f'[controller]\ndatabase_url = "{url}"\nport = {http_port}\n'
-        'log_level = "warning"\n\n'
         f'[controller.radius]\nlisten = "127.0.0.1:{radius_port}"\nclients = "{clients}"\n'
     )
-    env = {**os.environ, "EDGECTL_CONTROLLER_CONFIG": str(config)}
-    server = subprocess.Popen([sys.executable, *ENTRY, "controller"], env=env)
-    try:
-        deadline = time.monotonic() + PORT_WAIT
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError("controller exited")
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("controller did not come up")
-            time.sleep(0.05)
-        yield radius_port, server.pid
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with controller(url, config) as (_, pid):
+        yield radius_port, pid
 
 
 def _free_udp_port() -> int:
@@ -265,7 +237,7 @@ def _run(
     finally:
         store.close()
     words = codec.dictionary()
-    with controller(url, args.nas, work) as (port, _pid):
+    with radius_controller(url, args.nas, work) as (port, _pid):
         senders = _senders(port, args.nas, total, words)
         seconds = _drive(senders, window, args.retry, time.monotonic() + args.timeout)
     acked = sum(len(nas.acked) for nas in senders)
