@@ -189,10 +189,10 @@ def _write(change: Change, written: Sequence[Written], seen_only: Sequence[FeedS
     connection = change.connection
     texts: dict[datetime, object] = {}
     history.insert(
-        connection, [s.values(connection, hexes, texts) for s, hexes in written if s.id is None]
+        connection, [s.row(connection, hexes, texts) for s, hexes in written if s.id is None]
     )
     mark = "?" if connection.dialect.name == "sqlite" else "%s"
-    updates = [_updated(s.values(connection, x, texts), s.id) for s, x in written if s.id]
+    updates = [(*s.row(connection, x, texts)[3:], s.id) for s, x in written if s.id]
     if updates:
         assignments = ", ".join(f"{name} = {mark}" for name in UPDATED)
         connection.exec_driver_sql(
@@ -203,10 +203,6 @@ def _write(change: Change, written: Sequence[Written], seen_only: Sequence[FeedS
             f"UPDATE session_history SET last_seen = {mark} WHERE id = {mark}",
             [(time_param(connection, s.last_seen), s.id) for s in seen_only],
         )
-
-
-def _updated(values: dict[str, Any], ident: int) -> tuple[Any, ...]:
-    return (*(values[name] for name in UPDATED), ident)
 
 
 def apply_events(store: Store, events: Sequence[AccountingEvent]) -> list[EventOutcome]:

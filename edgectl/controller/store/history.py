@@ -252,7 +252,7 @@ def account_intervals(connection: Connection, account: int) -> list[dict[str, An
 
 # Writes from the REST routes ------------------------------------------------------------
 
-_COLUMNS = (
+COLUMNS = (
     "account_id",
     "source",
     "session_id",
@@ -273,9 +273,9 @@ def api_source(actor: str) -> str:
     return f"api:{actor}"[:200]
 
 
-def insert(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """New rows, values as the driver takes them (see ``db.time_param``)."""
-    insert_rows(connection, h, _COLUMNS, [tuple(row[c] for c in _COLUMNS) for row in rows])
+def insert(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """New rows, ``COLUMNS`` in order, values as the driver takes them (``db.time_param``)."""
+    insert_rows(connection, h, COLUMNS, rows)
 
 
 def close(change: Change, ids: Sequence[int]) -> None:
@@ -292,48 +292,37 @@ def close(change: Change, ids: Sequence[int]) -> None:
     )
 
 
-def record_bindings(
-    change: Change, bindings: Sequence[tuple[int, Prefix | None, Prefix | None]]
-) -> None:
-    """REST bindings (account id, ipv4, ipv6) as intervals of source ``api:<actor>``.
+Bound = tuple[int, str | None, str | None, str | None, str | None]
+"""A REST binding: account id, IPv4 text and hex, IPv6 prefix text and hex."""
+
+
+def record_bindings(change: Change, bindings: Sequence[Bound]) -> None:
+    """REST bindings as intervals of source ``api:<actor>``.
 
     "The account's addresses are now exactly these": its open rows end now,
     except one that already says exactly this (a repeated PUT keeps its
     interval); a binding with addresses opens a row from now.
     """
     connection = change.connection
-    accounts = sorted({account for account, _, _ in bindings})
+    accounts = sorted({binding[0] for binding in bindings})
     open_rows: dict[int, list[Any]] = {}
     query = sa.select(h.c.id, h.c.account_id, h.c.ipv4, h.c.ipv6).where(t.open_interval())
     for row in loaders.rows_in(connection, query, h.c.account_id, accounts):
         open_rows.setdefault(row.account_id, []).append(row)
     at = time_param(connection, change.at)
+    source = api_source(change.actor)
     closing: list[int] = []
-    rows: list[dict[str, Any]] = []
-    for account, ipv4, ipv6 in bindings:
-        wanted = (None if ipv4 is None else str(ipv4), None if ipv6 is None else str(ipv6))
+    rows: list[tuple[Any, ...]] = []
+    for account, ipv4, ipv4_hex, ipv6, ipv6_hex in bindings:
+        held = open_rows.get(account, ())
         kept = None
-        if wanted != (None, None):
-            same = (r.id for r in open_rows.get(account, ()) if (r.ipv4, r.ipv6) == wanted)
-            kept = next(same, None)
-        closing.extend(r.id for r in open_rows.get(account, ()) if r.id != kept)
-        if kept is None and wanted != (None, None):
-            rows.append(
-                {
-                    "account_id": account,
-                    "source": api_source(change.actor),
-                    "session_id": None,
-                    "ipv4": wanted[0],
-                    "ipv4_hex": None if ipv4 is None else hex_of(ipv4),
-                    "ipv6": wanted[1],
-                    "ipv6_hex": None if ipv6 is None else hex_of(ipv6),
-                    "ipv4_seen": None if ipv4 is None else at,
-                    "ipv6_seen": None if ipv6 is None else at,
-                    "started": at,
-                    "last_seen": at,
-                    "stopped": None,
-                    "ended": None,
-                }
-            )
+        if ipv4 is not None or ipv6 is not None:
+            kept = next((r.id for r in held if (r.ipv4, r.ipv6) == (ipv4, ipv6)), None)
+        closing.extend(r.id for r in held if r.id != kept)
+        if kept is None and (ipv4 is not None or ipv6 is not None):
+            v4_seen = None if ipv4 is None else at
+            v6_seen = None if ipv6 is None else at
+            opened = (v4_seen, v6_seen, at, at, None, None)  # seen, started, last_seen, stop, end
+            rows.append((account, source, None, ipv4, ipv4_hex, ipv6, ipv6_hex, *opened))
     close(change, closing)
     insert(connection, rows)

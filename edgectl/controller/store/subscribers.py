@@ -168,6 +168,17 @@ def bind(
     accounts, and ``holders``: of some addresses, if the caller has just read
     them in this transaction.
     """
+    return _bind(change, bindings, path, old, holders)[0]
+
+
+def _bind(
+    change: Change,
+    bindings: Sequence[Binding],
+    path: str,
+    old: dict[int, tuple[str | None, str | None]] | None = None,
+    holders: Holders | None = None,
+) -> tuple[dict[str, int], list[history.Bound]]:
+    """``bind``, and each binding as the history records it."""
     connection = change.connection
     _, topology = loaders.view(change)
     _check(topology, bindings, path)
@@ -229,19 +240,14 @@ def bind(
             bits = 32 if family == "ipv4" else 128
             prefix = Prefix(4 if family == "ipv4" else 6, int(value, 16), bits)
             change.addresses.add(prefix)  # the key is the same; its holder changed
-    return {"bindings": len(bindings), "moved": len(moved), "displaced": len(displaced)}
-
-
-def _record(change: Change, bindings: Sequence[Binding]) -> None:
-    """The REST routes' bindings in the session history (the feed records its own)."""
-    ids = ensure_accounts(change, (b.account for b in bindings))
-    history.record_bindings(change, [(ids[b.account], b.ipv4, b.ipv6) for b in bindings])
+    counts = {"bindings": len(bindings), "moved": len(moved), "displaced": len(displaced)}
+    return counts, [row[:5] for row in rows]
 
 
 def bind_many(store: Store, actor: str, bindings: Sequence[Binding]) -> dict[str, int]:
     with store.write(actor) as change:
-        counts = bind(change, bindings)
-        _record(change, bindings)
+        counts, bound = _bind(change, bindings, "bindings")
+        history.record_bindings(change, bound)
         # One record a batch: a RADIUS relay sends millions of bindings a day,
         # and the sessions table itself says who holds what now.
         change.audit("session.bulk_upsert", "sessions", "bulk", None, counts)
@@ -264,8 +270,8 @@ def start_session(store: Store, actor: str, binding: Binding) -> dict[str, Any] 
     with store.write(actor) as change:
         ids = ensure_accounts(change, [binding.account])
         before = session_public(_session_row(change.connection, ids[binding.account]))
-        bind(change, [binding], path="")
-        _record(change, [binding])
+        _, bound = _bind(change, [binding], "")
+        history.record_bindings(change, bound)
         after = session_public(_session_row(change.connection, ids[binding.account]))
         change.audit("session.start", "account", binding.account, before, after)
     return after
@@ -284,7 +290,7 @@ def stop_session(store: Store, actor: str, ref: str) -> None:
             .where(t.sessions.c.account_id == account)
             .values(ipv4=None, ipv4_hex=None, ipv6=None, ipv6_hex=None, updated_at=change.at)
         )
-        _record(change, [Binding(ref)])
+        history.record_bindings(change, [(account, None, None, None, None)])
         # Stopping a session lifts nothing: the hold waits for the next address.
         change.addresses.update(addresses)
         change.audit("session.stop", "account", ref, before, None)
