@@ -7,11 +7,14 @@ subscriber with no hold moving address touches no gateway.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from edgectl.controller.compile import Topology, delegation_problem, hex_of
@@ -54,11 +57,28 @@ def ensure_accounts(change: Change, refs: Iterable[str]) -> dict[str, int]:
         known.update(loaders.rows_in(connection, query, t.accounts.c.ref, unknown))
         missing = [ref for ref in unknown if ref not in known]
         if missing:
-            at = time_param(connection, change.at)
-            rows = [(ref, at) for ref in missing]
-            insert_rows(connection, t.accounts, ("ref", "created_at"), rows)
-            known.update(loaders.rows_in(connection, query, t.accounts.c.ref, missing))
+            postgres = connection.dialect.name == "postgresql"
+            params = {"refs": missing if postgres else json.dumps(missing), "at": change.at}
+            created = connection.execute(_create_accounts(connection.dialect.name), params)
+            known.update((ref, ident) for ref, ident in created)
     return {ref: known[ref] for ref in wanted}
+
+
+@functools.cache
+def _create_accounts(dialect: str) -> Any:
+    """INSERT the refs (one parameter, a list) ... RETURNING (ref, id): one statement
+    where inserting and reading the new ids back were two (built once per dialect)."""
+    if dialect == "postgresql":
+        param = sa.bindparam("refs", type_=postgresql.ARRAY(sa.String))
+        values = sa.func.unnest(param).table_valued("value").render_derived(name="v")
+    else:
+        values = sa.func.json_each(sa.bindparam("refs")).table_valued("value").alias("v")
+    chosen = sa.select(values.c.value, sa.bindparam("at", type_=t.Instant()))
+    return (
+        sa.insert(t.accounts)
+        .from_select(["ref", "created_at"], chosen)
+        .returning(t.accounts.c.ref, t.accounts.c.id)
+    )
 
 
 def account_id(connection: Connection, ref: str) -> int:
