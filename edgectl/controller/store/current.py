@@ -46,8 +46,8 @@ def _open_rows(connection: Connection, accounts: set[int]) -> list[Any]:
 
     ``started`` comes back as the driver gives it (SQLite: the stored text,
     whose order is the time order), not converted: it is only compared with
-    other rows of this same read (``history.rank``), and converting it was a
-    fifth of a feed batch's derivation.
+    other rows of this same read, and converting it was a fifth of a feed
+    batch's derivation.
     """
     query = (
         sa.select(
@@ -101,7 +101,7 @@ def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> di
     # rows still the latest on their address.
     chosen: dict[tuple[int, int], tuple[tuple[Any, str, str], str]] = {}
     for ident, account, source, session, ipv4, ipv4_hex, ipv6, ipv6_hex, started, _ in open_rows:
-        rank = (started, source, session or "")
+        rank = (started, source, session or "")  # the history's order: the larger wins
         for version, text, value in ((4, ipv4, ipv4_hex), (6, ipv6, ipv6_hex)):
             if value is None:
                 continue

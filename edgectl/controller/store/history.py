@@ -53,14 +53,8 @@ def _order(table: Any) -> list[Any]:
     ]
 
 
-def rank(row: Any) -> tuple[Any, str, str]:
-    """``_order`` in Python: the larger wins an address.  Compare rows of one
-    read only (``current`` reads ``started`` unconverted)."""
-    return (row.started, row.source, row.session_id or "")
-
-
 def lean(table: Any = h) -> list[Any]:
-    """The columns lookups and the binding need: fewer times to convert per row."""
+    """The columns a lookup needs: fewer times to convert per row."""
     names = ("id", "account_id", "source", "session_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex")
     return [*(table.c[name] for name in names), table.c.started, table.c.ended]
 
