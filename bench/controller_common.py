@@ -80,19 +80,30 @@ def token(store: Store, role: Role) -> str:
 
 
 @contextmanager
-def controller(path: Path) -> Iterator[tuple[str, int]]:
-    """Serve ``path`` from a separate process; yields (base URL, pid)."""
+def controller(
+    database: Path | str, config: Path | None = None, *, log: Path | None = None
+) -> Iterator[tuple[str, int]]:
+    """Serve ``database`` (a SQLite file, or a URL) from a separate process;
+    yields (base URL, pid).  ``config``: a settings file for what the
+    environment does not set (the RADIUS feed's table).  ``log``: where its
+    output goes (default: beside a SQLite file)."""
+    if log is None:
+        if isinstance(database, str):
+            raise ValueError("a database URL needs log=")
+        log = database.parent / "controller.log"
     port = free_port()
     env = {
-        "EDGECTL_CONTROLLER_DATABASE_URL": f"sqlite:///{path}",
+        "EDGECTL_CONTROLLER_DATABASE_URL": (
+            database if isinstance(database, str) else f"sqlite:///{database}"
+        ),
         "EDGECTL_CONTROLLER_HOST": "127.0.0.1",
         "EDGECTL_CONTROLLER_PORT": str(port),
         "EDGECTL_CONTROLLER_LOG_LEVEL": "warning",
-        "EDGECTL_CONTROLLER_CONFIG": "",
+        "EDGECTL_CONTROLLER_CONFIG": "" if config is None else str(config),
     }
     base = f"http://127.0.0.1:{port}"
     argv = [sys.executable, *ENTRY, "controller"]
-    with serving(argv, base, log=path.parent / "controller.log", env=env) as server:
+    with serving(argv, base, log=log, env=env) as server:
         yield base, server.pid
 
 

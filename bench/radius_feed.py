@@ -49,15 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sqlalchemy as sa
 from _common import install_signal_handlers
 from _results import Row, emit
-from controller_common import ENTRY, address, seed_world
+from controller_common import address, controller, seed_world
 
 from edgectl.controller.radius import codec
 from edgectl.controller.store import Store
 from edgectl.testing import pgserver
-from edgectl.testing.processes import free_port, serving
+from edgectl.testing.processes import free_port
 
 SECRET = "bench-secret-0123456789"
-PORT_WAIT = 30.0
 
 
 @dataclass
@@ -103,7 +102,7 @@ def _answers(reply: bytes, request: bytes) -> bool:
 
 
 @contextmanager
-def controller(url: str, nas_count: int, work: Path) -> Iterator[tuple[int, int]]:
+def radius_controller(url: str, nas_count: int, work: Path) -> Iterator[tuple[int, int]]:
     """A controller serving ``url`` with the feed on 127.0.0.1; yields (radius port, pid)."""
     clients = work / "clients.toml"
     clients.write_text(
@@ -113,18 +112,13 @@ def controller(url: str, nas_count: int, work: Path) -> Iterator[tuple[int, int]
         )
     )
     clients.chmod(0o600)
-    radius_port, http_port = free_port(kind=socket.SOCK_DGRAM), free_port()
+    radius_port = free_port(kind=socket.SOCK_DGRAM)
     config = work / "controller.toml"
     config.write_text(
-        f'[controller]\ndatabase_url = "{url}"\nport = {http_port}\n'
-        'log_level = "warning"\n\n'
         f'[controller.radius]\nlisten = "127.0.0.1:{radius_port}"\nclients = "{clients}"\n'
     )
-    env = {"EDGECTL_CONTROLLER_CONFIG": str(config)}
-    argv = [sys.executable, *ENTRY, "controller"]
-    base = f"http://127.0.0.1:{http_port}"
-    with serving(argv, base, log=work / "controller.log", env=env, timeout=PORT_WAIT) as server:
-        yield radius_port, server.pid
+    with controller(url, config, log=work / "controller.log") as (_, pid):
+        yield radius_port, pid
 
 
 def _senders(port: int, nas_count: int, total: int, words: object) -> list[Nas]:
@@ -239,7 +233,7 @@ def _run(
     finally:
         store.close()
     words = codec.dictionary()
-    with controller(url, args.nas, work) as (port, _pid):
+    with radius_controller(url, args.nas, work) as (port, _pid):
         senders = _senders(port, args.nas, total, words)
         seconds = _drive(senders, window, args.retry, time.monotonic() + args.timeout)
     acked = sum(len(nas.acked) for nas in senders)

@@ -58,7 +58,9 @@ def _v6(index: int) -> Prefix:
 
 
 def _text(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")  # as schema.Instant stores it on SQLite
+    # As schema.Instant stores it on SQLite (db.time_param): 10M rows convert
+    # 30M times, and isoformat is ~5x faster than strftime.
+    return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
 def _rows(addresses: int, accounts: int) -> object:

@@ -32,7 +32,7 @@ def prefixes(texts: list[str], path: str) -> tuple[Prefix, ...]:
 def prefix_at(text: str, path: str) -> Prefix:
     # Prefix.parse lets NUL and surrogates escape as ValueError and reads
     # non-ASCII digits as a length: only hand it the characters a prefix has.
-    if not text.isascii() or not all(c in _PREFIX_CHARS for c in text):
+    if not text.isascii() or not _PREFIX_CHARS.issuperset(text):
         raise Invalid(path, f"{text!r} is not an IPv4 or IPv6 address or prefix")
     return model(lambda: Prefix.parse(text, path=path))
 

@@ -8,10 +8,12 @@ The dictionary is the one shipped in this package (``dictionary.radius``).
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from importlib import resources
 from typing import Any
 
 from pyrad import packet as pyrad_packet
+from pyrad import tools as pyrad_tools
 from pyrad.dictionary import Dictionary
 
 from edgectl.controller.radius.events import Accounting, AttributeKey
@@ -48,14 +50,22 @@ _DECODE_ERRORS = (
 )
 
 
-def _one(packet: Any, name: str) -> Any:
-    """The single value of ``name`` or None; twice is malformed (RFC 2865 5.44 tables)."""
-    if name not in packet:
+def _one(packet: Any, words: Any, name: str) -> Any:
+    """The single value of ``name`` or None; twice is malformed (RFC 2865 5.44 tables).
+
+    Read from the raw values pyrad split the packet into, and decoded by
+    pyrad's own type codec: going through ``name in packet`` and
+    ``packet[name]`` resolved the name twice and was half of decoding a packet.
+    None of the feed's attributes is tagged, encrypted or a TLV.
+    """
+    attr = words.attributes[name]
+    key = (words.vendors.GetForward(attr.vendor), attr.code) if attr.vendor else attr.code
+    values = OrderedDict.get(packet, key)
+    if values is None:
         return None
-    values = packet[name]
     if len(values) != 1:
         raise Dropped("malformed", f"{name} appears {len(values)} times")
-    return values[0]
+    return pyrad_tools.DecodeAttr(attr.type, values[0])
 
 
 def decode(datagram: bytes, secret: bytes, account_key: AttributeKey, words: Any) -> Accounting:
@@ -74,15 +84,10 @@ def decode(datagram: bytes, secret: bytes, account_key: AttributeKey, words: Any
     if not request.VerifyAcctRequest():
         raise Dropped("bad_authenticator")
     try:
-        status_type = _one(request, "Acct-Status-Type")
+        status_type = _one(request, words, "Acct-Status-Type")
         if status_type is None:
             raise Dropped("malformed", "no Acct-Status-Type")
-        if isinstance(status_type, str):
-            # pyrad answers with the VALUE name when the dictionary has one.
-            # Its forward map gives the encoded octets.
-            encoded = words.attributes["Acct-Status-Type"].values.GetForward(status_type)
-            status_type = int.from_bytes(encoded, "big")
-        session_id = _one(request, "Acct-Session-Id")
+        session_id = _one(request, words, "Acct-Session-Id")
         if isinstance(session_id, bytes):
             # Not UTF-8: keep it, as hex, so Start and Stop still match.
             session_id = "0x" + session_id.hex()
@@ -96,12 +101,12 @@ def decode(datagram: bytes, secret: bytes, account_key: AttributeKey, words: Any
             status_type=int(status_type),
             session_id=session_id,
             account=account if isinstance(account, bytes) else None,
-            framed_ip=_one(request, "Framed-IP-Address"),
-            delegated_prefix=_one(request, "Delegated-IPv6-Prefix"),
-            framed_prefix=_one(request, "Framed-IPv6-Prefix"),
-            event_timestamp=_one(request, "Event-Timestamp"),
-            delay=_one(request, "Acct-Delay-Time"),
-            session_time=_one(request, "Acct-Session-Time"),
+            framed_ip=_one(request, words, "Framed-IP-Address"),
+            delegated_prefix=_one(request, words, "Delegated-IPv6-Prefix"),
+            framed_prefix=_one(request, words, "Framed-IPv6-Prefix"),
+            event_timestamp=_one(request, words, "Event-Timestamp"),
+            delay=_one(request, words, "Acct-Delay-Time"),
+            session_time=_one(request, words, "Acct-Session-Time"),
             reply=reply.ReplyPacket(),
         )
     except _DECODE_ERRORS as error:

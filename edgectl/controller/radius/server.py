@@ -24,7 +24,7 @@ import selectors
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ from typing import Any
 
 from edgectl.controller.errors import Invalid
 from edgectl.controller.radius import codec
-from edgectl.controller.radius.config import RadiusSettings
+from edgectl.controller.radius.config import Client, RadiusSettings
 from edgectl.controller.radius.events import KINDS, Unusable, to_event
 from edgectl.controller.radius.stats import Stats, StatsView
 from edgectl.controller.store.feed import AccountingEvent, EventOutcome
@@ -49,6 +49,8 @@ BURST = 256
 RECEIVE_BUFFER = 8 * 1024 * 1024
 # Replies kept for retransmissions, at most (~100 bytes each).
 REPLAY_ENTRIES = 200_000
+# Source addresses remembered as known NAS, at most (a NAS prefix may hold many).
+NAS_CACHE = 4096
 # After a failed commit, wait this long before the next: the packets are
 # unanswered and will come again; hammering a database that is down helps nobody.
 FAILURE_PAUSE = 0.5
@@ -167,6 +169,10 @@ class RadiusServer:
         self._replay = ReplayCache(settings.replay_window)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Client by source address: matching the clients file's prefixes for
+        # every datagram was a tenth of receiving one.  Only known NAS are
+        # kept (the receiver thread's own), so spoofed sources cannot grow it.
+        self._nas: dict[str, Client] = {}
         self.stats = Stats()
 
     @property
@@ -223,10 +229,15 @@ class RadiusServer:
 
     def handle(self, sock: socket.socket, data: bytes, peer: Any) -> None:
         """One datagram: dropped, answered from the replay cache, or queued."""
-        client = self._settings.clients.find(peer[0])
+        client = self._nas.get(peer[0])
         if client is None:
-            self.stats.drop("unknown_nas")
-            return
+            client = self._settings.clients.find(peer[0])
+            if client is None:
+                self.stats.drop("unknown_nas")
+                return
+            if len(self._nas) >= NAS_CACHE:
+                self._nas.clear()
+            self._nas[peer[0]] = client
         try:
             packet = codec.decode(data, client.secret, self._settings.account.key, self._words)
         except codec.Dropped as dropped:
@@ -314,11 +325,13 @@ class RadiusServer:
             if len(outcomes) != len(events):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(events)} events")
         answered = []
+        counts: Counter[tuple[str, str]] = Counter()
         results = iter(outcomes)
         for pending in batch:
             outcome = pending.outcome if pending.event is None else next(results).status
-            self.stats.packet(pending.kind, outcome or "applied")
+            counts[pending.kind, outcome or "applied"] += 1
             answered.append((pending.key, pending.reply))
+        self.stats.packets_counted(counts)
         # Cached before any answer leaves, so a retransmission racing the
         # answer finds the reply rather than an empty in-flight slot.
         self._replay.answered(answered, time.monotonic())

@@ -35,6 +35,11 @@ class Stats:
         with self.lock:
             self.packets[(kind, outcome)] += count
 
+    def packets_counted(self, counts: Counter[tuple[str, str]]) -> None:
+        """A batch's packets by (kind, outcome), under one lock."""
+        with self.lock:
+            self.packets.update(counts)
+
     def drop(self, reason: str, count: int = 1) -> None:
         with self.lock:
             self.dropped[reason] += count

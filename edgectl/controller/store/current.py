@@ -20,28 +20,58 @@ from edgectl.controller.compile import Topology, delegation_problem
 from edgectl.controller.store import history, loaders
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.change import Change
-from edgectl.controller.store.subscribers import Binding, bind
+from edgectl.controller.store.subscribers import Binding, Holders, bind
 from edgectl.model import Prefix
 
 h = t.session_history
 NOTHING = {"bindings": 0, "moved": 0, "displaced": 0}
 
 
-def _holders(connection: Connection, version: int, hexes: Iterable[str]) -> set[int]:
-    """Accounts the ``sessions`` table binds to these addresses now."""
+def _holders(connection: Connection, version: int, hexes: Iterable[str]) -> dict[str, int]:
+    """The account the ``sessions`` table binds each of these addresses to now."""
     col = t.sessions.c.ipv4_hex if version == 4 else t.sessions.c.ipv6_hex
-    query = sa.select(t.sessions.c.account_id)
-    return {row.account_id for row in loaders.rows_in(connection, query, col, sorted(hexes))}
+    query = sa.select(col, t.sessions.c.account_id)
+    return dict(loaders.rows_in(connection, query, col, sorted(hexes)))
 
 
-def _usable(topology: Topology, text: str | None, version: int) -> Prefix | None:
+def _usable(topology: Topology, text: str | None, version: int) -> str | None:
     """An address the binding may carry; a prefix a pool change made too short is left out."""
-    if text is None:
-        return None
-    prefix = Prefix.parse(text)
-    if version == 6 and delegation_problem(topology, prefix) is not None:
-        return None
-    return prefix
+    if text is None or version == 4:
+        return text
+    return None if delegation_problem(topology, Prefix.parse(text)) is not None else text
+
+
+def _open_rows(connection: Connection, accounts: set[int]) -> list[Any]:
+    """The open rows of ``accounts``, with the account's ref.
+
+    ``started`` comes back as the driver gives it (SQLite: the stored text,
+    whose order is the time order), not converted: it is only compared with
+    other rows of this same read, and converting it was a fifth of a feed
+    batch's derivation.
+    """
+    query = (
+        sa.select(
+            *(h.c[name] for name in _LEAN),
+            sa.type_coerce(h.c.started, sa.String()).label("started"),
+            t.accounts.c.ref,
+        )
+        .join(t.accounts, t.accounts.c.id == h.c.account_id)
+        .where(t.open_interval())
+    )
+    return list(loaders.rows_in(connection, query, h.c.account_id, sorted(accounts)))
+
+
+_LEAN = ("id", "account_id", "source", "session_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex")
+
+
+def _refs(change: Change, accounts: set[int], open_rows: list[Any]) -> dict[int, str]:
+    """Account refs: from the rows read, the change's own cache, the rest from the table."""
+    refs = {row.account_id: row.ref for row in open_rows}
+    refs.update((ident, ref) for ref, ident in change.account_ids.items() if ident in accounts)
+    missing = sorted(accounts - refs.keys())
+    query = sa.select(t.accounts.c.id, t.accounts.c.ref)
+    refs.update(loaders.rows_in(change.connection, query, t.accounts.c.id, missing))
+    return refs
 
 
 def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> dict[str, int]:
@@ -52,40 +82,36 @@ def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> di
     is brought along.
     """
     connection = change.connection
-    tops = {version: history.tops(connection, version, hexes[version]) for version in (4, 6)}
+    tops = {version: history.top_ids(connection, version, hexes[version]) for version in (4, 6)}
     everyone = set(accounts)
+    holders = Holders(
+        hexes, {version: _holders(connection, version, hexes[version]) for version in (4, 6)}
+    )
     for version in (4, 6):
-        everyone.update(r.account_id for r in tops[version].values() if r.ended is None)
-        everyone |= _holders(connection, version, hexes[version])
+        everyone.update(r.account_id for r in tops[version].values() if r.open)
+        everyone.update(holders.accounts[version].values())
     if not everyone:
         return dict(NOTHING)
-    query = (
-        sa.select(*history.lean(), t.accounts.c.ref)
-        .join(t.accounts, t.accounts.c.id == h.c.account_id)
-        .where(t.open_interval())
-    )
-    open_rows = list(loaders.rows_in(connection, query, h.c.account_id, sorted(everyone)))
+    open_rows = _open_rows(connection, everyone)
+    own = {4: {r.ipv4_hex for r in open_rows}, 6: {r.ipv6_hex for r in open_rows}}
     for version in (4, 6):
-        own = {getattr(r, f"ipv{version}_hex") for r in open_rows} - {None} - tops[version].keys()
-        tops[version].update(history.tops(connection, version, own))
-    chosen: dict[int, dict[int, Any]] = {}
-    for row in open_rows:
-        for version in (4, 6):
-            value = getattr(row, f"ipv{version}_hex")
-            top = tops[version].get(value) if value is not None else None
-            if top is None or top.id != row.id:
+        unread = own[version] - {None} - tops[version].keys()
+        tops[version].update(history.top_ids(connection, version, unread))
+    # Per account and family, the best (rank, address text) among its open
+    # rows still the latest on their address.
+    chosen: dict[tuple[int, int], tuple[tuple[Any, str, str], str]] = {}
+    for ident, account, source, session, ipv4, ipv4_hex, ipv6, ipv6_hex, started, _ in open_rows:
+        rank = (started, source, session or "")  # the history's order: the larger wins
+        for version, text, value in ((4, ipv4, ipv4_hex), (6, ipv6, ipv6_hex)):
+            if value is None:
+                continue
+            top = tops[version].get(value)
+            if top is None or top.id != ident:
                 continue  # a later row started on this address: this one lost it
-            best = chosen.setdefault(row.account_id, {}).get(version)
-            if best is None or history.rank(row) > history.rank(best):
-                chosen[row.account_id][version] = row
-    refs = dict(
-        loaders.rows_in(
-            connection,
-            sa.select(t.accounts.c.id, t.accounts.c.ref),
-            t.accounts.c.id,
-            sorted(everyone),
-        )
-    )
+            best = chosen.get((account, version))
+            if best is None or rank > best[0]:
+                chosen[account, version] = (rank, text)
+    refs = _refs(change, everyone, open_rows)
     now = {
         row.account_id: (row.ipv4, row.ipv6)
         for row in loaders.rows_in(
@@ -98,12 +124,15 @@ def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> di
     _, topology = loaders.view(change)
     changed = []
     for account in sorted(everyone):
-        rows = chosen.get(account, {})
-        ipv4 = _usable(topology, rows[4].ipv4 if 4 in rows else None, 4)
-        ipv6 = _usable(topology, rows[6].ipv6 if 6 in rows else None, 6)
-        wanted = (None if ipv4 is None else str(ipv4), None if ipv6 is None else str(ipv6))
+        ipv4 = chosen.get((account, 4))
+        ipv6 = chosen.get((account, 6))
+        wanted = (
+            None if ipv4 is None else ipv4[1],
+            None if ipv6 is None else _usable(topology, ipv6[1], 6),
+        )
         if wanted != now.get(account, (None, None)):
-            changed.append(Binding(refs[account], ipv4, ipv6))
+            v4, v6 = (None if text is None else Prefix.parse(text) for text in wanted)
+            changed.append(Binding(refs[account], v4, v6))
     if not changed:
         return dict(NOTHING)
-    return bind(change, changed, path="")
+    return bind(change, changed, path="", old=now, holders=holders)

@@ -169,7 +169,10 @@ class Database:
 def time_param(connection: Connection, value: datetime) -> object:
     """A time as the driver takes it directly, stored the way ``schema.Instant`` stores it."""
     if connection.dialect.name == "sqlite":
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        # SQLAlchemy's SQLite DateTime format ("%Y-%m-%d %H:%M:%S.%f"); isoformat
+        # writes it about 5x faster than strftime, and the feed converts a few
+        # times per event.  [:26] drops the "+00:00".
+        return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
     return value
 
 

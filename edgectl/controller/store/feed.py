@@ -176,17 +176,32 @@ def _load(change: Change, keys: set[Key]) -> dict[Key, FeedSession]:
     return sessions
 
 
-def _write(change: Change, sessions: Sequence[FeedSession]) -> None:
+Written = tuple[FeedSession, dict[int, str | None]]  # a session and its address hexes
+
+
+def _write(change: Change, written: Sequence[Written], seen_only: Sequence[FeedSession]) -> None:
+    """New rows, full updates, and the updates of ``last_seen`` alone.
+
+    The last are a feed's steady state (Interim-Updates) and set that one
+    column: SQLite rewrites the entries of every index on a column an UPDATE
+    sets, whatever the value, and ``last_seen`` is in one index of seven.
+    """
     connection = change.connection
-    rows = [s.values(connection) for s in sessions if s.id is None]
-    history.insert(connection, rows)
-    updates = [s for s in sessions if s.id is not None]
+    texts: dict[datetime, object] = {}
+    history.insert(
+        connection, [s.row(connection, hexes, texts) for s, hexes in written if s.id is None]
+    )
+    mark = "?" if connection.dialect.name == "sqlite" else "%s"
+    updates = [(*s.row(connection, x, texts)[3:], s.id) for s, x in written if s.id]
     if updates:
-        mark = "?" if connection.dialect.name == "sqlite" else "%s"
         assignments = ", ".join(f"{name} = {mark}" for name in UPDATED)
         connection.exec_driver_sql(
-            f"UPDATE session_history SET {assignments} WHERE id = {mark}",
-            [(*(s.values(connection)[n] for n in UPDATED), s.id) for s in updates],
+            f"UPDATE session_history SET {assignments} WHERE id = {mark}", updates
+        )
+    if seen_only:
+        connection.exec_driver_sql(
+            f"UPDATE session_history SET last_seen = {mark} WHERE id = {mark}",
+            [(time_param(connection, s.last_seen), s.id) for s in seen_only],
         )
 
 
@@ -286,24 +301,29 @@ def _apply(
             outcomes[index] = EventOutcome("unpooled", f"in no subscriber pool: {unpooled}")
         else:
             outcomes[index] = EventOutcome("applied")
-    for session in sessions.values():
-        session.settle(restarts[session.source])  # restarts of this batch, too
-    dirty = [s for key, s in sessions.items() if s.id is None or before.get(key) != s.state()]
-    _write(change, dirty)
-    # Only what the binding is derived from: an Interim that moves last_seen
-    # alone (the steady state of a feed) costs one UPDATE and no derivation.
-    moved = [
-        s
-        for key, s in sessions.items()
-        if s.id is None or binding_fields(before.get(key)) != binding_fields(s.state())
-    ]
-    accounts = {s.account_id for s in moved}
+    written: list[Written] = []
+    seen_only: list[FeedSession] = []
+    accounts: set[int] = set()
     hexes: dict[int, set[str]] = {4: set(), 6: set()}
-    for session in moved:
-        for version in (4, 6):
-            for value in (session.old_hexes.get(version), session.hexes()[version]):
-                if value is not None:
-                    hexes[version].add(value)
+    for key, session in sessions.items():
+        session.settle(restarts[session.source])  # restarts of this batch, too
+        old = before.get(key)
+        state = session.state()
+        if old == state:
+            continue
+        if old is not None and _only_last_seen(old, state):
+            seen_only.append(session)
+            continue
+        written.append((session, session.hexes()))
+        # Only what the binding is derived from: an Interim that moves last_seen
+        # alone (the steady state of a feed) costs one UPDATE and no derivation.
+        if old is None or binding_fields(old) != binding_fields(state):
+            accounts.add(session.account_id)
+            for version in (4, 6):
+                for value in (session.old_hexes.get(version), written[-1][1][version]):
+                    if value is not None:
+                        hexes[version].add(value)
+    _write(change, written, seen_only)
     ended = 0
     for source, at in fresh:
         for row in _end_at_restart(change, source, at):
@@ -313,7 +333,13 @@ def _apply(
                 if value is not None:
                     hexes[version].add(value)
     counts = current.follow(change, accounts, hexes)
-    return {"sessions_written": len(dirty), "ended_by_restart": ended, **counts}
+    dirty = len(written) + len(seen_only)
+    return {"sessions_written": dirty, "ended_by_restart": ended, **counts}
+
+
+def _only_last_seen(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
+    """Of two ``FeedSession.state()``s: does ``last_seen`` (index 1) alone differ?"""
+    return old[0] == new[0] and old[2:] == new[2:]
 
 
 def unbind_stale(store: Store, silent_for: timedelta, now: datetime | None = None) -> int:

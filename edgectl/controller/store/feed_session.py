@@ -15,10 +15,11 @@ from typing import Any
 
 from edgectl.controller.compile import hex_of
 from edgectl.controller.store.db import time_param
+from edgectl.controller.store.history import COLUMNS
 from edgectl.model import Prefix
 
 
-@dataclass
+@dataclass(slots=True)
 class FeedSession:
     """One history row of the feed, folded in memory."""
 
@@ -106,40 +107,41 @@ class FeedSession:
             6: None if self.ipv6 is None else hex_of(self.ipv6),
         }
 
-    def values(self, connection: Any) -> dict[str, Any]:
+    def row(
+        self, connection: Any, hexes: dict[int, str | None], texts: dict[datetime, object]
+    ) -> tuple[Any, ...]:
+        """The row (``history.COLUMNS``) as the driver takes it; ``texts`` memoizes
+        time conversions across a batch (a Start's started, last_seen and
+        ipv4_seen are one time)."""
+
         def when(value: datetime | None) -> object:
-            return None if value is None else time_param(connection, value)
+            if value is None:
+                return None
+            text = texts.get(value)
+            if text is None:
+                text = texts[value] = time_param(connection, value)
+            return text
 
-        hexes = self.hexes()
-        return {
-            "account_id": self.account_id,
-            "source": self.source,
-            "session_id": self.session_id,
-            "ipv4": None if self.ipv4 is None else str(self.ipv4),
-            "ipv4_hex": hexes[4],
-            "ipv6": None if self.ipv6 is None else str(self.ipv6),
-            "ipv6_hex": hexes[6],
-            "ipv4_seen": when(self.ipv4_seen),
-            "ipv6_seen": when(self.ipv6_seen),
-            "started": when(self.started),
-            "last_seen": when(self.last_seen),
-            "stopped": when(self.stopped),
-            "ended": when(self.ended),
-        }
+        return (
+            self.account_id,
+            self.source,
+            self.session_id,
+            None if self.ipv4 is None else str(self.ipv4),
+            hexes[4],
+            None if self.ipv6 is None else str(self.ipv6),
+            hexes[6],
+            when(self.ipv4_seen),
+            when(self.ipv6_seen),
+            when(self.started),
+            when(self.last_seen),
+            when(self.stopped),
+            when(self.ended),
+        )
 
 
-UPDATED = (
-    "ipv4",
-    "ipv4_hex",
-    "ipv6",
-    "ipv6_hex",
-    "ipv4_seen",
-    "ipv6_seen",
-    "started",
-    "last_seen",
-    "stopped",
-    "ended",
-)
+# What an UPDATE of a stored session sets: every column after the session's
+# key (COLUMNS begins account_id, source, session_id).
+UPDATED = COLUMNS[3:]
 
 
 def binding_fields(state: tuple[Any, ...] | None) -> tuple[Any, ...] | None:

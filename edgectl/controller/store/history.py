@@ -53,20 +53,19 @@ def _order(table: Any) -> list[Any]:
     ]
 
 
-def rank(row: Any) -> tuple[datetime, str, str]:
-    """``_order`` in Python: the larger wins an address."""
-    return (row.started, row.source, row.session_id or "")
-
-
 def lean(table: Any = h) -> list[Any]:
-    """The columns lookups and the binding need: fewer times to convert per row."""
+    """The columns a lookup needs: fewer times to convert per row."""
     names = ("id", "account_id", "source", "session_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex")
     return [*(table.c[name] for name in names), table.c.started, table.c.ended]
 
 
 @functools.cache
-def _tops_query(dialect: str, version: int, bounded: bool) -> sa.Select[Any]:
-    """Built once per shape: building it is most of a lookup's cost in SQLAlchemy."""
+def _tops_query(dialect: str, version: int, bounded: bool, ids: bool = False) -> sa.Select[Any]:
+    """Built once per shape: building it is most of a lookup's cost in SQLAlchemy.
+
+    ``ids``: only (hex, id, account_id, open) per address, no times to convert
+    and no join (what ``current.follow`` needs of a thousand addresses a batch).
+    """
     if dialect == "postgresql":
         param = sa.bindparam("edgectl_values", type_=postgresql.ARRAY(sa.String))
         values = sa.func.unnest(param).table_valued("value").render_derived(name="v")
@@ -77,11 +76,30 @@ def _tops_query(dialect: str, version: int, bounded: bool) -> sa.Select[Any]:
     if bounded:
         inner = inner.where(h2.c.started <= sa.bindparam("edgectl_at", type_=t.Instant()))
     top = inner.order_by(*_order(h2)).limit(1).scalar_subquery()
+    if ids:
+        opened = h.c.ended.is_(None).label("open")
+        return sa.select(column(h, version).label("hex"), h.c.id, h.c.account_id, opened).where(
+            h.c.id.in_(sa.select(top).select_from(values))
+        )
     return (
         sa.select(*lean(), t.accounts.c.ref)
         .join(t.accounts, t.accounts.c.id == h.c.account_id)
         .where(h.c.id.in_(sa.select(top).select_from(values)))
     )
+
+
+def _tops_rows(
+    connection: Connection, version: int, hexes: Iterable[str], at: datetime | None, ids: bool
+) -> Iterable[Any]:
+    wanted = sorted(set(hexes))
+    postgres = connection.dialect.name == "postgresql"
+    query = _tops_query(connection.dialect.name, version, at is not None, ids)
+    for start in range(0, len(wanted), 50_000):
+        chunk = wanted[start : start + 50_000]
+        params: dict[str, Any] = {"edgectl_values": chunk if postgres else json.dumps(chunk)}
+        if at is not None:
+            params["edgectl_at"] = at
+        yield from connection.execute(query, params)
 
 
 def tops(
@@ -93,20 +111,13 @@ def tops(
     each address is one descending index probe on ``ix_session_history_ipv4/6``
     (hex, started), so it costs the same with 400 days of history behind it.
     """
-    wanted = sorted(set(hexes))
-    if not wanted:
-        return {}
-    postgres = connection.dialect.name == "postgresql"
-    query = _tops_query(connection.dialect.name, version, at is not None)
-    found: dict[str, Any] = {}
-    for start in range(0, len(wanted), 50_000):
-        chunk = wanted[start : start + 50_000]
-        params: dict[str, Any] = {"edgectl_values": chunk if postgres else json.dumps(chunk)}
-        if at is not None:
-            params["edgectl_at"] = at
-        for row in connection.execute(query, params):
-            found[row.ipv4_hex if version == 4 else row.ipv6_hex] = row
-    return found
+    key = "ipv4_hex" if version == 4 else "ipv6_hex"
+    return {getattr(row, key): row for row in _tops_rows(connection, version, hexes, at, False)}
+
+
+def top_ids(connection: Connection, version: int, hexes: Iterable[str]) -> dict[str, Any]:
+    """``tops`` now, each as (hex, id, account_id, open) only."""
+    return {row.hex: row for row in _tops_rows(connection, version, hexes, None, True)}
 
 
 @functools.cache
@@ -235,7 +246,7 @@ def account_intervals(connection: Connection, account: int) -> list[dict[str, An
 
 # Writes from the REST routes ------------------------------------------------------------
 
-_COLUMNS = (
+COLUMNS = (
     "account_id",
     "source",
     "session_id",
@@ -256,9 +267,9 @@ def api_source(actor: str) -> str:
     return f"api:{actor}"[:200]
 
 
-def insert(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """New rows, values as the driver takes them (see ``db.time_param``)."""
-    insert_rows(connection, h, _COLUMNS, [tuple(row[c] for c in _COLUMNS) for row in rows])
+def insert(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """New rows, ``COLUMNS`` in order, values as the driver takes them (``db.time_param``)."""
+    insert_rows(connection, h, COLUMNS, rows)
 
 
 def close(change: Change, ids: Sequence[int]) -> None:
@@ -275,48 +286,37 @@ def close(change: Change, ids: Sequence[int]) -> None:
     )
 
 
-def record_bindings(
-    change: Change, bindings: Sequence[tuple[int, Prefix | None, Prefix | None]]
-) -> None:
-    """REST bindings (account id, ipv4, ipv6) as intervals of source ``api:<actor>``.
+Bound = tuple[int, str | None, str | None, str | None, str | None]
+"""A REST binding: account id, IPv4 text and hex, IPv6 prefix text and hex."""
+
+
+def record_bindings(change: Change, bindings: Sequence[Bound]) -> None:
+    """REST bindings as intervals of source ``api:<actor>``.
 
     "The account's addresses are now exactly these": its open rows end now,
     except one that already says exactly this (a repeated PUT keeps its
     interval); a binding with addresses opens a row from now.
     """
     connection = change.connection
-    accounts = sorted({account for account, _, _ in bindings})
+    accounts = sorted({binding[0] for binding in bindings})
     open_rows: dict[int, list[Any]] = {}
     query = sa.select(h.c.id, h.c.account_id, h.c.ipv4, h.c.ipv6).where(t.open_interval())
     for row in loaders.rows_in(connection, query, h.c.account_id, accounts):
         open_rows.setdefault(row.account_id, []).append(row)
     at = time_param(connection, change.at)
+    source = api_source(change.actor)
     closing: list[int] = []
-    rows: list[dict[str, Any]] = []
-    for account, ipv4, ipv6 in bindings:
-        wanted = (None if ipv4 is None else str(ipv4), None if ipv6 is None else str(ipv6))
+    rows: list[tuple[Any, ...]] = []
+    for account, ipv4, ipv4_hex, ipv6, ipv6_hex in bindings:
+        held = open_rows.get(account, ())
         kept = None
-        if wanted != (None, None):
-            same = (r.id for r in open_rows.get(account, ()) if (r.ipv4, r.ipv6) == wanted)
-            kept = next(same, None)
-        closing.extend(r.id for r in open_rows.get(account, ()) if r.id != kept)
-        if kept is None and wanted != (None, None):
-            rows.append(
-                {
-                    "account_id": account,
-                    "source": api_source(change.actor),
-                    "session_id": None,
-                    "ipv4": wanted[0],
-                    "ipv4_hex": None if ipv4 is None else hex_of(ipv4),
-                    "ipv6": wanted[1],
-                    "ipv6_hex": None if ipv6 is None else hex_of(ipv6),
-                    "ipv4_seen": None if ipv4 is None else at,
-                    "ipv6_seen": None if ipv6 is None else at,
-                    "started": at,
-                    "last_seen": at,
-                    "stopped": None,
-                    "ended": None,
-                }
-            )
+        if ipv4 is not None or ipv6 is not None:
+            kept = next((r.id for r in held if (r.ipv4, r.ipv6) == (ipv4, ipv6)), None)
+        closing.extend(r.id for r in held if r.id != kept)
+        if kept is None and (ipv4 is not None or ipv6 is not None):
+            v4_seen = None if ipv4 is None else at
+            v6_seen = None if ipv6 is None else at
+            opened = (v4_seen, v6_seen, at, at, None, None)  # seen, started, last_seen, stop, end
+            rows.append((account, source, None, ipv4, ipv4_hex, ipv6, ipv6_hex, *opened))
     close(change, closing)
     insert(connection, rows)

@@ -7,11 +7,14 @@ subscriber with no hold moving address touches no gateway.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from edgectl.controller.compile import Topology, delegation_problem, hex_of
@@ -54,11 +57,28 @@ def ensure_accounts(change: Change, refs: Iterable[str]) -> dict[str, int]:
         known.update(loaders.rows_in(connection, query, t.accounts.c.ref, unknown))
         missing = [ref for ref in unknown if ref not in known]
         if missing:
-            at = time_param(connection, change.at)
-            rows = [(ref, at) for ref in missing]
-            insert_rows(connection, t.accounts, ("ref", "created_at"), rows)
-            known.update(loaders.rows_in(connection, query, t.accounts.c.ref, missing))
+            postgres = connection.dialect.name == "postgresql"
+            params = {"refs": missing if postgres else json.dumps(missing), "at": change.at}
+            created = connection.execute(_create_accounts(connection.dialect.name), params)
+            known.update((ref, ident) for ref, ident in created)
     return {ref: known[ref] for ref in wanted}
+
+
+@functools.cache
+def _create_accounts(dialect: str) -> Any:
+    """INSERT the refs (one parameter, a list) ... RETURNING (ref, id): one statement
+    where inserting and reading the new ids back were two (built once per dialect)."""
+    if dialect == "postgresql":
+        param = sa.bindparam("refs", type_=postgresql.ARRAY(sa.String))
+        values = sa.func.unnest(param).table_valued("value").render_derived(name="v")
+    else:
+        values = sa.func.json_each(sa.bindparam("refs")).table_valued("value").alias("v")
+    chosen = sa.select(values.c.value, sa.bindparam("at", type_=t.Instant()))
+    return (
+        sa.insert(t.accounts)
+        .from_select(["ref", "created_at"], chosen)
+        .returning(t.accounts.c.ref, t.accounts.c.id)
+    )
 
 
 def account_id(connection: Connection, ref: str) -> int:
@@ -97,26 +117,51 @@ def _prefix_holds_exist(connection: Connection) -> bool:
     return row is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Holders:
+    """Whom ``sessions`` binds each of ``hexes`` to now (by IP version), as a
+    caller read it earlier in the same transaction."""
+
+    hexes: dict[int, set[str]]
+    accounts: dict[int, dict[str, int]]
+
+
 def _displaced(
-    connection: Connection, column: Any, owners: dict[str, int]
+    connection: Connection, version: int, owners: dict[str, int], holders: Holders | None
 ) -> list[tuple[int, str]]:
     """(account, hex) of other accounts holding addresses now bound elsewhere."""
-    query = sa.select(t.sessions.c.account_id, column)
-    return [
-        (account, value)
-        for account, value in loaders.rows_in(connection, query, column, sorted(owners))
-        if owners[value] != account
-    ]
+    column = t.sessions.c.ipv4_hex if version == 4 else t.sessions.c.ipv6_hex
+    known: dict[str, int] = {}
+    unread = sorted(owners)
+    if holders is not None:
+        covered = holders.hexes[version]
+        held = holders.accounts[version]
+        known = {value: held[value] for value in unread if value in held}
+        unread = [value for value in unread if value not in covered]
+    query = sa.select(column, t.sessions.c.account_id)
+    known.update(loaders.rows_in(connection, query, column, unread))
+    return [(account, value) for value, account in known.items() if owners[value] != account]
 
 
-def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") -> dict[str, int]:
-    """Replace each account's addresses; returns counts for the audit record."""
-    connection = change.connection
-    _, topology = loaders.view(change)
+def _check(topology: Topology, bindings: Sequence[Binding], path: str) -> None:
+    """Each binding valid, no account or address given twice (``path`` names the first)."""
+    for index, binding in enumerate(bindings):
+        ipv4 = binding.ipv4
+        if binding.ipv6 is not None or (
+            ipv4 is not None and (ipv4.version != 4 or not ipv4.is_host)
+        ):
+            check_binding(topology, binding, f"{path}[{index}]." if path else "")
+    v4 = [b.ipv4 for b in bindings if b.ipv4 is not None]
+    v6 = [b.ipv6 for b in bindings if b.ipv6 is not None]
+    if (
+        len({b.account for b in bindings}) == len(bindings)
+        and len(set(v4)) == len(v4)
+        and len(set(v6)) == len(v6)
+    ):
+        return  # the common case: no duplicate to find the first of
     seen: dict[object, int] = {}
     for index, binding in enumerate(bindings):
         where = f"{path}[{index}]." if path else ""
-        check_binding(topology, binding, where)
         for label, value in (
             ("account", binding.account),
             ("ipv4", binding.ipv4),
@@ -128,20 +173,63 @@ def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") ->
             if marker in seen:
                 raise Invalid(f"{where}{label}", f"also given in {path}[{seen[marker]}]")
             seen[marker] = index
+
+
+def bind(
+    change: Change,
+    bindings: Sequence[Binding],
+    path: str = "bindings",
+    old: dict[int, tuple[str | None, str | None]] | None = None,
+    holders: Holders | None = None,
+) -> dict[str, int]:
+    """Replace each account's addresses; returns counts for the audit record.
+
+    ``old``: the ``sessions`` rows (ipv4, ipv6 text) of at least these
+    accounts, and ``holders``: of some addresses, if the caller has just read
+    them in this transaction.
+    """
+    return _bind(change, bindings, path, old, holders)[0]
+
+
+def _bind(
+    change: Change,
+    bindings: Sequence[Binding],
+    path: str,
+    old: dict[int, tuple[str | None, str | None]] | None = None,
+    holders: Holders | None = None,
+) -> tuple[dict[str, int], list[history.Bound]]:
+    """``bind``, and each binding as the history records it."""
+    connection = change.connection
+    _, topology = loaders.view(change)
+    _check(topology, bindings, path)
     ids = ensure_accounts(change, (b.account for b in bindings))
     accounts = [ids[b.account] for b in bindings]
     # Old bindings stay text until one turns out to matter (a held account moved).
-    old: dict[int, tuple[str | None, str | None]] = {}
-    query = sa.select(t.sessions.c.account_id, t.sessions.c.ipv4, t.sessions.c.ipv6)
-    for account, ipv4, ipv6 in loaders.rows_in(
-        connection, query, t.sessions.c.account_id, accounts
-    ):
-        old[account] = (ipv4, ipv6)
-    v4_owner = {hex_of(b.ipv4): ids[b.account] for b in bindings if b.ipv4 is not None}
-    v6_owner = {hex_of(b.ipv6): ids[b.account] for b in bindings if b.ipv6 is not None}
+    if old is None:
+        old = {}
+        query = sa.select(t.sessions.c.account_id, t.sessions.c.ipv4, t.sessions.c.ipv6)
+        for account, ipv4, ipv6 in loaders.rows_in(
+            connection, query, t.sessions.c.account_id, accounts
+        ):
+            old[account] = (ipv4, ipv6)
+    at = time_param(connection, change.at)
+    # Each address's text and hex once: the upsert, the owners and the moves use them.
+    rows = [
+        (
+            account,
+            None if b.ipv4 is None else str(b.ipv4),
+            None if b.ipv4 is None else hex_of(b.ipv4),
+            None if b.ipv6 is None else str(b.ipv6),
+            None if b.ipv6 is None else hex_of(b.ipv6),
+            at,
+        )
+        for account, b in zip(accounts, bindings, strict=True)
+    ]
+    v4_owner = {row[2]: row[0] for row in rows if row[2] is not None}
+    v6_owner = {row[4]: row[0] for row in rows if row[4] is not None}
     displaced = [
-        *((a, "ipv4", h) for a, h in _displaced(connection, t.sessions.c.ipv4_hex, v4_owner)),
-        *((a, "ipv6", h) for a, h in _displaced(connection, t.sessions.c.ipv6_hex, v6_owner)),
+        *((a, "ipv4", h) for a, h in _displaced(connection, 4, v4_owner, holders)),
+        *((a, "ipv6", h) for a, h in _displaced(connection, 6, v6_owner, holders)),
     ]
     for account, family, _ in displaced:
         # The address went to someone else (RADIUS missed a stop): unbind the old holder.
@@ -150,29 +238,18 @@ def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") ->
             .where(t.sessions.c.account_id == account)
             .values({family: None, f"{family}_hex": None, "updated_at": change.at})
         )
-    at = time_param(connection, change.at)
-    rows = []
-    moved: list[Binding] = []
-    for binding in bindings:
-        ipv4 = None if binding.ipv4 is None else str(binding.ipv4)
-        ipv6 = None if binding.ipv6 is None else str(binding.ipv6)
-        account = ids[binding.account]
-        rows.append(
-            (
-                account,
-                ipv4,
-                None if binding.ipv4 is None else hex_of(binding.ipv4),
-                ipv6,
-                None if binding.ipv6 is None else hex_of(binding.ipv6),
-                at,
-            )
-        )
-        if old.get(account, (None, None)) != (ipv4, ipv6):
-            moved.append(binding)
+    moved = [
+        binding
+        for binding, row in zip(bindings, rows, strict=True)
+        if old.get(row[0], (None, None)) != (row[1], row[3])
+    ]
     columns = ("account_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex", "updated_at")
     insert_rows(connection, t.sessions, columns, rows, conflict=columns[:1], update=columns[1:])
     everyone = _prefix_holds_exist(connection)
-    held = _held(connection, sorted({*accounts, *(a for a, _, _ in displaced)}))
+    # With a prefix hold every move recompiles anyway: who is held does not matter.
+    held = (
+        set() if everyone else _held(connection, sorted({*accounts, *(a for a, _, _ in displaced)}))
+    )
     for binding in moved:
         account = ids[binding.account]
         if everyone or account in held:
@@ -183,19 +260,14 @@ def bind(change: Change, bindings: Sequence[Binding], path: str = "bindings") ->
             bits = 32 if family == "ipv4" else 128
             prefix = Prefix(4 if family == "ipv4" else 6, int(value, 16), bits)
             change.addresses.add(prefix)  # the key is the same; its holder changed
-    return {"bindings": len(bindings), "moved": len(moved), "displaced": len(displaced)}
-
-
-def _record(change: Change, bindings: Sequence[Binding]) -> None:
-    """The REST routes' bindings in the session history (the feed records its own)."""
-    ids = ensure_accounts(change, (b.account for b in bindings))
-    history.record_bindings(change, [(ids[b.account], b.ipv4, b.ipv6) for b in bindings])
+    counts = {"bindings": len(bindings), "moved": len(moved), "displaced": len(displaced)}
+    return counts, [row[:5] for row in rows]
 
 
 def bind_many(store: Store, actor: str, bindings: Sequence[Binding]) -> dict[str, int]:
     with store.write(actor) as change:
-        counts = bind(change, bindings)
-        _record(change, bindings)
+        counts, bound = _bind(change, bindings, "bindings")
+        history.record_bindings(change, bound)
         # One record a batch: a RADIUS relay sends millions of bindings a day,
         # and the sessions table itself says who holds what now.
         change.audit("session.bulk_upsert", "sessions", "bulk", None, counts)
@@ -218,8 +290,8 @@ def start_session(store: Store, actor: str, binding: Binding) -> dict[str, Any] 
     with store.write(actor) as change:
         ids = ensure_accounts(change, [binding.account])
         before = session_public(_session_row(change.connection, ids[binding.account]))
-        bind(change, [binding], path="")
-        _record(change, [binding])
+        _, bound = _bind(change, [binding], "")
+        history.record_bindings(change, bound)
         after = session_public(_session_row(change.connection, ids[binding.account]))
         change.audit("session.start", "account", binding.account, before, after)
     return after
@@ -238,7 +310,7 @@ def stop_session(store: Store, actor: str, ref: str) -> None:
             .where(t.sessions.c.account_id == account)
             .values(ipv4=None, ipv4_hex=None, ipv6=None, ipv6_hex=None, updated_at=change.at)
         )
-        _record(change, [Binding(ref)])
+        history.record_bindings(change, [(account, None, None, None, None)])
         # Stopping a session lifts nothing: the hold waits for the next address.
         change.addresses.update(addresses)
         change.audit("session.stop", "account", ref, before, None)
