@@ -178,3 +178,35 @@ def test_an_ipv6_subscriber_is_found_by_any_address_of_its_delegation(
     assert portal(api, "POST", "/v1/portal/notices", 200, json=body)["hold"]["id"] == hold["id"]
     outside = {"address": "2001:db8:a000:200::1"}
     portal(api, "POST", "/v1/portal/notices", 404, json=outside)
+
+
+def test_a_batch_of_notices_answers_each_in_order(api: Api, alice: None) -> None:
+    """The portal's batches: each notice its own hold and code, null where the
+    address is not held (IPv4 and IPv6 mixed), each logged; a bad address is
+    a 422 naming its place in the list, and nothing of that batch is logged."""
+    api.put("/v1/accounts/alice/session", {"ipv4": ALICE, "ipv6": "2001:db8:a000:100::/56"})
+    api.put("/v1/accounts/bob/session", {"ipv4": "100.64.0.11"})
+    hold = held(api)
+    notices = [
+        {"address": ALICE, "language": "en"},
+        {"address": "100.64.0.11"},  # bound, not held
+        {"address": "2001:db8:a000:1ff::1", "host": "example.org"},
+        {"address": "100.64.0.99"},  # nobody's
+        {"address": ALICE, "language": "ja"},
+    ]
+    answers = portal(api, "POST", "/v1/portal/notices/batch", 200, json={"notices": notices})
+    found = answers["answers"]
+    ident = hold["id"]
+    assert [a and a["hold"]["id"] for a in found] == [ident, None, ident, None, ident]
+    codes = [a["code"] for a in found if a]
+    assert len(set(codes)) == 3  # a code per notice shown
+    assert release(api, hold["id"], codes[1], 200)["released"] is True
+    log = api.get("/v1/accounts/alice/history")
+    assert sum(1 for e in log["notices"] if e["kind"] == "shown") == 3
+    bad = [{"address": ALICE}, {"address": "100.64.0.0/24"}]
+    refused = portal(api, "POST", "/v1/portal/notices/batch", 422, json={"notices": bad})
+    assert "notices.1.address" in str(refused)
+    assert sum(1 for e in api.get("/v1/accounts/alice/history")["notices"]) == len(log["notices"])
+    portal(api, "POST", "/v1/portal/notices/batch", 422, json={"notices": []})
+    too_many = {"notices": [{"address": ALICE}] * 257}
+    portal(api, "POST", "/v1/portal/notices/batch", 422, json=too_many)

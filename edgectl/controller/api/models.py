@@ -539,6 +539,19 @@ class NoticeCode(BaseModel):
     code_expires_at: datetime
 
 
+NOTICE_BATCH = 256  # notices in one portal request: one transaction's worth
+
+
+class NoticesShown(Strict):
+    notices: Annotated[list[NoticeShown], Field(min_length=1, max_length=NOTICE_BATCH)]
+
+
+class NoticeCodes(BaseModel):
+    answers: list[NoticeCode | None] = Field(
+        description="per notice, in order: its hold and code, or null (not held)"
+    )
+
+
 class Acknowledge(Strict):
     address: PrefixText
     code: Annotated[str, Field(min_length=1, max_length=32)]

@@ -89,13 +89,14 @@ def _candidates(address: Prefix) -> list[str]:
     return sorted({hex_of(address.supernet(length)) for length in V6_LENGTHS})
 
 
-def _held_by(connection: Connection, address: Prefix, limits: Limits, at: datetime) -> Any:
-    """The active hold of whoever holds ``address`` now, or None: one indexed query
-    (with the account's recent self-releases and the hold's last acknowledgement,
-    which the page shows)."""
+def _held_by(
+    connection: Connection, addresses: Sequence[Prefix], limits: Limits, at: datetime
+) -> dict[Prefix, Any]:
+    """The active hold of whoever holds each address now (absent: none), with the
+    account's recent self-releases and the hold's last acknowledgement, which
+    the page shows: one indexed query per address family, however many
+    addresses (a batch of notices is one lookup, not one each)."""
     s = t.sessions
-    column = s.c.ipv4_hex if address.version == 4 else s.c.ipv6_hex
-    bound = s.c.ipv4 if address.version == 4 else s.c.ipv6
     released = (
         sa.select(sa.func.count())
         .select_from(n)
@@ -111,28 +112,48 @@ def _held_by(connection: Connection, address: Prefix, limits: Limits, at: dateti
         .where(n.c.quarantine_id == q.c.id, n.c.kind == "acknowledged")
         .scalar_subquery()
     )
-    query = (
-        select_hold(q)
-        .add_columns(
-            bound.label("bound"),
-            released.label("releases_used"),
-            acknowledged.label("acknowledged_at"),
+    found: dict[Prefix, Any] = {}
+    for version in (4, 6):
+        wanted = {
+            address: _candidates(address) for address in addresses if address.version == version
+        }
+        if not wanted:
+            continue
+        column = s.c.ipv4_hex if version == 4 else s.c.ipv6_hex
+        bound = s.c.ipv4 if version == 4 else s.c.ipv6
+        query = (
+            select_hold(q)
+            .add_columns(
+                column.label("key"),
+                bound.label("bound"),
+                released.label("releases_used"),
+                acknowledged.label("acknowledged_at"),
+            )
+            .join(s, s.c.account_id == q.c.account_id)
+            .where(
+                column.in_(sorted({key for keys in wanted.values() for key in keys})), q.c.active
+            )
+            .order_by(q.c.id)
         )
-        .join(s, s.c.account_id == q.c.account_id)
-        .where(column.in_(_candidates(address)), q.c.active)
-    )
-    for row in connection.execute(query):
-        # IPv6: hex keys drop the length, so a /56 and a /64 at the same
-        # network address look alike here; the prefix decides.
-        if Prefix.parse(row.bound).contains(address):
-            return row
-    return None
+        by_key: dict[str, list[Any]] = {}
+        for row in connection.execute(query):
+            by_key.setdefault(row.key, []).append(row)
+        for address, keys in wanted.items():
+            for key in keys:
+                # IPv6: hex keys drop the length, so a /56 and a /64 at the same
+                # network address look alike here; the prefix decides.
+                rows = by_key.get(key, [])
+                matching = [r for r in rows if Prefix.parse(r.bound).contains(address)]
+                if matching:
+                    found[address] = matching[0]
+                    break
+    return found
 
 
 def hold_for(store: Store, address: Prefix, limits: Limits) -> dict[str, Any]:
     """The active hold of the account that holds ``address`` now; NotFound if none."""
     with store.read() as connection:
-        row = _held_by(connection, address, limits, now())
+        row = _held_by(connection, [address], limits, now()).get(address)
         if row is None:
             raise NotFound(f"{address} is not held")
         return _view(row, limits)
@@ -159,8 +180,9 @@ def record_shown(
     answers: list[dict[str, Any] | NotFound] = []
     rows = []
     with store.database.write() as connection:
+        held = _held_by(connection, [request.address for request in requests], limits, at)
         for request in requests:
-            row = _held_by(connection, request.address, limits, at)
+            row = held.get(request.address)
             if row is None:
                 answers.append(NotFound(f"{request.address} is not held"))
                 continue
