@@ -78,8 +78,11 @@ class Controller:
         found = await self._call("GET", "/v1/portal/holds", params={"address": address})
         return None if isinstance(found, Refusal) else found
 
-    async def notice(self, address: str, language: str, host: str | None) -> dict[str, Any] | None:
+    async def notice(
+        self, address: str, language: str, host: str | None, full: bool = False
+    ) -> dict[str, Any] | None:
         """The hold to show ``address`` and the page's one-time code; None: not held.
+        An acknowledged hold's answer is a reminder without a code, unless ``full``.
 
         The controller has logged the notice when this returns: the page
         never shows a code the controller does not know."""
@@ -87,7 +90,8 @@ class Controller:
             raise ControllerUnavailable(f"{WAITING} notices already wait for the controller")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any] | None] = loop.create_future()
-        self._waiting.append(({"address": address, "language": language, "host": host}, future))
+        body = {"address": address, "language": language, "host": host, "full": full}
+        self._waiting.append((body, future))
         if len(self._senders) < SENDERS:
             sender = loop.create_task(self._send())
             self._senders.add(sender)

@@ -28,7 +28,8 @@ def portal(api: Api, method: str, path: str, expect: int, **kwargs: Any) -> Any:
 
 
 def shown(api: Api, ident: int, address: str = ALICE) -> str:
-    body = {"address": address, "language": "ja", "host": "example.org"}
+    """The whole notice's code (``full``: after an acknowledgement, pages are reminders)."""
+    body = {"address": address, "language": "ja", "host": "example.org", "full": True}
     answer = portal(api, "POST", "/v1/portal/notices", 200, json=body)
     assert answer["hold"]["id"] == ident
     code = answer["code"]
@@ -210,3 +211,23 @@ def test_a_batch_of_notices_answers_each_in_order(api: Api, alice: None) -> None
     portal(api, "POST", "/v1/portal/notices/batch", 422, json={"notices": []})
     too_many = {"notices": [{"address": ALICE}] * 257}
     portal(api, "POST", "/v1/portal/notices/batch", 422, json=too_many)
+
+
+def test_an_acknowledged_hold_gets_reminders_without_codes(api: Api, alice: None) -> None:
+    hold = held(api)
+    body = {"address": ALICE, "language": "en"}
+    first = portal(api, "POST", "/v1/portal/notices", 200, json=body)
+    assert first["reminder"] is False and first["hold"]["acknowledged_at"] is None
+    release(api, hold["id"], first["code"], 200, release=False)
+    again = portal(api, "POST", "/v1/portal/notices", 200, json=body)
+    assert again["reminder"] is True and again["code"] is None
+    assert again["hold"]["acknowledged_at"] is not None
+    full = portal(api, "POST", "/v1/portal/notices", 200, json={**body, "full": True})
+    assert full["reminder"] is False and len(full["code"]) == 6
+    assert release(api, hold["id"], full["code"], 200)["released"] is True
+    kinds = [e["kind"] for e in api.get("/v1/accounts/alice/history")["notices"]]
+    assert kinds == ["released", "acknowledged", "shown", "reminded", "acknowledged", "shown"]
+    # A new hold is a new notice: the acknowledgement was for the old one.
+    newer = held(api, category="spam")
+    fresh = portal(api, "POST", "/v1/portal/notices", 200, json=body)
+    assert fresh["hold"]["id"] == newer["id"] and fresh["reminder"] is False

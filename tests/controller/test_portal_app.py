@@ -14,7 +14,7 @@ from ctl_support import Api, World
 from starlette.testclient import TestClient
 
 from edgectl.portal import client as portal_client_module
-from edgectl.portal.app import ACK_PATH, CAPTIVE_PATH, create_app
+from edgectl.portal.app import ACK_PATH, CAPTIVE_PATH, NOTICE_PATH, create_app
 from edgectl.portal.client import Controller, ControllerUnavailable
 from edgectl.portal.config import PortalConfig
 from edgectl.portal.pages import SHIPPED, Pages, TemplateRefused, choose_language, lint_text
@@ -87,6 +87,30 @@ def test_a_blind_post_cannot_release_and_the_code_can(api: Api, held: TestClient
     assert done.status_code == 200 and 'class="released"' in done.text
     assert api.get("/v1/accounts/alice")["quarantine"] is None
     assert 'class="clear"' in held.get("/").text
+
+
+def test_after_acknowledging_pages_are_a_reminder(api: Api, held: TestClient) -> None:
+    """RFC 6108: acknowledgement stops further immediate notices.  The garden
+    stays (pages still come here), the full notice is one link away."""
+    hold = api.get("/v1/accounts/alice")["quarantine"]
+    code = code_of(held.get("/", headers={"Accept-Language": "en"}).text)
+    ack = held.post(ACK_PATH, data={"hold": str(hold["id"]), "code": code})
+    assert ack.status_code == 200 and 'class="acknowledged"' in ack.text
+    assert NOTICE_PATH in ack.text
+    for language in ("en", "ja"):
+        page = held.get("/news", headers={"Host": "news.example", "Accept-Language": language})
+        html = page.text
+        assert page.status_code == 200 and 'class="reminder"' in html, html
+        assert 'class="code"' not in html and "<form" not in html
+        assert "ABUSE-4242" in html and "news.example" in html and NOTICE_PATH in html
+    full = held.get(NOTICE_PATH, headers={"Accept-Language": "en"}).text
+    assert 'class="reminder"' not in full
+    form = {"hold": str(hold["id"]), "code": code_of(full), "release": "1"}
+    done = held.post(ACK_PATH, data=form)
+    assert done.status_code == 200 and 'class="released"' in done.text
+    kinds = [e["kind"] for e in api.get("/v1/accounts/alice/history")["notices"]]
+    reminded = ["shown", "reminded", "reminded"]
+    assert kinds == ["released", "acknowledged", *reminded, "acknowledged", "shown"]
 
 
 def test_captive_api(api: Api, held: TestClient) -> None:

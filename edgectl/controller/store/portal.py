@@ -164,12 +164,20 @@ class Shown:
     address: Prefix
     language: str | None = None
     host: str | None = None
+    # The subscriber asked for the whole notice again (the reminder's link):
+    # a code, even though the hold is acknowledged.
+    full: bool = False
 
 
 def record_shown(
     store: Store, requests: Sequence[Shown], limits: Limits
 ) -> list[dict[str, Any] | NotFound]:
     """Log notices shown, each with the hold it was for and a new one-time code.
+
+    Once the subscriber has acknowledged a hold, its pages are reminders
+    (RFC 6108: acknowledgement stops further immediate notices): logged as
+    ``reminded``, without a code, unless the request asks for the ``full``
+    notice again (to release the hold from it).
 
     Many in one transaction: after a botnet takedown hundreds of subscribers
     open pages a second, and a commit (an fsync) each would cap the portal
@@ -186,27 +194,25 @@ def record_shown(
             if row is None:
                 answers.append(NotFound(f"{request.address} is not held"))
                 continue
-            code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            rows.append(
-                {
-                    "account_id": row.account_id,
-                    "quarantine_id": row.id,
-                    "kind": "shown",
-                    "at": at,
-                    "address": str(request.address),
-                    "language": request.language,
-                    "host": request.host,
-                    "code_hash": _hash(code),
-                    "code_expires": at + limits.code_ttl,
-                }
-            )
-            answers.append(
-                {
-                    "hold": _view(row, limits),
-                    "code": code,
-                    "code_expires_at": at + limits.code_ttl,
-                }
-            )
+            entry = {
+                "account_id": row.account_id,
+                "quarantine_id": row.id,
+                "at": at,
+                "address": str(request.address),
+                "language": request.language,
+                "host": request.host,
+            }
+            answer: dict[str, Any] = {"hold": _view(row, limits), "reminder": False}
+            if row.acknowledged_at is not None and not request.full:
+                entry.update(kind="reminded", code_hash=None, code_expires=None)
+                answer.update(reminder=True, code=None, code_expires_at=None)
+            else:
+                code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+                expires = at + limits.code_ttl
+                entry.update(kind="shown", code_hash=_hash(code), code_expires=expires)
+                answer.update(code=code, code_expires_at=expires)
+            rows.append(entry)
+            answers.append(answer)
         if rows:
             connection.execute(sa.insert(n), rows)
     return answers

@@ -70,13 +70,14 @@ def hold_by_address(
 @router.post("/notices", response_model=NoticeCode, responses={404: {"description": "not held"}})
 async def notice_shown(body: NoticeShown, request: Request, _: Portal) -> Any:
     """The portal is showing the notice to ``address``: the active hold of whoever
-    holds it now, and a one-time code for the page (404: nothing to show).
+    holds it now, and a one-time code for the page (404: nothing to show);
+    a reminder without a code once the hold is acknowledged, unless ``full``.
 
     Logged in the account's notice log.  Requests arriving together are
     written in one transaction (``NoticeBatcher``)."""
     address = _source(body.address, "address")
     batcher: NoticeBatcher = request.app.state.notice_batcher
-    answer = await batcher.record(portal.Shown(address, body.language, body.host))
+    answer = await batcher.record(portal.Shown(address, body.language, body.host, body.full))
     if isinstance(answer, NotFound):
         raise answer
     return answer
@@ -89,7 +90,9 @@ async def notices_shown(body: NoticesShown, request: Request, _: Portal) -> Any:
     botnet takedown's thousands of pages cost the controller a few requests
     a second, not one each.  An answer is null where the address is not held."""
     shown = [
-        portal.Shown(_source(item.address, f"notices.{index}.address"), item.language, item.host)
+        portal.Shown(
+            _source(item.address, f"notices.{index}.address"), item.language, item.host, item.full
+        )
         for index, item in enumerate(body.notices)
     ]
     batcher: NoticeBatcher = request.app.state.notice_batcher
