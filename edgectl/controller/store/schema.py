@@ -390,6 +390,8 @@ portal_notices = sa.Table(
     sa.Column("grace_until", Instant()),
     sa.Index("ix_portal_notices_account", "account_id", "kind", "at"),
     sa.Index("ix_portal_notices_code", "quarantine_id", "code_hash"),
+    # A hold's last acknowledgement, asked by every notice (reminder or not).
+    sa.Index("ix_portal_notices_hold", "quarantine_id", "kind", "at"),
 )
 
 exemptions = sa.Table(
