@@ -263,6 +263,22 @@ def test_after_acknowledging_pages_are_a_short_reminder(stack: Stack) -> None:
     ]
 
 
+def test_a_hold_on_an_address_shows_its_notice_and_is_left_to_support(stack: Stack) -> None:
+    """A hold placed on an address, not an account: steered like any other,
+    the portal shows its notice (no account to name) and offers no release."""
+    body = {"prefix": DYN4_B, "mode": "walled-garden", "reason": "x", "ticket": "ABUSE-static"}
+    hold = stack.api("POST", "/v1/quarantines", body)["quarantine"]["id"]
+    assert stack.converged(), stack.agent.logs()
+    notice = body_of(stack.get(DYN4_B, host="www.example.org"))
+    assert "ABUSE-static" in notice and "www.example.org" in notice, notice
+    assert 'name="release"' not in notice and "support team" in notice
+    refused = acknowledge(stack, DYN4_B, hold, code_in(notice))
+    assert refused.status == 409 and "support team" in refused.body, refused.body
+    stack.api("POST", f"/v1/quarantines/{hold}/lift", {"reason": "line cleaned"})
+    assert stack.converged()
+    assert body_of(stack.get(DYN4_B)) == "real server"
+
+
 def test_the_fourth_self_release_in_30_days_is_refused(stack: Stack) -> None:
     for round_ in range(4):
         # A new category each time: the grace period is not what this is about.

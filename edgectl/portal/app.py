@@ -99,7 +99,7 @@ def create_app(config: PortalConfig, pages: Pages, controller: Controller) -> St
         since = datetime.fromisoformat(hold["created_at"]).astimezone(UTC)
         common = {
             "host": host or address,
-            "account": hold["account"],
+            "account": hold["account"] or "-",
             "category_text": pages.category_text(hold["category"], language),
             "since": since.strftime("%Y-%m-%d %H:%M UTC"),
             "ticket": hold["ticket"],

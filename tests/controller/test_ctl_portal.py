@@ -231,3 +231,30 @@ def test_an_acknowledged_hold_gets_reminders_without_codes(api: Api, alice: None
     newer = held(api, category="spam")
     fresh = portal(api, "POST", "/v1/portal/notices", 200, json=body)
     assert fresh["hold"]["id"] == newer["id"] and fresh["reminder"] is False
+
+
+def test_a_hold_on_an_address_shows_and_acknowledges_but_never_self_releases(
+    api: Api, world: World
+) -> None:
+    """A hold placed on an address (no account, no session: a static line)
+    is steered like any other; the portal shows its notice, records the
+    acknowledgement (then reminders), and leaves the release to support."""
+    static = "100.64.0.50"
+    body = {"prefix": static, "mode": "walled-garden", "reason": "x", "category": "spam"}
+    hold = api.post("/v1/quarantines", body)["quarantine"]
+    notice = portal(api, "POST", "/v1/portal/notices", 200, json={"address": static})
+    assert notice["hold"]["id"] == hold["id"] and notice["hold"]["account"] is None
+    assert notice["hold"]["self_release"] is False and notice["code"]
+    portal(api, "POST", "/v1/portal/notices", 404, json={"address": "100.64.0.51"})
+    ack = {"address": static, "code": notice["code"], "release": True}
+    refused = portal(api, "POST", f"/v1/portal/holds/{hold['id']}/acknowledge", 409, json=ack)
+    assert "cannot be released" in str(refused)
+    ack["release"] = False
+    path = f"/v1/portal/holds/{hold['id']}/acknowledge"
+    assert portal(api, "POST", path, 200, json=ack)["released"] is False
+    again = portal(api, "POST", "/v1/portal/notices", 200, json={"address": static})
+    assert again["reminder"] is True
+    # Someone at another address cannot act on it.
+    other = {"address": "100.64.0.51", "code": notice["code"]}
+    portal(api, "POST", path, 422, json=other)
+    assert api.get(f"/v1/quarantines/{hold['id']}")["state"] == "active"

@@ -161,8 +161,11 @@ def test_the_portal_notice_path_scans_no_big_table(store: Store) -> None:
     bind_many(store, ACTOR, [_binding(i) for i in range(40)])
     spec = holds.QuarantineSpec(QuarantineMode.WALLED_GARDEN, "bot", category="botnet")
     bulk_holds.quarantine_accounts(store, ACTOR, [f"acct{i}" for i in range(20)], spec)
+    static = Prefix.parse("100.64.200.1")  # a hold on an address, no account
+    on_address = holds.QuarantineSpec(QuarantineMode.WALLED_GARDEN, "bot", prefix=static)
+    holds.quarantine(store, ACTOR, on_address)
     limits = portal.Limits()
-    v4 = [_binding(i).ipv4 for i in range(30)]
+    v4 = [_binding(i).ipv4 for i in range(30)] + [static]
     v6 = Prefix.parse("2001:db8:a001:100::1/128")
     shown = [portal.Shown(address) for address in [*v4, v6] if address is not None]
 

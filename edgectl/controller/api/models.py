@@ -508,7 +508,7 @@ class PortalHoldPublic(BaseModel):
     """An account's active hold as the notice portal shows it: no analyst's reason."""
 
     id: int
-    account: str
+    account: str | None = Field(description="null: a hold placed on an address, not an account")
     mode: QuarantineMode
     category: str | None
     ticket: str | None

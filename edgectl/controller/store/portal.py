@@ -73,7 +73,9 @@ def _view(row: Any, limits: Limits) -> dict[str, Any]:
         "ticket": row.ticket,
         "created_at": _iso(row.created_at),
         "expires_at": _iso(row.expires_at),
-        "self_release": self_release_of(row),
+        # A hold on an address, not an account: support lifts it (the
+        # release limits count per account).
+        "self_release": row.account_id is not None and self_release_of(row),
         "releases_used": used,
         "releases_left": max(0, limits.releases - used),
         "window_days": limits.window.days,
@@ -147,6 +149,40 @@ def _held_by(
                 if matching:
                     found[address] = matching[0]
                     break
+    rest = [address for address in addresses if address not in found]
+    if rest:
+        found.update(_prefix_held(connection, rest, acknowledged))
+    return found
+
+
+def _prefix_held(
+    connection: Connection, addresses: Sequence[Prefix], acknowledged: Any
+) -> dict[Prefix, Any]:
+    """Holds placed on an address, not an account (``prefix``: one subscriber
+    key, e.g. a static line without sessions): by the key's hex, indexed.
+    No account, so no self-release and no release count."""
+    wanted = {address: _candidates(address) for address in addresses}
+    query = (
+        select_hold(q)
+        .add_columns(
+            q.c.prefix_hex.label("key"),
+            q.c.prefix.label("bound"),
+            sa.literal(0).label("releases_used"),
+            acknowledged.label("acknowledged_at"),
+        )
+        .where(
+            q.c.prefix_hex.in_(sorted({key for keys in wanted.values() for key in keys})),
+            q.c.account_id.is_(None),
+            q.c.active,
+        )
+        .order_by(q.c.id)
+    )
+    rows = list(connection.execute(query))
+    found = {}
+    for address in addresses:
+        matching = [r for r in rows if Prefix.parse(r.bound).contains(address)]
+        if matching:
+            found[address] = matching[0]
     return found
 
 
@@ -225,13 +261,16 @@ def _active_for(connection: Connection, ident: int, address: Prefix) -> Any:
     an acknowledgement or a release of someone else's hold is refused.
     """
     row = connection.execute(select_hold(q).where(q.c.id == ident)).first()
-    if row is None or row.account_id is None:
-        raise NotFound(f"no account hold {ident}")
+    if row is None or (row.account_id is None and row.prefix is None):
+        raise NotFound(f"no hold {ident}")
     if not row.active:
         raise Conflict(f"hold {ident} is no longer active")
-    held = session_addresses(connection, row.account_id)
+    if row.account_id is None:
+        held = [Prefix.parse(row.prefix)]
+    else:
+        held = session_addresses(connection, row.account_id)
     if not any(p.contains(address) or address.contains(p) for p in held):
-        raise Invalid("address", f"{address} is not held by the account of hold {ident}")
+        raise Invalid("address", f"{address} is not held by hold {ident}")
     return row
 
 
@@ -246,9 +285,10 @@ def acknowledge(
     """
     with store.read() as connection:
         first = connection.execute(select_hold(q).where(q.c.id == ident)).first()
-    if first is None or first.ref is None:
-        raise NotFound(f"no account hold {ident}")
-    with store.write(f"subscriber:{first.ref}") as change:
+    if first is None or (first.ref is None and first.prefix is None):
+        raise NotFound(f"no hold {ident}")
+    # A hold on an address acts for whoever is at it: the address names them.
+    with store.write(f"subscriber:{first.ref or address}") as change:
         connection = change.connection
         row = _active_for(connection, ident, address)
         shown = connection.execute(
@@ -266,7 +306,7 @@ def acknowledge(
         connection.execute(sa.insert(n).values(kind="acknowledged", at=change.at, **base))
         released = False
         if release:
-            if not self_release_of(row):
+            if row.account_id is None or not self_release_of(row):
                 raise Conflict("this hold cannot be released from the portal: contact support")
             used = _releases_since(connection, row.account_id, change.at - limits.window)
             if used >= limits.releases:
@@ -285,7 +325,11 @@ def acknowledge(
                 )
             )
             released = True
-        used = _releases_since(connection, row.account_id, change.at - limits.window)
+        used = (
+            0
+            if row.account_id is None
+            else _releases_since(connection, row.account_id, change.at - limits.window)
+        )
     return {
         "acknowledged": True,
         "released": released,
