@@ -82,6 +82,10 @@ def _listen(config: portal_config.PortalConfig) -> socket.socket:
     with inside(config.listen_netns):
         listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if config.host == "::":
+        # Both families on one socket (IPv4 peers arrive as ::ffff:a.b.c.d,
+        # which the app unwraps), whatever the system's bindv6only says.
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     listener.bind((config.host, config.port))
     listener.listen(1024)
     return listener
