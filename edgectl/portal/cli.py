@@ -39,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from edgectl.portal.app import create_app
     from edgectl.portal.client import Controller
+    from edgectl.portal.protocol import TimedHttpToolsProtocol
 
     try:
         config = portal_config.load(args.config)
@@ -64,8 +65,9 @@ def _run(args: argparse.Namespace) -> int:
             proxy_headers=False,
             timeout_keep_alive=5,
             # httptools parses requests in C: the portal's own share of a notice
-            # fell from ~0.9 to ~0.45 ms of CPU with it (bench/portal_notices.py).
-            http="httptools",
+            # fell from ~0.9 to ~0.45 ms of CPU with it (bench/portal_notices.py);
+            # with a deadline for each request (half-sent requests are closed).
+            http=TimedHttpToolsProtocol,
         )
     )
     server.run(sockets=[listener])
