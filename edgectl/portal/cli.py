@@ -35,11 +35,9 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from edgectl.portal.app import create_app
     from edgectl.portal.client import Controller
-    from edgectl.portal.protocol import TimedHttpToolsProtocol
+    from edgectl.portal.server import serve
 
     try:
         config = portal_config.load(args.config)
@@ -55,22 +53,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    app = create_app(config, pages, Controller(config))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            # The gateway DNATs to us: the peer address is the subscriber's own.
-            proxy_headers=False,
-            timeout_keep_alive=5,
-            # httptools parses requests in C: the portal's own share of a notice
-            # fell from ~0.9 to ~0.45 ms of CPU with it (bench/portal_notices.py);
-            # with a deadline for each request (half-sent requests are closed).
-            http=TimedHttpToolsProtocol,
-        )
-    )
-    server.run(sockets=[listener])
+    serve(create_app(config, pages, Controller(config)), listener)
     return 0
 
 

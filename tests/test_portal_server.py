@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from edgectl.lab.probe import wait_until
-from edgectl.portal.protocol import timed_protocol
+from edgectl.portal.server import timed_protocol
 
 DEADLINE = 0.3  # seconds: the test's server only
 
