@@ -17,6 +17,7 @@ import pytest
 from gateway_fixtures import (
     DYN4_A,
     DYN4_B,
+    DYN4_C,
     DYN6_A1,
     DYN6_A_KEY,
     DYN6_B,
@@ -129,6 +130,34 @@ def test_lifting_the_hold_ends_the_steering(
     lifted = steering_policy()
     lifted["revision"] += 1
     lifted["quarantines"] = []
+    gateway.apply(lifted)
+    assert _body(get(topology, DYN4_A, MX4)) == "real server"
+
+
+def test_walled_garden_prefix_holds_are_steered_too(
+    topology: Topology, gateway: Gateway, servers: Servers
+) -> None:
+    """A hold on a prefix wider than one subscriber (a /30 of the dynamic
+    pool, a /55 over two /56 delegations' worth) steers everyone inside it
+    and nobody outside; lifting it ends the steering."""
+    policy = base_policy()
+    policy["settings"].update(
+        steer_http_4=PORTAL4, steer_http_6=PORTAL6, steer_http_port=PORTAL_PORT
+    )
+    held = with_quarantines(
+        policy,
+        {"key": "100.64.0.8/30", "mode": "walled-garden"},  # DYN4_A and DYN4_B, not DYN4_C
+        {"key": "2001:db8:1000::/55", "mode": "walled-garden"},  # DYN6_A1's /56, not DYN6_B's
+    )
+    gateway.apply(held)
+    for src, dst in ((DYN4_A, MX4), (DYN4_B, MX4), (DYN6_A1, MX6)):
+        assert _body(get(topology, src, dst)) == "portal", src
+    for src, dst in ((DYN4_C, MX4), (DYN6_B, MX6)):
+        assert _body(get(topology, src, dst)) == "real server", src
+    # HTTPS stays refused inside the garden.
+    assert tcp(topology, DYN4_B, MX4, 443, expect_drop=True) is Outcome.TIMEOUT
+    assert gateway.plan(held).code == 0
+    lifted = dict(policy, revision=held["revision"] + 1, quarantines=[])
     gateway.apply(lifted)
     assert _body(get(topology, DYN4_A, MX4)) == "real server"
 

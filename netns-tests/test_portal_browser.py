@@ -7,8 +7,9 @@ execs it under ``ip netns exec``), so its requests come from cust-1001's
 100.64.0.10, the namespace's first address, and cross the gateway like a
 subscriber's.  cust-1001 is put in the walled garden; a page on an outside
 host shows the notice in Japanese and in English (by the browser's
-language); the form's code and check box release the hold, and the
-gateways converge on the lift.  Screenshots go to
+language); acknowledged without releasing, the next page is a short
+reminder linking to the whole notice; the form's code and check box release
+the hold, and the gateways converge on the lift.  Screenshots go to
 ``netns-tests/artifacts/portal/``.  Playwright never downloads a browser:
 it launches Debian's by path.
 """
@@ -88,6 +89,19 @@ def test_the_notice_in_both_languages_and_the_self_release(lab: fleet.Up, browse
         assert "C2 beacon" not in page.content()
         shot(page, f"notice-{language}")
         pages[language] = page
+    # Acknowledged (in Japanese, without releasing): the next page is the
+    # short reminder, which links to the whole notice.
+    page = pages["ja"]
+    page.get_by_label("上のコードを入力してください").fill(page.inner_text(".code"))
+    page.get_by_role("button", name="お知らせを確認しました").click()
+    page.wait_for_selector(".acknowledged")
+    page.goto(f"http://{MX4}/weather")
+    page.wait_for_selector(".reminder")
+    assert page.locator(".ticket").inner_text() == "ABUSE-78"
+    assert page.locator(".code").count() == 0
+    shot(page, "reminder-ja")
+    page.get_by_role("link", name="お知らせ全文をもう一度読む").click()
+    page.wait_for_selector(".code")
     page = pages["en"]
     page.get_by_label("Type it to confirm").fill(page.inner_text(".code"))
     page.get_by_label("I have cleaned my devices").check()

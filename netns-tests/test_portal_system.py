@@ -9,8 +9,10 @@ A walled-garden subscriber's plain HTTP to an outside host gets the notice
 (account, category text, ticket); HTTPS is refused; the allowlisted update
 host answers as itself; an unquarantined neighbour reaches the real server;
 acknowledgement with the code releases the subscriber on the gateway within
-1 s; a POST without the code is refused; the fourth self-release in 30 days
-is refused; the portal token cannot create or lift holds.
+1 s; after an acknowledgement without release, pages are a short reminder
+with a link to the whole notice; a POST without the code is refused; the
+fourth self-release in 30 days is refused; the portal token cannot create
+or lift holds.
 """
 
 from __future__ import annotations
@@ -176,8 +178,9 @@ def code_in(html: str) -> str:
     return found.group(1)
 
 
-def acknowledge(stack: Stack, src: str, hold: int, code: str | None) -> Reply:
-    form = f"hold={hold}&release=1" + ("" if code is None else f"&code={code}")
+def acknowledge(stack: Stack, src: str, hold: int, code: str | None, release: bool = True) -> Reply:
+    form = f"hold={hold}" + ("&release=1" if release else "")
+    form += "" if code is None else f"&code={code}"
     reply = stack.get(
         src,
         path="/.edgectl/acknowledge",
@@ -224,6 +227,55 @@ def test_notice_steering_and_self_release(stack: Stack) -> None:
     assert (lifted["state"], lifted["ended_by"]) == ("lifted", "subscriber:alice")
     kinds = [n["kind"] for n in stack.api("GET", "/v1/accounts/alice/history")["notices"]]
     assert kinds[:2] == ["released", "acknowledged"] and "shown" in kinds
+
+
+def test_after_acknowledging_pages_are_a_short_reminder(stack: Stack) -> None:
+    """RFC 6108: acknowledgement stops further immediate notices.  The gateway
+    keeps steering (dropping the key from steering would turn every page into
+    a timeout: the garden still refuses everything else), and the portal
+    answers a reminder with a link to the whole notice."""
+    hold = stack.hold("alice", "malware")
+    notice = body_of(stack.get(DYN4_A, host="news.example"))
+    reply = acknowledge(stack, DYN4_A, hold, code_in(notice), release=False)
+    assert reply.status == 200 and 'class="acknowledged"' in reply.body, reply.body
+    for host in ("news.example", "www.example.org"):
+        page = body_of(stack.get(DYN4_A, host=host))
+        assert 'class="reminder"' in page and host in page and "ABUSE-malware" in page, page
+        assert 'class="code"' not in page and "<form" not in page
+    assert tcp(stack.topology, DYN4_A, MX4, 443, expect_drop=True) is Outcome.TIMEOUT
+    assert body_of(stack.get(DYN4_A, MX4_SECOND)) == "update service"
+    # The link: the whole notice again, with a code that releases.
+    full = body_of(stack.get(DYN4_A, path="/.edgectl/notice", host="news.example"))
+    assert 'class="reminder"' not in full
+    done = acknowledge(stack, DYN4_A, hold, code_in(full))
+    assert done.status == 200 and 'class="released"' in done.body, done.body
+    assert stack.converged()
+    assert body_of(stack.get(DYN4_A)) == "real server"
+    kinds = [n["kind"] for n in stack.api("GET", "/v1/accounts/alice/history")["notices"]]
+    assert kinds[:6] == [
+        "released",
+        "acknowledged",
+        "shown",
+        "reminded",
+        "reminded",
+        "acknowledged",
+    ]
+
+
+def test_a_hold_on_an_address_shows_its_notice_and_is_left_to_support(stack: Stack) -> None:
+    """A hold placed on an address, not an account: steered like any other,
+    the portal shows its notice (no account to name) and offers no release."""
+    body = {"prefix": DYN4_B, "mode": "walled-garden", "reason": "x", "ticket": "ABUSE-static"}
+    hold = stack.api("POST", "/v1/quarantines", body)["quarantine"]["id"]
+    assert stack.converged(), stack.agent.logs()
+    notice = body_of(stack.get(DYN4_B, host="www.example.org"))
+    assert "ABUSE-static" in notice and "www.example.org" in notice, notice
+    assert 'name="release"' not in notice and "support team" in notice
+    refused = acknowledge(stack, DYN4_B, hold, code_in(notice))
+    assert refused.status == 409 and "support team" in refused.body, refused.body
+    stack.api("POST", f"/v1/quarantines/{hold}/lift", {"reason": "line cleaned"})
+    assert stack.converged()
+    assert body_of(stack.get(DYN4_B)) == "real server"
 
 
 def test_the_fourth_self_release_in_30_days_is_refused(stack: Stack) -> None:

@@ -274,6 +274,9 @@ def test_full_sync_golden_steering(policy_state: DesiredState) -> None:
     assert steer.index("@garden_allow_4 return") < steer.index("dnat ip to")
     assert "tcp dport 80 ip saddr @q_walled_garden_4 dnat ip to 198.51.100.80:8080" in steer
     assert "@q_walled_garden_6_56 dnat ip6 to [2001:db8:80::80]:8080" in steer
+    # Walled-garden prefix holds too, through their own interval set.
+    assert "tcp dport 80 ip saddr @steer_ranges_4 dnat ip to 198.51.100.80:8080" in steer
+    assert "ip6 saddr @steer_ranges_6 dnat ip6 to [2001:db8:80::80]:8080" in steer
     # Only port 80 is steered, and nothing on this path resets.
     assert "443" not in steer and "reject" not in steer
     assert "203.0.113.0/28 . 80,\n\t\t\t203.0.113.0/28 . 443" in script
@@ -285,3 +288,57 @@ def test_full_sync_golden_steering(policy_state: DesiredState) -> None:
 def test_no_steering_no_nat_chain_and_no_allowlist(policy_state: DesiredState) -> None:
     script = str(render_full(policy_state, NOW).transaction)
     assert "type nat" not in script and "dnat" not in script and "garden_allow" not in script
+
+
+def test_walled_garden_prefix_holds_are_steered_and_kept_by_deltas(
+    policy_state: DesiredState,
+) -> None:
+    """``steer_ranges_<v>`` holds the walled-garden prefix holds (not other
+    modes' and not exact keys), expired ones left out; a delta touching a
+    walled prefix rewrites it, one touching an smtp prefix leaves it alone;
+    without steering the set does not exist."""
+    steering = _steering(policy_state)
+    walled = Prefix.parse("100.64.20.0/24")
+    smtp = Prefix.parse("100.64.21.0/24")
+    v6 = Prefix.parse("2001:db8:1000:8000::/52")
+    gone = Prefix.parse("100.64.22.0/24")
+    quarantines = {
+        **steering.quarantines,
+        walled: Quarantine(walled, QuarantineMode.WALLED_GARDEN, None, NOW + timedelta(hours=1)),
+        smtp: Quarantine(smtp, QuarantineMode.SMTP),
+        v6: Quarantine(v6, QuarantineMode.WALLED_GARDEN),
+        gone: Quarantine(gone, QuarantineMode.WALLED_GARDEN, None, NOW - timedelta(seconds=1)),
+    }
+    state = replace(steering, quarantines=quarantines)
+    rendered = render_full(state, NOW)
+    assert rendered.set_elements["steer_ranges_4"] == [
+        "100.64.9.0/24",
+        "100.64.20.0/24 timeout 3600s",
+    ]
+    assert rendered.set_elements["steer_ranges_6"] == ["2001:db8:1000:8000::/52"]
+    assert "steer_ranges_4" not in render_full(policy_state, NOW).set_elements
+    # Another walled prefix: a delta (the family had prefix holds already).
+    more = Prefix.parse("100.64.23.0/24")
+    after = replace(
+        state,
+        revision=state.revision + 1,
+        quarantines={**quarantines, more: Quarantine(more, QuarantineMode.WALLED_GARDEN)},
+    )
+    delta = diff(state, after)
+    assert not needs_full_sync(state, delta)
+    commands = render_delta(state, delta, NOW).commands
+    assert "flush set inet edgectl steer_ranges_4" in commands
+    added = next(c for c in commands if c.startswith("add element inet edgectl steer_ranges_4"))
+    for element in ("100.64.9.0/24", "100.64.20.0/24", "100.64.23.0/24"):
+        assert element in added
+    assert "100.64.21.0/24" not in added and "100.64.22.0/24" not in added
+    # An smtp prefix: q_ranges_4 is rewritten, the steering set is not.
+    other = Prefix.parse("100.64.24.0/24")
+    smtp_after = replace(
+        state,
+        revision=state.revision + 1,
+        quarantines={**quarantines, other: Quarantine(other, QuarantineMode.SMTP)},
+    )
+    commands = render_delta(state, diff(state, smtp_after), NOW).commands
+    assert any("q_ranges_4" in c for c in commands)
+    assert not any("steer_ranges" in c for c in commands)

@@ -16,7 +16,8 @@ Layout (one element per key, no key stored twice):
   1.9x, so a single-lookup map would break the full-sync budget;
 * any other key (a block of unassigned space) sits in the small interval
   map ``q_ranges_<v>`` (``prefix : jump quarantine_<mode>``) or interval
-  set ``exempt_ranges_<v>``.
+  set ``exempt_ranges_<v>``; a walled-garden one is also in
+  ``steer_ranges_<v>`` while the gateway steers that family's HTTP.
 
 A packet pays a lookup only in the sets that can act on it: ``block`` and
 ``walled-garden`` sets in the base chain (for new connections; ``block``
@@ -98,6 +99,16 @@ def exact_set(family: str, version: int, length: int) -> str:
 
 def ranges_set(kind: Kind, version: int) -> str:
     return f"{EXEMPT if kind == EXEMPT else 'q'}_ranges_{version}"
+
+
+def steer_ranges_set(version: int) -> str:
+    """``steer_ranges_<v>``: the walled-garden prefix holds, for the nat chain.
+
+    The one place a key is stored twice: such a hold is also in
+    ``q_ranges_<v>``, whose verdicts jump to filter chains a nat hook cannot
+    run.  Prefix holds are few, so the copy is small.
+    """
+    return f"steer_ranges_{version}"
 
 
 def is_exact(version: int, length: int, lengths: tuple[int, ...]) -> bool:

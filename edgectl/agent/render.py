@@ -36,6 +36,7 @@ from edgectl.agent.keys import (
     needs_full_sync,
     ranges_set,
     seconds_left,
+    steer_ranges_set,
 )
 from edgectl.agent.table import SPEC
 from edgectl.agent.transaction import Transaction
@@ -43,9 +44,11 @@ from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import (
     BlockAction,
     DesiredState,
+    GatewaySettings,
     Hook,
     Pool,
     PoolKind,
+    Quarantine,
     QuarantineMode,
     RateLimitProfile,
 )
@@ -325,6 +328,16 @@ class _Builder:
                 kind="map" if is_map else "set",
             )
 
+        steered = _steered(self.settings)
+        if steered:
+            by_version = _steer_elements(quarantines, self.keys, self.now)
+            for version in steered:
+                self.set(
+                    steer_ranges_set(version),
+                    [f"type {_addr_type(version)}", "flags interval,timeout"],
+                    by_version.get(version, []),
+                )
+
     def _meter_sets(self, pool: Pool, profiles: Mapping[str, RateLimitProfile]) -> None:
         if pool.rate_limit is None:
             return
@@ -553,11 +566,14 @@ class _Builder:
     def _steer_chain(self) -> None:
         """DNAT of walled-garden subscribers' plain HTTP to the notice portal.
 
-        Only exact walled-garden keys are steered (their hash sets; a prefix
-        hold's interval map jumps to filter chains, which a nat hook cannot
-        run), only tcp/80, and only new connections (a nat chain sees a
-        flow's first packet alone).  The portal and the allowlisted update
-        services are reached as themselves.  No reset anywhere on this path:
+        Walled-garden keys are steered: exact ones by their hash sets, prefix
+        holds by ``steer_ranges_<v>`` (their ``q_ranges_<v>`` verdicts jump
+        to filter chains, which a nat hook cannot run); only tcp/80, and
+        only new connections (a nat chain sees a flow's first packet alone).
+        A subscriber in a walled prefix who is also held ``block`` is
+        steered and then dropped by the forward chain, as without steering.
+        The portal and the allowlisted update services are reached as
+        themselves.  No reset anywhere on this path:
         RFC 6108 asks for none, and the subscriber's browser just gets the
         notice as the page it asked for.  HTTPS is left to the filter side,
         which refuses it: a redirected TLS connection could only show a
@@ -584,6 +600,8 @@ class _Builder:
                     continue
                 expr = "ip saddr" if version == 4 else f"ip6 saddr & {mask_text(6, length)}"
                 rules.append(f"tcp dport 80 {expr} @{name} dnat {family} to {target}")
+            ranges = steer_ranges_set(version)
+            rules.append(f"tcp dport 80 {family} saddr @{ranges} dnat {family} to {target}")
         self.chain("steer_http", rules, "prerouting", priority="dstnat", chain_type="nat")
 
     def _untracked_chains(self) -> None:
@@ -632,6 +650,31 @@ class Rendered:
     chain_tags: dict[str, list[str]]
     set_elements: dict[str, list[str]]
     counter_names: list[str]
+
+
+def _steered(settings: GatewaySettings) -> tuple[int, ...]:
+    """The IP versions whose walled-garden HTTP goes to the portal."""
+    return tuple(
+        version
+        for version, address in ((4, settings.steer_http_4), (6, settings.steer_http_6))
+        if address is not None
+    )
+
+
+def _steer_elements(
+    quarantines: Mapping[Prefix, Quarantine], keys: KeyLayout, now: datetime
+) -> dict[int, list[str]]:
+    """``steer_ranges_<v>`` elements: walled-garden prefix holds, expired ones left out."""
+    found: dict[int, list[str]] = {}
+    for key, held in sorted(_ranges_only(quarantines, keys), key=lambda item: item[0]):
+        if held.mode is not QuarantineMode.WALLED_GARDEN:
+            continue
+        seconds = seconds_left(held.expires, now)
+        if seconds == 0:
+            continue
+        timeout = "" if seconds is None else f" timeout {seconds}s"
+        found.setdefault(key.version, []).append(f"{key}{timeout}")
+    return found
 
 
 def _ranges_only(entries: Mapping[Prefix, V], keys: KeyLayout) -> Iterable[tuple[Prefix, V]]:
@@ -697,6 +740,7 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
     if needs_full_sync(old, delta):
         raise ValueError("a structural change needs a full sync, not a delta")
     keys = layout_for(old)
+    steered = _steered(old.settings)
     ensure: dict[str, list[str]] = {}
     final: dict[str, list[tuple[str, int | None]]] = {}
     ranges_touched: set[str] = set()
@@ -705,8 +749,10 @@ def render_delta(old: DesiredState, delta: StateDelta, now: datetime) -> Transac
         name, text, exact = keys.place(key, kind, None)
         if exact:
             ensure.setdefault(name, []).append(text)
-        else:
-            ranges_touched.add(name)
+            return
+        ranges_touched.add(name)
+        if kind == QuarantineMode.WALLED_GARDEN and key.version in steered:
+            ranges_touched.add(steer_ranges_set(key.version))
 
     def put(key: Prefix, kind: Kind, seconds: int | None) -> None:
         name, text, exact = keys.place(key, kind, None)
@@ -762,6 +808,9 @@ def _rewrite_ranges(
         name, text, _ = keys.place(key, kind, seconds)
         if name in wanted and seconds != 0:
             wanted[name].append(text)
+    for version, elements in _steer_elements(state.quarantines, keys, now).items():
+        if steer_ranges_set(version) in wanted:
+            wanted[steer_ranges_set(version)] = elements
     for name in sorted(names):
         kind = "map" if name.startswith("q_") else "set"
         transaction.add(f"flush {kind} {SPEC} {name}")

@@ -577,7 +577,8 @@ def _start_portal(state: LabState, gateway: str) -> int:
         "[portal]\n"
         f'controller_url = "{CONTROLLER_LOCAL_URL}"\n'
         f'token_file = "{state.directory / "portal.token"}"\n'
-        f'listen = "{portal.ipv4}:{PORTAL_PORT}"\n'
+        f'listen = "[::]:{PORTAL_PORT}"\n'
+        "# (both families: the gateway steers IPv4 and IPv6 HTTP here)\n"
         "# the subscriber-facing side: the portal host behind this gateway\n"
         f'listen_netns = "{state.host_ns(gateway, "portal")}"\n'
         f'public_url = "http://{portal.ipv4}:{PORTAL_PORT}/"\n'
@@ -698,9 +699,10 @@ def _configure(state: LabState) -> dict[str, str]:
         "resolvers": [hosts["resolver"].ipv4, hosts["resolver"].ipv6],
         "portal": [hosts["portal"].ipv4, hosts["portal"].ipv6],
         "log_group": LOG_GROUP,
-        # Walled-garden HTTP goes to the notice portal (IPv4: the lab's
-        # portal listens on its IPv4 address only).
+        # Walled-garden HTTP goes to the notice portal, both families (the
+        # lab's portal listens on [::], which takes IPv4 too).
         "steer_http_4": hosts["portal"].ipv4,
+        "steer_http_6": hosts["portal"].ipv6,
         "steer_http_port": PORTAL_PORT,
     }
     agent_tokens: dict[str, str] = {}

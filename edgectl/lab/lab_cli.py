@@ -30,6 +30,7 @@ RELAY4 = "198.51.100.25"
 QUARANTINED = "cust-1002"
 GARDENED = "cust-1001"
 GARDENED_IPV4 = "100.64.0.10"
+GARDENED_IPV6 = "2001:db8:1000:100::10"  # in cust-1001's /56
 
 
 def invocation() -> str:
@@ -123,6 +124,7 @@ def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
     )
     portal = state.topology(a).hosts["portal"].ipv4
     web = f"ip netns exec {state.host_ns(a, 'dyn4')} curl -s --interface {GARDENED_IPV4}"
+    web6 = f"ip netns exec {state.host_ns(a, 'dyn6')} curl -s --interface {GARDENED_IPV6}"
     code = f"code=$({web} http://{MX4}/ | sed -n 's/.*class=\"code\">\\([A-Z0-9]*\\)<.*/\\1/p')"
     release = (
         f'{code}; {web} -H "Accept-Language: en" -d "hold=2&code=$code&release=1" '
@@ -196,6 +198,8 @@ def instructions(result: fleet.Up, prog: str, named: str) -> list[str]:
         f"   Any plain-HTTP page {GARDENED} opens is now the notice (the gateway DNATs it to",
         "   the portal): account, reason category, ticket, and a one-time code:",
         f"    $ {web} -H 'Accept-Language: en' -H 'Host: example.org' http://{MX4}/",
+        f"   The same over IPv6, from {GARDENED}'s /56:",
+        f"    $ {web6} -H 'Accept-Language: en' -H 'Host: example.org' http://[{MX6}]/",
         "   (HTTPS is refused, not redirected: a TLS connection can only be answered by the",
         "   host it was meant for.)  The RFC 8908 captive-portal API says so too:",
         f"    $ {web} http://{portal}:{fleet.PORTAL_PORT}/.edgectl/captive",

@@ -1,5 +1,6 @@
-"""The portal's web app: the notice for any GET, the acknowledgement form's
-POST, and the RFC 8908 captive-portal API.
+"""The portal's web app: the notice for any GET (a short reminder once the
+subscriber has acknowledged it, the whole notice one link away), the
+acknowledgement form's POST, and the RFC 8908 captive-portal API.
 
 Every redirected request arrives with the subscriber's own source address
 (the gateway DNATs, it does not masquerade), so the request's peer address
@@ -30,6 +31,7 @@ from edgectl.portal.pages import Pages, choose_language
 log = logging.getLogger(__name__)
 
 ACK_PATH = "/.edgectl/acknowledge"
+NOTICE_PATH = "/.edgectl/notice"  # the whole notice again, after acknowledging
 CAPTIVE_PATH = "/.edgectl/captive"
 FORM_LIMIT = 4096  # the form has three short fields
 NO_STORE = {"Cache-Control": "no-store", "Connection": "close"}
@@ -82,12 +84,12 @@ def create_app(config: PortalConfig, pages: Pages, controller: Controller) -> St
         html = pages.render(name, language, **values)
         return HTMLResponse(html, status_code=status, headers=NO_STORE)
 
-    async def notice(request: Request) -> Response:
+    async def notice(request: Request, full: bool = False) -> Response:
         language = language_of(request)
         address = _peer(request)
         host = request.headers.get("host", "")[:253] or None
         try:
-            minted = await controller.notice(address, language, host)
+            minted = await controller.notice(address, language, host, full)
         except ControllerUnavailable as error:
             log.warning("controller unavailable: %s", error)
             return page("refused", language, 503, why=MESSAGES["unavailable"][language])
@@ -95,20 +97,37 @@ def create_app(config: PortalConfig, pages: Pages, controller: Controller) -> St
             return page("clear", language)
         hold = minted["hold"]
         since = datetime.fromisoformat(hold["created_at"]).astimezone(UTC)
+        common = {
+            "host": host or address,
+            "account": hold["account"] or "-",
+            "category_text": pages.category_text(hold["category"], language),
+            "since": since.strftime("%Y-%m-%d %H:%M UTC"),
+            "ticket": hold["ticket"],
+        }
+        if minted["reminder"]:
+            # Acknowledged (RFC 6108: no further immediate notices): one line
+            # and a link to the whole notice, where the release form is.
+            acknowledged = datetime.fromisoformat(hold["acknowledged_at"]).astimezone(UTC)
+            return page(
+                "reminder",
+                language,
+                acknowledged=acknowledged.strftime("%Y-%m-%d %H:%M UTC"),
+                notice_path=NOTICE_PATH,
+                **common,
+            )
         return page(
             "notice",
             language,
-            host=host or address,
-            account=hold["account"],
-            category_text=pages.category_text(hold["category"], language),
-            since=since.strftime("%Y-%m-%d %H:%M UTC"),
-            ticket=hold["ticket"],
+            **common,
             hold_id=hold["id"],
             code=minted["code"],
             can_release=hold["self_release"] and hold["releases_left"] > 0,
             releases_left=hold["releases_left"],
             window_days=hold["window_days"],
         )
+
+    async def full_notice(request: Request) -> Response:
+        return await notice(request, full=True)
 
     async def acknowledge(request: Request) -> Response:
         language = language_of(request)
@@ -131,7 +150,11 @@ def create_app(config: PortalConfig, pages: Pages, controller: Controller) -> St
             status = 400 if done.status == 422 else 409
             return page("refused", language, status, why=MESSAGES[_why(done)][language])
         return page(
-            "done", language, released=done["released"], releases_left=done["releases_left"]
+            "done",
+            language,
+            released=done["released"],
+            releases_left=done["releases_left"],
+            notice_path=NOTICE_PATH,
         )
 
     async def captive(request: Request) -> Response:
@@ -161,6 +184,7 @@ def create_app(config: PortalConfig, pages: Pages, controller: Controller) -> St
     routes = [
         Route(CAPTIVE_PATH, captive, methods=["GET"]),
         Route(ACK_PATH, acknowledge, methods=["POST"]),
+        Route(NOTICE_PATH, full_notice, methods=["GET", "HEAD"]),
         Route("/.edgectl/healthz", healthz, methods=["GET"]),
         # Whatever page the subscriber opened, on whatever host: the notice.
         Route("/{path:path}", notice, methods=["GET", "HEAD"]),

@@ -35,10 +35,9 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from edgectl.portal.app import create_app
     from edgectl.portal.client import Controller
+    from edgectl.portal.server import serve
 
     try:
         config = portal_config.load(args.config)
@@ -54,18 +53,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    app = create_app(config, pages, Controller(config))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            # The gateway DNATs to us: the peer address is the subscriber's own.
-            proxy_headers=False,
-            timeout_keep_alive=5,
-        )
-    )
-    server.run(sockets=[listener])
+    serve(create_app(config, pages, Controller(config)), listener)
     return 0
 
 
@@ -79,6 +67,10 @@ def _listen(config: portal_config.PortalConfig) -> socket.socket:
     with inside(config.listen_netns):
         listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if config.host == "::":
+        # Both families on one socket (IPv4 peers arrive as ::ffff:a.b.c.d,
+        # which the app unwraps), whatever the system's bindv6only says.
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     listener.bind((config.host, config.port))
     listener.listen(1024)
     return listener

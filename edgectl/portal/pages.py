@@ -19,7 +19,7 @@ from edgectl.portal.config import LANGUAGES
 
 SHIPPED = Path(__file__).parent / "templates"
 # Every page in every language: a missing one is a start-up error, not a 500.
-PAGES = ("notice", "done", "clear", "refused")
+PAGES = ("notice", "reminder", "done", "clear", "refused")
 
 # Shipped texts per hold category; the operator's [portal.categories] win.
 CATEGORIES: Mapping[str, Mapping[str, str]] = {

@@ -36,6 +36,7 @@ BIG = frozenset(
         "audit_log",
         "offenders",
         "session_history",
+        "portal_notices",
     }
 )
 

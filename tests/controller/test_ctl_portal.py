@@ -28,7 +28,8 @@ def portal(api: Api, method: str, path: str, expect: int, **kwargs: Any) -> Any:
 
 
 def shown(api: Api, ident: int, address: str = ALICE) -> str:
-    body = {"address": address, "language": "ja", "host": "example.org"}
+    """The whole notice's code (``full``: after an acknowledgement, pages are reminders)."""
+    body = {"address": address, "language": "ja", "host": "example.org", "full": True}
     answer = portal(api, "POST", "/v1/portal/notices", 200, json=body)
     assert answer["hold"]["id"] == ident
     code = answer["code"]
@@ -178,3 +179,82 @@ def test_an_ipv6_subscriber_is_found_by_any_address_of_its_delegation(
     assert portal(api, "POST", "/v1/portal/notices", 200, json=body)["hold"]["id"] == hold["id"]
     outside = {"address": "2001:db8:a000:200::1"}
     portal(api, "POST", "/v1/portal/notices", 404, json=outside)
+
+
+def test_a_batch_of_notices_answers_each_in_order(api: Api, alice: None) -> None:
+    """The portal's batches: each notice its own hold and code, null where the
+    address is not held (IPv4 and IPv6 mixed), each logged; a bad address is
+    a 422 naming its place in the list, and nothing of that batch is logged."""
+    api.put("/v1/accounts/alice/session", {"ipv4": ALICE, "ipv6": "2001:db8:a000:100::/56"})
+    api.put("/v1/accounts/bob/session", {"ipv4": "100.64.0.11"})
+    hold = held(api)
+    notices = [
+        {"address": ALICE, "language": "en"},
+        {"address": "100.64.0.11"},  # bound, not held
+        {"address": "2001:db8:a000:1ff::1", "host": "example.org"},
+        {"address": "100.64.0.99"},  # nobody's
+        {"address": ALICE, "language": "ja"},
+    ]
+    answers = portal(api, "POST", "/v1/portal/notices/batch", 200, json={"notices": notices})
+    found = answers["answers"]
+    ident = hold["id"]
+    assert [a and a["hold"]["id"] for a in found] == [ident, None, ident, None, ident]
+    codes = [a["code"] for a in found if a]
+    assert len(set(codes)) == 3  # a code per notice shown
+    assert release(api, hold["id"], codes[1], 200)["released"] is True
+    log = api.get("/v1/accounts/alice/history")
+    assert sum(1 for e in log["notices"] if e["kind"] == "shown") == 3
+    bad = [{"address": ALICE}, {"address": "100.64.0.0/24"}]
+    refused = portal(api, "POST", "/v1/portal/notices/batch", 422, json={"notices": bad})
+    assert "notices.1.address" in str(refused)
+    assert sum(1 for e in api.get("/v1/accounts/alice/history")["notices"]) == len(log["notices"])
+    portal(api, "POST", "/v1/portal/notices/batch", 422, json={"notices": []})
+    too_many = {"notices": [{"address": ALICE}] * 257}
+    portal(api, "POST", "/v1/portal/notices/batch", 422, json=too_many)
+
+
+def test_an_acknowledged_hold_gets_reminders_without_codes(api: Api, alice: None) -> None:
+    hold = held(api)
+    body = {"address": ALICE, "language": "en"}
+    first = portal(api, "POST", "/v1/portal/notices", 200, json=body)
+    assert first["reminder"] is False and first["hold"]["acknowledged_at"] is None
+    release(api, hold["id"], first["code"], 200, release=False)
+    again = portal(api, "POST", "/v1/portal/notices", 200, json=body)
+    assert again["reminder"] is True and again["code"] is None
+    assert again["hold"]["acknowledged_at"] is not None
+    full = portal(api, "POST", "/v1/portal/notices", 200, json={**body, "full": True})
+    assert full["reminder"] is False and len(full["code"]) == 6
+    assert release(api, hold["id"], full["code"], 200)["released"] is True
+    kinds = [e["kind"] for e in api.get("/v1/accounts/alice/history")["notices"]]
+    assert kinds == ["released", "acknowledged", "shown", "reminded", "acknowledged", "shown"]
+    # A new hold is a new notice: the acknowledgement was for the old one.
+    newer = held(api, category="spam")
+    fresh = portal(api, "POST", "/v1/portal/notices", 200, json=body)
+    assert fresh["hold"]["id"] == newer["id"] and fresh["reminder"] is False
+
+
+def test_a_hold_on_an_address_shows_and_acknowledges_but_never_self_releases(
+    api: Api, world: World
+) -> None:
+    """A hold placed on an address (no account, no session: a static line)
+    is steered like any other; the portal shows its notice, records the
+    acknowledgement (then reminders), and leaves the release to support."""
+    static = "100.64.0.50"
+    body = {"prefix": static, "mode": "walled-garden", "reason": "x", "category": "spam"}
+    hold = api.post("/v1/quarantines", body)["quarantine"]
+    notice = portal(api, "POST", "/v1/portal/notices", 200, json={"address": static})
+    assert notice["hold"]["id"] == hold["id"] and notice["hold"]["account"] is None
+    assert notice["hold"]["self_release"] is False and notice["code"]
+    portal(api, "POST", "/v1/portal/notices", 404, json={"address": "100.64.0.51"})
+    ack = {"address": static, "code": notice["code"], "release": True}
+    refused = portal(api, "POST", f"/v1/portal/holds/{hold['id']}/acknowledge", 409, json=ack)
+    assert "cannot be released" in str(refused)
+    ack["release"] = False
+    path = f"/v1/portal/holds/{hold['id']}/acknowledge"
+    assert portal(api, "POST", path, 200, json=ack)["released"] is False
+    again = portal(api, "POST", "/v1/portal/notices", 200, json={"address": static})
+    assert again["reminder"] is True
+    # Someone at another address cannot act on it.
+    other = {"address": "100.64.0.51", "code": notice["code"]}
+    portal(api, "POST", path, 422, json=other)
+    assert api.get(f"/v1/quarantines/{hold['id']}")["state"] == "active"

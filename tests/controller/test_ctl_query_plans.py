@@ -24,6 +24,7 @@ from edgectl.controller.store import (
     gateways,
     history,
     holds,
+    portal,
     sweep,
 )
 from edgectl.controller.store.catalog import create_pool
@@ -146,6 +147,56 @@ def test_the_feed_and_the_history_lookups_scan_no_big_table(store: Store) -> Non
     _world(store)
     found = _scans_of(store, lambda: _feed_path(store))
     assert not found, "\n\n".join(f"{sql}\n  -> {verdict}" for sql, verdict in found.items())
+
+
+def test_the_portal_notice_path_scans_no_big_table(store: Store) -> None:
+    """Issue 13: a botnet takedown's notices, acknowledgements and releases stay
+    index reads however long the notice log grows; a hold's acknowledgement is
+    found by (hold, kind), not by reading every notice the hold was shown."""
+    create_pool(store, ACTOR, Pool("dyn", PoolKind.DYNAMIC, (Prefix.parse("100.64.0.0/16"),)))
+    garden = GatewaySettings(
+        resolvers=(Prefix.parse("192.0.2.53"),), portal=(Prefix.parse("192.0.2.80"),)
+    )
+    gateways.create_gateway(store, ACTOR, gateways.GatewaySpec("gw", garden, ("dyn",)))
+    bind_many(store, ACTOR, [_binding(i) for i in range(40)])
+    spec = holds.QuarantineSpec(QuarantineMode.WALLED_GARDEN, "bot", category="botnet")
+    bulk_holds.quarantine_accounts(store, ACTOR, [f"acct{i}" for i in range(20)], spec)
+    static = Prefix.parse("100.64.200.1")  # a hold on an address, no account
+    on_address = holds.QuarantineSpec(QuarantineMode.WALLED_GARDEN, "bot", prefix=static)
+    holds.quarantine(store, ACTOR, on_address)
+    limits = portal.Limits()
+    v4 = [_binding(i).ipv4 for i in range(30)] + [static]
+    v6 = Prefix.parse("2001:db8:a001:100::1/128")
+    shown = [portal.Shown(address) for address in [*v4, v6] if address is not None]
+
+    def notices() -> None:
+        answers = portal.record_shown(store, shown, limits)
+        first = answers[0]
+        assert isinstance(first, dict) and first["code"]
+        address = _binding(0).ipv4
+        assert address is not None
+        ident = first["hold"]["id"]
+        portal.acknowledge(store, ident, address, first["code"], False, limits)
+        portal.record_shown(store, shown, limits)  # reminders for acct0
+        portal.hold_for(store, address, limits)
+        code = portal.record_shown(store, [portal.Shown(address, full=True)], limits)[0]
+        assert isinstance(code, dict)
+        portal.acknowledge(store, ident, address, code["code"], True, limits)
+
+    with recorded(store) as statements:
+        notices()
+    found = scans(store, statements)
+    assert not found, "\n\n".join(f"{sql}\n  -> {verdict}" for sql, verdict in found.items())
+    if store.database.engine.dialect.name == "sqlite":
+        sql = next(sql for sql, _ in statements if "max(portal_notices.at)" in sql)
+        with store.read() as connection:
+            plan = " ".join(
+                str(row[-1])
+                for row in connection.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + sql, next(p for s, p in statements if s == sql)
+                )
+            )
+        assert "ix_portal_notices_hold (quarantine_id=? AND kind=?)" in plan, plan
 
 
 def test_the_check_sees_a_scan(store: Store) -> None:

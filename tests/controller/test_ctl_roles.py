@@ -239,6 +239,14 @@ ENDPOINTS = [
     ),
     Endpoint(
         "POST",
+        "/v1/portal/notices/batch",
+        fixed("/v1/portal/notices/batch"),
+        PORTAL,
+        200,
+        lambda r, c: {"notices": [{"address": "100.64.0.10"}, {"address": "100.64.0.99"}]},
+    ),
+    Endpoint(
+        "POST",
         "/v1/portal/holds/{ident}/acknowledge",
         lambda r, c: f"/v1/portal/holds/{c['q']}/acknowledge",
         PORTAL,

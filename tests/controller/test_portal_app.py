@@ -3,6 +3,7 @@ controller app (ASGI transport, so only REST), with a portal-role token."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,21 +13,26 @@ import pytest
 from ctl_support import Api, World
 from starlette.testclient import TestClient
 
-from edgectl.portal.app import ACK_PATH, CAPTIVE_PATH, create_app
-from edgectl.portal.client import Controller
+from edgectl.portal import client as portal_client_module
+from edgectl.portal.app import ACK_PATH, CAPTIVE_PATH, NOTICE_PATH, create_app
+from edgectl.portal.client import Controller, ControllerUnavailable
 from edgectl.portal.config import PortalConfig
 from edgectl.portal.pages import SHIPPED, Pages, TemplateRefused, choose_language, lint_text
 
 ALICE = "100.64.0.10"
 
 
-def portal_client(api: Api, address: str) -> TestClient:
-    config = PortalConfig(
+def portal_config(api: Api) -> PortalConfig:
+    return PortalConfig(
         controller_url="http://controller",
         token=api.tokens["portal"],
         public_url="http://portal.isp.example/",
         support="0120-000-000",
     )
+
+
+def portal_client(api: Api, address: str) -> TestClient:
+    config = portal_config(api)
     transport = httpx.ASGITransport(app=api.client.app)
     app = create_app(config, Pages(None, {}, config.support), Controller(config, transport))
     return TestClient(app, client=(address, 40000))
@@ -83,6 +89,30 @@ def test_a_blind_post_cannot_release_and_the_code_can(api: Api, held: TestClient
     assert 'class="clear"' in held.get("/").text
 
 
+def test_after_acknowledging_pages_are_a_reminder(api: Api, held: TestClient) -> None:
+    """RFC 6108: acknowledgement stops further immediate notices.  The garden
+    stays (pages still come here), the full notice is one link away."""
+    hold = api.get("/v1/accounts/alice")["quarantine"]
+    code = code_of(held.get("/", headers={"Accept-Language": "en"}).text)
+    ack = held.post(ACK_PATH, data={"hold": str(hold["id"]), "code": code})
+    assert ack.status_code == 200 and 'class="acknowledged"' in ack.text
+    assert NOTICE_PATH in ack.text
+    for language in ("en", "ja"):
+        page = held.get("/news", headers={"Host": "news.example", "Accept-Language": language})
+        html = page.text
+        assert page.status_code == 200 and 'class="reminder"' in html, html
+        assert 'class="code"' not in html and "<form" not in html
+        assert "ABUSE-4242" in html and "news.example" in html and NOTICE_PATH in html
+    full = held.get(NOTICE_PATH, headers={"Accept-Language": "en"}).text
+    assert 'class="reminder"' not in full
+    form = {"hold": str(hold["id"]), "code": code_of(full), "release": "1"}
+    done = held.post(ACK_PATH, data=form)
+    assert done.status_code == 200 and 'class="released"' in done.text
+    kinds = [e["kind"] for e in api.get("/v1/accounts/alice/history")["notices"]]
+    reminded = ["shown", "reminded", "reminded"]
+    assert kinds == ["released", "acknowledged", *reminded, "acknowledged", "shown"]
+
+
 def test_captive_api(api: Api, held: TestClient) -> None:
     answer = held.get(CAPTIVE_PATH)
     assert answer.headers["content-type"].startswith("application/captive+json")
@@ -95,6 +125,60 @@ def test_captive_api(api: Api, held: TestClient) -> None:
     assert 3500 < left <= 3600
     with portal_client(api, "100.64.0.99") as stranger:
         assert stranger.get(CAPTIVE_PATH).json() == {"captive": False}
+
+
+class Counted(httpx.AsyncBaseTransport):
+    """The controller app over ASGI, counting the portal's requests (or failing them)."""
+
+    def __init__(self, app: object, fail: bool = False) -> None:
+        self.inner = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        self.fail = fail
+        self.bodies: list[bytes] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(request.content)
+        if self.fail:
+            raise httpx.ConnectError("controller down", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+def test_notices_arriving_together_go_in_one_request(api: Api, held: TestClient) -> None:
+    api.put("/v1/accounts/bob/session", {"ipv4": "100.64.0.11"})
+    transport = Counted(api.client.app)
+    addresses = [ALICE] * 20 + ["100.64.0.11"] * 5
+
+    async def together() -> list[dict[str, object] | None]:
+        controller = Controller(portal_config(api), transport)
+        try:
+            return await asyncio.gather(*(controller.notice(a, "en", None) for a in addresses))
+        finally:
+            await controller.close()
+
+    answers = asyncio.run(together())
+    assert [a is not None for a in answers] == [True] * 20 + [False] * 5
+    assert len({a["code"] for a in answers if a}) == 20  # each page its own code
+    assert 1 <= len(transport.bodies) <= portal_client_module.SENDERS
+    shown = [e for e in api.get("/v1/accounts/alice/history")["notices"] if e["kind"] == "shown"]
+    assert len(shown) == 20  # every notice logged before its page went out
+
+
+def test_a_failed_batch_fails_every_page_in_it_and_the_queue_is_bounded(
+    api: Api, held: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(portal_client_module, "WAITING", 8)
+
+    async def together() -> list[object]:
+        controller = Controller(portal_config(api), Counted(api.client.app, fail=True))
+        try:
+            pages = [controller.notice(ALICE, "en", None) for _ in range(12)]
+            return await asyncio.wait_for(asyncio.gather(*pages, return_exceptions=True), 10)
+        finally:
+            await controller.close()
+
+    answers = asyncio.run(together())
+    assert all(isinstance(a, ControllerUnavailable) for a in answers)
+    refused = [a for a in answers if "already wait" in str(a)]
+    assert len(refused) == 4  # beyond 8 waiting: "busy" at once, nothing queued
 
 
 @pytest.mark.parametrize(

@@ -493,7 +493,7 @@ class AccountHistory(BaseModel):
 
 class NoticePublic(BaseModel):
     at: datetime
-    kind: Literal["shown", "acknowledged", "released"]
+    kind: Literal["shown", "reminded", "acknowledged", "released"]
     quarantine: int
     address: str
     language: str | None
@@ -508,7 +508,7 @@ class PortalHoldPublic(BaseModel):
     """An account's active hold as the notice portal shows it: no analyst's reason."""
 
     id: int
-    account: str
+    account: str | None = Field(description="null: a hold placed on an address, not an account")
     mode: QuarantineMode
     category: str | None
     ticket: str | None
@@ -531,12 +531,33 @@ class NoticeShown(Strict):
     address: PrefixText = Field(description="the request's source address, as the portal saw it")
     language: Language | None = None
     host: HostText | None = Field(default=None, description="the Host the subscriber asked for")
+    full: bool = Field(
+        default=False,
+        description="the whole notice with a code even when the hold is acknowledged "
+        "(else an acknowledged hold's page is a reminder)",
+    )
 
 
 class NoticeCode(BaseModel):
     hold: PortalHoldPublic
-    code: str = Field(description="the one-time code to show on the page")
-    code_expires_at: datetime
+    reminder: bool = Field(
+        description="the hold is acknowledged: show a short reminder, not the notice"
+    )
+    code: str | None = Field(description="the one-time code to show on the page (not reminders)")
+    code_expires_at: datetime | None
+
+
+NOTICE_BATCH = 256  # notices in one portal request: one transaction's worth
+
+
+class NoticesShown(Strict):
+    notices: Annotated[list[NoticeShown], Field(min_length=1, max_length=NOTICE_BATCH)]
+
+
+class NoticeCodes(BaseModel):
+    answers: list[NoticeCode | None] = Field(
+        description="per notice, in order: its hold and code, or null (not held)"
+    )
 
 
 class Acknowledge(Strict):

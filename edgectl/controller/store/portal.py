@@ -73,7 +73,9 @@ def _view(row: Any, limits: Limits) -> dict[str, Any]:
         "ticket": row.ticket,
         "created_at": _iso(row.created_at),
         "expires_at": _iso(row.expires_at),
-        "self_release": self_release_of(row),
+        # A hold on an address, not an account: support lifts it (the
+        # release limits count per account).
+        "self_release": row.account_id is not None and self_release_of(row),
         "releases_used": used,
         "releases_left": max(0, limits.releases - used),
         "window_days": limits.window.days,
@@ -89,13 +91,14 @@ def _candidates(address: Prefix) -> list[str]:
     return sorted({hex_of(address.supernet(length)) for length in V6_LENGTHS})
 
 
-def _held_by(connection: Connection, address: Prefix, limits: Limits, at: datetime) -> Any:
-    """The active hold of whoever holds ``address`` now, or None: one indexed query
-    (with the account's recent self-releases and the hold's last acknowledgement,
-    which the page shows)."""
+def _held_by(
+    connection: Connection, addresses: Sequence[Prefix], limits: Limits, at: datetime
+) -> dict[Prefix, Any]:
+    """The active hold of whoever holds each address now (absent: none), with the
+    account's recent self-releases and the hold's last acknowledgement, which
+    the page shows: one indexed query per address family, however many
+    addresses (a batch of notices is one lookup, not one each)."""
     s = t.sessions
-    column = s.c.ipv4_hex if address.version == 4 else s.c.ipv6_hex
-    bound = s.c.ipv4 if address.version == 4 else s.c.ipv6
     released = (
         sa.select(sa.func.count())
         .select_from(n)
@@ -111,28 +114,82 @@ def _held_by(connection: Connection, address: Prefix, limits: Limits, at: dateti
         .where(n.c.quarantine_id == q.c.id, n.c.kind == "acknowledged")
         .scalar_subquery()
     )
+    found: dict[Prefix, Any] = {}
+    for version in (4, 6):
+        wanted = {
+            address: _candidates(address) for address in addresses if address.version == version
+        }
+        if not wanted:
+            continue
+        column = s.c.ipv4_hex if version == 4 else s.c.ipv6_hex
+        bound = s.c.ipv4 if version == 4 else s.c.ipv6
+        query = (
+            select_hold(q)
+            .add_columns(
+                column.label("key"),
+                bound.label("bound"),
+                released.label("releases_used"),
+                acknowledged.label("acknowledged_at"),
+            )
+            .join(s, s.c.account_id == q.c.account_id)
+            .where(
+                column.in_(sorted({key for keys in wanted.values() for key in keys})), q.c.active
+            )
+            .order_by(q.c.id)
+        )
+        by_key: dict[str, list[Any]] = {}
+        for row in connection.execute(query):
+            by_key.setdefault(row.key, []).append(row)
+        for address, keys in wanted.items():
+            for key in keys:
+                # IPv6: hex keys drop the length, so a /56 and a /64 at the same
+                # network address look alike here; the prefix decides.
+                rows = by_key.get(key, [])
+                matching = [r for r in rows if Prefix.parse(r.bound).contains(address)]
+                if matching:
+                    found[address] = matching[0]
+                    break
+    rest = [address for address in addresses if address not in found]
+    if rest:
+        found.update(_prefix_held(connection, rest, acknowledged))
+    return found
+
+
+def _prefix_held(
+    connection: Connection, addresses: Sequence[Prefix], acknowledged: Any
+) -> dict[Prefix, Any]:
+    """Holds placed on an address, not an account (``prefix``: one subscriber
+    key, e.g. a static line without sessions): by the key's hex, indexed.
+    No account, so no self-release and no release count."""
+    wanted = {address: _candidates(address) for address in addresses}
     query = (
         select_hold(q)
         .add_columns(
-            bound.label("bound"),
-            released.label("releases_used"),
+            q.c.prefix_hex.label("key"),
+            q.c.prefix.label("bound"),
+            sa.literal(0).label("releases_used"),
             acknowledged.label("acknowledged_at"),
         )
-        .join(s, s.c.account_id == q.c.account_id)
-        .where(column.in_(_candidates(address)), q.c.active)
+        .where(
+            q.c.prefix_hex.in_(sorted({key for keys in wanted.values() for key in keys})),
+            q.c.account_id.is_(None),
+            q.c.active,
+        )
+        .order_by(q.c.id)
     )
-    for row in connection.execute(query):
-        # IPv6: hex keys drop the length, so a /56 and a /64 at the same
-        # network address look alike here; the prefix decides.
-        if Prefix.parse(row.bound).contains(address):
-            return row
-    return None
+    rows = list(connection.execute(query))
+    found = {}
+    for address in addresses:
+        matching = [r for r in rows if Prefix.parse(r.bound).contains(address)]
+        if matching:
+            found[address] = matching[0]
+    return found
 
 
 def hold_for(store: Store, address: Prefix, limits: Limits) -> dict[str, Any]:
     """The active hold of the account that holds ``address`` now; NotFound if none."""
     with store.read() as connection:
-        row = _held_by(connection, address, limits, now())
+        row = _held_by(connection, [address], limits, now()).get(address)
         if row is None:
             raise NotFound(f"{address} is not held")
         return _view(row, limits)
@@ -143,12 +200,20 @@ class Shown:
     address: Prefix
     language: str | None = None
     host: str | None = None
+    # The subscriber asked for the whole notice again (the reminder's link):
+    # a code, even though the hold is acknowledged.
+    full: bool = False
 
 
 def record_shown(
     store: Store, requests: Sequence[Shown], limits: Limits
 ) -> list[dict[str, Any] | NotFound]:
     """Log notices shown, each with the hold it was for and a new one-time code.
+
+    Once the subscriber has acknowledged a hold, its pages are reminders
+    (RFC 6108: acknowledgement stops further immediate notices): logged as
+    ``reminded``, without a code, unless the request asks for the ``full``
+    notice again (to release the hold from it).
 
     Many in one transaction: after a botnet takedown hundreds of subscribers
     open pages a second, and a commit (an fsync) each would cap the portal
@@ -159,32 +224,31 @@ def record_shown(
     answers: list[dict[str, Any] | NotFound] = []
     rows = []
     with store.database.write() as connection:
+        held = _held_by(connection, [request.address for request in requests], limits, at)
         for request in requests:
-            row = _held_by(connection, request.address, limits, at)
+            row = held.get(request.address)
             if row is None:
                 answers.append(NotFound(f"{request.address} is not held"))
                 continue
-            code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            rows.append(
-                {
-                    "account_id": row.account_id,
-                    "quarantine_id": row.id,
-                    "kind": "shown",
-                    "at": at,
-                    "address": str(request.address),
-                    "language": request.language,
-                    "host": request.host,
-                    "code_hash": _hash(code),
-                    "code_expires": at + limits.code_ttl,
-                }
-            )
-            answers.append(
-                {
-                    "hold": _view(row, limits),
-                    "code": code,
-                    "code_expires_at": at + limits.code_ttl,
-                }
-            )
+            entry = {
+                "account_id": row.account_id,
+                "quarantine_id": row.id,
+                "at": at,
+                "address": str(request.address),
+                "language": request.language,
+                "host": request.host,
+            }
+            answer: dict[str, Any] = {"hold": _view(row, limits), "reminder": False}
+            if row.acknowledged_at is not None and not request.full:
+                entry.update(kind="reminded", code_hash=None, code_expires=None)
+                answer.update(reminder=True, code=None, code_expires_at=None)
+            else:
+                code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+                expires = at + limits.code_ttl
+                entry.update(kind="shown", code_hash=_hash(code), code_expires=expires)
+                answer.update(code=code, code_expires_at=expires)
+            rows.append(entry)
+            answers.append(answer)
         if rows:
             connection.execute(sa.insert(n), rows)
     return answers
@@ -197,13 +261,16 @@ def _active_for(connection: Connection, ident: int, address: Prefix) -> Any:
     an acknowledgement or a release of someone else's hold is refused.
     """
     row = connection.execute(select_hold(q).where(q.c.id == ident)).first()
-    if row is None or row.account_id is None:
-        raise NotFound(f"no account hold {ident}")
+    if row is None or (row.account_id is None and row.prefix is None):
+        raise NotFound(f"no hold {ident}")
     if not row.active:
         raise Conflict(f"hold {ident} is no longer active")
-    held = session_addresses(connection, row.account_id)
+    if row.account_id is None:
+        held = [Prefix.parse(row.prefix)]
+    else:
+        held = session_addresses(connection, row.account_id)
     if not any(p.contains(address) or address.contains(p) for p in held):
-        raise Invalid("address", f"{address} is not held by the account of hold {ident}")
+        raise Invalid("address", f"{address} is not held by hold {ident}")
     return row
 
 
@@ -218,9 +285,10 @@ def acknowledge(
     """
     with store.read() as connection:
         first = connection.execute(select_hold(q).where(q.c.id == ident)).first()
-    if first is None or first.ref is None:
-        raise NotFound(f"no account hold {ident}")
-    with store.write(f"subscriber:{first.ref}") as change:
+    if first is None or (first.ref is None and first.prefix is None):
+        raise NotFound(f"no hold {ident}")
+    # A hold on an address acts for whoever is at it: the address names them.
+    with store.write(f"subscriber:{first.ref or address}") as change:
         connection = change.connection
         row = _active_for(connection, ident, address)
         shown = connection.execute(
@@ -238,7 +306,7 @@ def acknowledge(
         connection.execute(sa.insert(n).values(kind="acknowledged", at=change.at, **base))
         released = False
         if release:
-            if not self_release_of(row):
+            if row.account_id is None or not self_release_of(row):
                 raise Conflict("this hold cannot be released from the portal: contact support")
             used = _releases_since(connection, row.account_id, change.at - limits.window)
             if used >= limits.releases:
@@ -257,7 +325,11 @@ def acknowledge(
                 )
             )
             released = True
-        used = _releases_since(connection, row.account_id, change.at - limits.window)
+        used = (
+            0
+            if row.account_id is None
+            else _releases_since(connection, row.account_id, change.at - limits.window)
+        )
     return {
         "acknowledged": True,
         "released": released,

@@ -377,7 +377,8 @@ portal_notices = sa.Table(
     "portal_notices",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    # NULL: a hold placed on an address, not an account.
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id")),
     sa.Column("quarantine_id", sa.Integer, sa.ForeignKey("quarantines.id"), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("at", Instant(), nullable=False),
@@ -390,6 +391,8 @@ portal_notices = sa.Table(
     sa.Column("grace_until", Instant()),
     sa.Index("ix_portal_notices_account", "account_id", "kind", "at"),
     sa.Index("ix_portal_notices_code", "quarantine_id", "code_hash"),
+    # A hold's last acknowledgement, asked by every notice (reminder or not).
+    sa.Index("ix_portal_notices_hold", "quarantine_id", "kind", "at"),
 )
 
 exemptions = sa.Table(

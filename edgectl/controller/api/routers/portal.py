@@ -21,7 +21,9 @@ from edgectl.controller.api.models import (
     Acknowledge,
     Acknowledged,
     NoticeCode,
+    NoticeCodes,
     NoticeShown,
+    NoticesShown,
     PortalHoldPublic,
 )
 from edgectl.controller.auth import Role
@@ -68,16 +70,34 @@ def hold_by_address(
 @router.post("/notices", response_model=NoticeCode, responses={404: {"description": "not held"}})
 async def notice_shown(body: NoticeShown, request: Request, _: Portal) -> Any:
     """The portal is showing the notice to ``address``: the active hold of whoever
-    holds it now, and a one-time code for the page (404: nothing to show).
+    holds it now, and a one-time code for the page (404: nothing to show);
+    a reminder without a code once the hold is acknowledged, unless ``full``.
 
     Logged in the account's notice log.  Requests arriving together are
     written in one transaction (``NoticeBatcher``)."""
     address = _source(body.address, "address")
     batcher: NoticeBatcher = request.app.state.notice_batcher
-    answer = await batcher.record(portal.Shown(address, body.language, body.host))
+    answer = await batcher.record(portal.Shown(address, body.language, body.host, body.full))
     if isinstance(answer, NotFound):
         raise answer
     return answer
+
+
+@router.post("/notices/batch", response_model=NoticeCodes)
+async def notices_shown(body: NoticesShown, request: Request, _: Portal) -> Any:
+    """Many notices at once, as ``POST /notices`` each: the portal sends the
+    page loads that arrived while its previous request was on the way, so a
+    botnet takedown's thousands of pages cost the controller a few requests
+    a second, not one each.  An answer is null where the address is not held."""
+    shown = [
+        portal.Shown(
+            _source(item.address, f"notices.{index}.address"), item.language, item.host, item.full
+        )
+        for index, item in enumerate(body.notices)
+    ]
+    batcher: NoticeBatcher = request.app.state.notice_batcher
+    answers = await asyncio.gather(*(batcher.record(one) for one in shown))
+    return {"answers": [None if isinstance(a, NotFound) else a for a in answers]}
 
 
 class NoticeBatcher:
