@@ -39,7 +39,7 @@ from edgectl.controller.api.routers import (
     relays,
     reports,
 )
-from edgectl.controller.batch import Batcher, Wanted
+from edgectl.controller.batch import Batcher
 from edgectl.controller.console import signin as console_signin
 from edgectl.controller.console import views as console
 from edgectl.controller.errors import ControllerError, Invalid, NotFound
@@ -49,7 +49,7 @@ from edgectl.controller.radius.server import RadiusServer
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
 from edgectl.controller.store import desired as served_state
-from edgectl.controller.store.desired import Served
+from edgectl.controller.store.desired import Served, Wanted
 from edgectl.controller.store.tokens import Principal, TokenCache
 from edgectl.model import ModelError
 
@@ -138,7 +138,7 @@ def create_app(
     token_cache = TokenCache(settings.poll_interval)
     store.on_credentials(token_cache.clear)
 
-    async def revisions() -> dict[int, int]:
+    async def revisions() -> tuple[dict[int, int], str | None]:
         limiter = app.state.read_limiter
         return await anyio.to_thread.run_sync(served_state.revisions, store, limiter=limiter)
 

@@ -14,9 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from edgectl.controller.errors import NotFound
-from edgectl.controller.store.desired import Served
+from edgectl.controller.store.desired import Served, Wanted
 
-Wanted = tuple[int, int | None]  # (gateway, since)
 ServeMany = Callable[[Sequence[Wanted]], Awaitable[list[Served | NotFound]]]
 
 
@@ -29,10 +28,10 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._scheduled = False
 
-    async def serve(self, gateway: int, since: int | None) -> Served:
-        """What ``desired.serve(store, gateway, since)`` answers, read in a batch."""
+    async def serve(self, gateway: int, since: int | None, epoch: str | None = None) -> Served:
+        """What ``desired.serve(store, gateway, since, epoch)`` answers, read in a batch."""
         future: asyncio.Future[Served | NotFound] = asyncio.get_running_loop().create_future()
-        self._pending.append(((gateway, since), future))
+        self._pending.append(((gateway, since, epoch), future))
         self._kick()
         answer = await future
         if isinstance(answer, NotFound):

@@ -32,7 +32,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-RevisionReader = Callable[[], Awaitable[Mapping[int, int]]]
+# Every gateway's revision, and the store's epoch.
+RevisionReader = Callable[[], Awaitable[tuple[Mapping[int, int], str | None]]]
 
 
 class Notifier:
@@ -46,6 +47,8 @@ class Notifier:
         # gateway -> cursors of the requests parked on it.
         self._parked: dict[int, Counter[int]] = {}
         self._poller: asyncio.Task[None] | None = None
+        # The store's epoch as last read (see store.epoch); None: not read yet.
+        self.epoch: str | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -71,6 +74,20 @@ class Notifier:
             event = self._events.pop(gateway, None)
             if event is not None:
                 event.set()
+
+    def wake_all(self) -> None:
+        """Every parked request reads again (the store's epoch changed)."""
+        self._wake(list(self._parked))
+        self._seen.clear()
+
+    def saw_epoch(self, epoch: str | None) -> None:
+        """A read found the store at ``epoch``; a change wakes everyone parked."""
+        if epoch is None:
+            return
+        changed = self.epoch is not None and epoch != self.epoch
+        self.epoch = epoch
+        if changed:
+            self.wake_all()
 
     def _now(self) -> float:
         loop = self._loop
@@ -147,13 +164,14 @@ class Notifier:
                 await asyncio.sleep(interval)
                 began = self._now()
                 try:
-                    revisions = await read()
+                    revisions, epoch = await read()
                 except Exception:
                     # Waiters must not sleep through an outage unseen: wake
                     # them all, each then reads (and reports) for itself.
                     log.exception("revision re-check failed")
                     self._poll_wake(list(self._parked))
                     continue
+                self.saw_epoch(epoch)
                 self._apply(revisions, began)
         finally:
             self._poller = None

@@ -182,7 +182,7 @@ def test_served_bodies_are_the_uncached_ones(api: Api, world: World) -> None:
             fresh = desired._delta(connection, gateway, row, since).body
         assert desired.serve(api.store, gateway, since).body == fresh  # computed or empty
         assert desired.serve(api.store, gateway, since).body == fresh  # from the cache
-        assert desired.serve_many(api.store, [(gateway, since)])[0] == desired.serve(
+        assert desired.serve_many(api.store, [(gateway, since, None)])[0] == desired.serve(
             api.store, gateway, since
         )
 

@@ -103,12 +103,16 @@ def _refusal_text(error: ControllerError) -> str:
 class Snapshot:
     revision: int
     state: DesiredState
+    # The controller store's epoch (None from a controller that predates it):
+    # part of the cursor, sent back with the revision.
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
     revision: int
     delta: StateDelta
+    epoch: str | None = None
 
 
 Answer = Snapshot | Delta
@@ -122,6 +126,9 @@ def parse_answer(document: object) -> Answer:
     revision = document.get("revision")
     if isinstance(revision, bool) or not isinstance(revision, int):
         raise ControllerError("desired-state answer without an integer revision")
+    epoch = document.get("epoch")
+    if epoch is not None and not _is_epoch(epoch):
+        raise ControllerError("desired-state answer with a malformed epoch")
     try:
         if kind == "snapshot":
             state = state_from_data(document.get("state"))
@@ -129,18 +136,27 @@ def parse_answer(document: object) -> Answer:
                 raise ControllerError(
                     f"snapshot says revision {revision} but holds {state.revision}"
                 )
-            return Snapshot(revision, state)
+            return Snapshot(revision, state, epoch)
         if kind == "delta":
             delta = delta_from_data(document.get("delta"))
             if delta.to_revision != revision:
                 raise ControllerError(
                     f"delta says revision {revision} but ends at {delta.to_revision}"
                 )
-            return Delta(revision, delta)
+            return Delta(revision, delta, epoch)
     except ModelError as error:
         # Includes a schema newer than this agent reads: never half-apply it.
         raise ControllerError(f"controller sent an unusable {kind}: {error}") from None
     raise ControllerError(f"desired-state answer of unknown kind {kind!r}")
+
+
+def _is_epoch(value: object) -> bool:
+    """What the controller's ``epoch`` query parameter takes back: 1-32 hex digits."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 32
+        and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 class ControllerClient:
@@ -202,10 +218,12 @@ class ControllerClient:
             )
         return response
 
-    def desired(self, since: int | None, wait: float) -> Answer:
+    def desired(self, since: int | None, wait: float, epoch: str | None = None) -> Answer:
         params: dict[str, Any] = {"wait": wait}
         if since is not None:
             params["since"] = since
+            if epoch is not None:
+                params["epoch"] = epoch
         response = self._call(
             "GET",
             f"/v1/gateways/{self.gateway}/desired-state",

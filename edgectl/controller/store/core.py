@@ -31,30 +31,31 @@ def now() -> datetime:
 
 
 class BodyCache:
-    """Served delta bodies by ``(gateway, since, revision)``, least recently used first out.
+    """Served delta bodies by ``(gateway, since, revision, epoch)``, least recently used first out.
 
     A delta from ``since`` to ``revision`` is the same document for as long
     as ``revision`` is the gateway's current revision (entries change only
     by moving the revision), so many agents of one gateway parked on the
     same cursor share one computed body.  Revisions are global sequence
     numbers, so a key is never reused, not even by a gateway id SQLite
-    hands out again.  Thread-safe: bodies are built in worker threads.
+    hands out again; the epoch keeps a restored database's repeated
+    numbers apart.  Thread-safe: bodies are built in worker threads.
     """
 
     def __init__(self, entries: int = 256, largest: int = 256 * 1024) -> None:
         self._entries = entries
         self._largest = largest
-        self._bodies: OrderedDict[tuple[int, int, int], str] = OrderedDict()
+        self._bodies: OrderedDict[tuple[int, int, int, str | None], str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int, int]) -> str | None:
+    def get(self, key: tuple[int, int, int, str | None]) -> str | None:
         with self._lock:
             body = self._bodies.get(key)
             if body is not None:
                 self._bodies.move_to_end(key)
             return body
 
-    def put(self, key: tuple[int, int, int], body: str) -> None:
+    def put(self, key: tuple[int, int, int, str | None], body: str) -> None:
         if len(body) > self._largest:
             return
         with self._lock:

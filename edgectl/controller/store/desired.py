@@ -27,6 +27,10 @@ class Served:
     kind: str  # "snapshot" or "delta"
     revision: int
     body: str  # the JSON document, wrapper included
+    epoch: str | None = None  # the store's epoch the answer belongs to
+    # The caller's cursor was ahead of the gateway's revision in this epoch:
+    # the database went back in time under it (restored), see store.epoch.
+    ahead: bool = False
 
 
 def revision(store: Store, gateway: int) -> int:
@@ -39,17 +43,26 @@ def revision(store: Store, gateway: int) -> int:
     return int(found)
 
 
-def revisions(store: Store) -> dict[int, int]:
-    """Every gateway's revision (the long-poll re-check for other processes' changes)."""
+def revisions(store: Store) -> tuple[dict[int, int], str | None]:
+    """Every gateway's revision, and the store's epoch (the long-poll re-check for
+    other processes' changes); one query."""
     with store.read() as connection:
-        rows = connection.execute(sa.select(t.gateways.c.id, t.gateways.c.revision))
-        return {int(gateway): int(revision) for gateway, revision in rows}
+        rows = connection.execute(
+            sa.select(t.gateways.c.id, t.gateways.c.revision).add_columns(_EPOCH)
+        ).all()
+        if not rows:
+            return {}, connection.execute(sa.select(_EPOCH)).scalar_one_or_none()
+        return {int(row.id): int(row.revision) for row in rows}, rows[0].epoch
 
 
 def _structure_fields(structure: str) -> str:
     """The structure document's members, to splice into a state or delta body."""
     return structure[1:-1]
 
+
+# The epoch rides along with the gateway rows (a scalar subquery): knowing it
+# costs no query of its own on the long-poll path.
+_EPOCH = sa.select(t.counter.c.epoch).where(t.counter.c.id == 1).scalar_subquery().label("epoch")
 
 _ROW = sa.select(
     t.gateways.c.id,
@@ -58,19 +71,27 @@ _ROW = sa.select(
     t.gateways.c.structure,
     t.gateways.c.structure_seq,
     t.gateways.c.horizon,
+    _EPOCH,
 )
 
+# (gateway, since, epoch): what a long-poll asks for.
+Wanted = tuple[int, int | None, str | None]
 
-def serve(store: Store, gateway: int, since: int | None) -> Served:
-    """A snapshot, or the delta since ``since``; both read in one snapshot of the store."""
+
+def serve(store: Store, gateway: int, since: int | None, epoch: str | None = None) -> Served:
+    """A snapshot, or the delta since ``since``; both read in one snapshot of the store.
+
+    ``epoch`` is the store epoch the caller's cursor belongs to (None: an
+    agent that predates epochs, served as before).
+    """
     with store.read() as connection:
         row = connection.execute(_ROW.where(t.gateways.c.id == gateway)).first()
         if row is None:
             raise NotFound("the gateway was deleted")
-        return _serve_row(store, connection, row, since)
+        return _serve_row(store, connection, row, since, epoch)
 
 
-def serve_many(store: Store, wanted: Sequence[tuple[int, int | None]]) -> list[Served | NotFound]:
+def serve_many(store: Store, wanted: Sequence[Wanted]) -> list[Served | NotFound]:
     """``serve`` for many (gateway, since) at once: one transaction, one gateway query.
 
     What a change costs when many agents were waiting for it: one trip to
@@ -79,39 +100,55 @@ def serve_many(store: Store, wanted: Sequence[tuple[int, int | None]]) -> list[S
     have raised.
     """
     with store.read() as connection:
-        ids = sorted({gateway for gateway, _ in wanted})
+        ids = sorted({gateway for gateway, _, _ in wanted})
         rows = {row.id: row for row in connection.execute(_ROW.where(t.gateways.c.id.in_(ids)))}
         answers: list[Served | NotFound] = []
-        for gateway, since in wanted:
+        for gateway, since, epoch in wanted:
             row = rows.get(gateway)
             if row is None:
                 answers.append(NotFound("the gateway was deleted"))
             else:
-                answers.append(_serve_row(store, connection, row, since))
+                answers.append(_serve_row(store, connection, row, since, epoch))
         return answers
 
 
-def _serve_row(store: Store, connection: Connection, row: Any, since: int | None) -> Served:
+def _serve_row(
+    store: Store, connection: Connection, row: Any, since: int | None, epoch: str | None
+) -> Served:
     gateway = int(row.id)
-    # A cursor from before the horizon may have missed purged removals,
-    # and one from the future (a restored database) is simply unknown.
-    if since is None or since < row.horizon or since > row.revision:
-        return _snapshot(connection, gateway, row)
+    foreign = epoch is not None and epoch != row.epoch
+    # No cursor of this history is ahead of its gateway's revision: the
+    # database went back under it (restored from a backup).
+    ahead = since is not None and not foreign and since > row.revision
+    # A cursor from before the horizon may have missed purged removals, one
+    # from another epoch or from the future names a history this store does
+    # not have: a snapshot, never a delta.
+    if since is None or foreign or ahead or since < row.horizon:
+        return _snapshot(connection, gateway, row, ahead)
     if since == row.revision:
         return _empty(row)
-    key = (gateway, since, int(row.revision))
+    key = (gateway, since, int(row.revision), row.epoch)
     body = store.bodies.get(key)
     if body is None:
         body = _delta(connection, gateway, row, since).body
         store.bodies.put(key, body)
-    return Served("delta", row.revision, body)
+    return Served("delta", row.revision, body, row.epoch)
 
 
 def _head(row: Any) -> str:
     return f'"schema":{SCHEMA_VERSION},"gateway":{json.dumps(row.name)},'
 
 
-def _snapshot(connection: Connection, gateway: int, row: Any) -> Served:
+def _envelope(kind: str, row: Any, body: str) -> str:
+    """``{"kind", "revision", "epoch", kind: body}``: agents that predate the
+    epoch read the envelope as before (they ignore members they do not know)."""
+    return (
+        f'{{"kind":"{kind}","revision":{row.revision},"epoch":{json.dumps(row.epoch)},'
+        f'"{"state" if kind == "snapshot" else "delta"}":{body}}}'
+    )
+
+
+def _snapshot(connection: Connection, gateway: int, row: Any, ahead: bool = False) -> Served:
     e = t.entries
     live: dict[str, list[str]] = {QUARANTINE: [], EXEMPTION: []}
     for kind, payload in connection.execute(
@@ -125,8 +162,7 @@ def _snapshot(connection: Connection, gateway: int, row: Any) -> Served:
         f'"exemptions":[{",".join(live[EXEMPTION])}],'
         f'"quarantines":[{",".join(live[QUARANTINE])}]' + "}"
     )
-    body = f'{{"kind":"snapshot","revision":{row.revision},"state":{state}}}'
-    return Served("snapshot", row.revision, body)
+    return Served("snapshot", row.revision, _envelope("snapshot", row, state), row.epoch, ahead)
 
 
 def _empty(row: Any) -> Served:
@@ -136,8 +172,7 @@ def _empty(row: Any) -> Served:
         "{" + _head(row) + f'"from_revision":{row.revision},"to_revision":{row.revision},'
         f'"structure":null,"quarantines":{empty},"exemptions":{empty}' + "}"
     )
-    body = f'{{"kind":"delta","revision":{row.revision},"delta":{delta}}}'
-    return Served("delta", row.revision, body)
+    return Served("delta", row.revision, _envelope("delta", row, delta), row.epoch)
 
 
 def _delta(connection: Connection, gateway: int, row: Any, since: int) -> Served:
@@ -164,5 +199,4 @@ def _delta(connection: Connection, gateway: int, row: Any, since: int) -> Served
         f'"structure":{structure},"quarantines":{changes(QUARANTINE)},'
         f'"exemptions":{changes(EXEMPTION)}' + "}"
     )
-    body = f'{{"kind":"delta","revision":{row.revision},"delta":{delta}}}'
-    return Served("delta", row.revision, body)
+    return Served("delta", row.revision, _envelope("delta", row, delta), row.epoch)

@@ -1,0 +1,33 @@
+"""The store's epoch: a random identity agents carry with their revision cursor.
+
+Revision ID: 0008
+Revises: 0007
+
+A database restored from a backup repeats revision numbers an agent may
+already have applied from the lost history; with the epoch in the cursor
+the controller tells the two apart and answers with a snapshot.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("change_counter", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("epoch", sa.String(length=32), nullable=True))
+    counter = sa.table("change_counter", sa.column("id", sa.Integer), sa.column("epoch"))
+    op.execute(counter.update().where(counter.c.id == 1).values(epoch=secrets.token_hex(8)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("change_counter", schema=None) as batch_op:
+        batch_op.drop_column("epoch")
