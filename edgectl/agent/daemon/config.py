@@ -4,6 +4,10 @@ Example::
 
     [agent]
     controller_url = "https://controller.isp.example:8470"
+    # or several controller processes on one database, tried in this order;
+    # the agent stays with the one that answers and moves on (keeping its
+    # cursor) when it stops answering:
+    # controller_urls = ["https://ctl-1.isp.example:8470", "https://ctl-2.isp.example:8470"]
     gateway = "gw-a"
     token_file = "/etc/edgectl/agent.token"   # mode 0600; world-readable is refused
     state_dir = "/var/lib/edgectl/agent"
@@ -52,7 +56,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    controller_url: str
+    controller_url: str  # the first of controller_urls
     gateway: str
     token_file: Path
     state_dir: Path
@@ -72,6 +76,12 @@ class AgentConfig:
     request_timeout: float = 10.0
     # Seconds an offender entry outlives its last log event (offenders.py).
     offenders_window: float = 900.0
+    # Every controller to try, in order (controller_url alone: just it).
+    controller_urls: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self.controller_urls or (self.controller_url,)
 
 
 # name -> (kind, lowest, highest) for the numeric settings.
@@ -89,8 +99,10 @@ _SECONDS: dict[str, tuple[float, float]] = {
     "offenders_window": (1.0, float(WINDOW_MAX)),
 }
 _STRINGS = ("controller_url", "gateway", "token_file", "state_dir", "netns", "ca_file")
-_REQUIRED = ("controller_url", "gateway", "token_file", "state_dir")
-_KNOWN = {*_STRINGS, *_SECONDS, "metrics_listen", "allow_plain_http"}
+_REQUIRED = ("gateway", "token_file", "state_dir")
+_KNOWN = {*_STRINGS, *_SECONDS, "metrics_listen", "allow_plain_http", "controller_urls"}
+# More would only lengthen a fail-over pass; two or three processes is the design.
+_URLS_MAX = 16
 
 
 def _field(name: str) -> str:
@@ -106,20 +118,45 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _check_url(url: str, allow_plain_http: bool) -> str:
+def _check_url(url: str, allow_plain_http: bool, name: str = "controller_url") -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(_field("controller_url"), f"{url!r} is not an http(s):// URL")
+        raise ConfigError(_field(name), f"{url!r} is not an http(s):// URL")
     if parts.query or parts.fragment:
-        raise ConfigError(_field("controller_url"), "must not carry a query or fragment")
+        raise ConfigError(_field(name), "must not carry a query or fragment")
     if parts.scheme == "http" and not _loopback(parts.hostname) and not allow_plain_http:
         # The bearer token would cross the network in clear.
         raise ConfigError(
-            _field("controller_url"),
+            _field(name),
             "plain http to a non-loopback controller sends the token in clear; use https "
             "(or allow_plain_http = true behind a TLS-terminating proxy)",
         )
     return url.rstrip("/")
+
+
+def _check_urls(table: dict[str, Any], allow_plain_http: bool) -> tuple[str, ...]:
+    """``controller_url`` or ``controller_urls`` (one of them), checked."""
+    if "controller_urls" not in table:
+        if "controller_url" not in table:
+            raise ConfigError(_field("controller_url"), "required (or controller_urls)")
+        return (_check_url(table["controller_url"], allow_plain_http),)
+    if "controller_url" in table:
+        raise ConfigError(
+            _field("controller_urls"), "give controller_url or controller_urls, not both"
+        )
+    value = table["controller_urls"]
+    if not isinstance(value, list) or not value or len(value) > _URLS_MAX:
+        raise ConfigError(_field("controller_urls"), f"expected a list of 1-{_URLS_MAX} URLs")
+    urls = []
+    for index, url in enumerate(value):
+        name = f"controller_urls[{index}]"
+        if not isinstance(url, str):
+            raise ConfigError(_field(name), "expected a string")
+        checked = _check_url(url, allow_plain_http, name)
+        if checked in urls:
+            raise ConfigError(_field(name), f"{url!r} is listed twice")
+        urls.append(checked)
+    return tuple(urls)
 
 
 def _check_listen(value: object) -> tuple[str, int] | None:
@@ -181,8 +218,10 @@ def parse(document: dict[str, Any]) -> AgentConfig:
         if name in table and not Path(table[name]).is_absolute():
             raise ConfigError(_field(name), "must be an absolute path")
     seconds = {name: _seconds(name, table[name]) for name in _SECONDS if name in table}
+    urls = _check_urls(table, allow)
     config = AgentConfig(
-        controller_url=_check_url(table["controller_url"], allow),
+        controller_url=urls[0],
+        controller_urls=urls,
         gateway=_check_gateway(table["gateway"]),
         token_file=Path(table["token_file"]),
         state_dir=Path(table["state_dir"]),

@@ -47,7 +47,7 @@ def restore_only(config: AgentConfig) -> bool:
         loop_settings(config),
         Kernel(config.netns),
         ControllerClient(
-            config.controller_url,
+            config.urls,
             config.gateway,
             lambda: read_token(config.token_file),
             request_timeout=config.request_timeout,
@@ -65,7 +65,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     kernel = Kernel(config.netns)
     client = ControllerClient(
-        config.controller_url,
+        config.urls,
         config.gateway,
         lambda: read_token(config.token_file),
         request_timeout=config.request_timeout,
@@ -98,7 +98,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
         log.info(
             "agent for gateway %s started (controller %s, netns %s)",
             config.gateway,
-            config.controller_url,
+            ", ".join(config.urls),
             config.netns or "-",
         )
         stop.wait()
