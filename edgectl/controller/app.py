@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -154,6 +155,15 @@ def create_app(
         # writes queued on the write lock must not hold every worker thread.
         app.state.read_limiter = anyio.CapacityLimiter(8)
         tasks = [asyncio.create_task(notifier.run(revisions, settings.poll_interval))]
+        # Other controller processes' commits, as they happen (PostgreSQL NOTIFY).
+        listening = threading.Event()
+        follower = threading.Thread(
+            target=store.follow,
+            args=(notifier.publish_remote, listening),
+            name="edgectl-listen",
+            daemon=True,
+        )
+        follower.start()
         if sweep:
             tasks.append(asyncio.create_task(sweeper.run(store, settings)))
         if sweep if escalate is None else escalate:
@@ -166,11 +176,13 @@ def create_app(
             if radius is not None:
                 # Joins its threads (a commit in progress finishes): off the loop.
                 await anyio.to_thread.run_sync(radius.stop)
+            listening.set()
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await anyio.to_thread.run_sync(follower.join, 5.0)
             notifier.unbind()
 
     app = FastAPI(

@@ -5,10 +5,14 @@ Two sources of change:
 * A commit in this process: the store calls ``publish`` from the worker
   thread that committed, which hands the gateway ids to the event loop with
   ``call_soon_threadsafe``; ``_wake`` sets each gateway's event at once.
-* A commit in another controller process: one shared task (``run``) reads
-  every gateway's revision every ``poll_interval`` (one query, however many
-  agents wait) and wakes each gateway with a parked waiter whose cursor is
-  no longer the revision.
+* A commit in another controller process: on PostgreSQL its NOTIFY arrives
+  on this process's LISTEN connection (``Store.follow``, a thread) and
+  ``publish_remote`` wakes those gateways within milliseconds.  As a safety
+  net for a lost notification (the LISTEN connection broke) and on its own
+  where there is none, one shared task (``run``) reads every gateway's
+  revision every ``poll_interval`` (one query, however many agents wait)
+  and wakes each gateway with a parked waiter whose cursor is no longer
+  the revision.
 
 It also remembers the newest revision read for each gateway (``saw``), so
 an agent asking again with the revision it was just served can park
@@ -65,6 +69,18 @@ class Notifier:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed between check and call
             loop.call_soon_threadsafe(self._wake, tuple(gateways))
+
+    def publish_remote(self, gateways: frozenset[int] | None) -> None:
+        """Thread-safe: another process committed changes to ``gateways`` (None: to
+        any; wake every waiter)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            if gateways is None:
+                loop.call_soon_threadsafe(self.wake_all)
+            else:
+                loop.call_soon_threadsafe(self._wake, tuple(gateways))
 
     def _wake(self, gateways: Iterable[int]) -> None:
         now = self._now()

@@ -5,6 +5,7 @@ a commit changed."""
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -23,6 +24,10 @@ from edgectl.controller.store.materialize import finish
 log = logging.getLogger(__name__)
 
 Listener = Callable[[frozenset[int]], None]
+# Gateway ids changed by a commit in another process; None: any may have.
+RemoteListener = Callable[[frozenset[int] | None], None]
+# A NOTIFY payload is at most 8000 bytes; past this many ids say "everyone".
+_NOTIFY_IDS_MAX = 800
 CredentialsListener = Callable[[], None]
 
 
@@ -72,6 +77,8 @@ class Store:
         self._credential_listeners: list[CredentialsListener] = []
         self._views = ViewCache()
         self.bodies = BodyCache()
+        # Names this store's own notifications, which its listener skips.
+        self.origin = secrets.token_hex(6)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -103,6 +110,9 @@ class Store:
                 change = self._begin(connection, actor)
                 yield change
                 finish(change)
+                if change.touched or change.everyone:
+                    # Sent at commit, to every other controller process.
+                    self.database.notify(connection, self._payload(change))
         except sa.exc.IntegrityError as error:
             # Checks run first inside the same serialized transaction, so this
             # is a writer in another process winning a race on a unique key.
@@ -112,6 +122,34 @@ class Store:
             self._credentials_changed()
         if change.touched:
             self._notify(frozenset(change.touched))
+
+    def _payload(self, change: Change) -> str:
+        """``origin:id,id,...``, or ``origin:*`` when every long-poll must look."""
+        if change.everyone or len(change.touched) > _NOTIFY_IDS_MAX:
+            return f"{self.origin}:*"
+        return f"{self.origin}:{','.join(str(g) for g in sorted(change.touched))}"
+
+    def follow(self, listener: RemoteListener, stop: threading.Event) -> None:
+        """Call ``listener`` with the gateways other processes' commits change, until
+        ``stop`` (blocks: run it in a thread).  Returns at once on SQLite."""
+
+        def handle(payload: str | None) -> None:
+            if payload is None:
+                listener(None)
+                return
+            origin, _, ids = payload.partition(":")
+            if origin == self.origin:
+                return  # this process woke its own waiters at commit
+            if ids == "*":
+                listener(None)
+                return
+            try:
+                listener(frozenset(int(g) for g in ids.split(",") if g))
+            except ValueError:
+                log.warning("unreadable change notification %r; waking every waiter", payload)
+                listener(None)
+
+        self.database.listen(handle, stop)
 
     def _begin(self, connection: Connection, actor: str) -> Change:
         seq, catalog_seq = connection.execute(

@@ -55,5 +55,6 @@ def rotate(store: Store, actor: str, reason: str, replacing: str | None = None) 
             sa.update(t.counter).where(t.counter.c.id == 1).values(epoch=epoch)
         )
         change.audit("store.epoch", "store", "epoch", before, epoch, reason)
+        change.everyone = True  # other controller processes wake their long-polls
     log.warning("store epoch %s -> %s: %s", before, epoch, reason)
     return epoch
