@@ -5,7 +5,9 @@ One thread-pool hop and one transaction per agent costs more than the
 reads themselves (and many threads fighting over the GIL starve the event
 loop that has to write the answers), so requests queued in the same
 event-loop turn go to the database together (``store.desired.serve_many``);
-those that arrive while a batch runs form the next one.
+those that arrive while a batch runs form the next one.  A batch costs
+the database the same few statements whatever its size (``serve_many``), so
+it is large enough (``largest``) for a whole fleet woken by one change.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ ServeMany = Callable[[Sequence[Wanted]], Awaitable[list[Served | NotFound]]]
 
 
 class Batcher:
-    def __init__(self, serve_many: ServeMany, *, concurrency: int = 2, largest: int = 512) -> None:
+    def __init__(self, serve_many: ServeMany, *, concurrency: int = 2, largest: int = 4096) -> None:
         self._serve_many = serve_many
         self._concurrency = concurrency
         self._largest = largest

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from ctl_support import Api, World, poll_until, settings_for, wait_until_parked
 from fastapi.testclient import TestClient
 
@@ -19,6 +20,7 @@ from edgectl.controller.app import create_app
 from edgectl.controller.auth import Role
 from edgectl.controller.notify import Notifier
 from edgectl.controller.store import Store, desired, gateways, tokens
+from edgectl.controller.store.core import BodyCache
 from edgectl.controller.store.tokens import Principal, TokenCache
 
 
@@ -179,7 +181,14 @@ def test_served_bodies_are_the_uncached_ones(api: Api, world: World) -> None:
     for since in (before, now):
         with api.store.read() as connection:
             row = connection.execute(desired._ROW.where(desired.t.gateways.c.id == gateway)).one()
-            fresh = desired._delta(connection, gateway, row, since).body
+            e = desired.t.entries
+            # The one gateway's entries, read on their own (not the batch's query).
+            entries = connection.execute(
+                sa.select(e.c.kind, e.c.key, e.c.payload, e.c.live, e.c.seq)
+                .where(e.c.gateway_id == gateway, e.c.seq > since, e.c.seq <= row.revision)
+                .order_by(e.c.seq, e.c.key)
+            ).all()
+            fresh = desired._delta(row, since, entries)
         assert desired.serve(api.store, gateway, since).body == fresh  # computed or empty
         assert desired.serve(api.store, gateway, since).body == fresh  # from the cache
         assert desired.serve_many(api.store, [(gateway, since, None)])[0] == desired.serve(
@@ -217,3 +226,43 @@ def test_notifier_ignores_a_read_older_than_a_local_commit() -> None:
         assert notifier.known(7, 60.0) == 42
 
     asyncio.run(scenario())
+
+
+def _statements(store: Store, run: Any) -> tuple[Any, int]:
+    """``run()``'s result and how many SQL statements it sent (BEGIN included)."""
+    sent: list[str] = []
+
+    def count(*_: Any) -> None:
+        sent.append("x")
+
+    sa.event.listen(store.database.engine, "before_cursor_execute", count)
+    try:
+        result = run()
+    finally:
+        sa.event.remove(store.database.engine, "before_cursor_execute", count)
+    return result, len(sent)
+
+
+def test_a_batch_costs_the_same_statements_for_4_or_40_gateways(api: Api, world: World) -> None:
+    """The fan-out of one change: every waiting gateway's delta from one read."""
+    names = [f"gw-{i}" for i in range(40)]
+    for name in names:
+        api.post("/v1/gateways", {"name": name, "pools": ["dyn_a"]})
+    api.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    ids = [gateways.gateway_id(api.store, name) for name in names]
+    before = {g: desired.serve(api.store, g, None) for g in ids}
+    api.post("/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse")
+    costs = []
+    for size in (4, 40):
+        api.store.bodies = BodyCache()  # nothing served from memory
+        wanted = [(g, before[g].revision, before[g].epoch) for g in ids[:size]]
+        answers, statements = _statements(
+            api.store, lambda w=wanted: desired.serve_many(api.store, w)
+        )
+        costs.append(statements)
+        for (gateway, since, _), answer in zip(wanted, answers, strict=True):
+            assert isinstance(answer, desired.Served) and answer.kind == "delta"
+            assert '"key":"100.64.0.10"' in answer.body
+            api.store.bodies = BodyCache()
+            assert answer == desired.serve(api.store, gateway, since, before[gateway].epoch)
+    assert costs[0] == costs[1] <= 4  # BEGIN, the gateway rows, the changed entries (+ commit)
