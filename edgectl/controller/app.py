@@ -159,7 +159,7 @@ def create_app(
         listening = threading.Event()
         follower = threading.Thread(
             target=store.follow,
-            args=(notifier.publish_remote, listening),
+            args=(notifier.publish_remote, listening, notifier.listener_lost),
             name="edgectl-listen",
             daemon=True,
         )

@@ -53,6 +53,8 @@ class Notifier:
         self._poller: asyncio.Task[None] | None = None
         # The store's epoch as last read (see store.epoch); None: not read yet.
         self.epoch: str | None = None
+        # True while another process's changes arrive by notification (PostgreSQL LISTEN).
+        self.listening = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -72,7 +74,9 @@ class Notifier:
 
     def publish_remote(self, gateways: frozenset[int] | None) -> None:
         """Thread-safe: another process committed changes to ``gateways`` (None: to
-        any; wake every waiter)."""
+        any, or the listener just (re)connected; wake every waiter)."""
+        if gateways is None:
+            self.listening = True
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -81,6 +85,10 @@ class Notifier:
                 loop.call_soon_threadsafe(self.wake_all)
             else:
                 loop.call_soon_threadsafe(self._wake, tuple(gateways))
+
+    def listener_lost(self) -> None:
+        """Thread-safe: notifications stopped; the periodic re-check alone finds changes."""
+        self.listening = False
 
     def _wake(self, gateways: Iterable[int]) -> None:
         now = self._now()

@@ -138,3 +138,18 @@ def test_own_notifications_are_skipped_and_others_parsed(store: Store) -> None:
         stop.set()
         follower.join(10)
     assert not follower.is_alive()
+
+
+def test_metrics_show_parked_long_polls_and_the_listener(slow_recheck: Api) -> None:
+    api = slow_recheck
+    world = World(api)
+    api.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    first = api.get("/v1/gateways/gw-a/desired-state", role=world.agent_a)
+    poll_until(lambda: _listening(api.store) >= 1, timeout=10, message="never listened")
+    waiter, _ = _parked_poll(api, world.agent_a, first["revision"], first["epoch"])
+    text = api.call("GET", "/metrics", role="viewer", expect=200).text
+    assert "edgectl_controller_long_polls_parked 1\n" in text
+    assert "edgectl_controller_change_listener_up 1\n" in text
+    _hold_elsewhere(api.store.database.url, "alice")
+    waiter.join(timeout=20)
+    assert not waiter.is_alive()

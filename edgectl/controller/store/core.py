@@ -129,9 +129,16 @@ class Store:
             return f"{self.origin}:*"
         return f"{self.origin}:{','.join(str(g) for g in sorted(change.touched))}"
 
-    def follow(self, listener: RemoteListener, stop: threading.Event) -> None:
+    def follow(
+        self,
+        listener: RemoteListener,
+        stop: threading.Event,
+        lost: Callable[[], None] = lambda: None,
+    ) -> None:
         """Call ``listener`` with the gateways other processes' commits change, until
-        ``stop`` (blocks: run it in a thread).  Returns at once on SQLite."""
+        ``stop`` (blocks: run it in a thread); ``listener(None)`` when any may
+        have (and on every connect), ``lost()`` when the connection broke.
+        Returns at once on SQLite."""
 
         def handle(payload: str | None) -> None:
             if payload is None:
@@ -149,7 +156,7 @@ class Store:
                 log.warning("unreadable change notification %r; waking every waiter", payload)
                 listener(None)
 
-        self.database.listen(handle, stop)
+        self.database.listen(handle, stop, lost=lost)
 
     def _begin(self, connection: Connection, actor: str) -> Change:
         seq, catalog_seq = connection.execute(

@@ -151,14 +151,18 @@ class Database:
             connection.execute(sa.select(sa.func.pg_notify(CHANGES_CHANNEL, payload)))
 
     def listen(
-        self, handle: Callable[[str | None], None], stop: threading.Event, retry: float = 1.0
+        self,
+        handle: Callable[[str | None], None],
+        stop: threading.Event,
+        retry: float = 1.0,
+        lost: Callable[[], None] = lambda: None,
     ) -> None:
         """Hand every payload on the changes channel to ``handle`` until ``stop``.
 
         Runs in a thread of its own on a connection of its own (outside the
         pool: it never returns one).  ``handle(None)`` after every (re)connect:
         whatever was sent while nobody listened is unknown, so the caller
-        wakes everyone.  A lost connection is reopened every ``retry`` s;
+        wakes everyone.  A lost connection (``lost()`` is called) is reopened every ``retry`` s;
         meanwhile the periodic re-check still finds other processes' changes.
         """
         if self.dialect != "postgresql":
@@ -170,6 +174,7 @@ class Database:
                     self._listen_once(engine, handle, stop)
                 except Exception as error:  # the database restarted, the network broke
                     log.warning("LISTEN %s lost (%s); retrying", CHANGES_CHANNEL, error)
+                    lost()
                     stop.wait(retry)
         finally:
             engine.dispose()
