@@ -56,6 +56,13 @@ from edgectl.model import ModelError
 
 log = logging.getLogger(__name__)
 
+# How long a verified token is trusted without asking the database again.  A
+# revocation anywhere reaches every process sooner: this process's at commit,
+# another's at the next re-check (poll_interval), which reads the credentials
+# sequence.  Long, so that a fleet of long-polls woken together does not look
+# up every agent's token again (one query per agent per change).
+TOKEN_TTL = 300.0
+
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
 
 
@@ -134,14 +141,26 @@ def create_app(
     notifier = Notifier()
     escalation = engine.Stats()
     store.subscribe(notifier.publish)
-    # Verified tokens, for at most poll_interval (another process's revocation);
-    # this process's revocations clear it before they return.
-    token_cache = TokenCache(settings.poll_interval)
+    # Verified tokens: this process's revocations clear it before they return,
+    # another process's within a re-check (``revisions`` below).
+    token_cache = TokenCache(max(settings.poll_interval, TOKEN_TTL))
     store.on_credentials(token_cache.clear)
+    credentials: list[int | None] = [None]  # the credentials sequence last read
 
     async def revisions() -> tuple[dict[int, int], str | None]:
         limiter = app.state.read_limiter
-        return await anyio.to_thread.run_sync(served_state.revisions, store, limiter=limiter)
+        try:
+            found = await anyio.to_thread.run_sync(served_state.revisions, store, limiter=limiter)
+        except Exception:
+            # Cannot tell whether a token was revoked elsewhere: trust none.
+            token_cache.clear()
+            credentials[0] = None
+            raise
+        if found.credentials != credentials[0]:
+            # Revoked or replaced through another process (or the first read).
+            token_cache.clear()
+            credentials[0] = found.credentials
+        return found.gateways, found.epoch
 
     async def serve_many(wanted: Sequence[Wanted]) -> list[Served | NotFound]:
         limiter = app.state.read_limiter

@@ -229,11 +229,14 @@ def test_notifier_ignores_a_read_older_than_a_local_commit() -> None:
 
 
 def _statements(store: Store, run: Any) -> tuple[Any, int]:
-    """``run()``'s result and how many SQL statements it sent (BEGIN included)."""
+    """``run()``'s result and how many SQL statements it sent (BEGIN included);
+    not the app's background re-check, which runs in threads of its own."""
     sent: list[str] = []
+    caller = threading.get_ident()
 
     def count(*_: Any) -> None:
-        sent.append("x")
+        if threading.get_ident() == caller:
+            sent.append("x")
 
     sa.event.listen(store.database.engine, "before_cursor_execute", count)
     try:

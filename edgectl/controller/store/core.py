@@ -110,6 +110,13 @@ class Store:
                 change = self._begin(connection, actor)
                 yield change
                 finish(change)
+                if change.credentials:
+                    # Other processes' re-checks see it move and forget their tokens.
+                    connection.execute(
+                        sa.update(schema.counter)
+                        .where(schema.counter.c.id == 1)
+                        .values(credentials_seq=change.seq)
+                    )
                 if change.touched or change.everyone:
                     # Sent at commit, to every other controller process.
                     self.database.notify(connection, self._payload(change))

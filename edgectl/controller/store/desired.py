@@ -43,16 +43,35 @@ def revision(store: Store, gateway: int) -> int:
     return int(found)
 
 
-def revisions(store: Store) -> tuple[dict[int, int], str | None]:
-    """Every gateway's revision, and the store's epoch (the long-poll re-check for
-    other processes' changes); one query."""
+@dataclass(frozen=True, slots=True)
+class Revisions:
+    """What the periodic re-check reads, in one query."""
+
+    gateways: dict[int, int]  # gateway id -> revision
+    epoch: str | None
+    credentials: int  # the change that last took a credential away
+
+
+_CREDENTIALS = (
+    sa.select(t.counter.c.credentials_seq)
+    .where(t.counter.c.id == 1)
+    .scalar_subquery()
+    .label("credentials")
+)
+
+
+def revisions(store: Store) -> Revisions:
+    """Every gateway's revision, the store's epoch and credentials sequence (the
+    re-check for other processes' changes); one query."""
     with store.read() as connection:
         rows = connection.execute(
-            sa.select(t.gateways.c.id, t.gateways.c.revision).add_columns(_EPOCH)
+            sa.select(t.gateways.c.id, t.gateways.c.revision).add_columns(_EPOCH, _CREDENTIALS)
         ).all()
         if not rows:
-            return {}, connection.execute(sa.select(_EPOCH)).scalar_one_or_none()
-        return {int(row.id): int(row.revision) for row in rows}, rows[0].epoch
+            row = connection.execute(sa.select(_EPOCH, _CREDENTIALS)).one()
+            return Revisions({}, row.epoch, int(row.credentials))
+        found = {int(row.id): int(row.revision) for row in rows}
+        return Revisions(found, rows[0].epoch, int(rows[0].credentials))
 
 
 def _structure_fields(structure: str) -> str:

@@ -75,6 +75,10 @@ counter = sa.Table(
     # revision; a cursor of another epoch is answered with a snapshot, since
     # its revisions may name a history this database never had.
     sa.Column("epoch", sa.String(32), nullable=True),
+    # The seq of the last change that revoked or replaced a credential; every
+    # process's periodic re-check reads it and drops its verified tokens when
+    # it moved (tokens.TokenCache).
+    sa.Column("credentials_seq", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 rate_limits = sa.Table(
