@@ -40,7 +40,7 @@ from edgectl.controller.api.routers import (
     relays,
     reports,
 )
-from edgectl.controller.batch import Batcher
+from edgectl.controller.batch import Batcher, WriteBatcher
 from edgectl.controller.console import signin as console_signin
 from edgectl.controller.console import views as console
 from edgectl.controller.errors import ControllerError, Invalid, NotFound
@@ -50,6 +50,7 @@ from edgectl.controller.radius.server import RadiusServer
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
 from edgectl.controller.store import desired as served_state
+from edgectl.controller.store import gateways as gateway_store
 from edgectl.controller.store.desired import Served, Wanted
 from edgectl.controller.store.tokens import Principal, TokenCache
 from edgectl.model import ModelError
@@ -222,6 +223,10 @@ def create_app(
     app.state.radius = radius
     app.state.escalation = escalation
     app.state.batcher = Batcher(serve_many)
+    # Status reports: not audited, so one actor names the batch's transaction.
+    app.state.status_batcher = WriteBatcher(
+        functools.partial(gateway_store.report_many, store, "agents")
+    )
     app.state.notice_batcher = portal.NoticeBatcher(store, settings)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.

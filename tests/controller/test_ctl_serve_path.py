@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from edgectl.controller.app import create_app
 from edgectl.controller.auth import Role
+from edgectl.controller.errors import Invalid, NotFound
 from edgectl.controller.notify import Notifier
 from edgectl.controller.store import Store, desired, gateways, tokens
 from edgectl.controller.store.core import BodyCache
@@ -269,3 +270,42 @@ def test_a_batch_costs_the_same_statements_for_4_or_40_gateways(api: Api, world:
             api.store.bodies = BodyCache()
             assert answer == desired.serve(api.store, gateway, since, before[gateway].epoch)
     assert costs[0] == costs[1] <= 4  # BEGIN, the gateway rows, the changed entries (+ commit)
+
+
+def test_status_reports_of_a_batch_cost_the_same_statements_for_4_or_40(
+    api: Api, world: World
+) -> None:
+    """Every agent reports every change: reports committed together, each answered."""
+    names = [f"gw-{i}" for i in range(40)]
+    for name in names:
+        api.post("/v1/gateways", {"name": name, "pools": ["dyn_a"]})
+    api.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    api.post("/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse")
+    revision = api.get("/v1/gateways/gw-0")["revision"]
+    costs = []
+    for size in (4, 40):
+        reports = [gateways.Report(name, revision, {"n": size}) for name in names[:size]]
+        answers, statements = _statements(
+            api.store, lambda r=reports: gateways.report_many(api.store, "agents", r)
+        )
+        costs.append(statements)
+        assert [a["status"]["detail"] for a in answers] == [{"n": size}] * size  # type: ignore[index]
+        assert all(a["converged"] for a in answers)  # type: ignore[index]
+    assert costs[0] == costs[1]
+
+
+def test_a_refused_report_in_a_batch_refuses_only_itself(api: Api, world: World) -> None:
+    revision = api.get("/v1/gateways/gw-a")["revision"]
+    answers = gateways.report_many(
+        api.store,
+        "agents",
+        [
+            gateways.Report("gw-a", revision + 1000, {}),
+            gateways.Report("gw-b", api.get("/v1/gateways/gw-b")["revision"], {"ok": 1}),
+            gateways.Report("gw-gone", 1, {}),
+        ],
+    )
+    assert isinstance(answers[0], Invalid) and answers[0].path == "applied_revision"
+    assert isinstance(answers[1], dict) and answers[1]["status"]["detail"] == {"ok": 1}
+    assert isinstance(answers[2], NotFound)
+    assert api.get("/v1/gateways/gw-a")["status"] is None  # nothing of the refused one
