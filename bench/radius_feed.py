@@ -6,10 +6,11 @@ reconnect storm, and that nothing acknowledged is lost.
     .venv/bin/python bench/radius_feed.py --postgres  # the same into PostgreSQL (root)
 
 A controller process on a fresh SQLite file (or, with --postgres, a fresh
-database on a local PostgreSQL server with durable commits, bench/_postgres.py;
-one /10 dynamic pool, one gateway) listens for accounting on 127.0.0.1; --nas senders, each from its
-own loopback address (127.0.1.N, a client of its own in the clients file),
-send Acct-Start packets for distinct accounts and addresses, like BNGs do:
+database on a local PostgreSQL server with durable commits,
+edgectl/testing/pgserver.py; one /10 dynamic pool, one gateway) listens for
+accounting on 127.0.0.1; --nas senders, each from its own loopback address
+(127.0.1.N, a client of its own in the clients file), send Acct-Start packets
+for distinct accounts and addresses, like BNGs do:
 
 * sustained: each NAS keeps --window requests outstanding and sends the next
   when one is answered (retransmitting after --retry seconds); the figure is
@@ -48,7 +49,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _postgres
 import httpx
 import sqlalchemy as sa
 from _common import install_signal_handlers
@@ -57,6 +57,7 @@ from controller_common import ENTRY, _free_port, address, seed_world
 
 from edgectl.controller.radius import codec
 from edgectl.controller.store import Store
+from edgectl.testing import pgserver
 
 SECRET = "bench-secret-0123456789"
 PORT_WAIT = 30.0
@@ -299,13 +300,13 @@ def main() -> int:
     backend = "PostgreSQL" if args.postgres else "SQLite"
 
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(_postgres.server()) if args.postgres else None
+        pg = stack.enter_context(pgserver.running(durable=True)) if args.postgres else None
 
         def database(name: str, work: Path) -> str:
             """A fresh database for one phase of one run."""
             if pg is None:
                 return f"sqlite:///{work / 'controller.db'}"
-            return _postgres.create_database(pg, name)
+            return pg.create_database(name)
 
         rates: list[float] = []
         storms: list[float] = []

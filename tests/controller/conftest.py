@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import ctl_pgserver as pgserver
 import pytest
 from ctl_backends import PostgresBackend, SqliteBackend
 from ctl_support import Api, World, settings_for
@@ -13,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from edgectl.controller.app import create_app
 from edgectl.controller.store import Store
+from edgectl.testing import pgserver
 
 Backend = SqliteBackend | PostgresBackend
 
@@ -42,8 +42,8 @@ def backend(
         if os.environ.get("CI"):
             pytest.fail(message + "; CI must run the PostgreSQL suite, not skip it")
         pytest.skip(message)
-    with pgserver.running() as admin:
-        started = PostgresBackend(admin)
+    with pgserver.running() as server:
+        started = PostgresBackend(server.admin_url)
         try:
             yield started
         finally:
