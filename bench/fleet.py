@@ -3,7 +3,8 @@
     .venv/bin/python bench/fleet.py                          # 100 vs 1,000 agents, 7 rounds each
     .venv/bin/python bench/fleet.py --agents 50,300 --rounds 5 --wakeups 20   # reduced
 
-Set-up: a throwaway PostgreSQL server with durable commits (bench/_postgres.py),
+Set-up: a throwaway PostgreSQL server with durable commits
+(edgectl/testing/pgserver.py),
 one dynamic pool (100.64.0.0/10) served by as many gateways as the largest
 fleet, and two controller processes on 127.0.0.1 sharing the database
 (``migrate_on_start = false``, LISTEN/NOTIFY between them), each counting
@@ -63,7 +64,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from _common import install_signal_handlers
-from _postgres import create_database, server
 from _results import Row, emit
 from controller_common import _free_port, address, cpu_seconds, percentile, seed_accounts, token
 
@@ -71,6 +71,7 @@ from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, gateways
 from edgectl.controller.store.catalog import create_pool
 from edgectl.model import GatewaySettings, Pool, PoolKind, Prefix
+from edgectl.testing import pgserver
 
 HERE = Path(__file__).resolve().parent
 DEADLINE_S = 60.0  # any single wait (a round's propagation, parking) is "broken" past this
@@ -582,8 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average at start: {load_average()}", flush=True)
     largest = max(args.agents)
     with ExitStack() as stack:
-        template = stack.enter_context(server())
-        url = create_database(template, "fleet")
+        pg = stack.enter_context(pgserver.running(durable=True))
+        url = pg.create_database("fleet")
         started = time.monotonic()
         seeded = seed(url, largest, args.wakeups + args.rounds * len(args.agents) + 10)
         print(f"seeded {largest} gateways in {time.monotonic() - started:.1f} s", flush=True)
