@@ -17,8 +17,9 @@ Two sources of change:
 It also remembers the newest revision read for each gateway (``saw``), so
 an agent asking again with the revision it was just served can park
 without a database read.  That memory is trusted only while it is younger
-than ``poll_interval`` and no local commit has touched the gateway since
-the read began; a change from elsewhere after the read is caught by the
+than a few ``poll_interval`` (the caller's ``max_age``) and no commit here
+or notification from elsewhere has touched the gateway since the read
+began; a change from elsewhere after the read is caught by the
 next shared re-check, which either wakes the waiter or (if the request has
 not parked yet) replaces the memory first.  Everything except ``publish``
 runs on the event loop, so "check the memory, then park" cannot interleave

@@ -46,6 +46,16 @@ from edgectl.controller.store import epoch as store_epoch
 
 router = APIRouter(prefix="/v1/gateways", tags=["desired-state"])
 
+# How many re-check intervals a remembered revision is trusted to park a
+# request without a read.  Every commit here and every NOTIFY from elsewhere
+# forgets it at once, and every re-check refreshes it; one that was stale
+# (a change elsewhere whose notification was lost) parks a request that the
+# next re-check wakes, the same bound as for a request parked before that
+# change.  Longer than one interval: when 1,000 agents re-poll over the
+# seconds after a change (each after its status report), a loaded re-check
+# runs late, and each re-poll past the age read the database again.
+_MEMORY = 3
+
 
 async def _serve(
     request: Request, store: Store, gateway: int, since: int | None, epoch: str | None
@@ -124,7 +134,7 @@ async def desired_state(
                 or expired
                 or not shared
                 or (epoch is not None and epoch != notifier.epoch)
-                or notifier.known(gateway, settings.poll_interval) != since
+                or notifier.known(gateway, _MEMORY * settings.poll_interval) != since
             ):
                 began = notifier.began()
                 served = await _serve(request, store, gateway, since, epoch)
