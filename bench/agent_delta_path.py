@@ -63,7 +63,7 @@ GATEWAY = "bench-gw"
 
 
 class _NoController:
-    def desired(self, since: int | None, wait: float) -> Any:
+    def desired(self, since: int | None, wait: float, epoch: str | None = None) -> Any:
         raise AssertionError("the bench hands answers to the agent itself")
 
     def report(self, applied_revision: int, detail: Any, offenders: Any) -> bool:

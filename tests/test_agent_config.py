@@ -41,7 +41,9 @@ def test_minimal_config_takes_defaults(tmp_path: Path, token_file: Path) -> None
         token_file=token_file,
         state_dir=tmp_path / "state",
         metrics_listen=("127.0.0.1", 9471),
+        controller_urls=("https://controller.isp.example:8470",),
     )
+    assert config.urls == ("https://controller.isp.example:8470",)
 
 
 def test_every_setting(tmp_path: Path, token_file: Path) -> None:
@@ -81,6 +83,33 @@ def test_every_setting(tmp_path: Path, token_file: Path) -> None:
         ({}, 'allow_plain_http = "yes"\n', "agent.allow_plain_http", "true or false"),
         ({}, "offenders_window = 0\n", "agent.offenders_window", "between"),
         ({}, "offenders_window = 90000\n", "agent.offenders_window", "between"),
+        ({"controller_url": ""}, "", "agent.controller_url", "required (or controller_urls)"),
+        ({}, 'controller_urls = ["https://a:1"]\n', "agent.controller_urls", "not both"),
+        ({"controller_url": ""}, "controller_urls = []\n", "agent.controller_urls", "1-16"),
+        (
+            {"controller_url": ""},
+            'controller_urls = "https://a:1"\n',
+            "agent.controller_urls",
+            "list of",
+        ),
+        (
+            {"controller_url": ""},
+            'controller_urls = ["https://a:1", "http://10.0.0.2:1"]\n',
+            "agent.controller_urls[1]",
+            "in clear",
+        ),
+        (
+            {"controller_url": ""},
+            'controller_urls = ["https://a:1", 3]\n',
+            "agent.controller_urls[1]",
+            "expected a string",
+        ),
+        (
+            {"controller_url": ""},
+            'controller_urls = ["https://a:1", "https://a:1/"]\n',
+            "agent.controller_urls[1]",
+            "twice",
+        ),
     ],
 )
 def test_mistakes_name_the_field(
@@ -90,6 +119,15 @@ def test_mistakes_name_the_field(
         load(write(tmp_path, token_file, extra, **fields))
     assert caught.value.field == field
     assert words in caught.value.reason
+
+
+def test_several_controllers_in_order(tmp_path: Path, token_file: Path) -> None:
+    urls = (
+        'controller_urls = ["https://ctl-1.isp.example:8470", "https://ctl-2.isp.example:8470/"]\n'
+    )
+    config = load(write(tmp_path, token_file, urls, controller_url=""))
+    assert config.urls == ("https://ctl-1.isp.example:8470", "https://ctl-2.isp.example:8470")
+    assert config.controller_url == "https://ctl-1.isp.example:8470"
 
 
 def test_plain_http_behind_a_proxy_is_allowed_when_said(tmp_path: Path, token_file: Path) -> None:

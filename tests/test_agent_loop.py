@@ -72,11 +72,13 @@ class FakeController:
     def __init__(self, *answers: Answer | ControllerError) -> None:
         self.answers = list(answers)
         self.asked: list[int | None] = []
+        self.epochs: list[str | None] = []
         self.reports: list[tuple[int, dict[str, object]]] = []
         self.offenders: list[dict[str, object] | None] = []
 
-    def desired(self, since: int | None, wait: float) -> Answer:
+    def desired(self, since: int | None, wait: float, epoch: str | None = None) -> Answer:
         self.asked.append(since)
+        self.epochs.append(epoch)
         answer = self.answers.pop(0)
         if isinstance(answer, ControllerError):
             raise answer
@@ -128,7 +130,7 @@ class FakeStore:
             revision = newest.revision if step.delta is None else step.delta.to_revision
             self.saved.append((revision, step.generation))
             self.deltas.append(step.delta)
-        self.persisted = Applied(newest, steps[-1].generation)
+        self.persisted = Applied(newest, steps[-1].generation, steps[-1].epoch)
 
 
 def quarantined(state: DesiredState, revision: int, *keys: str) -> DesiredState:
@@ -473,3 +475,48 @@ def test_background_persister_writes_everything_in_order_in_one_go(base: Desired
     assert store.batches == 1
     assert store.deltas == [None, diff(base, r8), diff(r8, r9)]
     assert isinstance(store.persisted, Applied) and store.persisted.state == r9
+
+
+# -- the store epoch in the cursor ------------------------------------------------
+
+
+def test_the_cursor_carries_the_epoch_and_it_survives_a_restart(base: DesiredState) -> None:
+    later = quarantined(base, 9, "100.64.0.1")
+    controller = FakeController(
+        Snapshot(7, base, "e1"), Delta(9, diff(base, later), "e1"), ControllerError("down")
+    )
+    agent, _, store = make_agent(controller)
+    assert agent.sync_once() and agent.sync_once()
+    assert not agent.sync_once()
+    assert controller.asked == [None, 7, 9]
+    assert controller.epochs == [None, "e1", "e1"]
+    assert isinstance(store.persisted, Applied) and store.persisted.epoch == "e1"
+    # A restarted agent asks from its persisted cursor, epoch included.
+    again = FakeController(ControllerError("down"))
+    restarted, _, _ = make_agent(again, store)
+    assert restarted.restore()
+    assert not restarted.sync_once()
+    assert again.asked == [9] and again.epochs == ["e1"]
+
+
+def test_a_snapshot_of_a_new_epoch_is_persisted_as_a_snapshot_even_if_unchanged(
+    base: DesiredState,
+) -> None:
+    controller = FakeController(Snapshot(7, base, "e1"), Snapshot(7, base, "e2"))
+    agent, kernel, store = make_agent(controller)
+    assert agent.sync_once()
+    assert agent.sync_once()
+    assert kernel.commits == ["full"]  # nothing new for the kernel ...
+    assert agent.epoch == "e2"
+    assert store.deltas[-1] is None  # ... but the disk now says e2, as a snapshot
+    assert isinstance(store.persisted, Applied) and store.persisted.epoch == "e2"
+
+
+def test_a_delta_of_another_epoch_is_not_applied(base: DesiredState) -> None:
+    later = quarantined(base, 9, "100.64.0.1")
+    controller = FakeController(Snapshot(7, base, "e1"), Delta(9, diff(base, later), "e2"))
+    agent, kernel, _ = make_agent(controller)
+    assert agent.sync_once()
+    agent.sync_once()
+    assert kernel.table == base
+    assert agent.cursor is None  # the next request asks for a snapshot

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import hashlib
 import json
 import os
 import re
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -245,6 +247,7 @@ def test_a_good_change_is_applied_whole(tmp_path: Path, applied: Controller) -> 
 # --- escalation policies from a file ---------------------------------------------
 
 CONTROLLER_ROLE = ANSIBLE_DIR / "roles" / "edgectl_controller"
+AGENT_ROLE = ANSIBLE_DIR / "roles" / "edgectl_agent"
 POLICY = """
 [[policy]]
 name = "fbl"
@@ -540,3 +543,61 @@ def test_every_gateway_setting_passes_validation(tmp_path: Path) -> None:
         tmp_path, gateway_inventory(edgectl_agent_gateway_settings=settings)
     )
     assert code == 0, output
+
+
+# --- the agent's controller URLs ---------------------------------------------------
+
+
+def _render_agent_config(tmp_path: Path, gateway: str, urls: list[str]) -> str:
+    """The agent role's agent.toml.j2 for ``gateway``, rendered by Ansible itself."""
+    out = tmp_path / f"{gateway}.toml"
+    play = tmp_path / f"render-{gateway}.yml"
+    play.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "ansible.builtin.template": {
+                                "src": str(AGENT_ROLE / "templates" / "agent.toml.j2"),
+                                "dest": str(out),
+                                "mode": "0600",
+                            }
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    host = local_host(
+        edgectl_agent_gateway=gateway,
+        edgectl_agent_controller_url="https://ctl-1.isp.example:8470",
+        edgectl_agent_controller_urls=urls,
+        edgectl_agent_config_dir="/etc/edgectl",
+        edgectl_agent_state_dir="/var/lib/edgectl/agent",
+        edgectl_agent_ca_cert="",
+        edgectl_agent_allow_plain_http=False,
+        edgectl_agent_metrics_listen="127.0.0.1:9471",
+        edgectl_agent_settings={},
+    )
+    code, output = run_playbook(tmp_path, str(play), {"all": {"hosts": {gateway: host}}})
+    assert code == 0, output
+    return out.read_text()
+
+
+def test_agents_get_every_controller_rotated_per_gateway(tmp_path: Path) -> None:
+    from edgectl.agent.daemon.config import parse
+
+    urls = ["https://ctl-1.isp.example:8470", "https://ctl-2.isp.example:8470"]
+    firsts = set()
+    for gateway in ("gw-tyo-1", "gw-tyo-2", "gw-tyo-7", "gw-tyo-8"):
+        config = parse(tomllib.loads(_render_agent_config(tmp_path, gateway, urls)))
+        # Every controller, in the list's order from a per-gateway start.
+        start = int(hashlib.sha1(gateway.encode()).hexdigest()[:8], 16) % len(urls)
+        assert config.urls == tuple(urls[start:] + urls[:start])
+        firsts.add(config.urls[0])
+    assert firsts == set(urls)  # the fleet spreads over both
+    single = parse(tomllib.loads(_render_agent_config(tmp_path, "gw-one", [])))
+    assert single.urls == ("https://ctl-1.isp.example:8470",)

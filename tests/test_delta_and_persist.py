@@ -373,3 +373,34 @@ def test_temporaries_left_by_a_crash_are_removed_by_the_next_snapshot(
     (tmp_path / ".journal-crashed").write_text("{")
     store.save(policy_state, generation=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["applied.json", "journal.jsonl"]
+
+
+def test_the_store_epoch_is_persisted_and_a_new_one_is_a_snapshot(
+    tmp_path: Path, policy_state: DesiredState
+) -> None:
+    store = StateStore(tmp_path)
+    store.record([Step(None, 1, "e1")], policy_state)
+    moved = _moved(policy_state)
+    store.record([Step(diff(policy_state, moved), 2, "e1")], moved)  # appended, same epoch
+    assert len(store.journal_path.read_text().splitlines()) == 2
+    loaded = StateStore(tmp_path).load()
+    assert loaded is not None and loaded.epoch == "e1" and loaded.state == moved
+    inode = store.path.stat().st_ino
+    # The same state in a new epoch (a restored controller database): even
+    # an empty delta is written as a snapshot naming the new epoch.
+    store.record([Step(diff(moved, moved), 3, "e2")], moved)
+    assert store.path.stat().st_ino != inode
+    loaded = StateStore(tmp_path).load()
+    assert loaded is not None and loaded.epoch == "e2"
+
+
+def test_a_state_file_without_an_epoch_loads_with_none(
+    tmp_path: Path, policy_state: DesiredState
+) -> None:
+    store = StateStore(tmp_path)
+    store.save(policy_state, 1)
+    document = json.loads(store.path.read_text())
+    del document["epoch"]  # as written before epochs
+    store.path.write_text(json.dumps(document))
+    loaded = StateStore(tmp_path).load()
+    assert loaded is not None and loaded.epoch is None

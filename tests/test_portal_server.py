@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from edgectl.lab.probe import wait_until
 from edgectl.portal.server import timed_protocol
+from edgectl.testing.wait import wait_until
 
 DEADLINE = 0.3  # seconds: the test's server only
 

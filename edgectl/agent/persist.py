@@ -56,6 +56,9 @@ class Applied:
     # the same, nobody has committed anything since, so the kernel holds
     # exactly this state and no read-back is needed.
     generation: int | None
+    # The controller store's epoch the state's revision belongs to (None:
+    # not known, e.g. written before epochs); the cursor is (epoch, revision).
+    epoch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Step:
 
     delta: StateDelta | None
     generation: int | None
+    epoch: str | None = None  # the store epoch of the revision it leads to
 
 
 @dataclass
@@ -74,6 +78,7 @@ class _Journal:
     revision: int
     snapshot_bytes: int
     journal_bytes: int
+    epoch: str | None = None  # the snapshot's; appends keep it (a new epoch is a snapshot)
 
 
 class StateStore:
@@ -89,19 +94,24 @@ class StateStore:
 
     # -- writing -----------------------------------------------------------------
 
-    def save(self, state: DesiredState, generation: int | None) -> None:
+    def save(self, state: DesiredState, generation: int | None, epoch: str | None = None) -> None:
         """A new snapshot and an empty journal that continues it."""
         self._journal = None  # until both files are in place
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._remove_stale_temporaries()
         ident = secrets.token_hex(8)
-        document = {"generation": generation, "journal": ident, "state": state_to_data(state)}
+        document = {
+            "generation": generation,
+            "journal": ident,
+            "epoch": epoch,
+            "state": state_to_data(state),
+        }
         size = self._replace(self.path, ".applied-", json.dumps(document, separators=(",", ":")))
         # The snapshot is in place first: a crash before the journal is
         # replaced leaves a journal naming the old snapshot, which load ignores.
         header = json.dumps({"journal": ident, "revision": state.revision})
         self._replace(self.journal_path, ".journal-", header)
-        self._journal = _Journal(ident, state.revision, size, len(header) + 1)
+        self._journal = _Journal(ident, state.revision, size, len(header) + 1, epoch)
 
     def record(self, steps: Sequence[Step], newest: DesiredState) -> None:
         """Persist applied revisions up to ``newest``, the state after the last step.
@@ -114,9 +124,12 @@ class StateStore:
         if not steps:
             return
         journal = self._journal
+        last = steps[-1]
         try:
-            if journal is None:
-                self.save(newest, steps[-1].generation)
+            # A new store epoch is written as a snapshot: the journal's
+            # header names one epoch for every line it holds.
+            if journal is None or any(step.epoch != journal.epoch for step in steps):
+                self.save(newest, last.generation, last.epoch)
                 return
             lines: list[str] = []
             revision, size = journal.revision, journal.journal_bytes
@@ -126,7 +139,7 @@ class StateStore:
                     or step.delta.from_revision != revision
                     or size > max(journal.snapshot_bytes, _JOURNAL_FLOOR_BYTES)
                 ):
-                    self.save(newest, steps[-1].generation)
+                    self.save(newest, last.generation, last.epoch)
                     return
                 line = json.dumps(
                     {"generation": step.generation, "delta": delta_to_data(step.delta)},
@@ -205,19 +218,22 @@ class StateStore:
             generation = document.get("generation")
             state = state_from_data(document["state"])
             ident = document.get("journal")
+            epoch = document.get("epoch")
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise self._refusal(self.path, error) from None
         if generation is not None and not isinstance(generation, int):
             raise PersistError(f"{self.path}: refusing persisted state: bad generation")
+        if epoch is not None and not isinstance(epoch, str):
+            raise PersistError(f"{self.path}: refusing persisted state: bad epoch")
         if not isinstance(ident, str):
-            return Applied(state, generation)  # written before the journal existed
-        journal = _Journal(ident, state.revision, len(text), 0)
+            return Applied(state, generation, epoch)  # written before the journal existed
+        journal = _Journal(ident, state.revision, len(text), 0, epoch)
         state, generation, clean = self._replay(journal, state, generation)
         # Appends continue only a journal that ends where its last complete
         # entry does and belongs to this snapshot; otherwise the next write
         # is a snapshot.  Loading itself writes nothing (the CLI loads too).
         self._journal = journal if clean else None
-        return Applied(state, generation)
+        return Applied(state, generation, epoch)
 
     def _replay(
         self, journal: _Journal, state: DesiredState, generation: int | None

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ from edgectl.controller.api.routers import (
     relays,
     reports,
 )
-from edgectl.controller.batch import Batcher, Wanted
+from edgectl.controller.batch import Batcher, WriteBatcher
 from edgectl.controller.console import signin as console_signin
 from edgectl.controller.console import views as console
 from edgectl.controller.errors import ControllerError, Invalid, NotFound
@@ -49,11 +50,19 @@ from edgectl.controller.radius.server import RadiusServer
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store
 from edgectl.controller.store import desired as served_state
-from edgectl.controller.store.desired import Served
+from edgectl.controller.store import gateways as gateway_store
+from edgectl.controller.store.desired import Served, Wanted
 from edgectl.controller.store.tokens import Principal, TokenCache
 from edgectl.model import ModelError
 
 log = logging.getLogger(__name__)
+
+# How long a verified token is trusted without asking the database again.  A
+# revocation anywhere reaches every process sooner: this process's at commit,
+# another's at the next re-check (poll_interval), which reads the credentials
+# sequence.  Long, so that a fleet of long-polls woken together does not look
+# up every agent's token again (one query per agent per change).
+TOKEN_TTL = 300.0
 
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
 
@@ -133,14 +142,26 @@ def create_app(
     notifier = Notifier()
     escalation = engine.Stats()
     store.subscribe(notifier.publish)
-    # Verified tokens, for at most poll_interval (another process's revocation);
-    # this process's revocations clear it before they return.
-    token_cache = TokenCache(settings.poll_interval)
+    # Verified tokens: this process's revocations clear it before they return,
+    # another process's within a re-check (``revisions`` below).
+    token_cache = TokenCache(max(settings.poll_interval, TOKEN_TTL))
     store.on_credentials(token_cache.clear)
+    credentials: list[int | None] = [None]  # the credentials sequence last read
 
-    async def revisions() -> dict[int, int]:
+    async def revisions() -> tuple[dict[int, int], str | None]:
         limiter = app.state.read_limiter
-        return await anyio.to_thread.run_sync(served_state.revisions, store, limiter=limiter)
+        try:
+            found = await anyio.to_thread.run_sync(served_state.revisions, store, limiter=limiter)
+        except Exception:
+            # Cannot tell whether a token was revoked elsewhere: trust none.
+            token_cache.clear()
+            credentials[0] = None
+            raise
+        if found.credentials != credentials[0]:
+            # Revoked or replaced through another process (or the first read).
+            token_cache.clear()
+            credentials[0] = found.credentials
+        return found.gateways, found.epoch
 
     async def serve_many(wanted: Sequence[Wanted]) -> list[Served | NotFound]:
         limiter = app.state.read_limiter
@@ -154,6 +175,15 @@ def create_app(
         # writes queued on the write lock must not hold every worker thread.
         app.state.read_limiter = anyio.CapacityLimiter(8)
         tasks = [asyncio.create_task(notifier.run(revisions, settings.poll_interval))]
+        # Other controller processes' commits, as they happen (PostgreSQL NOTIFY).
+        listening = threading.Event()
+        follower = threading.Thread(
+            target=store.follow,
+            args=(notifier.publish_remote, listening, notifier.listener_lost),
+            name="edgectl-listen",
+            daemon=True,
+        )
+        follower.start()
         if sweep:
             tasks.append(asyncio.create_task(sweeper.run(store, settings)))
         if sweep if escalate is None else escalate:
@@ -166,11 +196,13 @@ def create_app(
             if radius is not None:
                 # Joins its threads (a commit in progress finishes): off the loop.
                 await anyio.to_thread.run_sync(radius.stop)
+            listening.set()
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await anyio.to_thread.run_sync(follower.join, 5.0)
             notifier.unbind()
 
     app = FastAPI(
@@ -191,6 +223,10 @@ def create_app(
     app.state.radius = radius
     app.state.escalation = escalation
     app.state.batcher = Batcher(serve_many)
+    # Status reports: not audited, so one actor names the batch's transaction.
+    app.state.status_batcher = WriteBatcher(
+        functools.partial(gateway_store.report_many, store, "agents")
+    )
     app.state.notice_batcher = portal.NoticeBatcher(store, settings)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.

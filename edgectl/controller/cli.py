@@ -32,6 +32,8 @@ def controller(args: argparse.Namespace) -> int:
             return 0
         if args.action == "load-policies":
             return _load_policies(settings, args.file)
+        if args.action == "new-epoch":
+            return _new_epoch(settings)
         from edgectl.controller.server import serve
 
         serve(settings)
@@ -61,6 +63,30 @@ def _load_policies(settings: Settings, file: Path | None) -> int:
             print(f"policy {name}: loaded")
     finally:
         store.close()
+    return 0
+
+
+def _new_epoch(settings: Settings) -> int:
+    """A new store epoch: every agent's next answer is a snapshot.
+
+    Run it after restoring the database from a backup (before or after the
+    controllers start): agents that applied revisions the backup does not
+    hold then never get a delta against a history they did not see.
+    """
+    from edgectl.controller.store import Store
+    from edgectl.controller.store import epoch as store_epoch
+
+    store = Store.open(settings.database_url, migrate=settings.migrate_on_start)
+    try:
+        if not store.database.at_latest_schema():
+            raise ControllerError(
+                "the database is not at this version's schema: run `edgectl controller "
+                "migrate` (same --config) first"
+            )
+        epoch = store_epoch.rotate(store, "cli:new-epoch", "operator: edgectl controller new-epoch")
+    finally:
+        store.close()
+    print(f"store epoch is now {epoch}; every agent gets a snapshot next")
     return 0
 
 
@@ -107,11 +133,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument(
         "action",
         nargs="?",
-        choices=("serve", "migrate", "load-policies"),
+        choices=("serve", "migrate", "load-policies", "new-epoch"),
         default="serve",
         help="serve the API (default; migrates first unless migrate_on_start = false), "
-        "only bring the database to the latest schema, or create/replace the escalation "
-        "policies of FILE",
+        "only bring the database to the latest schema, create/replace the escalation "
+        "policies of FILE, or start a new store epoch (after restoring a backup: every "
+        "agent is sent a snapshot)",
     )
     serve.add_argument("file", nargs="?", type=Path, help="with load-policies: TOML or JSON")
     _config_option(serve)

@@ -322,3 +322,21 @@ def escalation_families(counts: Mapping[str, Any], leader: bool, passes: int) ->
     )
     made.add([], passes)
     return [strikes, alerts, pending, leads, made]
+
+
+def long_poll_families(parked: int, listening: bool) -> list[Family]:
+    """This process's parked long-polls (sizing: agents per controller process)."""
+    waiting = Family(
+        "edgectl_controller_long_polls_parked",
+        "gauge",
+        "Desired-state long-polls parked on this controller process, waiting for a change.",
+    )
+    waiting.add([], parked)
+    follows = Family(
+        "edgectl_controller_change_listener_up",
+        "gauge",
+        "1 while this process LISTENs for other controller processes' changes "
+        "(PostgreSQL); 0 on SQLite or while the connection is being reopened.",
+    )
+    follows.add([], 1 if listening else 0)
+    return [waiting, follows]

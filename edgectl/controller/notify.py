@@ -5,16 +5,21 @@ Two sources of change:
 * A commit in this process: the store calls ``publish`` from the worker
   thread that committed, which hands the gateway ids to the event loop with
   ``call_soon_threadsafe``; ``_wake`` sets each gateway's event at once.
-* A commit in another controller process: one shared task (``run``) reads
-  every gateway's revision every ``poll_interval`` (one query, however many
-  agents wait) and wakes each gateway with a parked waiter whose cursor is
-  no longer the revision.
+* A commit in another controller process: on PostgreSQL its NOTIFY arrives
+  on this process's LISTEN connection (``Store.follow``, a thread) and
+  ``publish_remote`` wakes those gateways within milliseconds.  As a safety
+  net for a lost notification (the LISTEN connection broke) and on its own
+  where there is none, one shared task (``run``) reads every gateway's
+  revision every ``poll_interval`` (one query, however many agents wait)
+  and wakes each gateway with a parked waiter whose cursor is no longer
+  the revision.
 
 It also remembers the newest revision read for each gateway (``saw``), so
 an agent asking again with the revision it was just served can park
 without a database read.  That memory is trusted only while it is younger
-than ``poll_interval`` and no local commit has touched the gateway since
-the read began; a change from elsewhere after the read is caught by the
+than a few ``poll_interval`` (the caller's ``max_age``) and no commit here
+or notification from elsewhere has touched the gateway since the read
+began; a change from elsewhere after the read is caught by the
 next shared re-check, which either wakes the waiter or (if the request has
 not parked yet) replaces the memory first.  Everything except ``publish``
 runs on the event loop, so "check the memory, then park" cannot interleave
@@ -32,7 +37,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-RevisionReader = Callable[[], Awaitable[Mapping[int, int]]]
+# Every gateway's revision, and the store's epoch.
+RevisionReader = Callable[[], Awaitable[tuple[Mapping[int, int], str | None]]]
 
 
 class Notifier:
@@ -46,6 +52,10 @@ class Notifier:
         # gateway -> cursors of the requests parked on it.
         self._parked: dict[int, Counter[int]] = {}
         self._poller: asyncio.Task[None] | None = None
+        # The store's epoch as last read (see store.epoch); None: not read yet.
+        self.epoch: str | None = None
+        # True while another process's changes arrive by notification (PostgreSQL LISTEN).
+        self.listening = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -63,6 +73,24 @@ class Notifier:
         with contextlib.suppress(RuntimeError):  # the loop closed between check and call
             loop.call_soon_threadsafe(self._wake, tuple(gateways))
 
+    def publish_remote(self, gateways: frozenset[int] | None) -> None:
+        """Thread-safe: another process committed changes to ``gateways`` (None: to
+        any, or the listener just (re)connected; wake every waiter)."""
+        if gateways is None:
+            self.listening = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            if gateways is None:
+                loop.call_soon_threadsafe(self.wake_all)
+            else:
+                loop.call_soon_threadsafe(self._wake, tuple(gateways))
+
+    def listener_lost(self) -> None:
+        """Thread-safe: notifications stopped; the periodic re-check alone finds changes."""
+        self.listening = False
+
     def _wake(self, gateways: Iterable[int]) -> None:
         now = self._now()
         for gateway in gateways:
@@ -71,6 +99,20 @@ class Notifier:
             event = self._events.pop(gateway, None)
             if event is not None:
                 event.set()
+
+    def wake_all(self) -> None:
+        """Every parked request reads again (the store's epoch changed)."""
+        self._wake(list(self._parked))
+        self._seen.clear()
+
+    def saw_epoch(self, epoch: str | None) -> None:
+        """A read found the store at ``epoch``; a change wakes everyone parked."""
+        if epoch is None:
+            return
+        changed = self.epoch is not None and epoch != self.epoch
+        self.epoch = epoch
+        if changed:
+            self.wake_all()
 
     def _now(self) -> float:
         loop = self._loop
@@ -147,13 +189,14 @@ class Notifier:
                 await asyncio.sleep(interval)
                 began = self._now()
                 try:
-                    revisions = await read()
+                    revisions, epoch = await read()
                 except Exception:
                     # Waiters must not sleep through an outage unseen: wake
                     # them all, each then reads (and reports) for itself.
                     log.exception("revision re-check failed")
                     self._poll_wake(list(self._parked))
                     continue
+                self.saw_epoch(epoch)
                 self._apply(revisions, began)
         finally:
             self._poller = None

@@ -86,7 +86,7 @@ def _hot_path(store: Store, gateway: int) -> None:
     holds.lift(store, ACTOR, "quarantine", prefix_hold["id"], "done")
     desired.serve(store, gateway, None)
     desired.serve(store, gateway, since)
-    desired.serve_many(store, [(gateway, since), (gateway, None)])
+    desired.serve_many(store, [(gateway, since, None), (gateway, None, None)])
     desired.revisions(store)
     # What each agent does after every apply: report, and read itself back.
     gateways.report_status(store, "agent", "gw", desired.revision(store, gateway), {"ok": True})

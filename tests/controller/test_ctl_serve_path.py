@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from ctl_support import Api, World, settings_for, wait_until_parked
 from fastapi.testclient import TestClient
 
 from edgectl.controller.app import create_app
 from edgectl.controller.auth import Role
+from edgectl.controller.errors import Invalid, NotFound
 from edgectl.controller.notify import Notifier
 from edgectl.controller.store import Store, desired, gateways, tokens
+from edgectl.controller.store.core import BodyCache
 from edgectl.controller.store.tokens import Principal, TokenCache
 from edgectl.testing.wait import wait_until
 
@@ -180,10 +183,17 @@ def test_served_bodies_are_the_uncached_ones(api: Api, world: World) -> None:
     for since in (before, now):
         with api.store.read() as connection:
             row = connection.execute(desired._ROW.where(desired.t.gateways.c.id == gateway)).one()
-            fresh = desired._delta(connection, gateway, row, since).body
+            e = desired.t.entries
+            # The one gateway's entries, read on their own (not the batch's query).
+            entries = connection.execute(
+                sa.select(e.c.kind, e.c.key, e.c.payload, e.c.live, e.c.seq)
+                .where(e.c.gateway_id == gateway, e.c.seq > since, e.c.seq <= row.revision)
+                .order_by(e.c.seq, e.c.key)
+            ).all()
+            fresh = desired._delta(row, since, entries)
         assert desired.serve(api.store, gateway, since).body == fresh  # computed or empty
         assert desired.serve(api.store, gateway, since).body == fresh  # from the cache
-        assert desired.serve_many(api.store, [(gateway, since)])[0] == desired.serve(
+        assert desired.serve_many(api.store, [(gateway, since, None)])[0] == desired.serve(
             api.store, gateway, since
         )
 
@@ -218,3 +228,85 @@ def test_notifier_ignores_a_read_older_than_a_local_commit() -> None:
         assert notifier.known(7, 60.0) == 42
 
     asyncio.run(scenario())
+
+
+def _statements(store: Store, run: Any) -> tuple[Any, int]:
+    """``run()``'s result and how many SQL statements it sent (BEGIN included);
+    not the app's background re-check, which runs in threads of its own."""
+    sent: list[str] = []
+    caller = threading.get_ident()
+
+    def count(*_: Any) -> None:
+        if threading.get_ident() == caller:
+            sent.append("x")
+
+    sa.event.listen(store.database.engine, "before_cursor_execute", count)
+    try:
+        result = run()
+    finally:
+        sa.event.remove(store.database.engine, "before_cursor_execute", count)
+    return result, len(sent)
+
+
+def test_a_batch_costs_the_same_statements_for_4_or_40_gateways(api: Api, world: World) -> None:
+    """The fan-out of one change: every waiting gateway's delta from one read."""
+    names = [f"gw-{i}" for i in range(40)]
+    for name in names:
+        api.post("/v1/gateways", {"name": name, "pools": ["dyn_a"]})
+    api.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    ids = [gateways.gateway_id(api.store, name) for name in names]
+    before = {g: desired.serve(api.store, g, None) for g in ids}
+    api.post("/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse")
+    costs = []
+    for size in (4, 40):
+        api.store.bodies = BodyCache()  # nothing served from memory
+        wanted = [(g, before[g].revision, before[g].epoch) for g in ids[:size]]
+        answers, statements = _statements(
+            api.store, lambda w=wanted: desired.serve_many(api.store, w)
+        )
+        costs.append(statements)
+        for (gateway, since, _), answer in zip(wanted, answers, strict=True):
+            assert isinstance(answer, desired.Served) and answer.kind == "delta"
+            assert '"key":"100.64.0.10"' in answer.body
+            api.store.bodies = BodyCache()
+            assert answer == desired.serve(api.store, gateway, since, before[gateway].epoch)
+    assert costs[0] == costs[1] <= 4  # BEGIN, the gateway rows, the changed entries (+ commit)
+
+
+def test_status_reports_of_a_batch_cost_the_same_statements_for_4_or_40(
+    api: Api, world: World
+) -> None:
+    """Every agent reports every change: reports committed together, each answered."""
+    names = [f"gw-{i}" for i in range(40)]
+    for name in names:
+        api.post("/v1/gateways", {"name": name, "pools": ["dyn_a"]})
+    api.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    api.post("/v1/quarantines", {"account": "alice", "mode": "smtp", "reason": "r"}, role="abuse")
+    revision = api.get("/v1/gateways/gw-0")["revision"]
+    costs = []
+    for size in (4, 40):
+        reports = [gateways.Report(name, revision, {"n": size}) for name in names[:size]]
+        answers, statements = _statements(
+            api.store, lambda r=reports: gateways.report_many(api.store, "agents", r)
+        )
+        costs.append(statements)
+        assert [a["status"]["detail"] for a in answers] == [{"n": size}] * size  # type: ignore[index]
+        assert all(a["converged"] for a in answers)  # type: ignore[index]
+    assert costs[0] == costs[1]
+
+
+def test_a_refused_report_in_a_batch_refuses_only_itself(api: Api, world: World) -> None:
+    revision = api.get("/v1/gateways/gw-a")["revision"]
+    answers = gateways.report_many(
+        api.store,
+        "agents",
+        [
+            gateways.Report("gw-a", revision + 1000, {}),
+            gateways.Report("gw-b", api.get("/v1/gateways/gw-b")["revision"], {"ok": 1}),
+            gateways.Report("gw-gone", 1, {}),
+        ],
+    )
+    assert isinstance(answers[0], Invalid) and answers[0].path == "applied_revision"
+    assert isinstance(answers[1], dict) and answers[1]["status"]["detail"] == {"ok": 1}
+    assert isinstance(answers[2], NotFound)
+    assert api.get("/v1/gateways/gw-a")["status"] is None  # nothing of the refused one

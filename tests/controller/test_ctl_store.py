@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -31,3 +34,16 @@ def test_sequence_numbers_are_consecutive_per_change(store: Store) -> None:
     entries = audit.listing(store, audit.AuditFilter())
     assert [e["seq"] for e in entries] == [1, 2, 3]
     assert {e["actor"] for e in entries} == {"tester"}
+
+
+def test_sqlite_follows_nothing_and_notifies_nothing(tmp_path: Path) -> None:
+    """One process per SQLite file: no LISTEN thread, no NOTIFY (today's behaviour)."""
+    store = Store.open(f"sqlite:///{tmp_path / 'one.db'}")
+    seen: list[object] = []
+    try:
+        store.follow(seen.append, threading.Event())  # returns at once
+        with store.database.write() as connection:
+            store.database.notify(connection, "x:1")
+    finally:
+        store.close()
+    assert seen == []

@@ -46,7 +46,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_INVALID
-    print(f"{args.config}: ok (gateway {config.gateway}, controller {config.controller_url})")
+    print(f"{args.config}: ok (gateway {config.gateway}, controller {', '.join(config.urls)})")
     return 0
 
 

@@ -1,7 +1,16 @@
 """The controller, seen from the agent: the only module that imports httpx.
 
-Two calls: ``desired(since, wait)`` (snapshot or delta, long-polled) and
-``report(...)`` (applied revision, detail, offenders).  Every failure --
+Two calls: ``desired(since, wait, epoch)`` (snapshot or delta,
+long-polled) and ``report(...)`` (applied revision, detail, offenders).
+
+Several controller URLs (processes sharing one database) are tried in
+order: the agent stays with the one that last answered, and when it stops
+answering (connection refused or reset, a silent peer found out by TCP
+keepalive, a timeout, a 5xx) the same request goes to the next one at once,
+after a random pause of up to ``failover_jitter`` so that a fleet whose
+controller died together does not arrive together.  The cursor is the
+agent's, so the next controller continues with a delta.  Only when every
+URL failed does the caller see the error (and back off, with jitter).  Every failure --
 refused connection, timeout, 5xx, 401/403, a body that is not a valid
 state -- becomes ``ControllerError``, because the agent's answer to all of
 them is the same: keep enforcing what it has, back off, try again.  A
@@ -12,7 +21,10 @@ its detail is logged here, once, because it will not go away by retrying.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +46,19 @@ _UNKNOWN_OFFENDERS = {"type": "extra_forbidden", "loc": ["body", "offenders"]}
 _REFUSALS_KEPT = 32
 # Characters of a refusal's detail put in the log.
 _DETAIL_SHOWN = 1000
+# With several controllers, the longest wait for a TCP connection before the
+# next one is tried: a blackholed controller must not eat the 5 s fail-over.
+_FAILOVER_CONNECT = 2.0
+# A parked long-poll sends nothing for poll_wait seconds; keepalive probes
+# after 2 s idle, every 1 s, 2 unanswered -> a controller host that vanished
+# (power, partition) fails the request in about 4 s instead of poll_wait +
+# request_timeout.  A process that died is seen at once (the kernel resets).
+_KEEPALIVE = [
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2),
+]
 
 
 class ControllerError(RuntimeError):
@@ -43,6 +68,11 @@ class ControllerError(RuntimeError):
         super().__init__(message)
         self.status = status
         self.detail = detail  # the error body's "detail" (FastAPI), None if it had none
+
+
+def _unavailable(error: ControllerError) -> bool:
+    """The controller did not answer (no status) or failed itself (5xx): try another."""
+    return error.status is None or error.status >= 500
 
 
 def _detail(response: httpx.Response) -> Any:
@@ -103,12 +133,16 @@ def _refusal_text(error: ControllerError) -> str:
 class Snapshot:
     revision: int
     state: DesiredState
+    # The controller store's epoch (None from a controller that predates it):
+    # part of the cursor, sent back with the revision.
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
     revision: int
     delta: StateDelta
+    epoch: str | None = None
 
 
 Answer = Snapshot | Delta
@@ -122,6 +156,9 @@ def parse_answer(document: object) -> Answer:
     revision = document.get("revision")
     if isinstance(revision, bool) or not isinstance(revision, int):
         raise ControllerError("desired-state answer without an integer revision")
+    epoch = document.get("epoch")
+    if epoch is not None and not _is_epoch(epoch):
+        raise ControllerError("desired-state answer with a malformed epoch")
     try:
         if kind == "snapshot":
             state = state_from_data(document.get("state"))
@@ -129,18 +166,27 @@ def parse_answer(document: object) -> Answer:
                 raise ControllerError(
                     f"snapshot says revision {revision} but holds {state.revision}"
                 )
-            return Snapshot(revision, state)
+            return Snapshot(revision, state, epoch)
         if kind == "delta":
             delta = delta_from_data(document.get("delta"))
             if delta.to_revision != revision:
                 raise ControllerError(
                     f"delta says revision {revision} but ends at {delta.to_revision}"
                 )
-            return Delta(revision, delta)
+            return Delta(revision, delta, epoch)
     except ModelError as error:
         # Includes a schema newer than this agent reads: never half-apply it.
         raise ControllerError(f"controller sent an unusable {kind}: {error}") from None
     raise ControllerError(f"desired-state answer of unknown kind {kind!r}")
+
+
+def _is_epoch(value: object) -> bool:
+    """What the controller's ``epoch`` query parameter takes back: 1-32 hex digits."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 32
+        and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 class ControllerClient:
@@ -148,47 +194,111 @@ class ControllerClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         gateway: str,
         token: Callable[[], str],
         *,
         request_timeout: float = 10.0,
         ca_file: Path | None = None,
         transport: httpx.BaseTransport | None = None,
+        failover_jitter: float = 0.5,
+        rng: Callable[[], float] = random.random,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.gateway = gateway
         # Read per request, so a token rotated on disk is picked up without a restart.
         self._token = token
         self._request_timeout = request_timeout
-        verify: bool | str = str(ca_file) if ca_file is not None else True
-        self._http = httpx.Client(
-            base_url=base_url,
-            verify=verify,
-            timeout=httpx.Timeout(request_timeout),
-            headers={"User-Agent": "edgectl-agent"},
-            # The controller is configured explicitly; an environment proxy
-            # would be a surprise in the long-poll path.
-            trust_env=False,
-            transport=transport,  # tests hand in httpx.MockTransport
+        self.urls = (base_url,) if isinstance(base_url, str) else tuple(base_url)
+        if not self.urls:
+            raise ValueError("no controller URL")
+        self._connect_timeout = (
+            min(request_timeout, _FAILOVER_CONNECT) if len(self.urls) > 1 else request_timeout
         )
+        self._failover_jitter = failover_jitter
+        self._rng = rng
+        self._sleep = sleep
+        verify: bool | str = str(ca_file) if ca_file is not None else True
+        self._https = [
+            httpx.Client(
+                base_url=url,
+                timeout=httpx.Timeout(request_timeout),
+                headers={"User-Agent": "edgectl-agent"},
+                # The controller is configured explicitly; an environment proxy
+                # would be a surprise in the long-poll path.
+                trust_env=False,
+                # tests hand in httpx.MockTransport
+                transport=transport
+                or httpx.HTTPTransport(verify=verify, trust_env=False, socket_options=_KEEPALIVE),
+            )
+            for url in self.urls
+        ]
+        # The controller that answered last: every request starts there.
+        self.active = 0
         # Refusals (422) of status reports already logged: the loop reports
         # every few seconds, and the same bad field would flood the log.
         self._refusals_logged: set[str] = set()
 
+    @property
+    def active_url(self) -> str:
+        return self.urls[self.active]
+
     def close(self) -> None:
-        self._http.close()
+        for http in self._https:
+            http.close()
 
     def _call(self, method: str, path: str, timeout: float, **kwargs: Any) -> httpx.Response:
         try:
             headers = {"Authorization": f"Bearer {self._token()}"}
         except Exception as error:  # a token file that went bad is one more failure
             raise ControllerError(f"no usable token: {error}") from None
+        start = self.active
+        count = len(self.urls)
+        failed: ControllerError | None = None
+        for step in range(count):
+            index = (start + step) % count
+            if step:
+                self._sleep(self._rng() * self._failover_jitter)
+            try:
+                response = self._call_one(index, method, path, timeout, headers, **kwargs)
+            except ControllerError as error:
+                if not _unavailable(error):
+                    raise  # it answered: another process of the same database would too
+                failed = error
+                continue
+            if index != self.active:
+                log.warning(
+                    "controller %s answers; moved from %s (%s)",
+                    self.urls[index],
+                    self.urls[self.active],
+                    failed,
+                )
+                self.active = index
+            return response
+        assert failed is not None
+        if count > 1:
+            raise ControllerError(
+                f"no controller answers ({count} tried; last: {failed})", status=failed.status
+            )
+        raise failed
+
+    def _call_one(
+        self,
+        index: int,
+        method: str,
+        path: str,
+        timeout: float,
+        headers: dict[str, str],
+        **kwargs: Any,
+    ) -> httpx.Response:
         try:
-            response = self._http.request(
+            response = self._https[index].request(
                 method,
                 path,
                 headers=headers,
-                timeout=httpx.Timeout(self._request_timeout, read=timeout),
+                timeout=httpx.Timeout(
+                    self._request_timeout, connect=self._connect_timeout, read=timeout
+                ),
                 **kwargs,
             )
         except httpx.HTTPError as error:
@@ -202,10 +312,12 @@ class ControllerClient:
             )
         return response
 
-    def desired(self, since: int | None, wait: float) -> Answer:
+    def desired(self, since: int | None, wait: float, epoch: str | None = None) -> Answer:
         params: dict[str, Any] = {"wait": wait}
         if since is not None:
             params["since"] = since
+            if epoch is not None:
+                params["epoch"] = epoch
         response = self._call(
             "GET",
             f"/v1/gateways/{self.gateway}/desired-state",

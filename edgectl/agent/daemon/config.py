@@ -4,6 +4,10 @@ Example::
 
     [agent]
     controller_url = "https://controller.isp.example:8470"
+    # or several controller processes on one database, tried in this order;
+    # the agent stays with the one that answers and moves on (keeping its
+    # cursor) when it stops answering:
+    # controller_urls = ["https://ctl-1.isp.example:8470", "https://ctl-2.isp.example:8470"]
     gateway = "gw-a"
     token_file = "/etc/edgectl/agent.token"   # mode 0600; world-readable is refused
     state_dir = "/var/lib/edgectl/agent"
@@ -79,14 +83,33 @@ def _seconds(default: float, low: float, high: float) -> Any:
     return setting(default, low=low, high=high, unit="seconds")
 
 
+# More would only lengthen a fail-over pass; two or three processes is the design.
+_URLS_MAX = 16
+
+
+def _field(name: str) -> str:
+    return f"{TABLE}.{name}"
+
+
+def _url_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(value) > _URLS_MAX:
+        raise ValueError(f"expected a list of 1-{_URLS_MAX} URLs")
+    for index, url in enumerate(value):
+        if not isinstance(url, str):
+            raise ConfigError(_field(f"controller_urls[{index}]"), "expected a string")
+    return tuple(value)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     """The ``[agent]`` table: each field's type, default and bounds, read by tomlfile."""
 
-    controller_url: str
     gateway: str = setting(parse=_gateway)
     token_file: Path = setting(absolute=True)
     state_dir: Path = setting(absolute=True)
+    # controller_url or controller_urls (one of them; parse() checks): after
+    # parse(), controller_url is the first of controller_urls.
+    controller_url: str = ""
     netns: str | None = setting(None, parse=_netns)
     ca_file: Path | None = setting(None, absolute=True)
     allow_plain_http: bool = False
@@ -107,19 +130,40 @@ class AgentConfig:
     # up to what the controller takes (a day): entries are bounded in number
     # (10,000), not by the window.
     offenders_window: float = _seconds(900.0, 1.0, float(WINDOW_MAX))
+    # Every controller to try, in order (controller_url alone: just it).
+    controller_urls: tuple[str, ...] = setting((), parse=_url_list)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self.controller_urls or (self.controller_url,)
 
 
-def _field(name: str) -> str:
-    return f"{TABLE}.{name}"
+def _checked_urls(read: AgentConfig) -> tuple[str, ...]:
+    """``controller_url`` or ``controller_urls`` (one of them), each checked."""
+    if read.controller_url and read.controller_urls:
+        raise ConfigError(
+            _field("controller_urls"), "give controller_url or controller_urls, not both"
+        )
+    if not read.controller_url and not read.controller_urls:
+        raise ConfigError(_field("controller_url"), "required (or controller_urls)")
+    if read.controller_url:
+        named = [("controller_url", read.controller_url)]
+    else:
+        named = [(f"controller_urls[{i}]", url) for i, url in enumerate(read.controller_urls)]
+    urls: list[str] = []
+    for name, url in named:
+        checked = tomlfile.controller_url(url, read.allow_plain_http, _field(name))
+        if checked in urls:
+            raise ConfigError(_field(name), f"{url!r} is listed twice")
+        urls.append(checked)
+    return tuple(urls)
 
 
 def parse(document: dict[str, Any]) -> AgentConfig:
     """An AgentConfig from a parsed TOML document (no file system checks)."""
     read = tomlfile.read_section(AgentConfig, document, TABLE)
-    url = tomlfile.controller_url(
-        read.controller_url, read.allow_plain_http, _field("controller_url")
-    )
-    config = replace(read, controller_url=url)
+    urls = _checked_urls(read)
+    config = replace(read, controller_url=urls[0], controller_urls=urls)
     if config.backoff_min > config.backoff_max:
         raise ConfigError(_field("backoff_max"), "must not be below backoff_min")
     return config

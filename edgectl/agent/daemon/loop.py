@@ -12,7 +12,9 @@ them with fakes:
   transaction (whole or nothing); the cursor moves, and the state is handed
   to the state-file writer, only after the kernel took it;
 * a delta that does not start at our revision, or any doubt, asks for a
-  snapshot instead of guessing;
+  snapshot instead of guessing; the cursor is the revision with the
+  controller store's epoch, persisted with the state, so a restored
+  controller database answers with a snapshot, never a delta;
 * fail-static: controller errors never touch the kernel, they only delay
   the next attempt (exponential backoff with jitter);
 * drift: a ruleset generation we did not produce means someone committed;
@@ -72,7 +74,7 @@ class KernelPort(Protocol):
 
 
 class ControllerPort(Protocol):
-    def desired(self, since: int | None, wait: float) -> Answer: ...
+    def desired(self, since: int | None, wait: float, epoch: str | None) -> Answer: ...
     def report(
         self, applied_revision: int, detail: dict[str, Any], offenders: dict[str, Any] | None
     ) -> bool: ...
@@ -164,6 +166,8 @@ class Agent:
         self.applied: Applied | None = None
         # The revision to ask deltas from; None asks for a snapshot.
         self.cursor: int | None = None
+        # The controller store's epoch the cursor belongs to (None: unknown).
+        self.epoch: str | None = None
         self._status = _Status()
         self._status_lock = threading.Lock()
         self._report_wanted = threading.Event()
@@ -200,7 +204,7 @@ class Agent:
                 self.metrics.add("apply_failures")
                 return False
             # The state is on disk already; only the new generation is news.
-            self._adopt(state, commit, "restore", _unchanged(state))
+            self._adopt(state, commit, "restore", _unchanged(state), persisted.epoch)
         log.info("restored revision %d from disk before contacting the controller", state.revision)
         return True
 
@@ -213,7 +217,7 @@ class Agent:
         it has whenever this returns False.
         """
         try:
-            answer = self.controller.desired(self.cursor, self.settings.poll_wait)
+            answer = self.controller.desired(self.cursor, self.settings.poll_wait, self.epoch)
         except ControllerError as error:
             self.metrics.add("controller_errors")
             self.metrics.set_reachable(False)
@@ -237,16 +241,21 @@ class Agent:
     def handle(self, answer: Answer) -> bool:
         """Apply a controller answer; True if the kernel or the cursor changed."""
         if isinstance(answer, Snapshot):
-            return self._snapshot(answer.state)
+            return self._snapshot(answer.state, answer.epoch)
         assert isinstance(answer, Delta)
-        return self._delta(answer.delta)
+        return self._delta(answer.delta, answer.epoch)
 
-    def _snapshot(self, state: DesiredState) -> bool:
+    def _snapshot(self, state: DesiredState, epoch: str | None = None) -> bool:
         if state.gateway != self.settings.gateway:
             raise ValueError(f"snapshot is for gateway {state.gateway!r}")
         with self.kernel.lock:
             applied = self.applied
             if applied is not None and applied.state == state:
+                if epoch != self.epoch:
+                    # Nothing to commit, but the cursor's epoch is news to
+                    # the disk: after a restart it must not be the old one.
+                    self.persister.submit(state, applied.generation, None, epoch)
+                    self.epoch = epoch
                 self.cursor = state.revision
                 return False
             if applied is not None and applied.state.revision > state.revision:
@@ -258,8 +267,16 @@ class Agent:
                     state.revision,
                     applied.state.revision,
                 )
+            elif applied is not None and epoch != self.epoch and self.epoch is not None:
+                log.warning(
+                    "controller store epoch changed (%s -> %s: restored or replaced "
+                    "database); resyncing to its revision %d",
+                    self.epoch,
+                    epoch,
+                    state.revision,
+                )
             commit, delta = self._commit_state(applied, state)
-            self._adopt(state, commit, "snapshot", delta)
+            self._adopt(state, commit, "snapshot", delta, epoch)
         return True
 
     def _commit_state(
@@ -311,13 +328,15 @@ class Agent:
             _announce_full(state, "after a failed delta")
             return self.kernel.full_sync(state)
 
-    def _delta(self, delta: StateDelta) -> bool:
+    def _delta(self, delta: StateDelta, epoch: str | None = None) -> bool:
         with self.kernel.lock:
             applied = self.applied
             if (
                 applied is None
                 or delta.gateway != self.settings.gateway
                 or delta.from_revision != applied.state.revision
+                # A delta of another epoch continues a history we did not see.
+                or (self.epoch is not None and epoch != self.epoch)
             ):
                 have = None if applied is None else applied.state.revision
                 log.warning(
@@ -333,13 +352,19 @@ class Agent:
             # The kernel first, from the delta alone; the new state after:
             # a persistent map, so it costs the keys the delta touches.
             commit = self._elements(applied.state, delta, lambda: patch(applied.state, delta))
-            self._adopt(patch(applied.state, delta), commit, "delta", delta)
+            self._adopt(patch(applied.state, delta), commit, "delta", delta, epoch)
         return True
 
     def _adopt(
-        self, state: DesiredState, commit: Commit, why: str, delta: StateDelta | None = None
+        self,
+        state: DesiredState,
+        commit: Commit,
+        why: str,
+        delta: StateDelta | None,
+        epoch: str | None,
     ) -> None:
-        """The kernel took ``state``: hand it to the persister, move the cursor.
+        """The kernel took ``state`` (of store ``epoch``): hand it to the persister,
+        move the cursor.
 
         ``delta`` led from the previously adopted state to this one, if known.
         Called under kernel.lock, only after a commit succeeded.
@@ -356,11 +381,12 @@ class Agent:
             # the middle of some later delta.  Frozen, the collector skips
             # them; reference counting still frees them when replaced.
             gc.freeze()
-        self.persister.submit(state, commit.generation, delta)
+        self.persister.submit(state, commit.generation, delta, epoch)
         if self.offenders is not None:
             self.offenders.follow(state)
-        self.applied = Applied(state, commit.generation)
+        self.applied = Applied(state, commit.generation, epoch)
         self.cursor = state.revision
+        self.epoch = epoch
         self.metrics.synced(state.revision)
         log.info(
             "revision %d in force (%s, %s, %.1f ms)",
@@ -421,7 +447,9 @@ class Agent:
             self.metrics.add("drift_repairs")
             with self._status_lock:
                 self._status.last_drift = drift[:_DRIFT_LINES]
-            self._adopt(applied.state, commit, "drift repair", _unchanged(applied.state))
+            self._adopt(
+                applied.state, commit, "drift repair", _unchanged(applied.state), self.epoch
+            )
         return True
 
     # -- status ------------------------------------------------------------------

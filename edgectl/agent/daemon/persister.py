@@ -47,10 +47,15 @@ class Persister:
         self._write_lock = threading.Lock()
 
     def submit(
-        self, state: DesiredState, generation: int | None, delta: StateDelta | None = None
+        self,
+        state: DesiredState,
+        generation: int | None,
+        delta: StateDelta | None = None,
+        epoch: str | None = None,
     ) -> None:
-        """Persist ``state``; ``delta`` is what led to it from the previous submission."""
-        step = Step(delta, generation)
+        """Persist ``state`` (of store ``epoch``); ``delta`` is what led to it from
+        the previous submission."""
+        step = Step(delta, generation, epoch)
         if self.inline:
             with self._write_lock:
                 self._write([step], state)

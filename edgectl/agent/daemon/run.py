@@ -35,7 +35,7 @@ def restore_only(config: AgentConfig) -> bool:
         LoopSettings.of(config),
         Kernel(config.netns),
         ControllerClient(
-            config.controller_url,
+            config.urls,
             config.gateway,
             lambda: read_token(config.token_file),
             request_timeout=config.request_timeout,
@@ -53,7 +53,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     kernel = Kernel(config.netns)
     client = ControllerClient(
-        config.controller_url,
+        config.urls,
         config.gateway,
         lambda: read_token(config.token_file),
         request_timeout=config.request_timeout,
@@ -86,7 +86,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
         log.info(
             "agent for gateway %s started (controller %s, netns %s)",
             config.gateway,
-            config.controller_url,
+            ", ".join(config.urls),
             config.netns or "-",
         )
         stop.wait()

@@ -309,6 +309,8 @@ class DesiredStateEnvelope(BaseModel):
 
     kind: Literal["snapshot", "delta"]
     revision: int
+    # The store's epoch: send it back with the revision (``epoch`` query).
+    epoch: str | None = None
     state: dict[str, Any] | None = None
     delta: dict[str, Any] | None = None
 

@@ -42,6 +42,8 @@ class Change:
     structure: bool = False  # settings/pools/relays/profiles changed
     rebuild: set[int] = field(default_factory=set)  # gateways to recompile whole
     touched: set[int] = field(default_factory=set)  # gateways whose revision moved
+    # Every agent must look again (the store's epoch changed).
+    everyone: bool = False
     catalog_seq: int = 0  # when the catalogue last changed, as of this change's start
     # A token was revoked or rotated, or a gateway (and its agent token) deleted:
     # credential caches of this process are cleared before the write returns.

@@ -5,6 +5,7 @@ a commit changed."""
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -23,6 +24,10 @@ from edgectl.controller.store.materialize import finish
 log = logging.getLogger(__name__)
 
 Listener = Callable[[frozenset[int]], None]
+# Gateway ids changed by a commit in another process; None: any may have.
+RemoteListener = Callable[[frozenset[int] | None], None]
+# A NOTIFY payload is at most 8000 bytes; past this many ids say "everyone".
+_NOTIFY_IDS_MAX = 800
 CredentialsListener = Callable[[], None]
 
 
@@ -31,30 +36,31 @@ def now() -> datetime:
 
 
 class BodyCache:
-    """Served delta bodies by ``(gateway, since, revision)``, least recently used first out.
+    """Served delta bodies by ``(gateway, since, revision, epoch)``, least recently used first out.
 
     A delta from ``since`` to ``revision`` is the same document for as long
     as ``revision`` is the gateway's current revision (entries change only
     by moving the revision), so many agents of one gateway parked on the
     same cursor share one computed body.  Revisions are global sequence
     numbers, so a key is never reused, not even by a gateway id SQLite
-    hands out again.  Thread-safe: bodies are built in worker threads.
+    hands out again; the epoch keeps a restored database's repeated
+    numbers apart.  Thread-safe: bodies are built in worker threads.
     """
 
     def __init__(self, entries: int = 256, largest: int = 256 * 1024) -> None:
         self._entries = entries
         self._largest = largest
-        self._bodies: OrderedDict[tuple[int, int, int], str] = OrderedDict()
+        self._bodies: OrderedDict[tuple[int, int, int, str | None], str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int, int]) -> str | None:
+    def get(self, key: tuple[int, int, int, str | None]) -> str | None:
         with self._lock:
             body = self._bodies.get(key)
             if body is not None:
                 self._bodies.move_to_end(key)
             return body
 
-    def put(self, key: tuple[int, int, int], body: str) -> None:
+    def put(self, key: tuple[int, int, int, str | None], body: str) -> None:
         if len(body) > self._largest:
             return
         with self._lock:
@@ -71,6 +77,8 @@ class Store:
         self._credential_listeners: list[CredentialsListener] = []
         self._views = ViewCache()
         self.bodies = BodyCache()
+        # Names this store's own notifications, which its listener skips.
+        self.origin = secrets.token_hex(6)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -102,6 +110,16 @@ class Store:
                 change = self._begin(connection, actor)
                 yield change
                 finish(change)
+                if change.credentials:
+                    # Other processes' re-checks see it move and forget their tokens.
+                    connection.execute(
+                        sa.update(schema.counter)
+                        .where(schema.counter.c.id == 1)
+                        .values(credentials_seq=change.seq)
+                    )
+                if change.touched or change.everyone:
+                    # Sent at commit, to every other controller process.
+                    self.database.notify(connection, self._payload(change))
         except sa.exc.IntegrityError as error:
             # Checks run first inside the same serialized transaction, so this
             # is a writer in another process winning a race on a unique key.
@@ -111,6 +129,41 @@ class Store:
             self._credentials_changed()
         if change.touched:
             self._notify(frozenset(change.touched))
+
+    def _payload(self, change: Change) -> str:
+        """``origin:id,id,...``, or ``origin:*`` when every long-poll must look."""
+        if change.everyone or len(change.touched) > _NOTIFY_IDS_MAX:
+            return f"{self.origin}:*"
+        return f"{self.origin}:{','.join(str(g) for g in sorted(change.touched))}"
+
+    def follow(
+        self,
+        listener: RemoteListener,
+        stop: threading.Event,
+        lost: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Call ``listener`` with the gateways other processes' commits change, until
+        ``stop`` (blocks: run it in a thread); ``listener(None)`` when any may
+        have (and on every connect), ``lost()`` when the connection broke.
+        Returns at once on SQLite."""
+
+        def handle(payload: str | None) -> None:
+            if payload is None:
+                listener(None)
+                return
+            origin, _, ids = payload.partition(":")
+            if origin == self.origin:
+                return  # this process woke its own waiters at commit
+            if ids == "*":
+                listener(None)
+                return
+            try:
+                listener(frozenset(int(g) for g in ids.split(",") if g))
+            except ValueError:
+                log.warning("unreadable change notification %r; waking every waiter", payload)
+                listener(None)
+
+        self.database.listen(handle, stop, lost=lost)
 
     def _begin(self, connection: Connection, actor: str) -> Change:
         seq, catalog_seq = connection.execute(

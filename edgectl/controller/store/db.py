@@ -6,10 +6,11 @@ else; this module owns the engine and how a transaction begins.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +22,17 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from edgectl.controller.errors import Invalid
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS = "edgectl.controller.store:migrations"
+# PostgreSQL NOTIFY channel for "these gateways changed" between controller processes.
+CHANGES_CHANNEL = "edgectl_changes"
+# How long a LISTEN wait lasts before the stop flag is looked at again.
+_LISTEN_TICK = 0.5
 
 
 def _alembic_config() -> Config:
@@ -136,6 +143,56 @@ class Database:
             connection = connection.execution_options(edgectl_write=True)
             with connection.begin():
                 yield connection
+
+    def notify(self, connection: Connection, payload: str) -> None:
+        """Queue ``payload`` on the changes channel, sent if and when ``connection``'s
+        transaction commits (PostgreSQL only; SQLite has one process)."""
+        if self.dialect == "postgresql":
+            connection.execute(sa.select(sa.func.pg_notify(CHANGES_CHANNEL, payload)))
+
+    def listen(
+        self,
+        handle: Callable[[str | None], None],
+        stop: threading.Event,
+        retry: float = 1.0,
+        lost: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Hand every payload on the changes channel to ``handle`` until ``stop``.
+
+        Runs in a thread of its own on a connection of its own (outside the
+        pool: it never returns one).  ``handle(None)`` after every (re)connect:
+        whatever was sent while nobody listened is unknown, so the caller
+        wakes everyone.  A lost connection (``lost()`` is called) is reopened every ``retry`` s;
+        meanwhile the periodic re-check still finds other processes' changes.
+        """
+        if self.dialect != "postgresql":
+            return
+        engine = sa.create_engine(self.url, poolclass=NullPool)
+        try:
+            while not stop.is_set():
+                try:
+                    self._listen_once(engine, handle, stop)
+                except Exception as error:  # the database restarted, the network broke
+                    log.warning("LISTEN %s lost (%s); retrying", CHANGES_CHANNEL, error)
+                    lost()
+                    stop.wait(retry)
+        finally:
+            engine.dispose()
+
+    def _listen_once(
+        self, engine: Engine, handle: Callable[[str | None], None], stop: threading.Event
+    ) -> None:
+        raw = engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection  # psycopg.Connection, through SQLAlchemy
+            driver.autocommit = True
+            driver.execute(f"LISTEN {CHANGES_CHANNEL}")
+            handle(None)
+            while not stop.is_set():
+                for message in driver.notifies(timeout=_LISTEN_TICK):
+                    handle(message.payload)
+        finally:
+            raw.close()
 
     def checkpoint(self) -> None:
         """Copy the SQLite WAL into the database without blocking writers."""

@@ -27,6 +27,10 @@ class Served:
     kind: str  # "snapshot" or "delta"
     revision: int
     body: str  # the JSON document, wrapper included
+    epoch: str | None = None  # the store's epoch the answer belongs to
+    # The caller's cursor was ahead of the gateway's revision in this epoch:
+    # the database went back in time under it (restored), see store.epoch.
+    ahead: bool = False
 
 
 def revision(store: Store, gateway: int) -> int:
@@ -39,17 +43,45 @@ def revision(store: Store, gateway: int) -> int:
     return int(found)
 
 
-def revisions(store: Store) -> dict[int, int]:
-    """Every gateway's revision (the long-poll re-check for other processes' changes)."""
+@dataclass(frozen=True, slots=True)
+class Revisions:
+    """What the periodic re-check reads, in one query."""
+
+    gateways: dict[int, int]  # gateway id -> revision
+    epoch: str | None
+    credentials: int  # the change that last took a credential away
+
+
+_CREDENTIALS = (
+    sa.select(t.counter.c.credentials_seq)
+    .where(t.counter.c.id == 1)
+    .scalar_subquery()
+    .label("credentials")
+)
+
+
+def revisions(store: Store) -> Revisions:
+    """Every gateway's revision, the store's epoch and credentials sequence (the
+    re-check for other processes' changes); one query."""
     with store.read() as connection:
-        rows = connection.execute(sa.select(t.gateways.c.id, t.gateways.c.revision))
-        return {int(gateway): int(revision) for gateway, revision in rows}
+        rows = connection.execute(
+            sa.select(t.gateways.c.id, t.gateways.c.revision).add_columns(_EPOCH, _CREDENTIALS)
+        ).all()
+        if not rows:
+            row = connection.execute(sa.select(_EPOCH, _CREDENTIALS)).one()
+            return Revisions({}, row.epoch, int(row.credentials))
+        found = {int(row.id): int(row.revision) for row in rows}
+        return Revisions(found, rows[0].epoch, int(rows[0].credentials))
 
 
 def _structure_fields(structure: str) -> str:
     """The structure document's members, to splice into a state or delta body."""
     return structure[1:-1]
 
+
+# The epoch rides along with the gateway rows (a scalar subquery): knowing it
+# costs no query of its own on the long-poll path.
+_EPOCH = sa.select(t.counter.c.epoch).where(t.counter.c.id == 1).scalar_subquery().label("epoch")
 
 _ROW = sa.select(
     t.gateways.c.id,
@@ -58,75 +90,178 @@ _ROW = sa.select(
     t.gateways.c.structure,
     t.gateways.c.structure_seq,
     t.gateways.c.horizon,
+    _EPOCH,
 )
 
-
-def serve(store: Store, gateway: int, since: int | None) -> Served:
-    """A snapshot, or the delta since ``since``; both read in one snapshot of the store."""
-    with store.read() as connection:
-        row = connection.execute(_ROW.where(t.gateways.c.id == gateway)).first()
-        if row is None:
-            raise NotFound("the gateway was deleted")
-        return _serve_row(store, connection, row, since)
+# (gateway, since, epoch): what a long-poll asks for.
+Wanted = tuple[int, int | None, str | None]
 
 
-def serve_many(store: Store, wanted: Sequence[tuple[int, int | None]]) -> list[Served | NotFound]:
-    """``serve`` for many (gateway, since) at once: one transaction, one gateway query.
+def serve(store: Store, gateway: int, since: int | None, epoch: str | None = None) -> Served:
+    """A snapshot, or the delta since ``since``; both read in one snapshot of the store.
 
-    What a change costs when many agents were waiting for it: one trip to
-    a worker thread and the database instead of one per agent.  Each answer
-    is exactly what ``serve`` would have given, or the NotFound it would
-    have raised.
+    ``epoch`` is the store epoch the caller's cursor belongs to (None: an
+    agent that predates epochs, served as before).
+    """
+    (answer,) = serve_many(store, [(gateway, since, epoch)])
+    if isinstance(answer, NotFound):
+        raise answer
+    return answer
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one request needs: ``kind`` is snapshot, empty or delta."""
+
+    kind: str
+    row: Any
+    since: int | None = None
+    ahead: bool = False
+    body: str | None = None  # a delta body found in the cache
+
+
+def _plan(store: Store, row: Any, since: int | None, epoch: str | None) -> _Plan:
+    foreign = epoch is not None and epoch != row.epoch
+    # No cursor of this history is ahead of its gateway's revision: the
+    # database went back under it (restored from a backup).
+    ahead = since is not None and not foreign and since > row.revision
+    # A cursor from before the horizon may have missed purged removals, one
+    # from another epoch or from the future names a history this store does
+    # not have: a snapshot, never a delta.
+    if since is None or foreign or ahead or since < row.horizon:
+        return _Plan("snapshot", row, ahead=ahead)
+    if since == row.revision:
+        return _Plan("empty", row)
+    body = store.bodies.get((int(row.id), since, int(row.revision), row.epoch))
+    return _Plan("delta", row, since, body=body)
+
+
+def serve_many(store: Store, wanted: Sequence[Wanted]) -> list[Served | NotFound]:
+    """``serve`` for many (gateway, since, epoch) at once, in one transaction.
+
+    What a change costs when many agents were waiting for it: at most three
+    queries however many agents and gateways the batch holds - the gateway
+    rows, the entries every missing delta needs (each gateway's changes
+    since its lowest cursor, one statement for all), and the live entries
+    of the gateways that need a snapshot.  A gateway's delta from one
+    cursor is assembled once and shared by every agent waiting on it (and
+    kept in ``store.bodies`` for the next batch).  Each answer is exactly
+    what ``serve`` would have given, or the NotFound it would have raised.
     """
     with store.read() as connection:
-        ids = sorted({gateway for gateway, _ in wanted})
+        ids = sorted({gateway for gateway, _, _ in wanted})
         rows = {row.id: row for row in connection.execute(_ROW.where(t.gateways.c.id.in_(ids)))}
-        answers: list[Served | NotFound] = []
-        for gateway, since in wanted:
+        plans: list[_Plan | None] = []
+        lowest: dict[int, int] = {}  # gateway -> lowest cursor whose delta must be read
+        snapshots: set[int] = set()
+        for gateway, since, epoch in wanted:
             row = rows.get(gateway)
-            if row is None:
+            plan = None if row is None else _plan(store, row, since, epoch)
+            plans.append(plan)
+            if plan is None:
+                continue
+            if plan.kind == "snapshot":
+                snapshots.add(gateway)
+            elif plan.kind == "delta" and plan.body is None:
+                assert plan.since is not None
+                lowest[gateway] = min(plan.since, lowest.get(gateway, plan.since))
+        changes = _changes(connection, {g: (s, int(rows[g].revision)) for g, s in lowest.items()})
+        live = _live(connection, snapshots)
+        answers: list[Served | NotFound] = []
+        built: dict[tuple[int, int], str] = {}  # this batch's deltas, by (gateway, since)
+        for plan in plans:
+            if plan is None:
                 answers.append(NotFound("the gateway was deleted"))
+            elif plan.kind == "snapshot":
+                answers.append(_snapshot(plan.row, live.get(int(plan.row.id), []), plan.ahead))
+            elif plan.kind == "empty":
+                answers.append(_empty(plan.row))
             else:
-                answers.append(_serve_row(store, connection, row, since))
+                answers.append(_delta_answer(store, plan, changes, built))
         return answers
 
 
-def _serve_row(store: Store, connection: Connection, row: Any, since: int | None) -> Served:
+def _delta_answer(
+    store: Store, plan: _Plan, changes: dict[int, list[Any]], built: dict[tuple[int, int], str]
+) -> Served:
+    row, since = plan.row, plan.since
+    assert since is not None
     gateway = int(row.id)
-    # A cursor from before the horizon may have missed purged removals,
-    # and one from the future (a restored database) is simply unknown.
-    if since is None or since < row.horizon or since > row.revision:
-        return _snapshot(connection, gateway, row)
-    if since == row.revision:
-        return _empty(row)
-    key = (gateway, since, int(row.revision))
-    body = store.bodies.get(key)
+    body = plan.body or built.get((gateway, since))
     if body is None:
-        body = _delta(connection, gateway, row, since).body
-        store.bodies.put(key, body)
-    return Served("delta", row.revision, body)
+        body = _delta(row, since, [c for c in changes.get(gateway, []) if c.seq > since])
+        built[(gateway, since)] = body
+        store.bodies.put((gateway, since, int(row.revision), row.epoch), body)
+    return Served("delta", row.revision, body, row.epoch)
+
+
+def _changes(connection: Connection, bounds: dict[int, tuple[int, int]]) -> dict[int, list[Any]]:
+    """Each gateway's entries changed after its lowest cursor, up to its revision,
+    in (seq, key) order: one statement for them all.
+
+    Gateways woken by one change mostly share both bounds, so the condition
+    is one ``IN`` per distinct (since, revision), not one term per gateway.
+    """
+    if not bounds:
+        return {}
+    e = t.entries
+    groups: dict[tuple[int, int], list[int]] = {}
+    for gateway, bound in bounds.items():
+        groups.setdefault(bound, []).append(gateway)
+    condition = sa.or_(
+        *(
+            sa.and_(e.c.gateway_id.in_(sorted(gateways)), e.c.seq > since, e.c.seq <= revision)
+            for (since, revision), gateways in groups.items()
+        )
+    )
+    found: dict[int, list[Any]] = {}
+    for entry in connection.execute(
+        sa.select(e.c.gateway_id, e.c.kind, e.c.key, e.c.payload, e.c.live, e.c.seq)
+        .where(condition)
+        .order_by(e.c.gateway_id, e.c.seq, e.c.key)
+    ):
+        found.setdefault(int(entry.gateway_id), []).append(entry)
+    return found
+
+
+def _live(connection: Connection, gateways: set[int]) -> dict[int, list[Any]]:
+    """The live entries of ``gateways`` in (kind, key) order: one statement."""
+    if not gateways:
+        return {}
+    e = t.entries
+    found: dict[int, list[Any]] = {}
+    for entry in connection.execute(
+        sa.select(e.c.gateway_id, e.c.kind, e.c.payload)
+        .where(e.c.gateway_id.in_(sorted(gateways)), e.c.live)
+        .order_by(e.c.gateway_id, e.c.kind, e.c.key)
+    ):
+        found.setdefault(int(entry.gateway_id), []).append(entry)
+    return found
 
 
 def _head(row: Any) -> str:
     return f'"schema":{SCHEMA_VERSION},"gateway":{json.dumps(row.name)},'
 
 
-def _snapshot(connection: Connection, gateway: int, row: Any) -> Served:
-    e = t.entries
+def _envelope(kind: str, row: Any, body: str) -> str:
+    """``{"kind", "revision", "epoch", kind: body}``: agents that predate the
+    epoch read the envelope as before (they ignore members they do not know)."""
+    return (
+        f'{{"kind":"{kind}","revision":{row.revision},"epoch":{json.dumps(row.epoch)},'
+        f'"{"state" if kind == "snapshot" else "delta"}":{body}}}'
+    )
+
+
+def _snapshot(row: Any, entries: Sequence[Any], ahead: bool = False) -> Served:
     live: dict[str, list[str]] = {QUARANTINE: [], EXEMPTION: []}
-    for kind, payload in connection.execute(
-        sa.select(e.c.kind, e.c.payload)
-        .where(e.c.gateway_id == gateway, e.c.live)
-        .order_by(e.c.kind, e.c.key)
-    ):
-        live[kind].append(payload)
+    for entry in entries:
+        live[entry.kind].append(entry.payload)
     state = (
         "{" + _head(row) + f'"revision":{row.revision},{_structure_fields(row.structure)},'
         f'"exemptions":[{",".join(live[EXEMPTION])}],'
         f'"quarantines":[{",".join(live[QUARANTINE])}]' + "}"
     )
-    body = f'{{"kind":"snapshot","revision":{row.revision},"state":{state}}}'
-    return Served("snapshot", row.revision, body)
+    return Served("snapshot", row.revision, _envelope("snapshot", row, state), row.epoch, ahead)
 
 
 def _empty(row: Any) -> Served:
@@ -136,23 +271,18 @@ def _empty(row: Any) -> Served:
         "{" + _head(row) + f'"from_revision":{row.revision},"to_revision":{row.revision},'
         f'"structure":null,"quarantines":{empty},"exemptions":{empty}' + "}"
     )
-    body = f'{{"kind":"delta","revision":{row.revision},"delta":{delta}}}'
-    return Served("delta", row.revision, body)
+    return Served("delta", row.revision, _envelope("delta", row, delta), row.epoch)
 
 
-def _delta(connection: Connection, gateway: int, row: Any, since: int) -> Served:
-    e = t.entries
+def _delta(row: Any, since: int, entries: Sequence[Any]) -> str:
+    """The delta body from ``since``, given the entries changed after it in (seq, key) order."""
     upserts: dict[str, list[str]] = {QUARANTINE: [], EXEMPTION: []}
     removals: dict[str, list[str]] = {QUARANTINE: [], EXEMPTION: []}
-    for kind, key, payload, is_live in connection.execute(
-        sa.select(e.c.kind, e.c.key, e.c.payload, e.c.live)
-        .where(e.c.gateway_id == gateway, e.c.seq > since, e.c.seq <= row.revision)
-        .order_by(e.c.seq, e.c.key)
-    ):
-        if is_live:
-            upserts[kind].append(payload)
+    for entry in entries:
+        if entry.live:
+            upserts[entry.kind].append(entry.payload)
         else:
-            removals[kind].append(json.dumps(key))
+            removals[entry.kind].append(json.dumps(entry.key))
     changed = row.structure_seq > since
     structure = "{" + _structure_fields(row.structure) + "}" if changed else "null"
 
@@ -164,5 +294,4 @@ def _delta(connection: Connection, gateway: int, row: Any, since: int) -> Served
         f'"structure":{structure},"quarantines":{changes(QUARANTINE)},'
         f'"exemptions":{changes(EXEMPTION)}' + "}"
     )
-    body = f'{{"kind":"delta","revision":{row.revision},"delta":{delta}}}'
-    return Served("delta", row.revision, body)
+    return _envelope("delta", row, delta)

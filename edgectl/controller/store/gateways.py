@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from edgectl.controller.auth import hash_token, new_token
-from edgectl.controller.errors import Conflict, Invalid, NotFound
+from edgectl.controller.errors import Conflict, ControllerError, Invalid, NotFound
 from edgectl.controller.store import loaders, offenders
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.change import Change
@@ -50,11 +50,18 @@ def _pool_names(connection: Connection, gateway: int) -> list[str]:
     return list(rows.scalars())
 
 
-def _only(query: sa.Select[Any], column: Any, gateway: int | None) -> sa.Select[Any]:
-    return query if gateway is None else query.where(column == gateway)
+Which = int | Collection[int] | None  # one gateway, some, or every one
 
 
-def served_pools(connection: Connection, gateway: int | None = None) -> dict[int, list[str]]:
+def _only(query: sa.Select[Any], column: Any, gateway: Which) -> sa.Select[Any]:
+    if gateway is None:
+        return query
+    if isinstance(gateway, int):
+        return query.where(column == gateway)
+    return query.where(column.in_(sorted(gateway)))
+
+
+def served_pools(connection: Connection, gateway: Which = None) -> dict[int, list[str]]:
     """Pool names by gateway id (one gateway's, or everyone's in one query)."""
     gp = t.gateway_pools
     query = sa.select(gp.c.gateway_id, t.pools.c.name).join(t.pools, t.pools.c.id == gp.c.pool_id)
@@ -64,14 +71,14 @@ def served_pools(connection: Connection, gateway: int | None = None) -> dict[int
     return served
 
 
-def statuses(connection: Connection, gateway: int | None = None) -> dict[int, Any]:
+def statuses(connection: Connection, gateway: Which = None) -> dict[int, Any]:
     """Status rows by gateway id."""
     s = t.gateway_status
     query = _only(sa.select(s), s.c.gateway_id, gateway)
     return {row.gateway_id: row for row in connection.execute(query)}
 
 
-def pending_since(connection: Connection, gateway: int | None = None) -> dict[int, datetime]:
+def pending_since(connection: Connection, gateway: Which = None) -> dict[int, datetime]:
     """By gateway id: when the first revision it has not reported applying was made.
 
     Converged gateways have no such revision and are absent.
@@ -111,9 +118,7 @@ def convergence(row: Any, status: Any, since: datetime | None, at: datetime) -> 
     }
 
 
-def _publics(
-    connection: Connection, rows: Sequence[Any], gateway: int | None
-) -> list[dict[str, Any]]:
+def _publics(connection: Connection, rows: Sequence[Any], gateway: Which) -> list[dict[str, Any]]:
     """Public forms of ``rows``: one query per kind of fact, not per gateway."""
     at = now()
     served = served_pools(connection, gateway)
@@ -286,6 +291,17 @@ def delete_gateway(store: Store, actor: str, name: str) -> None:
         change.audit("gateway.delete", "gateway", name, _audit_form(before), None)
 
 
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One agent's status report."""
+
+    name: str
+    applied: int
+    detail: dict[str, Any]
+    # None (agents that send no offenders) keeps the stored ones.
+    offenders: offenders.OffenderReport | None = None
+
+
 def report_status(
     store: Store,
     actor: str,
@@ -299,28 +315,90 @@ def report_status(
     ``reported`` (None from agents that send no offenders) replaces the
     gateway's offenders in the same transaction.
     """
+    (answer,) = report_many(store, actor, [Report(name, applied, detail, reported)])
+    if isinstance(answer, ControllerError):
+        raise answer
+    return answer
+
+
+def report_many(
+    store: Store, actor: str, reports: Sequence[Report]
+) -> list[dict[str, Any] | ControllerError]:
+    """Many agents' reports in one transaction, each answered on its own: its
+    gateway's public form, or the refusal (NotFound, Invalid) it alone gets.
+
+    What a change costs when every agent reports it: one commit, and the same
+    few statements for 10 reports or 1,000 (those with offenders sections
+    add their own).  A later report of the same gateway in the batch wins,
+    as it would have one commit later.
+    """
+    answers: list[dict[str, Any] | ControllerError | None] = [None] * len(reports)
     with store.write(actor) as change:
-        row = _row(change.connection, name)
-        if applied > row.revision:
-            raise Invalid("applied_revision", f"{applied} is ahead of revision {row.revision}")
-        change.connection.execute(
-            sa.delete(t.gateway_status).where(t.gateway_status.c.gateway_id == row.id)
-        )
-        change.connection.execute(
-            sa.insert(t.gateway_status).values(
-                gateway_id=row.id,
-                applied_revision=applied,
-                reported_at=change.at,
-                detail=json.dumps(detail),
+        connection = change.connection
+        names = sorted({report.name for report in reports})
+        rows = {
+            row.name: row
+            for row in connection.execute(sa.select(t.gateways).where(t.gateways.c.name.in_(names)))
+        }
+        taken: dict[int, tuple[Any, Report]] = {}  # gateway id -> (row, its last report)
+        for index, report in enumerate(reports):
+            row = rows.get(report.name)
+            if row is None:
+                answers[index] = NotFound(f"no gateway named {report.name!r}")
+            elif report.applied > row.revision:
+                answers[index] = Invalid(
+                    "applied_revision", f"{report.applied} is ahead of revision {row.revision}"
+                )
+            else:
+                taken[row.id] = (row, report)
+        if taken:
+            _record(change, taken)
+    with store.read() as connection:
+        ids = {row.id for row, _ in taken.values()}
+        current = connection.execute(sa.select(t.gateways).where(t.gateways.c.id.in_(ids))).all()
+        publics = {public["name"]: public for public in _publics(connection, current, ids)}
+    for index, report in enumerate(reports):
+        if answers[index] is None:
+            found = publics.get(report.name)
+            # Deleted between the two transactions: as if it had been before.
+            answers[index] = found or NotFound(f"no gateway named {report.name!r}")
+    return [answer for answer in answers if answer is not None]
+
+
+def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
+    connection = change.connection
+    ids = sorted(taken)
+    connection.execute(sa.delete(t.gateway_status).where(t.gateway_status.c.gateway_id.in_(ids)))
+    connection.execute(
+        sa.insert(t.gateway_status),
+        [
+            {
+                "gateway_id": gateway,
+                "applied_revision": report.applied,
+                "reported_at": change.at,
+                "detail": json.dumps(report.detail),
+            }
+            for gateway, (_, report) in sorted(taken.items())
+        ],
+    )
+    # Revisions a gateway has caught up with no longer measure a lag.  The
+    # current one stays, so a gateway that falls behind again (an agent
+    # restored from an older state) still has a time to measure from.
+    # Gateways reporting the same (applied, revision) share one IN.
+    r = t.revisions
+    groups: dict[tuple[int, int], list[int]] = {}
+    for gateway, (row, report) in taken.items():
+        groups.setdefault((report.applied, int(row.revision)), []).append(gateway)
+    connection.execute(
+        sa.delete(r).where(
+            sa.or_(
+                *(
+                    sa.and_(r.c.gateway_id.in_(sorted(g)), r.c.seq <= applied, r.c.seq < revision)
+                    for (applied, revision), g in groups.items()
+                )
             )
         )
-        # Revisions it has caught up with no longer measure a lag.  The
-        # current one stays, so a gateway that falls behind again (an agent
-        # restored from an older state) still has a time to measure from.
-        r = t.revisions
-        change.connection.execute(
-            sa.delete(r).where(r.c.gateway_id == row.id, r.c.seq <= applied, r.c.seq < row.revision)
-        )
-        if reported is not None:
-            offenders.replace(change, row.id, reported)
-    return get_gateway(store, name)
+    )
+    for gateway, (_, report) in sorted(taken.items()):
+        if report.offenders is not None:
+            offenders.replace(change, gateway, report.offenders)

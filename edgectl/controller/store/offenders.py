@@ -8,7 +8,7 @@ session holds each key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -93,12 +93,16 @@ def forget(change: Change, gateway: int) -> None:
         change.connection.execute(sa.delete(table).where(table.c.gateway_id == gateway))
 
 
-def summaries(connection: Connection, gateway: int | None = None) -> dict[int, dict[str, Any]]:
-    """Per gateway id: its last offenders report without the entries."""
+def summaries(
+    connection: Connection, gateway: int | Collection[int] | None = None
+) -> dict[int, dict[str, Any]]:
+    """Per gateway id (one, some or all): its last offenders report without the entries."""
     r = t.offender_reports
     query = sa.select(r)
-    if gateway is not None:
+    if isinstance(gateway, int):
         query = query.where(r.c.gateway_id == gateway)
+    elif gateway is not None:
+        query = query.where(r.c.gateway_id.in_(sorted(gateway)))
     return {
         row.gateway_id: {
             "available": row.available,

@@ -69,6 +69,16 @@ counter = sa.Table(
     # The seq of the last change to pools, relays, profiles or gateways: a
     # process may reuse its compiled catalogue while this has not moved.
     sa.Column("catalog_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # The store's identity: random, set by migration 0009 and replaced by
+    # ``edgectl controller new-epoch`` or when an agent's cursor turns out to
+    # be ahead of the store (a restored backup).  Agents hold it with their
+    # revision; a cursor of another epoch is answered with a snapshot, since
+    # its revisions may name a history this database never had.
+    sa.Column("epoch", sa.String(32), nullable=True),
+    # The seq of the last change that revoked or replaced a credential; every
+    # process's periodic re-check reads it and drops its verified tokens when
+    # it moved (tokens.TokenCache).
+    sa.Column("credentials_seq", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 rate_limits = sa.Table(

@@ -112,8 +112,11 @@ class TokenCache:
       then on.  A lookup that read the database before that commit and
       finishes after the clear is not stored (``generation``).
     * Another controller process (or ``edgectl token revoke`` on the host)
-      cannot tell this one: an entry is used for at most ``ttl`` seconds
-      after the database confirmed it (the app uses ``poll_interval``).
+      moves the store's ``credentials_seq`` in its commit; this process's
+      periodic re-check (every ``poll_interval``) reads it and calls
+      ``clear`` when it moved, or when the re-check fails.  Besides, an
+      entry is used for at most ``ttl`` seconds after the database
+      confirmed it.
     """
 
     def __init__(

@@ -1,5 +1,12 @@
 """/v1/gateways/{name}/desired-state: what an agent enforces, as snapshot or delta.
 
+The cursor is ``since`` with the ``epoch`` of the store it came from (see
+``store/epoch.py``): a cursor of another epoch, or one ahead of the
+gateway's revision (the database was restored under it, and the epoch is
+replaced then), is answered with a snapshot.  Every answer names the
+epoch; without ``epoch`` (agents that predate it) a cursor is taken as
+before.
+
 Long-poll: with ``since`` equal to the current revision and ``wait`` > 0
 the request parks until a change for this gateway commits (woken by the
 in-process notifier; changes made by another controller process are caught
@@ -35,18 +42,45 @@ from edgectl.controller.auth import Role
 from edgectl.controller.batch import Batcher
 from edgectl.controller.notify import Notifier
 from edgectl.controller.store import Store, desired, gateways
+from edgectl.controller.store import epoch as store_epoch
 
 router = APIRouter(prefix="/v1/gateways", tags=["desired-state"])
 
+# How many re-check intervals a remembered revision is trusted to park a
+# request without a read.  Every commit here and every NOTIFY from elsewhere
+# forgets it at once, and every re-check refreshes it; one that was stale
+# (a change elsewhere whose notification was lost) parks a request that the
+# next re-check wakes, the same bound as for a request parked before that
+# change.  Longer than one interval: when 1,000 agents re-poll over the
+# seconds after a change (each after its status report), a loaded re-check
+# runs late, and each re-poll past the age read the database again.
+_MEMORY = 3
 
-async def _serve(request: Request, store: Store, gateway: int, since: int | None) -> desired.Served:
+
+async def _serve(
+    request: Request, store: Store, gateway: int, since: int | None, epoch: str | None
+) -> desired.Served:
     if since is not None:
         # Long-polls: those a commit wakes together are read together.
         batcher: Batcher = request.app.state.batcher
-        return await batcher.serve(gateway, since)
+        return await batcher.serve(gateway, since, epoch)
     limiter: anyio.CapacityLimiter | None = request.app.state.read_limiter
-    call = functools.partial(desired.serve, store, gateway, since)
+    call = functools.partial(desired.serve, store, gateway, since, epoch)
     return await anyio.to_thread.run_sync(call, limiter=limiter)
+
+
+async def _restored(store: Store, notifier: Notifier, gateway: str, served: desired.Served) -> None:
+    """A cursor ahead of its gateway: the store went back in time.  A new epoch
+    sends every agent a snapshot, including those whose lost revisions the
+    store will have counted past by the time they ask."""
+    reason = (
+        f"gateway {gateway} asked from a revision ahead of its {served.revision}: "
+        "the database was restored or replaced"
+    )
+    call = functools.partial(
+        store_epoch.rotate, store, "controller:restore-detected", reason, served.epoch
+    )
+    notifier.saw_epoch(await anyio.to_thread.run_sync(call))
 
 
 async def _hung_up(request: Request) -> None:
@@ -72,6 +106,13 @@ async def desired_state(
     wait: Annotated[
         float, Query(ge=0, le=3600, description="seconds to wait for a change past `since`")
     ] = 0,
+    epoch: Annotated[
+        str | None,
+        Query(
+            pattern="^[0-9a-f]{1,32}$",
+            description="the store epoch `since` belongs to (from the last answer)",
+        ),
+    ] = None,
 ) -> Response:
     own_gateway(who, name)
     if who.role is Role.AGENT and who.gateway is not None:
@@ -92,10 +133,15 @@ async def desired_state(
                 since is None
                 or expired
                 or not shared
-                or notifier.known(gateway, settings.poll_interval) != since
+                or (epoch is not None and epoch != notifier.epoch)
+                or notifier.known(gateway, _MEMORY * settings.poll_interval) != since
             ):
                 began = notifier.began()
-                served = await _serve(request, store, gateway, since)
+                served = await _serve(request, store, gateway, since, epoch)
+                if served.ahead:
+                    await _restored(store, notifier, name, served)
+                    served = await _serve(request, store, gateway, since, epoch)
+                notifier.saw_epoch(served.epoch)
                 notifier.saw(gateway, served.revision, began)
                 if since is None or expired or served.kind != "delta" or served.revision != since:
                     return Response(served.body, media_type="application/json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from edgectl.controller.api import convert
 from edgectl.controller.api.deps import Agent, Netops, ReaderOrAgent, StoreDep, own_gateway
@@ -18,6 +18,7 @@ from edgectl.controller.api.models import (
     StatusReport,
 )
 from edgectl.controller.auth import Role
+from edgectl.controller.batch import WriteBatcher
 from edgectl.controller.store import gateways
 
 router = APIRouter(prefix="/v1/gateways", tags=["gateways"])
@@ -63,10 +64,14 @@ def rotate_token(name: PathGateway, store: StoreDep, who: Netops) -> Any:
 
 
 @router.post("/{name}/status", response_model=GatewayPublic)
-def report_status(name: PathGateway, body: StatusReport, store: StoreDep, who: Agent) -> Any:
-    """The revision the agent has in force, what it saw, and its offenders (optional)."""
+async def report_status(name: PathGateway, body: StatusReport, request: Request, who: Agent) -> Any:
+    """The revision the agent has in force, what it saw, and its offenders (optional).
+
+    Every agent reports each change it applies: reports arriving together
+    are committed together (``gateways.report_many``), so a change that
+    reaches 1,000 gateways costs a few commits, not 1,000.
+    """
     own_gateway(who, name)
     reported = None if body.offenders is None else convert.offenders(body.offenders)
-    return gateways.report_status(
-        store, who.actor, name, body.applied_revision, body.detail, reported
-    )
+    batcher: WriteBatcher[gateways.Report, dict[str, Any]] = request.app.state.status_batcher
+    return await batcher.submit(gateways.Report(name, body.applied_revision, body.detail, reported))

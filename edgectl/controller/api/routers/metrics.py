@@ -27,4 +27,6 @@ def scrape(request: Request, store: StoreDep, _: Reader) -> PrometheusText:
         extra = metrics.radius_families(radius.view(), radius.open_sessions())
     engine = request.app.state.escalation
     extra += metrics.escalation_families(strikes.counts(store), engine.leader, engine.passes)
+    notifier = request.app.state.notifier
+    extra += metrics.long_poll_families(notifier.parked(), notifier.listening)
     return PrometheusText(metrics.render(telemetry.snapshot(store), extra))
