@@ -232,9 +232,13 @@ def test_up_prints_commands_that_work_as_printed(lab_name: str) -> None:
             notice = result.stdout
             assert "cust-1001" in notice and "ABUSE-78" in notice and "botnet" in notice, notice
         elif "/.edgectl/acknowledge" in command:
+            before = {gw["name"]: gw["revision"] for gw in _gateways(get_gateways)}
             result = shell(command)
             assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
             assert 'class="released"' in result.stdout, result.stdout
+            # "Released on both gateways within the usual propagation", as printed.
+            moved = functools.partial(_converged_past, get_gateways, before)
+            assert wait_until(moved, CONVERGE_TIMEOUT, 0.1), _gateways(get_gateways)
             released = True
         elif " radclient " in command:
             # The lab's BNG over real UDP: answered only once the controller stored it.

@@ -227,7 +227,7 @@ def create_app(
     app.state.status_batcher = WriteBatcher(
         functools.partial(gateway_store.report_many, store, "agents")
     )
-    app.state.notice_batcher = portal.NoticeBatcher(store, settings)
+    app.state.notice_batcher = portal.notice_batcher(store, settings)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.
     app.add_middleware(GZipMiddleware, minimum_size=65536, compresslevel=1)

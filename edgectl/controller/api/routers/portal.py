@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from edgectl.controller.api import convert
 from edgectl.controller.api.deps import SettingsDep, StoreDep, allow
@@ -27,6 +26,7 @@ from edgectl.controller.api.models import (
     PortalHoldPublic,
 )
 from edgectl.controller.auth import Role
+from edgectl.controller.batch import WriteBatcher
 from edgectl.controller.errors import Invalid, NotFound
 from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store, portal
@@ -74,13 +74,10 @@ async def notice_shown(body: NoticeShown, request: Request, _: Portal) -> Any:
     a reminder without a code once the hold is acknowledged, unless ``full``.
 
     Logged in the account's notice log.  Requests arriving together are
-    written in one transaction (``NoticeBatcher``)."""
+    written in one transaction (``app.state.notice_batcher``, a WriteBatcher)."""
     address = _source(body.address, "address")
     batcher: NoticeBatcher = request.app.state.notice_batcher
-    answer = await batcher.record(portal.Shown(address, body.language, body.host, body.full))
-    if isinstance(answer, NotFound):
-        raise answer
-    return answer
+    return await batcher.submit(portal.Shown(address, body.language, body.host, body.full))
 
 
 @router.post("/notices/batch", response_model=NoticeCodes)
@@ -96,53 +93,21 @@ async def notices_shown(body: NoticesShown, request: Request, _: Portal) -> Any:
         for index, item in enumerate(body.notices)
     ]
     batcher: NoticeBatcher = request.app.state.notice_batcher
-    answers = await asyncio.gather(*(batcher.record(one) for one in shown))
+    answers = await asyncio.gather(*(batcher.submit(one) for one in shown), return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, NotFound):
+            raise answer  # the batch's write failed: this request fails with it
     return {"answers": [None if isinstance(a, NotFound) else a for a in answers]}
 
 
-class NoticeBatcher:
-    """Notices queued in the same event-loop turn, or while a batch is being
-    written, go to the database in one transaction (one commit, one fsync);
-    one batch at a time, since SQLite and the store serialize writers anyway."""
+# Notices queued in the same event-loop turn, or while a batch is being
+# written, go to the database in one transaction (one commit, one fsync).
+NoticeBatcher = WriteBatcher[portal.Shown, dict[str, Any]]
 
-    def __init__(self, store: Store, settings: Settings, largest: int = 256) -> None:
-        self._store = store
-        self._limits = limits(settings)
-        self._largest = largest
-        self._pending: list[tuple[portal.Shown, asyncio.Future[Any]]] = []
-        self._running = False
 
-    async def record(self, shown: portal.Shown) -> dict[str, Any] | NotFound:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((shown, future))
-        if not self._running:
-            self._running = True
-            asyncio.get_running_loop().call_soon(self._start)
-        answer: dict[str, Any] | NotFound = await future
-        return answer
-
-    def _start(self) -> None:
-        if not self._pending:
-            self._running = False
-            return
-        batch = self._pending[: self._largest]
-        del self._pending[: self._largest]
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        task.add_done_callback(lambda _: self._start())
-
-    async def _run(self, batch: list[tuple[portal.Shown, asyncio.Future[Any]]]) -> None:
-        try:
-            answers = await run_in_threadpool(
-                portal.record_shown, self._store, [shown for shown, _ in batch], self._limits
-            )
-        except Exception as error:  # the whole batch failed: each request hears why
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for (_, future), answer in zip(batch, answers, strict=True):
-            if not future.done():
-                future.set_result(answer)
+def notice_batcher(store: Store, settings: Settings) -> NoticeBatcher:
+    limits_now = limits(settings)
+    return WriteBatcher(lambda shown: portal.record_shown(store, shown, limits_now), largest=256)
 
 
 @router.post("/holds/{ident}/acknowledge", response_model=Acknowledged)
