@@ -83,12 +83,14 @@ def controllers(policy_state: DesiredState) -> Iterator[list[Controller]]:
 
 
 def client_for(urls: list[str], pauses: list[float] | None = None) -> ControllerClient:
-    def sleep(seconds: float) -> None:
+    # The client's fail-over pause, recorded instead of taken: the tests
+    # check its length, and nothing here needs to wait for it.
+    def record_pause(seconds: float) -> None:
         if pauses is not None:
             pauses.append(seconds)
 
     return ControllerClient(
-        urls, "gw-a", lambda: "edg_t", request_timeout=3, rng=lambda: 0.5, sleep=sleep
+        urls, "gw-a", lambda: "edg_t", request_timeout=3, rng=lambda: 0.5, sleep=record_pause
     )
 
 

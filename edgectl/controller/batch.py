@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 
@@ -74,13 +74,22 @@ class Batcher:
                 future.cancel()
             raise
         except Exception as error:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _settle(batch, error)
             return
-        for (_, future), answer in zip(batch, answers, strict=True):
-            if not future.done():  # its request may have been cancelled
-                future.set_result(answer)
+        _settle(batch, answers)
+
+
+def _settle(batch: Sequence[tuple[Any, asyncio.Future[Any]]], outcome: Any) -> None:
+    """Each caller of ``batch`` gets its answer (``outcome`` in order), or all the
+    one error (``outcome`` an exception: the whole batch failed)."""
+    if isinstance(outcome, Exception):
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(outcome)
+        return
+    for (_, future), answer in zip(batch, outcome, strict=True):
+        if not future.done():  # its request may have been cancelled
+            future.set_result(answer)
 
 
 class WriteBatcher(Generic[Item, Answer]):
@@ -126,10 +135,6 @@ class WriteBatcher(Generic[Item, Answer]):
         try:
             answers = await anyio.to_thread.run_sync(self._write, [item for item, _ in batch])
         except Exception as error:  # the whole batch failed: each caller hears why
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _settle(batch, error)
             return
-        for (_, future), answer in zip(batch, answers, strict=True):
-            if not future.done():  # its request may have been cancelled
-                future.set_result(answer)
+        _settle(batch, answers)
