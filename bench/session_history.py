@@ -253,6 +253,12 @@ def main() -> None:
                 command=command,
             )
         )
+    if args.storms > 0:  # --storms 0: the lookups alone
+        _emit_storms(args, command)
+    print(f"load average at end: {_load()}")
+
+
+def _emit_storms(args: argparse.Namespace, command: str) -> None:
     storms = _storm(args.accounts, args.storms, args.storm_database)
     kind = "postgresql" if args.storm_database else "sqlite"
     emit(
@@ -269,7 +275,6 @@ def main() -> None:
             command=command,
         )
     )
-    print(f"load average at end: {_load()}")
 
 
 @contextmanager
