@@ -112,7 +112,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"repaired: {line}")
     print(
         f"applied revision {result.revision}: {result.kind} sync in "
-        f"{result.seconds * 1000:.1f} ms ({result.script_bytes} bytes of nft script)"
+        f"{result.seconds * 1000:.1f} ms ({result.script_bytes} bytes to the kernel)"
     )
     return 0
 

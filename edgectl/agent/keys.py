@@ -140,6 +140,10 @@ class KeyLayout:
             for length in lengths:
                 self._exact[kind, 6, length] = exact_set(family, 6, length)
 
+    def exact_names(self) -> dict[tuple[Kind, int, int], str]:
+        """(kind, IP version, length) -> hash set, for loops that place many keys."""
+        return dict(self._exact)
+
     def exact_sets(self) -> dict[Kind, list[tuple[int, int, str]]]:
         """Every hash set, by kind: (version, length, name)."""
         found: dict[Kind, list[tuple[int, int, str]]] = {}
