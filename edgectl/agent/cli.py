@@ -19,23 +19,27 @@ from edgectl.cli_error import CliError
 from edgectl.model.delta import diff
 from edgectl.model.lint import lint
 from edgectl.model.policy import DesiredState
-from edgectl.policyfile import PolicyFileError, load_policy
+from edgectl.policyfile import PolicyFile, PolicyFileError, read_policy_file
 
 DEFAULT_STATE_DIR = Path("/var/lib/edgectl")
 EXIT_INVALID = 2
 EXIT_KERNEL = 3
 
 
-def _policy(args: argparse.Namespace) -> DesiredState:
+def _policy_file(args: argparse.Namespace) -> PolicyFile:
     try:
-        state = load_policy(Path(args.file))
+        policy = read_policy_file(Path(args.file))
     except PolicyFileError as error:
         raise CliError(str(error)) from None
-    problems = lint(state)
+    problems = lint(policy.state)
     if problems:
         lines = "\n".join(f"  {problem}" for problem in problems)
         raise CliError(f"{args.file}: policy refused, nothing applied:\n{lines}")
-    return state
+    return policy
+
+
+def _policy(args: argparse.Namespace) -> DesiredState:
+    return _policy_file(args).state
 
 
 def _state_store(args: argparse.Namespace) -> StateStore:
@@ -89,7 +93,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    state = _policy(args)
+    policy = _policy_file(args)
+    state = policy.state
     store = _state_store(args)
     dataplane = _open(args)
     try:
@@ -103,7 +108,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         else:
             print(f"in sync at revision {state.revision}: nothing to do")
             return 0
-        store.save(state, dataplane.generation())
+        store.save(state, dataplane.generation(), state_json=policy.json_text)
     except NftError as error:
         raise CliError(str(error), EXIT_KERNEL) from error
     finally:
