@@ -162,6 +162,10 @@ class PrefixIndex:
         self._starts = {v: [first for version, first, _ in merged if version == v] for v in (4, 6)}
         self._ends = {v: [last for version, _, last in merged if version == v] for v in (4, 6)}
 
+    def merged(self, version: int) -> list[tuple[int, int]]:
+        """The indexed prefixes of one IP version as disjoint, sorted (first, last) ranges."""
+        return list(zip(self._starts[version], self._ends[version], strict=True))
+
     def overlaps_any(self, prefix: Prefix) -> bool:
         """Whether any indexed prefix overlaps ``prefix``: one bisect."""
         version, value, length = prefix
