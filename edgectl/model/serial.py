@@ -10,12 +10,12 @@ from __future__ import annotations
 import gc
 import socket
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from itertools import compress, repeat
-from operator import contains, itemgetter, not_, or_
+from operator import contains, is_not, itemgetter, not_, or_
 from typing import Any, TypeVar
 
 from edgectl.model.delta import KeyedChanges, StateDelta, Structure
@@ -34,6 +34,7 @@ from edgectl.model.policy import (
     RateLimitProfile,
     Relay,
     check_text,
+    entries_unchecked,
     keyed,
     quarantine_unchecked,
 )
@@ -313,9 +314,10 @@ def _checked_texts(values: list[Any], name: str) -> list[Any]:
 
 
 def _times(values: list[Any], name: str) -> list[Any]:
-    if values.count(None) == len(values):
-        return values
-    return [None if value is None else parse_time(value, name) for value in values]
+    """``values`` (a fresh column) with each time given parsed, in place."""
+    for index in compress(range(len(values)), map(is_not, values, repeat(None))):
+        values[index] = parse_time(values[index], name)
+    return values
 
 
 def _plain_dicts(items: list[Any], allowed: set[str]) -> bool:
@@ -332,7 +334,13 @@ def _bulk_quarantines(items: list[Any]) -> dict[Prefix, Quarantine] | None:
         expires = _times(_column(items, "expires"), "expires")
     except _BULK_ERRORS:
         return None
-    built = dict(zip(keys, map(quarantine_unchecked, keys, modes, accounts, expires), strict=True))
+    columns: dict[str, Sequence[Any]] = {
+        "key": keys,
+        "mode": modes,
+        "account": accounts,
+        "expires": expires,
+    }
+    built = dict(zip(keys, entries_unchecked(Quarantine, columns), strict=True))
     return built if len(built) == len(items) else None
 
 
@@ -344,9 +352,17 @@ def _bulk_exemptions(items: list[Any]) -> dict[Prefix, Exemption] | None:
         accounts = _checked_texts(_column(items, "account"), "account")
         tickets = _checked_texts(_column(items, "ticket"), "ticket")
         expires = _times(_column(items, "expires"), "expires")
-        built = dict(zip(keys, map(Exemption, keys, accounts, tickets, expires), strict=True))
     except _BULK_ERRORS:
         return None
+    # Checked as Exemption.__post_init__ checks: texts by _checked_texts,
+    # times by parse_time (timezone-aware).
+    columns: dict[str, Sequence[Any]] = {
+        "key": keys,
+        "account": accounts,
+        "ticket": tickets,
+        "expires": expires,
+    }
+    built = dict(zip(keys, entries_unchecked(Exemption, columns), strict=True))
     return built if len(built) == len(items) else None
 
 
