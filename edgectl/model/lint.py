@@ -143,14 +143,22 @@ def _each_key(
 
 
 def _shapes(keys: Collection[Prefix]) -> dict[tuple[int, int], list[int]]:
-    """The keys' values, sorted, by (IP version, length): a few passes of C calls."""
-    shapes = list(zip(map(_version, keys), map(_length, keys), strict=True))
-    kinds = set(shapes)
-    if len(kinds) == 1:
-        return {kinds.pop(): sorted(map(_value, keys))}
-    return {
-        kind: sorted(compress(map(_value, keys), map(eq, shapes, repeat(kind)))) for kind in kinds
-    }
+    """The keys' values, sorted, by (IP version, length): a few passes of C calls
+    over the keys (no per-key object), one more per shape beyond the first."""
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for version, same_version in _split(list(keys), _version):
+        for length, same_shape in _split(same_version, _length):
+            shapes[version, length] = sorted(map(_value, same_shape))
+    return shapes
+
+
+def _split(keys: list[Prefix], field: itemgetter[int]) -> list[tuple[int, list[Prefix]]]:
+    """``keys`` grouped by one field (in no particular order of groups)."""
+    fields = list(map(field, keys))
+    kinds = set(fields)
+    if len(kinds) <= 1:
+        return [(kind, keys) for kind in kinds]
+    return [(kind, list(compress(keys, map(eq, fields, repeat(kind))))) for kind in kinds]
 
 
 def _any_within(values: list[int], first: int, last: int) -> bool:
