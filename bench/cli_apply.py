@@ -6,7 +6,10 @@ Run as root: ``.venv/bin/python bench/cli_apply.py [--keys 200000] [--reps 3]``.
 The policy: bench/_common.py ``build_state`` (5,000 pool /24s, ``--keys``
 keys), written as a JSON policy file; its exemptions outside dynamic pools
 (which lint refuses: OP25B does not apply there) become smtp quarantines,
-so the file is one an operator could apply.  Candidates, interleaved and
+so the file is one an operator could apply.  ``build_state`` dates its
+expiries a week after FIXED_NOW; the policy file's are moved by the time
+since then, so that edgectl, which leaves expired entries out, loads every
+key the raw script loads, with the same timeouts.  Candidates, interleaved and
 rotated per repetition, each into a fresh namespace
 ``ectl-bench-<hex>-cli-<n>`` with a fresh state directory:
 
@@ -23,6 +26,7 @@ per-repetition ratio edgectl / raw (wall); CPU ratios are printed too.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import statistics
 import subprocess
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import (
     BENCH_BASE,
     CMD_TIMEOUT_S,
+    FIXED_NOW,
     build_state,
     handwritten_script,
     install_signal_handlers,
@@ -49,6 +55,7 @@ from _common import (
 )
 from _results import Row, emit
 
+import edgectl
 from edgectl.model.lint import lint
 from edgectl.model.policy import DesiredState, Quarantine, QuarantineMode
 from edgectl.model.prefix import Prefix
@@ -94,6 +101,27 @@ def _applicable(state: DesiredState) -> DesiredState:
     return fixed
 
 
+def _dated_now(state: DesiredState) -> DesiredState:
+    """``state`` with every expiry moved by the time from FIXED_NOW to now.
+
+    The raw script's timeouts count from FIXED_NOW; without the move, every
+    expiry would lie in the past on a machine whose clock is past it, and
+    edgectl would rightly load a quarter fewer keys than the baseline.
+    """
+    shift = datetime.now(UTC).replace(microsecond=0) - FIXED_NOW
+    return replace(
+        state,
+        quarantines={
+            k: q if q.expires is None else replace(q, expires=q.expires + shift)
+            for k, q in state.quarantines.items()
+        },
+        exemptions={
+            k: e if e.expires is None else replace(e, expires=e.expires + shift)
+            for k, e in state.exemptions.items()
+        },
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=200_000)
@@ -103,12 +131,17 @@ def main() -> int:
     print(f"# cli_apply: {args.keys:,} keys, 5,000 pool /24s")
     print(f"machine: {machine()}")
     state = _applicable(build_state(args.keys))
+    # The command as installed: pip compiles the package's bytecode, an
+    # editable checkout under PYTHONDONTWRITEBYTECODE never does, and every
+    # run would then time compiling the modules changed since the last
+    # compile, not edgectl.
+    compileall.compile_dir(Path(edgectl.__file__).parent, quiet=1)
     tag = run_id()
     times: dict[str, list[float]] = {"raw": [], "edgectl": []}
     cpu: dict[str, list[float]] = {"raw": [], "edgectl": []}
     with tempfile.TemporaryDirectory(prefix="ectl-bench-") as tmp:
         policy = Path(tmp, "policy.json")
-        policy.write_text(json.dumps(state_to_data(state)))
+        policy.write_text(json.dumps(state_to_data(_dated_now(state))))
         raw = Path(tmp, "handwritten.nft")
         raw.write_text(handwritten_script(state))
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,35 @@ class PolicyFileError(ValueError):
     pass
 
 
-def _read_json(path: Path) -> Any:
+@dataclass(frozen=True)
+class PolicyFile:
+    state: DesiredState
+    # The file's JSON text, when it is plain ASCII JSON: the state's document
+    # exactly as it decoded, so a state file can hold it as written instead of
+    # writing 200k keys out again (StateStore.save's ``state_json``).  None
+    # for TOML, and for JSON another reader might decode differently (a BOM,
+    # non-ASCII text the state file's encoding need not share).
+    json_text: str | None
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
     try:
-        return json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except OSError as error:
         raise PolicyFileError(f"cannot read {path}: {error.strerror}") from None
+    text = raw.decode("ascii") if raw.isascii() else None
+    try:
+        # json decodes bytes in any UTF encoding, the text as ASCII: the same value.
+        return json.loads(raw if text is None else text), text
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise PolicyFileError(f"{path}: {error}") from None
 
 
-def load_policy(path: Path) -> DesiredState:
+def read_policy_file(path: Path) -> PolicyFile:
     """Parse and validate a policy file; PolicyFileError says where it is wrong."""
+    text: str | None = None
     if path.suffix == ".json":
-        data = _read_json(path)
+        data, text = _read_json(path)
     else:
         try:
             # The one TOML reader: its messages carry "(at line N, column M)".
@@ -36,6 +53,6 @@ def load_policy(path: Path) -> DesiredState:
         except TomlFileError as error:
             raise PolicyFileError(str(error)) from None
     try:
-        return state_from_data(data)
+        return PolicyFile(state_from_data(data), text)
     except ModelError as error:
         raise PolicyFileError(f"{path}: {error}") from None

@@ -342,3 +342,58 @@ def test_walled_garden_prefix_holds_are_steered_and_kept_by_deltas(
     commands = render_delta(state, diff(state, smtp_after), NOW).commands
     assert any("q_ranges_4" in c for c in commands)
     assert not any("steer_ranges" in c for c in commands)
+
+
+def _unpacked(element: bytes) -> str:
+    """An encoded NFTA_LIST_ELEM back as render writes it: ``addr`` or ``addr timeout Ns``."""
+    import socket
+    import struct
+
+    from edgectl.agent.netlink.codec import iter_attrs
+    from edgectl.agent.netlink.constants import (
+        NFTA_DATA_VALUE,
+        NFTA_LIST_ELEM,
+        NFTA_SET_ELEM_KEY,
+        NFTA_SET_ELEM_TIMEOUT,
+    )
+
+    ((kind, body),) = list(iter_attrs(element))
+    assert kind == NFTA_LIST_ELEM
+    attrs = dict(iter_attrs(body))
+    assert set(attrs) <= {NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT}
+    ((value_kind, value),) = list(iter_attrs(attrs[NFTA_SET_ELEM_KEY]))
+    assert value_kind == NFTA_DATA_VALUE
+    text = socket.inet_ntop(socket.AF_INET if len(value) == 4 else socket.AF_INET6, value)
+    if NFTA_SET_ELEM_TIMEOUT not in attrs:
+        return text
+    (milliseconds,) = struct.unpack(">Q", attrs[NFTA_SET_ELEM_TIMEOUT])
+    assert milliseconds % 1000 == 0
+    return f"{text} timeout {milliseconds // 1000}s"
+
+
+def test_packed_keys_are_the_rendered_keys(policy_state: DesiredState) -> None:
+    """``pack_keys`` (the element batch of a two-step restore) writes exactly the
+    sets, keys and timeouts ``render_keys`` does: expired entries and prefix keys
+    left out, IPv4 and IPv6, with and without a timeout."""
+    from edgectl.agent.kernel_write import pack_keys
+    from edgectl.agent.render import render_keys
+
+    v6 = Prefix.parse("2001:db8:1000:300::/56")
+    gone = Prefix.parse("100.64.0.30")
+    state = replace(
+        policy_state,
+        quarantines={
+            **policy_state.quarantines,
+            v6: Quarantine(v6, QuarantineMode.BLOCK, expires=NOW + timedelta(seconds=90.5)),
+            gone: Quarantine(gone, QuarantineMode.SMTP, expires=NOW - timedelta(seconds=1)),
+        },
+    )
+    packed = pack_keys(state, NOW)
+    rendered = {}
+    for command in render_keys(state, NOW).commands:
+        match = re.fullmatch(r"add element inet edgectl (\w+) \{\n\t(.*)\n\}", command, re.S)
+        assert match, command
+        rendered[match[1]] = match[2].split(",\n\t")
+    assert {name: [_unpacked(e) for e in elements] for name, elements in packed.items()} == rendered
+    assert "2001:db8:1000:300:: timeout 91s" in rendered["q_block_6_56"]
+    assert all("100.64.0.30" not in elements for elements in rendered.values())

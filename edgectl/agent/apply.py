@@ -21,7 +21,7 @@ from edgectl.agent.keys import needs_full_sync
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError, kind_of_errno, release_heap
-from edgectl.agent.render import Counters, render_delta, render_full, render_keys
+from edgectl.agent.render import Counters, render_delta, render_full
 from edgectl.agent.transaction import Transaction
 from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import DesiredState
@@ -32,6 +32,7 @@ class ApplyResult:
     kind: str  # "full", "delta" or "none"
     revision: int
     seconds: float
+    # What went to the kernel: nft script, and element batches sent raw.
     script_bytes: int
     # Transactions committed (each moves the ruleset generation by one): 2
     # for a table restored structure first, then keys.
@@ -135,20 +136,23 @@ class Dataplane:
             if not self.table_exists():
                 structure = render_full(state, now, counters, keys=False).transaction
                 first = self._commit(structure, "full", state.revision, start)
-                keys = render_keys(state, now)
+                # The keys as one element batch, packed from the state: no
+                # script to write for nft to parse back (kernel_write).
+                keys = kernel_write.pack_keys(state, now)
                 if not keys:
                     return first
                 try:
-                    done = self._commit(keys, "full", state.revision, start)
-                except NftError as error:
+                    sent = kernel_write.commit_packed(self.sock, keys)
+                except (NetlinkError, TimeoutError) as error:
                     # Not "kernel unchanged": the structure is in force.
                     raise NftError(
                         f"revision {state.revision}: structure in force, its keys refused "
-                        f"({error.message})",
-                        error.kind,
+                        f"({error})",
+                        kind_of_errno(error.errno),
                     ) from error
-                size = first.script_bytes + done.script_bytes
-                return ApplyResult("full", state.revision, done.seconds, size, commits=2)
+                size = first.script_bytes + sent
+                seconds = time.perf_counter() - start
+                return ApplyResult("full", state.revision, seconds, size, commits=2)
             transaction = render_full(state, now, counters).transaction
             return self._commit(transaction, "full", state.revision, start)
         finally:

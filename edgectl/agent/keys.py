@@ -32,6 +32,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from edgectl.model.delta import StateDelta
@@ -123,6 +124,7 @@ def seconds_left(expires: datetime | None, now: datetime) -> int | None:
 
 
 _ntoa = socket.inet_ntoa
+_version, _length = itemgetter(0), itemgetter(2)
 _OCTETS = tuple(str(octet) for octet in range(256))
 
 
@@ -139,6 +141,10 @@ class KeyLayout:
             self._exact[kind, 4, 32] = exact_set(family, 4, 32)
             for length in lengths:
                 self._exact[kind, 6, length] = exact_set(family, 6, length)
+
+    def exact_names(self) -> dict[tuple[Kind, int, int], str]:
+        """(kind, IP version, length) -> hash set, for loops that place many keys."""
+        return dict(self._exact)
 
     def exact_sets(self) -> dict[Kind, list[tuple[int, int, str]]]:
         """Every hash set, by kind: (version, length, name)."""
@@ -225,7 +231,8 @@ class KeyLayout:
         if isinstance(entries, KeyMap):
             shapes = entries.shapes()
         else:
-            shapes = {(key[0], key[2]) for key in entries}
+            # C calls only: a per-key comprehension was ~35 ms at 200k keys.
+            shapes = set(zip(map(_version, entries), map(_length, entries), strict=True))
         return {v for v, n in shapes if not is_exact(v, n, self.lengths)}
 
 

@@ -94,19 +94,32 @@ class StateStore:
 
     # -- writing -----------------------------------------------------------------
 
-    def save(self, state: DesiredState, generation: int | None, epoch: str | None = None) -> None:
-        """A new snapshot and an empty journal that continues it."""
+    def save(
+        self,
+        state: DesiredState,
+        generation: int | None,
+        epoch: str | None = None,
+        *,
+        state_json: str | None = None,
+    ) -> None:
+        """A new snapshot and an empty journal that continues it.
+
+        ``state_json``: ``state`` as a JSON document, ASCII, when the caller
+        has it already (a JSON policy file it was decoded from): written as
+        it is instead of writing every key out again.
+        """
         self._journal = None  # until both files are in place
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._remove_stale_temporaries()
         ident = secrets.token_hex(8)
-        document = {
-            "generation": generation,
-            "journal": ident,
-            "epoch": epoch,
-            "state": state_to_data(state),
-        }
-        size = self._replace(self.path, ".applied-", json.dumps(document, separators=(",", ":")))
+        head = json.dumps(
+            {"generation": generation, "journal": ident, "epoch": epoch}, separators=(",", ":")
+        )
+        if state_json is None:
+            state_json = json.dumps(state_to_data(state), separators=(",", ":"))
+        # The same bytes as dumping the whole document: "state" comes last.
+        document = f'{head[:-1]},"state":{state_json}}}'
+        size = self._replace(self.path, ".applied-", document)
         # The snapshot is in place first: a crash before the journal is
         # replaced leaves a journal naming the old snapshot, which load ignores.
         header = json.dumps({"journal": ident, "revision": state.revision})

@@ -18,10 +18,9 @@ import bisect
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
-from edgectl.model.prefix import Prefix
+from edgectl.model.prefix import Prefix, range_prefixes
 
 T = TypeVar("T")
-_BITS = {4: 32, 6: 128}
 
 
 def duplicates(named: Iterable[tuple[str, Prefix]]) -> Iterator[tuple[str, str, Prefix]]:
@@ -32,20 +31,6 @@ def duplicates(named: Iterable[tuple[str, Prefix]]) -> Iterator[tuple[str, str, 
             yield seen[prefix], name, prefix
         else:
             seen[prefix] = name
-
-
-def range_prefixes(version: int, first: int, last: int) -> list[Prefix]:
-    """The fewest prefixes covering exactly ``first``..``last``."""
-    bits = _BITS[version]
-    out = []
-    while first <= last:
-        # The largest aligned block starting at ``first`` that fits.
-        size = (first & -first).bit_length() - 1 if first else bits
-        while first + (1 << size) - 1 > last:
-            size -= 1
-        out.append(Prefix(version, first, bits - size))
-        first += 1 << size
-    return out
 
 
 class PoolMap(Generic[T]):

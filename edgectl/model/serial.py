@@ -8,9 +8,14 @@ a misspelt ``op25b_shadw = true`` must not silently enforce.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator, Mapping
+import socket
+import struct
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
+from itertools import compress, repeat
+from operator import contains, is_not, itemgetter, not_, or_
 from typing import Any, TypeVar
 
 from edgectl.model.delta import KeyedChanges, StateDelta, Structure
@@ -29,6 +34,7 @@ from edgectl.model.policy import (
     RateLimitProfile,
     Relay,
     check_text,
+    entries_unchecked,
     keyed,
     quarantine_unchecked,
 )
@@ -201,8 +207,11 @@ def profile_from_data(data: object, path: str) -> RateLimitProfile:
     return _built(path, lambda: RateLimitProfile(**fields))
 
 
+_EXEMPTION_FIELDS = {"key", "account", "ticket", "expires"}
+
+
 def exemption_from_data(data: object, path: str = "") -> Exemption:
-    fields = _fields(data, path, {"key", "account", "ticket", "expires"}, {"key"})
+    fields = _fields(data, path, _EXEMPTION_FIELDS, {"key"})
     return _built(
         path,
         lambda: Exemption(
@@ -257,6 +266,124 @@ def _entries(data: object, path: str, build: Callable[[Any], T]) -> tuple[T, ...
         raise
 
 
+# -- whole lists at once ----------------------------------------------------------
+#
+# A policy file or snapshot of 200,000 keys spends most of its load building
+# entries one Python call at a time (~1.6 us a quarantine, ~3.4 us an
+# exemption).  The builders below take a whole list in a few passes of C
+# calls (map over itemgetter, inet_pton, one struct.unpack) and return None
+# at the first doubt - an entry that is not a plain dict, a field that does
+# not check, a key given twice - so that the per-entry builders run instead
+# and name the entry and field at fault.  They accept nothing those refuse.
+
+_get_key = itemgetter("key")
+_get_mode = itemgetter("mode")
+_pton4 = partial(socket.inet_pton, socket.AF_INET)
+_new_tuple = tuple.__new__
+_BULK_ERRORS = (ModelError, KeyError, TypeError, ValueError, OSError, struct.error)
+
+
+def _bulk_prefixes(texts: list[Any]) -> list[Prefix]:
+    """Every key text as a Prefix; raises on any it cannot take (see _BULK_ERRORS).
+
+    Bare IPv4 addresses (most keys) go through inet_pton and one unpack;
+    anything with a "/" or ":" through Prefix.parse.
+    """
+    count = len(texts)
+    special = list(map(or_, map(contains, texts, repeat("/")), map(contains, texts, repeat(":"))))
+    plain = list(map(not_, special))
+    v4 = list(compress(texts, plain))
+    values = struct.unpack(f">{len(v4)}I", b"".join(map(_pton4, v4)))
+    hosts = map(_new_tuple, repeat(Prefix), zip(repeat(4), values, repeat(32)))
+    if len(v4) == count:
+        return list(hosts)
+    others = map(Prefix.parse, compress(texts, special))
+    return [next(hosts) if is_plain else next(others) for is_plain in plain]
+
+
+def _column(items: list[dict[str, Any]], name: str) -> list[Any]:
+    """One optional field of every entry (None where absent)."""
+    return list(map(dict.get, items, repeat(name)))
+
+
+def _checked_texts(values: list[Any], name: str) -> list[Any]:
+    if values.count(None) != len(values):
+        for value in values:
+            check_text(value, name)
+    return values
+
+
+def _times(values: list[Any], name: str) -> list[Any]:
+    """``values`` (a fresh column) with each time given parsed, in place."""
+    for index in compress(range(len(values)), map(is_not, values, repeat(None))):
+        values[index] = parse_time(values[index], name)
+    return values
+
+
+def _plain_dicts(items: list[Any], allowed: set[str]) -> bool:
+    return set(map(type, items)) <= {dict} and all(map(allowed.issuperset, items))
+
+
+def _bulk_quarantines(items: list[Any]) -> dict[Prefix, Quarantine] | None:
+    try:
+        if not _plain_dicts(items, _QUARANTINE_FIELDS):
+            return None
+        modes = list(map(_MODES.__getitem__, map(_get_mode, items)))
+        keys = _bulk_prefixes(list(map(_get_key, items)))
+        accounts = _checked_texts(_column(items, "account"), "account")
+        expires = _times(_column(items, "expires"), "expires")
+    except _BULK_ERRORS:
+        return None
+    columns: dict[str, Sequence[Any]] = {
+        "key": keys,
+        "mode": modes,
+        "account": accounts,
+        "expires": expires,
+    }
+    built = dict(zip(keys, entries_unchecked(Quarantine, columns), strict=True))
+    return built if len(built) == len(items) else None
+
+
+def _bulk_exemptions(items: list[Any]) -> dict[Prefix, Exemption] | None:
+    try:
+        if not _plain_dicts(items, _EXEMPTION_FIELDS):
+            return None
+        keys = _bulk_prefixes(list(map(_get_key, items)))
+        accounts = _checked_texts(_column(items, "account"), "account")
+        tickets = _checked_texts(_column(items, "ticket"), "ticket")
+        expires = _times(_column(items, "expires"), "expires")
+    except _BULK_ERRORS:
+        return None
+    # Checked as Exemption.__post_init__ checks: texts by _checked_texts,
+    # times by parse_time (timezone-aware).
+    columns: dict[str, Sequence[Any]] = {
+        "key": keys,
+        "account": accounts,
+        "ticket": tickets,
+        "expires": expires,
+    }
+    built = dict(zip(keys, entries_unchecked(Exemption, columns), strict=True))
+    return built if len(built) == len(items) else None
+
+
+Entry = TypeVar("Entry", Quarantine, Exemption)
+
+
+def _keyed_entries(
+    data: object,
+    path: str,
+    bulk: Callable[[list[Any]], dict[Prefix, Entry] | None],
+    build: Callable[[Any], Entry],
+) -> dict[Prefix, Entry]:
+    """A long list of entries by key: whole, or entry by entry when ``bulk`` doubts it
+    (which then names the first bad entry and field, or the key given twice)."""
+    items = _list(data, path)
+    built = bulk(items)
+    if built is not None:
+        return built
+    return keyed(_entries(items, path, build), path)
+
+
 _STATE_FIELDS = {
     "schema",
     "gateway",
@@ -279,8 +406,12 @@ def state_from_data(data: object) -> DesiredState:
             "schema", f"schema {schema!r} is not {SCHEMA_VERSION}, the one this edgectl reads"
         )
     with _bulk():
-        quarantines = _entries(fields.get("quarantines", []), "quarantines", quarantine_from_data)
-        exemptions = _entries(fields.get("exemptions", []), "exemptions", exemption_from_data)
+        quarantines = _keyed_entries(
+            fields.get("quarantines", []), "quarantines", _bulk_quarantines, quarantine_from_data
+        )
+        exemptions = _keyed_entries(
+            fields.get("exemptions", []), "exemptions", _bulk_exemptions, exemption_from_data
+        )
     return DesiredState(
         gateway=fields["gateway"],
         revision=fields.get("revision", 0),
@@ -288,8 +419,8 @@ def state_from_data(data: object) -> DesiredState:
         pools=_each(fields.get("pools", []), "pools", pool_from_data),
         relays=_each(fields.get("relays", []), "relays", relay_from_data),
         rate_limits=_each(fields.get("rate_limits", []), "rate_limits", profile_from_data),
-        exemptions=keyed(exemptions, "exemptions"),
-        quarantines=keyed(quarantines, "quarantines"),
+        exemptions=exemptions,
+        quarantines=quarantines,
     )
 
 
