@@ -1,9 +1,12 @@
-"""prefix.merge: interval arithmetic on the integers, checked address by address."""
+"""prefix.merge: interval arithmetic on the integers, checked address by address and
+against netaddr's cidr_merge (an implementation written by others)."""
 
 from __future__ import annotations
 
 import random
 from itertools import pairwise
+
+import netaddr
 
 from edgectl.model.prefix import Prefix, merge
 
@@ -27,6 +30,10 @@ def test_merge_covers_the_same_addresses_with_the_fewest_prefixes() -> None:
             prefixes.append(Prefix(6, value6, length6))
         merged = merge(prefixes)
         assert _addresses(merged) == _addresses(prefixes)
+        reference = netaddr.cidr_merge([netaddr.IPNetwork(str(p)) for p in prefixes])
+        assert [(p.version, p.value, p.length) for p in merged] == sorted(
+            (n.version, int(n.network), n.prefixlen) for n in reference
+        )
         assert merged == sorted(merged)
         for first, second in pairwise(merged):
             assert first.version != second.version or first.last < second.value  # disjoint

@@ -4,7 +4,8 @@ Parsing goes through ``socket.inet_pton`` (a gateway restores a million
 quarantine keys at start-up, and netaddr cost 2.5-7.6 us a key against
 0.1 us), and the set arithmetic (merging, overlap) is interval arithmetic
 on the integers: netaddr, which did it before, cost every ``edgectl``
-command ~40 ms of CPU to import for a few dozen lines.
+command ~40 ms of CPU to import for a few dozen lines.  netaddr stays the
+reference the tests check ``merge`` against (tests/test_prefix_merge.py).
 """
 
 from __future__ import annotations
