@@ -1,59 +1,62 @@
-"""The accounting server: UDP sockets, a bounded queue, batched commits.
+"""The accounting server: a worker process on the sockets, batched commits here.
 
-Two threads, so decoding the next packets overlaps the commit of the last:
-
-* the receiver reads every listening socket, drops what it must not answer
-  (unknown NAS, bad authenticator, malformed: counted by reason), answers a
-  retransmission from the replay cache, and queues the rest;
-* the committer takes what is queued (up to ``max_batch``, waiting at most
+* The worker process (``worker.py``) reads the listening sockets, drops what
+  it must not answer, answers retransmissions from its replay cache and
+  sends the decoded events here, a burst of datagrams per message.
+* The reader thread takes those messages into a bounded queue (what does not
+  fit is dropped, counted, and left to the NAS's retransmission), merges the
+  worker's counters, and restarts the worker if it dies.
+* The committer takes what is queued (up to ``max_batch``, waiting at most
   ``BATCH_WAIT`` for more), hands all of it to the store in ONE call, and
-  only then sends the Accounting-Responses (RFC 2866: the NAS retransmits
-  until answered, so an answer must mean "stored").
+  only then tells the worker which packets are committed, which it then
+  answers (RFC 2866: the NAS retransmits until answered, so an answer must
+  mean "stored").
 
-Threads rather than the event loop: a commit blocks (SQLite fsync), and the
-HTTP side's loop must not wait on it.  The store's own commit listeners wake
-agents' long-polls (``Notifier.publish`` is thread-safe), as for REST writes.
+The store stays in this process: its commit listeners wake agents'
+long-polls (``Notifier.publish`` is thread-safe), as for REST writes.  A
+thread, not the event loop, commits: a commit blocks (SQLite fsync).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
-import queue
-import selectors
+import os
+import pickle
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from multiprocessing.connection import Connection
 
 from edgectl.controller.errors import Invalid
-from edgectl.controller.radius import codec
-from edgectl.controller.radius.config import Client, RadiusSettings
-from edgectl.controller.radius.events import KINDS, Unusable, to_event
+from edgectl.controller.radius.config import RadiusSettings
 from edgectl.controller.radius.stats import Stats, StatsView
+from edgectl.controller.radius.worker import Setup, Wire
 from edgectl.controller.store.feed import AccountingEvent, EventOutcome
+from edgectl.model import Prefix
 
 log = logging.getLogger(__name__)
 
 # How long the committer waits for more packets once it has one: a lone Start
 # is answered within this (plus the commit), a storm fills batches anyway.
 BATCH_WAIT = 0.002
-# Datagrams read from one socket before the others get a turn.
-BURST = 256
 # Receive buffer asked of the kernel (capped by net.core.rmem_max): what a
-# burst may queue while the receiver thread waits for the GIL.
+# burst may queue while the worker is busy.
 RECEIVE_BUFFER = 8 * 1024 * 1024
-# Replies kept for retransmissions, at most (~100 bytes each).
-REPLAY_ENTRIES = 200_000
-# Source addresses remembered as known NAS, at most (a NAS prefix may hold many).
-NAS_CACHE = 4096
 # After a failed commit, wait this long before the next: the packets are
 # unanswered and will come again; hammering a database that is down helps nobody.
 FAILURE_PAUSE = 0.5
+# A worker that dies sooner than this after its start is restarted only after
+# this pause (a worker that cannot start must not spin the controller).
+RESTART_PAUSE = 1.0
+# How long a stopping worker has to exit before it is killed.
+STOP_GRACE = 2.0
 
 ApplyEvents = Callable[[Sequence[AccountingEvent]], Sequence[EventOutcome]]
 
@@ -67,59 +70,26 @@ class Feed:
 
 
 @dataclass(slots=True)
-class Pending:
-    key: tuple[str, int, bytes]  # NAS name, Identifier, Request Authenticator
-    sock: socket.socket
-    peer: Any
-    reply: bytes
-    kind: str
-    event: AccountingEvent | None
-    outcome: str | None  # decided without the store (an unusable packet)
+class Burst:
+    """Packets the worker read together (those that fit in the queue)."""
+
+    generation: int  # which worker sent it: a restarted one does not know it
+    seq: int
+    items: list[tuple[str, AccountingEvent | None, str | None]]  # kind, event, outcome
 
 
-def kind_label(status_type: int) -> str:
-    return KINDS.get(status_type, "other")
-
-
-class ReplayCache:
-    """Answers already sent, by (NAS, Identifier, authenticator), for ``window`` seconds,
-    plus the keys queued or being committed (a retransmission of one of those is
-    dropped: the original's answer is on its way)."""
-
-    def __init__(self, window: float, entries: int = REPLAY_ENTRIES) -> None:
-        self._window = window
-        self._entries = entries
-        self._replies: OrderedDict[tuple[str, int, bytes], tuple[float, bytes]] = OrderedDict()
-        self._in_flight: set[tuple[str, int, bytes]] = set()
-        self._lock = threading.Lock()
-
-    def claim(self, key: tuple[str, int, bytes], now: float) -> bytes | bool:
-        """The cached reply; True if ``key`` is new (now in flight); False if in flight."""
-        with self._lock:
-            cached = self._replies.get(key)
-            if cached is not None and cached[0] > now:
-                return cached[1]
-            if key in self._in_flight:
-                return False
-            self._in_flight.add(key)
-            return True
-
-    def release(self, key: tuple[str, int, bytes]) -> None:
-        with self._lock:
-            self._in_flight.discard(key)
-
-    def answered(self, items: Sequence[tuple[tuple[str, int, bytes], bytes]], now: float) -> None:
-        expires = now + self._window
-        with self._lock:
-            for key, reply in items:
-                self._in_flight.discard(key)
-                self._replies[key] = (expires, reply)
-                self._replies.move_to_end(key)
-            while self._replies:
-                oldest_key, (oldest_expires, _) = next(iter(self._replies.items()))
-                if oldest_expires > now and len(self._replies) <= self._entries:
-                    break
-                del self._replies[oldest_key]
+def from_wire(wire: Wire) -> AccountingEvent:
+    source, kind, at, session_id, account, ipv4, ipv6, session_time = wire
+    return AccountingEvent(
+        source,
+        kind,
+        at,
+        session_id,
+        account,
+        Prefix._make(ipv4) if ipv4 is not None else None,
+        Prefix._make(ipv6) if ipv6 is not None else None,
+        session_time,
+    )
 
 
 def bind(listen: Sequence[tuple[str, int]]) -> list[socket.socket]:
@@ -154,39 +124,44 @@ class RadiusServer:
     """The accounting server over ``feed``; ``start`` binds nothing (``bind`` did)."""
 
     def __init__(
-        self,
-        settings: RadiusSettings,
-        feed: Feed,
-        sockets: Sequence[socket.socket],
-        clock: Callable[[], datetime] | None = None,
+        self, settings: RadiusSettings, feed: Feed, sockets: Sequence[socket.socket]
     ) -> None:
         self._settings = settings
         self._feed = feed
         self._sockets = list(sockets)
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._words = codec.dictionary()
-        self._queue: queue.Queue[Pending] = queue.Queue(settings.max_queue)
-        self._replay = ReplayCache(settings.replay_window)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        # Client by source address: matching the clients file's prefixes for
-        # every datagram was a tenth of receiving one.  Only known NAS are
-        # kept (the receiver thread's own), so spoofed sources cannot grow it.
-        self._nas: dict[str, Client] = {}
+        # The queue between the reader and the committer, counted in packets.
+        self._ready = threading.Condition()
+        self._bursts: collections.deque[Burst] = collections.deque()
+        self._queued = 0
+        # The running worker: its channel (the committer answers through it).
+        self._channel_lock = threading.Lock()
+        self._channel: Connection | None = None
+        self._generation = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
         self.stats = Stats()
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         return [sock.getsockname()[:2] for sock in self._sockets]
 
+    @property
+    def worker_pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def view(self) -> StatsView:
-        return self.stats.view(self._queue.qsize())
+        with self._ready:
+            queued = self._queued
+        return self.stats.view(queued)
 
     def open_sessions(self) -> Mapping[str, int]:
         return self._feed.open_sessions() if self._feed.open_sessions is not None else {}
 
     def start(self) -> None:
-        for name, target in (("radius-receive", self._receive), ("radius-commit", self._commit)):
+        for name, target in (("radius-worker", self._supervise), ("radius-commit", self._commit)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -194,112 +169,145 @@ class RadiusServer:
         log.info("RADIUS accounting on %s (%d clients)", shown, len(self._settings.clients.entries))
 
     def stop(self) -> None:
-        """Stop both threads and close the sockets.  Packets still queued stay
-        unanswered: their NAS retransmits to the next controller."""
+        """Stop the worker and both threads, close the sockets.  Packets still
+        queued stay unanswered: their NAS retransmits to the next controller."""
         self._stopping.set()
+        with self._ready:
+            self._ready.notify_all()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
         for sock in self._sockets:
             sock.close()
 
-    # -- receiving ------------------------------------------------------------------
+    # -- the worker -----------------------------------------------------------------
 
-    def _receive(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            for listening in self._sockets:
-                selector.register(listening, selectors.EVENT_READ, listening)
-            while not self._stopping.is_set():
-                for key, _ in selector.select(timeout=0.2):
-                    sock: socket.socket = key.data
-                    for _ in range(BURST):
-                        try:
-                            data, peer = sock.recvfrom(65535)
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except OSError as error:
-                            # e.g. ECONNREFUSED queued by an earlier reply's ICMP error.
-                            log.debug("recvfrom: %s", error)
-                            break
-                        try:
-                            self.handle(sock, data, peer)
-                        except Exception:  # one packet must never stop the feed
-                            log.exception("RADIUS packet from %s not handled", peer[0])
-                            self.stats.drop("internal_error")
+    def _supervise(self) -> None:
+        """Run the worker, restart it when it dies, stop it when we stop.
 
-    def handle(self, sock: socket.socket, data: bytes, peer: Any) -> None:
-        """One datagram: dropped, answered from the replay cache, or queued."""
-        client = self._nas.get(peer[0])
-        if client is None:
-            client = self._settings.clients.find(peer[0])
-            if client is None:
-                self.stats.drop("unknown_nas")
-                return
-            if len(self._nas) >= NAS_CACHE:
-                self._nas.clear()
-            self._nas[peer[0]] = client
+        The worker is started from this thread, which lives as long as the
+        feed: the worker's PR_SET_PDEATHSIG fires when its starting thread ends.
+        """
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                process, channel = self._spawn()
+            except OSError as error:
+                log.error("RADIUS worker not started: %s", error)
+                self._stopping.wait(RESTART_PAUSE)
+                continue
+            try:
+                self._read(channel)
+            finally:
+                with self._channel_lock:
+                    self._channel = None
+                channel.close()  # the worker's EOF: it exits
+                code = _reap(process)
+            if self._stopping.is_set():
+                break
+            self.restarts += 1
+            log.error("RADIUS worker (pid %d) exited (%s); restarting it", process.pid, code)
+            if time.monotonic() - started < RESTART_PAUSE:
+                self._stopping.wait(RESTART_PAUSE)
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], Connection]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = tuple(sock.fileno() for sock in self._sockets)
         try:
-            packet = codec.decode(data, client.secret, self._settings.account.key, self._words)
-        except codec.Dropped as dropped:
-            log.debug("RADIUS from %s (%s) dropped: %s", client.name, peer[0], dropped)
-            self.stats.drop(dropped.reason)
-            return
-        kind = kind_label(packet.status_type)
-        key = (client.name, packet.identifier, packet.authenticator)
-        claimed = self._replay.claim(key, time.monotonic())
-        if claimed is False:
-            self.stats.packet(kind, "retransmit_in_flight")
-            return
-        if claimed is not True:
-            assert isinstance(claimed, bytes)
-            self.stats.packet(kind, "retransmit")  # counted first: the answer ends a test's wait
-            self._send(sock, claimed, peer)
-            return
-        try:
-            event: AccountingEvent | None = to_event(
-                client.name, packet, self._clock(), self._settings.account
+            process = subprocess.Popen(
+                [sys.executable, "-m", "edgectl.controller.radius.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(), *fds),
+                stdin=subprocess.DEVNULL,
             )
-            outcome = None
-        except Unusable as unusable:
-            log.debug("RADIUS from %s: %s", client.name, unusable.detail)
-            event, outcome = None, unusable.outcome
-        try:
-            self._queue.put_nowait(Pending(key, sock, peer, packet.reply, kind, event, outcome))
-        except queue.Full:
-            self._replay.release(key)
-            self.stats.drop("queue_full")
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        channel = Connection(ours.detach())
+        setup = Setup(self._settings, fds, os.getpid(), logging.getLogger().getEffectiveLevel())
+        with contextlib.suppress(OSError):  # it died already: _read sees the EOF
+            channel.send_bytes(pickle.dumps(setup, protocol=5))
+        with self._channel_lock:
+            self._generation += 1
+            self._channel = channel
+        self._process = process
+        return process, channel
 
-    def _send(self, sock: socket.socket, reply: bytes, peer: Any) -> None:
-        try:
-            sock.sendto(reply, peer)
-        except OSError as error:
-            # The NAS retransmits and gets the cached answer.
-            log.debug("sendto %s: %s", peer[0], error)
-            self.stats.drop("send_failed")
+    def _read(self, channel: Connection) -> None:
+        """The worker's messages until it exits (EOF) or we stop."""
+        generation = self._generation
+        while not self._stopping.is_set():
+            try:
+                if not channel.poll(0.2):
+                    continue
+                message = pickle.loads(channel.recv_bytes())
+            except (EOFError, OSError):
+                return
+            if message[0] == "batch":
+                self._enqueue(generation, message[1], message[2])
+            else:
+                _, packets, dropped = message
+                self.stats.packets_counted(Counter(packets))
+                for reason, count in dropped.items():
+                    self.stats.drop(reason, count)
+
+    def _enqueue(
+        self, generation: int, seq: int, items: list[tuple[str, Wire | None, str | None]]
+    ) -> None:
+        with self._ready:
+            room = max(0, self._settings.max_queue - self._queued)
+            accepted = items[:room]
+            if accepted:
+                burst = Burst(
+                    generation,
+                    seq,
+                    [
+                        (kind, from_wire(wire) if wire is not None else None, outcome)
+                        for kind, wire, outcome in accepted
+                    ],
+                )
+                self._bursts.append(burst)
+                self._queued += len(accepted)
+                self._ready.notify()
+        if len(accepted) < len(items):
+            self.stats.drop("queue_full", len(items) - len(accepted))
+        if not accepted:
+            self._tell(generation, [(seq, 0)])  # forget them now: their NAS retransmits
+
+    def _tell(self, generation: int, answers: list[tuple[int, int]]) -> None:
+        """Tell worker ``generation`` how much of each burst is committed."""
+        data = pickle.dumps(("answer", answers), protocol=5)
+        with self._channel_lock:
+            if self._channel is None or generation != self._generation:
+                return  # that worker is gone; its NAS retransmit to the next one
+            try:
+                self._channel.send_bytes(data)
+            except OSError as error:
+                log.debug("RADIUS worker channel: %s", error)
 
     # -- committing -----------------------------------------------------------------
 
-    def _take(self) -> list[Pending]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + BATCH_WAIT
-        while len(batch) < self._settings.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
+    def _take(self) -> list[Burst]:
+        with self._ready:
+            if not self._bursts:
+                self._ready.wait(0.2)
+            if not self._bursts:
+                return []
+            taken = [self._bursts.popleft()]
+            count = len(taken[0].items)
+            deadline = time.monotonic() + BATCH_WAIT
+            while count < self._settings.max_batch:
+                if self._bursts:
+                    taken.append(self._bursts.popleft())
+                    count += len(taken[-1].items)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    break
+                self._ready.wait(remaining)
+            self._queued -= count
+        return taken
 
     def _commit(self) -> None:
         while not self._stopping.is_set():
@@ -308,15 +316,15 @@ class RadiusServer:
                 try:
                     self.commit(batch)
                 except Exception:
-                    log.exception("RADIUS batch of %d not answered", len(batch))
-                    for pending in batch:
-                        self._replay.release(pending.key)
-                    self.stats.drop("commit_failed", len(batch))
+                    count = sum(len(burst.items) for burst in batch)
+                    log.exception("RADIUS batch of %d not answered", count)
+                    self.stats.drop("commit_failed", count)
+                    self._answer(batch, committed=False)
                     self._stopping.wait(FAILURE_PAUSE)
 
-    def commit(self, batch: Sequence[Pending]) -> None:
-        """Store ``batch`` in one call, then answer every packet of it."""
-        events = [pending.event for pending in batch if pending.event is not None]
+    def commit(self, batch: Sequence[Burst]) -> None:
+        """Store ``batch`` in one call, then have the worker answer every packet of it."""
+        events = [event for burst in batch for _, event, _ in burst.items if event is not None]
         outcomes: Sequence[EventOutcome] = []
         if events:
             started = time.monotonic()
@@ -324,16 +332,32 @@ class RadiusServer:
             self.stats.commit(time.monotonic() - started)
             if len(outcomes) != len(events):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(events)} events")
-        answered = []
         counts: Counter[tuple[str, str]] = Counter()
         results = iter(outcomes)
-        for pending in batch:
-            outcome = pending.outcome if pending.event is None else next(results).status
-            counts[pending.kind, outcome or "applied"] += 1
-            answered.append((pending.key, pending.reply))
+        for burst in batch:
+            for kind, event, outcome in burst.items:
+                status = outcome if event is None else next(results).status
+                counts[kind, status or "applied"] += 1
+        # Counted before the answers leave: an answer ends a test's (or a
+        # NAS's) wait, and the counters must already say why.
         self.stats.packets_counted(counts)
-        # Cached before any answer leaves, so a retransmission racing the
-        # answer finds the reply rather than an empty in-flight slot.
-        self._replay.answered(answered, time.monotonic())
-        for pending in batch:
-            self._send(pending.sock, pending.reply, pending.peer)
+        self._answer(batch, committed=True)
+
+    def _answer(self, batch: Sequence[Burst], *, committed: bool) -> None:
+        by_generation: dict[int, list[tuple[int, int]]] = {}
+        for burst in batch:
+            count = len(burst.items) if committed else 0
+            by_generation.setdefault(burst.generation, []).append((burst.seq, count))
+        for generation, answers in by_generation.items():
+            self._tell(generation, answers)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> int | str:
+    """The worker's exit status, killing it if it does not exit in time."""
+    try:
+        return process.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.wait(STOP_GRACE)
+        return "not reaped"
