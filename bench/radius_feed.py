@@ -189,15 +189,15 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU of the controller and its child processes (a feed worker), all threads."""
-    total = cpu_seconds(pid)
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    with contextlib.suppress(OSError):
-        for child in children.read_text().split():
-            with contextlib.suppress(OSError):
-                total += cpu_seconds(int(child))
-    return total
+def _tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU of the controller (all threads) and of its child processes (a feed worker)."""
+    children = 0.0
+    for listed in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in listed.read_text().split():
+                with contextlib.suppress(OSError):
+                    children += cpu_seconds(int(child))
+    return cpu_seconds(pid), children
 
 
 def _load() -> str:
@@ -230,8 +230,14 @@ def _verify(url: str, senders: list[Nas]) -> int:
                     )
                 )
             }
+            # One audit record per feed transaction: how well the commits batched.
+            commits = connection.execute(
+                sa.text("SELECT count(*) FROM audit_log WHERE action = 'session.feed'")
+            ).scalar_one()
     finally:
         store.close()
+    acked = sum(len(nas.acked) for nas in senders)
+    print(f"  {commits} commits, {acked / max(1, commits):.0f} packets a commit", flush=True)
     missing = 0
     for nas in senders:
         for position in nas.acked:
@@ -260,12 +266,17 @@ def _run(
         sender_before = _own_cpu()
         seconds = _drive(senders, window, args.retry, time.monotonic() + args.timeout)
         sender = _own_cpu() - sender_before
-        served = _tree_cpu(pid) - controller_before
+        after = _tree_cpu(pid)
+        # A worker restarted during the run would make its CPU look negative: no such run.
+        own, workers = (after[0] - controller_before[0], after[1] - controller_before[1])
+        served = own + workers
     # The senders share the machine with the controller: if they were busy for
     # most of the wall time, the figure measures them, not the feed.
     print(
         f"  CPU during the run: senders {sender:.2f} s ({sender / seconds:.0%} of one core), "
-        f"controller {served:.2f} s ({served / seconds:.0%}); load {_load()}",
+        f"controller {served:.2f} s ({served / seconds:.0%}, "
+        f"{served / max(1, total) * 1e6:.0f} us a packet, of which child processes "
+        f"{workers / max(1, total) * 1e6:.0f} us); load {_load()}",
         flush=True,
     )
     acked = sum(len(nas.acked) for nas in senders)

@@ -1,16 +1,16 @@
 """The accounting server: a worker process on the sockets, batched commits here.
 
 * The worker process (``worker.py``) reads the listening sockets, drops what
-  it must not answer, answers retransmissions from its replay cache and
-  sends the decoded events here, a burst of datagrams per message.
-* The reader thread takes those messages into a bounded queue (what does not
-  fit is dropped, counted, and left to the NAS's retransmission), merges the
-  worker's counters, and restarts the worker if it dies.
-* The committer takes what is queued (up to ``max_batch``, waiting at most
-  ``BATCH_WAIT`` for more), hands all of it to the store in ONE call, and
-  only then tells the worker which packets are committed, which it then
-  answers (RFC 2866: the NAS retransmits until answered, so an answer must
-  mean "stored").
+  it must not answer, answers retransmissions from its replay cache, and
+  queues the decoded events (at most ``max_queue``: beyond, the NAS's
+  retransmission is the back-pressure).
+* The committer asks the worker for what it has queued (up to
+  ``max_batch``), hands all of it to the store in ONE call, and only then
+  tells the worker the batch is committed, which it then answers (RFC 2866:
+  the NAS retransmits until answered, so an answer must mean "stored"), and
+  asks for the next.  While one batch commits, the worker decodes the next.
+* The reader thread takes the worker's messages (batches, counters) and
+  restarts the worker if it dies.
 
 The store stays in this process: its commit listeners wake agents'
 long-polls (``Notifier.publish`` is thread-safe), as for REST writes.  A
@@ -19,11 +19,11 @@ thread, not the event loop, commits: a commit blocks (SQLite fsync).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import pickle
+import queue
 import socket
 import subprocess
 import sys
@@ -43,9 +43,6 @@ from edgectl.model import Prefix
 
 log = logging.getLogger(__name__)
 
-# How long the committer waits for more packets once it has one: a lone Start
-# is answered within this (plus the commit), a storm fills batches anyway.
-BATCH_WAIT = 0.002
 # Receive buffer asked of the kernel (capped by net.core.rmem_max): what a
 # burst may queue while the worker is busy.
 RECEIVE_BUFFER = 8 * 1024 * 1024
@@ -71,7 +68,7 @@ class Feed:
 
 @dataclass(slots=True)
 class Burst:
-    """Packets the worker read together (those that fit in the queue)."""
+    """A batch the worker sent (the committer may commit several together)."""
 
     generation: int  # which worker sent it: a restarted one does not know it
     seq: int
@@ -131,14 +128,14 @@ class RadiusServer:
         self._sockets = list(sockets)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        # The queue between the reader and the committer, counted in packets.
-        self._ready = threading.Condition()
-        self._bursts: collections.deque[Burst] = collections.deque()
-        self._queued = 0
+        # Batches the reader received for the committer.
+        self._batches: queue.Queue[Burst] = queue.Queue()
+        self._worker_queued = 0  # decoded packets the worker holds, as it last said
         # The running worker: its channel (the committer answers through it).
         self._channel_lock = threading.Lock()
         self._channel: Connection | None = None
         self._generation = 0
+        self._busy = False  # the committer is storing a batch (it asks for none meanwhile)
         self._process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.stats = Stats()
@@ -153,9 +150,7 @@ class RadiusServer:
         return process.pid if process is not None and process.poll() is None else None
 
     def view(self) -> StatsView:
-        with self._ready:
-            queued = self._queued
-        return self.stats.view(queued)
+        return self.stats.view(self._worker_queued)
 
     def open_sessions(self) -> Mapping[str, int]:
         return self._feed.open_sessions() if self._feed.open_sessions is not None else {}
@@ -172,8 +167,6 @@ class RadiusServer:
         """Stop the worker and both threads, close the sockets.  Packets still
         queued stay unanswered: their NAS retransmits to the next controller."""
         self._stopping.set()
-        with self._ready:
-            self._ready.notify_all()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
@@ -203,6 +196,7 @@ class RadiusServer:
                     self._channel = None
                 channel.close()  # the worker's EOF: it exits
                 code = _reap(process)
+            self._worker_queued = 0
             if self._stopping.is_set():
                 break
             self.restarts += 1
@@ -226,12 +220,15 @@ class RadiusServer:
             theirs.close()
         channel = Connection(ours.detach())
         setup = Setup(self._settings, fds, os.getpid(), logging.getLogger().getEffectiveLevel())
-        with contextlib.suppress(OSError):  # it died already: _read sees the EOF
-            channel.send_bytes(pickle.dumps(setup, protocol=5))
         with self._channel_lock:
             self._generation += 1
             self._channel = channel
-        self._process = process
+            self._process = process
+            with contextlib.suppress(OSError):  # it died already: _read sees the EOF
+                channel.send_bytes(pickle.dumps(setup, protocol=5))
+                if not self._busy:
+                    # The committer is waiting: the new worker may send at once.
+                    channel.send_bytes(self._answer_message([]))
         return process, channel
 
     def _read(self, channel: Connection) -> None:
@@ -245,68 +242,47 @@ class RadiusServer:
             except (EOFError, OSError):
                 return
             if message[0] == "batch":
-                self._enqueue(generation, message[1], message[2])
+                _, seq, items = message
+                events = [
+                    (kind, from_wire(wire) if wire is not None else None, outcome)
+                    for kind, wire, outcome in items
+                ]
+                self._batches.put(Burst(generation, seq, events))
             else:
-                _, packets, dropped = message
+                _, packets, dropped, queued = message
                 self.stats.packets_counted(Counter(packets))
                 for reason, count in dropped.items():
                     self.stats.drop(reason, count)
+                self._worker_queued = queued
 
-    def _enqueue(
-        self, generation: int, seq: int, items: list[tuple[str, Wire | None, str | None]]
-    ) -> None:
-        with self._ready:
-            room = max(0, self._settings.max_queue - self._queued)
-            accepted = items[:room]
-            if accepted:
-                burst = Burst(
-                    generation,
-                    seq,
-                    [
-                        (kind, from_wire(wire) if wire is not None else None, outcome)
-                        for kind, wire, outcome in accepted
-                    ],
-                )
-                self._bursts.append(burst)
-                self._queued += len(accepted)
-                self._ready.notify()
-        if len(accepted) < len(items):
-            self.stats.drop("queue_full", len(items) - len(accepted))
-        if not accepted:
-            self._tell(generation, [(seq, 0)])  # forget them now: their NAS retransmits
+    def _answer_message(self, answers: list[tuple[int, bool]]) -> bytes:
+        return pickle.dumps(("answer", answers, self._settings.max_batch), protocol=5)
 
-    def _tell(self, generation: int, answers: list[tuple[int, int]]) -> None:
-        """Tell worker ``generation`` how much of each burst is committed."""
-        data = pickle.dumps(("answer", answers), protocol=5)
+    def _tell(self, batch: Sequence[Burst], *, committed: bool) -> None:
+        """Tell the worker which batches are stored, and that we take the next."""
         with self._channel_lock:
-            if self._channel is None or generation != self._generation:
-                return  # that worker is gone; its NAS retransmit to the next one
+            self._busy = False
+            if self._channel is None:
+                return  # between workers: _spawn asks the next one
+            # A restarted worker never sent these: its NAS retransmit to it.
+            answers = [(b.seq, committed) for b in batch if b.generation == self._generation]
             try:
-                self._channel.send_bytes(data)
+                self._channel.send_bytes(self._answer_message(answers))
             except OSError as error:
                 log.debug("RADIUS worker channel: %s", error)
 
     # -- committing -----------------------------------------------------------------
 
     def _take(self) -> list[Burst]:
-        with self._ready:
-            if not self._bursts:
-                self._ready.wait(0.2)
-            if not self._bursts:
-                return []
-            taken = [self._bursts.popleft()]
-            count = len(taken[0].items)
-            deadline = time.monotonic() + BATCH_WAIT
-            while count < self._settings.max_batch:
-                if self._bursts:
-                    taken.append(self._bursts.popleft())
-                    count += len(taken[-1].items)
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopping.is_set():
-                    break
-                self._ready.wait(remaining)
-            self._queued -= count
+        try:
+            taken = [self._batches.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        with self._channel_lock:
+            self._busy = True
+        with contextlib.suppress(queue.Empty):
+            while True:  # from a restarted worker, or a second "want" crossing a batch
+                taken.append(self._batches.get_nowait())
         return taken
 
     def _commit(self) -> None:
@@ -319,11 +295,15 @@ class RadiusServer:
                     count = sum(len(burst.items) for burst in batch)
                     log.exception("RADIUS batch of %d not answered", count)
                     self.stats.drop("commit_failed", count)
-                    self._answer(batch, committed=False)
+                    # Forgotten at once, so a retransmission is processed, not
+                    # dropped as in flight; the next batch waits for the pause.
+                    self._tell(batch, committed=False)
                     self._stopping.wait(FAILURE_PAUSE)
+                else:
+                    self._tell(batch, committed=True)
 
     def commit(self, batch: Sequence[Burst]) -> None:
-        """Store ``batch`` in one call, then have the worker answer every packet of it."""
+        """Store ``batch`` in one call and count its packets (the caller answers them)."""
         events = [event for burst in batch for _, event, _ in burst.items if event is not None]
         outcomes: Sequence[EventOutcome] = []
         if events:
@@ -341,15 +321,6 @@ class RadiusServer:
         # Counted before the answers leave: an answer ends a test's (or a
         # NAS's) wait, and the counters must already say why.
         self.stats.packets_counted(counts)
-        self._answer(batch, committed=True)
-
-    def _answer(self, batch: Sequence[Burst], *, committed: bool) -> None:
-        by_generation: dict[int, list[tuple[int, int]]] = {}
-        for burst in batch:
-            count = len(burst.items) if committed else 0
-            by_generation.setdefault(burst.generation, []).append((burst.seq, count))
-        for generation, answers in by_generation.items():
-            self._tell(generation, answers)
 
 
 def _reap(process: subprocess.Popen[bytes]) -> int | str:

@@ -46,7 +46,7 @@ from edgectl.controller.store.feed import AccountingEvent
 log = logging.getLogger(__name__)
 
 # Datagrams read from one socket before the others (and the controller's
-# answers) get a turn; also the most events one message carries.
+# answers) get a turn.
 BURST = 256
 # Replies kept for retransmissions, at most (~100 bytes each).
 REPLAY_ENTRIES = 200_000
@@ -143,12 +143,17 @@ class Waiting:
 class Worker:
     """Receives, checks, decodes and answers; ``conn`` is the controller's channel.
 
-    Messages to the controller (pickled tuples):
-    ``("batch", seq, [(kind, wire event | None, outcome | None), ...])`` and
-    ``("stats", {(kind, outcome): n}, {reason: n}, in flight)``.  From it:
-    ``("answer", [(seq, committed), ...])``: the first ``committed`` packets of
-    burst ``seq`` are stored (answer them), the rest are not (forget them; the
-    NAS retransmits).
+    The controller asks for work when its committer is idle, so one message
+    each way carries a whole commit however the datagrams trickled in (a
+    message per datagram would hand the controller's interpreter lock from
+    the thread reading them to the committer per datagram again).
+
+    To the controller (pickled tuples): ``("batch", seq, [(kind, wire event |
+    None, outcome | None), ...])`` when it asked, and ``("stats", {(kind,
+    outcome): n}, {reason: n}, queued)`` at most every ``STATS_INTERVAL``.
+    From it: ``("answer", [(seq, committed)], want)``: batch ``seq`` is stored
+    (``committed`` true: answer its packets) or not (forget them: their NAS
+    retransmits), and it takes up to ``want`` packets next (0: not now).
     """
 
     def __init__(
@@ -163,10 +168,14 @@ class Worker:
         # every datagram was a tenth of receiving one.  Only known NAS are
         # kept, so spoofed sources cannot grow it.
         self._nas: dict[str, Client] = {}
-        self._waiting: dict[int, list[Waiting]] = {}
+        # Decoded, not yet sent (at most max_queue: beyond, the NAS retransmits).
+        self._queue: list[tuple[tuple[str, Wire | None, str | None], Waiting]] = []
+        self._want = 0
+        self._sent: dict[int, list[Waiting]] = {}
         self._seq = 0
         self._packets: Counter[tuple[str, str]] = Counter()
         self._dropped: Counter[str] = Counter()
+        self._queued_shown = 0
         self._stats_sent = 0.0
 
     def run(self) -> None:
@@ -176,20 +185,21 @@ class Worker:
                 selector.register(listening, selectors.EVENT_READ, listening)
             selector.register(self._conn.fileno(), selectors.EVENT_READ, None)
             while True:
-                timeout = STATS_INTERVAL if (self._packets or self._dropped) else 1.0
+                timeout = STATS_INTERVAL if self._stats_due() else 1.0
                 for key, _ in selector.select(timeout=timeout):
                     if key.data is None:
                         if not self._answers():
                             return
                     else:
                         self._receive(key.data)
-                self._send_stats()
+                if self._want and self._queue:
+                    self._send_batch()
+                if self._stats_due():
+                    self._send_stats()
 
     # -- receiving ------------------------------------------------------------------
 
     def _receive(self, sock: socket.socket) -> None:
-        items: list[tuple[str, Wire | None, str | None]] = []
-        waiting: list[Waiting] = []
         for _ in range(BURST):
             try:
                 data, peer = sock.recvfrom(65535)
@@ -200,24 +210,13 @@ class Worker:
                 log.debug("recvfrom: %s", error)
                 break
             try:
-                self.handle(sock, data, peer, items, waiting)
+                self.handle(sock, data, peer)
             except Exception:  # one packet must never stop the feed
                 log.exception("RADIUS packet from %s not handled", peer[0])
                 self._dropped["internal_error"] += 1
-        if items:
-            self._seq += 1
-            self._waiting[self._seq] = waiting
-            self._conn.send_bytes(pickle.dumps(("batch", self._seq, items), protocol=5))
 
-    def handle(
-        self,
-        sock: socket.socket,
-        data: bytes,
-        peer: Any,
-        items: list[tuple[str, Wire | None, str | None]],
-        waiting: list[Waiting],
-    ) -> None:
-        """One datagram: dropped, answered from the replay cache, or added to the burst."""
+    def handle(self, sock: socket.socket, data: bytes, peer: Any) -> None:
+        """One datagram: dropped, answered from the replay cache, or queued."""
         client = self._nas.get(peer[0])
         if client is None:
             client = self._settings.clients.find(peer[0])
@@ -244,13 +243,26 @@ class Worker:
             self._packets[kind, "retransmit"] += 1
             self._send(sock, claimed, peer)
             return
+        if len(self._queue) >= self._settings.max_queue:
+            self._replay.release(key)
+            self._dropped["queue_full"] += 1
+            return
+        item: tuple[str, Wire | None, str | None]
         try:
             event = to_event(client.name, packet, datetime.now(UTC), self._settings.account)
-            items.append((kind, to_wire(event), None))
+            item = (kind, to_wire(event), None)
         except Unusable as unusable:
             log.debug("RADIUS from %s: %s", client.name, unusable.detail)
-            items.append((kind, None, unusable.outcome))
-        waiting.append(Waiting(key, sock, peer, packet.reply))
+            item = (kind, None, unusable.outcome)
+        self._queue.append((item, Waiting(key, sock, peer, packet.reply)))
+
+    def _send_batch(self) -> None:
+        taken, self._queue = self._queue[: self._want], self._queue[self._want :]
+        self._seq += 1
+        self._sent[self._seq] = [waiting for _, waiting in taken]
+        items = [item for item, _ in taken]
+        self._conn.send_bytes(pickle.dumps(("batch", self._seq, items), protocol=5))
+        self._want = 0
 
     # -- answering ------------------------------------------------------------------
 
@@ -260,20 +272,22 @@ class Worker:
             try:
                 if not self._conn.poll(0):
                     return True
-                message = pickle.loads(self._conn.recv_bytes())
+                _, answers, want = pickle.loads(self._conn.recv_bytes())
             except (EOFError, OSError):
                 return False
-            for seq, committed in message[1]:
-                self._answer(self._waiting.pop(seq, []), committed)
+            for seq, committed in answers:
+                self._answer(self._sent.pop(seq, []), committed)
+            self._want = want
 
-    def _answer(self, waiting: list[Waiting], committed: int) -> None:
-        done = waiting[:committed]
+    def _answer(self, waiting: list[Waiting], committed: bool) -> None:
+        if not committed:
+            for item in waiting:
+                self._replay.release(item.key)
+            return
         # Cached before any answer leaves, so a retransmission that crosses the
         # answer finds the reply rather than an empty in-flight slot.
-        self._replay.answered([(item.key, item.reply) for item in done], time.monotonic())
-        for item in waiting[committed:]:
-            self._replay.release(item.key)
-        for item in done:
+        self._replay.answered([(item.key, item.reply) for item in waiting], time.monotonic())
+        for item in waiting:
             self._send(item.sock, item.reply, item.peer)
 
     def _send(self, sock: socket.socket, reply: bytes, peer: Any) -> None:
@@ -284,14 +298,19 @@ class Worker:
             log.debug("sendto %s: %s", peer[0], error)
             self._dropped["send_failed"] += 1
 
+    def _stats_due(self) -> bool:
+        return bool(self._packets or self._dropped) or len(self._queue) != self._queued_shown
+
     def _send_stats(self) -> None:
         now = time.monotonic()
-        if not (self._packets or self._dropped) or now - self._stats_sent < STATS_INTERVAL:
+        if now - self._stats_sent < STATS_INTERVAL:
             return
-        message = ("stats", dict(self._packets), dict(self._dropped))
+        queued = len(self._queue)
+        message = ("stats", dict(self._packets), dict(self._dropped), queued)
         self._conn.send_bytes(pickle.dumps(message, protocol=5))
         self._packets.clear()
         self._dropped.clear()
+        self._queued_shown = queued
         self._stats_sent = now
 
 
