@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import pickle
@@ -339,8 +340,13 @@ def main(argv: Sequence[str]) -> int:
     sockets = [socket.socket(fileno=fd) for fd in setup.fds]
     for sock in sockets:
         sock.setblocking(False)
+    worker = Worker(setup.settings, sockets, conn)
+    # The modules and the dictionary live as long as the process: kept out of
+    # full collections, which the per-packet allocations trigger.
+    gc.collect()
+    gc.freeze()
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        Worker(setup.settings, sockets, conn).run()
+        worker.run()
     return 0
 
 
