@@ -34,11 +34,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from edgectl.controller.accounting import AccountingEvent, EventOutcome
 from edgectl.controller.errors import Invalid
 from edgectl.controller.radius.config import RadiusSettings
 from edgectl.controller.radius.stats import Stats, StatsView
 from edgectl.controller.radius.worker import Setup, Wire
-from edgectl.controller.store.feed import AccountingEvent, EventOutcome
 from edgectl.model import Prefix
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ FAILURE_PAUSE = 0.5
 RESTART_PAUSE = 1.0
 # How long a stopping worker has to exit before it is killed.
 STOP_GRACE = 2.0
+# How long ``start`` waits for the first worker to be reading the sockets.
+READY_WAIT = 30.0
 
 ApplyEvents = Callable[[Sequence[AccountingEvent]], Sequence[EventOutcome]]
 
@@ -137,6 +139,7 @@ class RadiusServer:
         self._generation = 0
         self._busy = False  # the committer is storing a batch (it asks for none meanwhile)
         self._process: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()  # the first worker is reading the sockets
         self.restarts = 0
         self.stats = Stats()
 
@@ -161,6 +164,10 @@ class RadiusServer:
             thread.start()
             self._threads.append(thread)
         shown = ", ".join(f"{host}:{port}" for host, port in self.addresses)
+        # The controller reports healthy with its feed answering, not while the
+        # worker still starts (datagrams would wait in the socket buffer meanwhile).
+        if not self._ready.wait(READY_WAIT):
+            log.warning("RADIUS worker not ready after %g s; its datagrams wait", READY_WAIT)
         log.info("RADIUS accounting on %s (%d clients)", shown, len(self._settings.clients.entries))
 
     def stop(self) -> None:
@@ -241,7 +248,9 @@ class RadiusServer:
                 message = pickle.loads(channel.recv_bytes())
             except (EOFError, OSError):
                 return
-            if message[0] == "batch":
+            if message[0] == "ready":
+                self._ready.set()
+            elif message[0] == "batch":
                 _, seq, items = message
                 events = [
                     (kind, from_wire(wire) if wire is not None else None, outcome)

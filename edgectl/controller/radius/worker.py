@@ -39,10 +39,10 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
+from edgectl.controller.accounting import AccountingEvent
 from edgectl.controller.radius import codec
 from edgectl.controller.radius.config import Client, RadiusSettings
 from edgectl.controller.radius.events import KINDS, Unusable, to_event
-from edgectl.controller.store.feed import AccountingEvent
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Worker:
     message per datagram would hand the controller's interpreter lock from
     the thread reading them to the committer per datagram again).
 
-    To the controller (pickled tuples): ``("batch", seq, [(kind, wire event |
+    To the controller (pickled tuples): ``("ready",)`` once, ``("batch", seq, [(kind, wire event |
     None, outcome | None), ...])`` when it asked, and ``("stats", {(kind,
     outcome): n}, {reason: n}, queued)`` at most every ``STATS_INTERVAL``.
     From it: ``("answer", [(seq, committed)], want)``: batch ``seq`` is stored
@@ -346,6 +346,7 @@ def main(argv: Sequence[str]) -> int:
     gc.collect()
     gc.freeze()
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        conn.send_bytes(pickle.dumps(("ready",), protocol=5))
         worker.run()
     return 0
 
