@@ -254,6 +254,7 @@ def test_a_killed_worker_is_restarted_and_the_feed_goes_on(
     reply = nas.answer(10)
     assert reply is not None and codec.is_response_to(reply, data, SECRET.encode())
     assert [e.account for e in feed.events] == ["before", "after"]
+    assert server.view().worker_restarts == 1
 
 
 def test_a_worker_that_dies_mid_commit_never_answers_that_batch(

@@ -153,7 +153,7 @@ class RadiusServer:
         return process.pid if process is not None and process.poll() is None else None
 
     def view(self) -> StatsView:
-        return self.stats.view(self._worker_queued)
+        return self.stats.view(self._worker_queued, self.restarts)
 
     def open_sessions(self) -> Mapping[str, int]:
         return self._feed.open_sessions() if self._feed.open_sessions is not None else {}
