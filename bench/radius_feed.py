@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import resource
 import selectors
 import socket
 import statistics
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sqlalchemy as sa
 from _common import install_signal_handlers
 from _results import Row, emit
-from controller_common import address, controller, seed_world
+from controller_common import address, controller, cpu_seconds, seed_world
 
 from edgectl.controller.radius import codec
 from edgectl.controller.store import Store
@@ -183,6 +184,26 @@ def _send(nas: Nas, position: int) -> None:
         nas.sock.send(nas.packets[position])
 
 
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU of the controller (all threads) and of its child processes (a feed worker)."""
+    children = 0.0
+    for listed in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in listed.read_text().split():
+                with contextlib.suppress(OSError):
+                    children += cpu_seconds(int(child))
+    return cpu_seconds(pid), children
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _verify(url: str, senders: list[Nas]) -> int:
     """Acknowledged Starts not in the store (0 is the only pass), read after the
     controller stopped: for every acknowledged packet, its account must hold its
@@ -209,8 +230,14 @@ def _verify(url: str, senders: list[Nas]) -> int:
                     )
                 )
             }
+            # One audit record per feed transaction: how well the commits batched.
+            commits = connection.execute(
+                sa.text("SELECT count(*) FROM audit_log WHERE action = 'session.feed'")
+            ).scalar_one()
     finally:
         store.close()
+    acked = sum(len(nas.acked) for nas in senders)
+    print(f"  {commits} commits, {acked / max(1, commits):.0f} packets a commit", flush=True)
     missing = 0
     for nas in senders:
         for position in nas.acked:
@@ -233,9 +260,25 @@ def _run(
     finally:
         store.close()
     words = codec.dictionary()
-    with radius_controller(url, args.nas, work) as (port, _pid):
+    with radius_controller(url, args.nas, work) as (port, pid):
         senders = _senders(port, args.nas, total, words)
+        controller_before = _tree_cpu(pid)
+        sender_before = _own_cpu()
         seconds = _drive(senders, window, args.retry, time.monotonic() + args.timeout)
+        sender = _own_cpu() - sender_before
+        after = _tree_cpu(pid)
+        # A worker restarted during the run would make its CPU look negative: no such run.
+        own, workers = (after[0] - controller_before[0], after[1] - controller_before[1])
+        served = own + workers
+    # The senders share the machine with the controller: if they were busy for
+    # most of the wall time, the figure measures them, not the feed.
+    print(
+        f"  CPU during the run: senders {sender:.2f} s ({sender / seconds:.0%} of one core), "
+        f"controller {served:.2f} s ({served / seconds:.0%}, "
+        f"{served / max(1, total) * 1e6:.0f} us a packet, of which child processes "
+        f"{workers / max(1, total) * 1e6:.0f} us); load {_load()}",
+        flush=True,
+    )
     acked = sum(len(nas.acked) for nas in senders)
     missing = _verify(url, senders)
     for nas in senders:

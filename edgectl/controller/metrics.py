@@ -280,7 +280,13 @@ def radius_families(view: StatsView, open_sessions: Mapping[str, int]) -> list[F
     )
     for nas, count in sorted(open_sessions.items()):
         sessions.add((("nas", nas),), count)
-    return [packets, dropped, latency, queued, sessions]
+    restarts = Family(
+        "edgectl_controller_radius_worker_restarts_total",
+        "counter",
+        "Times the feed's worker process (sockets, decoding, answers) died and was restarted.",
+    )
+    restarts.add((), view.worker_restarts)
+    return [packets, dropped, latency, queued, sessions, restarts]
 
 
 def render(snapshot: Snapshot, extra: Sequence[Family] = ()) -> str:

@@ -53,6 +53,7 @@ def test_lifespan_runs_the_feed_and_metrics_show_it(tmp_path: Path, sqlite_store
         assert "# TYPE edgectl_controller_radius_commit_seconds histogram" in lines
         assert 'edgectl_controller_radius_open_sessions{nas="bng-1"} 3' in lines
         assert 'edgectl_controller_radius_open_sessions{nas="odd\\"name"} 1' in lines
+        assert "edgectl_controller_radius_worker_restarts_total 0" in lines
         # The lifespan's end stopped the feed: nothing answers any more.
         nas.send(nas.packet(2, Acct_Status_Type="Start", Acct_Session_Id="t", User_Name="b"))
         assert nas.answer(0.3) is None

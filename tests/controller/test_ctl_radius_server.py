@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,7 +95,12 @@ def test_retransmission_is_answered_from_the_cache(
     again = nas.answer(5)
     assert first is not None and first == again
     assert len(feed.events) == 1
-    assert server.view().packets == {("start", "applied"): 1, ("start", "retransmit"): 1}
+    # The worker process counts retransmissions; its counters reach us shortly after.
+    assert wait_until(
+        lambda: server.view().packets == {("start", "applied"): 1, ("start", "retransmit"): 1},
+        5.0,
+        0.005,
+    )
 
 
 def test_retransmission_while_committing_is_not_processed_twice(
@@ -229,3 +238,84 @@ def test_listen_address_in_use_is_named(tmp_path: Path, server: RadiusServer) ->
         bind([(host, port)])
     assert caught.value.path == "controller.radius.listen"
     assert f"{host}:{port}" in caught.value.reason
+
+
+def test_a_killed_worker_is_restarted_and_the_feed_goes_on(
+    server: RadiusServer, nas: Nas, feed: FakeFeed
+) -> None:
+    nas.send(start(nas, 12, "before"))
+    assert nas.answer(5) is not None
+    first = server.worker_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert wait_until(lambda: server.restarts == 1 and server.worker_pid not in (None, first), 10)
+    data = start(nas, 13, "after")
+    nas.send(data)
+    reply = nas.answer(10)
+    assert reply is not None and codec.is_response_to(reply, data, SECRET.encode())
+    assert [e.account for e in feed.events] == ["before", "after"]
+    assert server.view().worker_restarts == 1
+
+
+def test_a_worker_that_dies_mid_commit_never_answers_that_batch(
+    server: RadiusServer, nas: Nas, feed: FakeFeed
+) -> None:
+    """The batch is stored, but its worker is gone: the NAS gets no answer until
+    it retransmits, and the new worker answers only after storing it again."""
+    feed.gate.clear()
+    data = start(nas, 14, "mid")
+    nas.send(data)
+    assert feed.entered.wait(5)
+    first = server.worker_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert wait_until(lambda: server.worker_pid not in (None, first), 10)
+    feed.gate.set()
+    assert nas.answer(0.3) is None
+    nas.send(data)  # the NAS's retransmission
+    assert nas.answer(10) is not None
+    assert [e.account for e in feed.events] == ["mid", "mid"]
+
+
+# A controller of its own: a RadiusServer over a fake feed, its worker's pid printed.
+_CONTROLLER = """
+import dataclasses, sys, time
+sys.path.insert(0, sys.argv[2])
+from radius_support import FakeFeed
+from edgectl.controller.radius import config
+from edgectl.controller.radius.server import Feed, RadiusServer, bind
+from edgectl.testing.wait import wait_until
+parsed = config.parse({"listen": "127.0.0.1:1813", "clients": sys.argv[1]})
+settings = dataclasses.replace(parsed, listen=(("127.0.0.1", 0),))
+server = RadiusServer(settings, Feed(FakeFeed().apply), bind(settings.listen))
+server.start()
+assert wait_until(lambda: server.worker_pid is not None, 10)
+print(server.worker_pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_worker_dies_with_its_controller(tmp_path: Path) -> None:
+    path = clients_file(tmp_path, ("bng-1", "127.0.0.1", SECRET))
+    here = str(Path(__file__).resolve().parent)
+    with subprocess.Popen(
+        [sys.executable, "-c", _CONTROLLER, str(path), here], stdout=subprocess.PIPE, text=True
+    ) as controller:
+        try:
+            assert controller.stdout is not None
+            worker = int(controller.stdout.readline())
+            assert _alive(worker)
+            controller.kill()  # kill -9: no clean-up of its own runs
+            controller.wait(10)
+            assert wait_until(lambda: not _alive(worker), 10)
+        finally:
+            controller.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie awaiting its reaper is dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

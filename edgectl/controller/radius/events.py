@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from edgectl.controller.store.feed import AccountingEvent
+from edgectl.controller.accounting import AccountingEvent
 from edgectl.model import ModelError, Prefix
 
 # The store's account alphabet (api/models.py ACCOUNT_PATTERN), so a RADIUS

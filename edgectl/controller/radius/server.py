@@ -1,59 +1,61 @@
-"""The accounting server: UDP sockets, a bounded queue, batched commits.
+"""The accounting server: a worker process on the sockets, batched commits here.
 
-Two threads, so decoding the next packets overlaps the commit of the last:
+* The worker process (``worker.py``) reads the listening sockets, drops what
+  it must not answer, answers retransmissions from its replay cache, and
+  queues the decoded events (at most ``max_queue``: beyond, the NAS's
+  retransmission is the back-pressure).
+* The committer asks the worker for what it has queued (up to
+  ``max_batch``), hands all of it to the store in ONE call, and only then
+  tells the worker the batch is committed, which it then answers (RFC 2866:
+  the NAS retransmits until answered, so an answer must mean "stored"), and
+  asks for the next.  While one batch commits, the worker decodes the next.
+* The reader thread takes the worker's messages (batches, counters) and
+  restarts the worker if it dies.
 
-* the receiver reads every listening socket, drops what it must not answer
-  (unknown NAS, bad authenticator, malformed: counted by reason), answers a
-  retransmission from the replay cache, and queues the rest;
-* the committer takes what is queued (up to ``max_batch``, waiting at most
-  ``BATCH_WAIT`` for more), hands all of it to the store in ONE call, and
-  only then sends the Accounting-Responses (RFC 2866: the NAS retransmits
-  until answered, so an answer must mean "stored").
-
-Threads rather than the event loop: a commit blocks (SQLite fsync), and the
-HTTP side's loop must not wait on it.  The store's own commit listeners wake
-agents' long-polls (``Notifier.publish`` is thread-safe), as for REST writes.
+The store stays in this process: its commit listeners wake agents'
+long-polls (``Notifier.publish`` is thread-safe), as for REST writes.  A
+thread, not the event loop, commits: a commit blocks (SQLite fsync).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import pickle
 import queue
-import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from multiprocessing.connection import Connection
 
+from edgectl.controller.accounting import AccountingEvent, EventOutcome
 from edgectl.controller.errors import Invalid
-from edgectl.controller.radius import codec
-from edgectl.controller.radius.config import Client, RadiusSettings
-from edgectl.controller.radius.events import KINDS, Unusable, to_event
+from edgectl.controller.radius.config import RadiusSettings
 from edgectl.controller.radius.stats import Stats, StatsView
-from edgectl.controller.store.feed import AccountingEvent, EventOutcome
+from edgectl.controller.radius.worker import Setup, Wire
+from edgectl.model import Prefix
 
 log = logging.getLogger(__name__)
 
-# How long the committer waits for more packets once it has one: a lone Start
-# is answered within this (plus the commit), a storm fills batches anyway.
-BATCH_WAIT = 0.002
-# Datagrams read from one socket before the others get a turn.
-BURST = 256
 # Receive buffer asked of the kernel (capped by net.core.rmem_max): what a
-# burst may queue while the receiver thread waits for the GIL.
+# burst may queue while the worker is busy.
 RECEIVE_BUFFER = 8 * 1024 * 1024
-# Replies kept for retransmissions, at most (~100 bytes each).
-REPLAY_ENTRIES = 200_000
-# Source addresses remembered as known NAS, at most (a NAS prefix may hold many).
-NAS_CACHE = 4096
 # After a failed commit, wait this long before the next: the packets are
 # unanswered and will come again; hammering a database that is down helps nobody.
 FAILURE_PAUSE = 0.5
+# A worker that dies sooner than this after its start is restarted only after
+# this pause (a worker that cannot start must not spin the controller).
+RESTART_PAUSE = 1.0
+# How long a stopping worker has to exit before it is killed.
+STOP_GRACE = 2.0
+# How long ``start`` waits for the first worker to be reading the sockets.
+READY_WAIT = 30.0
 
 ApplyEvents = Callable[[Sequence[AccountingEvent]], Sequence[EventOutcome]]
 
@@ -67,59 +69,26 @@ class Feed:
 
 
 @dataclass(slots=True)
-class Pending:
-    key: tuple[str, int, bytes]  # NAS name, Identifier, Request Authenticator
-    sock: socket.socket
-    peer: Any
-    reply: bytes
-    kind: str
-    event: AccountingEvent | None
-    outcome: str | None  # decided without the store (an unusable packet)
+class Burst:
+    """A batch the worker sent (the committer may commit several together)."""
+
+    generation: int  # which worker sent it: a restarted one does not know it
+    seq: int
+    items: list[tuple[str, AccountingEvent | None, str | None]]  # kind, event, outcome
 
 
-def kind_label(status_type: int) -> str:
-    return KINDS.get(status_type, "other")
-
-
-class ReplayCache:
-    """Answers already sent, by (NAS, Identifier, authenticator), for ``window`` seconds,
-    plus the keys queued or being committed (a retransmission of one of those is
-    dropped: the original's answer is on its way)."""
-
-    def __init__(self, window: float, entries: int = REPLAY_ENTRIES) -> None:
-        self._window = window
-        self._entries = entries
-        self._replies: OrderedDict[tuple[str, int, bytes], tuple[float, bytes]] = OrderedDict()
-        self._in_flight: set[tuple[str, int, bytes]] = set()
-        self._lock = threading.Lock()
-
-    def claim(self, key: tuple[str, int, bytes], now: float) -> bytes | bool:
-        """The cached reply; True if ``key`` is new (now in flight); False if in flight."""
-        with self._lock:
-            cached = self._replies.get(key)
-            if cached is not None and cached[0] > now:
-                return cached[1]
-            if key in self._in_flight:
-                return False
-            self._in_flight.add(key)
-            return True
-
-    def release(self, key: tuple[str, int, bytes]) -> None:
-        with self._lock:
-            self._in_flight.discard(key)
-
-    def answered(self, items: Sequence[tuple[tuple[str, int, bytes], bytes]], now: float) -> None:
-        expires = now + self._window
-        with self._lock:
-            for key, reply in items:
-                self._in_flight.discard(key)
-                self._replies[key] = (expires, reply)
-                self._replies.move_to_end(key)
-            while self._replies:
-                oldest_key, (oldest_expires, _) = next(iter(self._replies.items()))
-                if oldest_expires > now and len(self._replies) <= self._entries:
-                    break
-                del self._replies[oldest_key]
+def from_wire(wire: Wire) -> AccountingEvent:
+    source, kind, at, session_id, account, ipv4, ipv6, session_time = wire
+    return AccountingEvent(
+        source,
+        kind,
+        at,
+        session_id,
+        account,
+        Prefix._make(ipv4) if ipv4 is not None else None,
+        Prefix._make(ipv6) if ipv6 is not None else None,
+        session_time,
+    )
 
 
 def bind(listen: Sequence[tuple[str, int]]) -> list[socket.socket]:
@@ -154,48 +123,56 @@ class RadiusServer:
     """The accounting server over ``feed``; ``start`` binds nothing (``bind`` did)."""
 
     def __init__(
-        self,
-        settings: RadiusSettings,
-        feed: Feed,
-        sockets: Sequence[socket.socket],
-        clock: Callable[[], datetime] | None = None,
+        self, settings: RadiusSettings, feed: Feed, sockets: Sequence[socket.socket]
     ) -> None:
         self._settings = settings
         self._feed = feed
         self._sockets = list(sockets)
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._words = codec.dictionary()
-        self._queue: queue.Queue[Pending] = queue.Queue(settings.max_queue)
-        self._replay = ReplayCache(settings.replay_window)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        # Client by source address: matching the clients file's prefixes for
-        # every datagram was a tenth of receiving one.  Only known NAS are
-        # kept (the receiver thread's own), so spoofed sources cannot grow it.
-        self._nas: dict[str, Client] = {}
+        # Batches the reader received for the committer.
+        self._batches: queue.Queue[Burst] = queue.Queue()
+        self._worker_queued = 0  # decoded packets the worker holds, as it last said
+        # The running worker: its channel (the committer answers through it).
+        self._channel_lock = threading.Lock()
+        self._channel: Connection | None = None
+        self._generation = 0
+        self._busy = False  # the committer is storing a batch (it asks for none meanwhile)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()  # the first worker is reading the sockets
+        self.restarts = 0
         self.stats = Stats()
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         return [sock.getsockname()[:2] for sock in self._sockets]
 
+    @property
+    def worker_pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def view(self) -> StatsView:
-        return self.stats.view(self._queue.qsize())
+        return self.stats.view(self._worker_queued, self.restarts)
 
     def open_sessions(self) -> Mapping[str, int]:
         return self._feed.open_sessions() if self._feed.open_sessions is not None else {}
 
     def start(self) -> None:
-        for name, target in (("radius-receive", self._receive), ("radius-commit", self._commit)):
+        for name, target in (("radius-worker", self._supervise), ("radius-commit", self._commit)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         shown = ", ".join(f"{host}:{port}" for host, port in self.addresses)
+        # The controller reports healthy with its feed answering, not while the
+        # worker still starts (datagrams would wait in the socket buffer meanwhile).
+        if not self._ready.wait(READY_WAIT):
+            log.warning("RADIUS worker not ready after %g s; its datagrams wait", READY_WAIT)
         log.info("RADIUS accounting on %s (%d clients)", shown, len(self._settings.clients.entries))
 
     def stop(self) -> None:
-        """Stop both threads and close the sockets.  Packets still queued stay
-        unanswered: their NAS retransmits to the next controller."""
+        """Stop the worker and both threads, close the sockets.  Packets still
+        queued stay unanswered: their NAS retransmits to the next controller."""
         self._stopping.set()
         for thread in self._threads:
             thread.join()
@@ -203,103 +180,119 @@ class RadiusServer:
         for sock in self._sockets:
             sock.close()
 
-    # -- receiving ------------------------------------------------------------------
+    # -- the worker -----------------------------------------------------------------
 
-    def _receive(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            for listening in self._sockets:
-                selector.register(listening, selectors.EVENT_READ, listening)
-            while not self._stopping.is_set():
-                for key, _ in selector.select(timeout=0.2):
-                    sock: socket.socket = key.data
-                    for _ in range(BURST):
-                        try:
-                            data, peer = sock.recvfrom(65535)
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except OSError as error:
-                            # e.g. ECONNREFUSED queued by an earlier reply's ICMP error.
-                            log.debug("recvfrom: %s", error)
-                            break
-                        try:
-                            self.handle(sock, data, peer)
-                        except Exception:  # one packet must never stop the feed
-                            log.exception("RADIUS packet from %s not handled", peer[0])
-                            self.stats.drop("internal_error")
+    def _supervise(self) -> None:
+        """Run the worker, restart it when it dies, stop it when we stop.
 
-    def handle(self, sock: socket.socket, data: bytes, peer: Any) -> None:
-        """One datagram: dropped, answered from the replay cache, or queued."""
-        client = self._nas.get(peer[0])
-        if client is None:
-            client = self._settings.clients.find(peer[0])
-            if client is None:
-                self.stats.drop("unknown_nas")
-                return
-            if len(self._nas) >= NAS_CACHE:
-                self._nas.clear()
-            self._nas[peer[0]] = client
+        The worker is started from this thread, which lives as long as the
+        feed: the worker's PR_SET_PDEATHSIG fires when its starting thread ends.
+        """
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                process, channel = self._spawn()
+            except OSError as error:
+                log.error("RADIUS worker not started: %s", error)
+                self._stopping.wait(RESTART_PAUSE)
+                continue
+            try:
+                self._read(channel)
+            finally:
+                with self._channel_lock:
+                    self._channel = None
+                channel.close()  # the worker's EOF: it exits
+                code = _reap(process)
+            self._worker_queued = 0
+            if self._stopping.is_set():
+                break
+            self.restarts += 1
+            log.error("RADIUS worker (pid %d) exited (%s); restarting it", process.pid, code)
+            if time.monotonic() - started < RESTART_PAUSE:
+                self._stopping.wait(RESTART_PAUSE)
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], Connection]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = tuple(sock.fileno() for sock in self._sockets)
         try:
-            packet = codec.decode(data, client.secret, self._settings.account.key, self._words)
-        except codec.Dropped as dropped:
-            log.debug("RADIUS from %s (%s) dropped: %s", client.name, peer[0], dropped)
-            self.stats.drop(dropped.reason)
-            return
-        kind = kind_label(packet.status_type)
-        key = (client.name, packet.identifier, packet.authenticator)
-        claimed = self._replay.claim(key, time.monotonic())
-        if claimed is False:
-            self.stats.packet(kind, "retransmit_in_flight")
-            return
-        if claimed is not True:
-            assert isinstance(claimed, bytes)
-            self.stats.packet(kind, "retransmit")  # counted first: the answer ends a test's wait
-            self._send(sock, claimed, peer)
-            return
-        try:
-            event: AccountingEvent | None = to_event(
-                client.name, packet, self._clock(), self._settings.account
+            process = subprocess.Popen(
+                [sys.executable, "-m", "edgectl.controller.radius.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(), *fds),
+                stdin=subprocess.DEVNULL,
             )
-            outcome = None
-        except Unusable as unusable:
-            log.debug("RADIUS from %s: %s", client.name, unusable.detail)
-            event, outcome = None, unusable.outcome
-        try:
-            self._queue.put_nowait(Pending(key, sock, peer, packet.reply, kind, event, outcome))
-        except queue.Full:
-            self._replay.release(key)
-            self.stats.drop("queue_full")
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        channel = Connection(ours.detach())
+        setup = Setup(self._settings, fds, os.getpid(), logging.getLogger().getEffectiveLevel())
+        with self._channel_lock:
+            self._generation += 1
+            self._channel = channel
+            self._process = process
+            with contextlib.suppress(OSError):  # it died already: _read sees the EOF
+                channel.send_bytes(pickle.dumps(setup, protocol=5))
+                if not self._busy:
+                    # The committer is waiting: the new worker may send at once.
+                    channel.send_bytes(self._answer_message([]))
+        return process, channel
 
-    def _send(self, sock: socket.socket, reply: bytes, peer: Any) -> None:
-        try:
-            sock.sendto(reply, peer)
-        except OSError as error:
-            # The NAS retransmits and gets the cached answer.
-            log.debug("sendto %s: %s", peer[0], error)
-            self.stats.drop("send_failed")
+    def _read(self, channel: Connection) -> None:
+        """The worker's messages until it exits (EOF) or we stop."""
+        generation = self._generation
+        while not self._stopping.is_set():
+            try:
+                if not channel.poll(0.2):
+                    continue
+                message = pickle.loads(channel.recv_bytes())
+            except (EOFError, OSError):
+                return
+            if message[0] == "ready":
+                self._ready.set()
+            elif message[0] == "batch":
+                _, seq, items = message
+                events = [
+                    (kind, from_wire(wire) if wire is not None else None, outcome)
+                    for kind, wire, outcome in items
+                ]
+                self._batches.put(Burst(generation, seq, events))
+            else:
+                _, packets, dropped, queued = message
+                self.stats.packets_counted(Counter(packets))
+                for reason, count in dropped.items():
+                    self.stats.drop(reason, count)
+                self._worker_queued = queued
+
+    def _answer_message(self, answers: list[tuple[int, bool]]) -> bytes:
+        return pickle.dumps(("answer", answers, self._settings.max_batch), protocol=5)
+
+    def _tell(self, batch: Sequence[Burst], *, committed: bool) -> None:
+        """Tell the worker which batches are stored, and that we take the next."""
+        with self._channel_lock:
+            self._busy = False
+            if self._channel is None:
+                return  # between workers: _spawn asks the next one
+            # A restarted worker never sent these: its NAS retransmit to it.
+            answers = [(b.seq, committed) for b in batch if b.generation == self._generation]
+            try:
+                self._channel.send_bytes(self._answer_message(answers))
+            except OSError as error:
+                log.debug("RADIUS worker channel: %s", error)
 
     # -- committing -----------------------------------------------------------------
 
-    def _take(self) -> list[Pending]:
+    def _take(self) -> list[Burst]:
         try:
-            first = self._queue.get(timeout=0.2)
+            taken = [self._batches.get(timeout=0.2)]
         except queue.Empty:
             return []
-        batch = [first]
-        deadline = time.monotonic() + BATCH_WAIT
-        while len(batch) < self._settings.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
+        with self._channel_lock:
+            self._busy = True
+        with contextlib.suppress(queue.Empty):
+            while True:  # from a restarted worker, or a second "want" crossing a batch
+                taken.append(self._batches.get_nowait())
+        return taken
 
     def _commit(self) -> None:
         while not self._stopping.is_set():
@@ -308,15 +301,19 @@ class RadiusServer:
                 try:
                     self.commit(batch)
                 except Exception:
-                    log.exception("RADIUS batch of %d not answered", len(batch))
-                    for pending in batch:
-                        self._replay.release(pending.key)
-                    self.stats.drop("commit_failed", len(batch))
+                    count = sum(len(burst.items) for burst in batch)
+                    log.exception("RADIUS batch of %d not answered", count)
+                    self.stats.drop("commit_failed", count)
+                    # Forgotten at once, so a retransmission is processed, not
+                    # dropped as in flight; the next batch waits for the pause.
+                    self._tell(batch, committed=False)
                     self._stopping.wait(FAILURE_PAUSE)
+                else:
+                    self._tell(batch, committed=True)
 
-    def commit(self, batch: Sequence[Pending]) -> None:
-        """Store ``batch`` in one call, then answer every packet of it."""
-        events = [pending.event for pending in batch if pending.event is not None]
+    def commit(self, batch: Sequence[Burst]) -> None:
+        """Store ``batch`` in one call and count its packets (the caller answers them)."""
+        events = [event for burst in batch for _, event, _ in burst.items if event is not None]
         outcomes: Sequence[EventOutcome] = []
         if events:
             started = time.monotonic()
@@ -324,16 +321,23 @@ class RadiusServer:
             self.stats.commit(time.monotonic() - started)
             if len(outcomes) != len(events):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(events)} events")
-        answered = []
         counts: Counter[tuple[str, str]] = Counter()
         results = iter(outcomes)
-        for pending in batch:
-            outcome = pending.outcome if pending.event is None else next(results).status
-            counts[pending.kind, outcome or "applied"] += 1
-            answered.append((pending.key, pending.reply))
+        for burst in batch:
+            for kind, event, outcome in burst.items:
+                status = outcome if event is None else next(results).status
+                counts[kind, status or "applied"] += 1
+        # Counted before the answers leave: an answer ends a test's (or a
+        # NAS's) wait, and the counters must already say why.
         self.stats.packets_counted(counts)
-        # Cached before any answer leaves, so a retransmission racing the
-        # answer finds the reply rather than an empty in-flight slot.
-        self._replay.answered(answered, time.monotonic())
-        for pending in batch:
-            self._send(pending.sock, pending.reply, pending.peer)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> int | str:
+    """The worker's exit status, killing it if it does not exit in time."""
+    try:
+        return process.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.wait(STOP_GRACE)
+        return "not reaped"

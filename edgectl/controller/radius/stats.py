@@ -1,4 +1,5 @@
-"""The feed's counters, shared by its two threads and read by /metrics (no pyrad here)."""
+"""The feed's counters, kept in the controller process (the worker process sends
+its share) and read by /metrics (no pyrad here)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ class StatsView:
     commit_count: int
     commit_sum: float
     queued: int
+    worker_restarts: int = 0
 
 
 @dataclass
 class Stats:
-    """Counters shared by both threads (and read by /metrics)."""
+    """Counters shared by the feed's threads (and read by /metrics)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     packets: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -52,7 +54,7 @@ class Stats:
                 if seconds <= bound:
                     self.buckets[index] += 1
 
-    def view(self, queued: int) -> StatsView:
+    def view(self, queued: int, worker_restarts: int = 0) -> StatsView:
         with self.lock:
             return StatsView(
                 dict(self.packets),
@@ -61,4 +63,5 @@ class Stats:
                 self.commit_count,
                 self.commit_sum,
                 queued,
+                worker_restarts,
             )

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
+from edgectl.controller.accounting import AccountingEvent as AccountingEvent
+from edgectl.controller.accounting import EventOutcome as EventOutcome
 from edgectl.controller.compile import Topology, delegation_problem
 from edgectl.controller.ids import ACCOUNT_RULE, is_account
 from edgectl.controller.store import current, history, loaders
@@ -43,7 +44,6 @@ from edgectl.controller.store.core import now as clock
 from edgectl.controller.store.db import insert_rows, time_param
 from edgectl.controller.store.feed_session import UPDATED, FeedSession, binding_fields
 from edgectl.controller.store.subscribers import ensure_accounts
-from edgectl.model import Prefix
 
 h = t.session_history
 
@@ -53,26 +53,6 @@ SESSION_KINDS = frozenset({"start", "interim", "stop"})
 RESTART_KINDS = frozenset({"on", "off"})
 MAX_SESSION_TIME = 10 * 366 * 86_400  # Acct-Session-Time is 32 bits; a decade is already absurd
 STALE_BATCH = 50_000  # sessions a stale sweep unbinds in one transaction
-
-
-@dataclass(frozen=True, slots=True)
-class AccountingEvent:
-    source: str  # NAS name from the clients file ("api:<actor>" for REST)
-    kind: Literal["start", "interim", "stop", "on", "off"]
-    at: datetime  # Event-Timestamp, else arrival; tz-aware UTC
-    session_id: str | None  # Acct-Session-Id; None for on/off
-    account: str | None  # None for on/off
-    ipv4: Prefix | None = None  # host /32 (Framed-IP-Address)
-    ipv6: Prefix | None = None  # delegated prefix (Delegated-IPv6-Prefix / Framed-IPv6-Prefix)
-    # Acct-Session-Time (seconds) of an Interim or Stop: the session began that
-    # long before ``at``, which dates a session whose Start never arrived.
-    session_time: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EventOutcome:
-    status: Literal["applied", "ignored", "unpooled", "invalid"]
-    detail: str = ""
 
 
 def _text_problem(name: str, value: object, longest: int) -> str | None:
