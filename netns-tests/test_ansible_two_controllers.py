@@ -17,6 +17,7 @@ import grp
 import hashlib
 import pwd
 import stat
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ CTL_1, CTL_2 = CONTROLLER_PAIR
 # dyn4 subscribers behind both gateways (each gateway has its own lab).
 THROUGH_CTL_1 = "100.64.0.10"
 THROUGH_CTL_2 = "100.64.0.12"
+# A fourth subscriber the test adds to the lab's dyn4 host (it has .10-.12).
 AFTER_FAIL_OVER = "100.64.0.13"
 NEIGHBOUR = "100.64.0.11"  # never quarantined
 ENFORCE_TIMEOUT = 60.0
@@ -247,6 +249,15 @@ def test_zz_agents_fail_over_to_controller_2_when_controller_1_dies(
 ) -> None:
     # Named to run last: controller 1 stays down.
     fleet = deployed.fleet
+    for topo in fleet.topologies.values():
+        host = topo.hosts["dyn4"]
+        subprocess.run(
+            ["ip", "-n", host.ns, "addr", "add", f"{AFTER_FAIL_OVER}/16", "dev", host.ifname],
+            check=True,
+            timeout=30,
+        )
+    for gateway in GATEWAYS:
+        assert _connects(fleet, gateway, AFTER_FAIL_OVER), gateway
     fleet.services[CTL_1].kill()
     assert not fleet.healthy(CTL_1)
     _quarantine(fleet, AFTER_FAIL_OVER, via=CTL_2)
