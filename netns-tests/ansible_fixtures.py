@@ -2,7 +2,13 @@
 
 * an ``ops`` namespace is the Ansible control node: ``ansible-playbook`` runs in
   it and holds a bridge, the management network 192.0.2.0/24;
-* a ``ctl`` namespace is the controller host (192.0.2.10);
+* a ``ctl`` namespace is the controller host (192.0.2.10) on SQLite - or, with
+  ``Fleet(controllers=CONTROLLER_PAIR, postgresql=True)``, two controller hosts
+  ``ctl-1`` and ``ctl-2`` (192.0.2.10, .11) and a ``db`` namespace (192.0.2.5)
+  where a throwaway PostgreSQL server (``edgectl.testing.pgserver``) listens on
+  the management network only and wants a password over TCP; the controllers'
+  DSN, password included, reaches Ansible as an ansible-vault encrypted
+  ``group_vars`` file next to the inventory, opened with a password file;
 * two standard lab topologies (``edgectl.lab.topology``) give two gateways,
   ``gw-a`` and ``gw-b``, each with its subscribers and servers; their gateway
   namespaces join the management bridge as 192.0.2.21 and .22;
@@ -26,6 +32,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -34,13 +41,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgectl import __version__
 from edgectl.lab import netns
+from edgectl.lab.probe import Listener
 from edgectl.lab.topology import OWNER_DIR, Topology, new_prefix, standard_topology
+from edgectl.testing import pgserver
 from edgectl.testing.processes import stop
 from edgectl.testing.rest import Rest
 from edgectl.testing.wait import wait_until
@@ -52,9 +62,15 @@ VENV_BIN = Path(sys.executable).parent
 MGMT_NET = "192.0.2"
 CONTROLLER_ADDRESS = f"{MGMT_NET}.10"
 OPS_ADDRESS = f"{MGMT_NET}.1"
+DATABASE_ADDRESS = f"{MGMT_NET}.5"
+# Controller hosts by name: one on SQLite (the default), or two on PostgreSQL.
+CONTROLLERS = {"ctl": CONTROLLER_ADDRESS}
+CONTROLLER_PAIR = {"ctl-1": CONTROLLER_ADDRESS, "ctl-2": f"{MGMT_NET}.11"}
 GATEWAYS = {"gw-a": f"{MGMT_NET}.21", "gw-b": f"{MGMT_NET}.22"}
 CONTROLLER_PORT = 8470
-CONTROLLER_URL = f"https://{CONTROLLER_ADDRESS}:{CONTROLLER_PORT}"
+# The controllers' PostgreSQL role and database (the DSN's password is random per run).
+DATABASE_ROLE = "edgectl"
+DATABASE_NAME = "edgectl"
 PLAYBOOK_TIMEOUT = 600.0
 START_TIMEOUT = 30.0
 # Directories every "host" has before Ansible runs (a real host has them too).
@@ -89,6 +105,17 @@ def gateway_settings() -> dict[str, Any]:
 
 def venv_tool(name: str) -> Path:
     return VENV_BIN / name
+
+
+def controller_url(address: str) -> str:
+    return f"https://{address}:{CONTROLLER_PORT}"
+
+
+def _private_file(path: Path, text: str) -> None:
+    """Write ``text`` to a new file that only its owner (root) can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
 
 
 def _run(argv: list[str], timeout: float = 60.0, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -208,6 +235,10 @@ class Service:
         """SIGTERM, as systemd stops a unit, then SIGKILL after ``grace``."""
         stop(self.proc, grace=grace)
 
+    def kill(self) -> None:
+        """SIGKILL: the host's process dies without a goodbye (a crash, an OOM kill)."""
+        stop(self.proc, signal.SIGKILL)
+
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -216,14 +247,23 @@ class Service:
 class Fleet:
     """The namespaces, sshds, inventory and services of one test module."""
 
+    # Controller hosts (name -> management address); the first one registers
+    # the gateways and applies the catalogue.
+    controllers: dict[str, str] = field(default_factory=lambda: dict(CONTROLLERS))
+    # The controllers share one PostgreSQL database (DSN from Vault), else each its SQLite file.
+    postgresql: bool = False
     token: str = field(default_factory=lambda: new_prefix(BASE_PREFIX).rsplit("-", 1)[1])
     workdir: Path = field(init=False)
     mgmt_prefix: str = field(init=False)
     topologies: dict[str, Topology] = field(init=False, default_factory=dict)
     sshd: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
     services: dict[str, Service] = field(init=False, default_factory=dict)
+    database: pgserver.Server | None = field(init=False, default=None)
+    # Known to the test (to look for it where it must not be), else only in Vault.
+    database_password: str = field(init=False, default="")
     _namespaces: list[str] = field(init=False, default_factory=list)
     _made_run_sshd: bool = field(init=False, default=False)
+    _closing: contextlib.ExitStack = field(init=False, default_factory=contextlib.ExitStack)
 
     def __post_init__(self) -> None:
         self.mgmt_prefix = f"{BASE_PREFIX}-{self.token}"
@@ -239,11 +279,37 @@ class Fleet:
         return f"{self.mgmt_prefix}-ops"
 
     @property
-    def ctl_ns(self) -> str:
-        return f"{self.mgmt_prefix}-ctl"
+    def db_ns(self) -> str:
+        return f"{self.mgmt_prefix}-db"
+
+    @property
+    def first_controller(self) -> str:
+        return next(iter(self.controllers))
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host Ansible manages: the controllers, then the gateways."""
+        return (*self.controllers, *GATEWAYS)
+
+    def ns(self, host: str) -> str:
+        if host in self.controllers:
+            return f"{self.mgmt_prefix}-{host}"
+        return self.gw_ns(host)
 
     def gw_ns(self, gateway: str) -> str:
         return self.topologies[gateway].gateway_ns
+
+    def url(self, controller: str) -> str:
+        return controller_url(self.controllers[controller])
+
+    @property
+    def vault_password_file(self) -> Path:
+        return self.workdir / "vault-password"
+
+    @property
+    def vault_file(self) -> Path:
+        # group_vars next to the inventory file: Ansible loads it for the group's hosts.
+        return self.workdir / "group_vars" / "edgectl_controller" / "vault.yml"
 
     def root(self, host: str) -> Path:
         return self.workdir / "hosts" / host
@@ -252,6 +318,11 @@ class Fleet:
         # Shared /etc/passwd: one user per "host", at most 32 characters.
         return f"ectl-{self.token}-{host.replace('gw-', 'g')}"
 
+    def bootstrap_token(self, controller: str) -> str:
+        """The netops token the controller role left on ``controller`` (root-only)."""
+        token_file = self.root(controller) / "etc/edgectl/bootstrap-netops.token"
+        return token_file.read_text().strip()
+
     @property
     def ca_file(self) -> Path:
         return self.workdir / "tls" / "ca.pem"
@@ -259,12 +330,15 @@ class Fleet:
     # --- build ---------------------------------------------------------------
 
     def build(self) -> None:
-        for host in ("ctl", *GATEWAYS):
+        for host in self.hosts:
             for sub in SKELETON:
                 (self.root(host) / sub).mkdir(parents=True, exist_ok=True)
         self._management_network()
         self._tls()
         self._ssh()
+        if self.postgresql:
+            self._database()
+            self._vault()
         self.write_inventory()
 
     def _ns(self, name: str) -> None:
@@ -279,7 +353,12 @@ class Fleet:
         OWNER_DIR.mkdir(mode=0o755, exist_ok=True)
         (OWNER_DIR / f"{self.mgmt_prefix}.owner").write_text(f"{os.getpid()}\n")
         self._ns(self.ops_ns)
-        self._ns(self.ctl_ns)
+        members = {host: (self.ns(host), address) for host, address in self.controllers.items()}
+        for host in self.controllers:
+            self._ns(self.ns(host))
+        if self.postgresql:
+            self._ns(self.db_ns)
+            members["db"] = (self.db_ns, DATABASE_ADDRESS)
         for gateway in GATEWAYS:
             topo = standard_topology(new_prefix(BASE_PREFIX))
             self.topologies[gateway] = topo
@@ -289,7 +368,6 @@ class Fleet:
         self._ip("-n", ops, "addr", "add", f"{OPS_ADDRESS}/24", "dev", "br0")
         self._ip("-n", ops, "link", "set", "lo", "up")
         self._ip("-n", ops, "link", "set", "br0", "up")
-        members = {"ctl": (self.ctl_ns, CONTROLLER_ADDRESS)}
         members.update({gw: (self.gw_ns(gw), addr) for gw, addr in GATEWAYS.items()})
         for index, (host, (ns, address)) in enumerate(members.items()):
             port = f"m{index}-{host}"[:15]
@@ -307,7 +385,9 @@ class Fleet:
             [
                 "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                 "-nodes", "-days", "2", "-subj", "/CN=edgectl lab controller",
-                "-addext", f"subjectAltName=IP:{CONTROLLER_ADDRESS}",
+                "-addext", "subjectAltName=" + ",".join(
+                    f"IP:{address}" for address in self.controllers.values()
+                ),
                 "-keyout", str(tls / "controller.key"), "-out", str(self.ca_file),
             ]
         )  # fmt: skip
@@ -322,7 +402,7 @@ class Fleet:
             Path("/run/sshd").mkdir(mode=0o755)
             self._made_run_sshd = True
         known = []
-        hosts = {"ctl": (self.ctl_ns, CONTROLLER_ADDRESS)}
+        hosts = {host: (self.ns(host), addr) for host, addr in self.controllers.items()}
         hosts.update({gw: (self.gw_ns(gw), addr) for gw, addr in GATEWAYS.items()})
         for host, (ns, address) in hosts.items():
             key = ssh / f"{host}_host_key"
@@ -360,6 +440,47 @@ class Fleet:
                 + (self.workdir / f"sshd-{host}.log").read_text(errors="replace")
             )
 
+    def _database(self) -> None:
+        """PostgreSQL on the db host: TCP on its management address only, a password
+        for every TCP client, a role and a database of the controllers' own."""
+        pgserver.require_for_tests()
+        self.database = self._closing.enter_context(
+            pgserver.running(
+                host=DATABASE_ADDRESS,
+                port=5432,
+                tcp_auth="scram-sha-256",
+                netns=self.db_ns,
+            )
+        )
+        self.database_password = secrets.token_urlsafe(24)
+        self.database.create_role(DATABASE_ROLE, self.database_password)
+        self.database.create_database(DATABASE_NAME, owner=DATABASE_ROLE)
+
+    def _vault(self) -> None:
+        """The DSN, password included, as an operator keeps it: an ansible-vault
+        encrypted vars file, its plain text never written to disk."""
+        _private_file(self.vault_password_file, secrets.token_urlsafe(32) + "\n")
+        dsn = (
+            f"postgresql+psycopg://{DATABASE_ROLE}:{self.database_password}"
+            f"@{DATABASE_ADDRESS}:5432/{DATABASE_NAME}"
+        )
+        self.vault_file.parent.mkdir(parents=True)
+        done = subprocess.run(
+            [
+                str(venv_tool("ansible-vault")), "encrypt",
+                "--vault-password-file", str(self.vault_password_file),
+                "--output", str(self.vault_file), "-",
+            ],
+            input=json.dumps({"vault_edgectl_controller_database_url": dsn}),
+            env=self.ansible_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert self.database_password not in self.vault_file.read_text()
+
     def _port_open(self, address: str, port: int) -> bool:
         import socket
 
@@ -388,7 +509,7 @@ class Fleet:
     def write_inventory(self) -> None:
         ssh = self.workdir / "ssh"
         ca = self.ca_file.read_text()
-        ctl_root = self.root("ctl")
+        first_root = self.root(self.first_controller)
         common = {
             "ansible_user": "root",
             "ansible_python_interpreter": "/usr/bin/python3",
@@ -405,18 +526,25 @@ class Fleet:
             "edgectl_controller_manage_service": False,
             "edgectl_agent_manage_service": False,
         }
-        controller = {
-            "ansible_host": CONTROLLER_ADDRESS,
-            "edgectl_controller_root": str(ctl_root),
-            "edgectl_controller_user": self.user("ctl"),
-            "edgectl_controller_group": self.user("ctl"),
-            "edgectl_controller_listen_host": CONTROLLER_ADDRESS,
+        controllers = {
+            host: {
+                "ansible_host": address,
+                "edgectl_controller_root": str(self.root(host)),
+                "edgectl_controller_user": self.user(host),
+                "edgectl_controller_group": self.user(host),
+                "edgectl_controller_listen_host": address,
+                "edgectl_controller_api_url": controller_url(address),
+            }
+            for host, address in self.controllers.items()
+        }
+        controller_vars: dict[str, Any] = {
             "edgectl_controller_port": CONTROLLER_PORT,
             "edgectl_controller_tls_cert": ca,
             "edgectl_controller_tls_key": (self.workdir / "tls" / "controller.key").read_text(),
             "edgectl_controller_ca_cert": ca,
-            "edgectl_controller_api_url": CONTROLLER_URL,
-            "edgectl_controller_settings": {"poll_interval": 0.05},
+            # SQLite: a fast re-check. PostgreSQL: the deployed default (1 s), so
+            # a quick wake-up across controllers is LISTEN/NOTIFY's.
+            "edgectl_controller_settings": {} if self.postgresql else {"poll_interval": 0.05},
             "edgectl_controller_rate_limits": [
                 {"name": "residential", "new_per_minute": 600, "burst": 100, "shadow": True}
             ],
@@ -433,6 +561,11 @@ class Fleet:
                 {"name": "static4", "kind": "static", "prefixes": ["100.65.0.0/24"]},
             ],
         }
+        if self.postgresql:
+            # As inventory/example does: the DSN, password included, from Vault.
+            controller_vars["edgectl_controller_database_url"] = (
+                "{{ vault_edgectl_controller_database_url }}"
+            )
         gateways = {
             gw: {
                 "ansible_host": address,
@@ -443,10 +576,10 @@ class Fleet:
             for gw, address in GATEWAYS.items()
         }
         gateway_vars = {
-            "edgectl_agent_controller_url": CONTROLLER_URL,
+            "edgectl_agent_controller_url": self.url(self.first_controller),
             "edgectl_agent_ca_cert": ca,
-            "edgectl_agent_api_token_file": f"{ctl_root}/etc/edgectl/bootstrap-netops.token",
-            "edgectl_agent_api_ca_path": f"{ctl_root}/etc/edgectl/tls/ca.pem",
+            "edgectl_agent_api_token_file": f"{first_root}/etc/edgectl/bootstrap-netops.token",
+            "edgectl_agent_api_ca_path": f"{first_root}/etc/edgectl/tls/ca.pem",
             "edgectl_agent_pools": ["dyn4", "static4"],
             "edgectl_agent_gateway_settings": gateway_settings(),
             "edgectl_agent_settings": {
@@ -457,9 +590,11 @@ class Fleet:
                 "report_min_gap": 0.5,
             },
         }
+        if len(self.controllers) > 1:
+            gateway_vars["edgectl_agent_controller_urls"] = [self.url(h) for h in self.controllers]
         inventory = {
             "all": {"vars": common},
-            "edgectl_controller": {"hosts": {"ctl": controller}},
+            "edgectl_controller": {"hosts": controllers, "vars": controller_vars},
             "edgectl_gateways": {"hosts": gateways, "vars": gateway_vars},
         }
         self.inventory.write_text(json.dumps(inventory, indent=2))
@@ -502,6 +637,8 @@ class Fleet:
             str(ANSIBLE_DIR / name),
             *extra,
         ]
+        if self.vault_password_file.exists():
+            argv[1:1] = ["--vault-password-file", str(self.vault_password_file)]
         if in_ops:
             argv = ["ip", "netns", "exec", self.ops_ns, *argv]
         done = subprocess.run(
@@ -520,12 +657,12 @@ class Fleet:
     # --- services ------------------------------------------------------------
 
     def unit_path(self, host: str) -> Path:
-        name = "edgectl-controller.service" if host == "ctl" else "edgectl-agent.service"
-        return self.root(host) / "etc/systemd/system" / name
+        name = "edgectl-controller" if host in self.controllers else "edgectl-agent"
+        return self.root(host) / "etc/systemd/system" / f"{name}.service"
 
     def start(self, host: str) -> Service:
-        ns = self.ctl_ns if host == "ctl" else self.gw_ns(host)
-        service = Service(host, ns, Unit.parse(self.unit_path(host)), self.workdir / f"{host}.log")
+        unit = Unit.parse(self.unit_path(host))
+        service = Service(host, self.ns(host), unit, self.workdir / f"{host}.log")
         self.services[host] = service
         service.start()
         return service
@@ -533,16 +670,28 @@ class Fleet:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        """A call to the deployed controller from the ops namespace."""
-        if token is None:
-            token_file = self.root("ctl") / "etc/edgectl/bootstrap-netops.token"
-            token = token_file.read_text().strip()
-        rest = Rest(CONTROLLER_URL, netns=self.ops_ns, ssl_context=self.ssl_context())
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        via: str | None = None,
+    ) -> Any:
+        """A call to a deployed controller (``via``, default the first) from the
+        ops namespace, with that host's bootstrap token unless ``token`` is given."""
+        via = self.first_controller if via is None else via
+        token = self.bootstrap_token(via) if token is None else token
+        rest = Rest(self.url(via), netns=self.ops_ns, ssl_context=self.ssl_context())
         return rest.call(method, path, body, token=token)
 
-    def healthy(self) -> bool:
-        return Rest(CONTROLLER_URL, netns=self.ops_ns, ssl_context=self.ssl_context()).healthy()
+    def gateway(self, name: str, via: str | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = self.api("GET", f"/v1/gateways/{name}", via=via)
+        return found
+
+    def healthy(self, via: str | None = None) -> bool:
+        url = self.url(self.first_controller if via is None else via)
+        return Rest(url, netns=self.ops_ns, ssl_context=self.ssl_context()).healthy()
 
     # --- teardown ------------------------------------------------------------
 
@@ -558,6 +707,11 @@ class Fleet:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
+        try:
+            # The PostgreSQL server, if any: stopped by pg_ctl before the kill below.
+            self._closing.close()
+        except (OSError, RuntimeError) as error:
+            errors.append(f"database: {error}")
         # Anything else still running in our namespaces (sshd session children).
         namespaces = [*self._namespaces]
         for topo in self.topologies.values():
@@ -580,7 +734,7 @@ class Fleet:
             except OSError as error:
                 errors.append(f"{ns}: {error}")
         (OWNER_DIR / f"{self.mgmt_prefix}.owner").unlink(missing_ok=True)
-        for host in ("ctl", *GATEWAYS):
+        for host in self.hosts:
             name = self.user(host)
             if _run(["getent", "passwd", name]).returncode == 0:
                 _run(["userdel", name])
@@ -591,3 +745,126 @@ class Fleet:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise RuntimeError("fleet teardown: " + "; ".join(errors))
+
+
+# --- a deployment, as the test modules use it ------------------------------
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(tool: str) -> None:
+    """Skip (fail under CI) when ``tool`` is missing."""
+    import pytest  # test support: only pytest sessions build a fleet
+
+    found = Path(tool).exists() if tool.startswith("/") else shutil.which(tool) is not None
+    if not found:
+        message = f"{tool} is missing (see ansible/README.md, 'Tests')"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+TOOLS = (
+    str(venv_tool("ansible-playbook")),
+    str(venv_tool("ansible-vault")),
+    "/usr/sbin/sshd",
+    "ssh",
+    "ssh-keygen",
+    "openssl",
+    "setpriv",
+    "sudo",
+    "nft",
+)
+SOURCE_IGNORE = (
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
+    "wheelhouse",
+)  # fmt: skip
+CONVERGE_TIMEOUT = 20.0
+MX = "203.0.113.25"  # each gateway's lab has this mail server
+SUBMISSION = 587  # never blocked by OP25B, so a refusal here is a quarantine's
+
+
+def built_fleet(request: Any, **options: Any) -> Fleet:
+    """A module's fleet (``Fleet(**options)``), torn down when the module ends."""
+    for tool in TOOLS:
+        require(tool)
+    fleet = Fleet(**options)
+    request.addfinalizer(fleet.destroy)
+    fleet.build()
+    return fleet
+
+
+@contextlib.contextmanager
+def mail_listeners(fleet: Fleet) -> Iterator[None]:
+    """The submission port of every lab's mail server accepts while this lasts."""
+    with contextlib.ExitStack() as stack:
+        for topo in fleet.topologies.values():
+            mx = topo.hosts["mx"]
+            stack.enter_context(Listener(mx.ns, [MX], [SUBMISSION], hold=False))
+        yield
+
+
+@dataclass
+class Deployed:
+    """A fleet after wheelhouse.yml, controller.yml and two runs of site.yml."""
+
+    fleet: Fleet
+    controller: str  # controller.yml's output
+    first: str  # site.yml's outputs
+    second: str
+    seconds: float
+
+    @property
+    def outputs(self) -> tuple[str, str, str]:
+        return (self.controller, self.first, self.second)
+
+
+def deploy(fleet: Fleet) -> Deployed:
+    """Wheelhouse, controllers, site, agents started; a second site.yml.
+
+    There is no systemd as PID 1 here, so this plays its part: between
+    controller.yml and site.yml it starts every controller from its unit (the
+    catalogue and the registrations need the API), after site.yml the agents.
+    """
+    started = time.monotonic()
+    # The package index is reached from the root namespace, like an operator's
+    # workstation would; the hosts install from the wheelhouse only.
+    # From a copy of the source: pip builds in-tree, and a stale build/ of the
+    # work tree could put removed modules into the wheel.
+    source = fleet.workdir / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*SOURCE_IGNORE))
+    fleet.playbook(
+        "wheelhouse.yml",
+        "-e",
+        f"edgectl_wheelhouse={fleet.wheelhouse()} edgectl_source={source} "
+        f"edgectl_version={__version__}",
+        in_ops=False,
+    )
+    controller = fleet.playbook("controller.yml")
+    for host in fleet.controllers:
+        service = fleet.start(host)
+        assert wait_until(lambda h=host: fleet.healthy(h), START_TIMEOUT, 0.1), service.logs()
+    first = fleet.playbook("site.yml")
+    for gateway in GATEWAYS:
+        fleet.start(gateway)
+
+    def converged() -> bool:
+        return all(fleet.gateway(g).get("converged") is True for g in GATEWAYS)
+
+    assert wait_until(converged, CONVERGE_TIMEOUT, 0.2), "\n".join(
+        fleet.services[g].logs() for g in GATEWAYS
+    )
+    second = fleet.playbook("site.yml")
+    return Deployed(fleet, controller, first, second, time.monotonic() - started)
+
+
+def check_unit(unit: Path) -> None:
+    """``systemd-analyze verify`` finds nothing wrong with ``unit``."""
+    require("systemd-analyze")
+    done = _run(["systemd-analyze", "verify", str(unit)])
+    # verify also reports problems of unrelated units on this machine; only
+    # lines that name ours count.
+    ours = [line for line in done.stderr.splitlines() if unit.name in line]
+    assert done.returncode == 0 and not ours, done.stderr

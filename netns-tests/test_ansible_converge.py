@@ -6,9 +6,9 @@ a second run of site.yml changes nothing, the rendered units pass
 quarantine made through the deployed controller's API is enforced by both
 deployed agents (real TCP), and decommission.yml leaves nothing behind.
 
-This machine has no systemd as PID 1, so the test plays its part: between
-controller.yml and site.yml it starts the controller from its unit (the
-catalogue and the registrations need the API), and after site.yml the agents.
+This machine has no systemd as PID 1, so the test plays its part
+(``ansible_fixtures.deploy``). Two controller hosts on PostgreSQL:
+test_ansible_two_controllers.py.
 """
 
 from __future__ import annotations
@@ -18,120 +18,49 @@ import ipaddress
 import json
 import os
 import pwd
-import shutil
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from ansible_fixtures import (
     GATEWAYS,
-    REPO,
+    MX,
     SKELETON,
-    START_TIMEOUT,
+    SUBMISSION,
+    Deployed,
     Fleet,
+    built_fleet,
+    check_unit,
+    deploy,
     gateway_settings,
+    mail_listeners,
     recap,
-    venv_tool,
 )
 
-from edgectl import __version__
-from edgectl.lab.probe import Listener, Outcome, connect
+from edgectl.lab.probe import Outcome, connect
 from edgectl.testing.processes import nft
 from edgectl.testing.rest import HttpError
 from edgectl.testing.wait import wait_until
 
 SUBSCRIBER = "100.64.0.10"  # dyn4 pool, behind both gateways (each has its own lab)
 NEIGHBOUR = "100.64.0.11"  # same pool, not quarantined
-MX = "203.0.113.25"
-SUBMISSION = 587  # never blocked by OP25B, so a refusal here is the quarantine's
-CONVERGE_TIMEOUT = 20.0
 ENFORCE_TIMEOUT = 60.0
-SOURCE_IGNORE = (
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
-    "wheelhouse",
-)  # fmt: skip
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _require(tool: str) -> None:
-    found = Path(tool).exists() if tool.startswith("/") else shutil.which(tool) is not None
-    if not found:
-        message = f"{tool} is missing (see ansible/README.md, 'Tests')"
-        if _in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
-@dataclass
-class Deployed:
-    fleet: Fleet
-    first: str
-    second: str
-    seconds: float
 
 
 @pytest.fixture(scope="module")
 def fleet(request: pytest.FixtureRequest, leftovers_removed: list[str]) -> Fleet:
-    for tool in (
-        str(venv_tool("ansible-playbook")),
-        "/usr/sbin/sshd",
-        "ssh",
-        "ssh-keygen",
-        "openssl",
-        "setpriv",
-        "sudo",
-        "nft",
-    ):
-        _require(tool)
-    built = Fleet()
-    request.addfinalizer(built.destroy)
-    built.build()
-    return built
+    return built_fleet(request)  # one controller host, on SQLite
 
 
 def _gateway(fleet: Fleet, name: str) -> dict[str, object]:
-    found: dict[str, object] = fleet.api("GET", f"/v1/gateways/{name}")
-    return found
+    return fleet.gateway(name)
 
 
 @pytest.fixture(scope="module")
 def deployed(fleet: Fleet) -> Deployed:
-    started = time.monotonic()
-    # The package index is reached from the root namespace, like an operator's
-    # workstation would; the hosts install from the wheelhouse only.
-    # From a copy of the source: pip builds in-tree, and a stale build/ of the
-    # work tree could put removed modules into the wheel.
-    source = fleet.workdir / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*SOURCE_IGNORE))
-    fleet.playbook(
-        "wheelhouse.yml",
-        "-e",
-        f"edgectl_wheelhouse={fleet.wheelhouse()} edgectl_source={source} "
-        f"edgectl_version={__version__}",
-        in_ops=False,
-    )
-    fleet.playbook("controller.yml")
-    controller = fleet.start("ctl")
-    assert wait_until(fleet.healthy, START_TIMEOUT, 0.1), controller.logs()
-    first = fleet.playbook("site.yml")
-    for gateway in GATEWAYS:
-        fleet.start(gateway)
-
-    def converged() -> bool:
-        return all(_gateway(fleet, g).get("converged") is True for g in GATEWAYS)
-
-    assert wait_until(converged, CONVERGE_TIMEOUT, 0.2), "\n".join(
-        fleet.services[g].logs() for g in GATEWAYS
-    )
-    second = fleet.playbook("site.yml")
-    return Deployed(fleet, first, second, time.monotonic() - started)
+    return deploy(fleet)
 
 
 def test_site_converges_and_a_second_run_changes_nothing(deployed: Deployed) -> None:
@@ -179,21 +108,8 @@ def test_secrets_have_tight_modes_and_never_reach_the_output(deployed: Deployed)
 
 
 def test_rendered_units_pass_systemd_analyze_verify(deployed: Deployed) -> None:
-    _require("systemd-analyze")
-    fleet = deployed.fleet
-    for host in ("ctl", *GATEWAYS):
-        unit = fleet.unit_path(host)
-        done = subprocess.run(
-            ["systemd-analyze", "verify", str(unit)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        # verify also reports problems of unrelated units on this machine; only
-        # lines that name ours count.
-        ours = [line for line in done.stderr.splitlines() if unit.name in line]
-        assert done.returncode == 0 and not ours, done.stderr
+    for host in deployed.fleet.hosts:
+        check_unit(deployed.fleet.unit_path(host))
 
 
 def test_agents_run_with_cap_net_admin_only(deployed: Deployed) -> None:
@@ -211,15 +127,8 @@ def test_agents_run_with_cap_net_admin_only(deployed: Deployed) -> None:
 
 @pytest.fixture
 def mail_servers(deployed: Deployed) -> Iterator[None]:
-    listeners = []
-    try:
-        for topo in deployed.fleet.topologies.values():
-            mx = topo.hosts["mx"]
-            listeners.append(Listener(mx.ns, [MX], [SUBMISSION], hold=False))
+    with mail_listeners(deployed.fleet):
         yield
-    finally:
-        for listener in listeners:
-            listener.close()
 
 
 def test_a_quarantine_through_the_api_is_enforced_by_both_agents(

@@ -50,3 +50,18 @@ def test_tcp_listener() -> None:
         url = server.create_database("tcp")
         assert url.startswith(f"postgresql+psycopg://postgres@127.0.0.1:{port}/")
         assert _answer(url) == "tcp"
+
+
+def test_tcp_clients_log_in_with_a_password_when_asked() -> None:
+    port = _free_port()
+    with pgserver.running(host="127.0.0.1", port=port, tcp_auth="scram-sha-256") as server:
+        server.create_role("app", "s3cret'pw")
+        server.create_database("owned", owner="app")
+        good = f"postgresql+psycopg://app:s3cret%27pw@127.0.0.1:{port}/owned"
+        assert _answer(good) == "owned"
+        with pytest.raises(sa.exc.OperationalError, match="password authentication failed"):
+            _answer(f"postgresql+psycopg://app:wrong@127.0.0.1:{port}/owned")
+        # The superuser has no password: over TCP it is refused, its socket still works.
+        with pytest.raises(sa.exc.OperationalError):
+            _answer(server.url("owned"))
+        server.drop_database("owned")

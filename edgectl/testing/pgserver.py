@@ -7,7 +7,13 @@ root the server runs as the ``postgres`` system user (``runuser``) and the
 temporary directory is handed to it.  It listens on a Unix socket in that
 directory (reachable from any network namespace: the socket is a file) and,
 when ``host`` is given, on that address's TCP ``port`` too.  Every client is
-trusted: the server lives for one test session or one benchmark.
+trusted (the server lives for one test session or one benchmark), unless
+``tcp_auth`` names another method for TCP clients: ``"scram-sha-256"`` makes
+them log in with a role's password (``create_role``), as a deployed
+controller does; the superuser keeps the trusted socket.
+
+``netns`` starts the server inside that network namespace (root only), so
+``host`` can be an address of a test network and nothing else reaches it.
 
 ``durable=False`` (tests) turns fsync, synchronous commit and full-page
 writes off for speed; ``durable=True`` (benchmarks) keeps PostgreSQL's
@@ -56,8 +62,12 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
-def _run(command: list[str]) -> None:
-    done = subprocess.run(_as_server_user(command), capture_output=True, text=True, check=False)
+def _run(command: list[str], netns: str | None = None) -> None:
+    argv = _as_server_user(command)
+    if netns is not None:
+        # pg_ctl forks the postmaster from here: it stays in the namespace.
+        argv = ["ip", "netns", "exec", netns, *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(
             f"{Path(command[0]).name} failed ({done.returncode}): {done.stderr.strip()}"
@@ -78,9 +88,11 @@ class Server:
         if self.host is not None:
             host = f"[{self.host}]" if ":" in self.host else self.host
             return f"postgresql+psycopg://postgres@{host}:{self.port}/{database}"
-        return self._socket_url(database)
+        return self.socket_url(database)
 
-    def _socket_url(self, database: str) -> str:
+    def socket_url(self, database: str = ADMIN_DATABASE) -> str:
+        """SQLAlchemy URL of ``database`` as the superuser over the Unix socket
+        (from any network namespace: the socket is a file)."""
         # The socket's file name carries the port (.s.PGSQL.<port>).
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}&port={self.port}"
 
@@ -90,7 +102,7 @@ class Server:
 
     def _admin(self, statement: str) -> None:
         # Over the socket: it works whatever the TCP address's namespace.
-        url = self._socket_url(ADMIN_DATABASE)
+        url = self.socket_url(ADMIN_DATABASE)
         engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
         try:
             with engine.connect() as connection:
@@ -98,11 +110,20 @@ class Server:
         finally:
             engine.dispose()
 
-    def create_database(self, name: str, template: str | None = None) -> str:
-        """``CREATE DATABASE name`` (a copy of ``template`` if given); returns its URL."""
+    def create_database(
+        self, name: str, template: str | None = None, owner: str | None = None
+    ) -> str:
+        """``CREATE DATABASE name`` (a copy of ``template``, owned by ``owner``, if
+        given); returns its URL."""
         copy = f' TEMPLATE "{template}"' if template else ""
+        copy += f' OWNER "{owner}"' if owner else ""
         self._admin(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
+
+    def create_role(self, name: str, password: str) -> None:
+        """A login role with ``password`` (stored as PostgreSQL's hash of it)."""
+        quoted = password.replace("'", "''")
+        self._admin(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{quoted}'")
 
     def drop_database(self, name: str) -> None:
         """Drop ``name`` if it exists, closing its connections."""
@@ -111,7 +132,13 @@ class Server:
 
 @contextmanager
 def running(
-    *, durable: bool = False, host: str | None = None, port: int = 5432, max_connections: int = 200
+    *,
+    durable: bool = False,
+    host: str | None = None,
+    port: int = 5432,
+    max_connections: int = 200,
+    tcp_auth: str = "trust",
+    netns: str | None = None,
 ) -> Iterator[Server]:
     """Start a fresh server; yield it; stop it and remove its directory on exit."""
     bindir = binaries()
@@ -136,11 +163,15 @@ def running(
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         if host is not None:
             # initdb -A trust covers the loopback addresses only; a server
-            # reached from another namespace needs its address trusted too.
-            with (data / "pg_hba.conf").open("a") as hba:
-                hba.write("host all all all trust\n")
+            # reached from another namespace needs its address covered too.
+            # The first matching line wins: every TCP client (loopback
+            # included) gets tcp_auth, the socket stays trusted.
+            (data / "pg_hba.conf").write_text(f"local all all trust\nhost all all all {tcp_auth}\n")
         log = str(root / "log")
-        _run([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", log, "-w", "start"])
+        _run(
+            [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", log, "-w", "start"],
+            netns,
+        )
         started = True
         yield Server(socket_dir=sockets, host=host, port=port)
     finally:
