@@ -10,10 +10,10 @@ import pytest
 
 from edgectl.agent.apply import ApplyResult
 from edgectl.agent.daemon.backoff import Backoff
-from edgectl.agent.daemon.client import Answer, ControllerError, Delta, Snapshot
 from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.loop import Agent, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics
+from edgectl.agent.daemon.protocol import Answer, ControllerError, Delta, Snapshot
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import Applied, PersistError, Step
 from edgectl.model import DesiredState, Prefix, Quarantine, QuarantineMode

@@ -36,11 +36,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from edgectl.agent.daemon.backoff import Backoff
-from edgectl.agent.daemon.client import Answer, ControllerError, Delta, Snapshot
 from edgectl.agent.daemon.config import AgentConfig
 from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.metrics import Metrics, policy_of
 from edgectl.agent.daemon.persister import Persister
+from edgectl.agent.daemon.protocol import Answer, ControllerError, Delta, Snapshot
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import Applied, PersistError, Step
 from edgectl.agent.table import SPEC

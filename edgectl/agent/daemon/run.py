@@ -11,18 +11,35 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
-from edgectl.agent.daemon.client import ControllerClient
 from edgectl.agent.daemon.config import AgentConfig, read_token
 from edgectl.agent.daemon.kernel import Kernel
 from edgectl.agent.daemon.loop import Agent, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics, MetricsServer
 from edgectl.agent.daemon.offender_listener import OffenderListener
 from edgectl.agent.daemon.offenders import OffenderBook
+from edgectl.agent.daemon.protocol import Answer, ControllerError
 from edgectl.agent.persist import StateStore
 from edgectl.agent.table import SPEC
 
 log = logging.getLogger("edgectl.agent")
+
+
+class _Offline:
+    """The controller of ``restore_only``: never asked (restore reads the disk alone).
+
+    Not the HTTP client: importing it (httpx) is 0.1-0.2 s of a boot's
+    enforcement gap, for a command that runs before the network is up.
+    """
+
+    def desired(self, since: int | None, wait: float, epoch: str | None) -> Answer:
+        raise ControllerError("restore only: the controller is not asked")
+
+    def report(
+        self, applied_revision: int, detail: dict[str, Any], offenders: dict[str, Any] | None
+    ) -> bool:
+        raise ControllerError("restore only: the controller is not asked")
 
 
 def restore_only(config: AgentConfig) -> bool:
@@ -34,13 +51,7 @@ def restore_only(config: AgentConfig) -> bool:
     agent = Agent(
         LoopSettings.of(config),
         Kernel(config.netns),
-        ControllerClient(
-            config.urls,
-            config.gateway,
-            lambda: read_token(config.token_file),
-            request_timeout=config.request_timeout,
-            ca_file=config.ca_file,
-        ),
+        _Offline(),
         StateStore(config.state_dir),
         Metrics(config.gateway),
         stop=threading.Event(),
@@ -50,6 +61,8 @@ def restore_only(config: AgentConfig) -> bool:
 
 
 def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
+    from edgectl.agent.daemon.client import ControllerClient  # httpx: not for restore_only
+
     stop = stop or threading.Event()
     kernel = Kernel(config.netns)
     client = ControllerClient(
