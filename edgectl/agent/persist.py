@@ -87,6 +87,12 @@ class _Journal:
     snapshot_bytes: int
     journal_bytes: int
     epoch: str | None = None  # the snapshot's; appends keep it (a new epoch is a snapshot)
+    # Whether an appended entry changed the state (the snapshot's payload is stale then).
+    changed: bool = False
+
+
+def _changes(delta: StateDelta) -> bool:
+    return not delta.empty or delta.from_revision != delta.to_revision
 
 
 class StateStore:
@@ -171,10 +177,26 @@ class StateStore:
                 size += len(line) + 1
             self._append(lines)
             journal.revision, journal.journal_bytes = newest.revision, size
+            journal.changed = journal.changed or any(
+                step.delta is not None and _changes(step.delta) for step in steps
+            )
         except BaseException:
             # Part of it may be on disk: only a snapshot is a sure base now.
             self._journal = None
             raise
+
+    def checkpoint(self, state: DesiredState, generation: int | None, epoch: str | None) -> bool:
+        """A snapshot of ``state`` if the journal changed what the last one holds; True if written.
+
+        For a clean stop: the next start then restores from the snapshot's
+        payload instead of replaying the journal (a crash leaves the journal,
+        which is replayed as ever).
+        """
+        journal = self._journal
+        if self.payload and (journal is None or journal.changed):
+            self.save(state, generation, epoch)
+            return True
+        return False
 
     def _append(self, lines: list[str]) -> None:
         with self.journal_path.open("a") as file:
@@ -353,6 +375,7 @@ class StateStore:
             )
         journal.revision = state.revision
         journal.journal_bytes = len(raw)
+        journal.changed = any(map(_changes, deltas))
         return state, generation, not cut
 
     @staticmethod

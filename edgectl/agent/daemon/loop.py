@@ -91,6 +91,9 @@ class OffendersPort(Protocol):
 
 class StorePort(Protocol):
     def record(self, steps: Sequence[Step], newest: DesiredState) -> None: ...
+    def checkpoint(
+        self, state: DesiredState, generation: int | None, epoch: str | None
+    ) -> bool: ...
     def load(self) -> Applied | None: ...
     def load_payload(self) -> Payload | None: ...
 
@@ -252,6 +255,14 @@ class Agent:
                 persisted.state, commit, "restore", _unchanged(persisted.state), persisted.epoch
             )
         return True
+
+    def stopping(self) -> None:
+        """A clean stop (under kernel.lock): everything on disk, and the journal folded
+        into a snapshot if it changed anything, so the next start uses the payload."""
+        self.persister.flush()
+        applied = self.applied
+        if applied is not None:
+            self.persister.checkpoint(applied.state, applied.generation, applied.epoch)
 
     # -- sync ------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
         # A commit in progress finishes (nft transactions are all-or-nothing
         # anyway; this keeps the state file in step with the kernel).
         with kernel.lock:
-            agent.persister.flush()
+            agent.stopping()
             log.info("stopping; table %s stays in force", SPEC)
     finally:
         if server is not None:
