@@ -15,7 +15,7 @@ from typing import Any
 
 from edgectl.agent.daemon.config import AgentConfig, read_token
 from edgectl.agent.daemon.kernel import Kernel
-from edgectl.agent.daemon.loop import Agent, LoopSettings
+from edgectl.agent.daemon.loop import Agent, ControllerPort, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics, MetricsServer
 from edgectl.agent.daemon.offender_listener import OffenderListener
 from edgectl.agent.daemon.offenders import OffenderBook
@@ -27,10 +27,11 @@ log = logging.getLogger("edgectl.agent")
 
 
 class _Offline:
-    """The controller of ``restore_only``: never asked (restore reads the disk alone).
+    """The controller while restoring (all of ``restore_only``): never asked, since
+    restore reads the disk alone.
 
     Not the HTTP client: importing it (httpx) is 0.1-0.2 s of a boot's
-    enforcement gap, for a command that runs before the network is up.
+    enforcement gap, for a step that runs before the network is up.
     """
 
     def desired(self, since: int | None, wait: float, epoch: str | None) -> Answer:
@@ -60,24 +61,27 @@ def restore_only(config: AgentConfig) -> bool:
     return agent.restore()
 
 
-def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
-    from edgectl.agent.daemon.client import ControllerClient  # httpx: not for restore_only
+def _client(config: AgentConfig) -> ControllerPort:
+    from edgectl.agent.daemon.client import ControllerClient  # httpx: imported here only
 
-    stop = stop or threading.Event()
-    kernel = Kernel(config.netns)
-    client = ControllerClient(
+    return ControllerClient(
         config.urls,
         config.gateway,
         lambda: read_token(config.token_file),
         request_timeout=config.request_timeout,
         ca_file=config.ca_file,
     )
+
+
+def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    kernel = Kernel(config.netns)
     metrics = Metrics(config.gateway)
     offenders = OffenderListener(config.netns, OffenderBook(config.offenders_window), metrics)
     agent = Agent(
         LoopSettings.of(config),
         kernel,
-        client,
+        _Offline(),  # until the restore is done (below)
         StateStore(config.state_dir, payload=True),
         metrics,
         stop=stop,
@@ -93,6 +97,9 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
             log.info("metrics on http://%s:%d/metrics", host, port)
         # Before anything talks to the controller: enforce what we last knew.
         agent.restore()
+        # The HTTP client only now: importing it (httpx, 0.1-0.2 s) would
+        # delay the rules a restarted gateway enforces from disk.
+        agent.controller = _client(config)
         threads = list(agent.threads())
         for thread in threads:
             thread.start()
