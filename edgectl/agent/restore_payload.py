@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from edgectl.agent.keys import EXEMPT, KeyLayout, Kind
-from edgectl.agent.table import SPEC
+from edgectl.agent.transaction import Transaction
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState, Exemption, Quarantine
 from edgectl.model.prefix import Prefix
@@ -86,9 +86,10 @@ class Payload:
 
 
 def _add_elements(name: str, elements: Iterable[str]) -> str:
-    """The text ``Transaction.elements("add", ...)`` prints for one set."""
-    body = ",\n\t".join(elements)
-    return f"add element {SPEC} {name} {{\n\t{body}\n}}\n"
+    """One set's ``add element`` command, as a rendered transaction prints it."""
+    transaction = Transaction()
+    transaction.elements("add", name, elements)
+    return str(transaction)
 
 
 def render(state: DesiredState, snapshot: bytes, journal: str) -> str:
