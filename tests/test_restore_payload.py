@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.agent import restore_payload
 from edgectl.agent.apply import ApplyResult
 from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.loop import Agent, LoopSettings
@@ -81,6 +82,23 @@ def test_the_payload_commits_what_a_render_of_the_state_does(
     assert "100.64.0.22" not in str(later)
 
 
+def test_keys_rendered_a_chunk_at_a_time_are_the_same_keys(
+    tmp_path: Path, state: DesiredState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(restore_payload, "_CHUNK", 2)
+    more = {Prefix.parse(f"100.64.1.{i}"): QuarantineMode.SMTP for i in range(1, 8)}
+    state = replace(
+        state,
+        quarantines={**state.quarantines, **{k: Quarantine(k, m) for k, m in more.items()}},
+    )
+    _, payload = _saved(tmp_path, state)
+    assert payload.static.count("add element") > len(_elements(payload.static))
+    assert _elements(payload.keys_script(NOW)) == _elements(str(render_keys(state, NOW)))
+    assert str(render_full(payload.structure, NOW, keys=False).transaction) == str(
+        render_full(state, NOW, keys=False).transaction
+    )
+
+
 def test_the_cli_store_writes_no_payload_and_removes_a_stale_one(
     tmp_path: Path, state: DesiredState
 ) -> None:
@@ -96,7 +114,7 @@ def test_the_cli_store_writes_no_payload_and_removes_a_stale_one(
         "snapshot changed",
         "snapshot of another save",
         "element text changed",
-        "header garbage",
+        "trailer garbage",
         "truncated",
     ],
 )
@@ -115,8 +133,8 @@ def test_a_payload_that_does_not_match_is_not_used(
         store.payload_path.write_bytes(stale)
     elif damage == "element text changed":
         store.payload_path.write_bytes(text.replace(b"100.64.0.20", b"100.64.0.29"))
-    elif damage == "header garbage":
-        store.payload_path.write_bytes(b"{not json\n" + text.partition(b"\n")[2])
+    elif damage == "trailer garbage":
+        store.payload_path.write_bytes(text[:-1].rpartition(b"\n")[0] + b"\n{not json\n")
     else:
         store.payload_path.write_bytes(text[: len(text) // 2])
     with caplog.at_level(logging.INFO, logger="edgectl.agent"):

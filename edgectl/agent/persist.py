@@ -31,7 +31,7 @@ import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,13 +204,14 @@ class StateStore:
             file.flush()
             os.fsync(file.fileno())
 
-    def _replace(self, path: Path, prefix: str, text: str) -> int:
-        """Write ``text`` and a newline to ``path`` atomically and durably; the bytes written."""
+    def _replace(self, path: Path, prefix: str, text: str | Iterable[str]) -> int:
+        """Write ``text`` (or its parts, as they come) and a newline to ``path``
+        atomically and durably; the bytes written."""
         temporary: str | None = None
         try:
             handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=prefix)
             with os.fdopen(handle, "w") as file:
-                file.write(text)
+                file.writelines([text] if isinstance(text, str) else text)
                 file.write("\n")
                 file.flush()
                 os.fsync(file.fileno())

@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain, islice
 from typing import Any, TypeVar
 
 from edgectl.agent.keys import EXEMPT, KeyLayout, Kind
@@ -47,6 +48,8 @@ from edgectl.model.serial import (
 )
 
 FORMAT = 1
+# Keys rendered at a time: ~20 element commands per million keys and set.
+_CHUNK = 50_000
 
 
 class PayloadMismatch(ValueError):
@@ -92,53 +95,73 @@ def _add_elements(name: str, elements: Iterable[str]) -> str:
     return str(transaction)
 
 
-def render(state: DesiredState, snapshot: bytes, journal: str) -> str:
-    """The payload of ``state``, whose snapshot file holds exactly ``snapshot`` and
-    names ``journal`` (the id its journal's header carries).
+def render(state: DesiredState, snapshot: bytes, journal: str) -> Iterator[str]:
+    """The payload of ``state``, in parts to write as they come: ``snapshot`` is the
+    bytes of its applied.json, ``journal`` the id that snapshot's journal carries.
 
-    The file is this text and one newline (as every file of the state store).
+    The element commands first, a chunk of keys at a time, so that a million
+    keys never stand as a million strings at once (an idle agent's RSS keeps
+    the high-water mark of its heap); then one line of JSON, the trailer, with
+    what checks and completes them.  The file ends with the store's newline.
     """
     layout = KeyLayout(state.delegated_lengths())
-    static: dict[str, list[str]] = {name: [] for name in _exact_names(layout)}
     timed: dict[str, list[list[str]]] = {}
+    body = hashlib.sha256()
     structure = state_to_data(_structure_only(state))
-    structure["quarantines"] = _place(
-        state.quarantines, None, _mode, quarantine_to_data, layout, static, timed
-    )
-    structure["exemptions"] = _place(
-        state.exemptions, EXEMPT, _exempt, exemption_to_data, layout, static, timed
-    )
-    body = "".join(_add_elements(name, elements) for name, elements in static.items() if elements)
-    header = {
+    quarantines: list[dict[str, Any]] = []
+    exemptions: list[dict[str, Any]] = []
+    for part in chain(
+        _chunks(state.quarantines, None, _mode, quarantine_to_data, layout, timed, quarantines),
+        _chunks(state.exemptions, EXEMPT, _exempt, exemption_to_data, layout, timed, exemptions),
+    ):
+        body.update(part.encode())
+        yield part
+    structure["quarantines"], structure["exemptions"] = quarantines, exemptions
+    trailer = {
         "format": FORMAT,
         "journal": journal,
         "snapshot_sha256": hashlib.sha256(snapshot).hexdigest(),
-        "body_sha256": hashlib.sha256(body.encode()).hexdigest(),
+        "body_sha256": body.hexdigest(),
         "structure": structure,
         "timed": timed,
     }
-    return json.dumps(header, separators=(",", ":")) + "\n" + body
+    yield json.dumps(trailer, separators=(",", ":"))
 
 
 E = TypeVar("E", Quarantine, Exemption)
 
 
-def _place(
+def _chunks(
     entries: Mapping[Prefix, E],
     kind: Kind | None,
     kind_of: Callable[[E], Kind],
     to_data: Callable[[E], dict[str, Any]],
     layout: KeyLayout,
-    static: dict[str, list[str]],
     timed: dict[str, list[list[str]]],
-) -> list[dict[str, Any]]:
-    """Exact keys into ``static`` or ``timed`` (by expiry); the prefix keys' data returned.
+    ranges: list[dict[str, Any]],
+) -> Iterator[str]:
+    """``_place`` over ``entries``, ``_CHUNK`` at a time."""
+    items = iter(entries.items())
+    while chunk := list(islice(items, _CHUNK)):
+        yield from _place(chunk, kind, kind_of, to_data, layout, timed, ranges)
+
+
+def _place(
+    chunk: list[tuple[Prefix, E]],
+    kind: Kind | None,
+    kind_of: Callable[[E], Kind],
+    to_data: Callable[[E], dict[str, Any]],
+    layout: KeyLayout,
+    timed: dict[str, list[list[str]]],
+    ranges: list[dict[str, Any]],
+) -> list[str]:
+    """One chunk of entries: exact keys without an expiry as ``add element`` commands
+    (returned), those with one into ``timed``, prefix keys' data into ``ranges``.
 
     ``kind`` None: each entry's own mode, ``kind_of`` (quarantines).
     """
-    ranges: list[dict[str, Any]] = []
     plain: list[tuple[Prefix, E]] = []
-    for key, entry in entries.items():
+    for key, entry in chunk:
         if not layout.is_exact(key):
             ranges.append(to_data(entry))
         elif entry.expires is None:
@@ -146,9 +169,10 @@ def _place(
         else:
             name, text, _ = layout.place(key, kind_of(entry), None)
             timed.setdefault(name, []).append([text, entry.expires.isoformat()])
+    static: dict[str, list[str]] = {name: [] for name in _exact_names(layout)}
     # No expiry, so ``now`` is never read: the text is the same at any time.
     layout.fill(plain, kind, datetime.min, static, {})
-    return ranges
+    return [_add_elements(name, elements) for name, elements in static.items() if elements]
 
 
 def _mode(entry: Quarantine) -> Kind:
@@ -178,29 +202,29 @@ def _structure_only(state: DesiredState) -> DesiredState:
 
 def read(text: bytes, snapshot: bytes) -> Payload:
     """The payload in ``text`` if it belongs to ``snapshot`` (the bytes of applied.json)."""
-    first, newline, body = text.partition(b"\n")
-    if not newline or not body.endswith(b"\n"):
+    if not text.endswith(b"\n"):  # the store's closing newline
         raise PayloadMismatch("truncated")
-    body = body[:-1]  # the store's closing newline
+    body, newline, last = text[:-1].rpartition(b"\n")
+    body += newline  # the last command's own newline
     try:
-        header = json.loads(first)
+        trailer = json.loads(last)
     except ValueError as error:
-        raise PayloadMismatch(f"unreadable header ({error})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise PayloadMismatch(f"unreadable trailer ({error})") from None
+    if not isinstance(trailer, dict) or trailer.get("format") != FORMAT:
         raise PayloadMismatch("not a payload of this format")
-    if header.get("snapshot_sha256") != hashlib.sha256(snapshot).hexdigest():
+    if trailer.get("snapshot_sha256") != hashlib.sha256(snapshot).hexdigest():
         raise PayloadMismatch("written for another applied.json")
-    if header.get("body_sha256") != hashlib.sha256(body).hexdigest():
+    if trailer.get("body_sha256") != hashlib.sha256(body).hexdigest():
         raise PayloadMismatch("its element text is damaged")
     try:
-        structure = state_from_data(header.get("structure"))
+        structure = state_from_data(trailer.get("structure"))
         timed = {
             name: [(text, _time(expires)) for text, expires in entries]
-            for name, entries in header["timed"].items()
+            for name, entries in trailer["timed"].items()
         }
     except (ModelError, KeyError, TypeError, ValueError, AttributeError) as error:
-        raise PayloadMismatch(f"unreadable header ({error})") from None
-    journal = header.get("journal")
+        raise PayloadMismatch(f"unreadable trailer ({error})") from None
+    journal = trailer.get("journal")
     if not isinstance(journal, str):
         raise PayloadMismatch("no journal id")
     return Payload(structure, body.decode(), timed, journal)
