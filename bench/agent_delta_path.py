@@ -50,10 +50,10 @@ from _common import (
 )
 from _results import Row, emit
 
-from edgectl.agent.daemon.client import Delta, Snapshot
 from edgectl.agent.daemon.kernel import Commit, Kernel
 from edgectl.agent.daemon.loop import Agent, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics
+from edgectl.agent.daemon.protocol import Delta, Snapshot
 from edgectl.agent.persist import StateStore
 from edgectl.model.delta import KeyedChanges, StateDelta
 from edgectl.model.policy import DesiredState, Quarantine, QuarantineMode

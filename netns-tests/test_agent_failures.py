@@ -238,3 +238,41 @@ def test_named_counters_carry_over_a_flushed_ruleset_repair(clean: System) -> No
     # The table's comment names no revision a delta would leave stale.
     listed = nft(site, "list", "table", "inet", "edgectl").stdout
     assert 'comment "managed by edgectl: gateway gw-a"' in listed
+
+
+def test_a_clean_restart_restores_from_the_payload_with_the_same_rules(clean: System) -> None:
+    """SIGTERM folds the journal into a snapshot with its restore payload; the next
+    start commits that payload, over the table left in force and on an empty
+    ruleset (a boot), with the controller down: the same rules, over real TCP."""
+    clean.session("alice", ipv4=DYN4_A)
+    clean.session("bob", ipv4=DYN4_B)
+    clean.quarantine("alice")  # a delta: journalled, the payload is stale until the stop
+    assert clean.converged()
+    site = clean.sites["gw-a"]
+    agent = site.agent
+    assert mail(site, DYN4_A) is REFUSED and mail(site, DYN4_B) is Outcome.CONNECTED
+    revision = clean.revision("gw-a")
+    line = f"restored revision {revision}"
+    clean.controller.stop()
+    try:
+        for flush in (False, True):
+            agent.terminate()
+            payload = StateStore(agent.state_dir, payload=True).load_payload()
+            assert payload is not None and payload.revision == revision
+            if flush:
+                nft(site, "flush", "ruleset")
+                assert not has_table(site)
+            used = agent.logs().count("full sync from the payload")
+            restored = agent.logs().count(line)
+            agent.start()
+            assert wait_until(lambda n=restored: agent.logs().count(line) > n, 10, 0.02), (
+                agent.logs()
+            )
+            assert agent.logs().count("full sync from the payload") == used + 1
+            assert has_table(site)
+            assert mail(site, DYN4_A) is REFUSED
+            assert mail(site, DYN4_B) is Outcome.CONNECTED
+            assert agent.applied_revision() == revision
+    finally:
+        clean.controller.start()
+        assert clean.converged(20)

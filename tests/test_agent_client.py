@@ -9,7 +9,8 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from edgectl.agent.daemon.client import ControllerClient, ControllerError, Delta, Snapshot
+from edgectl.agent.daemon.client import ControllerClient
+from edgectl.agent.daemon.protocol import ControllerError, Delta, Snapshot
 from edgectl.model import DesiredState
 from edgectl.model.delta import diff
 from edgectl.model.serial import delta_to_data, state_to_data

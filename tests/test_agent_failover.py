@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from edgectl.agent.daemon.client import ControllerClient, ControllerError, Snapshot
+from edgectl.agent.daemon.client import ControllerClient
+from edgectl.agent.daemon.protocol import ControllerError, Snapshot
 from edgectl.model import DesiredState
 from edgectl.model.serial import state_to_data
 

@@ -10,12 +10,13 @@ import pytest
 
 from edgectl.agent.apply import ApplyResult
 from edgectl.agent.daemon.backoff import Backoff
-from edgectl.agent.daemon.client import Answer, ControllerError, Delta, Snapshot
 from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.loop import Agent, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics
+from edgectl.agent.daemon.protocol import Answer, ControllerError, Delta, Snapshot
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import Applied, PersistError, Step
+from edgectl.agent.restore_payload import Payload
 from edgectl.model import DesiredState, Prefix, Quarantine, QuarantineMode
 from edgectl.model.delta import StateDelta, diff, patch
 
@@ -55,6 +56,12 @@ class FakeKernel:
         if self.refuse_delta is not None:
             raise self.refuse_delta
         return self._commit("delta", patch(old, delta))
+
+    def restore_payload(self, payload: Payload) -> Commit:
+        raise AssertionError("FakeStore has no payload")
+
+    def cut_held(self, state: DesiredState) -> None:
+        pass
 
     def drift(self, applied: Applied) -> list[str]:
         return list(self.drift_lines)
@@ -122,6 +129,9 @@ class FakeStore:
         if isinstance(self.persisted, PersistError):
             raise self.persisted
         return self.persisted
+
+    def load_payload(self) -> Payload | None:
+        return None  # the payload path is tested with a real store (test_restore_payload.py)
 
     def record(self, steps: Sequence[Step], newest: DesiredState) -> None:
         self.batches += 1

@@ -10,6 +10,11 @@ Two files in the state directory:
   snapshot it continues (a random id), so a journal left over from an older
   snapshot is recognised and ignored, never replayed onto the wrong base.
 
+With ``payload=True`` (the agent) each snapshot also gets ``applied.nft``,
+its keys rendered for the kernel (edgectl.agent.restore_payload), written
+before ``applied.json`` so that a snapshot in place always has its payload
+beside it; a restart commits it before it parses the snapshot.
+
 A one-key delta then costs one short line, not a rewrite of a million keys.
 When the journal has grown larger than the snapshot, the next write is a
 new snapshot (so the cost stays in proportion to what changed).  On load,
@@ -26,11 +31,13 @@ import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgectl.agent import restore_payload
+from edgectl.agent.restore_payload import Payload, PayloadMismatch
 from edgectl.model.delta import StateDelta, patch_chain
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
@@ -38,6 +45,7 @@ from edgectl.model.serial import delta_from_data, delta_to_data, state_from_data
 
 FILE_NAME = "applied.json"
 JOURNAL_NAME = "journal.jsonl"
+PAYLOAD_NAME = "applied.nft"
 # A snapshot is written instead of an append once the journal is larger
 # than the snapshot (or than this floor, for small states).
 _JOURNAL_FLOOR_BYTES = 1 << 20
@@ -79,15 +87,25 @@ class _Journal:
     snapshot_bytes: int
     journal_bytes: int
     epoch: str | None = None  # the snapshot's; appends keep it (a new epoch is a snapshot)
+    # Whether an appended entry changed the state (the snapshot's payload is stale then).
+    changed: bool = False
+
+
+def _changes(delta: StateDelta) -> bool:
+    return not delta.empty or delta.from_revision != delta.to_revision
 
 
 class StateStore:
     """The state directory of one agent (or CLI); one writer at a time (the agent's lock)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, payload: bool = False) -> None:
         self.directory = directory
         self.path = directory / FILE_NAME
         self.journal_path = directory / JOURNAL_NAME
+        self.payload_path = directory / PAYLOAD_NAME
+        # Whether snapshots get a restore payload (the agent's store does;
+        # the CLI's does not restore, and a payload it left stale is removed).
+        self.payload = payload
         # None until this process saved or loaded: only then is it known
         # which snapshot the journal on disk continues.
         self._journal: _Journal | None = None
@@ -118,8 +136,16 @@ class StateStore:
         if state_json is None:
             state_json = json.dumps(state_to_data(state), separators=(",", ":"))
         # The same bytes as dumping the whole document: "state" comes last.
-        document = f'{head[:-1]},"state":{state_json}}}'
-        size = self._replace(self.path, ".applied-", document)
+        text = f'{head[:-1]},"state":{state_json}}}'
+        if self.payload:
+            # The bytes applied.json will hold: _replace adds one newline.
+            snapshot = f"{text}\n".encode()
+            self._replace(
+                self.payload_path, ".payload-", restore_payload.render(state, snapshot, ident)
+            )
+        else:
+            self.payload_path.unlink(missing_ok=True)
+        size = self._replace(self.path, ".applied-", text)
         # The snapshot is in place first: a crash before the journal is
         # replaced leaves a journal naming the old snapshot, which load ignores.
         header = json.dumps({"journal": ident, "revision": state.revision})
@@ -163,10 +189,26 @@ class StateStore:
                 size += len(line) + 1
             self._append(lines)
             journal.revision, journal.journal_bytes = newest.revision, size
+            journal.changed = journal.changed or any(
+                step.delta is not None and _changes(step.delta) for step in steps
+            )
         except BaseException:
             # Part of it may be on disk: only a snapshot is a sure base now.
             self._journal = None
             raise
+
+    def checkpoint(self, state: DesiredState, generation: int | None, epoch: str | None) -> bool:
+        """A snapshot of ``state`` if the journal changed what the last one holds; True if written.
+
+        For a clean stop: the next start then restores from the snapshot's
+        payload instead of replaying the journal (a crash leaves the journal,
+        which is replayed as ever).
+        """
+        journal = self._journal
+        if self.payload and (journal is None or journal.changed):
+            self.save(state, generation, epoch)
+            return True
+        return False
 
     def _append(self, lines: list[str]) -> None:
         with self.journal_path.open("a") as file:
@@ -174,13 +216,14 @@ class StateStore:
             file.flush()
             os.fsync(file.fileno())
 
-    def _replace(self, path: Path, prefix: str, text: str) -> int:
-        """Write ``text`` and a newline to ``path`` atomically and durably; the bytes written."""
+    def _replace(self, path: Path, prefix: str, text: str | Iterable[str]) -> int:
+        """Write ``text`` (or its parts, as they come) and a newline to ``path``
+        atomically and durably; the bytes written."""
         temporary: str | None = None
         try:
             handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=prefix)
             with os.fdopen(handle, "w") as file:
-                file.write(text)
+                file.writelines([text] if isinstance(text, str) else text)
                 file.write("\n")
                 file.flush()
                 os.fsync(file.fileno())
@@ -201,7 +244,7 @@ class StateStore:
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files a crash left behind (they are never read)."""
-        for prefix in (".applied-", ".journal-"):
+        for prefix in (".applied-", ".journal-", ".payload-"):
             for path in self.directory.glob(f"{prefix}*"):
                 path.unlink(missing_ok=True)
 
@@ -209,7 +252,7 @@ class StateStore:
         """Delete the snapshot and its journal (decommission); the files that were there."""
         removed = []
         # The snapshot first: a journal without it is never read.
-        for path in (self.path, self.journal_path):
+        for path in (self.path, self.journal_path, self.payload_path):
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -219,6 +262,41 @@ class StateStore:
         return removed
 
     # -- reading -----------------------------------------------------------------
+
+    def load_payload(self) -> Payload | None:
+        """The restore payload if it belongs to the persisted state as ``load`` would
+        read it (same snapshot, a journal that changes nothing); None otherwise."""
+        try:
+            text = self.payload_path.read_bytes()
+            snapshot = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            payload = restore_payload.read(text, snapshot)
+            self._journal_adds_nothing(payload)
+        except PayloadMismatch as error:
+            log.info("%s not used (%s); restoring from %s", self.payload_path, error, self.path)
+            return None
+        return payload
+
+    def _journal_adds_nothing(self, payload: Payload) -> None:
+        """PayloadMismatch unless replaying the journal would leave the snapshot as it is."""
+        try:
+            raw = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return
+        *complete, _torn = raw.split(b"\n")  # a torn last line is ignored by load too
+        if not complete or not _decodes(complete[0]):
+            return  # no header: load reads the snapshot alone
+        if _json_line(complete[0]).get("journal") != payload.journal:
+            return  # an older snapshot's journal: load ignores it
+        for line in complete[1:]:
+            try:
+                entry = _json_line(line)
+            except ValueError:
+                entry = None
+            if not restore_payload.empty_entry(entry, payload.revision):
+                raise PayloadMismatch("the journal holds changes since the snapshot")
 
     def load(self) -> Applied | None:
         """The last applied state, None if there is none, PersistError if unusable."""
@@ -310,6 +388,7 @@ class StateStore:
             )
         journal.revision = state.revision
         journal.journal_bytes = len(raw)
+        journal.changed = any(map(_changes, deltas))
         return state, generation, not cut
 
     @staticmethod

@@ -211,16 +211,20 @@ _EXEMPTION_FIELDS = {"key", "account", "ticket", "expires"}
 
 
 def exemption_from_data(data: object, path: str = "") -> Exemption:
-    fields = _fields(data, path, _EXEMPTION_FIELDS, {"key"})
-    return _built(
-        path,
-        lambda: Exemption(
-            key=Prefix.parse(fields["key"], path="key"),
-            account=fields.get("account"),
-            ticket=fields.get("ticket"),
-            expires=parse_time(fields.get("expires"), "expires"),
-        ),
-    )
+    # A fifth of a million restored keys: as quarantine_from_data, the field
+    # check only for an entry that is not a plain dict of known fields, and
+    # the constructor called directly (its own checks stay: they are cheap).
+    if not isinstance(data, dict) or not data.keys() <= _EXEMPTION_FIELDS or "key" not in data:
+        data = _fields(data, path, _EXEMPTION_FIELDS, {"key"})
+    try:
+        expires = data.get("expires")
+        if expires is not None:
+            expires = parse_time(expires, "expires")
+        return Exemption(
+            Prefix.parse(data["key"], path="key"), data.get("account"), data.get("ticket"), expires
+        )
+    except ModelError as error:
+        raise error.under(path) from None
 
 
 _QUARANTINE_FIELDS = {"key", "mode", "account", "expires"}

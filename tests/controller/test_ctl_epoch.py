@@ -195,7 +195,7 @@ def test_after_new_epoch_a_restored_store_that_counted_past_the_agent_sends_a_sn
 
 @pytest.mark.parametrize("epoch", [None, "00ff"])
 def test_served_body_is_the_envelope_agents_parse(api: Api, world: World, epoch: Any) -> None:
-    from edgectl.agent.daemon.client import parse_answer  # the agent's own reader
+    from edgectl.agent.daemon.protocol import parse_answer  # the agent's own reader
 
     first = state(api, world.agent_a)
     answer = parse_answer(first)

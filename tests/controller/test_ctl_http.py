@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -143,7 +144,10 @@ def test_the_agents_own_client_understands_the_answers(
 ) -> None:
     """Contract with the agent (its client, not a copy of its parsing): snapshot,
     long-polled delta and status report, over real HTTP."""
-    client_module = pytest.importorskip("edgectl.agent.daemon.client")
+    # By name, not a top-level import: the controller's tests import no agent
+    # module at collection time (a missing one fails here, never skips).
+    client_module = importlib.import_module("edgectl.agent.daemon.client")
+    protocol = importlib.import_module("edgectl.agent.daemon.protocol")
     base, tokens = served
     netops = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['netops']}"})
     netops.post("/v1/pools", json={"name": "dyn", "kind": "dynamic", "prefixes": ["100.64.0.0/16"]})
@@ -154,12 +158,12 @@ def test_the_agents_own_client_understands_the_answers(
     agent = client_module.ControllerClient(base, "gw-1", lambda: agent_token)
     try:
         snapshot = agent.desired(None, 0)
-        assert isinstance(snapshot, client_module.Snapshot)
+        assert isinstance(snapshot, protocol.Snapshot)
         abuse = {"Authorization": f"Bearer {tokens['abuse']}"}
         body = {"account": "cust-1", "mode": "block", "reason": "r", "duration": 600}
         assert httpx.post(f"{base}/v1/quarantines", json=body, headers=abuse).status_code == 201
         delta = agent.desired(snapshot.revision, 5)
-        assert isinstance(delta, client_module.Delta)
+        assert isinstance(delta, protocol.Delta)
         assert [str(q.key) for q in delta.delta.quarantines.upserts] == ["100.64.0.1"]
         agent.report(delta.revision, {"elements": 1})
         gateway = netops.get("/v1/gateways/gw-1").json()

@@ -25,16 +25,12 @@ import random
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from edgectl.model.delta import StateDelta
-from edgectl.model.errors import ModelError
-from edgectl.model.policy import DesiredState
-from edgectl.model.serial import delta_from_data, state_from_data
+from edgectl.agent.daemon.protocol import Answer, ControllerError, parse_answer
 
 log = logging.getLogger("edgectl.agent")
 
@@ -59,15 +55,6 @@ _KEEPALIVE = [
     (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1),
     (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2),
 ]
-
-
-class ControllerError(RuntimeError):
-    """The controller could not be asked, or answered something unusable."""
-
-    def __init__(self, message: str, *, status: int | None = None, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail  # the error body's "detail" (FastAPI), None if it had none
 
 
 def _unavailable(error: ControllerError) -> bool:
@@ -127,66 +114,6 @@ def _refusal_text(error: ControllerError) -> str:
     else:
         text = str(error)
     return text[:_DETAIL_SHOWN].replace("\n", " ")
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    revision: int
-    state: DesiredState
-    # The controller store's epoch (None from a controller that predates it):
-    # part of the cursor, sent back with the revision.
-    epoch: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    revision: int
-    delta: StateDelta
-    epoch: str | None = None
-
-
-Answer = Snapshot | Delta
-
-
-def parse_answer(document: object) -> Answer:
-    """The desired-state envelope -> Snapshot or Delta; ControllerError if malformed."""
-    if not isinstance(document, dict):
-        raise ControllerError("desired-state answer is not a JSON object")
-    kind = document.get("kind")
-    revision = document.get("revision")
-    if isinstance(revision, bool) or not isinstance(revision, int):
-        raise ControllerError("desired-state answer without an integer revision")
-    epoch = document.get("epoch")
-    if epoch is not None and not _is_epoch(epoch):
-        raise ControllerError("desired-state answer with a malformed epoch")
-    try:
-        if kind == "snapshot":
-            state = state_from_data(document.get("state"))
-            if state.revision != revision:
-                raise ControllerError(
-                    f"snapshot says revision {revision} but holds {state.revision}"
-                )
-            return Snapshot(revision, state, epoch)
-        if kind == "delta":
-            delta = delta_from_data(document.get("delta"))
-            if delta.to_revision != revision:
-                raise ControllerError(
-                    f"delta says revision {revision} but ends at {delta.to_revision}"
-                )
-            return Delta(revision, delta, epoch)
-    except ModelError as error:
-        # Includes a schema newer than this agent reads: never half-apply it.
-        raise ControllerError(f"controller sent an unusable {kind}: {error}") from None
-    raise ControllerError(f"desired-state answer of unknown kind {kind!r}")
-
-
-def _is_epoch(value: object) -> bool:
-    """What the controller's ``epoch`` query parameter takes back: 1-32 hex digits."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= 32
-        and all(c in "0123456789abcdef" for c in value)
-    )
 
 
 class ControllerClient:

@@ -16,14 +16,18 @@ someone else committed since, and the drift monitor looks.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from edgectl.agent.apply import ApplyResult, Dataplane
-from edgectl.agent.flow_cut import BackgroundCuts
+from edgectl.agent.flow_cut import BackgroundCuts, FlowCutter
+from edgectl.agent.nft import NftError, release_heap
 from edgectl.agent.persist import Applied
 from edgectl.agent.plan import make_plan
+from edgectl.agent.render import render_full
+from edgectl.agent.restore_payload import Payload
 from edgectl.model.delta import StateDelta
 from edgectl.model.policy import DesiredState
 
@@ -82,6 +86,47 @@ class Kernel:
 
     def full_sync(self, state: DesiredState, now: datetime | None = None) -> Commit:
         return self._commit(lambda: self._dataplane.full_sync(state, now, self._last_counters))
+
+    def restore_payload(self, payload: Payload, now: datetime | None = None) -> Commit:
+        """The table of a persisted snapshot from its payload (edgectl.agent.restore_payload).
+
+        What a full sync of that state commits, but only the structure is
+        rendered here; the keys are the stored text.  As a full sync does:
+        with no table, the structure first, then the keys; over an existing
+        table, one transaction.
+        """
+        return self._commit(lambda: self._payload_sync(payload, now or datetime.now(UTC)))
+
+    def _payload_sync(self, payload: Payload, now: datetime) -> ApplyResult:
+        start = time.perf_counter()
+        dataplane = self._dataplane
+        try:
+            counters = {**self._last_counters, **dataplane.counters()}
+            rendered = render_full(payload.structure, now, counters, keys=False)
+            structure, keys = str(rendered.transaction), payload.keys_script(now)
+            # An existing table is replaced in one transaction: it never shows
+            # its structure without its keys.
+            scripts = [structure, keys] if not dataplane.table_exists() else [structure + keys]
+            for index, script in enumerate(scripts):
+                try:
+                    dataplane.nft.run(script)
+                except NftError as error:
+                    done = "kernel unchanged" if index == 0 else "structure in force"
+                    raise NftError(
+                        f"restore of revision {payload.revision} refused, {done}: {error.message}",
+                        error.kind,
+                    ) from error
+        finally:
+            release_heap()  # as a full sync: libnftables' parse of the keys is freed
+        size = sum(map(len, scripts))
+        seconds = time.perf_counter() - start
+        return ApplyResult("full", payload.revision, seconds, size, commits=len(scripts))
+
+    def cut_held(self, state: DesiredState) -> None:
+        """Cut the open flows of ``state``'s holds, as a full sync does after its commit
+        (``restore_payload`` commits before the held keys are known as a model)."""
+        with self.lock, FlowCutter(self._dataplane.sock, self.cuts.submit).after_full(state, None):
+            pass
 
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None

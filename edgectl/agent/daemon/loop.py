@@ -36,15 +36,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from edgectl.agent.daemon.backoff import Backoff
-from edgectl.agent.daemon.client import Answer, ControllerError, Delta, Snapshot
 from edgectl.agent.daemon.config import AgentConfig
 from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.metrics import Metrics, policy_of
 from edgectl.agent.daemon.persister import Persister
+from edgectl.agent.daemon.protocol import Answer, ControllerError, Delta, Snapshot
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import Applied, PersistError, Step
+from edgectl.agent.restore_payload import Payload
 from edgectl.agent.table import SPEC
-from edgectl.model.delta import StateDelta, diff, patch, persistent
+from edgectl.model.delta import StateDelta, Structure, diff, patch, persistent
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
 
@@ -69,6 +70,8 @@ class KernelPort(Protocol):
     def generation(self) -> int: ...
     def full_sync(self, state: DesiredState) -> Commit: ...
     def apply_delta(self, old: DesiredState, delta: StateDelta) -> Commit: ...
+    def restore_payload(self, payload: Payload) -> Commit: ...
+    def cut_held(self, state: DesiredState) -> None: ...
     def drift(self, applied: Applied) -> list[str]: ...
     def counters(self) -> dict[str, tuple[int, int]]: ...
 
@@ -88,7 +91,11 @@ class OffendersPort(Protocol):
 
 class StorePort(Protocol):
     def record(self, steps: Sequence[Step], newest: DesiredState) -> None: ...
+    def checkpoint(
+        self, state: DesiredState, generation: int | None, epoch: str | None
+    ) -> bool: ...
     def load(self) -> Applied | None: ...
+    def load_payload(self) -> Payload | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +184,18 @@ class Agent:
     # -- start -----------------------------------------------------------------
 
     def restore(self) -> bool:
-        """Commit the persisted last-known-good state; True if it is now in force."""
+        """Commit the persisted last-known-good state; True if it is now in force.
+
+        From the snapshot's restore payload when it matches the state on
+        disk (the kernel first, the model after: edgectl.agent.restore_payload),
+        else loaded, rendered and committed.  Either way the agent ends in
+        the same place: the state adopted, the cursor at its revision.
+        """
+        payload = self.store.load_payload()
+        if payload is not None and payload.structure.gateway == self.settings.gateway:
+            restored = self._restore_payload(payload)
+            if restored is not None:
+                return restored
         try:
             persisted = self.store.load()
         except PersistError as error:
@@ -186,6 +204,9 @@ class Agent:
         if persisted is None:
             log.info("no persisted state yet; waiting for the controller's snapshot")
             return False
+        return self._restore_state(persisted)
+
+    def _restore_state(self, persisted: Applied) -> bool:
         state = persisted.state
         if state.gateway != self.settings.gateway:
             log.error(
@@ -205,8 +226,43 @@ class Agent:
                 return False
             # The state is on disk already; only the new generation is news.
             self._adopt(state, commit, "restore", _unchanged(state), persisted.epoch)
-        log.info("restored revision %d from disk before contacting the controller", state.revision)
+        _log_restored(state.revision)
         return True
+
+    def _restore_payload(self, payload: Payload) -> bool | None:
+        """The payload committed, then the model built and adopted; None: use the
+        ordinary path instead (nothing of the payload is in force)."""
+        with self.kernel.lock:
+            log.info("applying revision %d (restore, full sync from the payload)", payload.revision)
+            try:
+                commit = self.kernel.restore_payload(payload)
+            except NftError as error:
+                log.warning("%s; restoring from the state file instead", error)
+                return None
+            _log_restored(payload.revision)
+            try:
+                persisted = self.store.load()
+            except PersistError as error:
+                # The payload matched this very file, so this is not damage
+                # on disk: keep enforcing; the controller's snapshot follows.
+                log.error("%s; the restored rules stay until the controller's snapshot", error)
+                return True
+            if persisted is None or not _same_table(persisted.state, payload.structure):
+                log.error("the payload does not match the state file; restoring from the file")
+                return None if persisted is None else self._restore_state(persisted)
+            self.kernel.cut_held(persisted.state)
+            self._adopt(
+                persisted.state, commit, "restore", _unchanged(persisted.state), persisted.epoch
+            )
+        return True
+
+    def stopping(self) -> None:
+        """A clean stop (under kernel.lock): everything on disk, and the journal folded
+        into a snapshot if it changed anything, so the next start uses the payload."""
+        self.persister.flush()
+        applied = self.applied
+        if applied is not None:
+            self.persister.checkpoint(applied.state, applied.generation, applied.epoch)
 
     # -- sync ------------------------------------------------------------------
 
@@ -580,6 +636,20 @@ def _announce_delta(delta: StateDelta) -> None:
         log.info(
             "applying delta r%d->r%d (%d changes)", delta.from_revision, delta.to_revision, changes
         )
+
+
+def _log_restored(revision: int) -> None:
+    # The line operators (and bench/agent_steady.py) wait for: rules in force.
+    log.info("restored revision %d from disk before contacting the controller", revision)
+
+
+def _same_table(state: DesiredState, structure: DesiredState) -> bool:
+    """``structure`` (a payload's) is ``state``'s revision, gateway and structure."""
+    return (
+        state.gateway == structure.gateway
+        and state.revision == structure.revision
+        and Structure.of(state) == Structure.of(structure)
+    )
 
 
 def _unchanged(state: DesiredState) -> StateDelta:

@@ -29,6 +29,9 @@ log = logging.getLogger("edgectl.agent")
 
 class StateWriter(Protocol):
     def record(self, steps: Sequence[Step], newest: DesiredState) -> None: ...
+    def checkpoint(
+        self, state: DesiredState, generation: int | None, epoch: str | None
+    ) -> bool: ...
 
 
 class Persister:
@@ -103,6 +106,19 @@ class Persister:
             return True
         finally:
             self._write_lock.release()
+
+    def checkpoint(self, state: DesiredState, generation: int | None, epoch: str | None) -> None:
+        """After ``flush``, at a clean stop: fold the journal into a snapshot if it changed
+        anything (the next start restores from the snapshot's payload)."""
+        with self._write_lock:
+            try:
+                if self._store.checkpoint(state, generation, epoch):
+                    log.info("revision %d written as a snapshot for the next start", state.revision)
+                    release_heap()
+            except Exception as error:
+                # The journal on disk is whole: the next start replays it.
+                self._metrics.add("persist_failures")
+                log.error("no snapshot at stop (the journal stays): %s", error)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted is on disk (shutdown)."""

@@ -11,18 +11,36 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
-from edgectl.agent.daemon.client import ControllerClient
 from edgectl.agent.daemon.config import AgentConfig, read_token
 from edgectl.agent.daemon.kernel import Kernel
-from edgectl.agent.daemon.loop import Agent, LoopSettings
+from edgectl.agent.daemon.loop import Agent, ControllerPort, LoopSettings
 from edgectl.agent.daemon.metrics import Metrics, MetricsServer
 from edgectl.agent.daemon.offender_listener import OffenderListener
 from edgectl.agent.daemon.offenders import OffenderBook
+from edgectl.agent.daemon.protocol import Answer, ControllerError
 from edgectl.agent.persist import StateStore
 from edgectl.agent.table import SPEC
 
 log = logging.getLogger("edgectl.agent")
+
+
+class _Offline:
+    """The controller while restoring (all of ``restore_only``): never asked, since
+    restore reads the disk alone.
+
+    Not the HTTP client: importing it (httpx) is 0.1-0.2 s of a boot's
+    enforcement gap, for a step that runs before the network is up.
+    """
+
+    def desired(self, since: int | None, wait: float, epoch: str | None) -> Answer:
+        raise ControllerError("restore only: the controller is not asked")
+
+    def report(
+        self, applied_revision: int, detail: dict[str, Any], offenders: dict[str, Any] | None
+    ) -> bool:
+        raise ControllerError("restore only: the controller is not asked")
 
 
 def restore_only(config: AgentConfig) -> bool:
@@ -34,14 +52,8 @@ def restore_only(config: AgentConfig) -> bool:
     agent = Agent(
         LoopSettings.of(config),
         Kernel(config.netns),
-        ControllerClient(
-            config.urls,
-            config.gateway,
-            lambda: read_token(config.token_file),
-            request_timeout=config.request_timeout,
-            ca_file=config.ca_file,
-        ),
-        StateStore(config.state_dir),
+        _Offline(),
+        StateStore(config.state_dir, payload=True),
         Metrics(config.gateway),
         stop=threading.Event(),
         persist_in_background=False,
@@ -49,23 +61,28 @@ def restore_only(config: AgentConfig) -> bool:
     return agent.restore()
 
 
-def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
-    stop = stop or threading.Event()
-    kernel = Kernel(config.netns)
-    client = ControllerClient(
+def _client(config: AgentConfig) -> ControllerPort:
+    from edgectl.agent.daemon.client import ControllerClient  # httpx: imported here only
+
+    return ControllerClient(
         config.urls,
         config.gateway,
         lambda: read_token(config.token_file),
         request_timeout=config.request_timeout,
         ca_file=config.ca_file,
     )
+
+
+def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
+    stop = stop or threading.Event()
+    kernel = Kernel(config.netns)
     metrics = Metrics(config.gateway)
     offenders = OffenderListener(config.netns, OffenderBook(config.offenders_window), metrics)
     agent = Agent(
         LoopSettings.of(config),
         kernel,
-        client,
-        StateStore(config.state_dir),
+        _Offline(),  # until the restore is done (below)
+        StateStore(config.state_dir, payload=True),
         metrics,
         stop=stop,
         persist_in_background=True,
@@ -80,6 +97,9 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
             log.info("metrics on http://%s:%d/metrics", host, port)
         # Before anything talks to the controller: enforce what we last knew.
         agent.restore()
+        # The HTTP client only now: importing it (httpx, 0.1-0.2 s) would
+        # delay the rules a restarted gateway enforces from disk.
+        agent.controller = _client(config)
         threads = list(agent.threads())
         for thread in threads:
             thread.start()
@@ -93,7 +113,7 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
         # A commit in progress finishes (nft transactions are all-or-nothing
         # anyway; this keeps the state file in step with the kernel).
         with kernel.lock:
-            agent.persister.flush()
+            agent.stopping()
             log.info("stopping; table %s stays in force", SPEC)
     finally:
         if server is not None:
