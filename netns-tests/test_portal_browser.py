@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import browser_support
+import playwright.sync_api as playwright_api  # a test dependency: missing fails, never skips
 import pytest
 from browser_support import ARGS, STEP_MS, chromium_in, lab_for_browser
 
 from edgectl.lab import fleet
 from edgectl.lab.lab_cli import GARDENED, MX4
 from edgectl.testing.wait import wait_until
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "portal"
 CONVERGE_S = 30.0
