@@ -18,6 +18,12 @@ from edgectl.controller.store import Store
 log = logging.getLogger(__name__)
 
 
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+)
+
+
 class TimedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with read deadlines, against slow or stalled senders.
 
@@ -36,21 +42,41 @@ class TimedProtocol(HttpToolsProtocol):
 
     header_timeout = 10.0  # set per server by timed_protocol()
     body_timeout = 60.0
+    # A request line and headers larger than this are refused (h11's cap;
+    # httptools has none, and would hold whatever arrives before the deadline).
+    header_limit = 16 * 1024
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._deadline: asyncio.TimerHandle | None = None
+        self._in_headers = True  # reading a request line and headers
+        self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm(self.header_timeout)
 
+    def data_received(self, data: bytes) -> None:
+        waiting = self._in_headers
+        super().data_received(data)
+        if waiting and self._in_headers:  # this chunk did not finish the headers
+            self._header_bytes += len(data)
+            if self._header_bytes > self.header_limit and not self.transport.is_closing():
+                log.info(
+                    "closing %s: request headers over %d bytes", self.client, self.header_limit
+                )
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_headers = True
         if self._deadline is None:  # a kept-alive connection's next request
             self._arm(self.header_timeout)
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._header_bytes = 0
         super().on_headers_complete()
         # Now the body's (a request without one completes at once, disarming it).
         self._arm(self.body_timeout)

@@ -18,7 +18,8 @@ little as it can: the token comes from the cache, an agent's gateway id
 from its token, the "is there anything new" check from the notifier's
 memory when that is fresh, and the one database read that remains (the
 body) runs in a thread pool of its own, so writers queued on the write lock
-cannot starve it.
+cannot starve it.  An agent's own well-formed requests reach ``long_poll``
+without the route's dependencies (``api/agent_routes.py``).
 """
 
 from __future__ import annotations
