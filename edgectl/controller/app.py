@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from edgectl.controller import sweeper
 from edgectl.controller.api import docs
+from edgectl.controller.api.agent_routes import AgentRoutes
 from edgectl.controller.api.deps import bearer_principal
 from edgectl.controller.api.headers import SecurityHeaders
 from edgectl.controller.api.intake import Intake
@@ -230,6 +231,10 @@ def create_app(
     app.state.notice_batcher = portal.notice_batcher(store, settings)
     # A 100,000-quarantine snapshot is ~6 MB of JSON and ~1 MB gzipped; level
     # 1 costs a few tens of ms for it.  Small answers are not worth compressing.
+    # The agents' long-polls and status reports, past the routing and
+    # dependencies (see agent_routes); inside the compression, so a snapshot
+    # is compressed on this path too.
+    app.add_middleware(AgentRoutes, state=app.state)
     app.add_middleware(GZipMiddleware, minimum_size=65536, compresslevel=1)
     # Added last runs first: headers on every answer, then the token and size
     # checks before any body is read.

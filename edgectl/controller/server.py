@@ -7,9 +7,8 @@ import gc
 import logging
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from edgectl.controller.app import create_app
 from edgectl.controller.radius.server import RadiusServer, bind
@@ -20,8 +19,14 @@ from edgectl.controller.store import Store
 log = logging.getLogger(__name__)
 
 
-class TimedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with read deadlines, against slow or stalled senders.
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class TimedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with read deadlines, against slow or stalled senders.
 
     uvicorn times out only the idle gap between requests (keep-alive); a
     client that opens a connection and sends half a request header (or body)
@@ -30,63 +35,81 @@ class TimedH11Protocol(H11Protocol):
     the connection opened), and its body ``body_timeout`` after the headers,
     else the connection is closed.  Deadlines are totals, not idle gaps, so
     dripping a byte at a time does not extend them.
+
+    httptools, not h11: it parses in C, and a fleet's long-polls and status
+    reports (three requests per agent per change) spent about a tenth of the
+    controller's CPU in h11's parsing and framing (bench/fleet.py).
     """
 
     header_timeout = 10.0  # set per server by timed_protocol()
     body_timeout = 60.0
+    # A request line and headers larger than this are refused (h11's cap;
+    # httptools has none, and would hold whatever arrives before the deadline).
+    header_limit = 16 * 1024
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._deadline: asyncio.TimerHandle | None = None
-        self._waiting_for: str | None = None  # "headers" or "body"
+        self._in_headers = True  # reading a request line and headers
+        self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._expect("headers")
+        self._arm(self.header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        waiting = self._in_headers
         super().data_received(data)
-        state = self.conn.their_state
-        if state is h11.IDLE:
-            # A new request's first bytes (the keep-alive timer covered the gap
-            # before them, and data_received has just cancelled it).
-            self._expect("headers")
-        elif state is h11.SEND_BODY:
-            self._expect("body")
-        else:
-            self._expect(None)
+        if waiting and self._in_headers:  # this chunk did not finish the headers
+            self._header_bytes += len(data)
+            if self._header_bytes > self.header_limit and not self.transport.is_closing():
+                log.info(
+                    "closing %s: request headers over %d bytes", self.client, self.header_limit
+                )
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.conn.their_state is not h11.SEND_BODY:
-            self._expect(None)  # idle now: uvicorn's keep-alive timeout applies
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        if self._deadline is None:  # a kept-alive connection's next request
+            self._arm(self.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._header_bytes = 0
+        super().on_headers_complete()
+        # Now the body's (a request without one completes at once, disarming it).
+        self._arm(self.body_timeout)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()  # idle now: uvicorn's keep-alive timeout applies
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._expect(None)
+        self._disarm()
         super().connection_lost(exc)
 
-    def _expect(self, what: str | None) -> None:
-        if what == self._waiting_for:
-            return  # a deadline is a total: more bytes do not move it
+    def _arm(self, delay: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(delay, self._expired)
+
+    def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._waiting_for = what
-        if what is not None:
-            delay = self.header_timeout if what == "headers" else self.body_timeout
-            self._deadline = self.loop.call_later(delay, self._expired)
 
     def _expired(self) -> None:
         self._deadline = None
         if not self.transport.is_closing():
-            log.info("closing %s: request %s not received in time", self.client, self._waiting_for)
+            log.info("closing %s: request not received in time", self.client)
             self.transport.close()
 
 
-def timed_protocol(settings: Settings) -> type[TimedH11Protocol]:
+def timed_protocol(settings: Settings) -> type[TimedProtocol]:
     """The protocol class with this server's deadlines (uvicorn takes a class)."""
 
-    class Timed(TimedH11Protocol):
+    class Timed(TimedProtocol):
         header_timeout = settings.header_timeout
         body_timeout = settings.body_timeout
 
@@ -126,7 +149,7 @@ def serve(settings: Settings) -> None:
             # Parked long-polls would otherwise hold a shutdown for up to
             # max_wait; agents simply poll again.
             timeout_graceful_shutdown=5,
-            # Always h11 (with the deadlines above), whatever else is installed.
+            # Always httptools (with the deadlines above), whatever else is installed.
             http=timed_protocol(settings),
             timeout_keep_alive=settings.keep_alive_timeout,
             limit_concurrency=settings.max_connections,

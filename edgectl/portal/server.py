@@ -8,7 +8,8 @@ a second) would hold it, and its memory, for ever.  Here a request must be
 complete ``request_timeout`` seconds after its connection opened, or after
 its first byte on a kept-alive connection, else the connection is closed.
 The deadline is a total: more bytes do not move it.  (The controller's
-server does the same for h11: edgectl/controller/server.py.)
+server does the same, with a deadline for the headers and one for the body:
+edgectl/controller/server.py.)
 """
 
 from __future__ import annotations

@@ -217,3 +217,17 @@ def test_no_server_banner_and_safe_headers_over_http(tmp_path: Path) -> None:
             assert "server" not in response.headers, (path, response.headers)
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["cache-control"] == "no-store"
+
+
+def test_oversized_request_headers_are_refused_before_the_deadline(tmp_path: Path) -> None:
+    """Request line and headers are capped at 16 KiB (the deadline alone would let a
+    sender pile up whatever it can send in ``header_timeout``); 12 KiB still pass."""
+    with running(tmp_path, header_timeout=60.0) as server:
+        with server.connect() as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: controller\r\nX-Big: " + b"a" * 20_000)
+            started = time.monotonic()
+            assert status_of(read_head(sock, timeout=10)) == 431
+            assert closed_by_peer(sock, timeout=10)
+            assert time.monotonic() - started < 10  # the cap, not the 60 s deadline
+        filler = {"X-Filler": "a" * 12_000}
+        assert httpx.get(f"{server.base}/healthz", headers=filler, timeout=10).status_code == 200

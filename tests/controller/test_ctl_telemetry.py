@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from ctl_plans import recorded
 from ctl_support import Api, World
 
 from edgectl.controller.store import offenders as store_offenders
@@ -152,6 +153,41 @@ def test_sweep_forgets_old_revision_times_but_not_the_lag(api: Api, world: World
     assert revision_rows(api, "gw-a") == [created, current]
     assert api.get("/v1/gateways/gw-a")["convergence"]["lag_seconds"] >= 3000
     assert sweep.forget_revisions(api.store, 500) == 0
+
+
+def test_sweep_of_revision_times_reads_every_gateway_in_one_statement(
+    api: Api, world: World
+) -> None:
+    """gw-a reported nothing (its first revision measures its lag), gw-b reported
+    one and is three behind; the check costs one statement however many
+    gateways."""
+    api.put("/v1/accounts/alice/session", {"ipv4": "100.64.0.10"})
+    api.put("/v1/accounts/bob/session", {"ipv4": "100.65.0.11"})
+    a_created = revision(api, "gw-a")
+    b_reported = revision(api, "gw-b")
+    report(api, world.agent_b, "gw-b", b_reported)  # its time stays: it is current
+    hold(api, "alice")
+    hold(api, "bob")
+    a_current, b_first = revision(api, "gw-a"), revision(api, "gw-b")
+    api.put("/v1/accounts/bob/session", {"ipv4": "100.65.0.12"})
+    b_second = revision(api, "gw-b")
+    api.put("/v1/accounts/bob/session", {"ipv4": "100.65.0.13"})
+    b_current = revision(api, "gw-b")
+    assert revision_rows(api, "gw-b") == [b_reported, b_first, b_second, b_current]
+    old = (("gw-a", a_created), ("gw-b", b_reported), ("gw-b", b_first), ("gw-b", b_second))
+    for gateway, seq in old:
+        backdate(api, gateway, seq, 3000)
+    for gateway, seq in (("gw-a", a_current), ("gw-b", b_current)):
+        backdate(api, gateway, seq, 2000)
+    with recorded(api.store) as statements:
+        assert sweep.forget_revisions(api.store, 5000) == 0
+    # (The app's own re-check may run meanwhile: it reads no revision times.)
+    reads = [sql for sql, _ in statements if "gateway_revisions" in sql]
+    assert len(reads) == 1, reads
+    # Each gateway's first unapplied revision (its lag) and current one stay.
+    assert sweep.forget_revisions(api.store, 500) == 2
+    assert revision_rows(api, "gw-a") == [a_created, a_current]
+    assert revision_rows(api, "gw-b") == [b_first, b_current]
 
 
 # Offenders ---------------------------------------------------------------------------

@@ -41,12 +41,17 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 async def verify(request: Request, digest: str) -> Principal | None:
     """Who holds the token with SHA-256 ``digest``: from the cache, else the database."""
-    cache: TokenCache = request.app.state.token_cache
+    return await verify_in(request.app.state, digest)
+
+
+async def verify_in(state: Any, digest: str) -> Principal | None:
+    """``verify`` with the app's ``state`` (its token cache and store)."""
+    cache: TokenCache = state.token_cache
     principal = cache.get(digest)
     if principal is not None:
         return principal
     ticket = cache.begin()
-    principal = await run_in_threadpool(lookup, request.app.state.store, digest)
+    principal = await run_in_threadpool(lookup, state.store, digest)
     if principal is not None:
         cache.put(digest, principal, ticket)
     return principal
@@ -90,7 +95,12 @@ async def still_valid(request: Request, principal: Principal) -> None:
 
     For long-polls, which may wait minutes between authenticating and answering.
     """
-    if await verify(request, request.state.token_digest) != principal:
+    await still_valid_in(request.app.state, request.state.token_digest, principal)
+
+
+async def still_valid_in(state: Any, digest: str, principal: Principal) -> None:
+    """``still_valid`` with the app's ``state`` and the token's digest."""
+    if await verify_in(state, digest) != principal:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token", _CHALLENGE)
 
 

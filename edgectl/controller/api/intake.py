@@ -68,7 +68,7 @@ class Intake:
             await self.app(scope, receive, send)
             return
         if length_text is not None:
-            # h11 refuses a malformed one before this; another server may not.
+            # The HTTP parser refuses a malformed one before this; another server may not.
             if not length_text.isdigit():
                 await _refuse(send, 400, "Content-Length must be a number")
                 return

@@ -150,7 +150,9 @@ def serve_many(store: Store, wanted: Sequence[Wanted]) -> list[Served | NotFound
     """
     with store.read() as connection:
         ids = sorted({gateway for gateway, _, _ in wanted})
-        rows = {row.id: row for row in connection.execute(_ROW.where(t.gateways.c.id.in_(ids)))}
+        rows = {
+            row.id: row for row in connection.execute(_ROW.where(t.among(t.gateways.c.id, ids)))
+        }
         plans: list[_Plan | None] = []
         lowest: dict[int, int] = {}  # gateway -> lowest cursor whose delta must be read
         snapshots: set[int] = set()
@@ -210,7 +212,7 @@ def _changes(connection: Connection, bounds: dict[int, tuple[int, int]]) -> dict
         groups.setdefault(bound, []).append(gateway)
     condition = sa.or_(
         *(
-            sa.and_(e.c.gateway_id.in_(sorted(gateways)), e.c.seq > since, e.c.seq <= revision)
+            sa.and_(t.among(e.c.gateway_id, gateways), e.c.seq > since, e.c.seq <= revision)
             for (since, revision), gateways in groups.items()
         )
     )
@@ -232,7 +234,7 @@ def _live(connection: Connection, gateways: set[int]) -> dict[int, list[Any]]:
     found: dict[int, list[Any]] = {}
     for entry in connection.execute(
         sa.select(e.c.gateway_id, e.c.kind, e.c.payload)
-        .where(e.c.gateway_id.in_(sorted(gateways)), e.c.live)
+        .where(t.among(e.c.gateway_id, gateways), e.c.live)
         .order_by(e.c.gateway_id, e.c.kind, e.c.key)
     ):
         found.setdefault(int(entry.gateway_id), []).append(entry)

@@ -58,7 +58,7 @@ def _only(query: sa.Select[Any], column: Any, gateway: Which) -> sa.Select[Any]:
         return query
     if isinstance(gateway, int):
         return query.where(column == gateway)
-    return query.where(column.in_(sorted(gateway)))
+    return query.where(t.among(column, gateway))
 
 
 def served_pools(connection: Connection, gateway: Which = None) -> dict[int, list[str]]:
@@ -355,7 +355,9 @@ def report_many(
             _record(change, taken)
     with store.read() as connection:
         ids = {row.id for row, _ in taken.values()}
-        current = connection.execute(sa.select(t.gateways).where(t.gateways.c.id.in_(ids))).all()
+        current = connection.execute(
+            sa.select(t.gateways).where(t.among(t.gateways.c.id, ids))
+        ).all()
         publics = {public["name"]: public for public in _publics(connection, current, ids)}
     for index, report in enumerate(reports):
         if answers[index] is None:
@@ -368,7 +370,9 @@ def report_many(
 def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
     connection = change.connection
     ids = sorted(taken)
-    connection.execute(sa.delete(t.gateway_status).where(t.gateway_status.c.gateway_id.in_(ids)))
+    connection.execute(
+        sa.delete(t.gateway_status).where(t.among(t.gateway_status.c.gateway_id, ids))
+    )
     connection.execute(
         sa.insert(t.gateway_status),
         [
@@ -393,7 +397,7 @@ def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
         sa.delete(r).where(
             sa.or_(
                 *(
-                    sa.and_(r.c.gateway_id.in_(sorted(g)), r.c.seq <= applied, r.c.seq < revision)
+                    sa.and_(t.among(r.c.gateway_id, g), r.c.seq <= applied, r.c.seq < revision)
                     for (applied, revision), g in groups.items()
                 )
             )

@@ -102,7 +102,7 @@ def summaries(
     if isinstance(gateway, int):
         query = query.where(r.c.gateway_id == gateway)
     elif gateway is not None:
-        query = query.where(r.c.gateway_id.in_(sorted(gateway)))
+        query = query.where(t.among(r.c.gateway_id, gateway))
     return {
         row.gateway_id: {
             "available": row.available,

@@ -18,29 +18,27 @@ little as it can: the token comes from the cache, an agent's gateway id
 from its token, the "is there anything new" check from the notifier's
 memory when that is fresh, and the one database read that remains (the
 body) runs in a thread pool of its own, so writers queued on the write lock
-cannot starve it.
+cannot starve it.  An agent's own well-formed requests reach ``long_poll``
+without the route's dependencies (``api/agent_routes.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
+from starlette.types import Receive
 
-from edgectl.controller.api.deps import (
-    ReaderOrAgent,
-    SettingsDep,
-    StoreDep,
-    own_gateway,
-    still_valid,
-)
+from edgectl.controller.api.deps import ReaderOrAgent, StoreDep, own_gateway, still_valid_in
 from edgectl.controller.api.models import DesiredStateEnvelope, PathGateway
 from edgectl.controller.auth import Role
 from edgectl.controller.batch import Batcher
 from edgectl.controller.notify import Notifier
+from edgectl.controller.settings import Settings
 from edgectl.controller.store import Store, desired, gateways
 from edgectl.controller.store import epoch as store_epoch
 
@@ -56,15 +54,17 @@ router = APIRouter(prefix="/v1/gateways", tags=["desired-state"])
 # runs late, and each re-poll past the age read the database again.
 _MEMORY = 3
 
+EPOCH_PATTERN = "^[0-9a-f]{1,32}$"
+
 
 async def _serve(
-    request: Request, store: Store, gateway: int, since: int | None, epoch: str | None
+    state: Any, store: Store, gateway: int, since: int | None, epoch: str | None
 ) -> desired.Served:
     if since is not None:
         # Long-polls: those a commit wakes together are read together.
-        batcher: Batcher = request.app.state.batcher
+        batcher: Batcher = state.batcher
         return await batcher.serve(gateway, since, epoch)
-    limiter: anyio.CapacityLimiter | None = request.app.state.read_limiter
+    limiter: anyio.CapacityLimiter | None = state.read_limiter
     call = functools.partial(desired.serve, store, gateway, since, epoch)
     return await anyio.to_thread.run_sync(call, limiter=limiter)
 
@@ -83,9 +83,9 @@ async def _restored(store: Store, notifier: Notifier, gateway: str, served: desi
     notifier.saw_epoch(await anyio.to_thread.run_sync(call))
 
 
-async def _hung_up(request: Request) -> None:
+async def _hung_up(receive: Receive) -> None:
     """Returns when the client disconnects (a parked long-poll then ends at once)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
@@ -98,7 +98,6 @@ async def desired_state(
     name: PathGateway,
     request: Request,
     store: StoreDep,
-    settings: SettingsDep,
     who: ReaderOrAgent,
     since: Annotated[
         int | None, Query(ge=0, le=2**63 - 1, description="the revision the caller has applied")
@@ -109,7 +108,7 @@ async def desired_state(
     epoch: Annotated[
         str | None,
         Query(
-            pattern="^[0-9a-f]{1,32}$",
+            pattern=EPOCH_PATTERN,
             description="the store epoch `since` belongs to (from the last answer)",
         ),
     ] = None,
@@ -119,7 +118,36 @@ async def desired_state(
         gateway = who.gateway  # own_gateway checked the name
     else:
         gateway = await anyio.to_thread.run_sync(gateways.gateway_id, store, name)
-    notifier: Notifier = request.app.state.notifier
+    state = request.app.state
+    return await long_poll(
+        state,
+        gateway,
+        name,
+        since,
+        wait,
+        epoch,
+        request.receive,
+        functools.partial(still_valid_in, state, request.state.token_digest, who),
+    )
+
+
+async def long_poll(
+    state: Any,
+    gateway: int,
+    name: str,
+    since: int | None,
+    wait: float,
+    epoch: str | None,
+    receive: Receive,
+    recheck: Callable[[], Awaitable[None]],
+) -> Response:
+    """The answer to a desired-state request of ``gateway`` (``name``), its
+    parameters checked: the route above, and the agents' own path
+    (``agent_routes``).  ``recheck`` raises if the caller's token was revoked
+    while it waited; ``receive`` says when the client hung up."""
+    store: Store = state.store
+    settings: Settings = state.settings
+    notifier: Notifier = state.notifier
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.max_wait)
     gone: asyncio.Task[None] | None = None
@@ -137,10 +165,10 @@ async def desired_state(
                 or notifier.known(gateway, _MEMORY * settings.poll_interval) != since
             ):
                 began = notifier.began()
-                served = await _serve(request, store, gateway, since, epoch)
+                served = await _serve(state, store, gateway, since, epoch)
                 if served.ahead:
                     await _restored(store, notifier, name, served)
-                    served = await _serve(request, store, gateway, since, epoch)
+                    served = await _serve(state, store, gateway, since, epoch)
                 notifier.saw_epoch(served.epoch)
                 notifier.saw(gateway, served.revision, began)
                 if since is None or expired or served.kind != "delta" or served.revision != since:
@@ -148,12 +176,12 @@ async def desired_state(
             remaining = max(0.0, deadline - loop.time())
             timeout = remaining if shared else min(remaining, settings.poll_interval)
             if gone is None:
-                gone = asyncio.ensure_future(_hung_up(request))
+                gone = asyncio.ensure_future(_hung_up(receive))
             await notifier.wait(gateway, since, event, timeout, gone)
             if gone.done():
                 return Response(status_code=499)  # nobody is listening any more
             # A long wait outlives a token revoked meanwhile: check it again.
-            await still_valid(request, who)
+            await recheck()
     finally:
         if gone is not None:
             gone.cancel()

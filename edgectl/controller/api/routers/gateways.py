@@ -72,6 +72,12 @@ async def report_status(name: PathGateway, body: StatusReport, request: Request,
     reaches 1,000 gateways costs a few commits, not 1,000.
     """
     own_gateway(who, name)
+    return await submit_report(request.app.state, name, body)
+
+
+async def submit_report(state: Any, name: str, body: StatusReport) -> dict[str, Any]:
+    """Gateway ``name``'s report, checked, into the next batch; its public form
+    (the route above, and the agents' own path: ``agent_routes``)."""
     reported = None if body.offenders is None else convert.offenders(body.offenders)
-    batcher: WriteBatcher[gateways.Report, dict[str, Any]] = request.app.state.status_batcher
+    batcher: WriteBatcher[gateways.Report, dict[str, Any]] = state.status_batcher
     return await batcher.submit(gateways.Report(name, body.applied_revision, body.detail, reported))
