@@ -11,7 +11,7 @@ Run as root from the repository root::
 ``HEADLINES`` below is the one list of what is measured: each script with
 its reduced arguments, the row keys it must print (``BENCH-RESULT`` lines,
 bench/_results.py) and its time budget.  The budgets add up to at most
-``TOTAL_BUDGET_S`` (under 17 minutes; ``--full``, the sizes the targets name:
+``TOTAL_BUDGET_S`` (15 minutes; ``--full``, the sizes the targets name:
 ``FULL_BUDGET_S``), so a run is bounded however slow the machine is: a
 script that overruns its budget is stopped (SIGTERM to its process group,
 so its ``finally`` deletes its namespaces).
@@ -53,7 +53,7 @@ END = "<!-- bench-summary:end -->"
 # are each from one run, never mixed.
 FULL_BEGIN = "<!-- bench-summary-full:begin (written by bench/summary.py --full) -->"
 FULL_END = "<!-- bench-summary-full:end -->"
-TOTAL_BUDGET_S = 1000.0
+TOTAL_BUDGET_S = 900.0
 FULL_BUDGET_S = 7300.0
 STOP_GRACE_S = 60.0  # after SIGTERM: time for a script's finally to delete its namespaces
 REPO = Path(__file__).resolve().parent.parent
@@ -125,7 +125,7 @@ HEADLINES: tuple[Headline, ...] = (
         "agent_steady.py",
         ("--keys", "50000", "--reps", "3", "--seconds", "3"),
         _steady_rows("50k", "50k"),
-        55,
+        45,
         ("--keys", "1000000", "--reps", "3", "--seconds", "20"),
         _steady_rows("1m", "1M"),
         1200,
@@ -161,7 +161,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("quarantine_create_p99_scaling", "quarantine create p99, 30k held <= 1.5x 1k held"),
             ("session_upsert_p99_scaling", "session upsert p99, 30k held <= 1.5x 1k held"),
         ),
-        50,
+        45,
         ("--held", "100000", "--baseline", "1000", "--quick"),
         (
             ("quarantine_create_p99_scaling", "quarantine create p99, 100k held <= 1.5x 1k held"),
@@ -235,7 +235,7 @@ HEADLINES: tuple[Headline, ...] = (
             ),
             ("session_history_at_lookup_ratio_1m", "at lookup p99, 1M / 100k intervals"),
         ),
-        70,
+        60,
         (),
         (
             (
@@ -295,7 +295,7 @@ HEADLINES: tuple[Headline, ...] = (
                 "every console page < 300 ms (10k quarantines, 100k audit, 1k offenders)",
             ),
         ),
-        40,
+        30,
         (),
         (
             (
@@ -312,7 +312,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("reports_ingest_10k", "10,000 reports in one request, attributed: < 5 s (SQLite)"),
             ("escalation_replay_events_200k", "replay of 200,000 offender events < 60 s"),
         ),
-        60,
+        45,
         (),
         (
             ("reports_ingest_10k", "10,000 reports in one request, attributed: < 5 s (SQLite)"),
@@ -329,7 +329,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("fleet_desired_queries_growth", "desired-state SQL per change, 300 vs 50 agents"),
             ("fleet_memory_per_parked_agent", "controller memory per parked agent"),
         ),
-        100,
+        70,
         ("--agents", "100,1000", "--rounds", "7", "--wakeups", "30"),
         (
             ("fleet_propagation_p99", "propagation to all 1,000 agents p99 <= 1 s"),
@@ -346,7 +346,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("portal_notices_rate", "the notice portal answers 500 notices/s"),
             ("portal_notices_p99", "notice p99 < 100 ms at 500/s"),
         ),
-        60,
+        40,
         (),
         (
             ("portal_notices_rate", "the notice portal answers 500 notices/s"),
