@@ -248,7 +248,7 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline(
         "radius_feed.py",
-        ("--reduced",),
+        ("--reduced", "--runs", "3"),
         (
             (
                 "radius_sustained_20k",
@@ -256,7 +256,7 @@ HEADLINES: tuple[Headline, ...] = (
             ),
             ("radius_storm_10k", "10,000 Acct-Starts at once: time until all stored (reported)"),
         ),
-        25,
+        35,
         (),
         (
             (
@@ -329,7 +329,7 @@ HEADLINES: tuple[Headline, ...] = (
             ("fleet_desired_queries_growth", "desired-state SQL per change, 300 vs 50 agents"),
             ("fleet_memory_per_parked_agent", "controller memory per parked agent"),
         ),
-        70,
+        60,
         ("--agents", "100,1000", "--rounds", "7", "--wakeups", "30"),
         (
             ("fleet_propagation_p99", "propagation to all 1,000 agents p99 <= 1 s"),
