@@ -279,7 +279,7 @@ def test_a_worker_that_dies_mid_commit_never_answers_that_batch(
 
 # A controller of its own: a RadiusServer over a fake feed, its worker's pid printed.
 _CONTROLLER = """
-import dataclasses, sys, time
+import dataclasses, sys
 sys.path.insert(0, sys.argv[2])
 from radius_support import FakeFeed
 from edgectl.controller.radius import config
@@ -291,7 +291,7 @@ server = RadiusServer(settings, Feed(FakeFeed().apply), bind(settings.listen))
 server.start()
 assert wait_until(lambda: server.worker_pid is not None, 10)
 print(server.worker_pid, flush=True)
-time.sleep(60)
+sys.stdin.read()  # alive until killed (or until the test's end of the pipe closes)
 """
 
 
@@ -299,7 +299,10 @@ def test_the_worker_dies_with_its_controller(tmp_path: Path) -> None:
     path = clients_file(tmp_path, ("bng-1", "127.0.0.1", SECRET))
     here = str(Path(__file__).resolve().parent)
     with subprocess.Popen(
-        [sys.executable, "-c", _CONTROLLER, str(path), here], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _CONTROLLER, str(path), here],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     ) as controller:
         try:
             assert controller.stdout is not None
