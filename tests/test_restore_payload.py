@@ -156,12 +156,7 @@ def test_a_journal_with_changes_falls_back_and_an_empty_one_does_not(
     assert store.load_payload() is not None
     store.save(state, generation=5)
     store.load()
-    key = Prefix.parse("100.64.0.30")
-    newer = replace(
-        state,
-        revision=state.revision + 1,
-        quarantines={**state.quarantines, key: Quarantine(key, QuarantineMode.SMTP)},
-    )
+    newer = _one_more_quarantine(state)
     store.record([Step(diff(state, newer), 7)], newer)
     assert store.load_payload() is None
 
@@ -278,12 +273,7 @@ def test_a_clean_stop_folds_a_journal_with_changes_into_a_snapshot(
     unchanged = StateDelta(state.gateway, state.revision, state.revision)
     store.record([Step(unchanged, 6)], state)
     assert not store.checkpoint(state, 6, None)  # nothing to fold: the payload holds
-    key = Prefix.parse("100.64.0.30")
-    newer = replace(
-        state,
-        revision=state.revision + 1,
-        quarantines={**state.quarantines, key: Quarantine(key, QuarantineMode.SMTP)},
-    )
+    newer = _one_more_quarantine(state)
     store.record([Step(diff(state, newer), 7)], newer)
     assert store.load_payload() is None
     # A restarted process knows the journal's changes from loading it.
@@ -295,3 +285,13 @@ def test_a_clean_stop_folds_a_journal_with_changes_into_a_snapshot(
     assert payload is not None and payload.revision == newer.revision
     assert _elements(payload.keys_script(NOW)) == _elements(str(render_keys(newer, NOW)))
     assert not StateStore(store.directory).checkpoint(newer, 7, None)  # the CLI's: never
+
+
+def _one_more_quarantine(state: DesiredState) -> DesiredState:
+    """The next revision of ``state``: one more held key (a journal line that changes it)."""
+    key = Prefix.parse("100.64.0.30")
+    return replace(
+        state,
+        revision=state.revision + 1,
+        quarantines={**state.quarantines, key: Quarantine(key, QuarantineMode.SMTP)},
+    )

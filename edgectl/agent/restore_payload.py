@@ -111,8 +111,8 @@ def render(state: DesiredState, snapshot: bytes, journal: str) -> Iterator[str]:
     quarantines: list[dict[str, Any]] = []
     exemptions: list[dict[str, Any]] = []
     for part in chain(
-        _chunks(state.quarantines, None, _mode, quarantine_to_data, layout, timed, quarantines),
-        _chunks(state.exemptions, EXEMPT, _exempt, exemption_to_data, layout, timed, exemptions),
+        _place(state.quarantines, None, _mode, quarantine_to_data, layout, timed, quarantines),
+        _place(state.exemptions, EXEMPT, _exempt, exemption_to_data, layout, timed, exemptions),
     ):
         body.update(part.encode())
         yield part
@@ -131,7 +131,7 @@ def render(state: DesiredState, snapshot: bytes, journal: str) -> Iterator[str]:
 E = TypeVar("E", Quarantine, Exemption)
 
 
-def _chunks(
+def _place(
     entries: Mapping[Prefix, E],
     kind: Kind | None,
     kind_of: Callable[[E], Kind],
@@ -140,39 +140,26 @@ def _chunks(
     timed: dict[str, list[list[str]]],
     ranges: list[dict[str, Any]],
 ) -> Iterator[str]:
-    """``_place`` over ``entries``, ``_CHUNK`` at a time."""
-    items = iter(entries.items())
-    while chunk := list(islice(items, _CHUNK)):
-        yield from _place(chunk, kind, kind_of, to_data, layout, timed, ranges)
-
-
-def _place(
-    chunk: list[tuple[Prefix, E]],
-    kind: Kind | None,
-    kind_of: Callable[[E], Kind],
-    to_data: Callable[[E], dict[str, Any]],
-    layout: KeyLayout,
-    timed: dict[str, list[list[str]]],
-    ranges: list[dict[str, Any]],
-) -> list[str]:
-    """One chunk of entries: exact keys without an expiry as ``add element`` commands
-    (returned), those with one into ``timed``, prefix keys' data into ``ranges``.
+    """``entries``, ``_CHUNK`` at a time: exact keys without an expiry as ``add element``
+    commands (yielded), those with one into ``timed``, prefix keys' data into ``ranges``.
 
     ``kind`` None: each entry's own mode, ``kind_of`` (quarantines).
     """
-    plain: list[tuple[Prefix, E]] = []
-    for key, entry in chunk:
-        if not layout.is_exact(key):
-            ranges.append(to_data(entry))
-        elif entry.expires is None:
-            plain.append((key, entry))
-        else:
-            name, text, _ = layout.place(key, kind_of(entry), None)
-            timed.setdefault(name, []).append([text, entry.expires.isoformat()])
-    static: dict[str, list[str]] = {name: [] for name in _exact_names(layout)}
-    # No expiry, so ``now`` is never read: the text is the same at any time.
-    layout.fill(plain, kind, datetime.min, static, {})
-    return [_add_elements(name, elements) for name, elements in static.items() if elements]
+    items = iter(entries.items())
+    while chunk := list(islice(items, _CHUNK)):
+        plain: list[tuple[Prefix, E]] = []
+        for key, entry in chunk:
+            if not layout.is_exact(key):
+                ranges.append(to_data(entry))
+            elif entry.expires is None:
+                plain.append((key, entry))
+            else:
+                name, text, _ = layout.place(key, kind_of(entry), None)
+                timed.setdefault(name, []).append([text, entry.expires.isoformat()])
+        static: dict[str, list[str]] = {name: [] for name in _exact_names(layout)}
+        # No expiry, so ``now`` is never read: the text is the same at any time.
+        layout.fill(plain, kind, datetime.min, static, {})
+        yield from (_add_elements(name, texts) for name, texts in static.items() if texts)
 
 
 def _mode(entry: Quarantine) -> Kind:

@@ -344,8 +344,7 @@ def _bulk_quarantines(items: list[Any]) -> dict[Prefix, Quarantine] | None:
         "account": accounts,
         "expires": expires,
     }
-    built = dict(zip(keys, entries_unchecked(Quarantine, columns), strict=True))
-    return built if len(built) == len(items) else None
+    return _keyed(Quarantine, columns, len(items))
 
 
 def _bulk_exemptions(items: list[Any]) -> dict[Prefix, Exemption] | None:
@@ -366,11 +365,18 @@ def _bulk_exemptions(items: list[Any]) -> dict[Prefix, Exemption] | None:
         "ticket": tickets,
         "expires": expires,
     }
-    built = dict(zip(keys, entries_unchecked(Exemption, columns), strict=True))
-    return built if len(built) == len(items) else None
+    return _keyed(Exemption, columns, len(items))
 
 
 Entry = TypeVar("Entry", Quarantine, Exemption)
+
+
+def _keyed(
+    cls: type[Entry], columns: dict[str, Sequence[Any]], count: int
+) -> dict[Prefix, Entry] | None:
+    """The entries by key, or None when two share a key (the per-entry loader names it)."""
+    built = dict(zip(columns["key"], entries_unchecked(cls, columns), strict=True))
+    return built if len(built) == count else None
 
 
 def _keyed_entries(
