@@ -1,5 +1,6 @@
 """The portal's HTTP protocol closes a connection whose request is not whole
-in time (a real uvicorn server on 127.0.0.1, real sockets)."""
+in time, or whose headers are too large (a real uvicorn server on 127.0.0.1,
+real sockets)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from edgectl.portal.server import timed_protocol
+from edgectl.http_server import config
+from edgectl.portal.server import deadlines
 from edgectl.testing.wait import wait_until
 
 DEADLINE = 0.3  # seconds: the test's server only
@@ -29,8 +31,7 @@ async def hello(scope: Any, receive: Any, send: Any) -> None:
 def port() -> Iterator[int]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(hello, log_level="warning", http=timed_protocol(DEADLINE))
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(config(hello, deadlines(DEADLINE), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     assert wait_until(lambda: bool(server.started), timeout=20), "uvicorn did not start"
@@ -75,3 +76,9 @@ def test_whole_requests_are_answered_also_on_a_kept_alive_connection(port: int) 
         # The next request's first bytes start a new deadline.
         client.sendall(b"GET / HTTP/1.1\r\n")
         assert read_all(client) == b""
+
+
+def test_oversized_headers_are_refused_with_431(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: example.org\r\nX-Pad: " + b"a" * 20_000)
+        assert read_all(client).startswith(b"HTTP/1.1 431 ")
