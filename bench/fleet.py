@@ -550,10 +550,8 @@ async def measure(
         print(
             f"\nwake-up, {args.wakeups} writes (through A and B in turn), clock from before "
             "the POST:\n"
-            f"  agent on the writing controller  p50 {ms([percentile(same, 0.5)])}, "
-            f"p99 {percentile(same, 0.99) * 1000:.0f} ms\n"
-            f"  agent on the other controller    p50 {ms([percentile(other, 0.5)])}, "
-            f"p99 {percentile(other, 0.99) * 1000:.0f} ms\n"
+            f"  agent on the writing controller  {spread(same)}\n"
+            f"  agent on the other controller    {spread(other)}\n"
             f"  cross-process extra (other - same, per write): median {ms(cross)}, "
             f"p99 {percentile(cross, 0.99) * 1000:.0f} ms\n"
             f"  real agents ({len(reals)}, one first on each controller), key in kernel: "
