@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,12 +31,14 @@ def write_agent(
     name: str,
     token: str,
     netns: str,
-    controller_url: str,
+    controller_url: str | Sequence[str],
     *,
     metrics_port: int | None = None,
     poll_wait: float = 30.0,
 ) -> Path:
-    """Config, token file and state dir of one agent under ``workdir/name``; returns the config."""
+    """Config, token file and state dir of one agent under ``workdir/name``; returns the config.
+
+    ``controller_url``: one URL, or several (the agent fails over in that order)."""
     metrics = "" if metrics_port is None else f"127.0.0.1:{metrics_port}"
     timings = {"poll_wait": poll_wait, "backoff_min": 0.2, "backoff_max": 2}
     return AgentFiles(workdir / name).write(

@@ -20,10 +20,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -65,16 +66,29 @@ AGENT = [EDGECTL, "agent"]
 
 
 class Controller:
-    """``edgectl controller`` on ``database_url``, or on a SQLite file in ``workdir``."""
+    """``edgectl controller`` on ``database_url``, or on a SQLite file in ``workdir``.
 
-    def __init__(self, workdir: Path, database_url: str | None = None) -> None:
+    ``name``: its config and log file names (several controllers, one workdir);
+    ``token``: a token made already (else one is made in the database);
+    ``settings``: over the agent tier's fast timings."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        database_url: str | None = None,
+        *,
+        name: str = "controller",
+        token: str | None = None,
+        **settings: object,
+    ) -> None:
         self.workdir = workdir
+        self.name = name
         self.db = workdir / "controller.db"
         self.database_url = database_url or f"sqlite:///{self.db}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config = workdir / "controller.toml"
-        settings = {
+        self.config = workdir / f"{name}.toml"
+        values = {
             "database_url": self.database_url,
             "port": self.port,
             "poll_interval": 0.05,
@@ -82,12 +96,13 @@ class Controller:
             # The escalation engine's pass (no policy exists unless a test makes one).
             "escalation_interval": 0.5,
             "log_level": "warning",
+            **settings,
         }
-        self.config.write_text(toml_table("controller", settings))
-        self.token = create_token(self.database_url, "agent-tests", "netops")
+        self.config.write_text(toml_table("controller", values))
+        self.token = token or create_token(self.database_url, "agent-tests", "netops")
         self.rest = Rest(self.url, self.token)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "controller.log"
+        self.log = workdir / f"{name}.log"
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "controller already running"
@@ -98,7 +113,7 @@ class Controller:
                 stderr=subprocess.STDOUT,
             )
         assert wait_until(self.healthy, START_TIMEOUT, 0.05), (
-            f"controller did not start:\n{self.logs()}"
+            f"{self.name} did not start:\n{self.logs()}"
         )
 
     def kill(self) -> None:
@@ -138,7 +153,9 @@ _REVISION = re.compile(r"^edgectl_agent_applied_revision\{[^}]*\} (-?\d+)$", re.
 
 
 class AgentProc:
-    def __init__(self, workdir: Path, gateway: str, netns: str, controller_url: str) -> None:
+    def __init__(
+        self, workdir: Path, gateway: str, netns: str, controller_url: str | Sequence[str]
+    ) -> None:
         self.gateway = gateway
         self.netns = netns
         self.workdir = workdir / gateway
@@ -152,7 +169,8 @@ class AgentProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.write_config(controller_url)
 
-    def write_config(self, controller_url: str, **extra: Any) -> None:
+    def write_config(self, controller_url: str | Sequence[str], **extra: Any) -> None:
+        """``controller_url``: one URL, or several (``controller_urls``, fail-over order)."""
         self.files.write(
             controller_url=controller_url,
             gateway=self.gateway,
@@ -333,6 +351,14 @@ class System:
 
     # -- agents -----------------------------------------------------------------
 
+    def start_stopped(self) -> None:
+        """Start again whatever a test stopped or killed: the controller, the agents."""
+        if not self.controller.healthy():
+            self.controller.start()
+        for agent in self.agents():
+            if not agent.running():
+                agent.start()
+
     def agents(self) -> list[AgentProc]:
         return [site.agent for site in self.sites.values()]
 
@@ -388,6 +414,25 @@ def topologies_fixture(leftovers_removed: list[str]) -> Iterator[dict[str, Topol
             topo.destroy()
 
 
+SystemT = TypeVar("SystemT", bound=System)
+
+
+@contextmanager
+def running(make: Callable[[], SystemT]) -> Iterator[SystemT]:
+    """``make()``'s system with every agent started and converged; closed on exit.
+
+    The ``system`` fixture of a module with a system of its own (two controllers,
+    say) is this around its own ``make``; ``clean`` then works on it unchanged."""
+    system = make()
+    try:
+        for agent in system.agents():
+            agent.start()
+        assert system.converged(), "agents did not converge at start"
+        yield system
+    finally:
+        system.close()
+
+
 @pytest.fixture(scope="module", name="system")
 def system_fixture(
     topologies: dict[str, Topology],
@@ -395,16 +440,8 @@ def system_fixture(
     controller_database: str | None,
 ) -> Iterator[System]:
     workdir = tmp_path_factory.mktemp("agent-system")
-    made: list[System] = []
-    try:
-        made.append(System(workdir, topologies, controller_database))
-        for agent in made[0].agents():
-            agent.start()
-        assert made[0].converged(), "agents did not converge at start"
-        yield made[0]
-    finally:
-        for each in made:
-            each.close()
+    with running(lambda: System(workdir, topologies, controller_database)) as system:
+        yield system
 
 
 @pytest.fixture(name="clean")
@@ -412,11 +449,7 @@ def clean_fixture(system: System) -> Iterator[System]:
     """Every service up, no holds, every agent converged: before and after each test."""
 
     def settle() -> None:
-        if not system.controller.healthy():
-            system.controller.start()
-        for agent in system.agents():
-            if not agent.running():
-                agent.start()
+        system.start_stopped()
         system.clear()
         assert system.converged(), "agents did not converge"
 

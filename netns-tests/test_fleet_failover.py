@@ -27,34 +27,27 @@ import pytest
 from agent_fixtures import (
     DYN4_A,
     DYN4_B,
-    PYTHON,
-    START_TIMEOUT,
     AgentProc,
-    HttpError,
+    Controller,
     Site,
     System,
-    free_port,
     mail,
     missing_keys,
     outcome_becomes,
-    topologies_fixture,  # noqa: F401  (a fixture, used by name)
+    running,
 )
 
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, tokens
 from edgectl.lab.probe import Listener, Outcome
 from edgectl.lab.topology import Topology
-from edgectl.testing import pgserver, processes
-from edgectl.testing.rest import Rest
+from edgectl.testing import pgserver
+from edgectl.testing.rest import HttpError
 from edgectl.testing.wait import wait_until
 
 REFUSED = Outcome.RESET
 FAILOVER_BUDGET = 5.0  # issue 15: agents fail over and converge within 5 s
 DATABASE = "fleet"
-CONTROLLER_MAIN = (
-    "import sys; from pathlib import Path; from edgectl.controller.settings import load; "
-    "from edgectl.controller.server import serve; serve(load(Path(sys.argv[1])))"
-)
 # Subscribers of the burst: 100.64.1.1 ... in the dyn4 pool, one account each.
 BURST = 40
 
@@ -63,54 +56,22 @@ def burst_address(number: int) -> str:
     return f"100.64.1.{number + 1}"
 
 
-class PgController:
+class PgController(Controller):
     """``edgectl controller`` on the shared PostgreSQL database."""
 
     def __init__(self, name: str, workdir: Path, url: str, token: str) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = token
-        self.rest = Rest(self.url, token)
-        self.config = workdir / f"controller-{name}.toml"
-        self.log = workdir / f"controller-{name}.log"
         # poll_interval 1 s, as deployed: a wake-up much faster than that came
         # from the other process's NOTIFY, not from the periodic re-check.
-        self.config.write_text(
-            "[controller]\n"
-            f'database_url = "{url}"\n'
-            f"port = {self.port}\n"
-            "migrate_on_start = false\n"
-            "poll_interval = 1.0\n"
-            "sweep_interval = 0.5\n"
-            'log_level = "info"\n'
+        super().__init__(
+            workdir,
+            url,
+            name=f"controller-{name}",
+            token=token,
+            migrate_on_start=False,
+            poll_interval=1.0,
+            sweep_interval=0.5,
+            log_level="info",
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert not self.healthy(), f"controller {self.name} already running"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [PYTHON, "-c", CONTROLLER_MAIN, str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        assert wait_until(self.healthy, START_TIMEOUT, 0.05), (
-            f"{self.name} did not start:\n{self.logs()}"
-        )
-
-    def kill(self) -> None:
-        processes.stop(self.proc, 9)
-
-    def stop(self) -> None:
-        processes.stop(self.proc, 15, grace=3.0)
-
-    def healthy(self) -> bool:
-        alive = self.proc is not None and self.proc.poll() is None
-        return alive and self.rest.healthy()
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -141,24 +102,37 @@ class Fleet(System):
         self.b = PgController("B", workdir, url, token)
         self.a.start()
         self.b.start()
-        self.controller = self.a  # type: ignore[assignment]  (System's API calls go here)
+        self.controller = self.a  # System's API calls go here
         self._world()
         self.sites = {}
         for name, first, second in (("gw-a", self.a, self.b), ("gw-b", self.b, self.a)):
             topo = topologies[name]
-            agent = AgentProc(workdir, name, topo.gateway_ns, first.url)
-            text = agent.config.read_text().replace(
-                f'controller_url = "{first.url}"',
-                f'controller_urls = ["{first.url}", "{second.url}"]',
-            )
-            agent.config.write_text(text)
+            agent = AgentProc(workdir, name, topo.gateway_ns, [first.url, second.url])
             agent.set_token(self.agent_tokens[name])
             mx = Listener(topo.hosts["mx"].ns, topo.hosts["mx"].addresses, (25, 465, 587))
             self.sites[name] = Site(name, topo, agent, mx)
 
+    def start_stopped(self) -> None:
+        """Both controllers up again, API calls through A, then the agents."""
+        for controller in (self.a, self.b):
+            if not controller.healthy():
+                controller.start()
+        self.through(self.a)
+        super().start_stopped()
+
+    def clear(self) -> None:
+        """The agent tests' clean-up, and the burst's sessions ended."""
+        super().clear()
+        for number in range(BURST):
+            try:
+                self.api("DELETE", f"/v1/accounts/burst{number}/session")
+            except HttpError as error:
+                if error.status != 404:
+                    raise
+
     def through(self, controller: PgController) -> None:
         """API calls (and the convergence check) go to ``controller`` from now on."""
-        self.controller = controller  # type: ignore[assignment]
+        self.controller = controller
 
     def close(self) -> None:
         for site in self.sites.values():
@@ -195,48 +169,15 @@ class Fleet(System):
         return ["runuser", "-u", "postgres", "--", *full]
 
 
-@pytest.fixture(scope="module", name="fleet")
+@pytest.fixture(scope="module", name="system")
 def fleet_fixture(
     topologies: dict[str, Topology], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
+    """agent_fixtures' ``system`` for this module: two controllers on PostgreSQL
+    (its ``clean`` fixture, by name, then works on this one)."""
     workdir = tmp_path_factory.mktemp("fleet")
-    with pgserver.running() as pg:
-        made: list[Fleet] = []
-        try:
-            made.append(Fleet(workdir, topologies, pg))
-            for agent in made[0].agents():
-                agent.start()
-            assert made[0].converged(), "agents did not converge at start"
-            yield made[0]
-        finally:
-            for each in made:
-                each.close()
-
-
-@pytest.fixture(name="clean")
-def clean_fixture(fleet: Fleet) -> Iterator[Fleet]:
-    """Both controllers and agents up, no holds, every agent converged."""
-
-    def settle() -> None:
-        for controller in (fleet.a, fleet.b):
-            if not controller.healthy():
-                controller.start()
-        fleet.through(fleet.a)
-        for agent in fleet.agents():
-            if not agent.running():
-                agent.start()
-        fleet.clear()
-        for number in range(BURST):
-            try:
-                fleet.api("DELETE", f"/v1/accounts/burst{number}/session")
-            except HttpError as error:
-                if error.status != 404:
-                    raise
-        assert fleet.converged(), "agents did not converge"
-
-    settle()
-    yield fleet
-    settle()
+    with pgserver.running() as pg, running(lambda: Fleet(workdir, topologies, pg)) as fleet:
+        yield fleet
 
 
 def _snapshots(site: Site) -> int:

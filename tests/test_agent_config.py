@@ -185,3 +185,17 @@ def test_check_config_command(
     err = capsys.readouterr().err
     assert "agent.token_file" in err and "world-readable" in err
     assert "Traceback" not in err
+
+
+def test_agent_files_write_one_url_or_several_as_the_agent_reads_them(tmp_path: Path) -> None:
+    from edgectl.testing.fleet import AgentFiles
+
+    urls = ["https://ctl-1.isp.example:8470", "https://ctl-2.isp.example:8470"]
+    several = AgentFiles(tmp_path / "several").write(
+        controller_url=urls, gateway="gw-a", netns="gw-a-ns", token="edg_abcdef0123456789"
+    )
+    assert load(several).urls == tuple(urls)
+    one = AgentFiles(tmp_path / "one").write(
+        controller_url=urls[0], gateway="gw-a", netns="gw-a-ns", token="edg_abcdef0123456789"
+    )
+    assert load(one).urls == (urls[0],)

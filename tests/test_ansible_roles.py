@@ -27,6 +27,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -601,3 +602,69 @@ def test_agents_get_every_controller_rotated_per_gateway(tmp_path: Path) -> None
     assert firsts == set(urls)  # the fleet spreads over both
     single = parse(tomllib.loads(_render_agent_config(tmp_path, "gw-one", [])))
     assert single.urls == ("https://ctl-1.isp.example:8470",)
+
+
+# --- a rolling restart waits for each controller ---------------------------------
+
+ROLLING = """
+- name: A rolling change of the controllers, one host at a time
+  hosts: edgectl_controller
+  gather_facts: false
+  serial: 1
+  tasks:
+    - name: The role's handlers (its policies tasks do nothing without a file)
+      ansible.builtin.import_role:
+        name: edgectl_controller
+        tasks_from: policies
+    - name: A change that restarts the controller (the restart itself needs systemd)
+      ansible.builtin.debug:
+        msg: restarted
+      changed_when: true
+      notify: Wait for the restarted controller to answer
+"""
+
+
+def _rolling(tmp_path: Path, urls: dict[str, str]) -> tuple[int, str, float]:
+    play = tmp_path / "rolling.yml"
+    play.write_text(ROLLING)
+    hosts = {
+        name: local_host(
+            edgectl_controller_api_url=url,
+            edgectl_controller_api_wait=4,
+            edgectl_controller_manage_service=True,
+        )
+        for name, url in urls.items()
+    }
+    started = time.monotonic()
+    code, output = run_playbook(tmp_path, str(play), {"edgectl_controller": {"hosts": hosts}})
+    return code, output, time.monotonic() - started
+
+
+def test_a_restart_waits_for_healthz_before_the_next_controller_host(
+    tmp_path: Path, controller: Controller
+) -> None:
+    up = controller.base_url
+    code, output, _ = _rolling(tmp_path, {"ctl-1": up, "ctl-2": up})
+    assert code == 0, output
+    waits = [
+        (m["host"], m.start())
+        for m in re.finditer(
+            r"RUNNING HANDLER \[edgectl_controller : Wait until the controller answers /healthz\]"
+            r"[^\n]*\nok: \[(?P<host>ctl-\d)\]",
+            output,
+        )
+    ]
+    assert [host for host, _ in waits] == ["ctl-1", "ctl-2"], output
+    # ctl-1 answered before anything was done to ctl-2.
+    assert waits[0][1] < output.index("changed: [ctl-2]"), output
+
+
+def test_a_controller_that_does_not_come_back_stops_the_rolling_restart(
+    tmp_path: Path, controller: Controller
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code, output, took = _rolling(tmp_path, {"ctl-1": down, "ctl-2": controller.base_url})
+    assert code != 0, output
+    assert "fatal: [ctl-1]" in output, output
+    assert "ctl-2" not in output.split("PLAY RECAP")[0], output  # never touched
+    assert took < 60, f"the wait is bounded by edgectl_controller_api_wait: {took:.0f} s"

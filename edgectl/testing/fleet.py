@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +74,7 @@ class AgentFiles:
     def write(
         self,
         *,
-        controller_url: str,
+        controller_url: str | Sequence[str],
         gateway: str,
         netns: str,
         metrics_listen: str = "",
@@ -82,12 +82,18 @@ class AgentFiles:
         token: str | None = None,
     ) -> Path:
         """The agent's config (where it runs and reports, then ``settings``: timings,
-        anything else of the ``[agent]`` table) and, given one, its token file."""
+        anything else of the ``[agent]`` table) and, given one, its token file.
+        ``controller_url``: one URL, or a list (``controller_urls``: fail-over order)."""
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         if token is not None:
             write_private(self.token_file, token + "\n")
+        urls = (
+            {"controller_url": controller_url}
+            if isinstance(controller_url, str)
+            else {"controller_urls": list(controller_url)}
+        )
         values: dict[str, object] = {
-            "controller_url": controller_url,
+            **urls,
             "gateway": gateway,
             "token_file": str(self.token_file),
             "state_dir": str(self.state_dir),
