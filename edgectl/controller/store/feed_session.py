@@ -112,16 +112,24 @@ class FeedSession:
     ) -> tuple[Any, ...]:
         """The row (``history.COLUMNS``) as the driver takes it; ``texts`` memoizes
         time conversions across a batch (a Start's started, last_seen and
-        ipv4_seen are one time)."""
-
-        def when(value: datetime | None) -> object:
-            if value is None:
-                return None
-            text = texts.get(value)
-            if text is None:
-                text = texts[value] = time_param(connection, value)
-            return text
-
+        ipv4_seen are one time).  Written out, not a helper per time: the
+        feed builds a row per session it writes."""
+        converted: list[object] = []
+        for value in (
+            self.ipv4_seen,
+            self.ipv6_seen,
+            self.started,
+            self.last_seen,
+            self.stopped,
+            self.ended,
+        ):
+            if value is not None:
+                text = texts.get(value)
+                if text is None:
+                    text = texts[value] = time_param(connection, value)
+                converted.append(text)
+            else:
+                converted.append(None)
         return (
             self.account_id,
             self.source,
@@ -130,12 +138,7 @@ class FeedSession:
             hexes[4],
             None if self.ipv6 is None else str(self.ipv6),
             hexes[6],
-            when(self.ipv4_seen),
-            when(self.ipv6_seen),
-            when(self.started),
-            when(self.last_seen),
-            when(self.stopped),
-            when(self.ended),
+            *converted,
         )
 
 
