@@ -49,13 +49,10 @@ def _open_rows(connection: Connection, accounts: set[int]) -> list[Any]:
     other rows of this same read, and converting it was a fifth of a feed
     batch's derivation.
     """
-    query = (
-        sa.select(
-            *(h.c[name] for name in _LEAN),
-            sa.type_coerce(h.c.started, sa.String()).label("started"),
-        )
-        .where(t.open_interval())
-    )
+    query = sa.select(
+        *(h.c[name] for name in _LEAN),
+        sa.type_coerce(h.c.started, sa.String()).label("started"),
+    ).where(t.open_interval())
     return list(loaders.rows_in(connection, query, h.c.account_id, sorted(accounts)))
 
 
