@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from radius_support import SECRET, FakeFeed, Nas, clients_file
 
-from edgectl.controller.radius import codec, worker
+from edgectl.controller.radius import codec
 from edgectl.controller.radius import config as radius_config
 from edgectl.controller.radius.server import Feed, RadiusServer, bind
 from edgectl.testing.wait import wait_until
@@ -191,58 +191,6 @@ def test_packets_arriving_together_commit_together(
     answers = [nas.answer(5) for _ in range(201)]
     assert all(answers)
     assert [len(call) for call in feed.calls] == [1, 200]
-
-
-def test_packets_piling_up_during_a_commit_go_ahead_and_commit_in_max_batch_slices(
-    tmp_path: Path, feed: FakeFeed, words: Any
-) -> None:
-    """What arrives while a commit runs reaches the controller before it asks
-    (decoded during the commit), and no commit takes more than ``max_batch``."""
-    running = make_server(tmp_path, feed, max_batch=300)
-    nas = Nas(running.addresses[0], words)
-    count = 2 * worker.AHEAD + 100
-    try:
-        feed.gate.clear()
-        nas.send(start(nas, 0, "first"))
-        assert feed.entered.wait(5)
-        for index in range(1, count + 1):
-            address = f"100.64.{index // 250}.{index % 250 + 1}"
-            nas.send(start(nas, index % 256, f"cust-{index}", address))
-        assert wait_until(lambda: running.view().queued == count, 5.0, 0.005)
-        # Sent ahead: waiting in the controller, not in the worker.
-        assert running._batches.qsize() >= 1
-        feed.gate.set()
-        assert all(nas.answer(5) for _ in range(count + 1))
-        sizes = [len(call) for call in feed.calls]
-        assert sizes[0] == 1 and max(sizes) <= 300 and sum(sizes) == count + 1
-        assert wait_until(lambda: running.view().queued == 0, 5.0, 0.005)
-    finally:
-        feed.gate.set()
-        nas.close()
-        running.stop()
-
-
-def test_packets_sent_ahead_count_against_the_queue_bound(
-    tmp_path: Path, feed: FakeFeed, words: Any
-) -> None:
-    running = make_server(tmp_path, feed, max_queue=worker.AHEAD + 10)
-    nas = Nas(running.addresses[0], words)
-    try:
-        feed.gate.clear()
-        nas.send(start(nas, 0, "first"))
-        assert feed.entered.wait(5)
-        for index in range(1, worker.AHEAD + 31):
-            address = f"100.64.{index // 250}.{index % 250 + 1}"
-            nas.send(start(nas, index % 256, f"cust-{index}", address))
-        assert wait_until(lambda: running.view().dropped.get("queue_full") == 20, 5.0, 0.005)
-        assert running.view().queued == worker.AHEAD + 10
-        feed.gate.set()
-        assert sum(1 for _ in range(worker.AHEAD + 11) if nas.answer(5)) == worker.AHEAD + 11
-        assert nas.answer(0.1) is None
-    finally:
-        feed.gate.set()
-        nas.close()
-        running.stop()
 
 
 def test_a_full_queue_drops_and_counts(tmp_path: Path, feed: FakeFeed, words: Any) -> None:

@@ -8,10 +8,7 @@
   ``max_batch``), hands all of it to the store in ONE call, and only then
   tells the worker the batch is committed, which it then answers (RFC 2866:
   the NAS retransmits until answered, so an answer must mean "stored"), and
-  asks for the next.  While one batch commits, the worker decodes the next
-  and, once ``worker.AHEAD`` pile up, sends them unasked: the reader thread
-  decodes them meanwhile, and the next commit takes what has arrived (up to
-  ``max_batch``) without waiting for a round trip.
+  asks for the next.  While one batch commits, the worker decodes the next.
 * The reader thread takes the worker's messages (batches, counters) and
   restarts the worker if it dies.
 
@@ -150,7 +147,6 @@ class RadiusServer:
         self._channel: Connection | None = None
         self._generation = 0
         self._busy = False  # the committer is storing a batch (it asks for none meanwhile)
-        self._leftover: Burst | None = None  # taken off the queue, for the next commit
         self._process: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()  # the first worker is reading the sockets
         self.restarts = 0
@@ -296,27 +292,15 @@ class RadiusServer:
     # -- committing -----------------------------------------------------------------
 
     def _take(self) -> list[Burst]:
-        """The batches waiting, up to ``max_batch`` packets (at least one batch)."""
-        if self._leftover is not None:
-            taken, self._leftover = [self._leftover], None
-        else:
-            try:
-                taken = [self._batches.get(timeout=0.2)]
-            except queue.Empty:
-                return []
+        try:
+            taken = [self._batches.get(timeout=0.2)]
+        except queue.Empty:
+            return []
         with self._channel_lock:
             self._busy = True
-        count = len(taken[0].items)
         with contextlib.suppress(queue.Empty):
-            # Sent ahead while the last commit ran, from a restarted worker, or
-            # a second "want" crossing a batch.
-            while count < self._settings.max_batch:
-                burst = self._batches.get_nowait()
-                if count + len(burst.items) > self._settings.max_batch:
-                    self._leftover = burst  # the next commit's first
-                    break
-                taken.append(burst)
-                count += len(burst.items)
+            while True:  # from a restarted worker, or a second "want" crossing a batch
+                taken.append(self._batches.get_nowait())
         return taken
 
     def _commit(self) -> None:

@@ -55,11 +55,6 @@ REPLAY_ENTRIES = 200_000
 NAS_CACHE = 4096
 # Counters are sent to the controller at most this often (its /metrics).
 STATS_INTERVAL = 0.05
-# While the committer is busy, this many decoded packets go to the controller
-# without its asking: its reader thread decodes them while the commit runs,
-# where a batch sent only once asked was pickled, sent and decoded between
-# two commits, with the committer waiting.
-AHEAD = 256
 PR_SET_PDEATHSIG = 1
 
 # One event as it crosses the channel: AccountingEvent's fields as a tuple
@@ -155,8 +150,7 @@ class Worker:
     the thread reading them to the committer per datagram again).
 
     To the controller (pickled tuples): ``("ready",)`` once, ``("batch", seq, [(kind, wire event |
-    None, outcome | None), ...])`` when it asked (or unasked, once ``AHEAD``
-    are queued while it commits), and ``("stats", {(kind,
+    None, outcome | None), ...])`` when it asked, and ``("stats", {(kind,
     outcome): n}, {reason: n}, queued)`` at most every ``STATS_INTERVAL``.
     From it: ``("answer", [(seq, committed)], want)``: batch ``seq`` is stored
     (``committed`` true: answer its packets) or not (forget them: their NAS
@@ -180,10 +174,6 @@ class Worker:
         self._want = 0
         self._sent: dict[int, list[Waiting]] = {}
         self._seq = 0
-        # Packets sent ahead (not asked for) and not yet answered, by batch:
-        # they count against max_queue like the queue (the controller holds them).
-        self._ahead: dict[int, int] = {}
-        self._ahead_count = 0
         self._packets: Counter[tuple[str, str]] = Counter()
         self._dropped: Counter[str] = Counter()
         self._queued_shown = 0
@@ -203,7 +193,7 @@ class Worker:
                             return
                     else:
                         self._receive(key.data)
-                if self._queue and (self._want or len(self._queue) >= AHEAD):
+                if self._want and self._queue:
                     self._send_batch()
                 if self._stats_due():
                     self._send_stats()
@@ -254,7 +244,7 @@ class Worker:
             self._packets[kind, "retransmit"] += 1
             self._send(sock, claimed, peer)
             return
-        if len(self._queue) + self._ahead_count >= self._settings.max_queue:
+        if len(self._queue) >= self._settings.max_queue:
             self._replay.release(key)
             self._dropped["queue_full"] += 1
             return
@@ -268,13 +258,9 @@ class Worker:
         self._queue.append((item, Waiting(key, sock, peer, packet.reply)))
 
     def _send_batch(self) -> None:
-        want = self._want or self._settings.max_batch
-        taken, self._queue = self._queue[:want], self._queue[want:]
+        taken, self._queue = self._queue[: self._want], self._queue[self._want :]
         self._seq += 1
         self._sent[self._seq] = [waiting for _, waiting in taken]
-        if not self._want:
-            self._ahead[self._seq] = len(taken)
-            self._ahead_count += len(taken)
         items = [item for item, _ in taken]
         self._conn.send_bytes(pickle.dumps(("batch", self._seq, items), protocol=5))
         self._want = 0
@@ -292,7 +278,6 @@ class Worker:
                 return False
             for seq, committed in answers:
                 self._answer(self._sent.pop(seq, []), committed)
-                self._ahead_count -= self._ahead.pop(seq, 0)
             self._want = want
 
     def _answer(self, waiting: list[Waiting], committed: bool) -> None:
@@ -315,17 +300,13 @@ class Worker:
             self._dropped["send_failed"] += 1
 
     def _stats_due(self) -> bool:
-        return bool(self._packets or self._dropped) or self._queued() != self._queued_shown
-
-    def _queued(self) -> int:
-        """Decoded packets not yet committed, but for the batch the controller asked for."""
-        return len(self._queue) + self._ahead_count
+        return bool(self._packets or self._dropped) or len(self._queue) != self._queued_shown
 
     def _send_stats(self) -> None:
         now = time.monotonic()
         if now - self._stats_sent < STATS_INTERVAL:
             return
-        queued = self._queued()
+        queued = len(self._queue)
         message = ("stats", dict(self._packets), dict(self._dropped), queued)
         self._conn.send_bytes(pickle.dumps(message, protocol=5))
         self._packets.clear()
