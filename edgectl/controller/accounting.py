@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from edgectl.model import Prefix
 
 
-@dataclass(frozen=True, slots=True)
-class AccountingEvent:
+class AccountingEvent(NamedTuple):
+    """One session event.  A NamedTuple, not a frozen dataclass: the controller
+    builds one per RADIUS packet from the worker's tuples, and a frozen
+    dataclass's ``__init__`` (one ``object.__setattr__`` per field) was most
+    of that, on the thread that shares the interpreter lock with the committer."""
+
     source: str  # NAS name from the clients file ("api:<actor>" for REST)
     kind: Literal["start", "interim", "stop", "on", "off"]
     at: datetime  # Event-Timestamp, else arrival; tz-aware UTC
@@ -32,3 +36,7 @@ class AccountingEvent:
 class EventOutcome:
     status: Literal["applied", "ignored", "unpooled", "invalid"]
     detail: str = ""
+
+
+# The outcome of most events, shared (it is immutable): one object a batch, not one an event.
+APPLIED = EventOutcome("applied")

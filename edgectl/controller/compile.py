@@ -120,6 +120,8 @@ class Topology:
             bits = 32 if version == 4 else 128
             mask = ((1 << bits) - 1) ^ ((1 << (bits - length)) - 1)
             self._lengths[version].append((length, mask, values))
+        # ``keyed``'s answers by what decides them (see there).
+        self._keyed: dict[tuple[int, ...], bool] = {}
 
     def _containing(self, address: Prefix) -> list[int]:
         """Indexes of the pools containing ``address``, the most specific first
@@ -160,6 +162,26 @@ class Topology:
 
     def keys(self, addresses: Iterable[Prefix]) -> set[Prefix]:
         return {key for address in addresses for _, key in self.placements(address)}
+
+    def keyed(self, address: Prefix) -> bool:
+        """Whether ``address`` has a key on some gateway (``keys([address])`` is not empty).
+
+        The feed asks for every event, and ``placements`` builds what it
+        returns; whether it returns anything depends only on the pool
+        prefixes containing the address (each one's network value at its
+        length) and on the address's version and length (``key_in``), so the
+        answer is remembered by those.
+        """
+        value, length = address.value, address.length
+        decides = [address.version, length]
+        for prefix_length, mask, values in self._lengths[address.version]:
+            if prefix_length <= length and (masked := value & mask) in values:
+                decides += (prefix_length, masked)
+        memo = tuple(decides)
+        known = self._keyed.get(memo)
+        if known is None:
+            known = self._keyed[memo] = bool(self.placements(address))
+        return known
 
 
 EntryKey = tuple[int, str, str]  # gateway id, kind, key text

@@ -61,3 +61,20 @@ def test_the_length_index_answers_what_a_scan_of_every_pool_does(
     for host in hosts:
         address = Prefix(4, BASE + host, 32)
         assert topology.placements(address) == _naive(topology, address)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(placed_pool, max_size=8),
+    st.lists(st.tuples(st.integers(0, 65535), st.integers(16, 32)), max_size=40),
+)
+def test_keyed_answers_whether_the_naive_scan_places_the_address(
+    pools: list[PlacedPool], addresses: list[tuple[int, int]]
+) -> None:
+    """``keyed`` remembers its answers; asked twice in any order, each answer is
+    still the scan's (a remembered answer never leaks to an address it does not fit)."""
+    topology = Topology(pools)
+    for _ in range(2):
+        for offset, length in addresses:
+            address = _prefix(offset, length)
+            assert topology.keyed(address) is bool(_naive(topology, address))

@@ -77,17 +77,26 @@ class Burst:
     items: list[tuple[str, AccountingEvent | None, str | None]]  # kind, event, outcome
 
 
+# tuple's own __new__ (C), where AccountingEvent's and Prefix's are Python
+# functions: the reader thread builds one event per packet, and the interpreter
+# lock it holds meanwhile is the committer's.
+_new_tuple = tuple.__new__
+
+
 def from_wire(wire: Wire) -> AccountingEvent:
     source, kind, at, session_id, account, ipv4, ipv6, session_time = wire
-    return AccountingEvent(
-        source,
-        kind,
-        at,
-        session_id,
-        account,
-        Prefix._make(ipv4) if ipv4 is not None else None,
-        Prefix._make(ipv6) if ipv6 is not None else None,
-        session_time,
+    return _new_tuple(
+        AccountingEvent,
+        (
+            source,
+            kind,
+            at,
+            session_id,
+            account,
+            None if ipv4 is None else _new_tuple(Prefix, ipv4),
+            None if ipv6 is None else _new_tuple(Prefix, ipv6),
+            session_time,
+        ),
     )
 
 

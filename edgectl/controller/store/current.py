@@ -42,32 +42,27 @@ def _usable(topology: Topology, text: str | None, version: int) -> str | None:
 
 
 def _open_rows(connection: Connection, accounts: set[int]) -> list[Any]:
-    """The open rows of ``accounts``, with the account's ref.
+    """The open rows of ``accounts``.
 
     ``started`` comes back as the driver gives it (SQLite: the stored text,
     whose order is the time order), not converted: it is only compared with
     other rows of this same read, and converting it was a fifth of a feed
     batch's derivation.
     """
-    query = (
-        sa.select(
-            *(h.c[name] for name in _LEAN),
-            sa.type_coerce(h.c.started, sa.String()).label("started"),
-            t.accounts.c.ref,
-        )
-        .join(t.accounts, t.accounts.c.id == h.c.account_id)
-        .where(t.open_interval())
-    )
+    query = sa.select(
+        *(h.c[name] for name in _LEAN),
+        sa.type_coerce(h.c.started, sa.String()).label("started"),
+    ).where(t.open_interval())
     return list(loaders.rows_in(connection, query, h.c.account_id, sorted(accounts)))
 
 
 _LEAN = ("id", "account_id", "source", "session_id", "ipv4", "ipv4_hex", "ipv6", "ipv6_hex")
 
 
-def _refs(change: Change, accounts: set[int], open_rows: list[Any]) -> dict[int, str]:
-    """Account refs: from the rows read, the change's own cache, the rest from the table."""
-    refs = {row.account_id: row.ref for row in open_rows}
-    refs.update((ident, ref) for ref, ident in change.account_ids.items() if ident in accounts)
+def _refs(change: Change, accounts: set[int]) -> dict[int, str]:
+    """Account refs: from the change's own cache (the feed's accounts are in it), the
+    rest from the table (a join of every open row with ``accounts`` read them all)."""
+    refs = {ident: ref for ref, ident in change.account_ids.items() if ident in accounts}
     missing = sorted(accounts - refs.keys())
     query = sa.select(t.accounts.c.id, t.accounts.c.ref)
     refs.update(loaders.rows_in(change.connection, query, t.accounts.c.id, missing))
@@ -100,7 +95,7 @@ def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> di
     # Per account and family, the best (rank, address text) among its open
     # rows still the latest on their address.
     chosen: dict[tuple[int, int], tuple[tuple[Any, str, str], str]] = {}
-    for ident, account, source, session, ipv4, ipv4_hex, ipv6, ipv6_hex, started, _ in open_rows:
+    for ident, account, source, session, ipv4, ipv4_hex, ipv6, ipv6_hex, started in open_rows:
         rank = (started, source, session or "")  # the history's order: the larger wins
         for version, text, value in ((4, ipv4, ipv4_hex), (6, ipv6, ipv6_hex)):
             if value is None:
@@ -111,7 +106,7 @@ def follow(change: Change, accounts: set[int], hexes: dict[int, set[str]]) -> di
             best = chosen.get((account, version))
             if best is None or rank > best[0]:
                 chosen[account, version] = (rank, text)
-    refs = _refs(change, everyone, open_rows)
+    refs = _refs(change, everyone)
     now = {
         row.account_id: (row.ipv4, row.ipv6)
         for row in loaders.rows_in(

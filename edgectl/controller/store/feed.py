@@ -32,6 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from edgectl.controller.accounting import APPLIED
 from edgectl.controller.accounting import AccountingEvent as AccountingEvent
 from edgectl.controller.accounting import EventOutcome as EventOutcome
 from edgectl.controller.compile import Topology, delegation_problem
@@ -93,7 +94,7 @@ def _problem(event: AccountingEvent) -> str | None:
 
 
 def _unpooled(topology: Topology, event: AccountingEvent) -> list[str]:
-    return [str(a) for a in (event.ipv4, event.ipv6) if a is not None and not topology.keys([a])]
+    return [str(a) for a in (event.ipv4, event.ipv6) if a is not None and not topology.keyed(a)]
 
 
 def _restarts(change: Change, sources: set[str], new: set[tuple[str, datetime]]) -> Any:
@@ -280,7 +281,7 @@ def _apply(
         elif unpooled := _unpooled(topology, event):
             outcomes[index] = EventOutcome("unpooled", f"in no subscriber pool: {unpooled}")
         else:
-            outcomes[index] = EventOutcome("applied")
+            outcomes[index] = APPLIED
     written: list[Written] = []
     seen_only: list[FeedSession] = []
     accounts: set[int] = set()

@@ -77,29 +77,43 @@ class FeedSession:
         ipv6: Prefix | None,
         restarts: list[datetime],
     ) -> None:
-        """One Start, Interim or Stop; ``restarts``: its NAS's, sorted."""
-        self.started = min(self.started, at - timedelta(seconds=session_time or 0))
-        if kind == "stop":
-            self.stopped = at if self.stopped is None else min(self.stopped, at)
-        for version, address in ((4, ipv4), (6, ipv6)):
-            if address is None:
-                continue
-            held, seen = getattr(self, f"ipv{version}"), getattr(self, f"ipv{version}_seen")
-            if seen is None or (at, str(address)) < (seen, str(held)):
-                setattr(self, f"ipv{version}", address)
-                setattr(self, f"ipv{version}_seen", at)
+        """One Start, Interim or Stop; ``restarts``: its NAS's, sorted.
+
+        Spelt out per family (no getattr by name, no text unless two events
+        tie): the feed folds every event it stores.
+        """
+        begun = at - timedelta(seconds=session_time) if session_time else at
+        if begun < self.started:
+            self.started = begun
+        if kind == "stop" and (self.stopped is None or at < self.stopped):
+            self.stopped = at
+        # Each address: the earliest event's, ties broken by the address text.
+        if ipv4 is not None and (
+            self.ipv4_seen is None
+            or at < self.ipv4_seen
+            or (at == self.ipv4_seen and str(ipv4) < str(self.ipv4))
+        ):
+            self.ipv4, self.ipv4_seen = ipv4, at
+        if ipv6 is not None and (
+            self.ipv6_seen is None
+            or at < self.ipv6_seen
+            or (at == self.ipv6_seen and str(ipv6) < str(self.ipv6))
+        ):
+            self.ipv6, self.ipv6_seen = ipv6, at
         self.settle(restarts, latest=at)
 
     def settle(self, restarts: list[datetime], latest: datetime | None = None) -> None:
         """``ended`` from the facts, and ``last_seen`` clamped to it."""
-        after = bisect.bisect_right(restarts, self.started)
-        restart = restarts[after] if after < len(restarts) else None
-        ends = [e for e in (self.stopped, restart) if e is not None]
-        self.ended = min(ends) if ends else None
-        if latest is not None:
-            self.last_seen = max(self.last_seen, latest)
-        if self.ended is not None:
-            self.last_seen = min(self.last_seen, self.ended)
+        ended = self.stopped
+        if restarts:
+            after = bisect.bisect_right(restarts, self.started)
+            if after < len(restarts) and (ended is None or restarts[after] < ended):
+                ended = restarts[after]
+        self.ended = ended
+        if latest is not None and latest > self.last_seen:
+            self.last_seen = latest
+        if ended is not None and ended < self.last_seen:
+            self.last_seen = ended
 
     def hexes(self) -> dict[int, str | None]:
         return {
@@ -112,16 +126,24 @@ class FeedSession:
     ) -> tuple[Any, ...]:
         """The row (``history.COLUMNS``) as the driver takes it; ``texts`` memoizes
         time conversions across a batch (a Start's started, last_seen and
-        ipv4_seen are one time)."""
-
-        def when(value: datetime | None) -> object:
-            if value is None:
-                return None
-            text = texts.get(value)
-            if text is None:
-                text = texts[value] = time_param(connection, value)
-            return text
-
+        ipv4_seen are one time).  Written out, not a helper per time: the
+        feed builds a row per session it writes."""
+        converted: list[object] = []
+        for value in (
+            self.ipv4_seen,
+            self.ipv6_seen,
+            self.started,
+            self.last_seen,
+            self.stopped,
+            self.ended,
+        ):
+            if value is not None:
+                text = texts.get(value)
+                if text is None:
+                    text = texts[value] = time_param(connection, value)
+                converted.append(text)
+            else:
+                converted.append(None)
         return (
             self.account_id,
             self.source,
@@ -130,12 +152,7 @@ class FeedSession:
             hexes[4],
             None if self.ipv6 is None else str(self.ipv6),
             hexes[6],
-            when(self.ipv4_seen),
-            when(self.ipv6_seen),
-            when(self.started),
-            when(self.last_seen),
-            when(self.stopped),
-            when(self.ended),
+            *converted,
         )
 
 

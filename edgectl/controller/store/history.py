@@ -99,7 +99,8 @@ def _tops_rows(
         params: dict[str, Any] = {"edgectl_values": chunk if postgres else json.dumps(chunk)}
         if at is not None:
             params["edgectl_at"] = at
-        yield from connection.execute(query, params)
+        # fetchall: iterating the result fetches (and wraps) one row at a time.
+        yield from connection.execute(query, params).all()
 
 
 def tops(
