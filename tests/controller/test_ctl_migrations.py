@@ -28,7 +28,7 @@ def test_migrate_is_idempotent_and_starts_the_sequence_at_zero(store: Store) -> 
     with store.read() as connection:
         assert store.current_seq(connection) == 0
         version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0009"
+    assert version == "0010"
 
 
 def _alembic(store: Store, action: Callable[[Config, str], None], target: str) -> None:

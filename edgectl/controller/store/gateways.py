@@ -282,7 +282,7 @@ def delete_gateway(store: Store, actor: str, name: str) -> None:
         before = GatewaySpec(
             name, loaders.settings_of(row.settings), tuple(_pool_names(change.connection, row.id))
         )
-        for table in (t.entries, t.gateway_pools, t.gateway_status, t.revisions):
+        for table in (t.gateway_pools, t.gateway_status, t.revisions):
             change.connection.execute(sa.delete(table).where(table.c.gateway_id == row.id))
         offenders.forget(change, row.id)
         change.connection.execute(sa.delete(t.gateways).where(t.gateways.c.id == row.id))

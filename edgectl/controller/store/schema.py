@@ -66,11 +66,11 @@ def among(column: Any, ids: Iterable[int]) -> Any:
 
 
 def tombstone() -> sa.ColumnElement[Any]:
-    """``NOT gateway_entries.live``, as ``ix_gateway_entries_tombstones`` says it.
+    """``NOT scope_entries.live``, as ``ix_scope_entries_tombstones`` says it.
 
     See ``active``.
     """
-    return sa.literal_column("NOT gateway_entries.live")
+    return sa.literal_column("NOT scope_entries.live")
 
 
 # One row: the change sequence.  Every write transaction increments it under
@@ -138,8 +138,27 @@ gateways = sa.Table(
     sa.Column("revision", sa.BigInteger, nullable=False),
     sa.Column("structure", sa.Text, nullable=False),  # compiled structure JSON
     sa.Column("structure_seq", sa.BigInteger, nullable=False),
-    # Cursors below the horizon may miss purged removals: they get a snapshot.
+    # Cursors below the horizon may miss purged removals, or predate the
+    # gateway's move to its scope: they get a snapshot.
     sa.Column("horizon", sa.BigInteger, nullable=False),
+    # The entry stream this gateway is served (see ``entry_scopes``); NULL
+    # only inside the change that registers it.
+    sa.Column("scope_id", sa.Integer, sa.ForeignKey("entry_scopes.id", name="fk_gateways_scope")),
+    # A change to a scope's entries moves its gateways' revisions.
+    sa.Index("ix_gateways_scope", "scope_id"),
+)
+
+# Gateways whose entries compile from the same inputs - the pools they serve
+# and whether they have a walled garden - share one entry stream: a hold
+# change compiles and writes its entries once per scope, not once per
+# gateway.  ``signature`` names those inputs (scopes.signature); a gateway
+# whose inputs change moves to the scope of its new signature, and its horizon
+# moves to that change, so no cursor from before the move gets a delta.
+entry_scopes = sa.Table(
+    "entry_scopes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("signature", sa.String(64), nullable=False, unique=True),
 )
 
 gateway_pools = sa.Table(
@@ -216,14 +235,17 @@ offenders = sa.Table(
     sa.Index("ix_offenders_key", "key", "kind", "policy"),
 )
 
-# The compiled, per-gateway quarantine/exemption entries with the sequence
+# The compiled quarantine/exemption entries of each scope, with the sequence
 # that last changed each; removed entries stay as tombstones (live = false)
 # so "what changed since cursor N" is an index range, not a recompute.
 entries = sa.Table(
-    "gateway_entries",
+    "scope_entries",
     metadata,
     sa.Column(
-        "gateway_id", sa.Integer, sa.ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+        "scope_id",
+        sa.Integer,
+        sa.ForeignKey("entry_scopes.id", ondelete="CASCADE"),
+        primary_key=True,
     ),
     sa.Column("kind", sa.String(1), primary_key=True),  # q(uarantine) / e(xemption)
     sa.Column("key", sa.String(64), primary_key=True),
@@ -231,14 +253,14 @@ entries = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("live", sa.Boolean, nullable=False),
     sa.Column("changed_at", Instant(), nullable=False),
-    sa.Index("ix_gateway_entries_seq", "gateway_id", "seq"),
-    # A recompile reads every gateway's entries of a few keys, whatever the
+    sa.Index("ix_scope_entries_seq", "scope_id", "seq"),
+    # A recompile reads every scope's entries of a few keys, whatever the
     # kind: an index that led with kind left that a scan of every entry.
-    sa.Index("ix_gateway_entries_by_key", "key"),
+    sa.Index("ix_scope_entries_by_key", "key"),
     # The sweeper's "any tombstone old enough to purge?", without walking
     # the live entries.
     sa.Index(
-        "ix_gateway_entries_tombstones",
+        "ix_scope_entries_tombstones",
         "changed_at",
         sqlite_where=sa.text("NOT live"),
         postgresql_where=sa.text("NOT live"),

@@ -44,22 +44,27 @@ def purge_tombstones(store: Store, retention: float) -> int:
     e = t.entries
     with store.read() as connection:
         stale = connection.execute(
-            sa.select(e.c.gateway_id).where(t.tombstone(), e.c.changed_at < cutoff).limit(1)
+            sa.select(e.c.scope_id).where(t.tombstone(), e.c.changed_at < cutoff).limit(1)
         ).first()
     if stale is None:
         return 0
     with store.write("system:purge") as change:
         # Grouped here, not by the database: SQLite would group by walking
-        # ix_gateway_entries_seq (every entry) instead of the tombstone index.
+        # ix_scope_entries_seq (every entry) instead of the tombstone index.
         horizons: dict[int, int] = {}
-        for gateway, seq in change.connection.execute(
-            sa.select(e.c.gateway_id, e.c.seq).where(t.tombstone(), e.c.changed_at < cutoff)
+        for scope, seq in change.connection.execute(
+            sa.select(e.c.scope_id, e.c.seq).where(t.tombstone(), e.c.changed_at < cutoff)
         ):
-            horizons[gateway] = max(seq, horizons.get(gateway, seq))
-        for gateway, seq in horizons.items():
+            horizons[scope] = max(seq, horizons.get(scope, seq))
+        # The horizon is each gateway's (a move sets it too): one statement
+        # per scope and distinct sequence, not per gateway.
+        by_seq: dict[int, list[int]] = {}
+        for scope, seq in horizons.items():
+            by_seq.setdefault(seq, []).append(scope)
+        for seq, scopes in by_seq.items():
             change.connection.execute(
                 sa.update(t.gateways)
-                .where(t.gateways.c.id == gateway, t.gateways.c.horizon < seq)
+                .where(t.among(t.gateways.c.scope_id, scopes), t.gateways.c.horizon < seq)
                 .values(horizon=seq)
             )
         result = change.connection.execute(
