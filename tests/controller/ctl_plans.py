@@ -31,7 +31,7 @@ BIG = frozenset(
         "sessions",
         "quarantines",
         "exemptions",
-        "gateway_entries",
+        "scope_entries",
         "gateway_revisions",
         "audit_log",
         "offenders",

@@ -39,6 +39,14 @@ def _alembic(store: Store, action: Callable[[Config, str], None], target: str) -
         action(config, target)
 
 
+# The per-gateway entries as migrations before 0010 left them.
+_GATEWAY_ENTRIES = sa.table(
+    "gateway_entries",
+    *(sa.column(name) for name in ("gateway_id", "kind", "key", "payload", "seq", "live")),
+    sa.column("changed_at", t.Instant()),
+)
+
+
 def test_0002_dates_the_revisions_gateways_have_not_applied(store: Store) -> None:
     """Existing gateways get their history from the audit log and the entries."""
     _alembic(store, command.downgrade, "0001")
@@ -71,7 +79,7 @@ def test_0002_dates_the_revisions_gateways_have_not_applied(store: Store) -> Non
             )
         for name in ("behind", "caught_up"):
             connection.execute(
-                sa.insert(t.entries).values(
+                sa.insert(_GATEWAY_ENTRIES).values(
                     gateway_id=ids[name],
                     kind="q",
                     key="100.64.0.1",

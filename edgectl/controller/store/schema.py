@@ -142,8 +142,11 @@ gateways = sa.Table(
     # gateway's move to its scope: they get a snapshot.
     sa.Column("horizon", sa.BigInteger, nullable=False),
     # The entry stream this gateway is served (see ``entry_scopes``); NULL
-    # only inside the change that registers it.
-    sa.Column("scope_id", sa.Integer, sa.ForeignKey("entry_scopes.id", name="fk_gateways_scope")),
+    # only inside the change that registers it.  No foreign key: adding one
+    # to an existing table on SQLite means rebuilding it, and dropping the old
+    # table there cascades into every table that references gateways.  Only
+    # scopes.regroup writes it, and it deletes a scope only once unreferenced.
+    sa.Column("scope_id", sa.Integer),
     # A change to a scope's entries moves its gateways' revisions.
     sa.Index("ix_gateways_scope", "scope_id"),
 )

@@ -47,7 +47,9 @@ def regroup(change: Change, garden: frozenset[int]) -> set[int]:
         sa.select(t.gateway_pools.c.gateway_id, t.gateway_pools.c.pool_id)
     ):
         served.setdefault(gateway, []).append(pool)
-    scopes = dict(connection.execute(sa.select(t.entry_scopes.c.signature, t.entry_scopes.c.id)))
+    scopes = dict(
+        connection.execute(sa.select(t.entry_scopes.c.signature, t.entry_scopes.c.id)).all()
+    )
     made: set[int] = set()
     moves: dict[int, list[int]] = {}  # scope -> gateways moving into it
     kept: set[int] = set()

@@ -68,10 +68,10 @@ def upgrade() -> None:
         sa.UniqueConstraint("signature"),
     )
     _entries_table("scope", "entry_scopes")
-    with op.batch_alter_table("gateways", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("scope_id", sa.Integer(), nullable=True))
-        batch_op.create_foreign_key("fk_gateways_scope", "entry_scopes", ["scope_id"], ["id"])
-        batch_op.create_index("ix_gateways_scope", ["scope_id"], unique=False)
+    # Plain ALTERs, no batch: SQLite's batch mode rebuilds the table, and
+    # dropping the old one cascades into every table referencing gateways.
+    op.add_column("gateways", sa.Column("scope_id", sa.Integer(), nullable=True))
+    op.create_index("ix_gateways_scope", "gateways", ["scope_id"], unique=False)
     _group()
     op.drop_table("gateway_entries")
 
@@ -137,9 +137,7 @@ def downgrade() -> None:
         f"SELECT g.id, {', '.join('e.' + c for c in _COLUMNS.split(', '))} "
         "FROM scope_entries e JOIN gateways g ON g.scope_id = e.scope_id"
     )
-    with op.batch_alter_table("gateways", schema=None) as batch_op:
-        batch_op.drop_index("ix_gateways_scope")
-        batch_op.drop_constraint("fk_gateways_scope", type_="foreignkey")
-        batch_op.drop_column("scope_id")
+    op.drop_index("ix_gateways_scope", table_name="gateways")
+    op.drop_column("gateways", "scope_id")
     op.drop_table("scope_entries")
     op.drop_table("entry_scopes")
