@@ -33,6 +33,7 @@ BIG = frozenset(
         "exemptions",
         "scope_entries",
         "gateway_revisions",
+        "scope_revisions",
         "audit_log",
         "offenders",
         "session_history",

@@ -11,7 +11,7 @@ from ctl_support import Api, World
 from test_ctl_desired import hold, state
 from test_ctl_migrations import _alembic
 
-from edgectl.controller.store import Store, gateways
+from edgectl.controller.store import Store, gateways, sweep
 from edgectl.controller.store import schema as t
 from edgectl.model import state_from_data
 from edgectl.model.delta import patch
@@ -181,3 +181,58 @@ def test_0010_groups_existing_gateways_and_back(api: Api, world: World) -> None:
         document = state(api, name, since=after[name][0])
         assert document["kind"] == "delta"
         assert len(document["delta"]["quarantines"]["upserts"]) == 1
+
+
+def _count(store: Store, table: sa.Table) -> int:
+    with store.read() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _report(store: Store, name: str) -> int:
+    """Report ``name``'s current revision applied; returns it."""
+    revision = int(gateways.get_gateway(store, name)["revision"])
+    gateways.report_status(store, "agent", name, revision, {"ok": True})
+    return revision
+
+
+def test_a_hold_moves_one_scope_revision_not_one_per_gateway(api: Api, world: World) -> None:
+    for n in range(5):
+        api.post("/v1/gateways", {"name": f"gw-{n}", "pools": ["dyn_b"]})
+    names = ["gw-b", *(f"gw-{n}" for n in range(5))]
+    for name in names:
+        _report(api.store, name)
+    api.put("/v1/accounts/bert/session", {"ipv4": "100.65.0.20"})
+    own, scoped = _count(api.store, t.revisions), _count(api.store, t.scope_revisions)
+    hold(api, "bert")
+    assert _count(api.store, t.revisions) == own
+    assert _count(api.store, t.scope_revisions) == scoped + 1
+    revisions = {gateways.get_gateway(api.store, name)["revision"] for name in names}
+    assert len(revisions) == 1  # every gateway of the scope wants it
+    for name in names:
+        view = gateways.get_gateway(api.store, name)["convergence"]
+        assert not view["converged"] and view["lag_seconds"] is not None
+    _report(api.store, "gw-b")
+    assert gateways.get_gateway(api.store, "gw-b")["convergence"]["lag_seconds"] is None
+    assert gateways.get_gateway(api.store, "gw-0")["convergence"]["lag_seconds"] is not None
+
+
+def test_the_sweeper_keeps_the_scope_revisions_a_lag_is_measured_from(
+    api: Api, world: World
+) -> None:
+    api.post("/v1/gateways", {"name": "gw-c", "pools": ["dyn_b"]})  # never reports
+    _report(api.store, "gw-b")
+    for n in range(3):
+        api.put(f"/v1/accounts/bot{n}/session", {"ipv4": f"100.65.0.{n + 1}"})
+    seqs = []
+    for n in range(3):
+        hold(api, f"bot{n}")
+        seqs.append(gateways.get_gateway(api.store, "gw-b")["revision"])
+    _report(api.store, "gw-b")  # caught up
+    lag = gateways.get_gateway(api.store, "gw-c")["convergence"]["lag_seconds"]
+    sweep.forget_revisions(api.store, retention=-1)
+    with api.store.read() as connection:
+        kept = connection.execute(sa.select(t.scope_revisions.c.seq)).scalars().all()
+    # The current one, and gw-c's first unapplied one (the scope's first).
+    assert sorted(kept) == [seqs[0], seqs[2]]
+    after = gateways.get_gateway(api.store, "gw-c")["convergence"]["lag_seconds"]
+    assert after is not None and lag is not None and after >= lag

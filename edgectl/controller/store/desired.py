@@ -36,7 +36,7 @@ class Served:
 def revision(store: Store, gateway: int) -> int:
     with store.read() as connection:
         found = connection.execute(
-            sa.select(t.gateways.c.revision).where(t.gateways.c.id == gateway)
+            sa.select(t.wanted_revision()).where(t.gateways.c.id == gateway)
         ).scalar_one_or_none()
     if found is None:
         raise NotFound("the gateway was deleted")
@@ -65,7 +65,7 @@ def revisions(store: Store) -> Revisions:
     re-check for other processes' changes); one query."""
     with store.read() as connection:
         rows = connection.execute(
-            sa.select(t.gateways.c.id, t.gateways.c.revision).add_columns(_EPOCH, _CREDENTIALS)
+            sa.select(t.gateways.c.id, t.wanted_revision()).add_columns(_EPOCH, _CREDENTIALS)
         ).all()
         if not rows:
             row = connection.execute(sa.select(_EPOCH, _CREDENTIALS)).one()
@@ -86,7 +86,7 @@ _EPOCH = sa.select(t.counter.c.epoch).where(t.counter.c.id == 1).scalar_subquery
 _ROW = sa.select(
     t.gateways.c.id,
     t.gateways.c.name,
-    t.gateways.c.revision,
+    t.wanted_revision(),
     t.gateways.c.structure,
     t.gateways.c.structure_seq,
     t.gateways.c.horizon,

@@ -29,7 +29,7 @@ class GatewaySpec:
 
 
 def _row(connection: Connection, name: str) -> Any:
-    row = connection.execute(sa.select(t.gateways).where(t.gateways.c.name == name)).first()
+    row = connection.execute(t.gateway_row().where(t.gateways.c.name == name)).first()
     if row is None:
         raise NotFound(f"no gateway named {name!r}")
     return row
@@ -83,17 +83,29 @@ def pending_since(connection: Connection, gateway: Which = None) -> dict[int, da
 
     Converged gateways have no such revision and are absent.
     """
-    r, s = t.revisions, t.gateway_status
-    query = (
+    r, s, g, sr = t.revisions, t.gateway_status, t.gateways, t.scope_revisions
+    applied = sa.func.coalesce(s.c.applied_revision, -1)
+    own = (
         sa.select(r.c.gateway_id, sa.func.min(r.c.at).label("since"))
         .select_from(r.outerjoin(s, s.c.gateway_id == r.c.gateway_id))
-        .where(r.c.seq > sa.func.coalesce(s.c.applied_revision, -1))
+        .where(r.c.seq > applied)
         .group_by(r.c.gateway_id)
     )
-    return {
-        row.gateway_id: row.since
-        for row in connection.execute(_only(query, r.c.gateway_id, gateway))
-    }
+    # Its scope's, since it joined the scope (the moves are its own).
+    scoped = (
+        sa.select(g.c.id.label("gateway_id"), sa.func.min(sr.c.at).label("since"))
+        .select_from(
+            g.join(sr, sr.c.scope_id == g.c.scope_id).outerjoin(s, s.c.gateway_id == g.c.id)
+        )
+        .where(sr.c.seq > applied, sr.c.seq > g.c.scope_seq)
+        .group_by(g.c.id)
+    )
+    found: dict[int, datetime] = {}
+    for query, column in ((own, r.c.gateway_id), (scoped, g.c.id)):
+        for row in connection.execute(_only(query, column, gateway)):
+            earlier = found.get(row.gateway_id)
+            found[row.gateway_id] = row.since if earlier is None else min(earlier, row.since)
+    return found
 
 
 def _seconds(since: datetime, at: datetime) -> float:
@@ -160,7 +172,7 @@ def _audit_form(spec: GatewaySpec) -> dict[str, Any]:
 
 def list_gateways(store: Store) -> list[dict[str, Any]]:
     with store.read() as connection:
-        rows = connection.execute(sa.select(t.gateways).order_by(t.gateways.c.name)).all()
+        rows = connection.execute(t.gateway_row().order_by(t.gateways.c.name)).all()
         return _publics(connection, rows, None)
 
 
@@ -338,7 +350,7 @@ def report_many(
         names = sorted({report.name for report in reports})
         rows = {
             row.name: row
-            for row in connection.execute(sa.select(t.gateways).where(t.gateways.c.name.in_(names)))
+            for row in connection.execute(t.gateway_row().where(t.gateways.c.name.in_(names)))
         }
         taken: dict[int, tuple[Any, Report]] = {}  # gateway id -> (row, its last report)
         for index, report in enumerate(reports):
@@ -355,9 +367,7 @@ def report_many(
             _record(change, taken)
     with store.read() as connection:
         ids = {row.id for row, _ in taken.values()}
-        current = connection.execute(
-            sa.select(t.gateways).where(t.among(t.gateways.c.id, ids))
-        ).all()
+        current = connection.execute(t.gateway_row().where(t.among(t.gateways.c.id, ids))).all()
         publics = {public["name"]: public for public in _publics(connection, current, ids)}
     for index, report in enumerate(reports):
         if answers[index] is None:
@@ -388,11 +398,12 @@ def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
     # Revisions a gateway has caught up with no longer measure a lag.  The
     # current one stays, so a gateway that falls behind again (an agent
     # restored from an older state) still has a time to measure from.
-    # Gateways reporting the same (applied, revision) share one IN.
+    # Gateways reporting the same (applied, revision) share one IN.  Its
+    # scope's are shared with other gateways: the sweeper forgets those.
     r = t.revisions
     groups: dict[tuple[int, int], list[int]] = {}
     for gateway, (row, report) in taken.items():
-        groups.setdefault((report.applied, int(row.revision)), []).append(gateway)
+        groups.setdefault((report.applied, int(row.own_revision)), []).append(gateway)
     connection.execute(
         sa.delete(r).where(
             sa.or_(

@@ -60,29 +60,42 @@ def _scopes_of(change: Change, gateways: set[int]) -> set[int]:
 
 
 def _revisions(change: Change) -> None:
-    """Move the revision of every gateway this change touched, or whose scope's
-    entries it changed, and date it: two statements whatever their number."""
-    g = t.gateways
-    chosen = []
-    if change.scopes:
-        chosen.append(t.among(g.c.scope_id, change.scopes))
+    """Move and date the revisions this change made.
+
+    A scope whose entries changed moves its own revision, however many
+    gateways share it: a quarantine at 1,000 gateways of one scope writes
+    one row here, not 1,000.  A gateway whose own state changed (its
+    structure, its scope) moves its own.  Its gateways are then named in
+    ``change.touched`` for the wake-up (one indexed read).
+    """
+    connection = change.connection
+    at = time_param(connection, change.at)
     if change.touched:
-        chosen.append(t.among(g.c.id, change.touched))
-    if not chosen:
-        return
-    which = sa.or_(*chosen)
-    moved = change.connection.execute(
-        sa.update(g).where(which).values(revision=change.seq).returning(g.c.id)
-    ).scalars()
-    change.touched.update(int(gateway) for gateway in moved)
-    # When this revision was wanted: what a gateway's lag is measured from.
-    at = sa.literal(change.at, t.revisions.c.at.type)
-    change.connection.execute(
-        sa.insert(t.revisions).from_select(
-            ["gateway_id", "seq", "at"],
-            sa.select(g.c.id, sa.literal(change.seq, sa.BigInteger), at).where(which),
+        own = sorted(change.touched)
+        connection.execute(
+            sa.update(t.gateways).where(t.among(t.gateways.c.id, own)).values(revision=change.seq)
         )
-    )
+        # When this revision was wanted: what a gateway's lag is measured from.
+        insert_rows(
+            connection, t.revisions, ("gateway_id", "seq", "at"), [(g, change.seq, at) for g in own]
+        )
+    if change.scopes:
+        scopes = sorted(change.scopes)
+        connection.execute(
+            sa.update(t.entry_scopes)
+            .where(t.among(t.entry_scopes.c.id, scopes))
+            .values(revision=change.seq)
+        )
+        insert_rows(
+            connection,
+            t.scope_revisions,
+            ("scope_id", "seq", "at"),
+            [(scope, change.seq, at) for scope in scopes],
+        )
+        woken = connection.execute(
+            sa.select(t.gateways.c.id).where(t.among(t.gateways.c.scope_id, scopes))
+        ).scalars()
+        change.touched.update(int(gateway) for gateway in woken)
 
 
 def _structures(change: Change) -> None:

@@ -134,7 +134,9 @@ gateways = sa.Table(
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("settings", sa.Text, nullable=False),  # JSON, the model's settings form
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    # Revision = the last change sequence that altered this gateway's state.
+    # The last change sequence that altered this gateway's own state (its
+    # structure, its scope); its revision is the later of this and its
+    # scope's (``wanted_revision``).
     sa.Column("revision", sa.BigInteger, nullable=False),
     sa.Column("structure", sa.Text, nullable=False),  # compiled structure JSON
     sa.Column("structure_seq", sa.BigInteger, nullable=False),
@@ -147,6 +149,9 @@ gateways = sa.Table(
     # table there cascades into every table that references gateways.  Only
     # scopes.regroup writes it, and it deletes a scope only once unreferenced.
     sa.Column("scope_id", sa.Integer),
+    # The change that put it in its scope: the scope's revisions before it
+    # are not this gateway's (its lag is not measured from them).
+    sa.Column("scope_seq", sa.BigInteger, nullable=False, server_default="0"),
     # A change to a scope's entries moves its gateways' revisions.
     sa.Index("ix_gateways_scope", "scope_id"),
 )
@@ -162,7 +167,52 @@ entry_scopes = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("signature", sa.String(64), nullable=False, unique=True),
+    # The last change sequence that altered its entries: a change to them
+    # moves one row here, not the revision of each of its gateways.
+    sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
 )
+
+# When each of a scope's revisions was made, as ``revisions`` per gateway:
+# a gateway's lag runs from the first row of its own or of its scope (since
+# it joined it) above its applied revision.  Shared by the scope's gateways,
+# so a report does not forget them; the sweeper forgets those older than
+# tombstone_retention except the current one and each gateway's first
+# unapplied one.
+scope_revisions = sa.Table(
+    "scope_revisions",
+    metadata,
+    sa.Column(
+        "scope_id",
+        sa.Integer,
+        sa.ForeignKey("entry_scopes.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("at", Instant(), nullable=False),
+    # The sweeper's "any scope revision time past the retention?"
+    sa.Index("ix_scope_revisions_at", "at"),
+)
+
+
+def wanted_revision() -> sa.Label[Any]:
+    """A gateway's revision, labelled ``revision``: the later of its own and its
+    scope's (a primary-key read of its scope, correlated to ``gateways``)."""
+    scope = (
+        sa.select(entry_scopes.c.revision)
+        .where(entry_scopes.c.id == gateways.c.scope_id)
+        .correlate(gateways)
+        .scalar_subquery()
+    )
+    own = gateways.c.revision
+    return sa.case((scope > own, scope), else_=own).label("revision")
+
+
+def gateway_row() -> sa.Select[Any]:
+    """Every column of ``gateways`` with ``revision`` the gateway's revision
+    (``wanted_revision``) and ``own_revision`` the column."""
+    columns = [c for c in gateways.c if c.name != "revision"]
+    return sa.select(*columns, gateways.c.revision.label("own_revision"), wanted_revision())
+
 
 gateway_pools = sa.Table(
     "gateway_pools",

@@ -69,12 +69,13 @@ def regroup(change: Change, garden: frozenset[int]) -> set[int]:
         connection.execute(
             sa.update(t.gateways)
             .where(t.among(t.gateways.c.id, gateways))
-            .values(scope_id=scope, horizon=change.seq)
+            .values(scope_id=scope, horizon=change.seq, scope_seq=change.seq)
         )
         change.touched.update(gateways)
     empty = set(scopes.values()) - kept
     if empty:
-        connection.execute(sa.delete(t.entries).where(t.among(t.entries.c.scope_id, empty)))
+        for table in (t.entries, t.scope_revisions):
+            connection.execute(sa.delete(table).where(t.among(table.c.scope_id, empty)))
         connection.execute(sa.delete(t.entry_scopes).where(t.among(t.entry_scopes.c.id, empty)))
     return made
 

@@ -134,9 +134,9 @@ def forget_revisions(store: Store, retention: float) -> int:
         due = sorted(
             connection.execute(sa.select(found.c.id).where(found.c.stale.is_not(None))).scalars()
         )
+    count = _forget_scope_revisions(store, cutoff)
     if not due:
-        return 0
-    count = 0
+        return count
     with store.database.write() as connection:
         # Read again under the write lock: a report may have moved them.
         rows = connection.execute(_kept_query().where(t.gateways.c.id.in_(due))).all()
@@ -144,6 +144,64 @@ def forget_revisions(store: Store, retention: float) -> int:
             stale = _stale(gateway, current, first, cutoff)
             count += int(connection.execute(sa.delete(t.revisions).where(stale)).rowcount)
     return count
+
+
+def _first_unapplied_in_scope() -> Any:
+    """Each gateway's first revision of its scope past both the one its agent
+    last reported and its joining the scope; NULL: none."""
+    g, s, sr = t.gateways, t.gateway_status, t.scope_revisions
+    applied = sa.func.coalesce(
+        sa.select(s.c.applied_revision)
+        .where(s.c.gateway_id == g.c.id)
+        .correlate(g)
+        .scalar_subquery(),
+        -1,
+    )
+    bound = sa.case((applied > g.c.scope_seq, applied), else_=g.c.scope_seq)
+    return (
+        sa.select(sr.c.seq)
+        .where(sr.c.scope_id == g.c.scope_id, sr.c.seq > bound)
+        .order_by(sr.c.seq)
+        .limit(1)
+        .correlate(g)
+        .scalar_subquery()
+    )
+
+
+def _forget_scope_revisions(store: Store, cutoff: datetime) -> int:
+    """Scope revision times older than ``cutoff``, except each scope's current
+    one and the first unapplied one of each of its gateways (their lag)."""
+    sr, es, g = t.scope_revisions, t.entry_scopes, t.gateways
+    old = (
+        sa.select(sr.c.scope_id, sr.c.seq)
+        .join(es, es.c.id == sr.c.scope_id)
+        .where(sr.c.at < cutoff, sr.c.seq < es.c.revision)
+    )
+    with store.read() as connection:
+        if connection.execute(old.limit(1)).first() is None:
+            return 0
+    with store.database.write() as connection:
+        # Read under the write lock: a report may move a gateway's first unapplied one.
+        kept = {
+            (row[0], row[1])
+            for row in connection.execute(
+                sa.select(g.c.scope_id, _first_unapplied_in_scope()).where(
+                    g.c.scope_id.is_not(None)
+                )
+            )
+        }
+        doomed: dict[int, list[int]] = {}
+        for scope, seq in connection.execute(old):
+            if (scope, seq) not in kept:
+                doomed.setdefault(scope, []).append(seq)
+        count = 0
+        for scope, seqs in doomed.items():
+            count += int(
+                connection.execute(
+                    sa.delete(sr).where(sr.c.scope_id == scope, sr.c.seq.in_(seqs))
+                ).rowcount
+            )
+        return count
 
 
 PURGE_BATCH = 10_000  # intervals deleted per transaction: a writer waits at most one batch

@@ -5,8 +5,12 @@ Revises: 0009
 
 ``gateway_entries`` (one row per gateway per key) becomes ``scope_entries``
 (one row per scope per key), and each gateway points at its scope (see
-``store.scopes``).  Existing gateways are grouped by their signature (the
-pools they serve, whether they have a walled garden); each scope takes the
+``store.scopes``).  A scope has its own revision and revision times
+(``scope_revisions``): a gateway's revision is the later of its own and its
+scope's, so a change to a scope's entries moves one row, not one per gateway.
+
+Existing gateways are grouped by their signature (the pools they serve,
+whether they have a walled garden); each scope takes the
 entries of its gateway with the highest revision.  Gateways of a shared
 scope whose revision was lower move up to that revision with their horizon
 there: the scope's sequence numbers are not the history their agents
@@ -64,13 +68,26 @@ def upgrade() -> None:
         "entry_scopes",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("signature", sa.String(length=64), nullable=False),
+        sa.Column("revision", sa.BigInteger(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("signature"),
     )
     _entries_table("scope", "entry_scopes")
+    op.create_table(
+        "scope_revisions",
+        sa.Column("scope_id", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["scope_id"], ["entry_scopes.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("scope_id", "seq"),
+    )
+    op.create_index("ix_scope_revisions_at", "scope_revisions", ["at"])
     # Plain ALTERs, no batch: SQLite's batch mode rebuilds the table, and
     # dropping the old one cascades into every table referencing gateways.
     op.add_column("gateways", sa.Column("scope_id", sa.Integer(), nullable=True))
+    op.add_column(
+        "gateways", sa.Column("scope_seq", sa.BigInteger(), server_default="0", nullable=False)
+    )
     op.create_index("ix_gateways_scope", "gateways", ["scope_id"], unique=False)
     _group()
     op.drop_table("gateway_entries")
@@ -109,10 +126,10 @@ def _group() -> None:
         )
         ids = [gateway for _, gateway in members]
         connection.execute(
-            sa.text("UPDATE gateways SET scope_id = :scope WHERE id IN :ids").bindparams(
-                sa.bindparam("ids", expanding=True)
-            ),
-            {"scope": scope, "ids": ids},
+            sa.text(
+                "UPDATE gateways SET scope_id = :scope, scope_seq = :r WHERE id IN :ids"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"scope": scope, "r": highest, "ids": ids},
         )
         behind = [gateway for revision, gateway in members if revision < highest]
         if len(members) > 1:
@@ -131,6 +148,15 @@ def _group() -> None:
 
 
 def downgrade() -> None:
+    # Each gateway's revision and revision times become its own again.
+    scope = "(SELECT s.revision FROM entry_scopes s WHERE s.id = gateways.scope_id)"
+    op.execute(f"UPDATE gateways SET revision = {scope} WHERE {scope} > revision")
+    op.execute(
+        "INSERT INTO gateway_revisions (gateway_id, seq, at) "
+        "SELECT g.id, r.seq, r.at FROM scope_revisions r JOIN gateways g "
+        "ON g.scope_id = r.scope_id AND r.seq > g.scope_seq WHERE NOT EXISTS "
+        "(SELECT 1 FROM gateway_revisions o WHERE o.gateway_id = g.id AND o.seq = r.seq)"
+    )
     _entries_table("gateway", "gateways")
     op.execute(
         f"INSERT INTO gateway_entries (gateway_id, {_COLUMNS}) "
@@ -139,5 +165,7 @@ def downgrade() -> None:
     )
     op.drop_index("ix_gateways_scope", table_name="gateways")
     op.drop_column("gateways", "scope_id")
+    op.drop_column("gateways", "scope_seq")
+    op.drop_table("scope_revisions")
     op.drop_table("scope_entries")
     op.drop_table("entry_scopes")
