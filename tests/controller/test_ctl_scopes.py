@@ -219,8 +219,9 @@ def test_a_hold_moves_one_scope_revision_not_one_per_gateway(api: Api, world: Wo
 def test_the_sweeper_keeps_the_scope_revisions_a_lag_is_measured_from(
     api: Api, world: World
 ) -> None:
-    api.post("/v1/gateways", {"name": "gw-c", "pools": ["dyn_b"]})  # never reports
+    api.post("/v1/gateways", {"name": "gw-c", "pools": ["dyn_b"]})
     _report(api.store, "gw-b")
+    _report(api.store, "gw-c")  # and then never again
     for n in range(3):
         api.put(f"/v1/accounts/bot{n}/session", {"ipv4": f"100.65.0.{n + 1}"})
     seqs = []
@@ -232,7 +233,8 @@ def test_the_sweeper_keeps_the_scope_revisions_a_lag_is_measured_from(
     sweep.forget_revisions(api.store, retention=-1)
     with api.store.read() as connection:
         kept = connection.execute(sa.select(t.scope_revisions.c.seq)).scalars().all()
-    # The current one, and gw-c's first unapplied one (the scope's first).
+    # The current one, and gw-c's first unapplied one (the scope's first);
+    # none of gw-c's own is unapplied.
     assert sorted(kept) == [seqs[0], seqs[2]]
     after = gateways.get_gateway(api.store, "gw-c")["convergence"]["lag_seconds"]
     assert after is not None and lag is not None and after >= lag

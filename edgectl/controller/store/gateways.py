@@ -377,6 +377,30 @@ def report_many(
     return [answer for answer in answers if answer is not None]
 
 
+def _forget_applied_scope_revisions(connection: Connection, scopes: set[int | None]) -> None:
+    """The revisions of ``scopes`` every one of their gateways has applied, but
+    the current one: one statement for the batch.  (Shared by the scope's
+    gateways, so a gateway that has not reported keeps them; the sweeper
+    forgets those past the retention.)"""
+    ids = {scope for scope in scopes if scope is not None}
+    if not ids:
+        return
+    g, s, sr, es = t.gateways, t.gateway_status, t.scope_revisions, t.entry_scopes
+    lowest = (
+        sa.select(sa.func.min(sa.func.coalesce(s.c.applied_revision, -1)))
+        .select_from(g.outerjoin(s, s.c.gateway_id == g.c.id))
+        .where(g.c.scope_id == sr.c.scope_id)
+        .correlate(sr)
+        .scalar_subquery()
+    )
+    current = sa.select(es.c.revision).where(es.c.id == sr.c.scope_id).correlate(sr)
+    connection.execute(
+        sa.delete(sr).where(
+            t.among(sr.c.scope_id, ids), sr.c.seq <= lowest, sr.c.seq < current.scalar_subquery()
+        )
+    )
+
+
 def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
     connection = change.connection
     ids = sorted(taken)
@@ -398,12 +422,11 @@ def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
     # Revisions a gateway has caught up with no longer measure a lag.  The
     # current one stays, so a gateway that falls behind again (an agent
     # restored from an older state) still has a time to measure from.
-    # Gateways reporting the same (applied, revision) share one IN.  Its
-    # scope's are shared with other gateways: the sweeper forgets those.
+    # Gateways reporting the same (applied, revision) share one IN.
     r = t.revisions
     groups: dict[tuple[int, int], list[int]] = {}
     for gateway, (row, report) in taken.items():
-        groups.setdefault((report.applied, int(row.own_revision)), []).append(gateway)
+        groups.setdefault((report.applied, int(row.revision)), []).append(gateway)
     connection.execute(
         sa.delete(r).where(
             sa.or_(
@@ -414,6 +437,7 @@ def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
             )
         )
     )
+    _forget_applied_scope_revisions(connection, {row.scope_id for row, _ in taken.values()})
     for gateway, (_, report) in sorted(taken.items()):
         if report.offenders is not None:
             offenders.replace(change, gateway, report.offenders)

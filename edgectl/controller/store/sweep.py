@@ -104,7 +104,7 @@ def _kept_query() -> Any:
     """
     g = t.gateways
     first = sa.func.coalesce(_first_unapplied(g.c.id), -1)
-    return sa.select(g.c.id, g.c.revision, first.label("first_unapplied"))
+    return sa.select(g.c.id, t.wanted_revision(), first.label("first_unapplied"))
 
 
 def _stale(gateway: Any, current: Any, first: Any, cutoff: datetime) -> Any:
@@ -170,7 +170,8 @@ def _first_unapplied_in_scope() -> Any:
 
 def _forget_scope_revisions(store: Store, cutoff: datetime) -> int:
     """Scope revision times older than ``cutoff``, except each scope's current
-    one and the first unapplied one of each of its gateways (their lag)."""
+    one and each of its gateways' first unapplied one (its lag) when earlier
+    than its own first unapplied one."""
     sr, es, g = t.scope_revisions, t.entry_scopes, t.gateways
     old = (
         sa.select(sr.c.scope_id, sr.c.seq)
@@ -182,13 +183,13 @@ def _forget_scope_revisions(store: Store, cutoff: datetime) -> int:
             return 0
     with store.database.write() as connection:
         # Read under the write lock: a report may move a gateway's first unapplied one.
+        firsts = sa.select(
+            g.c.scope_id, _first_unapplied_in_scope(), _first_unapplied(g.c.id)
+        ).where(g.c.scope_id.is_not(None))
         kept = {
-            (row[0], row[1])
-            for row in connection.execute(
-                sa.select(g.c.scope_id, _first_unapplied_in_scope()).where(
-                    g.c.scope_id.is_not(None)
-                )
-            )
+            (scope, first)
+            for scope, first, own in connection.execute(firsts)
+            if first is not None and (own is None or first < own)
         }
         doomed: dict[int, list[int]] = {}
         for scope, seq in connection.execute(old):
