@@ -189,8 +189,8 @@ scope_revisions = sa.Table(
     ),
     sa.Column("seq", sa.BigInteger, primary_key=True),
     sa.Column("at", Instant(), nullable=False),
-    # The sweeper's "any scope revision time past the retention?"
-    sa.Index("ix_scope_revisions_at", "at"),
+    # The sweeper's "any revision time past the retention?", per scope.
+    sa.Index("ix_scope_revisions_at", "scope_id", "at"),
 )
 
 

@@ -173,14 +173,26 @@ def _forget_scope_revisions(store: Store, cutoff: datetime) -> int:
     one and each of its gateways' first unapplied one (its lag) when earlier
     than its own first unapplied one."""
     sr, es, g = t.scope_revisions, t.entry_scopes, t.gateways
+    # Per scope, as for gateways (see forget_revisions): ix_scope_revisions_at.
+    stale = (
+        sa.select(sr.c.seq)
+        .where(sr.c.scope_id == es.c.id, sr.c.at < cutoff, sr.c.seq < es.c.revision)
+        .limit(1)
+        .correlate(es)
+        .scalar_subquery()
+    )
+    found = sa.select(es.c.id, stale.label("stale")).subquery()
+    with store.read() as connection:
+        due = sorted(
+            connection.execute(sa.select(found.c.id).where(found.c.stale.is_not(None))).scalars()
+        )
+    if not due:
+        return 0
     old = (
         sa.select(sr.c.scope_id, sr.c.seq)
         .join(es, es.c.id == sr.c.scope_id)
-        .where(sr.c.at < cutoff, sr.c.seq < es.c.revision)
+        .where(t.among(sr.c.scope_id, due), sr.c.at < cutoff, sr.c.seq < es.c.revision)
     )
-    with store.read() as connection:
-        if connection.execute(old.limit(1)).first() is None:
-            return 0
     with store.database.write() as connection:
         # Read under the write lock: a report may move a gateway's first unapplied one.
         firsts = sa.select(

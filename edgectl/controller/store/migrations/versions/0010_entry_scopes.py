@@ -81,7 +81,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["scope_id"], ["entry_scopes.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("scope_id", "seq"),
     )
-    op.create_index("ix_scope_revisions_at", "scope_revisions", ["at"])
+    op.create_index("ix_scope_revisions_at", "scope_revisions", ["scope_id", "at"])
     # Plain ALTERs, no batch: SQLite's batch mode rebuilds the table, and
     # dropping the old one cascades into every table referencing gateways.
     op.add_column("gateways", sa.Column("scope_id", sa.Integer(), nullable=True))
