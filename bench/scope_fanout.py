@@ -12,9 +12,9 @@ untimed, so each round starts alike.  Printed per size: the median over
 rounds of each round's median, with the min-max, and the ratio of each
 round's median to the 1-gateway store's in the same round.
 
-Run it against another checkout (the code before a change) with that
-checkout first on the path: PYTHONPATH=/path/to/checkout .venv/bin/python
-bench/scope_fanout.py - the controller processes inherit it.
+For the figures before a change: copy this file into a checkout of the code
+before it (git worktree add --detach) and run it there with that checkout's
+own .venv (an editable install wins over PYTHONPATH).
 """
 
 from __future__ import annotations
