@@ -204,10 +204,10 @@ def test_the_check_sees_a_scan(store: Store) -> None:
 
     def unindexed() -> None:
         with store.read() as connection:
-            connection.exec_driver_sql("SELECT key FROM gateway_entries WHERE payload = 'x'")
+            connection.exec_driver_sql("SELECT key FROM scope_entries WHERE payload = 'x'")
 
     found = _scans_of(store, unindexed)
-    assert list(found.values()) and "gateway_entries" in " ".join(next(iter(found.values())))
+    assert list(found.values()) and "scope_entries" in " ".join(next(iter(found.values())))
 
 
 def test_before_0003_a_create_scanned_the_entries(store: Store) -> None:
@@ -219,17 +219,13 @@ def test_before_0003_a_create_scanned_the_entries(store: Store) -> None:
     """
     _world(store)
     with store.database.engine.begin() as connection:
-        connection.exec_driver_sql("DROP INDEX ix_gateway_entries_by_key")
-        connection.exec_driver_sql(
-            "CREATE INDEX ix_gateway_entries_key ON gateway_entries (kind, key)"
-        )
+        connection.exec_driver_sql("DROP INDEX ix_scope_entries_by_key")
+        connection.exec_driver_sql("CREATE INDEX ix_scope_entries_key ON scope_entries (kind, key)")
     spec = holds.QuarantineSpec(QuarantineMode.SMTP, "spam", account="acct30")
     found = _scans_of(store, lambda: holds.quarantine(store, ACTOR, spec))
-    assert any("gateway_entries" in " ".join(verdict) for verdict in found.values()), found
+    assert any("scope_entries" in " ".join(verdict) for verdict in found.values()), found
     with store.database.engine.begin() as connection:
-        connection.exec_driver_sql("DROP INDEX ix_gateway_entries_key")
-        connection.exec_driver_sql(
-            "CREATE INDEX ix_gateway_entries_by_key ON gateway_entries (key)"
-        )
+        connection.exec_driver_sql("DROP INDEX ix_scope_entries_key")
+        connection.exec_driver_sql("CREATE INDEX ix_scope_entries_by_key ON scope_entries (key)")
     spec = holds.QuarantineSpec(QuarantineMode.SMTP, "spam", account="acct31")
     assert _scans_of(store, lambda: holds.quarantine(store, ACTOR, spec)) == {}

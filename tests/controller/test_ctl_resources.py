@@ -79,11 +79,15 @@ def test_gateway_update_recompiles_its_entries(api: Api, world: World) -> None:
     api.call("PATCH", "/v1/gateways/gw-a", json={"pools": ["dyn_a", "biz"]}, expect=200)
     assert api.get("/v1/gateways/gw-a")["revision"] == revision  # nothing changed for it
     # gw-b moves its pool to gw-a: the hold moves with it, with the structure.
+    # Serving other pools moves gw-a to another entry scope (store.scopes),
+    # whose history its agent never followed: a snapshot, not a delta.
     api.call("PATCH", "/v1/gateways/gw-b", json={"pools": []}, expect=200)
     api.call("PATCH", "/v1/gateways/gw-a", json={"pools": ["dyn_a", "dyn_b"]}, expect=200)
-    delta = api.get("/v1/gateways/gw-a/desired-state", params={"since": revision})["delta"]
-    assert [p["name"] for p in delta["structure"]["pools"]] == ["dyn_a", "dyn_b"]
-    assert [q["key"] for q in delta["quarantines"]["upserts"]] == ["100.65.0.9"]
+    document = api.get("/v1/gateways/gw-a/desired-state", params={"since": revision})
+    assert document["kind"] == "snapshot"
+    state = document["state"]
+    assert [p["name"] for p in state["pools"]] == ["dyn_a", "dyn_b"]
+    assert [q["key"] for q in state["quarantines"]] == ["100.65.0.9"]
     assert api.get("/v1/gateways/gw-b/desired-state")["state"]["quarantines"] == []
 
 

@@ -187,7 +187,7 @@ def test_served_bodies_are_the_uncached_ones(api: Api, world: World) -> None:
             # The one gateway's entries, read on their own (not the batch's query).
             entries = connection.execute(
                 sa.select(e.c.kind, e.c.key, e.c.payload, e.c.live, e.c.seq)
-                .where(e.c.gateway_id == gateway, e.c.seq > since, e.c.seq <= row.revision)
+                .where(e.c.scope_id == row.scope_id, e.c.seq > since, e.c.seq <= row.revision)
                 .order_by(e.c.seq, e.c.key)
             ).all()
             fresh = desired._delta(row, since, entries)

@@ -56,30 +56,34 @@ def hold(api: Api, account: str) -> None:
 
 
 def backdate(api: Api, gateway: str, seq: int, seconds: float) -> None:
-    """Pretend the controller wanted ``seq`` of ``gateway`` ``seconds`` ago."""
-    r = t.revisions
+    """Pretend the controller wanted ``seq`` of ``gateway`` ``seconds`` ago (its
+    own revision time, or its entry scope's)."""
+    r, sr = t.revisions, t.scope_revisions
+    at = datetime.now(UTC) - timedelta(seconds=seconds)
     with api.store.database.write() as connection:
-        ident = connection.execute(
-            sa.select(t.gateways.c.id).where(t.gateways.c.name == gateway)
-        ).scalar_one()
+        row = connection.execute(
+            sa.select(t.gateways.c.id, t.gateways.c.scope_id).where(t.gateways.c.name == gateway)
+        ).one()
         updated = connection.execute(
-            sa.update(r)
-            .where(r.c.gateway_id == ident, r.c.seq == seq)
-            .values(at=datetime.now(UTC) - timedelta(seconds=seconds))
-        )
-        assert updated.rowcount == 1
+            sa.update(r).where(r.c.gateway_id == row.id, r.c.seq == seq).values(at=at)
+        ).rowcount
+        updated += connection.execute(
+            sa.update(sr).where(sr.c.scope_id == row.scope_id, sr.c.seq == seq).values(at=at)
+        ).rowcount
+        assert updated == 1
 
 
 def revision_rows(api: Api, gateway: str) -> list[int]:
-    r = t.revisions
+    """The revision times kept for ``gateway``: its own and its scope's since it joined."""
+    r, sr, g = t.revisions, t.scope_revisions, t.gateways
     with api.store.read() as connection:
-        query = (
-            sa.select(r.c.seq)
-            .join(t.gateways, t.gateways.c.id == r.c.gateway_id)
-            .where(t.gateways.c.name == gateway)
-            .order_by(r.c.seq)
+        own = sa.select(r.c.seq).join(g, g.c.id == r.c.gateway_id).where(g.c.name == gateway)
+        scoped = (
+            sa.select(sr.c.seq)
+            .join(g, g.c.scope_id == sr.c.scope_id)
+            .where(g.c.name == gateway, sr.c.seq > g.c.scope_seq)
         )
-        return list(connection.execute(query).scalars())
+        return sorted({*connection.execute(own).scalars(), *connection.execute(scoped).scalars()})
 
 
 # Convergence ----------------------------------------------------------------------

@@ -42,6 +42,8 @@ class Change:
     structure: bool = False  # settings/pools/relays/profiles changed
     rebuild: set[int] = field(default_factory=set)  # gateways to recompile whole
     touched: set[int] = field(default_factory=set)  # gateways whose revision moved
+    # Entry scopes whose entries moved: their gateways' revisions move too.
+    scopes: set[int] = field(default_factory=set)
     # Every agent must look again (the store's epoch changed).
     everyone: bool = False
     catalog_seq: int = 0  # when the catalogue last changed, as of this change's start
@@ -107,3 +109,5 @@ class ViewCache:
 
     def __init__(self) -> None:
         self.entry: tuple[int, tuple[Catalogue, Topology]] | None = None
+        # The same topology over entry scopes (store.scopes.scoped).
+        self.scoped: tuple[int, Topology] | None = None

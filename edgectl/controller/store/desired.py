@@ -36,7 +36,7 @@ class Served:
 def revision(store: Store, gateway: int) -> int:
     with store.read() as connection:
         found = connection.execute(
-            sa.select(t.gateways.c.revision).where(t.gateways.c.id == gateway)
+            sa.select(t.wanted_revision()).where(t.gateways.c.id == gateway)
         ).scalar_one_or_none()
     if found is None:
         raise NotFound("the gateway was deleted")
@@ -65,7 +65,7 @@ def revisions(store: Store) -> Revisions:
     re-check for other processes' changes); one query."""
     with store.read() as connection:
         rows = connection.execute(
-            sa.select(t.gateways.c.id, t.gateways.c.revision).add_columns(_EPOCH, _CREDENTIALS)
+            sa.select(t.gateways.c.id, t.wanted_revision()).add_columns(_EPOCH, _CREDENTIALS)
         ).all()
         if not rows:
             row = connection.execute(sa.select(_EPOCH, _CREDENTIALS)).one()
@@ -86,10 +86,11 @@ _EPOCH = sa.select(t.counter.c.epoch).where(t.counter.c.id == 1).scalar_subquery
 _ROW = sa.select(
     t.gateways.c.id,
     t.gateways.c.name,
-    t.gateways.c.revision,
+    t.wanted_revision(),
     t.gateways.c.structure,
     t.gateways.c.structure_seq,
     t.gateways.c.horizon,
+    t.gateways.c.scope_id,
     _EPOCH,
 )
 
@@ -141,9 +142,10 @@ def serve_many(store: Store, wanted: Sequence[Wanted]) -> list[Served | NotFound
 
     What a change costs when many agents were waiting for it: at most three
     queries however many agents and gateways the batch holds - the gateway
-    rows, the entries every missing delta needs (each gateway's changes
-    since its lowest cursor, one statement for all), and the live entries
-    of the gateways that need a snapshot.  A gateway's delta from one
+    rows, the entries every missing delta needs (each entry scope's changes
+    since its gateways' lowest cursor, one statement for all), and the live
+    entries of the scopes whose gateways need a snapshot.  Gateways of one
+    scope read its entries once.  A gateway's delta from one
     cursor is assembled once and shared by every agent waiting on it (and
     kept in ``store.bodies`` for the next batch).  Each answer is exactly
     what ``serve`` would have given, or the NotFound it would have raised.
@@ -154,20 +156,23 @@ def serve_many(store: Store, wanted: Sequence[Wanted]) -> list[Served | NotFound
             row.id: row for row in connection.execute(_ROW.where(t.among(t.gateways.c.id, ids)))
         }
         plans: list[_Plan | None] = []
-        lowest: dict[int, int] = {}  # gateway -> lowest cursor whose delta must be read
-        snapshots: set[int] = set()
+        # scope -> (lowest cursor whose delta must be read, highest revision)
+        bounds: dict[int, tuple[int, int]] = {}
+        snapshots: set[int] = set()  # scopes whose live entries must be read
         for gateway, since, epoch in wanted:
             row = rows.get(gateway)
             plan = None if row is None else _plan(store, row, since, epoch)
             plans.append(plan)
             if plan is None:
                 continue
+            scope = int(plan.row.scope_id)
             if plan.kind == "snapshot":
-                snapshots.add(gateway)
+                snapshots.add(scope)
             elif plan.kind == "delta" and plan.body is None:
                 assert plan.since is not None
-                lowest[gateway] = min(plan.since, lowest.get(gateway, plan.since))
-        changes = _changes(connection, {g: (s, int(rows[g].revision)) for g, s in lowest.items()})
+                low, high = bounds.get(scope, (plan.since, int(plan.row.revision)))
+                bounds[scope] = (min(low, plan.since), max(high, int(plan.row.revision)))
+        changes = _changes(connection, bounds)
         live = _live(connection, snapshots)
         answers: list[Served | NotFound] = []
         built: dict[tuple[int, int], str] = {}  # this batch's deltas, by (gateway, since)
@@ -175,7 +180,9 @@ def serve_many(store: Store, wanted: Sequence[Wanted]) -> list[Served | NotFound
             if plan is None:
                 answers.append(NotFound("the gateway was deleted"))
             elif plan.kind == "snapshot":
-                answers.append(_snapshot(plan.row, live.get(int(plan.row.id), []), plan.ahead))
+                answers.append(
+                    _snapshot(plan.row, live.get(int(plan.row.scope_id), []), plan.ahead)
+                )
             elif plan.kind == "empty":
                 answers.append(_empty(plan.row))
             else:
@@ -191,53 +198,54 @@ def _delta_answer(
     gateway = int(row.id)
     body = plan.body or built.get((gateway, since))
     if body is None:
-        body = _delta(row, since, [c for c in changes.get(gateway, []) if c.seq > since])
+        found = changes.get(int(row.scope_id), [])
+        body = _delta(row, since, [c for c in found if since < c.seq <= row.revision])
         built[(gateway, since)] = body
         store.bodies.put((gateway, since, int(row.revision), row.epoch), body)
     return Served("delta", row.revision, body, row.epoch)
 
 
 def _changes(connection: Connection, bounds: dict[int, tuple[int, int]]) -> dict[int, list[Any]]:
-    """Each gateway's entries changed after its lowest cursor, up to its revision,
-    in (seq, key) order: one statement for them all.
+    """Each scope's entries changed after its lowest cursor, up to its gateways'
+    highest revision, in (seq, key) order: one statement for them all.
 
     Gateways woken by one change mostly share both bounds, so the condition
-    is one ``IN`` per distinct (since, revision), not one term per gateway.
+    is one ``IN`` per distinct (since, revision), not one term per scope.
     """
     if not bounds:
         return {}
     e = t.entries
     groups: dict[tuple[int, int], list[int]] = {}
-    for gateway, bound in bounds.items():
-        groups.setdefault(bound, []).append(gateway)
+    for scope, bound in bounds.items():
+        groups.setdefault(bound, []).append(scope)
     condition = sa.or_(
         *(
-            sa.and_(t.among(e.c.gateway_id, gateways), e.c.seq > since, e.c.seq <= revision)
-            for (since, revision), gateways in groups.items()
+            sa.and_(t.among(e.c.scope_id, scopes), e.c.seq > since, e.c.seq <= revision)
+            for (since, revision), scopes in groups.items()
         )
     )
     found: dict[int, list[Any]] = {}
     for entry in connection.execute(
-        sa.select(e.c.gateway_id, e.c.kind, e.c.key, e.c.payload, e.c.live, e.c.seq)
+        sa.select(e.c.scope_id, e.c.kind, e.c.key, e.c.payload, e.c.live, e.c.seq)
         .where(condition)
-        .order_by(e.c.gateway_id, e.c.seq, e.c.key)
+        .order_by(e.c.scope_id, e.c.seq, e.c.key)
     ):
-        found.setdefault(int(entry.gateway_id), []).append(entry)
+        found.setdefault(int(entry.scope_id), []).append(entry)
     return found
 
 
-def _live(connection: Connection, gateways: set[int]) -> dict[int, list[Any]]:
-    """The live entries of ``gateways`` in (kind, key) order: one statement."""
-    if not gateways:
+def _live(connection: Connection, scopes: set[int]) -> dict[int, list[Any]]:
+    """The live entries of ``scopes`` in (kind, key) order: one statement."""
+    if not scopes:
         return {}
     e = t.entries
     found: dict[int, list[Any]] = {}
     for entry in connection.execute(
-        sa.select(e.c.gateway_id, e.c.kind, e.c.payload)
-        .where(t.among(e.c.gateway_id, gateways), e.c.live)
-        .order_by(e.c.gateway_id, e.c.kind, e.c.key)
+        sa.select(e.c.scope_id, e.c.kind, e.c.payload)
+        .where(t.among(e.c.scope_id, scopes), e.c.live)
+        .order_by(e.c.scope_id, e.c.kind, e.c.key)
     ):
-        found.setdefault(int(entry.gateway_id), []).append(entry)
+        found.setdefault(int(entry.scope_id), []).append(entry)
     return found
 
 

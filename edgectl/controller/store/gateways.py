@@ -29,7 +29,7 @@ class GatewaySpec:
 
 
 def _row(connection: Connection, name: str) -> Any:
-    row = connection.execute(sa.select(t.gateways).where(t.gateways.c.name == name)).first()
+    row = connection.execute(t.gateway_row().where(t.gateways.c.name == name)).first()
     if row is None:
         raise NotFound(f"no gateway named {name!r}")
     return row
@@ -83,17 +83,29 @@ def pending_since(connection: Connection, gateway: Which = None) -> dict[int, da
 
     Converged gateways have no such revision and are absent.
     """
-    r, s = t.revisions, t.gateway_status
-    query = (
+    r, s, g, sr = t.revisions, t.gateway_status, t.gateways, t.scope_revisions
+    applied = sa.func.coalesce(s.c.applied_revision, -1)
+    own = (
         sa.select(r.c.gateway_id, sa.func.min(r.c.at).label("since"))
         .select_from(r.outerjoin(s, s.c.gateway_id == r.c.gateway_id))
-        .where(r.c.seq > sa.func.coalesce(s.c.applied_revision, -1))
+        .where(r.c.seq > applied)
         .group_by(r.c.gateway_id)
     )
-    return {
-        row.gateway_id: row.since
-        for row in connection.execute(_only(query, r.c.gateway_id, gateway))
-    }
+    # Its scope's, since it joined the scope (the moves are its own).
+    scoped = (
+        sa.select(g.c.id.label("gateway_id"), sa.func.min(sr.c.at).label("since"))
+        .select_from(
+            g.join(sr, sr.c.scope_id == g.c.scope_id).outerjoin(s, s.c.gateway_id == g.c.id)
+        )
+        .where(sr.c.seq > applied, sr.c.seq > g.c.scope_seq)
+        .group_by(g.c.id)
+    )
+    found: dict[int, datetime] = {}
+    for query, column in ((own, r.c.gateway_id), (scoped, g.c.id)):
+        for row in connection.execute(_only(query, column, gateway)):
+            earlier = found.get(row.gateway_id)
+            found[row.gateway_id] = row.since if earlier is None else min(earlier, row.since)
+    return found
 
 
 def _seconds(since: datetime, at: datetime) -> float:
@@ -160,7 +172,7 @@ def _audit_form(spec: GatewaySpec) -> dict[str, Any]:
 
 def list_gateways(store: Store) -> list[dict[str, Any]]:
     with store.read() as connection:
-        rows = connection.execute(sa.select(t.gateways).order_by(t.gateways.c.name)).all()
+        rows = connection.execute(t.gateway_row().order_by(t.gateways.c.name)).all()
         return _publics(connection, rows, None)
 
 
@@ -282,7 +294,7 @@ def delete_gateway(store: Store, actor: str, name: str) -> None:
         before = GatewaySpec(
             name, loaders.settings_of(row.settings), tuple(_pool_names(change.connection, row.id))
         )
-        for table in (t.entries, t.gateway_pools, t.gateway_status, t.revisions):
+        for table in (t.gateway_pools, t.gateway_status, t.revisions):
             change.connection.execute(sa.delete(table).where(table.c.gateway_id == row.id))
         offenders.forget(change, row.id)
         change.connection.execute(sa.delete(t.gateways).where(t.gateways.c.id == row.id))
@@ -338,7 +350,7 @@ def report_many(
         names = sorted({report.name for report in reports})
         rows = {
             row.name: row
-            for row in connection.execute(sa.select(t.gateways).where(t.gateways.c.name.in_(names)))
+            for row in connection.execute(t.gateway_row().where(t.gateways.c.name.in_(names)))
         }
         taken: dict[int, tuple[Any, Report]] = {}  # gateway id -> (row, its last report)
         for index, report in enumerate(reports):
@@ -355,9 +367,7 @@ def report_many(
             _record(change, taken)
     with store.read() as connection:
         ids = {row.id for row, _ in taken.values()}
-        current = connection.execute(
-            sa.select(t.gateways).where(t.among(t.gateways.c.id, ids))
-        ).all()
+        current = connection.execute(t.gateway_row().where(t.among(t.gateways.c.id, ids))).all()
         publics = {public["name"]: public for public in _publics(connection, current, ids)}
     for index, report in enumerate(reports):
         if answers[index] is None:
@@ -365,6 +375,30 @@ def report_many(
             # Deleted between the two transactions: as if it had been before.
             answers[index] = found or NotFound(f"no gateway named {report.name!r}")
     return [answer for answer in answers if answer is not None]
+
+
+def _forget_applied_scope_revisions(connection: Connection, scopes: set[int | None]) -> None:
+    """The revisions of ``scopes`` every one of their gateways has applied, but
+    the current one: one statement for the batch.  (Shared by the scope's
+    gateways, so a gateway that has not reported keeps them; the sweeper
+    forgets those past the retention.)"""
+    ids = {scope for scope in scopes if scope is not None}
+    if not ids:
+        return
+    g, s, sr, es = t.gateways, t.gateway_status, t.scope_revisions, t.entry_scopes
+    lowest = (
+        sa.select(sa.func.min(sa.func.coalesce(s.c.applied_revision, -1)))
+        .select_from(g.outerjoin(s, s.c.gateway_id == g.c.id))
+        .where(g.c.scope_id == sr.c.scope_id)
+        .correlate(sr)
+        .scalar_subquery()
+    )
+    current = sa.select(es.c.revision).where(es.c.id == sr.c.scope_id).correlate(sr)
+    connection.execute(
+        sa.delete(sr).where(
+            t.among(sr.c.scope_id, ids), sr.c.seq <= lowest, sr.c.seq < current.scalar_subquery()
+        )
+    )
 
 
 def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
@@ -403,6 +437,7 @@ def _record(change: Change, taken: dict[int, tuple[Any, Report]]) -> None:
             )
         )
     )
+    _forget_applied_scope_revisions(connection, {row.scope_id for row, _ in taken.values()})
     for gateway, (_, report) in sorted(taken.items()):
         if report.offenders is not None:
             offenders.replace(change, gateway, report.offenders)

@@ -1,10 +1,12 @@
-"""Before a write commits: recompile what it touched into per-gateway entries.
+"""Before a write commits: recompile what it touched into per-scope entries.
 
-Each gateway's entries and structure are stored compiled, stamped with the
-sequence that last changed them; that is what makes a delta an index range
-and a snapshot a single scan.  Only rows whose compiled form differs are
-written, so a change that does not concern a gateway never moves its
-revision.
+Each entry scope's entries (store.scopes: shared by the gateways whose
+entries compile from the same inputs) and each gateway's structure are
+stored compiled, stamped with the sequence that last changed them; that is
+what makes a delta an index range and a snapshot a single scan.  Only rows
+whose compiled form differs are written, so a change that does not concern
+a gateway never moves its revision, and one that concerns 1,000 gateways of
+one scope writes its entries once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from edgectl.controller.compile import (
     compile_entries,
     structure_json,
 )
-from edgectl.controller.store import loaders
+from edgectl.controller.store import loaders, scopes
 from edgectl.controller.store import schema as t
 from edgectl.controller.store.change import Change
 from edgectl.controller.store.db import insert_rows, time_param
@@ -30,31 +32,70 @@ def finish(change: Change) -> None:
     if not (change.structure or change.rebuild or change.addresses):
         return
     _, topology = loaders.view(change)
+    made: set[int] = set()
     if change.structure:
         _structures(change)
     if change.structure or change.rebuild:
+        made = scopes.regroup(change, topology.garden or frozenset())
         change.connection.execute(
             sa.update(t.counter).where(t.counter.c.id == 1).values(catalog_seq=change.seq)
         )
-    for gateway in sorted(change.rebuild):
-        _rebuild(change, topology, gateway)
+    scoped = scopes.scoped(change)
+    for scope in sorted(made | _scopes_of(change, change.rebuild)):
+        _rebuild(change, scoped, scope)
     if change.addresses:
-        keys = topology.keys(change.addresses)
+        keys = scoped.keys(change.addresses)
         if keys:
-            _refresh(change, topology, keys)
+            _refresh(change, scoped, keys)
+    _revisions(change)
+
+
+def _scopes_of(change: Change, gateways: set[int]) -> set[int]:
+    if not gateways:
+        return set()
+    found = change.connection.execute(
+        sa.select(t.gateways.c.scope_id).where(t.among(t.gateways.c.id, gateways))
+    ).scalars()
+    return {int(scope) for scope in found if scope is not None}
+
+
+def _revisions(change: Change) -> None:
+    """Move and date the revisions this change made.
+
+    A scope whose entries changed moves its own revision, however many
+    gateways share it: a quarantine at 1,000 gateways of one scope writes
+    one row here, not 1,000.  A gateway whose own state changed (its
+    structure, its scope) moves its own.  Its gateways are then named in
+    ``change.touched`` for the wake-up (one indexed read).
+    """
+    connection = change.connection
+    at = time_param(connection, change.at)
     if change.touched:
-        touched = sorted(change.touched)
-        change.connection.execute(
-            sa.update(t.gateways).where(t.gateways.c.id.in_(touched)).values(revision=change.seq)
+        own = sorted(change.touched)
+        connection.execute(
+            sa.update(t.gateways).where(t.among(t.gateways.c.id, own)).values(revision=change.seq)
         )
         # When this revision was wanted: what a gateway's lag is measured from.
-        at = time_param(change.connection, change.at)
         insert_rows(
-            change.connection,
-            t.revisions,
-            ("gateway_id", "seq", "at"),
-            [(gateway, change.seq, at) for gateway in touched],
+            connection, t.revisions, ("gateway_id", "seq", "at"), [(g, change.seq, at) for g in own]
         )
+    if change.scopes:
+        scopes = sorted(change.scopes)
+        connection.execute(
+            sa.update(t.entry_scopes)
+            .where(t.among(t.entry_scopes.c.id, scopes))
+            .values(revision=change.seq)
+        )
+        insert_rows(
+            connection,
+            t.scope_revisions,
+            ("scope_id", "seq", "at"),
+            [(scope, change.seq, at) for scope in scopes],
+        )
+        woken = connection.execute(
+            sa.select(t.gateways.c.id).where(t.among(t.gateways.c.scope_id, scopes))
+        ).scalars()
+        change.touched.update(int(gateway) for gateway in woken)
 
 
 def _structures(change: Change) -> None:
@@ -84,12 +125,12 @@ def _structures(change: Change) -> None:
 
 
 _STORED = sa.select(
-    t.entries.c.gateway_id, t.entries.c.kind, t.entries.c.key, t.entries.c.payload, t.entries.c.live
+    t.entries.c.scope_id, t.entries.c.kind, t.entries.c.key, t.entries.c.payload, t.entries.c.live
 )
 
 
 def _stored(rows: Iterable[Any]) -> dict[EntryKey, tuple[str, bool]]:
-    return {(row.gateway_id, row.kind, row.key): (row.payload, row.live) for row in rows}
+    return {(row.scope_id, row.kind, row.key): (row.payload, row.live) for row in rows}
 
 
 def _write(
@@ -111,16 +152,16 @@ def _write(
         conflict=_COLUMNS[:3],
         update=_COLUMNS[3:],
     )
-    change.touched.update(row[0] for row in rows)
+    change.scopes.update(row[0] for row in rows)
 
 
-_COLUMNS = ("gateway_id", "kind", "key", "payload", "seq", "live", "changed_at")
+_COLUMNS = ("scope_id", "kind", "key", "payload", "seq", "live", "changed_at")
 
 
 def _row(change: Change, slot: EntryKey, payload: str, live: bool) -> tuple[Any, ...]:
-    gateway, kind, key = slot
+    scope, kind, key = slot
     at = time_param(change.connection, change.at)
-    return (gateway, kind, key, payload, change.seq, live, at)
+    return (scope, kind, key, payload, change.seq, live, at)
 
 
 def _refresh(change: Change, topology: Topology, keys: set[Any]) -> None:
@@ -131,8 +172,8 @@ def _refresh(change: Change, topology: Topology, keys: set[Any]) -> None:
     _write(change, desired, stored)
 
 
-def _rebuild(change: Change, topology: Topology, gateway: int) -> None:
+def _rebuild(change: Change, topology: Topology, scope: int) -> None:
     holds = loaders.all_holds(change.connection)
-    desired = compile_entries(topology, holds, only_gateway=gateway)
-    stored = _stored(change.connection.execute(_STORED.where(t.entries.c.gateway_id == gateway)))
+    desired = compile_entries(topology, holds, only_gateway=scope)
+    stored = _stored(change.connection.execute(_STORED.where(t.entries.c.scope_id == scope)))
     _write(change, desired, stored)

@@ -66,11 +66,11 @@ def among(column: Any, ids: Iterable[int]) -> Any:
 
 
 def tombstone() -> sa.ColumnElement[Any]:
-    """``NOT gateway_entries.live``, as ``ix_gateway_entries_tombstones`` says it.
+    """``NOT scope_entries.live``, as ``ix_scope_entries_tombstones`` says it.
 
     See ``active``.
     """
-    return sa.literal_column("NOT gateway_entries.live")
+    return sa.literal_column("NOT scope_entries.live")
 
 
 # One row: the change sequence.  Every write transaction increments it under
@@ -134,13 +134,85 @@ gateways = sa.Table(
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("settings", sa.Text, nullable=False),  # JSON, the model's settings form
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    # Revision = the last change sequence that altered this gateway's state.
+    # The last change sequence that altered this gateway's own state (its
+    # structure, its scope); its revision is the later of this and its
+    # scope's (``wanted_revision``).
     sa.Column("revision", sa.BigInteger, nullable=False),
     sa.Column("structure", sa.Text, nullable=False),  # compiled structure JSON
     sa.Column("structure_seq", sa.BigInteger, nullable=False),
-    # Cursors below the horizon may miss purged removals: they get a snapshot.
+    # Cursors below the horizon may miss purged removals, or predate the
+    # gateway's move to its scope: they get a snapshot.
     sa.Column("horizon", sa.BigInteger, nullable=False),
+    # The entry stream this gateway is served (see ``entry_scopes``); NULL
+    # only inside the change that registers it.  No foreign key: adding one
+    # to an existing table on SQLite means rebuilding it, and dropping the old
+    # table there cascades into every table that references gateways.  Only
+    # scopes.regroup writes it, and it deletes a scope only once unreferenced.
+    sa.Column("scope_id", sa.Integer),
+    # The change that put it in its scope: the scope's revisions before it
+    # are not this gateway's (its lag is not measured from them).
+    sa.Column("scope_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # A change to a scope's entries moves its gateways' revisions.
+    sa.Index("ix_gateways_scope", "scope_id"),
 )
+
+# Gateways whose entries compile from the same inputs - the pools they serve
+# and whether they have a walled garden - share one entry stream: a hold
+# change compiles and writes its entries once per scope, not once per
+# gateway.  ``signature`` names those inputs (scopes.signature); a gateway
+# whose inputs change moves to the scope of its new signature, and its horizon
+# moves to that change, so no cursor from before the move gets a delta.
+entry_scopes = sa.Table(
+    "entry_scopes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("signature", sa.String(64), nullable=False, unique=True),
+    # The last change sequence that altered its entries: a change to them
+    # moves one row here, not the revision of each of its gateways.
+    sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# When each of a scope's revisions was made, as ``revisions`` per gateway:
+# a gateway's lag runs from the first row of its own or of its scope (since
+# it joined it) above its applied revision.  Shared by the scope's gateways,
+# so a report does not forget them; the sweeper forgets those older than
+# tombstone_retention except the current one and each gateway's first
+# unapplied one.
+scope_revisions = sa.Table(
+    "scope_revisions",
+    metadata,
+    sa.Column(
+        "scope_id",
+        sa.Integer,
+        sa.ForeignKey("entry_scopes.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("at", Instant(), nullable=False),
+    # The sweeper's "any revision time past the retention?", per scope.
+    sa.Index("ix_scope_revisions_at", "scope_id", "at"),
+)
+
+
+def wanted_revision() -> sa.Label[Any]:
+    """A gateway's revision, labelled ``revision``: the later of its own and its
+    scope's (a primary-key read of its scope, correlated to ``gateways``)."""
+    scope = (
+        sa.select(entry_scopes.c.revision)
+        .where(entry_scopes.c.id == gateways.c.scope_id)
+        .correlate(gateways)
+        .scalar_subquery()
+    )
+    own = gateways.c.revision
+    return sa.case((scope > own, scope), else_=own).label("revision")
+
+
+def gateway_row() -> sa.Select[Any]:
+    """Every column of ``gateways`` with ``revision`` the gateway's revision
+    (``wanted_revision``) and ``own_revision`` the column."""
+    columns = [c for c in gateways.c if c.name != "revision"]
+    return sa.select(*columns, gateways.c.revision.label("own_revision"), wanted_revision())
+
 
 gateway_pools = sa.Table(
     "gateway_pools",
@@ -216,14 +288,17 @@ offenders = sa.Table(
     sa.Index("ix_offenders_key", "key", "kind", "policy"),
 )
 
-# The compiled, per-gateway quarantine/exemption entries with the sequence
+# The compiled quarantine/exemption entries of each scope, with the sequence
 # that last changed each; removed entries stay as tombstones (live = false)
 # so "what changed since cursor N" is an index range, not a recompute.
 entries = sa.Table(
-    "gateway_entries",
+    "scope_entries",
     metadata,
     sa.Column(
-        "gateway_id", sa.Integer, sa.ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
+        "scope_id",
+        sa.Integer,
+        sa.ForeignKey("entry_scopes.id", ondelete="CASCADE"),
+        primary_key=True,
     ),
     sa.Column("kind", sa.String(1), primary_key=True),  # q(uarantine) / e(xemption)
     sa.Column("key", sa.String(64), primary_key=True),
@@ -231,14 +306,14 @@ entries = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("live", sa.Boolean, nullable=False),
     sa.Column("changed_at", Instant(), nullable=False),
-    sa.Index("ix_gateway_entries_seq", "gateway_id", "seq"),
-    # A recompile reads every gateway's entries of a few keys, whatever the
+    sa.Index("ix_scope_entries_seq", "scope_id", "seq"),
+    # A recompile reads every scope's entries of a few keys, whatever the
     # kind: an index that led with kind left that a scan of every entry.
-    sa.Index("ix_gateway_entries_by_key", "key"),
+    sa.Index("ix_scope_entries_by_key", "key"),
     # The sweeper's "any tombstone old enough to purge?", without walking
     # the live entries.
     sa.Index(
-        "ix_gateway_entries_tombstones",
+        "ix_scope_entries_tombstones",
         "changed_at",
         sqlite_where=sa.text("NOT live"),
         postgresql_where=sa.text("NOT live"),

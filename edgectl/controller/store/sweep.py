@@ -44,22 +44,27 @@ def purge_tombstones(store: Store, retention: float) -> int:
     e = t.entries
     with store.read() as connection:
         stale = connection.execute(
-            sa.select(e.c.gateway_id).where(t.tombstone(), e.c.changed_at < cutoff).limit(1)
+            sa.select(e.c.scope_id).where(t.tombstone(), e.c.changed_at < cutoff).limit(1)
         ).first()
     if stale is None:
         return 0
     with store.write("system:purge") as change:
         # Grouped here, not by the database: SQLite would group by walking
-        # ix_gateway_entries_seq (every entry) instead of the tombstone index.
+        # ix_scope_entries_seq (every entry) instead of the tombstone index.
         horizons: dict[int, int] = {}
-        for gateway, seq in change.connection.execute(
-            sa.select(e.c.gateway_id, e.c.seq).where(t.tombstone(), e.c.changed_at < cutoff)
+        for scope, seq in change.connection.execute(
+            sa.select(e.c.scope_id, e.c.seq).where(t.tombstone(), e.c.changed_at < cutoff)
         ):
-            horizons[gateway] = max(seq, horizons.get(gateway, seq))
-        for gateway, seq in horizons.items():
+            horizons[scope] = max(seq, horizons.get(scope, seq))
+        # The horizon is each gateway's (a move sets it too): one statement
+        # per scope and distinct sequence, not per gateway.
+        by_seq: dict[int, list[int]] = {}
+        for scope, seq in horizons.items():
+            by_seq.setdefault(seq, []).append(scope)
+        for seq, scopes in by_seq.items():
             change.connection.execute(
                 sa.update(t.gateways)
-                .where(t.gateways.c.id == gateway, t.gateways.c.horizon < seq)
+                .where(t.among(t.gateways.c.scope_id, scopes), t.gateways.c.horizon < seq)
                 .values(horizon=seq)
             )
         result = change.connection.execute(
@@ -99,7 +104,7 @@ def _kept_query() -> Any:
     """
     g = t.gateways
     first = sa.func.coalesce(_first_unapplied(g.c.id), -1)
-    return sa.select(g.c.id, g.c.revision, first.label("first_unapplied"))
+    return sa.select(g.c.id, t.wanted_revision(), first.label("first_unapplied"))
 
 
 def _stale(gateway: Any, current: Any, first: Any, cutoff: datetime) -> Any:
@@ -129,9 +134,9 @@ def forget_revisions(store: Store, retention: float) -> int:
         due = sorted(
             connection.execute(sa.select(found.c.id).where(found.c.stale.is_not(None))).scalars()
         )
+    count = _forget_scope_revisions(store, cutoff)
     if not due:
-        return 0
-    count = 0
+        return count
     with store.database.write() as connection:
         # Read again under the write lock: a report may have moved them.
         rows = connection.execute(_kept_query().where(t.gateways.c.id.in_(due))).all()
@@ -139,6 +144,77 @@ def forget_revisions(store: Store, retention: float) -> int:
             stale = _stale(gateway, current, first, cutoff)
             count += int(connection.execute(sa.delete(t.revisions).where(stale)).rowcount)
     return count
+
+
+def _first_unapplied_in_scope() -> Any:
+    """Each gateway's first revision of its scope past both the one its agent
+    last reported and its joining the scope; NULL: none."""
+    g, s, sr = t.gateways, t.gateway_status, t.scope_revisions
+    applied = sa.func.coalesce(
+        sa.select(s.c.applied_revision)
+        .where(s.c.gateway_id == g.c.id)
+        .correlate(g)
+        .scalar_subquery(),
+        -1,
+    )
+    bound = sa.case((applied > g.c.scope_seq, applied), else_=g.c.scope_seq)
+    return (
+        sa.select(sr.c.seq)
+        .where(sr.c.scope_id == g.c.scope_id, sr.c.seq > bound)
+        .order_by(sr.c.seq)
+        .limit(1)
+        .correlate(g)
+        .scalar_subquery()
+    )
+
+
+def _forget_scope_revisions(store: Store, cutoff: datetime) -> int:
+    """Scope revision times older than ``cutoff``, except each scope's current
+    one and each of its gateways' first unapplied one (its lag) when earlier
+    than its own first unapplied one."""
+    sr, es, g = t.scope_revisions, t.entry_scopes, t.gateways
+    # Per scope, as for gateways (see forget_revisions): ix_scope_revisions_at.
+    stale = (
+        sa.select(sr.c.seq)
+        .where(sr.c.scope_id == es.c.id, sr.c.at < cutoff, sr.c.seq < es.c.revision)
+        .limit(1)
+        .correlate(es)
+        .scalar_subquery()
+    )
+    found = sa.select(es.c.id, stale.label("stale")).subquery()
+    with store.read() as connection:
+        due = sorted(
+            connection.execute(sa.select(found.c.id).where(found.c.stale.is_not(None))).scalars()
+        )
+    if not due:
+        return 0
+    old = (
+        sa.select(sr.c.scope_id, sr.c.seq)
+        .join(es, es.c.id == sr.c.scope_id)
+        .where(t.among(sr.c.scope_id, due), sr.c.at < cutoff, sr.c.seq < es.c.revision)
+    )
+    with store.database.write() as connection:
+        # Read under the write lock: a report may move a gateway's first unapplied one.
+        firsts = sa.select(
+            g.c.scope_id, _first_unapplied_in_scope(), _first_unapplied(g.c.id)
+        ).where(g.c.scope_id.is_not(None))
+        kept = {
+            (scope, first)
+            for scope, first, own in connection.execute(firsts)
+            if first is not None and (own is None or first < own)
+        }
+        doomed: dict[int, list[int]] = {}
+        for scope, seq in connection.execute(old):
+            if (scope, seq) not in kept:
+                doomed.setdefault(scope, []).append(seq)
+        count = 0
+        for scope, seqs in doomed.items():
+            count += int(
+                connection.execute(
+                    sa.delete(sr).where(sr.c.scope_id == scope, sr.c.seq.in_(seqs))
+                ).rowcount
+            )
+        return count
 
 
 PURGE_BATCH = 10_000  # intervals deleted per transaction: a writer waits at most one batch

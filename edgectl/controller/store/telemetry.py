@@ -37,7 +37,7 @@ def snapshot(store: Store) -> Snapshot:
     with store.read() as connection:
         at = now()
         rows = connection.execute(
-            sa.select(t.gateways.c.id, t.gateways.c.name, t.gateways.c.revision).order_by(
+            sa.select(t.gateways.c.id, t.gateways.c.name, t.wanted_revision()).order_by(
                 t.gateways.c.name
             )
         ).all()
