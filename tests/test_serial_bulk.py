@@ -85,3 +85,31 @@ def test_what_only_the_entry_path_reads_still_loads() -> None:
     assert _bulk_quarantines(padded) is None
     state = state_from_data({"gateway": "gw", "quarantines": padded})
     assert state.quarantines == keyed(_entries(padded, "q", quarantine_from_data), "q")
+
+
+TEXT_TIMES = [
+    {"key": "100.64.2.1", "mode": "smtp", "expires": "2026-12-31T00:00:00+00:00"},
+    {"key": "100.64.2.2", "mode": "block", "expires": "2026-12-31T09:30:00.250+09:00"},
+    {"key": "100.64.2.3", "mode": "smtp"},
+    {"key": "100.64.2.4", "mode": "smtp", "expires": "2027-01-01T00:00:00Z"},
+]
+
+
+def test_times_given_as_text_load_in_bulk_as_entry_by_entry() -> None:
+    built = _bulk_quarantines(TEXT_TIMES)
+    assert built is not None
+    assert built == keyed(_entries(TEXT_TIMES, "q", quarantine_from_data), "q")
+    assert [q.expires for q in built.values()] == [
+        datetime(2026, 12, 31, tzinfo=UTC),
+        datetime.fromisoformat("2026-12-31T09:30:00.250+09:00"),
+        None,
+        datetime(2027, 1, 1, tzinfo=UTC),
+    ]
+
+
+@pytest.mark.parametrize("expires", ["2027-01-01T00:00:00", "soon", "2027-13-01T00:00:00Z"])
+def test_one_bad_text_time_refuses_the_state_naming_it(expires: str) -> None:
+    bad = {"key": "100.64.2.9", "mode": "smtp", "expires": expires}
+    assert _bulk_quarantines([*TEXT_TIMES, bad]) is None
+    with pytest.raises(ModelError, match=r"quarantines\[4\]\.expires"):
+        state_from_data({"gateway": "gw-1", "quarantines": [*TEXT_TIMES, bad]})

@@ -9,7 +9,7 @@ all of it or none of it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent import kernel_write, table
 from edgectl.agent.flow_cut import BackgroundCuts, FlowCutter
-from edgectl.agent.keys import needs_full_sync
+from edgectl.agent.keys import is_exact, needs_full_sync
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
 from edgectl.agent.nft import Nft, NftError, kind_of_errno, release_heap
@@ -25,6 +25,7 @@ from edgectl.agent.render import Counters, render_delta, render_full
 from edgectl.agent.transaction import Transaction
 from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import DesiredState
+from edgectl.model.serial import StateColumns
 
 
 @dataclass(frozen=True)
@@ -134,31 +135,74 @@ class Dataplane:
         try:
             counters: Counters = {**(carried or {}), **self.counters()}
             if not self.table_exists():
-                structure = render_full(state, now, counters, keys=False).transaction
-                first = self._commit(structure, "full", state.revision, start)
-                # The keys as one element batch, packed from the state: no
-                # script to write for nft to parse back (kernel_write).
-                keys = kernel_write.pack_keys(state, now)
-                if not keys:
-                    return first
-                try:
-                    sent = kernel_write.commit_packed(self.sock, keys)
-                except (NetlinkError, TimeoutError) as error:
-                    # Not "kernel unchanged": the structure is in force.
-                    raise NftError(
-                        f"revision {state.revision}: structure in force, its keys refused "
-                        f"({error})",
-                        kind_of_errno(error.errno),
-                    ) from error
-                size = first.script_bytes + sent
-                seconds = time.perf_counter() - start
-                return ApplyResult("full", state.revision, seconds, size, commits=2)
+                return self._onto_empty(
+                    state, lambda: kernel_write.pack_keys(state, now), now, counters, start
+                )
             transaction = render_full(state, now, counters).transaction
             return self._commit(transaction, "full", state.revision, start)
         finally:
             # libnftables parses a 20-40 MB script into ~10x that of heap;
             # glibc keeps the freed pages unless asked to give them back.
             release_heap()
+
+    def sync_columns(
+        self, columns: StateColumns, now: datetime | None = None, carried: Counters | None = None
+    ) -> ApplyResult:
+        """``full_sync(columns.state())`` onto no table, written from the columns.
+
+        A cold start's first snapshot: the structure (with the few prefix
+        keys) rendered, the exact keys packed from the key columns, so the
+        kernel enforces before a million entry objects are built.  Only onto
+        no table (ValueError otherwise: replacing a table is one transaction,
+        rendered from the model).  Open flows of the held keys are not cut
+        here: the caller does that once the model is built (daemon.kernel).
+        """
+        now = now or datetime.now(UTC)
+        start = time.perf_counter()
+        try:
+            if self.table_exists():
+                raise ValueError("sync_columns writes onto no table; this one has ours")
+            lengths = columns.structure.delegated_lengths()
+            structure = columns.subset(
+                lambda version, length: not is_exact(version, length, lengths)
+            )
+            return self._onto_empty(
+                structure,
+                lambda: kernel_write.pack_columns(columns, now),
+                now,
+                {**(carried or {})},
+                start,
+            )
+        finally:
+            release_heap()
+
+    def _onto_empty(
+        self,
+        state: DesiredState,
+        pack: Callable[[], Mapping[str, Sequence[bytes]]],
+        now: datetime,
+        counters: Counters,
+        start: float,
+    ) -> ApplyResult:
+        """``state``'s structure committed, then the keys ``pack`` gives as one element batch."""
+        structure = render_full(state, now, counters, keys=False).transaction
+        first = self._commit(structure, "full", state.revision, start)
+        # The keys as one element batch, packed from the state: no
+        # script to write for nft to parse back (kernel_write).
+        keys = pack()
+        if not keys:
+            return first
+        try:
+            sent = kernel_write.commit_packed(self.sock, keys)
+        except (NetlinkError, TimeoutError) as error:
+            # Not "kernel unchanged": the structure is in force.
+            raise NftError(
+                f"revision {state.revision}: structure in force, its keys refused ({error})",
+                kind_of_errno(error.errno),
+            ) from error
+        size = first.script_bytes + sent
+        seconds = time.perf_counter() - start
+        return ApplyResult("full", state.revision, seconds, size, commits=2)
 
     def apply_delta(
         self, old: DesiredState, delta: StateDelta, now: datetime | None = None

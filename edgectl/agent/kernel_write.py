@@ -57,6 +57,7 @@ from edgectl.agent.netlink.constants import (
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.transaction import ElementOp
 from edgectl.model.policy import DesiredState
+from edgectl.model.serial import StateColumns
 
 ACK_TIMEOUT_S = 5.0
 # After the kernel refused a batch, how long to wait for the other answers.
@@ -198,15 +199,35 @@ _TIMEOUT = _NLA.pack(12, NFTA_SET_ELEM_TIMEOUT)
 def pack_keys(state: DesiredState, now: datetime) -> dict[str, list[bytes]]:
     """Every exact key of ``state`` as an encoded set element, by set name.
 
-    The binary twin of ``render_keys`` (tests/test_kernel_write.py holds
-    them equal): the same sets, keys and timeouts, expired entries left
-    out, keys that are not exact left to the structure's interval maps.
+    The binary twin of ``render_keys`` (tests/test_render.py holds them
+    equal): the same sets, keys and timeouts, expired entries left out,
+    keys that are not exact left to the structure's interval maps.
     """
-    layout = KeyLayout(state.delegated_lengths())
-    names = layout.exact_names()
+    return _packed(state, state.quarantines.items(), state.exemptions.items(), now)
+
+
+def pack_columns(columns: StateColumns, now: datetime) -> dict[str, list[bytes]]:
+    """``pack_keys`` of ``columns.state()`` before that state (its key maps) is built:
+    a cold start writes the kernel first (tests/test_cold_start.py holds the two equal)."""
+    quarantines, exemptions = columns.entries
+    return _packed(
+        columns.structure,
+        zip(columns.quarantines["key"], quarantines, strict=True),
+        zip(columns.exemptions["key"], exemptions, strict=True),
+        now,
+    )
+
+
+def _packed(
+    structure: DesiredState,
+    quarantines: Iterable[tuple[Any, Any]],
+    exemptions: Iterable[tuple[Any, Any]],
+    now: datetime,
+) -> dict[str, list[bytes]]:
+    names = KeyLayout(structure.delegated_lengths()).exact_names()
     packed: dict[str, list[bytes]] = {name: [] for name in names.values()}
-    _pack(state.quarantines.items(), None, now, names, packed)
-    _pack(state.exemptions.items(), EXEMPT, now, names, packed)
+    _pack(quarantines, None, now, names, packed)
+    _pack(exemptions, EXEMPT, now, names, packed)
     return {name: elements for name, elements in packed.items() if elements}
 
 

@@ -9,7 +9,7 @@ no ``os.setns``, hence ctypes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +22,15 @@ class NetnsError(RuntimeError):
     pass
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The process's own symbols (libc among them): ctypes.util.find_library
+    # would import ~15 ms of modules and run ldconfig, on every start.
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         raise NetnsError(f"setns failed: {os.strerror(errno)}")
 

@@ -9,7 +9,6 @@ transaction is applied whole or not at all.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -88,14 +87,26 @@ class NftError(RuntimeError):
         self.kind = classify(message) if kind is None else kind
 
 
-def _library() -> ctypes.CDLL:
+def _found_library() -> ctypes.CDLL:
+    """libnftables under another soname, wherever ctypes.util finds it."""
+    import ctypes.util
+
     path = ctypes.util.find_library("nftables") or "libnftables.so.1"
     try:
-        lib = ctypes.CDLL(path)
+        return ctypes.CDLL(path)
     except OSError as error:
         raise NftError(
             f"cannot load libnftables ({error}); install the nftables package"
         ) from error
+
+
+def _library() -> ctypes.CDLL:
+    try:
+        # By its soname first, as the dynamic linker finds it: ctypes.util's
+        # search costs every command ~15 ms of imports and an ldconfig run.
+        lib = ctypes.CDLL("libnftables.so.1")
+    except OSError:
+        lib = _found_library()
     lib.nft_ctx_new.restype = ctypes.c_void_p
     lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
     lib.nft_ctx_free.argtypes = [ctypes.c_void_p]

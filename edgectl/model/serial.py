@@ -12,8 +12,9 @@ import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
+from functools import cached_property, partial
 from itertools import compress, repeat
 from operator import contains, is_not, itemgetter, not_, or_
 from typing import Any, TypeVar
@@ -328,7 +329,11 @@ def _plain_dicts(items: list[Any], allowed: set[str]) -> bool:
     return set(map(type, items)) <= {dict} and all(map(allowed.issuperset, items))
 
 
-def _bulk_quarantines(items: list[Any]) -> dict[Prefix, Quarantine] | None:
+# A list's entries as checked columns, one per field (the entry classes' slots).
+Columns = dict[str, Sequence[Any]]
+
+
+def _quarantine_columns(items: list[Any]) -> Columns | None:
     try:
         if not _plain_dicts(items, _QUARANTINE_FIELDS):
             return None
@@ -338,16 +343,10 @@ def _bulk_quarantines(items: list[Any]) -> dict[Prefix, Quarantine] | None:
         expires = _times(_column(items, "expires"), "expires")
     except _BULK_ERRORS:
         return None
-    columns: dict[str, Sequence[Any]] = {
-        "key": keys,
-        "mode": modes,
-        "account": accounts,
-        "expires": expires,
-    }
-    return _keyed(Quarantine, columns, len(items))
+    return {"key": keys, "mode": modes, "account": accounts, "expires": expires}
 
 
-def _bulk_exemptions(items: list[Any]) -> dict[Prefix, Exemption] | None:
+def _exemption_columns(items: list[Any]) -> Columns | None:
     try:
         if not _plain_dicts(items, _EXEMPTION_FIELDS):
             return None
@@ -359,13 +358,17 @@ def _bulk_exemptions(items: list[Any]) -> dict[Prefix, Exemption] | None:
         return None
     # Checked as Exemption.__post_init__ checks: texts by _checked_texts,
     # times by parse_time (timezone-aware).
-    columns: dict[str, Sequence[Any]] = {
-        "key": keys,
-        "account": accounts,
-        "ticket": tickets,
-        "expires": expires,
-    }
-    return _keyed(Exemption, columns, len(items))
+    return {"key": keys, "account": accounts, "ticket": tickets, "expires": expires}
+
+
+def _bulk_quarantines(items: list[Any]) -> dict[Prefix, Quarantine] | None:
+    columns = _quarantine_columns(items)
+    return None if columns is None else _keyed(Quarantine, columns, len(items))
+
+
+def _bulk_exemptions(items: list[Any]) -> dict[Prefix, Exemption] | None:
+    columns = _exemption_columns(items)
+    return None if columns is None else _keyed(Exemption, columns, len(items))
 
 
 Entry = TypeVar("Entry", Quarantine, Exemption)
@@ -407,21 +410,21 @@ _STATE_FIELDS = {
 }
 
 
-def state_from_data(data: object) -> DesiredState:
-    """Build and validate a DesiredState; a ModelError names the first bad field."""
+def _state_fields(data: object) -> Mapping[str, Any]:
     fields = _fields(data, "", _STATE_FIELDS, {"gateway"})
     schema = fields.get("schema", SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
         raise ModelError(
             "schema", f"schema {schema!r} is not {SCHEMA_VERSION}, the one this edgectl reads"
         )
-    with _bulk():
-        quarantines = _keyed_entries(
-            fields.get("quarantines", []), "quarantines", _bulk_quarantines, quarantine_from_data
-        )
-        exemptions = _keyed_entries(
-            fields.get("exemptions", []), "exemptions", _bulk_exemptions, exemption_from_data
-        )
+    return fields
+
+
+def _state(
+    fields: Mapping[str, Any],
+    quarantines: Mapping[Prefix, Quarantine],
+    exemptions: Mapping[Prefix, Exemption],
+) -> DesiredState:
     return DesiredState(
         gateway=fields["gateway"],
         revision=fields.get("revision", 0),
@@ -432,6 +435,99 @@ def state_from_data(data: object) -> DesiredState:
         exemptions=exemptions,
         quarantines=quarantines,
     )
+
+
+def state_from_data(data: object) -> DesiredState:
+    """Build and validate a DesiredState; a ModelError names the first bad field."""
+    fields = _state_fields(data)
+    with _bulk():
+        quarantines = _keyed_entries(
+            fields.get("quarantines", []), "quarantines", _bulk_quarantines, quarantine_from_data
+        )
+        exemptions = _keyed_entries(
+            fields.get("exemptions", []), "exemptions", _bulk_exemptions, exemption_from_data
+        )
+    return _state(fields, quarantines, exemptions)
+
+
+@dataclass(frozen=True)
+class StateColumns:
+    """A state document checked whole, its entries still columns (no entry object).
+
+    What a cold start needs to write the kernel before building a million
+    entries (edgectl.agent.kernel_write.pack_columns): the keys, their
+    modes and expiries as lists.  ``state()`` then builds exactly the
+    DesiredState ``state_from_data`` builds from the same document.
+    """
+
+    # Everything but the entries.
+    structure: DesiredState
+    # Keyed by the entry classes' fields (``key``, ``mode``, ``expires``, ...).
+    quarantines: Columns
+    exemptions: Columns
+
+    @cached_property
+    def entries(self) -> tuple[list[Quarantine], list[Exemption]]:
+        """The entry objects, in column order: what packing the keys and ``state`` share."""
+        with _bulk():
+            return (
+                entries_unchecked(Quarantine, self.quarantines),
+                entries_unchecked(Exemption, self.exemptions),
+            )
+
+    def state(self) -> DesiredState:
+        quarantines, exemptions = self.entries
+        # state_columns made sure no key is given twice.
+        with _bulk():
+            return replace(
+                self.structure,
+                quarantines=dict(zip(self.quarantines["key"], quarantines, strict=True)),
+                exemptions=dict(zip(self.exemptions["key"], exemptions, strict=True)),
+            )
+
+    def subset(self, keep: Callable[[int, int], bool]) -> DesiredState:
+        """The structure with the entries whose key's (version, length) ``keep`` takes.
+
+        For the few prefix keys of a million: the shapes are one C pass, and
+        the entries are scanned only when some shape is kept.
+        """
+        quarantines = _subset(Quarantine, self.quarantines, keep)
+        exemptions = _subset(Exemption, self.exemptions, keep)
+        return replace(self.structure, quarantines=quarantines, exemptions=exemptions)
+
+
+def _subset(
+    cls: type[Entry], columns: Columns, keep: Callable[[int, int], bool]
+) -> dict[Prefix, Entry]:
+    keys = columns["key"]
+    shapes = set(zip(map(itemgetter(0), keys), map(itemgetter(2), keys), strict=True))
+    if not any(keep(version, length) for version, length in shapes):
+        return {}
+    chosen = [index for index, key in enumerate(keys) if keep(key[0], key[2])]
+    picked = {name: [values[index] for index in chosen] for name, values in columns.items()}
+    return dict(zip(picked["key"], entries_unchecked(cls, picked), strict=True))
+
+
+def state_columns(data: object) -> StateColumns | None:
+    """``data`` checked as ``state_from_data`` checks it, its entries left as columns.
+
+    ModelError for what ``state_from_data`` refuses outside the entries; None
+    where the bulk checks of the entries doubt anything, a key given twice
+    included: ``state_from_data`` then names the entry and field at fault.
+    """
+    fields = _state_fields(data)
+    with _bulk():
+        quarantines = _quarantine_columns(_list(fields.get("quarantines", []), "quarantines"))
+        exemptions = _exemption_columns(_list(fields.get("exemptions", []), "exemptions"))
+        if quarantines is None or exemptions is None:
+            return None
+        if not (_unique(quarantines["key"]) and _unique(exemptions["key"])):
+            return None
+    return StateColumns(_state(fields, {}, {}), quarantines, exemptions)
+
+
+def _unique(keys: Sequence[Prefix]) -> bool:
+    return len(set(keys)) == len(keys)
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from edgectl.agent.render import render_full
 from edgectl.agent.restore_payload import Payload
 from edgectl.model.delta import StateDelta
 from edgectl.model.policy import DesiredState
+from edgectl.model.serial import StateColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,17 @@ class Kernel:
 
     def full_sync(self, state: DesiredState, now: datetime | None = None) -> Commit:
         return self._commit(lambda: self._dataplane.full_sync(state, now, self._last_counters))
+
+    def sync_columns(self, columns: StateColumns, now: datetime | None = None) -> Commit | None:
+        """A first snapshot onto no table, written from its key columns
+        (``Dataplane.sync_columns``); None if our table is there: the caller
+        full-syncs the model instead (one transaction over a live table)."""
+        with self.lock:
+            if self._dataplane.table_exists():
+                return None
+            return self._commit(
+                lambda: self._dataplane.sync_columns(columns, now, self._last_counters)
+            )
 
     def restore_payload(self, payload: Payload, now: datetime | None = None) -> Commit:
         """The table of a persisted snapshot from its payload (edgectl.agent.restore_payload).

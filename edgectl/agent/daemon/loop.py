@@ -40,7 +40,13 @@ from edgectl.agent.daemon.config import AgentConfig
 from edgectl.agent.daemon.kernel import Commit
 from edgectl.agent.daemon.metrics import Metrics, policy_of
 from edgectl.agent.daemon.persister import Persister
-from edgectl.agent.daemon.protocol import Answer, ControllerError, Delta, Snapshot
+from edgectl.agent.daemon.protocol import (
+    Answer,
+    ColumnSnapshot,
+    ControllerError,
+    Delta,
+    Snapshot,
+)
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import Applied, PersistError, Step
 from edgectl.agent.restore_payload import Payload
@@ -48,6 +54,7 @@ from edgectl.agent.table import SPEC
 from edgectl.model.delta import StateDelta, Structure, diff, patch, persistent
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
+from edgectl.model.serial import StateColumns
 
 log = logging.getLogger("edgectl.agent")
 
@@ -71,6 +78,7 @@ class KernelPort(Protocol):
     def full_sync(self, state: DesiredState) -> Commit: ...
     def apply_delta(self, old: DesiredState, delta: StateDelta) -> Commit: ...
     def restore_payload(self, payload: Payload) -> Commit: ...
+    def sync_columns(self, columns: StateColumns) -> Commit | None: ...
     def cut_held(self, state: DesiredState) -> None: ...
     def drift(self, applied: Applied) -> list[str]: ...
     def counters(self) -> dict[str, tuple[int, int]]: ...
@@ -298,6 +306,8 @@ class Agent:
         """Apply a controller answer; True if the kernel or the cursor changed."""
         if isinstance(answer, Snapshot):
             return self._snapshot(answer.state, answer.epoch)
+        if isinstance(answer, ColumnSnapshot):
+            return self._column_snapshot(answer.columns, answer.epoch)
         assert isinstance(answer, Delta)
         return self._delta(answer.delta, answer.epoch)
 
@@ -333,6 +343,35 @@ class Agent:
                 )
             commit, delta = self._commit_state(applied, state)
             self._adopt(state, commit, "snapshot", delta, epoch)
+        return True
+
+    def _column_snapshot(self, columns: StateColumns, epoch: str | None) -> bool:
+        """A snapshot still in columns: with nothing applied and no table there (a
+        cold start), the kernel written from the key columns and the model built
+        after, as a restore from the payload does; else the ordinary snapshot.
+
+        The columns passed every check the model makes (``state_columns``), so
+        building the state after the commit cannot refuse what was committed.
+        """
+        structure = columns.structure
+        if structure.gateway != self.settings.gateway:
+            raise ValueError(f"snapshot is for gateway {structure.gateway!r}")
+        with self.kernel.lock:
+            commit = None
+            if self.applied is None:
+                log.info(
+                    "applying revision %d (snapshot, full sync from its columns: "
+                    "%d quarantines, %d exemptions)",
+                    structure.revision,
+                    len(columns.quarantines["key"]),
+                    len(columns.exemptions["key"]),
+                )
+                commit = self.kernel.sync_columns(columns)
+            state = columns.state()
+            if commit is None:
+                return self._snapshot(state, epoch)
+            self.kernel.cut_held(state)
+            self._adopt(state, commit, "snapshot", None, epoch)
         return True
 
     def _commit_state(

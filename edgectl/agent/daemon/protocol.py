@@ -14,7 +14,7 @@ from typing import Any
 from edgectl.model.delta import StateDelta
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import delta_from_data, state_from_data
+from edgectl.model.serial import StateColumns, delta_from_data, state_columns, state_from_data
 
 
 class ControllerError(RuntimeError):
@@ -42,11 +42,25 @@ class Delta:
     epoch: str | None = None
 
 
-Answer = Snapshot | Delta
+@dataclass(frozen=True, slots=True)
+class ColumnSnapshot:
+    """A snapshot checked whole, its entries still columns (``serial.state_columns``):
+    for an agent with nothing applied, which writes the kernel before the model."""
+
+    revision: int
+    columns: StateColumns
+    epoch: str | None = None
 
 
-def parse_answer(document: object) -> Answer:
-    """The desired-state envelope -> Snapshot or Delta; ControllerError if malformed."""
+Answer = Snapshot | Delta | ColumnSnapshot
+
+
+def parse_answer(document: object, *, columns: bool = False) -> Answer:
+    """The desired-state envelope -> Snapshot or Delta; ControllerError if malformed.
+
+    ``columns``: a snapshot whose entries pass the bulk checks comes as a
+    ColumnSnapshot (no entry object built yet); any other as a Snapshot.
+    """
     if not isinstance(document, dict):
         raise ControllerError("desired-state answer is not a JSON object")
     kind = document.get("kind")
@@ -57,12 +71,14 @@ def parse_answer(document: object) -> Answer:
     if epoch is not None and not _is_epoch(epoch):
         raise ControllerError("desired-state answer with a malformed epoch")
     try:
+        if kind == "snapshot" and columns:
+            checked = state_columns(document.get("state"))
+            if checked is not None:
+                _same_revision(revision, checked.structure.revision)
+                return ColumnSnapshot(revision, checked, epoch)
         if kind == "snapshot":
             state = state_from_data(document.get("state"))
-            if state.revision != revision:
-                raise ControllerError(
-                    f"snapshot says revision {revision} but holds {state.revision}"
-                )
+            _same_revision(revision, state.revision)
             return Snapshot(revision, state, epoch)
         if kind == "delta":
             delta = delta_from_data(document.get("delta"))
@@ -75,6 +91,11 @@ def parse_answer(document: object) -> Answer:
         # Includes a schema newer than this agent reads: never half-apply it.
         raise ControllerError(f"controller sent an unusable {kind}: {error}") from None
     raise ControllerError(f"desired-state answer of unknown kind {kind!r}")
+
+
+def _same_revision(said: int, held: int) -> None:
+    if held != said:
+        raise ControllerError(f"snapshot says revision {said} but holds {held}")
 
 
 def _is_epoch(value: object) -> bool:

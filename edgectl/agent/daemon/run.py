@@ -62,9 +62,21 @@ def restore_only(config: AgentConfig) -> bool:
 
 
 def _client(config: AgentConfig) -> ControllerPort:
-    from edgectl.agent.daemon.client import ControllerClient  # httpx: imported here only
+    from edgectl.agent.daemon.client import ControllerClient  # it imports httpx
 
     return ControllerClient(
+        config.urls,
+        config.gateway,
+        lambda: read_token(config.token_file),
+        request_timeout=config.request_timeout,
+        ca_file=config.ca_file,
+    )
+
+
+def _first_snapshot(config: AgentConfig) -> ControllerPort:
+    from edgectl.agent.daemon.client import FirstSnapshot
+
+    return FirstSnapshot(
         config.urls,
         config.gateway,
         lambda: read_token(config.token_file),
@@ -97,6 +109,11 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
             log.info("metrics on http://%s:%d/metrics", host, port)
         # Before anything talks to the controller: enforce what we last knew.
         agent.restore()
+        if agent.applied is None:
+            # Nothing on disk: the first snapshot without waiting for httpx
+            # (a failure is logged, and the loop below asks again).
+            agent.controller = _first_snapshot(config)
+            agent.sync_once()
         # The HTTP client only now: importing it (httpx, 0.1-0.2 s) would
         # delay the rules a restarted gateway enforces from disk.
         agent.controller = _client(config)
