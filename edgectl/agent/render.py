@@ -241,8 +241,10 @@ class _Builder:
             # without a chain (infrastructure, a static pool without limits)
             # keeps its space out of the outer pool's chain.  Adjacent
             # prefixes of one pool merge: fewer elements to carry.
+            # goto: nothing after this map in the mail chain can match a
+            # packet of this family, so the pool chain's end is the end.
             elements = [
-                f"{prefix} : jump pool_{pool.name}"
+                f"{prefix} : goto {_pool_chain(pool, version)}"
                 for prefix, pool in self.pool_map.prefixes()
                 if prefix.version == version
                 and pool.kind is not PoolKind.INFRASTRUCTURE
@@ -358,7 +360,7 @@ class _Builder:
                     f"conc_{pool.name}_{version}",
                     [f"type {addr}", f"size {size}", "flags dynamic"],
                 )
-            if profile.per_destination is not None:
+            if _destination_cap(profile):
                 self.set(
                     f"dest_{pool.name}_{version}",
                     [f"type {addr} . {addr}", f"size {size}", "flags dynamic"],
@@ -402,7 +404,7 @@ class _Builder:
         kinds = [("rate", "ratelimit")]
         if profile.concurrent is not None:
             kinds.append(("concurrent", "concurrency"))
-        if profile.per_destination is not None:
+        if _destination_cap(profile):
             kinds.append(("destination", "destinationlimit"))
         shadow = " shadow" if profile.shadow else ""
         for counter, label in kinds:
@@ -434,37 +436,49 @@ class _Builder:
             )
 
     def _pool_chains(self, pool: Pool, profiles: Mapping[str, RateLimitProfile]) -> None:
+        """One chain per pool and IP version: a packet walks only its own family's rules.
+
+        ``pools_<v>`` is looked up by the packet's family already, so the
+        other family's rules (every one a failed protocol check) are left out.
+        """
         if not self._pool_has_chain(pool):
             return
         versions = sorted({p.version for p in pool.prefixes})
+        if pool.kind is PoolKind.DYNAMIC:
+            self._op25b_chain(pool, versions)
+        for version in versions:
+            self.chain(_pool_chain(pool, version), self._pool_rules(pool, version, profiles))
+
+    def _pool_rules(
+        self, pool: Pool, version: int, profiles: Mapping[str, RateLimitProfile]
+    ) -> list[str]:
         rules: list[str] = []
         if pool.kind is PoolKind.DYNAMIC:
             rules.append(f"tcp dport {_ports(self.settings.op25b_ports)} jump op25b_{pool.name}")
-            self._op25b_chain(pool, versions)
-        if pool.rate_limit is not None:
-            profile = profiles[pool.rate_limit]
-            for version in versions:
-                key = self._subscriber_expr(pool, version)
-                daddr = f"{_family_keyword(version)} daddr"
-                per_minute = f"{profile.new_per_minute}/minute burst {profile.burst} packets"
-                rules.append(
-                    f"update @rate_{pool.name}_{version} {{ {key} limit rate over {per_minute} }}"
-                    f" jump over_rate_{profile.name}"
-                )
-                # Per destination first: every ct count rule a SYN reaches
-                # adds it to that list, so a SYN refused here never enters
-                # the subscriber's concurrency list.
-                if profile.per_destination is not None:
-                    rules.append(
-                        f"add @dest_{pool.name}_{version} {{ {key} . {daddr} ct count over "
-                        f"{profile.per_destination} }} jump over_destination_{profile.name}"
-                    )
-                if profile.concurrent is not None:
-                    rules.append(
-                        f"add @conc_{pool.name}_{version} {{ {key} ct count over "
-                        f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
-                    )
-        self.chain(f"pool_{pool.name}", rules)
+        if pool.rate_limit is None:
+            return rules
+        profile = profiles[pool.rate_limit]
+        key = self._subscriber_expr(pool, version)
+        daddr = f"{_family_keyword(version)} daddr"
+        per_minute = f"{profile.new_per_minute}/minute burst {profile.burst} packets"
+        rules.append(
+            f"update @rate_{pool.name}_{version} {{ {key} limit rate over {per_minute} }}"
+            f" jump over_rate_{profile.name}"
+        )
+        # Per destination first: every ct count rule a SYN reaches adds it
+        # to that list, so a SYN refused here never enters the subscriber's
+        # concurrency list.
+        if _destination_cap(profile):
+            rules.append(
+                f"add @dest_{pool.name}_{version} {{ {key} . {daddr} ct count over "
+                f"{profile.per_destination} }} jump over_destination_{profile.name}"
+            )
+        if profile.concurrent is not None:
+            rules.append(
+                f"add @conc_{pool.name}_{version} {{ {key} ct count over "
+                f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
+            )
+        return rules
 
     def _subscriber_expr(self, pool: Pool, version: int) -> str:
         """The packet's subscriber key: saddr, masked to the delegation for IPv6."""
@@ -617,6 +631,29 @@ class _Builder:
         for hook in self.settings.hooks:
             raw_hook = hooks[hook]
             self.chain(f"untracked_{raw_hook}", rules, base_hook=raw_hook, priority="raw")
+
+
+def _pool_chain(pool: Pool, version: int) -> str:
+    return f"pool_{pool.name}_{version}"
+
+
+def _destination_cap(profile: RateLimitProfile) -> bool:
+    """Whether the per-destination cap needs a ct count of its own.
+
+    Each ct count costs a set lookup, an allocation and a list insert on
+    every new mail connection.  A subscriber's connections to one
+    destination are some of its connections, so with ``per_destination``
+    >= ``concurrent`` the pair count can only pass its cap when the
+    subscriber's count has passed the (lower) concurrency cap as well: the
+    concurrency rule refuses the same connections, with the same deferral,
+    and the pair count would never decide anything.  In shadow mode both
+    stay: there the counters are the product.
+    """
+    if profile.per_destination is None:
+        return False
+    if profile.shadow or profile.concurrent is None:
+        return True
+    return profile.per_destination < profile.concurrent
 
 
 def _deferral_rules() -> list[str]:
