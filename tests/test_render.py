@@ -443,3 +443,29 @@ def test_each_pool_chain_holds_its_own_family_only(policy_state: DesiredState) -
     assert "ip6 " not in chain_4 and "ip saddr" in chain_4
     assert "ip saddr" not in chain_6 and "ip6 saddr" in chain_6
     assert "chain pool_dual {" not in script
+
+
+@pytest.mark.parametrize("tracked", [True, False])
+def test_a_packet_meets_only_its_own_family_rules(
+    policy_state: DesiredState, tracked: bool
+) -> None:
+    settings = replace(policy_state.settings, track_non_mail=tracked)
+    script = str(render_full(replace(policy_state, settings=settings), NOW).transaction)
+    forward = script.split("chain forward {")[1].split("}\n")[0]
+    gate_6 = script.split("chain gate_6 {")[1].split("}\n")[0]
+    rules = [line.strip() for line in forward.splitlines()[2:] if line.strip()]
+    assert rules[1 if tracked else 0].startswith("meta nfproto ipv6 goto gate_6")
+    assert "ip6 " not in forward and "@q_block_4" in forward
+    assert "ip saddr" not in gate_6 and "ip daddr" not in gate_6 and "@q_block_6_56" in gate_6
+    assert "jump mail" in forward and "jump mail" in gate_6
+    mail = [line.strip() for line in script.split("chain mail {")[1].split("}\n")[0].splitlines()]
+    order = [
+        next(i for i, rule in enumerate(mail) if rule.startswith(p))
+        for p in (
+            "ip saddr @q_smtp_4",
+            "ip saddr vmap @pools_4",
+            "ip6 saddr & ",
+            "ip6 saddr vmap @pools_6",
+        )
+    ]
+    assert order == sorted(order)
