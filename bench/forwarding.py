@@ -24,8 +24,12 @@ Four (five) copies of the lab topology (hosts dyn4 100.64.0.10, static4
   rate meter only): the table holds no ct expression, so the kernel runs no
   conntrack or defrag hooks in that namespace at all.
 
-Conditions, each run once per round in a fresh random order, reported as
-medians over rounds, medians of per-round ratios and best/best:
+Each round runs every condition for ``--seconds`` in total, cut into
+``--slices`` slices that are interleaved (a fresh random order for each pass
+over the conditions), so that within a round every condition samples the
+same few seconds of background load; a round's figure for a condition is its
+slices summed.  Reported as medians over rounds, medians of per-round ratios
+and best/best:
 
 * ``a80``  dyn4 -> mx:80 through ``a``;   ``b80`` the same through ``b``
   (non-mail traffic; target >= 0.95 of a80); ``d80``, ``e80``, ``f80`` likewise;
@@ -290,6 +294,12 @@ def main() -> int:
     parser.add_argument("--linear-rules", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=0.5, help="per condition per round")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=5,
+        help="interleaved slices per condition per round (of --seconds in total)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="of the per-round order shuffle")
     parser.add_argument(
         "--max-connections", type=int, default=500_000, help="per condition per round"
@@ -297,6 +307,8 @@ def main() -> int:
     parser.add_argument("--arrangement", choices=["pinned", "procs", "threads"], default="pinned")
     parser.add_argument("--max-seconds", type=float, default=900)
     args = parser.parse_args()
+    if args.slices < 1:
+        parser.error("--slices: at least 1")
     if args.worker:
         return worker(args.worker, args.listen)
     install_signal_handlers()
@@ -387,25 +399,34 @@ def main() -> int:
             if time.monotonic() - started > args.max_seconds:
                 print(f"time budget reached after {rnd} rounds")
                 break
-            # A fresh random order each round: no condition always follows
-            # the same neighbour, and per-round ratios pair samples taken
-            # within a few seconds of each other.
-            shuffler.shuffle(order)
-            for name in order:
-                t, host, src, port = conditions[name]
-                answer = client.measure(
-                    ns=t.hosts[host].ns,
-                    src=src,
-                    dst=MX,
-                    port=port,
-                    seconds=args.seconds,
-                    limit=args.max_connections,
-                )
-                rates[name].append(answer["ok"] / answer["seconds"])
+            # A fresh random order for every pass: no condition always
+            # follows the same neighbour.  Slices interleave the conditions
+            # within the round, so a burst of other load on the machine
+            # lands on all of them alike instead of on whichever one ran
+            # then; the per-round ratios pair samples of the same seconds.
+            totals = {
+                name: dict.fromkeys(("ok", "failed", "seconds", "cpu"), 0.0) for name in order
+            }
+            for _ in range(args.slices):
+                shuffler.shuffle(order)
+                for name in order:
+                    t, host, src, port = conditions[name]
+                    answer = client.measure(
+                        ns=t.hosts[host].ns,
+                        src=src,
+                        dst=MX,
+                        port=port,
+                        seconds=args.seconds / args.slices,
+                        limit=args.max_connections,
+                    )
+                    for field, value in answer.items():
+                        totals[name][field] += value
+            for name, total in totals.items():
+                ok = total["ok"]
+                rates[name].append(ok / total["seconds"])
                 # One entry per round (nan when nothing connected), so rounds pair up.
-                ok = answer["ok"]
-                cpu_us[name].append(answer["cpu"] / ok * 1e6 if ok else float("nan"))
-                failures[name] += int(answer["failed"])
+                cpu_us[name].append(total["cpu"] / ok * 1e6 if ok else float("nan"))
+                failures[name] += int(total["failed"])
             print(
                 "  round "
                 + str(rnd + 1)
@@ -440,7 +461,7 @@ def main() -> int:
 
     print_table(
         f"TCP connection setups/s through the gateway ({len(rates['a80'])} rounds x "
-        f"{args.seconds:g} s, medians; arrangement {args.arrangement})",
+        f"{args.seconds:g} s in {args.slices} slices, medians; arrangement {args.arrangement})",
         [
             "condition",
             "setups/s",
@@ -478,7 +499,7 @@ def main() -> int:
     )
     command = (
         f".venv/bin/python bench/forwarding.py --keys {args.keys} --rounds {args.rounds} "
-        f"--seconds {args.seconds:g} --profile {args.profile}"
+        f"--seconds {args.seconds:g} --slices {args.slices} --profile {args.profile}"
     )
     clock = (
         "client thread CPU per TCP setup (incl. the softirq forwarding through the gateway), "

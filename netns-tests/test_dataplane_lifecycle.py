@@ -157,7 +157,7 @@ def test_deleted_pool_element_is_reported_and_repaired(
     assert tcp(topology, DYN4_A, MX4, 25) is Outcome.CONNECTED  # OP25B is gone
     plan = gateway.plan(policy)
     assert plan.code == 2, str(plan)
-    assert "map pools_4: missing 100.64.0.0/16 : jump pool_dyn4" in plan.out, str(plan)
+    assert "map pools_4: missing 100.64.0.0/16 : goto pool_dyn4_4" in plan.out, str(plan)
     run = gateway.apply(policy)
     assert "repaired: map pools_4: missing 100.64.0.0/16" in run.out, str(run)
     assert_enforcing(topology)

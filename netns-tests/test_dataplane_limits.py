@@ -134,12 +134,23 @@ def test_ipv6_addresses_of_one_delegated_56_share_one_bucket(
     assert outcomes == [Outcome.CONNECTED] * burst + [Outcome.RESET]
 
 
+# A pair cap at or above the concurrency cap is enforced by that cap alone:
+# one ct count (render._destination_cap) refuses the same connections.
+@pytest.mark.parametrize("per_destination", [None, 3, 5])
 def test_concurrent_cap_refuses_one_over_and_frees_a_slot_on_close(
-    topology: Topology, gateway: Gateway, servers: Servers, held: Held
+    topology: Topology,
+    gateway: Gateway,
+    servers: Servers,
+    held: Held,
+    per_destination: int | None,
 ) -> None:
     cap = 3
-    policy = with_profile(base_policy(), new_per_minute=10_000, burst=1_000, concurrent=cap)
+    pair = {} if per_destination is None else {"per_destination": per_destination}
+    policy = with_profile(base_policy(), new_per_minute=10_000, burst=1_000, concurrent=cap, **pair)
     gateway.apply(policy)
+    table = gateway.table("edgectl")
+    assert "@conc_dyn4_4" in table
+    assert "dest_dyn4" not in table
     for _ in range(cap):
         assert held.open(DYN4_A, MX4) is Outcome.CONNECTED
     assert wait_until(lambda: servers.mx.open_connections(DYN4_A, port=PORT) == cap, 2.0)
@@ -147,6 +158,8 @@ def test_concurrent_cap_refuses_one_over_and_frees_a_slot_on_close(
     # To another destination too: the cap is per subscriber, over all mail.
     assert held.open(DYN4_A, MX4_SECOND) is Outcome.RESET
     assert gateway.counter("concurrent_residential") == 2
+    if per_destination is not None:
+        assert gateway.counter("destination_residential") == 0
     # Another subscriber has its own slots.
     assert held.open(DYN4_B, MX4) is Outcome.CONNECTED
 

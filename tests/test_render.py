@@ -14,7 +14,7 @@ from edgectl.agent.keys import EXEMPT, KeyLayout, needs_full_sync
 from edgectl.agent.render import render_delta, render_full
 from edgectl.model import DesiredState, Exemption, Prefix, Quarantine, QuarantineMode
 from edgectl.model.delta import diff
-from edgectl.model.policy import BlockAction, GatewaySettings, Hook
+from edgectl.model.policy import BlockAction, GatewaySettings, Hook, Pool, PoolKind
 from tests.conftest import NOW
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -157,7 +157,7 @@ def test_adjacent_prefixes_of_one_pool_are_one_interval(policy_state: DesiredSta
     halves = (Prefix.parse("100.66.0.0/17"), Prefix.parse("100.66.128.0/17"))
     pools = (*policy_state.pools, replace(policy_state.pools[0], name="more", prefixes=halves))
     script = str(render_full(replace(policy_state, pools=pools), NOW).transaction)
-    assert "100.66.0.0/16 : jump pool_more" in script
+    assert "100.66.0.0/16 : goto pool_more_4" in script
     assert "100.66.128.0/17" not in script
 
 
@@ -397,3 +397,75 @@ def test_packed_keys_are_the_rendered_keys(policy_state: DesiredState) -> None:
     assert {name: [_unpacked(e) for e in elements] for name, elements in packed.items()} == rendered
     assert "2001:db8:1000:300:: timeout 91s" in rendered["q_block_6_56"]
     assert all("100.64.0.30" not in elements for elements in rendered.values())
+
+
+def _profiled(state: DesiredState, **caps: object) -> str:
+    profile = replace(state.rate_limits[0], **caps)
+    return str(render_full(replace(state, rate_limits=(profile,)), NOW).transaction)
+
+
+@pytest.mark.parametrize(
+    ("concurrent", "per_destination", "pair_rule"),
+    [(3, 2, True), (3, 3, False), (3, 9, False), (None, 2, True)],
+)
+def test_a_pair_cap_renders_a_ct_count_only_where_it_can_decide(
+    policy_state: DesiredState, concurrent: int | None, per_destination: int, pair_rule: bool
+) -> None:
+    script = _profiled(policy_state, concurrent=concurrent, per_destination=per_destination)
+    assert ("@dest_" in script) is pair_rule
+    assert ("chain over_destination_" in script) is pair_rule
+    assert ("@conc_" in script) is (concurrent is not None)
+    # The counter stays, so a scraped series does not vanish.
+    assert "counter destination_" in script
+
+
+def test_a_shadow_profile_keeps_both_caps_counting(policy_state: DesiredState) -> None:
+    script = _profiled(policy_state, concurrent=3, per_destination=3, shadow=True)
+    assert "@dest_" in script
+    assert "@conc_" in script
+
+
+def test_each_pool_chain_holds_its_own_family_only(policy_state: DesiredState) -> None:
+    both = Pool(
+        "dual",
+        PoolKind.STATIC,
+        (Prefix.parse("100.67.0.0/24"), Prefix.parse("2001:db8:3000::/40")),
+        subscriber_prefix_len=56,
+        rate_limit=policy_state.rate_limits[0].name,
+    )
+    state = replace(policy_state, pools=(*policy_state.pools, both))
+    built = render_full(state, NOW)
+    script = str(built.transaction)
+    assert "100.67.0.0/24 : goto pool_dual_4" in script
+    assert "2001:db8:3000::/40 : goto pool_dual_6" in script
+    chain_4 = script.split("chain pool_dual_4 {")[1].split("}\n")[0]
+    chain_6 = script.split("chain pool_dual_6 {")[1].split("}\n")[0]
+    assert "ip6 " not in chain_4 and "ip saddr" in chain_4
+    assert "ip saddr" not in chain_6 and "ip6 saddr" in chain_6
+    assert "chain pool_dual {" not in script
+
+
+@pytest.mark.parametrize("tracked", [True, False])
+def test_a_packet_meets_only_its_own_family_rules(
+    policy_state: DesiredState, tracked: bool
+) -> None:
+    settings = replace(policy_state.settings, track_non_mail=tracked)
+    script = str(render_full(replace(policy_state, settings=settings), NOW).transaction)
+    forward = script.split("chain forward {")[1].split("}\n")[0]
+    gate_6 = script.split("chain gate_6 {")[1].split("}\n")[0]
+    rules = [line.strip() for line in forward.splitlines()[2:] if line.strip()]
+    assert rules[1 if tracked else 0].startswith("meta nfproto ipv6 goto gate_6")
+    assert "ip6 " not in forward and "@q_block_4" in forward
+    assert "ip saddr" not in gate_6 and "ip daddr" not in gate_6 and "@q_block_6_56" in gate_6
+    assert "jump mail" in forward and "jump mail" in gate_6
+    mail = [line.strip() for line in script.split("chain mail {")[1].split("}\n")[0].splitlines()]
+    order = [
+        next(i for i, rule in enumerate(mail) if rule.startswith(p))
+        for p in (
+            "ip saddr @q_smtp_4",
+            "ip saddr vmap @pools_4",
+            "ip6 saddr & ",
+            "ip6 saddr vmap @pools_6",
+        )
+    ]
+    assert order == sorted(order)

@@ -64,6 +64,8 @@ KEY_GC_SECONDS = 60
 # How long a connection held back by a cap is remembered: longer than TCP's
 # SYN retries take to give up on the first few resends (1, 3, 7 s).
 DEFERRED_SECONDS = 30
+# The chain the base chains send IPv6 packets to (``_gate_rules``).
+GATE_6 = "gate_6"
 Counters = Mapping[str, tuple[int, int]]
 V = TypeVar("V")
 
@@ -201,11 +203,20 @@ class _Builder:
             self._limit_chains(profile)
         for pool in state.pools:
             self._pool_chains(pool, profiles)
+        # Each family's smtp holds, then its pools: a packet found in a pool
+        # leaves by goto before the other family's rules.
         self.chain(
-            "mail", [*self._held_rules("mail"), "ip saddr vmap @pools_4", "ip6 saddr vmap @pools_6"]
+            "mail",
+            [
+                *self._held_rules("mail", version=4),
+                "ip saddr vmap @pools_4",
+                *self._held_rules("mail", version=6),
+                "ip6 saddr vmap @pools_6",
+            ],
         )
         self._untracked_chains()
         self._steer_chain()
+        self.chain(GATE_6, self._family_gate(6))
         for hook in self.settings.hooks:
             self.chain(hook.value, self._gate_rules(), base_hook=hook.value)
 
@@ -241,8 +252,10 @@ class _Builder:
             # without a chain (infrastructure, a static pool without limits)
             # keeps its space out of the outer pool's chain.  Adjacent
             # prefixes of one pool merge: fewer elements to carry.
+            # goto: nothing after this map in the mail chain can match a
+            # packet of this family, so the pool chain's end is the end.
             elements = [
-                f"{prefix} : jump pool_{pool.name}"
+                f"{prefix} : goto {_pool_chain(pool, version)}"
                 for prefix, pool in self.pool_map.prefixes()
                 if prefix.version == version
                 and pool.kind is not PoolKind.INFRASTRUCTURE
@@ -358,7 +371,7 @@ class _Builder:
                     f"conc_{pool.name}_{version}",
                     [f"type {addr}", f"size {size}", "flags dynamic"],
                 )
-            if profile.per_destination is not None:
+            if _destination_cap(profile):
                 self.set(
                     f"dest_{pool.name}_{version}",
                     [f"type {addr} . {addr}", f"size {size}", "flags dynamic"],
@@ -402,7 +415,7 @@ class _Builder:
         kinds = [("rate", "ratelimit")]
         if profile.concurrent is not None:
             kinds.append(("concurrent", "concurrency"))
-        if profile.per_destination is not None:
+        if _destination_cap(profile):
             kinds.append(("destination", "destinationlimit"))
         shadow = " shadow" if profile.shadow else ""
         for counter, label in kinds:
@@ -434,37 +447,49 @@ class _Builder:
             )
 
     def _pool_chains(self, pool: Pool, profiles: Mapping[str, RateLimitProfile]) -> None:
+        """One chain per pool and IP version: a packet walks only its own family's rules.
+
+        ``pools_<v>`` is looked up by the packet's family already, so the
+        other family's rules (every one a failed protocol check) are left out.
+        """
         if not self._pool_has_chain(pool):
             return
         versions = sorted({p.version for p in pool.prefixes})
+        if pool.kind is PoolKind.DYNAMIC:
+            self._op25b_chain(pool, versions)
+        for version in versions:
+            self.chain(_pool_chain(pool, version), self._pool_rules(pool, version, profiles))
+
+    def _pool_rules(
+        self, pool: Pool, version: int, profiles: Mapping[str, RateLimitProfile]
+    ) -> list[str]:
         rules: list[str] = []
         if pool.kind is PoolKind.DYNAMIC:
             rules.append(f"tcp dport {_ports(self.settings.op25b_ports)} jump op25b_{pool.name}")
-            self._op25b_chain(pool, versions)
-        if pool.rate_limit is not None:
-            profile = profiles[pool.rate_limit]
-            for version in versions:
-                key = self._subscriber_expr(pool, version)
-                daddr = f"{_family_keyword(version)} daddr"
-                per_minute = f"{profile.new_per_minute}/minute burst {profile.burst} packets"
-                rules.append(
-                    f"update @rate_{pool.name}_{version} {{ {key} limit rate over {per_minute} }}"
-                    f" jump over_rate_{profile.name}"
-                )
-                # Per destination first: every ct count rule a SYN reaches
-                # adds it to that list, so a SYN refused here never enters
-                # the subscriber's concurrency list.
-                if profile.per_destination is not None:
-                    rules.append(
-                        f"add @dest_{pool.name}_{version} {{ {key} . {daddr} ct count over "
-                        f"{profile.per_destination} }} jump over_destination_{profile.name}"
-                    )
-                if profile.concurrent is not None:
-                    rules.append(
-                        f"add @conc_{pool.name}_{version} {{ {key} ct count over "
-                        f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
-                    )
-        self.chain(f"pool_{pool.name}", rules)
+        if pool.rate_limit is None:
+            return rules
+        profile = profiles[pool.rate_limit]
+        key = self._subscriber_expr(pool, version)
+        daddr = f"{_family_keyword(version)} daddr"
+        per_minute = f"{profile.new_per_minute}/minute burst {profile.burst} packets"
+        rules.append(
+            f"update @rate_{pool.name}_{version} {{ {key} limit rate over {per_minute} }}"
+            f" jump over_rate_{profile.name}"
+        )
+        # Per destination first: every ct count rule a SYN reaches adds it
+        # to that list, so a SYN refused here never enters the subscriber's
+        # concurrency list.
+        if _destination_cap(profile):
+            rules.append(
+                f"add @dest_{pool.name}_{version} {{ {key} . {daddr} ct count over "
+                f"{profile.per_destination} }} jump over_destination_{profile.name}"
+            )
+        if profile.concurrent is not None:
+            rules.append(
+                f"add @conc_{pool.name}_{version} {{ {key} ct count over "
+                f"{profile.concurrent} }} jump over_concurrent_{profile.name}"
+            )
+        return rules
 
     def _subscriber_expr(self, pool: Pool, version: int) -> str:
         """The packet's subscriber key: saddr, masked to the delegation for IPv6."""
@@ -488,11 +513,14 @@ class _Builder:
         rules.append(self.refuse(f"op25b_{pool.name}", shadow=pool.op25b_shadow, tcp_only=True))
         self.chain(f"op25b_{pool.name}", rules)
 
-    def _held_rules(self, chain: str, every_packet: bool | None = None) -> list[str]:
-        """Rules sending held exact keys to their mode's chain, for the modes ``chain`` checks.
+    def _held_rules(
+        self, chain: str, every_packet: bool | None = None, *, version: int
+    ) -> list[str]:
+        """Rules sending held exact keys of one IP version to their mode's chain.
 
-        One rule (one hash lookup) per mode and key length; ``goto``: the
-        mode's chain decides, and returns straight to the base chain.
+        For the modes ``chain`` checks; one rule (one hash lookup) per mode
+        and key length; ``goto``: the mode's chain decides, and returns
+        straight to the base chain.
         """
         rules = []
         for layout in MODE_LAYOUT:
@@ -500,12 +528,14 @@ class _Builder:
                 continue
             if every_packet is not None and layout.every_packet != every_packet:
                 continue
-            for version, length, name in self.keys.exact_sets()[layout.mode]:
+            for key_version, length, name in self.keys.exact_sets()[layout.mode]:
+                if key_version != version:
+                    continue
                 expr = "ip saddr" if version == 4 else f"ip6 saddr & {mask_text(6, length)}"
                 rules.append(f"{expr} @{name} goto {layout.target}")
         return rules
 
-    def _toward_rules(self) -> list[str]:
+    def _toward_rules(self, version: int) -> list[str]:
         """New packets *to* a held ``block`` or ``smtp`` key (tracked mode only).
 
         The agent cuts a new hold's open flows by deleting their conntrack
@@ -522,9 +552,11 @@ class _Builder:
         smtp = layout_of(QuarantineMode.SMTP).target
         mail = _ports(self.settings.mail_ports)
         rules = []
-        for (version, length, held), (_, _, mailer) in zip(
+        for (key_version, length, held), (_, _, mailer) in zip(
             sets[QuarantineMode.BLOCK], sets[QuarantineMode.SMTP], strict=True
         ):
+            if key_version != version:
+                continue
             to = "ip daddr" if version == 4 else f"ip6 daddr & {mask_text(6, length)}"
             rules.append(f"{to} @{held} goto {block}")
             # The smtp chain judges packets *to* a mail port; these come from one.
@@ -532,18 +564,35 @@ class _Builder:
         return rules
 
     def _gate_rules(self) -> list[str]:
-        established = "ct state established,related accept"
-        # An interval lookup costs ~0.4 us a packet even on an empty map, so
-        # the prefix-quarantine rule exists only while such quarantines do.
-        ranges = [
-            f"{_family_keyword(v)} saddr vmap @q_ranges_{v}"
-            for v in (4, 6)
-            if v in self.range_families
-        ]
-        mail = f"tcp dport {_ports(self.settings.mail_ports)} jump mail"
+        """The base chain: IPv6 goes to ``gate_6``, IPv4 is checked here.
+
+        Every hold rule names one family, so a packet of the other family
+        would fail each on its protocol check; one dispatch rule replaces
+        those walks (a new IPv4 connection meets no IPv6 rule).
+        """
+        dispatch = f"meta nfproto ipv6 goto {GATE_6}"
         if self.settings.track_non_mail:
             # Established flows leave first: one conntrack check a packet.
-            return [established, *self._held_rules("gate"), *ranges, *self._toward_rules(), mail]
+            return ["ct state established,related accept", dispatch, *self._family_gate(4)]
+        return [dispatch, *self._family_gate(4)]
+
+    def _family_gate(self, version: int) -> list[str]:
+        """What a packet of one IP version meets after the base chain's first rules."""
+        # An interval lookup costs ~0.4 us a packet even on an empty map, so
+        # the prefix-quarantine rule exists only while such quarantines do.
+        ranges = (
+            [f"{_family_keyword(version)} saddr vmap @q_ranges_{version}"]
+            if version in self.range_families
+            else []
+        )
+        mail = f"tcp dport {_ports(self.settings.mail_ports)} jump mail"
+        if self.settings.track_non_mail:
+            return [
+                *self._held_rules("gate", version=version),
+                *ranges,
+                *self._toward_rules(version),
+                mail,
+            ]
         # Untracked, a TCP packet that is not an opening SYN leaves early,
         # on its flags alone: as in the tracked mode, quarantines and limits
         # act on new connections, and a connection costs one full check.
@@ -556,9 +605,9 @@ class _Builder:
         if self.conntrack:
             mail = f"tcp dport {_ports(self.settings.mail_ports)} ct state new jump mail"
         return [
-            *self._held_rules("gate", every_packet=True),
+            *self._held_rules("gate", every_packet=True, version=version),
             not_opening,
-            *self._held_rules("gate", every_packet=False),
+            *self._held_rules("gate", every_packet=False, version=version),
             *ranges,
             mail,
         ]
@@ -617,6 +666,29 @@ class _Builder:
         for hook in self.settings.hooks:
             raw_hook = hooks[hook]
             self.chain(f"untracked_{raw_hook}", rules, base_hook=raw_hook, priority="raw")
+
+
+def _pool_chain(pool: Pool, version: int) -> str:
+    return f"pool_{pool.name}_{version}"
+
+
+def _destination_cap(profile: RateLimitProfile) -> bool:
+    """Whether the per-destination cap needs a ct count of its own.
+
+    Each ct count costs a set lookup, an allocation and a list insert on
+    every new mail connection.  A subscriber's connections to one
+    destination are some of its connections, so with ``per_destination``
+    >= ``concurrent`` the pair count can only pass its cap when the
+    subscriber's count has passed the (lower) concurrency cap as well: the
+    concurrency rule refuses the same connections, with the same deferral,
+    and the pair count would never decide anything.  In shadow mode both
+    stay: there the counters are the product.
+    """
+    if profile.per_destination is None:
+        return False
+    if profile.shadow or profile.concurrent is None:
+        return True
+    return profile.per_destination < profile.concurrent
 
 
 def _deferral_rules() -> list[str]:
