@@ -9,8 +9,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+import httpx
 
 from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, bulk_holds, gateways, holds, tokens
@@ -105,6 +107,16 @@ def controller(
     argv = [sys.executable, *ENTRY, "controller"]
     with serving(argv, base, log=log, env=env) as server:
         yield base, server.pid
+
+
+def netops_client(stack: ExitStack, path: Path, store: Store) -> httpx.Client:
+    """Settle the seeded store at ``path``, serve it, and a client holding a
+    netops token (netops may create, lift and move) for as long as ``stack``."""
+    netops = token(store, Role.NETOPS)
+    settle_store(store, path)
+    base, _ = stack.enter_context(controller(path))
+    headers = {"Authorization": f"Bearer {netops}"}
+    return stack.enter_context(httpx.Client(base_url=base, headers=headers, timeout=60))
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -34,17 +34,13 @@ from _common import install_signal_handlers
 from _results import Row, emit
 from controller_common import (
     address,
-    controller,
     database,
+    netops_client,
     percentile,
     seed_accounts,
     seed_quarantines,
     seed_world,
-    settle_store,
-    token,
 )
-
-from edgectl.controller.auth import Role
 
 MOVES = 2_000_000  # session moves go to address(MOVES + n): above every seeded address
 
@@ -142,13 +138,8 @@ def main() -> None:
             seed_world(store)
             seed_accounts(store, held + extra)
             seed_quarantines(store, 0, held)
-            # netops may create, lift and move: one token for all three.
-            netops = token(store, Role.NETOPS)
-            settle_store(store, path)
+            http = netops_client(stack, path, store)
             print(f"seeded {held:,} held in {time.monotonic() - started:.0f} s")
-            base, _ = stack.enter_context(controller(path))
-            headers = {"Authorization": f"Bearer {netops}"}
-            http = stack.enter_context(httpx.Client(base_url=base, headers=headers, timeout=60))
             sides.append(Side(held, http))
         baseline, big = sides
         print(f"load average after seeding: {_load()}")

@@ -32,10 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from _common import install_signal_handlers
-from controller_common import controller, database, seed_accounts, seed_world, settle_store, token
+from controller_common import database, netops_client, seed_accounts, seed_world
 
 import edgectl
-from edgectl.controller.auth import Role
 from edgectl.controller.store import Store, gateways
 from edgectl.model import GatewaySettings
 
@@ -91,12 +90,8 @@ def main() -> None:
             path, store = stack.enter_context(database())
             started = time.monotonic()
             _seed(store, count, args.rounds * args.requests)
-            netops = token(store, Role.NETOPS)
-            settle_store(store, path)
+            http = netops_client(stack, path, store)
             print(f"seeded {count:,} gateways in {time.monotonic() - started:.0f} s")
-            base, _ = stack.enter_context(controller(path))
-            headers = {"Authorization": f"Bearer {netops}"}
-            http = stack.enter_context(httpx.Client(base_url=base, headers=headers, timeout=60))
             sides.append(Side(count, http))
         print(f"load average after seeding: {_load()}")
         for number in range(args.rounds):

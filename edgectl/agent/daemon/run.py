@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -64,19 +65,20 @@ def restore_only(config: AgentConfig) -> bool:
 def _client(config: AgentConfig) -> ControllerPort:
     from edgectl.agent.daemon.client import ControllerClient  # it imports httpx
 
-    return ControllerClient(
-        config.urls,
-        config.gateway,
-        lambda: read_token(config.token_file),
-        request_timeout=config.request_timeout,
-        ca_file=config.ca_file,
-    )
+    return _connected(ControllerClient, config)
 
 
 def _first_snapshot(config: AgentConfig) -> ControllerPort:
+    # The standard library's HTTP client: the first snapshot is in the kernel
+    # before httpx has been imported.
     from edgectl.agent.daemon.client import FirstSnapshot
 
-    return FirstSnapshot(
+    return _connected(FirstSnapshot, config)
+
+
+def _connected(kind: Callable[..., ControllerPort], config: AgentConfig) -> ControllerPort:
+    """A client of ``kind`` to the configured controllers."""
+    return kind(
         config.urls,
         config.gateway,
         lambda: read_token(config.token_file),
