@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edgectl.agent.apply import Dataplane
+from edgectl.agent.apply import ApplyResult, Dataplane
 from edgectl.agent.netns import NetnsError
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import PersistError, StateStore
@@ -20,9 +20,10 @@ from edgectl.agent.render import render_full
 from edgectl.agent.table import SPEC
 from edgectl.cli_error import CliError
 from edgectl.model.delta import diff
-from edgectl.model.lint import lint
+from edgectl.model.lint import exact_clear, lint
 from edgectl.model.policy import DesiredState
-from edgectl.policyfile import PolicyFile, PolicyFileError, read_policy_file
+from edgectl.model.serial import ExactColumns
+from edgectl.policyfile import PolicyFile, PolicyFileError, read_exact_columns, read_policy_file
 
 DEFAULT_STATE_DIR = Path("/var/lib/edgectl")
 EXIT_INVALID = 2
@@ -124,7 +125,51 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 @_one_policy
 def cmd_apply(args: argparse.Namespace) -> int:
-    policy = _policy_file(args)
+    exact = _exact_policy(args)
+    if exact is not None:
+        return _apply_exact(args, exact)
+    return _apply(args, _policy_file(args))
+
+
+def _exact_policy(args: argparse.Namespace) -> tuple[ExactColumns, str] | None:
+    """The policy as key columns and its JSON text, when it is a JSON file of
+    exact keys that every check and lint pass; None otherwise (then
+    the ordinary path loads it again and names whatever is wrong)."""
+    try:
+        loaded = read_exact_columns(Path(args.file))
+    except PolicyFileError:
+        return None
+    if loaded is None:
+        return None
+    columns, _ = loaded
+    if not exact_clear(columns):
+        return None
+    return loaded
+
+
+def _apply_exact(args: argparse.Namespace, exact: tuple[ExactColumns, str]) -> int:
+    """``_apply`` of a policy of exact keys: onto no table, the kernel written from
+    the columns and the file's text saved, no model built; with our table
+    there, the model built and applied the ordinary way."""
+    columns, text = exact
+    store = _state_store(args)
+    with _open(args) as dataplane:
+        try:
+            plan = _plan(args, columns.structure, dataplane)
+            # None: our table is there (or appeared since the plan).
+            result = None if plan.table_present else dataplane.sync_exact(columns)
+            if result is not None:
+                # The state saved is the file's text; the header takes its revision.
+                store.save(columns.structure, dataplane.generation(), state_json=text)
+        except NftError as error:
+            raise CliError(str(error), EXIT_KERNEL) from error
+    if result is None:
+        return _apply(args, PolicyFile(columns.state(), text))
+    _report(plan, result)
+    return 0
+
+
+def _apply(args: argparse.Namespace, policy: PolicyFile) -> int:
     state = policy.state
     store = _state_store(args)
     dataplane = _open(args)
@@ -144,13 +189,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise CliError(str(error), EXIT_KERNEL) from error
     finally:
         dataplane.close()
+    _report(plan, result)
+    return 0
+
+
+def _report(plan: Plan, result: ApplyResult) -> None:
     for line in plan.drift:
         print(f"repaired: {line}")
     print(
         f"applied revision {result.revision}: {result.kind} sync in "
         f"{result.seconds * 1000:.1f} ms ({result.script_bytes} bytes to the kernel)"
     )
-    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:

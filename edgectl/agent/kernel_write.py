@@ -57,7 +57,7 @@ from edgectl.agent.netlink.constants import (
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.transaction import ElementOp
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import StateColumns
+from edgectl.model.serial import ExactColumns, StateColumns
 
 ACK_TIMEOUT_S = 5.0
 # After the kernel refused a batch, how long to wait for the other answers.
@@ -273,3 +273,40 @@ def _pack(
             timeout = _TIMEOUT + milliseconds.to_bytes(8, "big")
             element = (_V4_T if size == 4 else _V6_T) + value.to_bytes(size, "big") + timeout
         packed[name].append(element)
+
+
+def pack_exact(columns: ExactColumns, now: datetime) -> dict[str, list[bytes]]:
+    """``pack_keys`` of ``columns.state()``, from its key columns: no state built
+    (tests/test_apply_exact.py holds the two equal)."""
+    names = KeyLayout(columns.structure.delegated_lengths()).exact_names()
+    packed: dict[str, list[bytes]] = {name: [] for name in names.values()}
+    appends = {shape: packed[name].append for shape, name in names.items()}
+    for keys, kind in ((columns.quarantines, None), (columns.exemptions, EXEMPT)):
+        kinds4 = keys.v4_modes if kind is None else [kind] * len(keys.v4)
+        kinds6 = keys.v6_modes if kind is None else [kind] * len(keys.v6)
+        assert kinds4 is not None and kinds6 is not None
+        four = (appends[held, 4, 32] for held in kinds4)
+        _pack_exact(keys.v4, four, keys.v4_expires, _V4, _V4_T, now)
+        six = (appends[held, 6, key.length] for held, key in zip(kinds6, keys.v6, strict=True))
+        values = (key.value.to_bytes(16, "big") for key in keys.v6)
+        _pack_exact(values, six, keys.v6_expires, _V6, _V6_T, now)
+    return {name: elements for name, elements in packed.items() if elements}
+
+
+def _pack_exact(
+    keys: Iterable[bytes],
+    appends: Iterable[Callable[[bytes], None]],
+    expires: Iterable[datetime | None],
+    plain: bytes,
+    timed: bytes,
+    now: datetime,
+) -> None:
+    """The hot loop of ``pack_exact``: one element a key, in its set's list."""
+    ceil = math.ceil
+    for key, append, expiry in zip(keys, appends, expires, strict=True):
+        if expiry is None:
+            append(plain + key)
+            continue
+        milliseconds = ceil((expiry - now).total_seconds()) * 1000
+        if milliseconds > 0:  # else expired: the kernel would time it out at once
+            append(timed + key + _TIMEOUT + milliseconds.to_bytes(8, "big"))
