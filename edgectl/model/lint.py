@@ -106,9 +106,13 @@ def _subscriber_keys(
     state: DesiredState, pools: PoolMap[tuple[str, PoolKind]]
 ) -> Iterator[ModelError]:
     protected = _protected(state)
-    held = {"quarantines": _shapes(state.quarantines), "exemptions": _shapes(state.exemptions)}
-    if not _keys_clear(held, protected, pools):
+    if not _keys_clear(_held(state), protected, pools):
         yield from _each_key(state, pools, protected)
+
+
+def _held(state: DesiredState) -> dict[str, dict[tuple[int, int], list[int]]]:
+    """The keys' values by list and shape (``_shapes``), for ``_keys_clear``."""
+    return {"quarantines": _shapes(state.quarantines), "exemptions": _shapes(state.exemptions)}
 
 
 def _protected(state: DesiredState) -> PrefixIndex:
