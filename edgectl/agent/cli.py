@@ -126,9 +126,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 @_one_policy
 def cmd_apply(args: argparse.Namespace) -> int:
     exact = _exact_policy(args)
-    if exact is not None:
-        return _apply_exact(args, exact)
-    return _apply(args, _policy_file(args))
+    # A policy is loaded (and refused) before the kernel is reached.
+    policy = _policy_file(args) if exact is None else None
+    with _open(args) as dataplane:
+        if exact is not None:
+            if _apply_exact(args, exact, dataplane):
+                return 0
+            columns, text = exact
+            policy = PolicyFile(columns.state(), text)
+        assert policy is not None
+        return _apply(args, policy, dataplane)
 
 
 def _exact_policy(args: argparse.Namespace) -> tuple[ExactColumns, str] | None:
@@ -147,32 +154,34 @@ def _exact_policy(args: argparse.Namespace) -> tuple[ExactColumns, str] | None:
     return loaded
 
 
-def _apply_exact(args: argparse.Namespace, exact: tuple[ExactColumns, str]) -> int:
-    """``_apply`` of a policy of exact keys: onto no table, the kernel written from
-    the columns and the file's text saved, no model built; with our table
-    there, the model built and applied the ordinary way."""
+def _apply_exact(
+    args: argparse.Namespace, exact: tuple[ExactColumns, str], dataplane: Dataplane
+) -> bool:
+    """``_apply`` of a policy of exact keys onto no table: the kernel written from
+    the columns and the file's text saved, no model built.  False, having
+    done nothing, when our table is there: the model is applied the
+    ordinary way then."""
     columns, text = exact
-    store = _state_store(args)
-    with _open(args) as dataplane:
-        try:
-            plan = _plan(args, columns.structure, dataplane)
-            # None: our table is there (or appeared since the plan).
-            result = None if plan.table_present else dataplane.sync_exact(columns)
-            if result is not None:
-                # The state saved is the file's text; the header takes its revision.
-                store.save(columns.structure, dataplane.generation(), state_json=text)
-        except NftError as error:
-            raise CliError(str(error), EXIT_KERNEL) from error
-    if result is None:
-        return _apply(args, PolicyFile(columns.state(), text))
+    if dataplane.table_exists():
+        return False
+    try:
+        # With no table there, the plan reads only the record of the last apply.
+        plan = _plan(args, columns.structure, dataplane)
+        # None: our table appeared since.
+        result = None if plan.table_present else dataplane.sync_exact(columns)
+        if result is None:
+            return False
+        # The state saved is the file's text; the header takes its revision.
+        _state_store(args).save(columns.structure, dataplane.generation(), state_json=text)
+    except NftError as error:
+        raise CliError(str(error), EXIT_KERNEL) from error
     _report(plan, result)
-    return 0
+    return True
 
 
-def _apply(args: argparse.Namespace, policy: PolicyFile) -> int:
+def _apply(args: argparse.Namespace, policy: PolicyFile, dataplane: Dataplane) -> int:
     state = policy.state
     store = _state_store(args)
-    dataplane = _open(args)
     try:
         plan = _plan(args, state, dataplane)
         if args.full or plan.action == "full":
@@ -187,8 +196,6 @@ def _apply(args: argparse.Namespace, policy: PolicyFile) -> int:
         store.save(state, dataplane.generation(), state_json=policy.json_text)
     except NftError as error:
         raise CliError(str(error), EXIT_KERNEL) from error
-    finally:
-        dataplane.close()
     _report(plan, result)
     return 0
 
