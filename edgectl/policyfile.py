@@ -9,7 +9,7 @@ from typing import Any
 
 from edgectl.model.errors import ModelError
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import state_from_data
+from edgectl.model.serial import ExactColumns, exact_columns, state_from_data
 from edgectl.tomlfile import TomlFileError, read_toml
 
 
@@ -56,3 +56,16 @@ def read_policy_file(path: Path) -> PolicyFile:
         return PolicyFile(state_from_data(data), text)
     except ModelError as error:
         raise PolicyFileError(f"{path}: {error}") from None
+
+
+def read_exact_columns(path: Path) -> tuple[ExactColumns, str] | None:
+    """A JSON policy file of single IPv4 keys, checked as ``read_policy_file``
+    checks it, as packed addresses (serial.ExactColumns), with its text; None
+    for any other file or any doubt (``read_policy_file`` then says what)."""
+    if path.suffix != ".json":
+        return None
+    data, text = _read_json(path)
+    if text is None:
+        return None
+    columns = exact_columns(data)
+    return None if columns is None else (columns, text)

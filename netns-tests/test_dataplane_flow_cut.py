@@ -160,3 +160,17 @@ def test_the_stats_request_counts_this_namespace_only(gateway: Gateway, flows: F
         sock = NfNetlink()
     with sock:
         assert conntrack.entries(sock) == 0
+
+
+def test_a_policy_applied_onto_no_table_cuts_its_blocked_keys_flows(
+    gateway: Gateway, flows: Flows
+) -> None:
+    """``apply -f`` of exact keys onto no table writes the kernel from key columns
+    (no model built); the flows its holds stop are cut all the same."""
+    gateway.apply(base_policy())
+    held = flows.start("udp", DYN4_A, MX4)
+    neighbour = flows.start("udp", DYN4_B, MX4, port_offset=1)
+    gateway.nft("delete", "table", "inet", "edgectl")
+    gateway.apply(with_quarantines(base_policy(), {"key": DYN4_A, "mode": "block"}))
+    done = time.monotonic()
+    assert arrived_after(done, neighbour, held) == [False], "a blocked key's flood goes on"

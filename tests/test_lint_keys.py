@@ -88,7 +88,7 @@ def test_the_whole_list_check_agrees_with_the_per_key_check() -> None:
             ]
         )
         problems = list(lint_module._each_key(state, pools, protected))
-        if lint_module._keys_clear(state, protected, pools):
+        if lint_module._keys_clear(lint_module._held(state), protected, pools):
             assert problems == [], state
             clear += 1
         refused += bool(problems)

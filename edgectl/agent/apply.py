@@ -16,7 +16,7 @@ from typing import Any
 
 from edgectl.agent import kernel_readback as kr
 from edgectl.agent import kernel_write, table
-from edgectl.agent.flow_cut import BackgroundCuts, FlowCutter
+from edgectl.agent.flow_cut import BackgroundCuts, FlowCutter, held_keys
 from edgectl.agent.keys import is_exact, needs_full_sync
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.netns import inside
@@ -25,7 +25,7 @@ from edgectl.agent.render import Counters, render_delta, render_full
 from edgectl.agent.transaction import Transaction
 from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import StateColumns
+from edgectl.model.serial import ExactColumns, StateColumns
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,30 @@ class Dataplane:
             )
         finally:
             release_heap()
+
+    def sync_exact(self, columns: ExactColumns, now: datetime | None = None) -> ApplyResult | None:
+        """``full_sync(columns.state())`` onto no table, written from the packed addresses.
+
+        ``edgectl apply -f`` of a state of single IPv4 addresses onto a fresh
+        gateway: the structure rendered, the keys packed straight from the
+        columns; the state is built only if there are open flows to match
+        against the holds (the cut after the commit, as ``full_sync`` does).
+        None if our table is there (replacing a table is one transaction,
+        rendered from the model).
+        """
+        now = now or datetime.now(UTC)
+        start = time.perf_counter()
+        cut = self._cutter()
+        try:
+            if self.table_exists():
+                return None
+            result = self._onto_empty(
+                columns.structure, lambda: kernel_write.pack_exact(columns, now), now, {}, start
+            )
+        finally:
+            release_heap()
+        cut.cut(lambda: held_keys(columns.state(), now))
+        return result
 
     def _onto_empty(
         self,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edgectl.agent.apply import Dataplane
+from edgectl.agent.apply import ApplyResult, Dataplane
 from edgectl.agent.netns import NetnsError
 from edgectl.agent.nft import NftError
 from edgectl.agent.persist import PersistError, StateStore
@@ -20,9 +20,10 @@ from edgectl.agent.render import render_full
 from edgectl.agent.table import SPEC
 from edgectl.cli_error import CliError
 from edgectl.model.delta import diff
-from edgectl.model.lint import lint
+from edgectl.model.lint import exact_clear, lint
 from edgectl.model.policy import DesiredState
-from edgectl.policyfile import PolicyFile, PolicyFileError, read_policy_file
+from edgectl.model.serial import ExactColumns
+from edgectl.policyfile import PolicyFile, PolicyFileError, read_exact_columns, read_policy_file
 
 DEFAULT_STATE_DIR = Path("/var/lib/edgectl")
 EXIT_INVALID = 2
@@ -124,10 +125,63 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 @_one_policy
 def cmd_apply(args: argparse.Namespace) -> int:
-    policy = _policy_file(args)
+    exact = _exact_policy(args)
+    # A policy is loaded (and refused) before the kernel is reached.
+    policy = _policy_file(args) if exact is None else None
+    with _open(args) as dataplane:
+        if exact is not None:
+            if _apply_exact(args, exact, dataplane):
+                return 0
+            columns, text = exact
+            policy = PolicyFile(columns.state(), text)
+        assert policy is not None
+        return _apply(args, policy, dataplane)
+
+
+def _exact_policy(args: argparse.Namespace) -> tuple[ExactColumns, str] | None:
+    """The policy as key columns and its JSON text, when it is a JSON file of
+    exact keys that every check and lint pass; None otherwise (then
+    the ordinary path loads it again and names whatever is wrong)."""
+    try:
+        loaded = read_exact_columns(Path(args.file))
+    except PolicyFileError:
+        return None
+    if loaded is None:
+        return None
+    columns, _ = loaded
+    if not exact_clear(columns):
+        return None
+    return loaded
+
+
+def _apply_exact(
+    args: argparse.Namespace, exact: tuple[ExactColumns, str], dataplane: Dataplane
+) -> bool:
+    """``_apply`` of a policy of exact keys onto no table: the kernel written from
+    the columns and the file's text saved, no model built.  False, having
+    done nothing, when our table is there: the model is applied the
+    ordinary way then."""
+    columns, text = exact
+    if dataplane.table_exists():
+        return False
+    try:
+        # With no table there, the plan reads only the record of the last apply.
+        plan = _plan(args, columns.structure, dataplane)
+        # None: our table appeared since.
+        result = None if plan.table_present else dataplane.sync_exact(columns)
+        if result is None:
+            return False
+        # The state saved is the file's text; the header takes its revision.
+        _state_store(args).save(columns.structure, dataplane.generation(), state_json=text)
+    except NftError as error:
+        raise CliError(str(error), EXIT_KERNEL) from error
+    _report(plan, result)
+    return True
+
+
+def _apply(args: argparse.Namespace, policy: PolicyFile, dataplane: Dataplane) -> int:
     state = policy.state
     store = _state_store(args)
-    dataplane = _open(args)
     try:
         plan = _plan(args, state, dataplane)
         if args.full or plan.action == "full":
@@ -142,15 +196,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
         store.save(state, dataplane.generation(), state_json=policy.json_text)
     except NftError as error:
         raise CliError(str(error), EXIT_KERNEL) from error
-    finally:
-        dataplane.close()
+    _report(plan, result)
+    return 0
+
+
+def _report(plan: Plan, result: ApplyResult) -> None:
     for line in plan.drift:
         print(f"repaired: {line}")
     print(
         f"applied revision {result.revision}: {result.kind} sync in "
         f"{result.seconds * 1000:.1f} ms ({result.script_bytes} bytes to the kernel)"
     )
-    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -81,6 +81,11 @@ class HeldKeys:
         )
 
 
+def held_keys(state: DesiredState, now: datetime) -> HeldKeys:
+    """What a full sync of ``state`` cuts: every block/smtp hold in force."""
+    return HeldKeys(state.quarantines, now, state.settings.mail_ports)
+
+
 class _HeldMatcher:
     def __init__(
         self,
@@ -123,7 +128,7 @@ class FlowCutter:
         """Every block/smtp hold: flows may have started while the table was gone."""
         yield  # the commit; an exception skips the cut
         # Lazy: looked up only if the dump shows flows to match.
-        self.cut(partial(HeldKeys, state.quarantines, now or _now(), state.settings.mail_ports))
+        self.cut(partial(held_keys, state, now or _now()))
 
     @contextmanager
     def after_delta(

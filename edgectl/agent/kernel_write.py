@@ -24,6 +24,8 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import compress, repeat
+from operator import is_, not_
 from typing import Any
 
 from edgectl.agent import table
@@ -57,7 +59,7 @@ from edgectl.agent.netlink.constants import (
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.transaction import ElementOp
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import StateColumns
+from edgectl.model.serial import ExactColumns, StateColumns
 
 ACK_TIMEOUT_S = 5.0
 # After the kernel refused a batch, how long to wait for the other answers.
@@ -273,3 +275,72 @@ def _pack(
             timeout = _TIMEOUT + milliseconds.to_bytes(8, "big")
             element = (_V4_T if size == 4 else _V6_T) + value.to_bytes(size, "big") + timeout
         packed[name].append(element)
+
+
+def pack_exact(columns: ExactColumns, now: datetime) -> dict[str, list[bytes]]:
+    """``pack_keys`` of ``columns.state()``, from its key columns: no state built
+    (tests/test_apply_exact.py holds the two equal, as sets: the order differs)."""
+    names = KeyLayout(columns.structure.delegated_lengths()).exact_names()
+    packed: dict[str, list[bytes]] = {name: [] for name in names.values()}
+    appends = {shape: packed[name].append for shape, name in names.items()}
+    for keys, kind in ((columns.quarantines, None), (columns.exemptions, EXEMPT)):
+        kinds4 = keys.v4_modes if kind is None else [kind] * len(keys.v4)
+        kinds6 = keys.v6_modes if kind is None else [kind] * len(keys.v6)
+        assert kinds4 is not None and kinds6 is not None
+        for held, four, expires in _by_kind(keys.v4, kinds4, keys.v4_expires):
+            _pack_v4(four, expires, packed[names[held, 4, 32]], now)
+        six = (appends[held, 6, key.length] for held, key in zip(kinds6, keys.v6, strict=True))
+        values = (key.value.to_bytes(16, "big") for key in keys.v6)
+        _pack_exact(values, six, keys.v6_expires, _V6, _V6_T, now)
+    return {name: elements for name, elements in packed.items() if elements}
+
+
+def _pack_exact(
+    keys: Iterable[bytes],
+    appends: Iterable[Callable[[bytes], None]],
+    expires: Iterable[datetime | None],
+    plain: bytes,
+    timed: bytes,
+    now: datetime,
+) -> None:
+    """The hot loop of ``pack_exact``: one element a key, in its set's list."""
+    ceil = math.ceil
+    for key, append, expiry in zip(keys, appends, expires, strict=True):
+        if expiry is None:
+            append(plain + key)
+            continue
+        milliseconds = ceil((expiry - now).total_seconds()) * 1000
+        if milliseconds > 0:  # else expired: the kernel would time it out at once
+            append(timed + key + _TIMEOUT + milliseconds.to_bytes(8, "big"))
+
+
+def _by_kind(
+    keys: list[bytes], kinds: Sequence[Kind], expires: list[datetime | None]
+) -> list[tuple[Kind, list[bytes], list[datetime | None]]]:
+    """The keys and expiries of each kind: one C pass a kind (there are four)."""
+    present = set(kinds)
+    if len(present) <= 1:
+        return [(kind, keys, expires) for kind in present]
+    split = []
+    for kind in present:
+        chosen = list(map(is_, kinds, repeat(kind)))
+        split.append((kind, list(compress(keys, chosen)), list(compress(expires, chosen))))
+    return split
+
+
+def _pack_v4(
+    keys: list[bytes], expires: list[datetime | None], out: list[bytes], now: datetime
+) -> None:
+    """IPv4 addresses of one set: those that never expire in one C pass (most of
+    them), the timed ones in a loop."""
+    never = list(map(is_, expires, repeat(None)))
+    out.extend(map(_V4.__add__, compress(keys, never)))
+    if all(never):
+        return
+    timed = list(map(not_, never))
+    ceil = math.ceil
+    for key, expiry in zip(compress(keys, timed), compress(expires, timed), strict=True):
+        assert expiry is not None
+        milliseconds = ceil((expiry - now).total_seconds()) * 1000
+        if milliseconds > 0:  # else expired: the kernel would time it out at once
+            out.append(_V4_T + key + _TIMEOUT + milliseconds.to_bytes(8, "big"))

@@ -7,9 +7,10 @@ review round fixes a whole policy file.
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Iterator
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import eq, itemgetter
 
 from edgectl.model.errors import ModelError
@@ -21,6 +22,7 @@ from edgectl.model.policy import (
 )
 from edgectl.model.pool_map import PoolMap, duplicates
 from edgectl.model.prefix import Prefix, PrefixIndex
+from edgectl.model.serial import ExactColumns, ExactKeys
 
 _BITS = {4: 32, 6: 128}
 _version, _value, _length = itemgetter(0), itemgetter(1), itemgetter(2)
@@ -103,14 +105,24 @@ def _relays(state: DesiredState, pools: PoolMap[tuple[str, PoolKind]]) -> Iterat
 def _subscriber_keys(
     state: DesiredState, pools: PoolMap[tuple[str, PoolKind]]
 ) -> Iterator[ModelError]:
-    protected = PrefixIndex(
+    protected = _protected(state)
+    if not _keys_clear(_held(state), protected, pools):
+        yield from _each_key(state, pools, protected)
+
+
+def _held(state: DesiredState) -> dict[str, dict[tuple[int, int], list[int]]]:
+    """The keys' values by list and shape (``_shapes``), for ``_keys_clear``."""
+    return {"quarantines": _shapes(state.quarantines), "exemptions": _shapes(state.exemptions)}
+
+
+def _protected(state: DesiredState) -> PrefixIndex:
+    """What no key may cover: infrastructure pools and relays."""
+    return PrefixIndex(
         [
             *_named_prefixes(state, [PoolKind.INFRASTRUCTURE]),
             *((f"relays[{r.name}]", p) for r in state.relays for p in r.prefixes),
         ]
     )
-    if not _keys_clear(state, protected, pools):
-        yield from _each_key(state, pools, protected)
 
 
 def _each_key(
@@ -167,7 +179,9 @@ def _any_within(values: list[int], first: int, last: int) -> bool:
 
 
 def _keys_clear(
-    state: DesiredState, protected: PrefixIndex, pools: PoolMap[tuple[str, PoolKind]]
+    held: dict[str, dict[tuple[int, int], list[int]]],
+    protected: PrefixIndex,
+    pools: PoolMap[tuple[str, PoolKind]],
 ) -> bool:
     """True when ``_each_key`` would find nothing, decided a shape at a time.
 
@@ -176,7 +190,6 @@ def _keys_clear(
     and dynamic pool intervals by bisection.  False means "look key by key"
     (something may be wrong), never that something is.
     """
-    held = {"quarantines": _shapes(state.quarantines), "exemptions": _shapes(state.exemptions)}
     for shapes in held.values():
         for (version, length), values in shapes.items():
             if length == 0 or (version == 6 and length > 64):
@@ -211,6 +224,39 @@ def _keys_clear(
         if inside != len(values):
             return False
     return True
+
+
+def exact_clear(columns: ExactColumns) -> bool:
+    """True when ``lint`` finds nothing in ``columns.state()``; False means "lint the
+    built state" (which names every problem), never that there is one.
+
+    For ``edgectl apply -f`` of a state of exact keys: the same checks as
+    ``lint``, over the keys' values, no entry built.
+    """
+    structure = columns.structure
+    pools = _pool_kinds(structure)
+    problems = chain(
+        _ports(structure),
+        _pools(structure),
+        _relays(structure, pools),
+        _garden_destinations(structure),
+    )
+    if next(problems, None) is not None:
+        return False
+    held = columns.quarantines
+    modes = {*(held.v4_modes or ()), *(held.v6_modes or ())}
+    if not structure.settings.garden_ready and any(MODE_POLICY[m].needs_garden for m in modes):
+        return False
+    shapes = {"quarantines": _exact_shapes(held), "exemptions": _exact_shapes(columns.exemptions)}
+    return _keys_clear(shapes, _protected(structure), pools)
+
+
+def _exact_shapes(keys: ExactKeys) -> dict[tuple[int, int], list[int]]:
+    """``_shapes`` of the keys: IPv4 values by one unpack, the IPv6 keys' by length."""
+    shapes = _shapes(keys.v6)
+    if keys.v4:
+        shapes[4, 32] = sorted(struct.unpack(f">{len(keys.v4)}I", b"".join(keys.v4)))
+    return shapes
 
 
 def _walled_garden(state: DesiredState) -> Iterator[ModelError]:

@@ -722,3 +722,110 @@ def delta_from_data(data: object) -> StateDelta:
         quarantines=KeyedChanges(q_upserts, q_removals),
         exemptions=KeyedChanges(e_upserts, e_removals),
     )
+
+
+# -- a state of exact keys, IPv4 addresses packed ------------------------------------
+
+
+@dataclass(frozen=True)
+class ExactKeys:
+    """One list's entries (quarantines or exemptions) as columns: the single IPv4
+    addresses as 4-byte packed addresses, the IPv6 keys as Prefixes, each
+    with its modes (None for exemptions) and expiries in the same order."""
+
+    v4: list[bytes]
+    v4_modes: list[QuarantineMode] | None
+    v4_expires: list[datetime | None]
+    v6: list[Prefix]
+    v6_modes: list[QuarantineMode] | None
+    v6_expires: list[datetime | None]
+
+
+@dataclass(frozen=True)
+class ExactColumns:
+    """A state document whose every key is exact (a single IPv4 address, or an
+    IPv6 key of a delegated length: one hash-set element each), checked whole,
+    no entry object built.
+
+    What ``edgectl apply -f`` onto no table needs: lint
+    (``lint.exact_clear``) and the kernel's elements
+    (``kernel_write.pack_exact``) take these lists directly.  ``state()``
+    builds the DesiredState ``state_from_data`` builds from the same document.
+    """
+
+    # Everything but the entries (its quarantines and exemptions are empty).
+    structure: DesiredState
+    quarantines: ExactKeys
+    exemptions: ExactKeys
+    data: Any  # the document itself, for ``state()``
+
+    def state(self) -> DesiredState:
+        return state_from_data(self.data)
+
+
+def _exact_keys(
+    items: list[Any], modes: list[QuarantineMode] | None, expires: list[datetime | None]
+) -> ExactKeys:
+    """Raises (one of _BULK_ERRORS) where a key is neither a bare dotted quad nor an
+    IPv6 key, or is given twice: the Prefix-based loaders take or name those."""
+    texts = list(map(_get_key, items))
+    special = list(map(or_, map(contains, texts, repeat("/")), map(contains, texts, repeat(":"))))
+    if not any(special):
+        v4 = list(map(_pton4, texts))
+        v6: list[Prefix] = []
+        keys = ExactKeys(v4, modes, expires, v6, None if modes is None else [], [])
+    else:
+        plain = list(map(not_, special))
+        v4 = list(map(_pton4, compress(texts, plain)))
+        v6 = list(map(Prefix.parse, compress(texts, special)))
+        if any(key.version != 6 for key in v6):
+            raise ValueError("an IPv4 prefix key")
+        keys = ExactKeys(
+            v4,
+            None if modes is None else list(compress(modes, plain)),
+            list(compress(expires, plain)),
+            v6,
+            None if modes is None else list(compress(modes, special)),
+            list(compress(expires, special)),
+        )
+    if len(set(v4)) != len(v4) or len(set(v6)) != len(v6):
+        raise ValueError("a key given twice")
+    return keys
+
+
+def exact_columns(data: object) -> ExactColumns | None:
+    """``data`` checked as ``state_from_data`` checks it, when every key is exact;
+    None for any other document or any doubt - a bad field anywhere included,
+    so that ``state_from_data`` names it.
+
+    The same checks as ``_quarantine_columns``/``_exemption_columns`` (plain
+    dicts of known fields, modes, texts, timezone-aware times, no key twice);
+    a bare dotted quad is what ``_bulk_prefixes`` takes through inet_pton.
+    """
+    try:
+        fields = _state_fields(data)
+        with _bulk():
+            quarantines = _list(fields.get("quarantines", []), "quarantines")
+            exemptions = _list(fields.get("exemptions", []), "exemptions")
+            if not (
+                _plain_dicts(quarantines, _QUARANTINE_FIELDS)
+                and _plain_dicts(exemptions, _EXEMPTION_FIELDS)
+            ):
+                return None
+            modes = list(map(_MODES.__getitem__, map(_get_mode, quarantines)))
+            _checked_texts(_column(quarantines, "account"), "account")
+            held = _exact_keys(
+                quarantines, modes, _times(_column(quarantines, "expires"), "expires")
+            )
+            _checked_texts(_column(exemptions, "account"), "account")
+            _checked_texts(_column(exemptions, "ticket"), "ticket")
+            exempt = _exact_keys(
+                exemptions, None, _times(_column(exemptions, "expires"), "expires")
+            )
+        structure = _state(fields, {}, {})
+    except _BULK_ERRORS:
+        return None
+    lengths = structure.delegated_lengths()
+    if any(key.length not in lengths for key in (*held.v6, *exempt.v6)):
+        return None  # a range: an interval-map element, rendered with the model
+    return ExactColumns(structure, held, exempt, data)
