@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 
 from edgectl.agent.kernel_write import pack_exact, pack_keys
 from edgectl.agent.keys import is_exact
-from edgectl.model import DesiredState, Exemption, Prefix, Quarantine, QuarantineMode
+from edgectl.model import DesiredState
 from edgectl.model.errors import ModelError
 from edgectl.model.lint import exact_clear, lint
 from edgectl.model.serial import exact_columns, state_from_data, state_to_data
 
 from .conftest import NOW
+from .held_states import DOUBTED_ENTRIES, held_states
 
 _KEYS = st.one_of(
     st.integers(0, 2**16 - 1).map(lambda i: f"100.64.{i >> 8}.{i & 255}"),  # dynamic pool
@@ -35,29 +36,13 @@ _KEYS = st.one_of(
     st.integers(0, 255).map(lambda i: f"100.65.{i}.0/24"),  # a range: not for the columns
     st.integers(0, 255).map(lambda i: f"2001:db8:2000:{i:x}00::/60"),  # not exact
 )
-_EXPIRES = st.one_of(
-    st.none(),
-    st.integers(-3600, 7 * 86400).map(lambda s: NOW + timedelta(seconds=s, microseconds=500)),
-)
 
 
 @st.composite
 def _states(draw: st.DrawFn, base: DesiredState) -> DesiredState:
-    quarantines: dict[Prefix, Quarantine] = {}
-    for text in draw(st.lists(_KEYS, max_size=30, unique=True)):
-        key = Prefix.parse(text)
-        mode = draw(st.sampled_from(list(QuarantineMode)))
-        account = draw(st.one_of(st.none(), st.just("acct-7")))
-        quarantines[key] = Quarantine(key, mode, account=account, expires=draw(_EXPIRES))
-    exemptions: dict[Prefix, Exemption] = {}
-    for text in draw(st.lists(_KEYS, max_size=15, unique=True)):
-        key = Prefix.parse(text)
-        ticket = draw(st.one_of(st.none(), st.just("T-1")))
-        exemptions[key] = Exemption(key, ticket=ticket, expires=draw(_EXPIRES))
-    settings_ = base.settings
     if draw(st.booleans()):  # no walled garden: its modes are lint problems
-        settings_ = replace(settings_, resolvers=(), portal=())
-    return replace(base, settings=settings_, quarantines=quarantines, exemptions=exemptions)
+        base = replace(base, settings=replace(base.settings, resolvers=(), portal=()))
+    return draw(held_states(base, _KEYS, quarantines=30, exemptions=15))
 
 
 def _sorted(packed: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
@@ -102,21 +87,7 @@ def test_a_key_given_twice_is_left_to_the_model_which_names_it(
             state_from_data(data)
 
 
-@pytest.mark.parametrize(
-    ("entry", "field"),
-    [
-        ({"key": "100.64.0.300", "mode": "smtp"}, r"quarantines\[1\]\.key"),
-        ({"key": "100.64.0.6", "mode": "smtpp"}, r"quarantines\[1\]\.mode"),
-        ({"key": "100.64.0.6", "mode": "smtp", "expires": "soon"}, r"quarantines\[1\]\.expires"),
-        (
-            {"key": "100.64.0.6", "mode": "smtp", "expires": "2026-12-01T00:00:00"},
-            r"quarantines\[1\]\.expires",
-        ),
-        ({"key": "100.64.0.6", "mode": "smtp", "account": ""}, r"quarantines\[1\]\.account"),
-        ({"key": "100.64.0.6", "mode": "smtp", "note": "x"}, r"quarantines\[1\]\.note"),
-        ({"mode": "smtp"}, r"quarantines\[1\]\.key"),
-    ],
-)
+@pytest.mark.parametrize(("entry", "field"), DOUBTED_ENTRIES)
 def test_an_entry_the_columns_doubt_is_named_by_the_model(
     policy_data: dict[str, Any], entry: dict[str, str], field: str
 ) -> None:

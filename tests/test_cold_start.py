@@ -30,12 +30,13 @@ from edgectl.agent.daemon.protocol import ColumnSnapshot, ControllerError, Snaps
 from edgectl.agent.kernel_write import pack_columns, pack_keys
 from edgectl.agent.keys import is_exact
 from edgectl.agent.render import render_full
-from edgectl.model import DesiredState, Exemption, Prefix, Quarantine, QuarantineMode
+from edgectl.model import DesiredState
 from edgectl.model.delta import persistent
 from edgectl.model.errors import ModelError
 from edgectl.model.serial import StateColumns, state_columns, state_from_data, state_to_data
 
 from .conftest import NOW
+from .held_states import DOUBTED_ENTRIES, held_states
 from .test_agent_loop import FakeController, FakeKernel, FakeStore
 
 # -- the columns against the model ------------------------------------------------
@@ -47,26 +48,10 @@ _KEYS = st.one_of(
     st.integers(0, 255).map(lambda i: f"100.65.{i}.0/24"),  # not exact: a range
     st.integers(0, 255).map(lambda i: f"2001:db8:2000:{i:x}00::/60"),  # not exact
 )
-_EXPIRES = st.one_of(
-    st.none(),
-    st.integers(-3600, 7 * 86400).map(lambda s: NOW + timedelta(seconds=s, microseconds=500)),
-)
 
 
-@st.composite
-def _states(draw: st.DrawFn, base: DesiredState) -> DesiredState:
-    quarantines: dict[Prefix, Quarantine] = {}
-    for text in draw(st.lists(_KEYS, max_size=40, unique=True)):
-        key = Prefix.parse(text)
-        mode = draw(st.sampled_from(list(QuarantineMode)))
-        account = draw(st.one_of(st.none(), st.just("acct-7")))
-        quarantines[key] = Quarantine(key, mode, account=account, expires=draw(_EXPIRES))
-    exemptions: dict[Prefix, Exemption] = {}
-    for text in draw(st.lists(_KEYS, max_size=20, unique=True)):
-        key = Prefix.parse(text)
-        ticket = draw(st.one_of(st.none(), st.just("T-1")))
-        exemptions[key] = Exemption(key, ticket=ticket, expires=draw(_EXPIRES))
-    return replace(base, quarantines=quarantines, exemptions=exemptions)
+def _states(base: DesiredState) -> st.SearchStrategy[DesiredState]:
+    return held_states(base, _KEYS)
 
 
 def _sorted(packed: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
@@ -120,15 +105,7 @@ def test_a_key_given_twice_is_left_to_the_model_which_names_it(
         state_from_data(data)
 
 
-@pytest.mark.parametrize(
-    ("entry", "field"),
-    [
-        ({"key": "100.64.0.300", "mode": "smtp"}, r"quarantines\[1\]\.key"),
-        ({"key": "100.64.0.6", "mode": "smtpp"}, r"quarantines\[1\]\.mode"),
-        ({"key": "100.64.0.6", "mode": "smtp", "expires": "soon"}, r"quarantines\[1\]\.expires"),
-        ({"key": "100.64.0.6", "mode": "smtp", "note": "x"}, r"quarantines\[1\]\.note"),
-    ],
-)
+@pytest.mark.parametrize(("entry", "field"), DOUBTED_ENTRIES)
 def test_an_entry_the_bulk_check_doubts_is_named_by_the_model(
     policy_data: dict[str, Any], entry: dict[str, str], field: str
 ) -> None:
