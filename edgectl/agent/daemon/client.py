@@ -62,6 +62,15 @@ _KEEPALIVE = [
 ]
 
 
+def _authorization(token: Callable[[], str]) -> dict[str, str]:
+    """The bearer header, read fresh each request (the token file may be
+    rotated); a token file that went bad is one more failure, not a crash."""
+    try:
+        return {"Authorization": f"Bearer {token()}"}
+    except Exception as error:
+        raise ControllerError(f"no usable token: {error}") from None
+
+
 def _unavailable(error: ControllerError) -> bool:
     """The controller did not answer (no status) or failed itself (5xx): try another."""
     return error.status is None or error.status >= 500
@@ -184,10 +193,7 @@ class ControllerClient:
             session.close()
 
     def _call(self, method: str, path: str, timeout: float, **kwargs: Any) -> httpx.Response:
-        try:
-            headers = {"Authorization": f"Bearer {self._token()}"}
-        except Exception as error:  # a token file that went bad is one more failure
-            raise ControllerError(f"no usable token: {error}") from None
+        headers = _authorization(self._token)
         start = self.active
         count = len(self.urls)
         failed: ControllerError | None = None
@@ -349,14 +355,11 @@ class FirstSnapshot:
     def desired(self, since: int | None, wait: float, epoch: str | None = None) -> Answer:
         if since is not None:
             raise ControllerError("the first request asks for a snapshot only")
-        try:
-            headers = {
-                "Authorization": f"Bearer {self._token()}",
-                "User-Agent": "edgectl-agent",
-                "Accept": "application/json",
-            }
-        except Exception as error:  # as ControllerClient: a bad token file is a failure
-            raise ControllerError(f"no usable token: {error}") from None
+        headers = {
+            **_authorization(self._token),
+            "User-Agent": "edgectl-agent",
+            "Accept": "application/json",
+        }
         query = urlencode({"wait": float(wait)})
         failed: ControllerError | None = None
         for url in self.urls:
