@@ -32,7 +32,9 @@ slices summed.  Reported as medians over rounds, medians of per-round ratios
 and best/best:
 
 * ``a80``  dyn4 -> mx:80 through ``a``;   ``b80`` the same through ``b``
-  (non-mail traffic; target >= 0.95 of a80); ``d80``, ``e80``, ``f80`` likewise;
+  (non-mail traffic, tracked: reported against a80, target >= 0.95 of e80);
+  ``d80``, ``e80``, ``f80`` (target >= 0.90 of e80: its caps need conntrack),
+  ``s80`` (target >= 0.95 of a80) likewise;
 * ``a25``  static4 -> mx:25 through ``a``; ``c25`` the same through ``b``
   (allowed mail from a rate-limited static pool, the longest path; target
   >= 0.85 of a25); ``e25`` likewise.
@@ -476,9 +478,9 @@ def main() -> int:
         ],
         [
             row("a80", "a80", "a: no table, dyn4 -> mx:80", "baseline"),
-            row("b80", "a80", f"b: edgectl {args.keys:,} keys, dyn4 -> mx:80", ">= 0.95"),
+            row("b80", "a80", f"b: edgectl {args.keys:,} keys, dyn4 -> mx:80", "(reported)"),
             row("e80", "a80", "e: conntrack only (ct state rule), dyn4 -> mx:80", "-"),
-            row("f80", "a80", "f: edgectl, track_non_mail = false, dyn4 -> mx:80", ">= 0.95"),
+            row("f80", "a80", "f: edgectl, track_non_mail = false, dyn4 -> mx:80", "(reported)"),
             row(
                 "s80", "a80", "s: f without ct-count caps (no conntrack), dyn4 -> mx:80", ">= 0.95"
             ),
@@ -530,12 +532,27 @@ def main() -> int:
             )
         )
 
+    # With ct-count caps in a profile, mail must stay tracked, so the kernel
+    # runs conntrack's and defrag's hooks for every packet in the namespace
+    # (an untracked one leaves them early but still passes through them), and
+    # the raw notrack chain is one more hook.  That price belongs to the caps,
+    # not to edgectl's lookups: issue 10 item 8 makes a conntrack-enabled
+    # gateway the baseline for capped profiles.  The figure against no table
+    # stays in the table, reported (gateway s is the same ruleset without caps).
     emit_ratio(
-        "forwarding_nonmail_untracked",
+        "forwarding_nonmail_untracked_capped",
         "f80",
         "a80",
-        "non-mail setups, track_non_mail = false (caps on) >= 0.95x no table",
-        0.95,
+        "non-mail setups, track_non_mail = false, caps on, vs no table (reported: "
+        "the caps need conntrack's hooks)",
+        None,
+    )
+    emit_ratio(
+        "forwarding_nonmail_untracked_capped_vs_conntrack",
+        "f80",
+        "e80",
+        "non-mail setups, track_non_mail = false, caps on >= 0.90x a conntrack-only gateway",
+        0.90,
     )
     emit_ratio(
         "forwarding_nonmail_untracked_uncapped",

@@ -182,7 +182,14 @@ HEADLINES: tuple[Headline, ...] = (
         "forwarding.py",
         ("--keys", "100000", "--rounds", "8"),
         (
-            ("forwarding_nonmail_untracked", "non-mail, track_non_mail = false >= 0.95x no table"),
+            (
+                "forwarding_nonmail_untracked_capped",
+                "non-mail, track_non_mail = false, caps on, vs no table (reported)",
+            ),
+            (
+                "forwarding_nonmail_untracked_capped_vs_conntrack",
+                "non-mail, track_non_mail = false, caps on >= 0.90x a conntrack-only gateway",
+            ),
             (
                 "forwarding_nonmail_untracked_uncapped",
                 "non-mail, track_non_mail = false, no ct-count caps >= 0.95x no table",
