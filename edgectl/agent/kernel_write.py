@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import compress, repeat
-from operator import attrgetter, is_, not_
+from operator import is_, not_
+from typing import Any, NamedTuple
 
 from edgectl.agent import table
 from edgectl.agent.keys import EXEMPT, KeyLayout, Kind
@@ -57,8 +58,7 @@ from edgectl.agent.netlink.constants import (
 )
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.transaction import ElementOp
-from edgectl.model.policy import DesiredState, Exemption, Quarantine
-from edgectl.model.prefix import Prefix
+from edgectl.model.policy import DesiredState
 from edgectl.model.serial import StateColumns
 
 ACK_TIMEOUT_S = 5.0
@@ -205,41 +205,30 @@ def pack_keys(state: DesiredState, now: datetime) -> dict[str, list[bytes]]:
     equal): the same sets, keys and timeouts, expired entries left out,
     keys that are not exact left to the structure's interval maps.
     """
-    return _packed(state, state.quarantines, state.exemptions, now)
+    return _packed(state, state.quarantines.items(), state.exemptions.items(), now)
 
 
 def _packed(
     structure: DesiredState,
-    quarantines: Mapping[Prefix, Quarantine],
-    exemptions: Mapping[Prefix, Exemption],
+    quarantines: Iterable[tuple[Any, Any]],
+    exemptions: Iterable[tuple[Any, Any]],
     now: datetime,
 ) -> dict[str, list[bytes]]:
     names = KeyLayout(structure.delegated_lengths()).exact_names()
     packed: dict[str, list[bytes]] = {name: [] for name in names.values()}
-    # One pass over each map (an adopted state's are KeyMaps: values() is an iterator).
-    held = list(quarantines.values())
-    keys = zip(map(_entry_key, held), map(_mode, held), map(_expires, held), strict=True)
-    _pack(keys, now, names, packed)
-    exempt = list(exemptions.values())
-    kinds = repeat(EXEMPT, len(exempt))
-    keys = zip(map(_entry_key, exempt), kinds, map(_expires, exempt), strict=True)
-    _pack(keys, now, names, packed)
+    _pack(quarantines, None, now, names, packed)
+    _pack(exemptions, EXEMPT, now, names, packed)
     return {name: elements for name, elements in packed.items() if elements}
 
 
-_entry_key = attrgetter("key")
-_mode = attrgetter("mode")
-_expires = attrgetter("expires")
-
-
 def _pack(
-    keys: Iterable[tuple[Prefix, Kind, datetime | None]],
+    entries: Iterable[tuple[Any, Any]],
+    kind: Kind | None,
     now: datetime,
     names: Mapping[tuple[Kind, int, int], str],
     packed: dict[str, list[bytes]],
 ) -> None:
-    """The hot loop: a few C calls a key (its set, its expiry), no per-key object
-    but its bytes.
+    """The hot loop: a few C calls a key, no per-key object but its bytes.
 
     IPv4 host keys, nearly all of them, take the short way: their set by
     kind alone, appended through a bound method.
@@ -248,7 +237,10 @@ def _pack(
     hosts4 = {
         k: packed[name].append for (k, version, length), name in names.items() if version == 4
     }
-    for (version, value, length), held, expires in keys:
+    for key, entry in entries:
+        version, value, length = key
+        held = entry.mode if kind is None else kind
+        expires = entry.expires
         if version == 4 and length == 32:
             if expires is None:
                 hosts4[held](_V4 + value.to_bytes(4, "big"))
@@ -273,6 +265,13 @@ def _pack(
         packed[name].append(element)
 
 
+class _Held(NamedTuple):
+    """What ``_pack`` reads of an entry, for a key of the columns."""
+
+    mode: Kind
+    expires: datetime | None
+
+
 def pack_columns(columns: StateColumns, now: datetime) -> dict[str, list[bytes]]:
     """``pack_keys`` of ``columns.state()``, from its key columns: no entry built
     (tests/test_cold_start.py and tests/test_apply_exact.py hold the two equal,
@@ -292,8 +291,9 @@ def pack_columns(columns: StateColumns, now: datetime) -> dict[str, list[bytes]]
         expires4, expires = keys.split("expires")
         for held, four, timed in _by_kind(keys.v4, kinds4, expires4):
             _pack_v4(four, timed, packed[names[held, 4, 32]], now)
-        if keys.others:
-            _pack(zip(keys.others, kinds, expires, strict=True), now, names, packed)
+        if keys.others:  # few: IPv6 keys, IPv4 prefixes
+            entries = map(_Held, kinds, expires)
+            _pack(zip(keys.others, entries, strict=True), kind, now, names, packed)
     return {name: elements for name, elements in packed.items() if elements}
 
 
