@@ -379,7 +379,8 @@ class KeyColumns:
         """No key given twice (an IPv4 key written ``a.b.c.d/32`` is the address's twin)."""
         if len(set(self.v4)) != len(self.v4) or len(set(self.others)) != len(self.others):
             return False
-        hosts = [key.value.to_bytes(4, "big") for key in self.others if key[0:3:2] == (4, 32)]
+        # key[::2]: (version, length); an IPv4 /32 is a dotted quad's twin.
+        hosts = [key.value.to_bytes(4, "big") for key in self.others if key[::2] == (4, 32)]
         return not hosts or set(self.v4).isdisjoint(hosts)
 
     def subset(self, cls: type[Entry], keep: Callable[[int, int], bool]) -> dict[Prefix, Entry]:
