@@ -23,9 +23,9 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import compress, repeat
-from operator import is_, not_
+from operator import add, is_, lt, mul, not_, sub
 from typing import Any, NamedTuple
 
 from edgectl.agent import table
@@ -196,6 +196,7 @@ _NLA = struct.Struct("=HH")  # an attribute header: length, type (host order)
 _V4, _V4_T = _element_header(4, False), _element_header(4, True)
 _V6, _V6_T = _element_header(16, False), _element_header(16, True)
 _TIMEOUT = _NLA.pack(12, NFTA_SET_ELEM_TIMEOUT)
+_BE64 = struct.Struct(">Q").pack  # a timeout's value: int.to_bytes(8, "big")
 
 
 def pack_keys(state: DesiredState, now: datetime) -> dict[str, list[bytes]]:
@@ -314,16 +315,17 @@ def _by_kind(
 def _pack_v4(
     keys: list[bytes], expires: list[datetime | None], out: list[bytes], now: datetime
 ) -> None:
-    """IPv4 addresses of one set: those that never expire in one C pass (most of
-    them), the timed ones in a loop."""
+    """IPv4 addresses of one set, in C passes: those that never expire (most of
+    them), then the timed ones - the same timeouts as ``_pack``'s loop."""
     never = list(map(is_, expires, repeat(None)))
     out.extend(map(_V4.__add__, compress(keys, never)))
     if all(never):
         return
     timed = list(map(not_, never))
-    ceil = math.ceil
-    for key, expiry in zip(compress(keys, timed), compress(expires, timed), strict=True):
-        assert expiry is not None
-        milliseconds = ceil((expiry - now).total_seconds()) * 1000
-        if milliseconds > 0:  # else expired: the kernel would time it out at once
-            out.append(_V4_T + key + _TIMEOUT + milliseconds.to_bytes(8, "big"))
+    left = map(timedelta.total_seconds, map(sub, compress(expires, timed), repeat(now)))
+    milliseconds = list(map(mul, map(math.ceil, left), repeat(1000)))
+    # Expired ones are left out: the kernel would time them out at once.
+    live = list(map(lt, repeat(0), milliseconds))
+    heads = map(_V4_T.__add__, compress(compress(keys, timed), live))
+    ends = map(_TIMEOUT.__add__, map(_BE64, compress(milliseconds, live)))
+    out.extend(map(add, heads, ends))
