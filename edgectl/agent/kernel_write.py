@@ -23,9 +23,9 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import compress, repeat
-from operator import add, is_, lt, mul, not_, sub
+from operator import is_, not_
 from typing import Any, NamedTuple
 
 from edgectl.agent import table
@@ -196,7 +196,7 @@ _NLA = struct.Struct("=HH")  # an attribute header: length, type (host order)
 _V4, _V4_T = _element_header(4, False), _element_header(4, True)
 _V6, _V6_T = _element_header(16, False), _element_header(16, True)
 _TIMEOUT = _NLA.pack(12, NFTA_SET_ELEM_TIMEOUT)
-_BE64 = struct.Struct(">Q").pack  # a timeout's value: int.to_bytes(8, "big")
+_new_tuple = tuple.__new__
 
 
 def pack_keys(state: DesiredState, now: datetime) -> dict[str, list[bytes]]:
@@ -267,7 +267,8 @@ def _pack(
 
 
 class _Held(NamedTuple):
-    """What ``_pack`` reads of an entry, for a key of the columns."""
+    """What ``_pack`` reads of an entry, for a key of the columns (made by
+    tuple.__new__: NamedTuple's own __new__ is a Python call)."""
 
     mode: Kind
     expires: datetime | None
@@ -293,7 +294,7 @@ def pack_columns(columns: StateColumns, now: datetime) -> dict[str, list[bytes]]
         for held, four, timed in _by_kind(keys.v4, kinds4, expires4):
             _pack_v4(four, timed, packed[names[held, 4, 32]], now)
         if keys.others:  # few: IPv6 keys, IPv4 prefixes
-            entries = map(_Held, kinds, expires)
+            entries = map(_new_tuple, repeat(_Held), zip(kinds, expires, strict=True))
             _pack(zip(keys.others, entries, strict=True), kind, now, names, packed)
     return {name: elements for name, elements in packed.items() if elements}
 
@@ -315,17 +316,16 @@ def _by_kind(
 def _pack_v4(
     keys: list[bytes], expires: list[datetime | None], out: list[bytes], now: datetime
 ) -> None:
-    """IPv4 addresses of one set, in C passes: those that never expire (most of
-    them), then the timed ones - the same timeouts as ``_pack``'s loop."""
+    """IPv4 addresses of one set: those that never expire in one C pass (most of
+    them), the timed ones in a loop."""
     never = list(map(is_, expires, repeat(None)))
     out.extend(map(_V4.__add__, compress(keys, never)))
     if all(never):
         return
     timed = list(map(not_, never))
-    left = map(timedelta.total_seconds, map(sub, compress(expires, timed), repeat(now)))
-    milliseconds = list(map(mul, map(math.ceil, left), repeat(1000)))
-    # Expired ones are left out: the kernel would time them out at once.
-    live = list(map(lt, repeat(0), milliseconds))
-    heads = map(_V4_T.__add__, compress(compress(keys, timed), live))
-    ends = map(_TIMEOUT.__add__, map(_BE64, compress(milliseconds, live)))
-    out.extend(map(add, heads, ends))
+    ceil = math.ceil
+    for key, expiry in zip(compress(keys, timed), compress(expires, timed), strict=True):
+        assert expiry is not None
+        milliseconds = ceil((expiry - now).total_seconds()) * 1000
+        if milliseconds > 0:  # else expired: the kernel would time it out at once
+            out.append(_V4_T + key + _TIMEOUT + milliseconds.to_bytes(8, "big"))

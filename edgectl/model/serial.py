@@ -91,6 +91,11 @@ def _each(data: object, path: str, build: Callable[[Any, str], T]) -> tuple[T, .
 
 
 def _prefixes(data: object, path: str) -> tuple[Prefix, ...]:
+    # A pool lists hundreds of prefixes: all at once, or one by one (which
+    # names the one at fault) when the bulk parse doubts any.
+    parsed = Prefix.parse_many(data) if isinstance(data, list) else None
+    if parsed is not None:
+        return tuple(parsed)
     return _each(data, path, lambda item, where: Prefix.parse(item, path=where))
 
 
@@ -441,7 +446,11 @@ def _key_columns(items: list[Any], allowed: set[str], texts: Sequence[str]) -> K
             return KeyColumns(None, list(map(_pton4, keys)), [], fields)
         plain = list(map(not_, special))
         v4 = list(map(_pton4, compress(keys, plain)))
-        return KeyColumns(plain, v4, list(map(Prefix.parse, compress(keys, special))), fields)
+        texts = list(compress(keys, special))
+        others = Prefix.parse_many(texts)
+        if others is None:  # a mix of forms, or one at fault: each its own way
+            others = list(map(Prefix.parse, texts))
+        return KeyColumns(plain, v4, others, fields)
     except _BULK_ERRORS:
         return None
 
