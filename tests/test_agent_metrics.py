@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import urllib.request
 
-from edgectl.agent.daemon.metrics import Metrics, MetricsServer, policy_of
+from edgectl.agent.daemon.metrics import Metrics, policy_of
+from edgectl.agent.daemon.metrics_http import MetricsServer
 
 
 def test_render() -> None:

@@ -1,6 +1,6 @@
 """``edgectl apply -f`` of a policy of exact keys onto no table: checked, linted and
 packed from key columns (serial.exact_columns, lint.exact_clear,
-kernel_write.pack_exact) -- the same verdicts and the same kernel elements as
+kernel_write.pack_columns) -- the same verdicts and the same kernel elements as
 the ordinary path (state_from_data, lint, pack_keys).
 
 The kernel side (the command in a namespace, against the ordinary path's
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgectl.agent.kernel_write import pack_exact, pack_keys
+from edgectl.agent.kernel_write import pack_columns, pack_keys
 from edgectl.agent.keys import is_exact
 from edgectl.model import DesiredState
 from edgectl.model.errors import ModelError
@@ -69,7 +69,7 @@ def test_exact_columns_write_and_lint_what_the_model_does(policy_state: DesiredS
         assert columns.state() == state_from_data(data) == state
         assert exact_clear(columns) == (not lint(state))
         now = NOW + timedelta(seconds=later)
-        assert _sorted(pack_exact(columns, now)) == _sorted(pack_keys(state, now))
+        assert _sorted(pack_columns(columns, now)) == _sorted(pack_keys(state, now))
 
     check()
 

@@ -25,7 +25,7 @@ from edgectl.agent.render import Counters, render_delta, render_full
 from edgectl.agent.transaction import Transaction
 from edgectl.model.delta import StateDelta, patch
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import ExactColumns, StateColumns
+from edgectl.model.serial import StateColumns
 
 
 @dataclass(frozen=True)
@@ -146,27 +146,34 @@ class Dataplane:
             release_heap()
 
     def sync_columns(
-        self, columns: StateColumns, now: datetime | None = None, carried: Counters | None = None
-    ) -> ApplyResult:
+        self,
+        columns: StateColumns,
+        now: datetime | None = None,
+        carried: Counters | None = None,
+        *,
+        cut: bool = False,
+    ) -> ApplyResult | None:
         """``full_sync(columns.state())`` onto no table, written from the columns.
 
-        A cold start's first snapshot: the structure (with the few prefix
-        keys) rendered, the exact keys packed from the key columns, so the
-        kernel enforces before a million entry objects are built.  Only onto
-        no table (ValueError otherwise: replacing a table is one transaction,
-        rendered from the model).  Open flows of the held keys are not cut
-        here: the caller does that once the model is built (daemon.kernel).
+        A cold start's first snapshot, or ``edgectl apply -f`` onto a fresh
+        gateway: the structure (with the few prefix keys) rendered, the exact
+        keys packed from the key columns, so the kernel enforces before (or
+        without) a million entry objects being built.  None if our table is
+        there: replacing a table is one transaction, rendered from the model.
+        ``cut``: the held keys' open flows cut after the commit, as
+        ``full_sync`` does (the state is built only if there are open flows);
+        the agent does that itself once its model is built (daemon.kernel).
         """
         now = now or datetime.now(UTC)
         start = time.perf_counter()
         try:
             if self.table_exists():
-                raise ValueError("sync_columns writes onto no table; this one has ours")
+                return None
             lengths = columns.structure.delegated_lengths()
             structure = columns.subset(
                 lambda version, length: not is_exact(version, length, lengths)
             )
-            return self._onto_empty(
+            result = self._onto_empty(
                 structure,
                 lambda: kernel_write.pack_columns(columns, now),
                 now,
@@ -175,29 +182,8 @@ class Dataplane:
             )
         finally:
             release_heap()
-
-    def sync_exact(self, columns: ExactColumns, now: datetime | None = None) -> ApplyResult | None:
-        """``full_sync(columns.state())`` onto no table, written from the packed addresses.
-
-        ``edgectl apply -f`` of a state of single IPv4 addresses onto a fresh
-        gateway: the structure rendered, the keys packed straight from the
-        columns; the state is built only if there are open flows to match
-        against the holds (the cut after the commit, as ``full_sync`` does).
-        None if our table is there (replacing a table is one transaction,
-        rendered from the model).
-        """
-        now = now or datetime.now(UTC)
-        start = time.perf_counter()
-        cut = self._cutter()
-        try:
-            if self.table_exists():
-                return None
-            result = self._onto_empty(
-                columns.structure, lambda: kernel_write.pack_exact(columns, now), now, {}, start
-            )
-        finally:
-            release_heap()
-        cut.cut(lambda: held_keys(columns.state(), now))
+        if cut:
+            self._cutter().cut(lambda: held_keys(columns.state(), now))
         return result
 
     def _onto_empty(

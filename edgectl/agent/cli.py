@@ -22,7 +22,7 @@ from edgectl.cli_error import CliError
 from edgectl.model.delta import diff
 from edgectl.model.lint import exact_clear, lint
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import ExactColumns
+from edgectl.model.serial import StateColumns
 from edgectl.policyfile import PolicyFile, PolicyFileError, read_exact_columns, read_policy_file
 
 DEFAULT_STATE_DIR = Path("/var/lib/edgectl")
@@ -138,7 +138,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         return _apply(args, policy, dataplane)
 
 
-def _exact_policy(args: argparse.Namespace) -> tuple[ExactColumns, str] | None:
+def _exact_policy(args: argparse.Namespace) -> tuple[StateColumns, str] | None:
     """The policy as key columns and its JSON text, when it is a JSON file of
     exact keys that every check and lint pass; None otherwise (then
     the ordinary path loads it again and names whatever is wrong)."""
@@ -155,7 +155,7 @@ def _exact_policy(args: argparse.Namespace) -> tuple[ExactColumns, str] | None:
 
 
 def _apply_exact(
-    args: argparse.Namespace, exact: tuple[ExactColumns, str], dataplane: Dataplane
+    args: argparse.Namespace, exact: tuple[StateColumns, str], dataplane: Dataplane
 ) -> bool:
     """``_apply`` of a policy of exact keys onto no table: the kernel written from
     the columns and the file's text saved, no model built.  False, having
@@ -168,7 +168,7 @@ def _apply_exact(
         # With no table there, the plan reads only the record of the last apply.
         plan = _plan(args, columns.structure, dataplane)
         # None: our table appeared since.
-        result = None if plan.table_present else dataplane.sync_exact(columns)
+        result = None if plan.table_present else dataplane.sync_columns(columns, cut=True)
         if result is None:
             return False
         # The state saved is the file's text; the header takes its revision.

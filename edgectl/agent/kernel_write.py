@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import compress, repeat
 from operator import is_, not_
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgectl.agent import table
 from edgectl.agent.keys import EXEMPT, KeyLayout, Kind
@@ -59,7 +59,7 @@ from edgectl.agent.netlink.constants import (
 from edgectl.agent.netlink.nfsocket import NetlinkError, NfNetlink
 from edgectl.agent.transaction import ElementOp
 from edgectl.model.policy import DesiredState
-from edgectl.model.serial import ExactColumns, StateColumns
+from edgectl.model.serial import StateColumns
 
 ACK_TIMEOUT_S = 5.0
 # After the kernel refused a batch, how long to wait for the other answers.
@@ -196,6 +196,7 @@ _NLA = struct.Struct("=HH")  # an attribute header: length, type (host order)
 _V4, _V4_T = _element_header(4, False), _element_header(4, True)
 _V6, _V6_T = _element_header(16, False), _element_header(16, True)
 _TIMEOUT = _NLA.pack(12, NFTA_SET_ELEM_TIMEOUT)
+_new_tuple = tuple.__new__
 
 
 def pack_keys(state: DesiredState, now: datetime) -> dict[str, list[bytes]]:
@@ -206,18 +207,6 @@ def pack_keys(state: DesiredState, now: datetime) -> dict[str, list[bytes]]:
     keys that are not exact left to the structure's interval maps.
     """
     return _packed(state, state.quarantines.items(), state.exemptions.items(), now)
-
-
-def pack_columns(columns: StateColumns, now: datetime) -> dict[str, list[bytes]]:
-    """``pack_keys`` of ``columns.state()`` before that state (its key maps) is built:
-    a cold start writes the kernel first (tests/test_cold_start.py holds the two equal)."""
-    quarantines, exemptions = columns.entries
-    return _packed(
-        columns.structure,
-        zip(columns.quarantines["key"], quarantines, strict=True),
-        zip(columns.exemptions["key"], exemptions, strict=True),
-        now,
-    )
 
 
 def _packed(
@@ -277,41 +266,37 @@ def _pack(
         packed[name].append(element)
 
 
-def pack_exact(columns: ExactColumns, now: datetime) -> dict[str, list[bytes]]:
-    """``pack_keys`` of ``columns.state()``, from its key columns: no state built
-    (tests/test_apply_exact.py holds the two equal, as sets: the order differs)."""
+class _Held(NamedTuple):
+    """What ``_pack`` reads of an entry, for a key of the columns (made by
+    tuple.__new__: NamedTuple's own __new__ is a Python call)."""
+
+    mode: Kind
+    expires: datetime | None
+
+
+def pack_columns(columns: StateColumns, now: datetime) -> dict[str, list[bytes]]:
+    """``pack_keys`` of ``columns.state()``, from its key columns: no entry built
+    (tests/test_cold_start.py and tests/test_apply_exact.py hold the two equal,
+    as sets: the order differs).  Keys that are not exact are left to the
+    structure's interval maps, as ``pack_keys`` leaves them.
+
+    A cold start and ``edgectl apply -f`` write the kernel with these before
+    (or without) building the model.
+    """
     names = KeyLayout(columns.structure.delegated_lengths()).exact_names()
     packed: dict[str, list[bytes]] = {name: [] for name in names.values()}
-    appends = {shape: packed[name].append for shape, name in names.items()}
     for keys, kind in ((columns.quarantines, None), (columns.exemptions, EXEMPT)):
-        kinds4 = keys.v4_modes if kind is None else [kind] * len(keys.v4)
-        kinds6 = keys.v6_modes if kind is None else [kind] * len(keys.v6)
-        assert kinds4 is not None and kinds6 is not None
-        for held, four, expires in _by_kind(keys.v4, kinds4, keys.v4_expires):
-            _pack_v4(four, expires, packed[names[held, 4, 32]], now)
-        six = (appends[held, 6, key.length] for held, key in zip(kinds6, keys.v6, strict=True))
-        values = (key.value.to_bytes(16, "big") for key in keys.v6)
-        _pack_exact(values, six, keys.v6_expires, _V6, _V6_T, now)
+        if kind is None:
+            kinds4, kinds = keys.split("mode")
+        else:
+            kinds4, kinds = [kind] * len(keys.v4), [kind] * len(keys.others)
+        expires4, expires = keys.split("expires")
+        for held, four, timed in _by_kind(keys.v4, kinds4, expires4):
+            _pack_v4(four, timed, packed[names[held, 4, 32]], now)
+        if keys.others:  # few: IPv6 keys, IPv4 prefixes
+            entries = map(_new_tuple, repeat(_Held), zip(kinds, expires, strict=True))
+            _pack(zip(keys.others, entries, strict=True), kind, now, names, packed)
     return {name: elements for name, elements in packed.items() if elements}
-
-
-def _pack_exact(
-    keys: Iterable[bytes],
-    appends: Iterable[Callable[[bytes], None]],
-    expires: Iterable[datetime | None],
-    plain: bytes,
-    timed: bytes,
-    now: datetime,
-) -> None:
-    """The hot loop of ``pack_exact``: one element a key, in its set's list."""
-    ceil = math.ceil
-    for key, append, expiry in zip(keys, appends, expires, strict=True):
-        if expiry is None:
-            append(plain + key)
-            continue
-        milliseconds = ceil((expiry - now).total_seconds()) * 1000
-        if milliseconds > 0:  # else expired: the kernel would time it out at once
-            append(timed + key + _TIMEOUT + milliseconds.to_bytes(8, "big"))
 
 
 def _by_kind(

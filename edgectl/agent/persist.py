@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +127,7 @@ class StateStore:
         self._journal = None  # until both files are in place
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._remove_stale_temporaries()
-        ident = secrets.token_hex(8)
+        ident = os.urandom(8).hex()  # secrets.token_hex(8), without importing secrets
         head = json.dumps(
             {"generation": generation, "journal": ident, "epoch": epoch}, separators=(",", ":")
         )
@@ -219,6 +217,10 @@ class StateStore:
     def _replace(self, path: Path, prefix: str, text: str | Iterable[str]) -> int:
         """Write ``text`` (or its parts, as they come) and a newline to ``path``
         atomically and durably; the bytes written."""
+        # Here, not at the top: tempfile (with shutil, random, bz2, lzma) is
+        # ~3 ms of every ``edgectl apply`` and agent start before its commit.
+        import tempfile
+
         temporary: str | None = None
         try:
             handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=prefix)

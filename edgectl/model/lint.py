@@ -22,7 +22,7 @@ from edgectl.model.policy import (
 )
 from edgectl.model.pool_map import PoolMap, duplicates
 from edgectl.model.prefix import Prefix, PrefixIndex
-from edgectl.model.serial import ExactColumns, ExactKeys
+from edgectl.model.serial import KeyColumns, StateColumns
 
 _BITS = {4: 32, 6: 128}
 _version, _value, _length = itemgetter(0), itemgetter(1), itemgetter(2)
@@ -226,7 +226,7 @@ def _keys_clear(
     return True
 
 
-def exact_clear(columns: ExactColumns) -> bool:
+def exact_clear(columns: StateColumns) -> bool:
     """True when ``lint`` finds nothing in ``columns.state()``; False means "lint the
     built state" (which names every problem), never that there is one.
 
@@ -244,16 +244,16 @@ def exact_clear(columns: ExactColumns) -> bool:
     if next(problems, None) is not None:
         return False
     held = columns.quarantines
-    modes = {*(held.v4_modes or ()), *(held.v6_modes or ())}
+    modes = set(held.fields["mode"])
     if not structure.settings.garden_ready and any(MODE_POLICY[m].needs_garden for m in modes):
         return False
     shapes = {"quarantines": _exact_shapes(held), "exemptions": _exact_shapes(columns.exemptions)}
     return _keys_clear(shapes, _protected(structure), pools)
 
 
-def _exact_shapes(keys: ExactKeys) -> dict[tuple[int, int], list[int]]:
+def _exact_shapes(keys: KeyColumns) -> dict[tuple[int, int], list[int]]:
     """``_shapes`` of the keys: IPv4 values by one unpack, the IPv6 keys' by length."""
-    shapes = _shapes(keys.v6)
+    shapes = _shapes(keys.others)
     if keys.v4:
         shapes[4, 32] = sorted(struct.unpack(f">{len(keys.v4)}I", b"".join(keys.v4)))
     return shapes

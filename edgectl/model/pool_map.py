@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import Generic, TypeVar
 
 from edgectl.model.prefix import Prefix, range_prefixes
 
 T = TypeVar("T")
+
+_START_THEN_LENGTH = itemgetter(0, 1)
 
 
 def duplicates(named: Iterable[tuple[str, Prefix]]) -> Iterator[tuple[str, str, Prefix]]:
@@ -44,40 +47,50 @@ class PoolMap(Generic[T]):
         self._starts = [(version, first) for version, first, _, _ in self.intervals]
 
     def _sweep(self, version: int, items: list[tuple[Prefix, T]]) -> None:
-        # Parents sort before their children (same start, shorter first); a
-        # stack holds the prefixes that contain the current position.
-        items.sort(key=lambda item: (item[0].value, item[0].length))
-        stack: list[tuple[Prefix, T]] = []
+        # Every render and lint builds this over all pools (5,000 of them):
+        # spans are plain tuples, no property or closure called per prefix.
+        bits = 32 if version == 4 else 128
+        spans = [
+            (prefix.value, prefix.length, prefix.value | ((1 << (bits - prefix.length)) - 1), owner)
+            for prefix, owner in items
+        ]
+        # Parents sort before their children (same start, shorter first).
+        spans.sort(key=_START_THEN_LENGTH)
+        # The most specific owner of each address, as (first, last, owner) in
+        # order; a stack holds the (last, owner) of the prefixes that contain
+        # the current position.
+        pieces: list[tuple[int, int, T]] = []
+        stack: list[tuple[int, T]] = []
         cursor = 0
+        for first, _, last, owner in spans:
+            while stack and stack[-1][0] < first:
+                end, holder = stack.pop()
+                if cursor <= end:
+                    pieces.append((cursor, end, holder))
+                    cursor = end + 1
+            if stack and cursor < first:
+                pieces.append((cursor, first - 1, stack[-1][1]))
+            cursor = first
+            stack.append((last, owner))
+        while stack:
+            end, holder = stack.pop()
+            if cursor <= end:
+                pieces.append((cursor, end, holder))
+                cursor = end + 1
+        # Adjacent pieces of the same owner are one interval.
         out = self.intervals
-
-        def emit(last: int, owner: T) -> None:
-            nonlocal cursor
-            if cursor > last:
-                return
-            previous = out[-1] if out else None
+        previous: tuple[int, int, int, T] | None = None
+        for first, last, owner in pieces:
             if (
                 previous is not None
-                and previous[0] == version
-                and previous[2] + 1 == cursor
-                and previous[3] == owner
+                and previous[2] + 1 == first
+                and (previous[3] is owner or previous[3] == owner)
             ):
-                out[-1] = (version, previous[1], last, owner)  # adjacent, same owner
+                previous = (version, previous[1], last, owner)
+                out[-1] = previous
             else:
-                out.append((version, cursor, last, owner))
-            cursor = last + 1
-
-        for prefix, owner in items:
-            while stack and stack[-1][0].last < prefix.value:
-                ended, ended_owner = stack.pop()
-                emit(ended.last, ended_owner)
-            if stack:
-                emit(prefix.value - 1, stack[-1][1])
-            cursor = prefix.value
-            stack.append((prefix, owner))
-        while stack:
-            ended, ended_owner = stack.pop()
-            emit(ended.last, ended_owner)
+                previous = (version, first, last, owner)
+                out.append(previous)
 
     def owner(self, address: Prefix) -> T | None:
         """The pool of the most specific prefix holding all of ``address``, or None."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 import gc
 import socket
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property, partial
 from itertools import compress, repeat
-from operator import contains, is_not, itemgetter, not_, or_
+from operator import attrgetter, contains, is_, is_not, itemgetter, not_, or_
 from typing import Any, TypeVar
 
 from edgectl.model.delta import KeyedChanges, StateDelta, Structure
@@ -90,6 +91,11 @@ def _each(data: object, path: str, build: Callable[[Any, str], T]) -> tuple[T, .
 
 
 def _prefixes(data: object, path: str) -> tuple[Prefix, ...]:
+    # A pool lists hundreds of prefixes: all at once, or one by one (which
+    # names the one at fault) when the bulk parse doubts any.
+    parsed = Prefix.parse_many(data) if isinstance(data, list) else None
+    if parsed is not None:
+        return tuple(parsed)
     return _each(data, path, lambda item, where: Prefix.parse(item, path=where))
 
 
@@ -275,35 +281,20 @@ def _entries(data: object, path: str, build: Callable[[Any], T]) -> tuple[T, ...
 #
 # A policy file or snapshot of 200,000 keys spends most of its load building
 # entries one Python call at a time (~1.6 us a quarantine, ~3.4 us an
-# exemption).  The builders below take a whole list in a few passes of C
-# calls (map over itemgetter, inet_pton, one struct.unpack) and return None
-# at the first doubt - an entry that is not a plain dict, a field that does
-# not check, a key given twice - so that the per-entry builders run instead
-# and name the entry and field at fault.  They accept nothing those refuse.
+# exemption).  The loader below takes a whole list in a few passes of C
+# calls (map over itemgetter, inet_pton) and returns None at the first
+# doubt - an entry that is not a plain dict, a field that does not check, a
+# key given twice - so that the per-entry builders run instead and name the
+# entry and field at fault.  It accepts nothing those refuse.  Its columns
+# serve every bulk reader: the model (``state_from_data``), a cold start's
+# snapshot and ``edgectl apply -f`` (``state_columns``/``exact_columns``),
+# which write the kernel from them before any entry is built.
 
 _get_key = itemgetter("key")
 _get_mode = itemgetter("mode")
 _pton4 = partial(socket.inet_pton, socket.AF_INET)
 _new_tuple = tuple.__new__
 _BULK_ERRORS = (ModelError, KeyError, TypeError, ValueError, OSError, struct.error)
-
-
-def _bulk_prefixes(texts: list[Any]) -> list[Prefix]:
-    """Every key text as a Prefix; raises on any it cannot take (see _BULK_ERRORS).
-
-    Bare IPv4 addresses (most keys) go through inet_pton and one unpack;
-    anything with a "/" or ":" through Prefix.parse.
-    """
-    count = len(texts)
-    special = list(map(or_, map(contains, texts, repeat("/")), map(contains, texts, repeat(":"))))
-    plain = list(map(not_, special))
-    v4 = list(compress(texts, plain))
-    values = struct.unpack(f">{len(v4)}I", b"".join(map(_pton4, v4)))
-    hosts = map(_new_tuple, repeat(Prefix), zip(repeat(4), values, repeat(32)))
-    if len(v4) == count:
-        return list(hosts)
-    others = map(Prefix.parse, compress(texts, special))
-    return [next(hosts) if is_plain else next(others) for is_plain in plain]
 
 
 def _column(items: list[dict[str, Any]], name: str) -> list[Any]:
@@ -320,66 +311,174 @@ def _checked_texts(values: list[Any], name: str) -> list[Any]:
 
 def _times(values: list[Any], name: str) -> list[Any]:
     """``values`` (a fresh column) with each time given parsed, in place."""
-    for index in compress(range(len(values)), map(is_not, values, repeat(None))):
+    if values.count(None) == len(values):
+        return values  # nothing expires (most states): no scan for the times
+    given = list(map(is_not, values, repeat(None)))
+    texts = list(compress(values, given))
+    if set(map(type, texts)) == {str}:
+        # ISO texts (JSON): parsed in one C pass; a bad one raises ValueError
+        # (the bulk path's "doubt"), a naive one goes the per-value way below.
+        times = list(map(datetime.fromisoformat, texts))
+        if not any(map(is_, map(_tzinfo, times), repeat(None))):
+            deque(map(values.__setitem__, compress(range(len(values)), given), times), maxlen=0)
+            return values
+    for index in compress(range(len(values)), given):
         values[index] = parse_time(values[index], name)
     return values
 
 
+_tzinfo = attrgetter("tzinfo")
+
+
 def _plain_dicts(items: list[Any], allowed: set[str]) -> bool:
-    return set(map(type, items)) <= {dict} and all(map(allowed.issuperset, items))
+    # Every field name at once (one union of all the entries' keys): a C
+    # pass, where a check an entry is a Python-level call each.
+    return set(map(type, items)) <= {dict} and set().union(*items) <= allowed
 
 
 # A list's entries as checked columns, one per field (the entry classes' slots).
 Columns = dict[str, Sequence[Any]]
 
+Entry = TypeVar("Entry", Quarantine, Exemption)
 
-def _quarantine_columns(items: list[Any]) -> Columns | None:
+
+@dataclass(frozen=True)
+class KeyColumns:
+    """One list's entries (quarantines or exemptions) checked whole, as columns in
+    the document's order, no entry object built.
+
+    The keys come in two columns: the bare dotted quads (nearly all of a
+    million), packed as inet_pton gave them - what the kernel's elements
+    are made of - and every other key (IPv6 keys, IPv4 prefixes) as a
+    Prefix.  The Prefix of every key (``keys``) is made only when the model
+    is built.
+    """
+
+    # Which entries' keys are bare dotted quads; None when all of them are.
+    plain: list[bool] | None
+    v4: list[bytes]  # those keys, 4 bytes each, in order
+    others: list[Prefix]  # every other key, in order
+    # The entry class's other fields (``mode``, ``account``, ``expires``, ...).
+    fields: Columns
+
+    def __len__(self) -> int:
+        return len(self.v4) + len(self.others)
+
+    @cached_property
+    def keys(self) -> list[Prefix]:
+        """Every key as a Prefix, in order: the dotted quads by one unpack."""
+        values = struct.unpack(f">{len(self.v4)}I", b"".join(self.v4))
+        hosts = list(map(_new_tuple, repeat(Prefix), zip(repeat(4), values, repeat(32))))
+        if self.plain is None:
+            return hosts
+        keys: list[Prefix] = [*self.others, *hosts]  # the right length; placed below
+        deque(map(keys.__setitem__, compress(range(len(self)), self.plain), hosts), maxlen=0)
+        others = compress(range(len(self)), map(not_, self.plain))
+        deque(map(keys.__setitem__, others, self.others), maxlen=0)
+        return keys
+
+    def split(self, name: str) -> tuple[list[Any], list[Any]]:
+        """One field's column as (the dotted quads' values, the other keys' values)."""
+        values = self.fields[name]
+        if self.plain is None:
+            return list(values), []
+        return list(compress(values, self.plain)), list(compress(values, map(not_, self.plain)))
+
+    def entries(self, cls: type[Entry]) -> dict[Prefix, Entry]:
+        """The entries by key (no key is given twice: ``unique`` or the caller checked)."""
+        keys = self.keys
+        with _bulk():
+            return dict(
+                zip(keys, entries_unchecked(cls, {"key": keys, **self.fields}), strict=True)
+            )
+
+    def unique(self) -> bool:
+        """No key given twice (an IPv4 key written ``a.b.c.d/32`` is the address's twin)."""
+        if len(set(self.v4)) != len(self.v4) or len(set(self.others)) != len(self.others):
+            return False
+        # key[::2]: (version, length); an IPv4 /32 is a dotted quad's twin.
+        hosts = [key.value.to_bytes(4, "big") for key in self.others if key[::2] == (4, 32)]
+        return not hosts or set(self.v4).isdisjoint(hosts)
+
+    def subset(self, cls: type[Entry], keep: Callable[[int, int], bool]) -> dict[Prefix, Entry]:
+        """The entries whose key's (version, length) ``keep`` takes: for the few
+        prefix keys of a million, scanned only when some shape is kept."""
+        shapes = set(
+            zip(map(itemgetter(0), self.others), map(itemgetter(2), self.others), strict=True)
+        )
+        if self.v4:
+            shapes.add((4, 32))
+        if not any(keep(version, length) for version, length in shapes):
+            return {}
+        positions: Iterable[int]
+        if self.v4 and keep(4, 32):
+            keys, positions = self.keys, range(len(self))
+        else:  # the dotted quads left as they are: only the other keys looked at
+            keys = self.others
+            positions = (
+                [] if self.plain is None else compress(range(len(self)), map(not_, self.plain))
+            )
+        pairs = zip(positions, keys, strict=True)
+        chosen = [(index, key) for index, key in pairs if keep(key[0], key[2])]
+        picked = {"key": [key for _, key in chosen]}
+        for name, values in self.fields.items():
+            picked[name] = [values[index] for index, _ in chosen]
+        return dict(zip(picked["key"], entries_unchecked(cls, picked), strict=True))
+
+
+def _key_columns(items: list[Any], allowed: set[str], texts: Sequence[str]) -> KeyColumns | None:
+    """``items`` checked whole as ``quarantine_from_data``/``exemption_from_data``
+    check each (a ``mode`` when ``allowed`` has one, ``texts`` by ``check_text``,
+    timezone-aware times); None at any doubt.  Keys given twice are not
+    looked for here (``KeyColumns.unique``)."""
     try:
-        if not _plain_dicts(items, _QUARANTINE_FIELDS):
+        if not _plain_dicts(items, allowed):
             return None
-        modes = list(map(_MODES.__getitem__, map(_get_mode, items)))
-        keys = _bulk_prefixes(list(map(_get_key, items)))
-        accounts = _checked_texts(_column(items, "account"), "account")
-        expires = _times(_column(items, "expires"), "expires")
+        fields: Columns = {}
+        if "mode" in allowed:
+            fields["mode"] = list(map(_MODES.__getitem__, map(_get_mode, items)))
+        for name in texts:
+            fields[name] = _checked_texts(_column(items, name), name)
+        fields["expires"] = _times(_column(items, "expires"), "expires")
+        keys = list(map(_get_key, items))
+        special = list(map(or_, map(contains, keys, repeat("/")), map(contains, keys, repeat(":"))))
+        if not any(special):
+            return KeyColumns(None, list(map(_pton4, keys)), [], fields)
+        plain = list(map(not_, special))
+        v4 = list(map(_pton4, compress(keys, plain)))
+        texts = list(compress(keys, special))
+        others = Prefix.parse_many(texts)
+        if others is None:  # a mix of forms, or one at fault: each its own way
+            others = list(map(Prefix.parse, texts))
+        return KeyColumns(plain, v4, others, fields)
     except _BULK_ERRORS:
         return None
-    return {"key": keys, "mode": modes, "account": accounts, "expires": expires}
 
 
-def _exemption_columns(items: list[Any]) -> Columns | None:
-    try:
-        if not _plain_dicts(items, _EXEMPTION_FIELDS):
-            return None
-        keys = _bulk_prefixes(list(map(_get_key, items)))
-        accounts = _checked_texts(_column(items, "account"), "account")
-        tickets = _checked_texts(_column(items, "ticket"), "ticket")
-        expires = _times(_column(items, "expires"), "expires")
-    except _BULK_ERRORS:
-        return None
+def _quarantine_columns(items: list[Any]) -> KeyColumns | None:
+    return _key_columns(items, _QUARANTINE_FIELDS, ("account",))
+
+
+def _exemption_columns(items: list[Any]) -> KeyColumns | None:
     # Checked as Exemption.__post_init__ checks: texts by _checked_texts,
     # times by parse_time (timezone-aware).
-    return {"key": keys, "account": accounts, "ticket": tickets, "expires": expires}
+    return _key_columns(items, _EXEMPTION_FIELDS, ("account", "ticket"))
 
 
 def _bulk_quarantines(items: list[Any]) -> dict[Prefix, Quarantine] | None:
     columns = _quarantine_columns(items)
-    return None if columns is None else _keyed(Quarantine, columns, len(items))
+    return None if columns is None else _keyed(Quarantine, columns)
 
 
 def _bulk_exemptions(items: list[Any]) -> dict[Prefix, Exemption] | None:
     columns = _exemption_columns(items)
-    return None if columns is None else _keyed(Exemption, columns, len(items))
+    return None if columns is None else _keyed(Exemption, columns)
 
 
-Entry = TypeVar("Entry", Quarantine, Exemption)
-
-
-def _keyed(
-    cls: type[Entry], columns: dict[str, Sequence[Any]], count: int
-) -> dict[Prefix, Entry] | None:
+def _keyed(cls: type[Entry], columns: KeyColumns) -> dict[Prefix, Entry] | None:
     """The entries by key, or None when two share a key (the per-entry loader names it)."""
-    built = dict(zip(columns["key"], entries_unchecked(cls, columns), strict=True))
-    return built if len(built) == count else None
+    built = columns.entries(cls)
+    return built if len(built) == len(columns) else None
 
 
 def _keyed_entries(
@@ -454,58 +553,33 @@ def state_from_data(data: object) -> DesiredState:
 class StateColumns:
     """A state document checked whole, its entries still columns (no entry object).
 
-    What a cold start needs to write the kernel before building a million
-    entries (edgectl.agent.kernel_write.pack_columns): the keys, their
-    modes and expiries as lists.  ``state()`` then builds exactly the
-    DesiredState ``state_from_data`` builds from the same document.
+    What a cold start and ``edgectl apply -f`` need to write the kernel
+    before building 200k entries (edgectl.agent.kernel_write.pack_columns),
+    and what lint checks an all-exact policy by (``lint.exact_clear``).
+    ``state()`` then builds exactly the DesiredState ``state_from_data``
+    builds from the same document.
     """
 
-    # Everything but the entries.
+    # Everything but the entries (its quarantines and exemptions are empty).
     structure: DesiredState
-    # Keyed by the entry classes' fields (``key``, ``mode``, ``expires``, ...).
-    quarantines: Columns
-    exemptions: Columns
-
-    @cached_property
-    def entries(self) -> tuple[list[Quarantine], list[Exemption]]:
-        """The entry objects, in column order: what packing the keys and ``state`` share."""
-        with _bulk():
-            return (
-                entries_unchecked(Quarantine, self.quarantines),
-                entries_unchecked(Exemption, self.exemptions),
-            )
+    quarantines: KeyColumns
+    exemptions: KeyColumns
 
     def state(self) -> DesiredState:
-        quarantines, exemptions = self.entries
         # state_columns made sure no key is given twice.
-        with _bulk():
-            return replace(
-                self.structure,
-                quarantines=dict(zip(self.quarantines["key"], quarantines, strict=True)),
-                exemptions=dict(zip(self.exemptions["key"], exemptions, strict=True)),
-            )
+        return replace(
+            self.structure,
+            quarantines=self.quarantines.entries(Quarantine),
+            exemptions=self.exemptions.entries(Exemption),
+        )
 
     def subset(self, keep: Callable[[int, int], bool]) -> DesiredState:
-        """The structure with the entries whose key's (version, length) ``keep`` takes.
-
-        For the few prefix keys of a million: the shapes are one C pass, and
-        the entries are scanned only when some shape is kept.
-        """
-        quarantines = _subset(Quarantine, self.quarantines, keep)
-        exemptions = _subset(Exemption, self.exemptions, keep)
-        return replace(self.structure, quarantines=quarantines, exemptions=exemptions)
-
-
-def _subset(
-    cls: type[Entry], columns: Columns, keep: Callable[[int, int], bool]
-) -> dict[Prefix, Entry]:
-    keys = columns["key"]
-    shapes = set(zip(map(itemgetter(0), keys), map(itemgetter(2), keys), strict=True))
-    if not any(keep(version, length) for version, length in shapes):
-        return {}
-    chosen = [index for index, key in enumerate(keys) if keep(key[0], key[2])]
-    picked = {name: [values[index] for index in chosen] for name, values in columns.items()}
-    return dict(zip(picked["key"], entries_unchecked(cls, picked), strict=True))
+        """The structure with the entries whose key's (version, length) ``keep`` takes."""
+        return replace(
+            self.structure,
+            quarantines=self.quarantines.subset(Quarantine, keep),
+            exemptions=self.exemptions.subset(Exemption, keep),
+        )
 
 
 def state_columns(data: object) -> StateColumns | None:
@@ -521,13 +595,31 @@ def state_columns(data: object) -> StateColumns | None:
         exemptions = _exemption_columns(_list(fields.get("exemptions", []), "exemptions"))
         if quarantines is None or exemptions is None:
             return None
-        if not (_unique(quarantines["key"]) and _unique(exemptions["key"])):
+        if not (quarantines.unique() and exemptions.unique()):
             return None
     return StateColumns(_state(fields, {}, {}), quarantines, exemptions)
 
 
-def _unique(keys: Sequence[Prefix]) -> bool:
-    return len(set(keys)) == len(keys)
+def exact_columns(data: object) -> StateColumns | None:
+    """``state_columns(data)`` when every key is exact (a single IPv4 address, or
+    an IPv6 key of a delegated length: one hash-set element each); None for
+    any other document or any doubt - a bad field anywhere included, so that
+    ``state_from_data`` names it.
+
+    What ``edgectl apply -f`` onto no table takes (``lint.exact_clear``
+    checks exactly these).
+    """
+    try:
+        columns = state_columns(data)
+    except _BULK_ERRORS:
+        return None
+    if columns is None:
+        return None
+    lengths = columns.structure.delegated_lengths()
+    others = (*columns.quarantines.others, *columns.exemptions.others)
+    if any(key[0] != 6 or key[2] not in lengths for key in others):
+        return None  # a range: an interval-map element, rendered with the model
+    return columns
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
@@ -722,110 +814,3 @@ def delta_from_data(data: object) -> StateDelta:
         quarantines=KeyedChanges(q_upserts, q_removals),
         exemptions=KeyedChanges(e_upserts, e_removals),
     )
-
-
-# -- a state of exact keys, IPv4 addresses packed ------------------------------------
-
-
-@dataclass(frozen=True)
-class ExactKeys:
-    """One list's entries (quarantines or exemptions) as columns: the single IPv4
-    addresses as 4-byte packed addresses, the IPv6 keys as Prefixes, each
-    with its modes (None for exemptions) and expiries in the same order."""
-
-    v4: list[bytes]
-    v4_modes: list[QuarantineMode] | None
-    v4_expires: list[datetime | None]
-    v6: list[Prefix]
-    v6_modes: list[QuarantineMode] | None
-    v6_expires: list[datetime | None]
-
-
-@dataclass(frozen=True)
-class ExactColumns:
-    """A state document whose every key is exact (a single IPv4 address, or an
-    IPv6 key of a delegated length: one hash-set element each), checked whole,
-    no entry object built.
-
-    What ``edgectl apply -f`` onto no table needs: lint
-    (``lint.exact_clear``) and the kernel's elements
-    (``kernel_write.pack_exact``) take these lists directly.  ``state()``
-    builds the DesiredState ``state_from_data`` builds from the same document.
-    """
-
-    # Everything but the entries (its quarantines and exemptions are empty).
-    structure: DesiredState
-    quarantines: ExactKeys
-    exemptions: ExactKeys
-    data: Any  # the document itself, for ``state()``
-
-    def state(self) -> DesiredState:
-        return state_from_data(self.data)
-
-
-def _exact_keys(
-    items: list[Any], modes: list[QuarantineMode] | None, expires: list[datetime | None]
-) -> ExactKeys:
-    """Raises (one of _BULK_ERRORS) where a key is neither a bare dotted quad nor an
-    IPv6 key, or is given twice: the Prefix-based loaders take or name those."""
-    texts = list(map(_get_key, items))
-    special = list(map(or_, map(contains, texts, repeat("/")), map(contains, texts, repeat(":"))))
-    if not any(special):
-        v4 = list(map(_pton4, texts))
-        v6: list[Prefix] = []
-        keys = ExactKeys(v4, modes, expires, v6, None if modes is None else [], [])
-    else:
-        plain = list(map(not_, special))
-        v4 = list(map(_pton4, compress(texts, plain)))
-        v6 = list(map(Prefix.parse, compress(texts, special)))
-        if any(key.version != 6 for key in v6):
-            raise ValueError("an IPv4 prefix key")
-        keys = ExactKeys(
-            v4,
-            None if modes is None else list(compress(modes, plain)),
-            list(compress(expires, plain)),
-            v6,
-            None if modes is None else list(compress(modes, special)),
-            list(compress(expires, special)),
-        )
-    if len(set(v4)) != len(v4) or len(set(v6)) != len(v6):
-        raise ValueError("a key given twice")
-    return keys
-
-
-def exact_columns(data: object) -> ExactColumns | None:
-    """``data`` checked as ``state_from_data`` checks it, when every key is exact;
-    None for any other document or any doubt - a bad field anywhere included,
-    so that ``state_from_data`` names it.
-
-    The same checks as ``_quarantine_columns``/``_exemption_columns`` (plain
-    dicts of known fields, modes, texts, timezone-aware times, no key twice);
-    a bare dotted quad is what ``_bulk_prefixes`` takes through inet_pton.
-    """
-    try:
-        fields = _state_fields(data)
-        with _bulk():
-            quarantines = _list(fields.get("quarantines", []), "quarantines")
-            exemptions = _list(fields.get("exemptions", []), "exemptions")
-            if not (
-                _plain_dicts(quarantines, _QUARANTINE_FIELDS)
-                and _plain_dicts(exemptions, _EXEMPTION_FIELDS)
-            ):
-                return None
-            modes = list(map(_MODES.__getitem__, map(_get_mode, quarantines)))
-            _checked_texts(_column(quarantines, "account"), "account")
-            held = _exact_keys(
-                quarantines, modes, _times(_column(quarantines, "expires"), "expires")
-            )
-            _checked_texts(_column(exemptions, "account"), "account")
-            _checked_texts(_column(exemptions, "ticket"), "ticket")
-            exempt = _exact_keys(
-                exemptions, None, _times(_column(exemptions, "expires"), "expires")
-            )
-        structure = _state(fields, {}, {})
-    except _BULK_ERRORS:
-        return None
-    lengths = structure.delegated_lengths()
-    if any(key.length not in lengths for key in (*held.v6, *exempt.v6)):
-        return None  # a range: an interval-map element, rendered with the model
-    return ExactColumns(structure, held, exempt, data)

@@ -95,9 +95,13 @@ class Kernel:
         with self.lock:
             if self._dataplane.table_exists():
                 return None
-            return self._commit(
-                lambda: self._dataplane.sync_columns(columns, now, self._last_counters)
-            )
+            return self._commit(lambda: self._onto_no_table(columns, now))
+
+    def _onto_no_table(self, columns: StateColumns, now: datetime | None) -> ApplyResult:
+        result = self._dataplane.sync_columns(columns, now, self._last_counters)
+        if result is None:  # another process made our table since the check above
+            raise ValueError("sync_columns writes onto no table; this one has ours")
+        return result
 
     def restore_payload(self, payload: Payload, now: datetime | None = None) -> Commit:
         """The table of a persisted snapshot from its payload (edgectl.agent.restore_payload).

@@ -363,8 +363,8 @@ class Agent:
                     "applying revision %d (snapshot, full sync from its columns: "
                     "%d quarantines, %d exemptions)",
                     structure.revision,
-                    len(columns.quarantines["key"]),
-                    len(columns.exemptions["key"]),
+                    len(columns.quarantines),
+                    len(columns.exemptions),
                 )
                 commit = self.kernel.sync_columns(columns)
             state = columns.state()

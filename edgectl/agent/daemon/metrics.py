@@ -1,4 +1,4 @@
-"""Agent metrics and their Prometheus text endpoint (stdlib http.server: no new dependency).
+"""Agent metrics, rendered as Prometheus text (served by daemon.metrics_http).
 
 Kernel counters are read at scrape time (one netlink GETOBJ dump, no set
 listing), so a scrape always shows what the kernel counted, not a cached copy.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 # Apply latency buckets (seconds): a delta is sub-millisecond to a few ms,
 # a full sync of a million keys several seconds.
@@ -180,57 +178,3 @@ class Metrics:
         )
         metric("edgectl_dropped_bytes_total", "counter", "Bytes of those packets.", octets)
         return "\n".join(lines) + "\n"
-
-
-class MetricsServer:
-    """``GET /metrics`` on its own thread; ``counters`` is called per scrape."""
-
-    def __init__(
-        self, address: tuple[str, int], metrics: Metrics, counters: Callable[[], Counters]
-    ) -> None:
-        handler = type(
-            "Handler", (_Handler,), {"metrics": metrics, "counters": staticmethod(counters)}
-        )
-        family_server = _V6Server if ":" in address[0] else ThreadingHTTPServer
-        self._server = family_server(address, handler)
-        self._server.daemon_threads = True
-        self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-class _V6Server(ThreadingHTTPServer):
-    import socket as _socket
-
-    address_family = _socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    metrics: ClassVar[Metrics]
-    counters: ClassVar[Callable[[], Counters]]
-
-    def do_GET(self) -> None:
-        if self.path.split("?")[0] not in ("/metrics", "/"):
-            self.send_error(404)
-            return
-        try:
-            counters = type(self).counters()
-        except Exception:  # a kernel hiccup must not hide the agent's own metrics
-            counters = {}
-        body = self.metrics.render(counters).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # scrapes every 15 s would drown the agent's log

@@ -12,17 +12,20 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgectl.agent.daemon.config import AgentConfig, read_token
 from edgectl.agent.daemon.kernel import Kernel
 from edgectl.agent.daemon.loop import Agent, ControllerPort, LoopSettings
-from edgectl.agent.daemon.metrics import Metrics, MetricsServer
+from edgectl.agent.daemon.metrics import Metrics
 from edgectl.agent.daemon.offender_listener import OffenderListener
 from edgectl.agent.daemon.offenders import OffenderBook
 from edgectl.agent.daemon.protocol import Answer, ControllerError
 from edgectl.agent.persist import StateStore
 from edgectl.agent.table import SPEC
+
+if TYPE_CHECKING:
+    from edgectl.agent.daemon.metrics_http import MetricsServer
 
 log = logging.getLogger("edgectl.agent")
 
@@ -102,9 +105,11 @@ def run(config: AgentConfig, stop: threading.Event | None = None) -> int:
         persist_in_background=True,
         offenders=offenders,
     )
-    server = None
+    server: MetricsServer | None = None
     try:
         if config.metrics_listen is not None:
+            from edgectl.agent.daemon.metrics_http import MetricsServer
+
             server = MetricsServer(config.metrics_listen, metrics, kernel.counters)
             server.start()
             host, port = server.address
