@@ -167,8 +167,8 @@ def _apply_exact(
     try:
         # With no table there, the plan reads only the record of the last apply.
         plan = _plan(args, columns.structure, dataplane)
-        # None: our table appeared since.
-        result = None if plan.table_present else dataplane.sync_columns(columns, cut=True)
+        # None: our table appeared since (sync_columns looks for it itself).
+        result = dataplane.sync_columns(columns, cut=True)
         if result is None:
             return False
         # The state saved is the file's text; the header takes its revision.
