@@ -196,6 +196,14 @@ HEADLINES: tuple[Headline, ...] = (
                 "forwarding_nonmail_untracked_uncapped",
                 "non-mail, track_non_mail = false, no ct-count caps >= 0.95x no table",
             ),
+            (
+                "forwarding_nonmail_untracked_handwritten",
+                "non-mail through the same checks written by hand, vs no table (reported)",
+            ),
+            (
+                "forwarding_nonmail_untracked_vs_handwritten",
+                "non-mail, track_non_mail = false, no caps, vs the same checks by hand (reported)",
+            ),
             ("forwarding_nonmail_tracked", "non-mail, tracked default vs no table (reported)"),
             (
                 "forwarding_nonmail_tracked_vs_conntrack",
