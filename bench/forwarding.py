@@ -3,9 +3,9 @@
 
 Run as root: ``.venv/bin/python bench/forwarding.py [--keys 1000000] [--rounds 30]``.
 
-Four (five) copies of the lab topology (hosts dyn4 100.64.0.10, static4
+Seven copies of the lab topology (hosts dyn4 100.64.0.10, static4
 100.65.0.10 and the outside mx 203.0.113.25; namespaces
-``ectl-bench-<hex>-<a|b|d|e|f>-*``), identical but for the gateway's ruleset:
+``ectl-bench-<hex>-<a|b|d|e|f|s|m>-*``), identical but for the gateway's ruleset:
 
 * ``a``: no table at all - the baseline (no conntrack in that namespace);
 * ``b``: ``table inet edgectl`` with the full state (``--keys`` quarantined
@@ -332,6 +332,19 @@ def sanity(b: Topology, d: Topology, *, op25b: bool = True) -> None:
                 raise RuntimeError(f"{topo.prefix} {host}->mx:{port}: {got}, expected {wanted}")
 
 
+def blocks_by_hand(m: Topology) -> None:
+    """Prove gateway m's block check acts: dyn4 held there for a moment is dropped."""
+    element = ["inet", "bench_minimal", "block_4", f"{{ {DYN4} }}"]
+    with Listener(m.hosts["mx"].ns, [MX], PORTS, hold=False):
+        run(["ip", "netns", "exec", m.gateway_ns, "nft", "add", "element", *element])
+        try:
+            got = connect(m.hosts["dyn4"].ns, MX, 80, src=DYN4, timeout=1.0)
+        finally:
+            run(["ip", "netns", "exec", m.gateway_ns, "nft", "delete", "element", *element])
+        if got is not Outcome.TIMEOUT:
+            raise RuntimeError(f"m: a blocked dyn4 -> mx:80 {got}, expected a drop (timeout)")
+
+
 def finite(values: list[float]) -> list[float]:
     return [v for v in values if v == v]  # nan != nan
 
@@ -403,6 +416,7 @@ def main() -> int:
         sanity(topo["f"], topo["d"])
         sanity(topo["s"], topo["d"])
         sanity(topo["m"], topo["d"], op25b=False)
+        blocks_by_hand(topo["m"])
         tracked = run(["ip", "netns", "exec", topo["s"].gateway_ns, "cat", CONNTRACK_COUNT]).strip()
         if tracked != "0":
             raise RuntimeError(f"s tracked {tracked} connections: its table uses conntrack")
