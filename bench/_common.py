@@ -259,10 +259,48 @@ def build_state(
     )
 
 
-def _timeout(expires: datetime | None) -> str:
+# The IPv6 subscriber keys of build_state are /56s.
+MASK56 = "ffff:ffff:ffff:ff00::"
+
+
+def timeout_clause(expires: datetime | None) -> str:
+    """`` timeout Ns`` for an element expiring at ``expires`` (seen from FIXED_NOW), or ""."""
     if expires is None:
         return ""
     return f" timeout {math.ceil((expires - FIXED_NOW).total_seconds())}s"
+
+
+def held_elements(state: DesiredState) -> dict[str, list[str]]:
+    """Held keys as hand-written element text, by set: ``q_<mode>_<v>`` and ``exempt_<v>``.
+
+    Keys are IPv4 /32s and IPv6 /56s (the element is the address; rules
+    mask IPv6 sources with MASK56), as build_state makes them.
+    """
+    sets: dict[str, list[str]] = {}
+    named = [
+        (f"q_{q.mode.value.replace('-', '_')}_{key.version}", key, q.expires)
+        for key, q in state.quarantines.items()
+    ]
+    named += [(f"exempt_{key.version}", key, e.expires) for key, e in state.exemptions.items()]
+    for name, key, expires in named:
+        if key.length != (32 if key.version == 4 else 56):
+            raise ValueError(f"{key}: hand-written sets hold IPv4 /32s and IPv6 /56s only")
+        sets.setdefault(name, []).append(key.address + timeout_clause(expires))
+    return sets
+
+
+def key_set(name: str, elements: Sequence[str]) -> str:
+    """A hand-written timeout hash set of addresses (the family from the name's _4/_6)."""
+    addr = "ipv4_addr" if name.endswith("_4") else "ipv6_addr"
+    return set_block(name, f"type {addr}; flags timeout;", elements)
+
+
+def set_block(name: str, declaration: str, elements: Sequence[str]) -> str:
+    out = [f"\tset {name} {{\n\t\t{declaration}"]
+    if elements:
+        out.append("\t\telements = { " + ",\n\t\t\t".join(elements) + " }")
+    out.append("\t}")
+    return "\n".join(out)
 
 
 def handwritten_script(state: DesiredState, table: str = "inet edgectl") -> str:
@@ -273,36 +311,23 @@ def handwritten_script(state: DesiredState, table: str = "inet edgectl") -> str:
     carry one, exactly as edgectl's sets do), one forward chain using them.
     No counters, no logging, no verdict maps, no per-pool chains.
     """
-    sets: dict[str, list[str]] = {}
-    types: dict[str, str] = {}
+    out = [f"table {table} {{"]
     for name, version in (("pools_4", 4), ("pools_6", 6)):
-        sets[name] = [
+        prefixes = [
             str(p)
             for pool in state.pools
             for p in pool.prefixes
             if p.version == version and pool.kind is not PoolKind.INFRASTRUCTURE
         ]
-        types[name] = f"type {'ipv4_addr' if version == 4 else 'ipv6_addr'}; flags interval;"
-    for key, q in state.quarantines.items():
-        name = f"q_{q.mode.value.replace('-', '_')}_{key.version}"
-        sets.setdefault(name, []).append(key.address + _timeout(q.expires))
-    for key, e in state.exemptions.items():
-        sets.setdefault(f"exempt_{key.version}", []).append(key.address + _timeout(e.expires))
-    out = [f"table {table} {{"]
-    for name, elements in sets.items():
-        if name not in types:
-            addr = "ipv4_addr" if name.endswith("_4") else "ipv6_addr"
-            types[name] = f"type {addr}; flags timeout;"
-        out.append(f"\tset {name} {{\n\t\t{types[name]}")
-        if elements:
-            out.append("\t\telements = { " + ",\n\t\t\t".join(elements) + " }")
-        out.append("\t}")
+        addr = "ipv4_addr" if version == 4 else "ipv6_addr"
+        out.append(set_block(name, f"type {addr}; flags interval;", prefixes))
+    held = held_elements(state)
+    out += [key_set(name, elements) for name, elements in held.items()]
     out.append("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;")
     out.append("\t\tct state established,related accept")
-    mask56 = "ffff:ffff:ffff:ff00::"
-    for name in sets:
+    for name in held:
         if name.startswith("q_"):
-            family = "ip saddr" if name.endswith("_4") else f"ip6 saddr & {mask56}"
+            family = "ip saddr" if name.endswith("_4") else f"ip6 saddr & {MASK56}"
             out.append(f"\t\t{family} @{name} drop")
     out.append("\t\ttcp dport 25 ip saddr @pools_4 ip saddr != @exempt_4 reject with tcp reset")
     out.append("\t}\n}")

@@ -60,7 +60,6 @@ import argparse
 import dataclasses
 import errno
 import json
-import math
 import os
 import random
 import resource
@@ -80,8 +79,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import (
     BENCH_BASE,
     FIXED_NOW,
+    MASK56,
     build_state,
+    held_elements,
     install_signal_handlers,
+    key_set,
     machine,
     median,
     peak_rss_mib,
@@ -96,7 +98,7 @@ from edgectl.agent.apply import Dataplane
 from edgectl.lab.netns import in_netns, set_sysctl
 from edgectl.lab.probe import Listener, Outcome, connect
 from edgectl.lab.topology import Topology, standard_topology
-from edgectl.model.policy import DesiredState, QuarantineMode
+from edgectl.model.policy import DesiredState
 
 MX = "203.0.113.25"
 DYN4 = "100.64.0.10"
@@ -271,43 +273,38 @@ CT_ONLY_SCRIPT = """table inet bench_ct {
 def minimal_script(state: DesiredState) -> str:
     """Gateway m: what ``s`` does to non-mail traffic, written by hand (see the module doc).
 
-    The same block and walled-garden keys with the same timeouts, in one
-    plain set per mode and family; the mail ports lead to an empty chain
-    (mail is not measured through m).  No conntrack: nothing here needs it.
+    The same block and walled-garden keys with the same timeouts, in the
+    plain sets ``handwritten_script`` writes; the mail ports lead to an
+    empty chain (mail is not measured through m).  No conntrack: nothing
+    here needs it.
     """
-    keys: dict[str, list[str]] = {}
-    for key, hold in state.quarantines.items():
-        if hold.mode not in (QuarantineMode.BLOCK, QuarantineMode.WALLED_GARDEN):
-            continue
-        if key.length != (32 if key.version == 4 else 56):
-            raise ValueError(f"{key}: the hand-written sets hold IPv4 /32s and IPv6 /56s only")
-        mode = "block" if hold.mode is QuarantineMode.BLOCK else "walled"
-        timeout = ""
-        if hold.expires is not None:
-            timeout = f" timeout {math.ceil((hold.expires - FIXED_NOW).total_seconds())}s"
-        keys.setdefault(f"{mode}_{key.version}", []).append(key.address + timeout)
-    lines = ["table inet bench_minimal {"]
-    for mode in ("block", "walled"):
-        for version, addr in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-            elements = keys.get(f"{mode}_{version}", [])
-            listed = f"\t\telements = {{ {', '.join(elements)} }}\n" if elements else ""
-            header = f"\tset {mode}_{version} {{\n\t\ttype {addr}; flags timeout;\n"
-            lines.append(f"{header}{listed}\t}}")
-    mask56 = "ffff:ffff:ffff:ff00::"
-    lines += [
-        "\tchain mail {\n\t}",
-        "\tchain forward {",
-        "\t\ttype filter hook forward priority filter; policy accept;",
-        "\t\tip saddr @block_4 drop",
-        f"\t\tip6 saddr & {mask56} @block_6 drop",
-        "\t\ttcp flags & (syn | ack) != syn accept",
-        "\t\tip saddr @walled_4 drop",
-        f"\t\tip6 saddr & {mask56} @walled_6 drop",
-        "\t\ttcp dport { 25, 465, 587 } jump mail",
-        "\t}",
-        "}",
-    ]
-    return "\n".join(lines) + "\n"
+    held = held_elements(state)
+    names = [f"q_{mode}_{version}" for mode in ("block", "walled_garden") for version in (4, 6)]
+    return (
+        "\n".join(
+            [
+                "table inet bench_minimal {",
+                *(key_set(name, held.get(name, [])) for name in names),
+                "\tchain mail {\n\t}",
+                "\tchain forward {",
+                "\t\ttype filter hook forward priority filter; policy accept;",
+                "\t\tip saddr @q_block_4 drop",
+                f"\t\tip6 saddr & {MASK56} @q_block_6 drop",
+                "\t\ttcp flags & (syn | ack) != syn accept",
+                "\t\tip saddr @q_walled_garden_4 drop",
+                f"\t\tip6 saddr & {MASK56} @q_walled_garden_6 drop",
+                "\t\ttcp dport { 25, 465, 587 } jump mail",
+                "\t}",
+                "}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def nft(ns: str, *args: str, stdin: str | None = None) -> str:
+    """``nft`` in a namespace (``nft(ns, "-f", "-", stdin=script)`` loads a script)."""
+    return run(["ip", "netns", "exec", ns, "nft", *args], stdin=stdin)
 
 
 def sanity(b: Topology, d: Topology, *, op25b: bool = True) -> None:
@@ -334,13 +331,13 @@ def sanity(b: Topology, d: Topology, *, op25b: bool = True) -> None:
 
 def blocks_by_hand(m: Topology) -> None:
     """Prove gateway m's block check acts: dyn4 held there for a moment is dropped."""
-    element = ["inet", "bench_minimal", "block_4", f"{{ {DYN4} }}"]
+    element = ("inet", "bench_minimal", "q_block_4", f"{{ {DYN4} }}")
     with Listener(m.hosts["mx"].ns, [MX], PORTS, hold=False):
-        run(["ip", "netns", "exec", m.gateway_ns, "nft", "add", "element", *element])
+        nft(m.gateway_ns, "add", "element", *element)
         try:
             got = connect(m.hosts["dyn4"].ns, MX, 80, src=DYN4, timeout=1.0)
         finally:
-            run(["ip", "netns", "exec", m.gateway_ns, "nft", "delete", "element", *element])
+            nft(m.gateway_ns, "delete", "element", *element)
         if got is not Outcome.TIMEOUT:
             raise RuntimeError(f"m: a blocked dyn4 -> mx:80 {got}, expected a drop (timeout)")
 
@@ -408,10 +405,7 @@ def main() -> int:
             with Dataplane(topo[name].gateway_ns) as dataplane:
                 loaded = dataplane.full_sync(variant, now=FIXED_NOW)
             print(f"{name}: full_sync of {args.keys:,} keys in {loaded.seconds:.2f} s")
-        run(
-            ["ip", "netns", "exec", topo["m"].gateway_ns, "nft", "-f", "-"],
-            stdin=minimal_script(state),
-        )
+        nft(topo["m"].gateway_ns, "-f", "-", stdin=minimal_script(state))
         del state, untracked, uncapped
         sanity(topo["f"], topo["d"])
         sanity(topo["s"], topo["d"])
@@ -421,15 +415,9 @@ def main() -> int:
         if tracked != "0":
             raise RuntimeError(f"s tracked {tracked} connections: its table uses conntrack")
         start = time.perf_counter()
-        run(
-            ["ip", "netns", "exec", topo["d"].gateway_ns, "nft", "-f", "-"],
-            stdin=linear_chain_script(args.linear_rules),
-        )
+        nft(topo["d"].gateway_ns, "-f", "-", stdin=linear_chain_script(args.linear_rules))
         print(f"d: {args.linear_rules:,} rules loaded in {time.perf_counter() - start:.2f} s")
-        run(
-            ["ip", "netns", "exec", topo["e"].gateway_ns, "nft", "-f", "-"],
-            stdin=CT_ONLY_SCRIPT,
-        )
+        nft(topo["e"].gateway_ns, "-f", "-", stdin=CT_ONLY_SCRIPT)
         sanity(topo["b"], topo["d"])
 
         mx = [topo[name].hosts["mx"].ns for name in topo]
